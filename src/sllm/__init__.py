@@ -1,0 +1,9 @@
+"""sllm: serverless LLM inference on a shared GPU pool.
+
+Packages, from the inside out: `core` (pure scheduling state machines), `wire` (the UDP
+codec), `engines` (what runs a request), `runtime` (asyncio services on real sockets),
+`workload` (arrivals, traces, model popularity), `experiments` (the guide's simulations)
+and `bench` (benchmarks). `cli` is the `sllm` command.
+"""
+
+__version__ = "0.1.0"

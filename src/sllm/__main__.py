@@ -1,0 +1,7 @@
+"""`python3 -m sllm ...` runs the `sllm` command."""
+
+import sys
+
+from sllm.cli import main
+
+sys.exit(main())

@@ -1,0 +1,12 @@
+"""Benchmarks (`sllm bench ...`); results are recorded in docs/benchmarks.md."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def add_bench_parsers(parser: Any) -> None:
+    from sllm.bench import placement
+
+    sub = parser.add_subparsers(dest="benchmark", required=True, metavar="BENCHMARK")
+    placement.add_parser(sub)

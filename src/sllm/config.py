@@ -1,0 +1,435 @@
+"""Process settings: one frozen `Settings`, built from the environment and then CLI flags.
+
+Why it exists: the deployment guide's environment variables are a contract (Docker Compose files
+and Kubernetes manifests set them), and every process reads them the same way. Reading them in
+one place means one set of defaults, one validation, and one error that lists every bad variable
+at once, instead of a crash on the first one and another on the next restart.
+
+Variables
+---------
+=================  ===========================  ====================================================
+Variable           Default                      Meaning
+=================  ===========================  ====================================================
+DEPLOYMENT_MODE    ``local``                    ``local``, ``docker`` or ``kubernetes``
+LOG_LEVEL          ``INFO``                     DEBUG, INFO, WARNING, ERROR, CRITICAL (any case)
+BIND_HOST          ``0.0.0.0``                  address the UDP and HTTP servers bind to
+COORDINATOR_HOST   ``central-coordinator``      where workers send reports (the Service name)
+COORDINATOR_PORT   ``9000``                     coordinator UDP port
+WORKER_PORT        ``8000``                     worker UDP port
+REPORT_INTERVAL    ``1.0``                      seconds between worker reports, > 0
+WORKER_TIMEOUT     ``10.0``                     seconds of silence before a worker is dead;
+                                                must exceed REPORT_INTERVAL
+WORKER_ID          auto                         see below
+LOG_FORMAT         ``text``                     ``text`` or ``json`` (for containers)
+CLUSTER_SECRET     none                         HMAC key for datagrams; never shown in repr/errors
+PLACEMENT_POLICY   ``startup-aware``            one of `POLICY_NAMES` (or the names passed in)
+HTTP_PORT          ``8080``                     OpenAI-compatible front door
+WORKER_HTTP_PORT   ``0``                        a worker's own HTTP port; 0 means none
+KEEP_ALIVE         ``600.0``                    seconds an idle model stays loaded, >= 0
+QUEUE_CAPACITY     ``64``                       requests queued per worker before 429, >= 1
+WORKER_SLOTS       ``8``                        requests a worker runs at once, >= 1
+PRESTAGE_TIER      ``disk``                     where a worker finds the catalog's checkpoints at
+                                                start: ``none`` (remote store only), ``disk``
+                                                (a pre-populated local model store), ``host``
+=================  ===========================  ====================================================
+
+Ports are integers in 0..65535; 0 asks the OS for a free port (tests use it), except for
+WORKER_HTTP_PORT, where 0 means the worker serves no HTTP of its own. A variable set to the
+empty string counts as unset (Compose writes ``WORKER_ID=`` for "no value").
+
+The worker id is WORKER_ID when set; otherwise, in kubernetes mode, the pod's hostname (a
+StatefulSet pod name, stable across restarts); otherwise ``worker-<hostname>-<pid>``. It is
+resolved once, when `Settings` is built, so it is stable for the life of the object.
+
+Precedence: a CLI flag (an entry of `overrides` that is not None) beats the environment, which
+beats the default. Every bad value, from either source, is reported in one `ConfigError`, one
+line per variable. Nothing here exits the process: only a ``main()`` does that.
+
+`config` is the process-wide settings object for code that has no `Settings` handed to it. It is
+built from ``os.environ`` on first use, so importing this module never fails; an invalid
+environment raises `ConfigError` where `config` is first used. `load_settings`, which the CLI
+calls once at start-up, also makes its result what `config` answers from then on.
+
+Not handled yet: configuration files, reloading on change, reading CLUSTER_SECRET from a file,
+and a minimum strength for the secret.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import socket
+import threading
+from collections.abc import Callable, Collection, Mapping
+from dataclasses import dataclass, field, fields
+from typing import Any, cast
+
+from sllm.logs import FORMATS as LOG_FORMATS
+from sllm.logs import LEVELS as LOG_LEVELS
+
+MODES: tuple[str, ...] = ("local", "docker", "kubernetes")
+PRESTAGE_TIERS: tuple[str, ...] = ("none", "disk", "host")
+CONTAINER_MODES: frozenset[str] = frozenset({"docker", "kubernetes"})
+POLICY_NAMES: tuple[str, ...] = (
+    "seed",
+    "least-loaded",
+    "round-robin",
+    "random",
+    "power-of-two",
+    "startup-aware",
+)
+
+PORT_MAX = 65535
+# A worker id travels in every report and gossip message; 128 characters holds a hostname, a
+# UUID or a pod name, and matches the wire codec's limit on ids.
+WORKER_ID_MAX_LEN = 128
+# The longest DNS name (RFC 1035); an IP address literal is shorter.
+HOST_MAX_LEN = 253
+
+_Parser = Callable[[object], object]
+
+
+class ConfigError(Exception):
+    """The settings are invalid; `problems` has one line per bad variable.
+
+    This is the "the operator misconfigured it" error: a ``main()`` catches it, prints it to
+    stderr and exits with status 2.
+    """
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = list(problems)
+        super().__init__(self.problems)
+
+    def __str__(self) -> str:
+        return "invalid configuration:\n" + "\n".join(f"  {p}" for p in self.problems)
+
+
+# --- parsers: each takes an env string or an already-typed flag value, returns the typed value,
+# --- or raises ValueError with the reason (without the value: the caller adds it, or hides it).
+
+
+def _integer(low: int, high: int | None = None) -> _Parser:
+    def parse(raw: object) -> int:
+        if isinstance(raw, bool):
+            raise ValueError("not an integer")
+        if isinstance(raw, int):
+            value = raw
+        elif isinstance(raw, str):
+            try:
+                value = int(raw.strip(), 10)
+            except ValueError:
+                raise ValueError("not an integer") from None
+        else:
+            raise ValueError("not an integer")
+        if high is not None and not low <= value <= high:
+            raise ValueError(f"out of range {low}..{high}")
+        if value < low:
+            raise ValueError(f"must be >= {low}")
+        return value
+
+    return parse
+
+
+_port = _integer(0, PORT_MAX)
+
+
+def _seconds(*, allow_zero: bool) -> _Parser:
+    def parse(raw: object) -> float:
+        if isinstance(raw, bool):
+            raise ValueError("not a number")
+        if isinstance(raw, int | float):
+            value = float(raw)
+        elif isinstance(raw, str):
+            try:
+                value = float(raw.strip())
+            except ValueError:
+                raise ValueError("not a number") from None
+        else:
+            raise ValueError("not a number")
+        if not math.isfinite(value):
+            raise ValueError("not a finite number")
+        if value < 0 or (value == 0 and not allow_zero):
+            raise ValueError("must be >= 0" if allow_zero else "must be > 0")
+        return value
+
+    return parse
+
+
+def _choice(names: Collection[str], what: str) -> _Parser:
+    """Accept one of `names`, in any case; return it spelled as in `names`."""
+    canonical = {name.casefold(): name for name in names}
+
+    def parse(raw: object) -> str:
+        if not isinstance(raw, str):
+            raise ValueError("not a string")
+        try:
+            return canonical[raw.strip().casefold()]
+        except KeyError:
+            raise ValueError(f"unknown {what}; expected one of {', '.join(names)}") from None
+
+    return parse
+
+
+def _token(max_len: int, *, allow_empty: bool = False) -> _Parser:
+    """A name without whitespace: a host, an id, a policy."""
+
+    def parse(raw: object) -> str:
+        if not isinstance(raw, str):
+            raise ValueError("not a string")
+        value = raw.strip()
+        if not value and not allow_empty:
+            raise ValueError("must not be empty")
+        if len(value) > max_len:
+            raise ValueError(f"longer than {max_len} characters")
+        if any(ch.isspace() or not ch.isprintable() for ch in value):
+            raise ValueError("must not contain whitespace or control characters")
+        return value
+
+    return parse
+
+
+def _secret(raw: object) -> str | None:
+    if raw is None:
+        return None
+    if not isinstance(raw, str):
+        raise ValueError("not a string")
+    return raw or None  # empty means "no secret"
+
+
+@dataclass(frozen=True, slots=True)
+class _Variable:
+    field: str
+    env: str
+    parse: _Parser
+    secret: bool = False
+
+
+_VARIABLES: tuple[_Variable, ...] = (
+    _Variable("deployment_mode", "DEPLOYMENT_MODE", _choice(MODES, "mode")),
+    _Variable("log_level", "LOG_LEVEL", _choice(LOG_LEVELS, "level")),
+    _Variable("bind_host", "BIND_HOST", _token(HOST_MAX_LEN)),
+    _Variable("coordinator_host", "COORDINATOR_HOST", _token(HOST_MAX_LEN)),
+    _Variable("coordinator_port", "COORDINATOR_PORT", _port),
+    _Variable("worker_port", "WORKER_PORT", _port),
+    _Variable("report_interval", "REPORT_INTERVAL", _seconds(allow_zero=False)),
+    _Variable("worker_timeout", "WORKER_TIMEOUT", _seconds(allow_zero=False)),
+    # Empty means "derive it"; `Settings.__post_init__` does.
+    _Variable("worker_id", "WORKER_ID", _token(WORKER_ID_MAX_LEN, allow_empty=True)),
+    _Variable("log_format", "LOG_FORMAT", _choice(LOG_FORMATS, "format")),
+    _Variable("cluster_secret", "CLUSTER_SECRET", _secret, secret=True),
+    # Membership in the policy table is checked by `from_env`, which knows the names in use.
+    _Variable("placement_policy", "PLACEMENT_POLICY", _token(64)),
+    _Variable("http_port", "HTTP_PORT", _port),
+    _Variable("worker_http_port", "WORKER_HTTP_PORT", _port),
+    _Variable("keep_alive", "KEEP_ALIVE", _seconds(allow_zero=True)),
+    _Variable("queue_capacity", "QUEUE_CAPACITY", _integer(1)),
+    _Variable("worker_slots", "WORKER_SLOTS", _integer(1)),
+    _Variable("prestage_tier", "PRESTAGE_TIER", _choice(PRESTAGE_TIERS, "tier")),
+)
+_BY_FIELD: dict[str, _Variable] = {v.field: v for v in _VARIABLES}
+
+
+def _problem(label: str, raw: object, var: _Variable, reason: str) -> str:
+    shown = "<hidden>" if var.secret else repr(raw)
+    return f"{label}={shown}: {reason}"
+
+
+def _check(
+    given: Mapping[str, tuple[str, object]],
+    defaults: Mapping[str, object],
+    parsers: Mapping[str, _Parser],
+) -> tuple[dict[str, object], list[str]]:
+    """Parse the `given` values (field -> (label, raw)); return the parsed ones and the problems.
+
+    Cross-field rules are checked on the effective values (given, else default), and only when
+    every value they involve parsed.
+    """
+    values: dict[str, object] = {}
+    problems: list[str] = []
+    for name, (where, raw) in given.items():
+        var = _BY_FIELD[name]
+        try:
+            values[name] = parsers.get(name, var.parse)(raw)
+        except ValueError as exc:
+            problems.append(_problem(where, raw, var, str(exc)))
+
+    def effective(name: str) -> object:
+        return values[name] if name in values else defaults[name]
+
+    def label(name: str) -> str:
+        return given[name][0] if name in given else f"{_BY_FIELD[name].env} (default)"
+
+    failed = {name for name in given if name not in values}
+    if not failed & {"worker_timeout", "report_interval"}:
+        timeout = cast(float, effective("worker_timeout"))
+        interval = cast(float, effective("report_interval"))
+        if timeout <= interval:
+            problems.append(
+                f"{label('worker_timeout')}={timeout!r}: must exceed "
+                f"{label('report_interval')}={interval!r}"
+            )
+    return values, problems
+
+
+def default_worker_id(mode: str) -> str:
+    """The worker id when WORKER_ID is not set: the pod name in kubernetes, else host and pid."""
+    hostname = socket.gethostname().strip() or "localhost"
+    if mode == "kubernetes":
+        return hostname[:WORKER_ID_MAX_LEN]
+    suffix = f"-{os.getpid()}"
+    return f"worker-{hostname}"[: WORKER_ID_MAX_LEN - len(suffix)] + suffix
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Everything a process is configured with. Build it with `from_env`.
+
+    Constructing it directly (tests do, with port 0) validates and normalizes the same way, except
+    that `placement_policy` is only checked to be a name: the policy table is not known here.
+    An empty `worker_id` is replaced by `default_worker_id`.
+    """
+
+    deployment_mode: str = "local"
+    log_level: str = "INFO"
+    bind_host: str = "0.0.0.0"
+    coordinator_host: str = "central-coordinator"
+    coordinator_port: int = 9000
+    worker_port: int = 8000
+    report_interval: float = 1.0
+    worker_timeout: float = 10.0
+    worker_id: str = ""
+    log_format: str = "text"
+    cluster_secret: str | None = field(default=None, repr=False)
+    placement_policy: str = "startup-aware"
+    http_port: int = 8080
+    worker_http_port: int = 0
+    keep_alive: float = 600.0
+    queue_capacity: int = 64
+    worker_slots: int = 8
+    prestage_tier: str = "disk"
+
+    def __post_init__(self) -> None:
+        given = {var.field: (var.field, getattr(self, var.field)) for var in _VARIABLES}
+        values, problems = _check(given, _DEFAULTS, {})
+        if problems:
+            raise ConfigError(problems)
+        for name, value in values.items():
+            object.__setattr__(self, name, value)
+        if not self.worker_id:
+            object.__setattr__(self, "worker_id", default_worker_id(self.deployment_mode))
+
+    @classmethod
+    def from_env(
+        cls,
+        env: Mapping[str, str] | None = None,
+        overrides: Mapping[str, object] | None = None,
+        *,
+        policy_names: Collection[str] = POLICY_NAMES,
+    ) -> Settings:
+        """Build settings from `env` (default ``os.environ``) and then `overrides`.
+
+        `overrides` maps field names to CLI flag values; None means the flag was not given. A
+        flag value may be a string (parsed like the variable) or already typed. In errors a flag
+        is named ``--field-name`` (``--report-interval``). `policy_names` are the placement
+        policies PLACEMENT_POLICY may name. Raises `ConfigError` listing every bad value, and
+        TypeError for an override key that is not a field (a bug in the caller, not bad input).
+        """
+        env = os.environ if env is None else env
+        overrides = {} if overrides is None else overrides
+        unknown = sorted(set(overrides) - set(_BY_FIELD))
+        if unknown:
+            raise TypeError(f"unknown setting(s) in overrides: {', '.join(unknown)}")
+
+        given: dict[str, tuple[str, object]] = {}
+        for var in _VARIABLES:
+            flag = overrides.get(var.field)
+            if flag is not None:
+                given[var.field] = ("--" + var.field.replace("_", "-"), flag)
+            elif env.get(var.env, "").strip():
+                given[var.field] = (var.env, env[var.env])
+        if "placement_policy" not in given:
+            # The default must be a policy in use, too.
+            given["placement_policy"] = (
+                "PLACEMENT_POLICY (default)",
+                _DEFAULTS["placement_policy"],
+            )
+        policy = _choice(policy_names, "placement policy")
+        values, problems = _check(given, _DEFAULTS, {"placement_policy": policy})
+        if problems:
+            raise ConfigError(problems)
+        return cls(**cast(dict[str, Any], values))
+
+    def get_coordinator_address(self) -> tuple[str, int]:
+        """Where workers send their reports: ``(COORDINATOR_HOST, COORDINATOR_PORT)``."""
+        return (self.coordinator_host, self.coordinator_port)
+
+    def get_worker_id(self) -> str:
+        """This process's worker id; the same on every call."""
+        return self.worker_id
+
+    def is_containerized(self) -> bool:
+        """True in docker and kubernetes mode."""
+        return self.deployment_mode in CONTAINER_MODES
+
+
+_DEFAULTS: dict[str, object] = {f.name: f.default for f in fields(Settings)}
+
+
+class LazySettings:
+    """A stand-in for a `Settings` that is built on first attribute access, then kept.
+
+    Attribute reads and method calls are forwarded to the `Settings`. If building it raises
+    `ConfigError`, every use raises it again (nothing is cached until a build succeeds). It is
+    not itself an instance of `Settings`; `resolve` returns the real object.
+    """
+
+    __slots__ = ("_load", "_lock", "_settings")
+
+    def __init__(self, load: Callable[[], Settings] = Settings.from_env) -> None:
+        self._load = load
+        self._lock = threading.Lock()
+        self._settings: Settings | None = None
+
+    def resolve(self) -> Settings:
+        """The settings, built now if this is the first use."""
+        settings = self._settings
+        if settings is None:
+            with self._lock:
+                if self._settings is None:
+                    self._settings = self._load()
+                settings = self._settings
+        return settings
+
+    def install(self, settings: Settings) -> None:
+        """Answer from `settings` from now on."""
+        with self._lock:
+            self._settings = settings
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.resolve(), name)
+
+    def __repr__(self) -> str:
+        return repr(self._settings) if self._settings is not None else "LazySettings(<unbuilt>)"
+
+
+_lazy = LazySettings()
+# Typed as Settings so callers get the fields' types; at run time it forwards to one.
+config: Settings = cast(Settings, _lazy)
+
+
+def load_settings(
+    overrides: Mapping[str, object] | None = None,
+    *,
+    policy_names: Collection[str] = POLICY_NAMES,
+) -> Settings:
+    """Build the process's settings from ``os.environ`` and the CLI flags in `overrides`.
+
+    Contract with the CLI: each ``main()`` calls this once, before doing anything else, with its
+    parsed flags keyed by field name (None for a flag not given). On `ConfigError` it prints
+    ``str(error)`` to stderr and exits with status 2; this function never exits. The returned
+    settings also become what the module-level `config` answers, so code reading `config` sees
+    the flags too.
+    """
+    settings = Settings.from_env(os.environ, overrides, policy_names=policy_names)
+    _lazy.install(settings)
+    return settings

@@ -1,0 +1,188 @@
+"""The central coordinator: a cluster view, a placement policy and the counters `status` shows.
+
+`Coordinator.handle(message, now)` is the whole protocol: a worker report updates the
+view, a schedule request gets a decision, a cluster-state request gets one page of the
+state. It returns what to send back to the sender plus notices for the runtime to log
+(the core never logs). `expire(now)` drops silent workers; the runtime calls it at
+`next_deadline()`.
+
+Its state is soft: a restarted coordinator learns every worker again from the next round
+of reports, within one REPORT_INTERVAL. Only the counters start again from zero.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from itertools import islice
+
+from sllm.core.cost import CostModel, ModelInfo
+from sllm.core.placement import make_policy
+from sllm.core.tiers import Tier
+from sllm.core.view import ClusterView
+from sllm.wire.messages import (
+    SUMMARY_MAX_MODELS,
+    ClusterStateRequest,
+    ClusterStateResponse,
+    Message,
+    ScheduleRequest,
+    ScheduleResponse,
+    WorkerReport,
+    WorkerSummary,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Notice:
+    """Something the runtime should log: a fixed event name and its details."""
+
+    event: str
+    fields: Mapping[str, object]
+
+
+@dataclass(slots=True)
+class Outcome:
+    replies: list[Message] = field(default_factory=list)
+    notices: list[Notice] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class Counters:
+    """Decisions since this coordinator started."""
+
+    reports: int = 0
+    requests: int = 0
+    cache_hits: int = 0  # placed where the model is (or is arriving) on the GPU
+    cold_starts: int = 0
+    rejected: int = 0
+    by_action: dict[tuple[str, str], int] = field(default_factory=dict)  # (model, action)
+
+    @property
+    def cache_hit_rate(self) -> float:
+        placed = self.cache_hits + self.cold_starts
+        return self.cache_hits / placed if placed else 0.0
+
+
+class Coordinator:
+    """Global view plus a policy; every entry point is `(input, now) -> output`."""
+
+    def __init__(
+        self,
+        policy: str,
+        catalog: Mapping[str, ModelInfo],
+        cost: CostModel,
+        worker_timeout: float,
+        rng: random.Random,
+        started_at: float,
+    ) -> None:
+        self.view = ClusterView(worker_timeout)
+        self.policy = make_policy(policy, cost, rng)
+        self.catalog = catalog
+        self.cost = cost
+        self.counters = Counters()
+        self.started_at = started_at
+
+    def handle(self, message: Message, now: float) -> Outcome:
+        outcome = Outcome()
+        if isinstance(message, WorkerReport):
+            self.counters.reports += 1
+            if self.view.apply_report(message, now):
+                outcome.notices.append(
+                    Notice("worker_joined", {"worker": message.node_id, "port": message.port})
+                )
+        elif isinstance(message, ScheduleRequest):
+            outcome.replies.append(self.place(message, now))
+        elif isinstance(message, ClusterStateRequest):
+            outcome.replies.append(self.cluster_state(message, now))
+        else:
+            outcome.notices.append(Notice("unexpected_message", {"type": message.TYPE}))
+        return outcome
+
+    def expire(self, now: float) -> list[Notice]:
+        return [
+            Notice("worker_lost", {"worker": worker_id, "timeout_s": self.view.worker_timeout})
+            for worker_id in self.view.expire(now)
+        ]
+
+    def next_deadline(self) -> float | None:
+        """When the oldest live worker times out if it stays silent."""
+        oldest = next(self.view.entries(), None)
+        return None if oldest is None else oldest.last_seen + self.view.worker_timeout
+
+    def place(self, request: ScheduleRequest, now: float) -> ScheduleResponse:
+        self.view.expire(now)
+        self.counters.requests += 1
+        model = self.catalog.get(request.model)
+        if model is None:
+            return self._reject(request, "unknown_model")
+        choice = self.policy.choose(self.view, request, model)
+        if choice is None:
+            reason = "no_workers" if len(self.view) == 0 else "queues_full"
+            return self._reject(request, reason)
+        entry = choice.worker
+        cold = choice.tier is not Tier.GPU
+        new_load_s = 0.0
+        if cold:
+            self.counters.cold_starts += 1
+            new_load_s = self.cost.load_time(model.size_bytes, choice.tier)
+        else:
+            self.counters.cache_hits += 1
+        self.view.record_placement(entry.worker_id, request.model, new_load_s)
+        action = "cold_start" if cold else "serve"
+        self._count(request.model, action)
+        report = entry.report
+        return ScheduleResponse(
+            request_id=request.request_id,
+            worker_id=entry.worker_id,
+            host=report.host,
+            port=report.port,
+            http_port=report.http_port,
+            action=action,
+            estimated_wait_s=min(choice.estimated_wait_s, 86_400.0),
+            reason=choice.reason,
+        )
+
+    def _reject(self, request: ScheduleRequest, reason: str) -> ScheduleResponse:
+        self.counters.rejected += 1
+        self._count(request.model, "reject")
+        return ScheduleResponse(request.request_id, "", "", 0, 0, "reject", 0.0, reason)
+
+    def _count(self, model: str, action: str) -> None:
+        key = (model if model in self.catalog else "unknown", action)
+        self.counters.by_action[key] = self.counters.by_action.get(key, 0) + 1
+
+    def cluster_state(self, request: ClusterStateRequest, now: float) -> ClusterStateResponse:
+        """Cluster-wide figures plus one page of workers sorted by id. O(N): for `status`."""
+        self.view.expire(now)
+        entries = sorted(self.view.entries(), key=lambda entry: entry.worker_id)
+        depths = [entry.report.queue_depth for entry in entries]
+        utilizations = [entry.report.gpu_utilization for entry in entries]
+        page = entries[request.offset : request.offset + request.limit]
+        return ClusterStateResponse(
+            request_id=request.request_id,
+            policy=self.policy.name,
+            active_workers=len(entries),
+            total_requests=self.counters.requests,
+            cache_hits=self.counters.cache_hits,
+            cold_starts=self.counters.cold_starts,
+            rejected=self.counters.rejected,
+            queue_depth_mean=sum(depths) / len(depths) if depths else 0.0,
+            queue_depth_max=max(depths, default=0),
+            gpu_utilization_mean=sum(utilizations) / len(utilizations) if utilizations else 0.0,
+            uptime_s=max(0.0, now - self.started_at),
+            offset=request.offset,
+            workers=tuple(
+                WorkerSummary(
+                    worker_id=entry.worker_id,
+                    host=entry.report.host,
+                    port=entry.report.port,
+                    models=dict(islice(entry.report.models.items(), SUMMARY_MAX_MODELS)),
+                    queue_depth=entry.report.queue_depth,
+                    running=entry.report.running,
+                    gpu_utilization=entry.report.gpu_utilization,
+                    last_report_age_s=min(max(0.0, now - entry.last_seen), 86_400.0),
+                )
+                for entry in page
+            ),
+        )

@@ -1,0 +1,128 @@
+"""The cost model: how long a load and a request take. One place for every timing number.
+
+The startup-aware policy, the sim engine and the simulator all read time from here, so a
+placement estimate and the simulated outcome can never disagree about physics.
+
+Theory of operation (after ServerlessLLM, Fu et al., OSDI'24, arXiv 2401.14351):
+
+- **Load time** of a checkpoint of ``B`` bytes from tier ``t`` is
+  ``engine_start_s + B / bandwidth[t]``; a checkpoint already on the GPU costs 0.
+  A worker loads one checkpoint at a time, so a new load also waits for the loads
+  queued before it (the worker reports that backlog in seconds).
+- **Prefill** of ``p`` prompt tokens for a model of ``P`` billion parameters is
+  ``max(prefill_floor_s, p * P * prefill_s_per_token_bparam)``: short prompts are bound by
+  kernel-launch overhead, long ones by compute, which scales with tokens x parameters.
+- **Decode** step time at batch size ``b`` is
+  ``max(weight_bytes / hbm_bandwidth, decode_overhead_s) * (1 + decode_batch_slope * (b - 1))``:
+  a production engine streams every weight once per step (the floor), a small model is bound
+  by per-step overhead, and a larger batch costs a little more per step.
+- **Time to first token** is the prefill (it produces the first token); **end-to-end** adds
+  ``output_tokens - 1`` decode steps. The batch size is fixed when a request starts.
+
+Defaults and where they come from (H200 host, PCIe gen5, measured 2026-11-28; the raw
+numbers are in ``docs/calibration.md``):
+
+- host memory -> GPU 19.9 GB/s: reused pinned 8x256 MB ring, pipelined, file in page cache;
+- local disk -> GPU 1.90 GB/s: the same ring after ``drop_caches`` (cold);
+- remote store 1.25 GB/s: a 10 Gbit/s link, the remote-download baseline ServerlessLLM uses;
+- engine start 0.5 s: an assumption (process-local engine re-initialisation), not measured;
+- prefill floor 31 ms and 4.05e-6 s per token per billion parameters: fitted to the eager
+  bf16 prefill table (7B: 35.5/34.5/60.0 ms at 128/512/2048 tokens; 13B: 31.5/31.1/107.8 ms);
+- HBM bandwidth 4.215 TB/s: the measured device-to-device read+write copy rate;
+- decode overhead 4 ms per step and +1% per extra sequence in the batch: assumptions for a
+  CUDA-graph engine, which the calibration notes say decodes near the weight-streaming floor.
+
+Not modelled yet: KV-cache memory limits, chunked-prefill interference with decode, and
+batch size changing while a request runs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from sllm.core.tiers import Tier
+
+GB = 1e9
+
+
+class ModelInfo(Protocol):
+    """What the cost model needs to know about a model."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def params_b(self) -> float: ...
+
+    @property
+    def size_bytes(self) -> int: ...
+
+
+@dataclass(frozen=True, slots=True)
+class CostModel:
+    """Calibrated timing constants; override any field with `CostModel.with_overrides`."""
+
+    host_bandwidth_Bps: float = 19.9 * GB
+    disk_bandwidth_Bps: float = 1.90 * GB
+    remote_bandwidth_Bps: float = 1.25 * GB
+    engine_start_s: float = 0.5
+    prefill_floor_s: float = 0.031
+    prefill_s_per_token_bparam: float = 4.05e-6
+    hbm_bandwidth_Bps: float = 4215 * GB
+    decode_overhead_s: float = 0.004
+    decode_batch_slope: float = 0.01
+
+    def with_overrides(self, overrides: Mapping[str, Any]) -> CostModel:
+        """A copy with some fields replaced; unknown names or non-positive values raise."""
+        known = {f.name for f in dataclasses.fields(self)}
+        problems = [f"{key}: unknown cost-model field" for key in overrides if key not in known]
+        values: dict[str, float] = {}
+        for key, value in overrides.items():
+            if key not in known:
+                continue
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                problems.append(f"{key}={value!r}: not a number")
+            elif not math.isfinite(value) or value < 0:
+                problems.append(f"{key}={value!r}: must be a finite number >= 0")
+            else:
+                values[key] = float(value)
+        if problems:
+            raise ValueError("; ".join(problems))
+        return dataclasses.replace(self, **values)
+
+    def bandwidth(self, tier: Tier) -> float:
+        """Bytes per second from `tier` to the GPU; infinite for the GPU itself."""
+        if tier is Tier.GPU:
+            return math.inf
+        if tier is Tier.HOST:
+            return self.host_bandwidth_Bps
+        if tier is Tier.DISK:
+            return self.disk_bandwidth_Bps
+        return self.remote_bandwidth_Bps
+
+    def load_time(self, size_bytes: int, tier: Tier) -> float:
+        """Seconds to bring a checkpoint from `tier` onto the GPU, not counting queued loads."""
+        if tier is Tier.GPU:
+            return 0.0
+        return self.engine_start_s + size_bytes / self.bandwidth(tier)
+
+    def prefill_time(self, model: ModelInfo, prompt_tokens: int) -> float:
+        compute = prompt_tokens * model.params_b * self.prefill_s_per_token_bparam
+        return max(self.prefill_floor_s, compute)
+
+    def decode_step_time(self, model: ModelInfo, batch_size: int) -> float:
+        floor = model.size_bytes / self.hbm_bandwidth_Bps
+        growth = 1.0 + self.decode_batch_slope * max(0, batch_size - 1)
+        return max(floor, self.decode_overhead_s) * growth
+
+    def service_time(
+        self, model: ModelInfo, prompt_tokens: int, output_tokens: int, batch_size: int = 1
+    ) -> tuple[float, float]:
+        """(time to first token, end-to-end) of one request once it holds a slot."""
+        ttft = self.prefill_time(model, prompt_tokens)
+        decode = max(0, output_tokens - 1) * self.decode_step_time(model, batch_size)
+        return ttft, ttft + decode

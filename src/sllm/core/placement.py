@@ -1,0 +1,246 @@
+"""Placement policies: every way this project can pick a worker, and nowhere else.
+
+Each policy answers one question, "which live, accepting worker should run this request?",
+from a `ClusterView`, and returns a `Choice` (or None when no worker can take it). The
+coordinator and every decentralized node call the same policies over their own view.
+
+Theory of operation:
+
+- ``seed``: the deployment guide's original score, kept as the baseline every improvement
+  is measured against: ``1000 * loaded - 10 * queue_depth - 100 * gpu_utilization``. It
+  scans every worker, by design: that is what the guide did.
+- ``least-loaded``: the accepting worker with the fewest queued + running + pending
+  requests, from the view's bucket index: O(1) in the common case.
+- ``round-robin`` and ``random``: the classic baselines; they ignore where models are.
+- ``power-of-two``: two uniform samples, keep the less loaded (Mitzenmacher, "The Power of
+  Two Choices in Randomized Load Balancing", 2001; the probe count Sparrow builds on,
+  Ousterhout et al., SOSP'13).
+- ``startup-aware``: after ServerlessLLM (Fu et al., OSDI'24). For each candidate it
+  estimates time to first token = queue wait + load time from the best tier holding the
+  checkpoint (plus the loads already queued there) + prefill, and takes the smallest. So it
+  weighs waiting for a warm worker against cold-starting on an idle one. Candidates are the
+  few least-loaded holders of the model in each tier plus the few least-loaded workers
+  overall, so a decision costs O(tiers x CANDIDATES_PER_TIER), independent of cluster size.
+
+Not handled yet: live migration (the ``migrate`` action ServerlessLLM adds) is never chosen.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from itertools import islice
+from typing import Protocol
+
+from sllm.core.cost import CostModel, ModelInfo
+from sllm.core.tiers import Tier
+from sllm.core.view import ClusterView, WorkerEntry
+from sllm.wire.messages import ScheduleRequest
+
+# How many of the least-loaded workers startup-aware examines per tier and overall. Four
+# finds the best queue among equally warm holders without walking long buckets; the cost
+# per decision is bounded by (3 tiers + 1) * 4 estimates whatever the cluster size.
+CANDIDATES_PER_TIER = 4
+# Random-choice policies retry this often to find an accepting worker before falling back
+# to the least-loaded one.
+RANDOM_TRIES = 4
+
+
+@dataclass(frozen=True, slots=True)
+class Choice:
+    """A placement decision, before it is turned into a wire response."""
+
+    worker: WorkerEntry
+    tier: Tier  # where the model was on that worker: GPU means no load is needed
+    estimated_wait_s: float
+    reason: str
+
+
+class PlacementPolicy(Protocol):
+    name: str
+
+    def choose(self, view: ClusterView, request: ScheduleRequest, model: ModelInfo) -> Choice | None:
+        ...
+
+
+class Estimator:
+    """The startup-aware time-to-first-token estimate, shared by the policies that report a wait."""
+
+    def __init__(self, cost: CostModel) -> None:
+        self.cost = cost
+
+    def queue_wait(self, entry: WorkerEntry, request_service_s: float) -> float:
+        """Seconds before a slot frees up: the requests ahead, spread over the slots.
+
+        The view does not know the other requests' lengths, so each is assumed to take as
+        long as this one would. Good enough to rank workers; not a promise.
+        """
+        slots = max(1, entry.report.slots)
+        ahead = entry.load - slots + 1
+        return 0.0 if ahead <= 0 else ahead / slots * request_service_s
+
+    def ttft(self, entry: WorkerEntry, request: ScheduleRequest, model: ModelInfo) -> float:
+        tier = entry.tier_of(request.model)
+        ttft, e2e = self.cost.service_time(model, request.prompt_tokens, request.output_tokens)
+        load = 0.0
+        if tier is not Tier.GPU:
+            load = entry.load_backlog_s + self.cost.load_time(model.size_bytes, tier)
+        return self.queue_wait(entry, e2e) + load + ttft
+
+
+class Seed:
+    """The guide's original scoring, scanning every worker (the baseline)."""
+
+    name = "seed"
+
+    def __init__(self, estimator: Estimator) -> None:
+        self._estimator = estimator
+
+    def choose(self, view: ClusterView, request: ScheduleRequest, model: ModelInfo) -> Choice | None:
+        best: WorkerEntry | None = None
+        best_score = 0.0
+        for entry in view.entries():
+            if not entry.accepts:
+                continue
+            report = entry.report
+            loaded = entry.tier_of(request.model) is Tier.GPU
+            score = (
+                (1000.0 if loaded else 0.0)
+                - 10.0 * (report.queue_depth + entry.pending)
+                - 100.0 * report.gpu_utilization
+            )
+            if best is None or score > best_score:
+                best, best_score = entry, score
+        return None if best is None else _choice(self._estimator, best, request, model, "seed")
+
+
+class LeastLoaded:
+    name = "least-loaded"
+
+    def __init__(self, estimator: Estimator) -> None:
+        self._estimator = estimator
+
+    def choose(self, view: ClusterView, request: ScheduleRequest, model: ModelInfo) -> Choice | None:
+        worker_id = next(view.by_load.lowest(), None)
+        if worker_id is None:
+            return None
+        entry = view.get(worker_id)
+        assert entry is not None
+        return _choice(self._estimator, entry, request, model, "least_loaded")
+
+
+class RoundRobin:
+    name = "round-robin"
+
+    def __init__(self, estimator: Estimator) -> None:
+        self._estimator = estimator
+
+    def choose(self, view: ClusterView, request: ScheduleRequest, model: ModelInfo) -> Choice | None:
+        for _ in range(min(len(view), RANDOM_TRIES)):
+            entry = view.next_in_turn()
+            if entry is not None and entry.accepts:
+                return _choice(self._estimator, entry, request, model, "round_robin")
+        return _fallback(self._estimator, view, request, model)
+
+
+class Random:
+    name = "random"
+
+    def __init__(self, estimator: Estimator, rng: random.Random) -> None:
+        self._estimator = estimator
+        self._rng = rng
+
+    def choose(self, view: ClusterView, request: ScheduleRequest, model: ModelInfo) -> Choice | None:
+        for _ in range(RANDOM_TRIES):
+            entry = view.random_worker(self._rng)
+            if entry is not None and entry.accepts:
+                return _choice(self._estimator, entry, request, model, "random")
+        return _fallback(self._estimator, view, request, model)
+
+
+class PowerOfTwo:
+    name = "power-of-two"
+
+    def __init__(self, estimator: Estimator, rng: random.Random) -> None:
+        self._estimator = estimator
+        self._rng = rng
+
+    def choose(self, view: ClusterView, request: ScheduleRequest, model: ModelInfo) -> Choice | None:
+        sampled = [view.random_worker(self._rng) for _ in range(2)]
+        accepting = [entry for entry in sampled if entry is not None and entry.accepts]
+        if not accepting:
+            return _fallback(self._estimator, view, request, model)
+        best = min(accepting, key=lambda entry: entry.load)
+        return _choice(self._estimator, best, request, model, "power_of_two")
+
+
+class StartupAware:
+    """Minimise estimated time to first token over a bounded candidate set."""
+
+    name = "startup-aware"
+
+    def __init__(self, estimator: Estimator) -> None:
+        self._estimator = estimator
+
+    def candidates(self, view: ClusterView, model: str) -> Iterator[WorkerEntry]:
+        seen: set[str] = set()
+        sources = [view.holders(model, tier) for tier in (Tier.GPU, Tier.HOST, Tier.DISK)]
+        sources.append(view.by_load)
+        for index in sources:
+            if index is None:
+                continue
+            for worker_id in islice(index.lowest(), CANDIDATES_PER_TIER):
+                if worker_id not in seen:
+                    seen.add(worker_id)
+                    entry = view.get(worker_id)
+                    assert entry is not None
+                    yield entry
+
+    def choose(self, view: ClusterView, request: ScheduleRequest, model: ModelInfo) -> Choice | None:
+        best: WorkerEntry | None = None
+        best_ttft = 0.0
+        for entry in self.candidates(view, request.model):
+            ttft = self._estimator.ttft(entry, request, model)
+            if best is None or ttft < best_ttft:
+                best, best_ttft = entry, ttft
+        if best is None:
+            return None
+        tier = best.tier_of(request.model)
+        reason = "warm" if tier is Tier.GPU else f"cold_start_from_{tier.name.lower()}"
+        return Choice(best, tier, best_ttft, reason)
+
+
+def _choice(
+    estimator: Estimator, entry: WorkerEntry, request: ScheduleRequest, model: ModelInfo, why: str
+) -> Choice:
+    return Choice(entry, entry.tier_of(request.model), estimator.ttft(entry, request, model), why)
+
+
+def _fallback(
+    estimator: Estimator, view: ClusterView, request: ScheduleRequest, model: ModelInfo
+) -> Choice | None:
+    """When sampling found no accepting worker, the least-loaded one, if any accepts."""
+    return LeastLoaded(estimator).choose(view, request, model)
+
+
+PolicyFactory = Callable[[Estimator, random.Random], PlacementPolicy]
+
+POLICIES: Mapping[str, PolicyFactory] = {
+    "seed": lambda estimator, rng: Seed(estimator),
+    "least-loaded": lambda estimator, rng: LeastLoaded(estimator),
+    "round-robin": lambda estimator, rng: RoundRobin(estimator),
+    "random": Random,
+    "power-of-two": PowerOfTwo,
+    "startup-aware": lambda estimator, rng: StartupAware(estimator),
+}
+POLICY_NAMES = tuple(POLICIES)
+
+
+def make_policy(name: str, cost: CostModel, rng: random.Random) -> PlacementPolicy:
+    """Build a policy by name; raises KeyError naming the valid choices."""
+    try:
+        factory = POLICIES[name]
+    except KeyError:
+        raise KeyError(f"unknown placement policy {name!r}; choose from {', '.join(POLICIES)}")
+    return factory(Estimator(cost), rng)

@@ -1,0 +1,260 @@
+"""The cluster view: what a scheduler believes about every worker, indexed for placement.
+
+A view is soft state rebuilt from worker reports. It answers the questions placement asks
+without scanning the cluster:
+
+- which live workers accept work, by load (`by_load`);
+- which workers hold model ``m`` in tier ``t``, by load (`holders(m, t)`);
+- a uniform random live worker (`random_worker`), and the next one in turn (`next_in_turn`).
+
+**Liveness.** A worker is live while its last report is younger than ``worker_timeout``.
+Entries are kept in last-report order, so expiry pops from the front: O(expired), not O(N).
+
+**Decisions count their own effect.** Each placement adds one to the chosen worker's
+``pending`` count and, for a cold start, marks the model as arriving on its GPU, so a burst
+between two reports spreads out instead of landing on one "least loaded" worker. The next
+report from that worker replaces the guess with the truth (``pending`` returns to 0).
+Known gap: a request still in flight to the worker when its report is sent is briefly
+forgotten; on a LAN that window is well under a millisecond.
+
+**Indices.** Loads are small integers (queued + running + pending), so each index is a
+bucket queue: ``load -> insertion-ordered ids``, plus a sorted list of the loads present.
+Finding the least-loaded worker costs O(1) in the common case and an update costs
+O(log L) for L distinct loads. Ties go to the worker whose load changed longest ago,
+which spreads equal-load work around.
+"""
+
+from __future__ import annotations
+
+import bisect
+import random
+from collections import OrderedDict
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+from sllm.core.tiers import Tier
+from sllm.wire.messages import WorkerReport
+
+
+class LoadIndex:
+    """Ids bucketed by integer load, lowest load first."""
+
+    __slots__ = ("_buckets", "_loads", "_where")
+
+    def __init__(self) -> None:
+        self._buckets: dict[int, dict[str, None]] = {}
+        self._loads: list[int] = []  # the keys of _buckets, sorted
+        self._where: dict[str, int] = {}
+
+    def __len__(self) -> int:
+        return len(self._where)
+
+    def __contains__(self, worker_id: object) -> bool:
+        return worker_id in self._where
+
+    def set(self, worker_id: str, load: int) -> None:
+        old = self._where.get(worker_id)
+        if old == load:
+            return
+        if old is not None:
+            self._remove_from_bucket(worker_id, old)
+        bucket = self._buckets.get(load)
+        if bucket is None:
+            bucket = self._buckets[load] = {}
+            bisect.insort(self._loads, load)
+        bucket[worker_id] = None
+        self._where[worker_id] = load
+
+    def discard(self, worker_id: str) -> None:
+        old = self._where.pop(worker_id, None)
+        if old is not None:
+            self._remove_from_bucket(worker_id, old)
+
+    def _remove_from_bucket(self, worker_id: str, load: int) -> None:
+        bucket = self._buckets[load]
+        del bucket[worker_id]
+        if not bucket:
+            del self._buckets[load]
+            del self._loads[bisect.bisect_left(self._loads, load)]
+
+    def lowest(self) -> Iterator[str]:
+        """Ids in ascending load; stop early, the walk is lazy."""
+        for load in self._loads:
+            yield from self._buckets[load]
+
+
+@dataclass(slots=True)
+class WorkerEntry:
+    """One worker as the view knows it: its last report plus this scheduler's own effect."""
+
+    report: WorkerReport
+    last_seen: float
+    pending: int = 0
+    arriving: set[str] = field(default_factory=set)  # models this view sent it to cold-start
+    extra_backlog_s: float = 0.0  # load seconds this view queued since the report
+
+    @property
+    def worker_id(self) -> str:
+        return self.report.node_id
+
+    @property
+    def load(self) -> int:
+        return self.report.queue_depth + self.report.running + self.pending
+
+    @property
+    def accepts(self) -> bool:
+        """Ready and with room in its bounded queue (counting what we sent since)."""
+        report = self.report
+        waiting = max(0, self.load - report.slots)
+        return report.ready and waiting < report.queue_capacity
+
+    @property
+    def load_backlog_s(self) -> float:
+        return self.report.load_backlog_s + self.extra_backlog_s
+
+    def tier_of(self, model: str) -> Tier:
+        if model in self.arriving:
+            return Tier.GPU
+        tier = self.report.models.get(model)
+        return Tier.REMOTE if tier is None else Tier(tier)
+
+
+class ClusterView:
+    """Live workers, their last reports and the indices placement needs."""
+
+    def __init__(self, worker_timeout: float) -> None:
+        self.worker_timeout = worker_timeout
+        self._entries: OrderedDict[str, WorkerEntry] = OrderedDict()  # oldest report first
+        self.by_load = LoadIndex()  # accepting workers
+        self._holders: dict[tuple[str, Tier], LoadIndex] = {}
+        self._live_ids: list[str] = []  # for O(1) uniform choice and round-robin
+        self._live_pos: dict[str, int] = {}
+        self._turn = 0
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def __contains__(self, worker_id: object) -> bool:
+        return worker_id in self._entries
+
+    def get(self, worker_id: str) -> WorkerEntry | None:
+        return self._entries.get(worker_id)
+
+    def entries(self) -> Iterator[WorkerEntry]:
+        """Every live worker, in no promised order. O(N): for reports, never for placement."""
+        return iter(self._entries.values())
+
+    def holders(self, model: str, tier: Tier) -> LoadIndex | None:
+        return self._holders.get((model, tier))
+
+    # -- reports and liveness -------------------------------------------------------
+
+    def apply_report(self, report: WorkerReport, now: float) -> bool:
+        """Take a report in; return True when it introduces a worker the view did not know.
+
+        A report older than the one held (lower sequence and not newer in time) is a
+        reordered duplicate and is ignored. A restarted worker starts its sequence again
+        but its timestamp moves on, so it is accepted.
+        """
+        entry = self._entries.get(report.node_id)
+        if entry is not None:
+            held = entry.report
+            if report.seq <= held.seq and report.timestamp <= held.timestamp:
+                return False
+            self._unindex(entry)
+            entry.report = report
+            entry.last_seen = now
+            entry.pending = 0
+            entry.arriving.clear()
+            entry.extra_backlog_s = 0.0
+            self._entries.move_to_end(report.node_id)
+            self._index(entry)
+            return False
+        entry = WorkerEntry(report=report, last_seen=now)
+        self._entries[report.node_id] = entry
+        self._live_pos[report.node_id] = len(self._live_ids)
+        self._live_ids.append(report.node_id)
+        self._index(entry)
+        return True
+
+    def expire(self, now: float) -> list[str]:
+        """Drop workers silent for longer than the timeout; return their ids."""
+        gone: list[str] = []
+        deadline = now - self.worker_timeout
+        while self._entries:
+            worker_id, entry = next(iter(self._entries.items()))
+            if entry.last_seen >= deadline:
+                break
+            self.remove(worker_id)
+            gone.append(worker_id)
+        return gone
+
+    def remove(self, worker_id: str) -> None:
+        entry = self._entries.pop(worker_id, None)
+        if entry is None:
+            return
+        self._unindex(entry)
+        position = self._live_pos.pop(worker_id)
+        last = self._live_ids.pop()
+        if last != worker_id:
+            self._live_ids[position] = last
+            self._live_pos[last] = position
+
+    # -- the effect of our own decisions -------------------------------------------------
+
+    def record_placement(self, worker_id: str, model: str, new_load_s: float) -> None:
+        """Count a request just sent to `worker_id`; `new_load_s` > 0 when it cold-starts."""
+        entry = self._entries[worker_id]
+        self._unindex(entry)
+        entry.pending += 1
+        if new_load_s > 0.0 and model not in entry.arriving:
+            entry.arriving.add(model)
+            entry.extra_backlog_s += new_load_s
+        self._index(entry)
+
+    # -- random and in-turn access ---------------------------------------------------
+
+    def random_worker(self, rng: random.Random) -> WorkerEntry | None:
+        if not self._live_ids:
+            return None
+        return self._entries[self._live_ids[rng.randrange(len(self._live_ids))]]
+
+    def next_in_turn(self) -> WorkerEntry | None:
+        if not self._live_ids:
+            return None
+        self._turn = (self._turn + 1) % len(self._live_ids)
+        return self._entries[self._live_ids[self._turn]]
+
+    # -- index upkeep --------------------------------------------------------------------
+
+    def _index(self, entry: WorkerEntry) -> None:
+        if not entry.accepts:
+            return
+        load = entry.load
+        self.by_load.set(entry.worker_id, load)
+        for model, tier in entry.report.models.items():
+            self._holders_for(model, Tier(tier)).set(entry.worker_id, load)
+        for model in entry.arriving:
+            self._holders_for(model, Tier.GPU).set(entry.worker_id, load)
+
+    def _unindex(self, entry: WorkerEntry) -> None:
+        worker_id = entry.worker_id
+        self.by_load.discard(worker_id)
+        for model, tier in entry.report.models.items():
+            self._discard_holder(model, Tier(tier), worker_id)
+        for model in entry.arriving:
+            self._discard_holder(model, Tier.GPU, worker_id)
+
+    def _holders_for(self, model: str, tier: Tier) -> LoadIndex:
+        index = self._holders.get((model, tier))
+        if index is None:
+            index = self._holders[(model, tier)] = LoadIndex()
+        return index
+
+    def _discard_holder(self, model: str, tier: Tier, worker_id: str) -> None:
+        index = self._holders.get((model, tier))
+        if index is None:
+            return
+        index.discard(worker_id)
+        if not index:
+            del self._holders[(model, tier)]

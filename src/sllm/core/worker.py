@@ -1,0 +1,468 @@
+"""The worker state machine: a bounded queue, concurrency slots and model tiers.
+
+A worker owns a GPU, host memory and a local disk. Requests wait in a bounded FIFO queue
+and run in a fixed number of slots. A request runs only when its model is on the GPU; a
+model that is not gets loaded, one load at a time, from the fastest tier holding it.
+
+This class decides; it never waits. Each entry point takes ``now`` and returns `actions`
+for an engine to carry out (`StartLoad`, `StartRequest`, `CancelRequest`, `Evict`) and
+results to send back (`Finished`). The engine reports back through `load_done`,
+`load_failed`, `first_token` and `request_done`. The sim engine turns actions into timers
+from the cost model; a real engine loads weights and generates tokens. `next_deadline`
+says when `tick` must run next (keep-alive expiry).
+
+Memory rules:
+
+- the GPU holds loaded models plus the one being loaded, never more than ``gpu_bytes``;
+- to make room, idle models (nothing queued or running for them) leave the GPU in
+  least-recently-used order and stay cached in host memory;
+- host memory and disk are LRU caches of checkpoints: a model loaded from the remote store
+  is kept on disk and in host memory, evicting the least recently used entries;
+- an idle model leaves the GPU after ``keep_alive_s`` (Shahrad et al., ATC'20, report
+  10-20 minute keep-alive defaults in production FaaS; the default here is 10 minutes).
+
+Not handled yet: several GPUs per worker, tensor parallelism, KV-cache memory.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict, deque
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from sllm.core.cost import CostModel, ModelInfo
+from sllm.core.tiers import Tier
+from sllm.wire.messages import REPORT_MAX_MODELS, InferenceRequest, WorkerReport
+
+GB = 10**9
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerResources:
+    """Capacities of one worker. Defaults: one H200 (141 GB) on a typical inference host."""
+
+    gpu_bytes: int = 141 * GB
+    host_bytes: int = 512 * GB
+    disk_bytes: int = 2000 * GB
+    slots: int = 8
+    queue_capacity: int = 64
+    keep_alive_s: float = 600.0
+
+
+def prestaged(
+    catalog: Mapping[str, ModelInfo], resources: WorkerResources, tier: Tier | None
+) -> dict[str, Tier]:
+    """Checkpoints a worker finds already in `tier` at start (None: none at all).
+
+    Models are taken in catalog order while they fit: a model store pre-populated on local
+    disk (or in host memory) the way a ServerlessLLM deployment keeps checkpoints on the
+    worker's SSD. Host-memory copies are on disk too.
+    """
+    if tier is None:
+        return {}
+    capacity = resources.host_bytes if tier is Tier.HOST else resources.disk_bytes
+    if tier is Tier.HOST:
+        capacity = min(capacity, resources.disk_bytes)
+    placed: dict[str, Tier] = {}
+    used = 0
+    for name, model in catalog.items():
+        if used + model.size_bytes <= capacity:
+            placed[name] = tier
+            used += model.size_bytes
+    return placed
+
+
+# -- actions for the engine -------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class StartLoad:
+    model: str
+    source: Tier
+
+
+@dataclass(frozen=True, slots=True)
+class StartRequest:
+    request_id: str
+    model: str
+    prompt_tokens: int
+    output_tokens: int
+    batch_size: int  # requests of this model running on this worker, this one included
+
+
+@dataclass(frozen=True, slots=True)
+class CancelRequest:
+    request_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class Evict:
+    """A model leaves `source`; `destination` is REMOTE when no local copy is kept."""
+
+    model: str
+    source: Tier
+    destination: Tier
+
+
+@dataclass(frozen=True, slots=True)
+class Finished:
+    """A request ended, successfully or not; timings are seconds since it arrived."""
+
+    request_id: str
+    ok: bool
+    reason: str
+    cold_start: bool
+    queue_s: float
+    ttft_s: float
+    e2e_s: float
+
+
+Action = StartLoad | StartRequest | CancelRequest | Evict | Finished
+
+
+@dataclass(slots=True)
+class _Request:
+    spec: InferenceRequest
+    arrived: float
+    cold_start: bool
+    started: float = -1.0
+    first_token: float = -1.0
+
+
+@dataclass(slots=True)
+class _GpuModel:
+    size_bytes: int
+    last_used: float
+    running: int = 0
+    queued: int = 0
+
+
+@dataclass(slots=True)
+class _Load:
+    model: str
+    source: Tier
+    started: float
+    estimated_s: float
+
+
+class WorkerState:
+    """One worker's queue, slots and tiers. Pure: the caller supplies time and carries out actions."""
+
+    def __init__(
+        self,
+        worker_id: str,
+        resources: WorkerResources,
+        catalog: Mapping[str, ModelInfo],
+        cost: CostModel,
+        preloaded: Mapping[str, Tier] | None = None,
+    ) -> None:
+        self.worker_id = worker_id
+        self.resources = resources
+        self.catalog = catalog
+        self.cost = cost
+        self.ready = True
+        self._queue: deque[_Request] = deque()
+        self._running: dict[str, _Request] = {}
+        self._gpu: OrderedDict[str, _GpuModel] = OrderedDict()  # least recently used first
+        self._host: OrderedDict[str, int] = OrderedDict()
+        self._disk: OrderedDict[str, int] = OrderedDict()
+        self._load: _Load | None = None
+        self._load_queue: deque[str] = deque()
+        self._seq = 0
+        self.accepted_total = 0
+        self.completed_total = 0
+        self.rejected_total = 0
+        for model, tier in (preloaded or {}).items():
+            self._place_preloaded(model, tier)
+
+    # -- queries ---------------------------------------------------------------------
+
+    @property
+    def queue_depth(self) -> int:
+        return len(self._queue)
+
+    @property
+    def running(self) -> int:
+        return len(self._running)
+
+    @property
+    def gpu_used(self) -> int:
+        used = sum(model.size_bytes for model in self._gpu.values())
+        if self._load is not None:
+            used += self.catalog[self._load.model].size_bytes
+        return used
+
+    @property
+    def host_used(self) -> int:
+        return sum(self._host.values())
+
+    @property
+    def disk_used(self) -> int:
+        return sum(self._disk.values())
+
+    def tier_of(self, model: str) -> Tier:
+        if model in self._gpu:
+            return Tier.GPU
+        if model in self._host:
+            return Tier.HOST
+        if model in self._disk:
+            return Tier.DISK
+        return Tier.REMOTE
+
+    def load_backlog_s(self, now: float) -> float:
+        """Estimated seconds until the load channel is free: current load plus queued ones."""
+        backlog = 0.0
+        if self._load is not None:
+            backlog += max(0.0, self._load.started + self._load.estimated_s - now)
+        for model in self._load_queue:
+            spec = self.catalog[model]
+            backlog += self.cost.load_time(spec.size_bytes, self.tier_of(model))
+        return backlog
+
+    def next_deadline(self) -> float | None:
+        """When `tick` must next run: the earliest keep-alive expiry of an idle model."""
+        expiries = [
+            model.last_used + self.resources.keep_alive_s
+            for model in self._gpu.values()
+            if model.running == 0 and model.queued == 0
+        ]
+        return min(expiries) if expiries else None
+
+    def report(
+        self, now: float, host: str, port: int, http_port: int = 0, timestamp: float | None = None
+    ) -> WorkerReport:
+        """The soft state the scheduler sees, summarized to fit one datagram.
+
+        Models being loaded count as GPU-resident: requests for them should come here and
+        wait for the load already under way, not start another elsewhere. `timestamp` is
+        the sender's wall clock (it orders a restarted worker's reports); default `now`.
+        """
+        self._seq += 1
+        tiers: dict[str, int] = {}
+        arriving = [self._load.model] if self._load is not None else []
+        arriving.extend(self._load_queue)
+        for model in [*reversed(self._gpu), *arriving]:
+            tiers.setdefault(model, Tier.GPU)
+        for cache, tier in ((self._host, Tier.HOST), (self._disk, Tier.DISK)):
+            for model in reversed(cache):  # most recently used first
+                tiers.setdefault(model, tier)
+        kept = dict(list(tiers.items())[:REPORT_MAX_MODELS])
+        return WorkerReport(
+            node_id=self.worker_id,
+            host=host,
+            port=port,
+            http_port=http_port,
+            models={name: int(tier) for name, tier in kept.items()},
+            models_omitted=len(tiers) - len(kept),
+            queue_depth=self.queue_depth,
+            queue_capacity=self.resources.queue_capacity,
+            running=self.running,
+            slots=self.resources.slots,
+            gpu_utilization=min(1.0, self.running / max(1, self.resources.slots)),
+            memory_used=self.gpu_used,
+            memory_total=self.resources.gpu_bytes,
+            load_backlog_s=min(self.load_backlog_s(now), 86_400.0),
+            ready=self.ready,
+            seq=self._seq,
+            timestamp=max(0.0, now if timestamp is None else timestamp),
+        )
+
+    # -- events in -------------------------------------------------------------------
+
+    def submit(self, request: InferenceRequest, now: float) -> list[Action]:
+        """A request arrives. It is queued, or finished at once with a reason."""
+        spec = self.catalog.get(request.model)
+        reason = ""
+        if not self.ready:
+            reason = "not_ready"
+        elif spec is None:
+            reason = "unknown_model"
+        elif spec.size_bytes > self.resources.gpu_bytes:
+            reason = "model_too_large"
+        elif len(self._queue) >= self.resources.queue_capacity:
+            reason = "queue_full"
+        if reason:
+            self.rejected_total += 1
+            return [Finished(request.request_id, False, reason, False, 0.0, 0.0, 0.0)]
+        self.accepted_total += 1
+        self._queue.append(_Request(request, now, cold_start=request.model not in self._gpu))
+        if request.model in self._gpu:
+            self._gpu[request.model].queued += 1
+        return self._dispatch(now)
+
+    def load_done(self, model: str, now: float) -> list[Action]:
+        if self._load is None or self._load.model != model:
+            return []
+        size = self.catalog[model].size_bytes
+        self._load = None
+        self._gpu[model] = _GpuModel(size, last_used=now, queued=self._queued_for(model))
+        actions = self._cache(self._host, model, size, self.resources.host_bytes)
+        actions.extend(self._cache(self._disk, model, size, self.resources.disk_bytes))
+        return actions + self._dispatch(now)
+
+    def load_failed(self, model: str, now: float, reason: str) -> list[Action]:
+        """The engine could not load `model`: every request waiting for it fails."""
+        if self._load is None or self._load.model != model:
+            return []
+        self._load = None
+        actions: list[Action] = []
+        for waiting in [r for r in self._queue if r.spec.model == model]:
+            self._queue.remove(waiting)
+            actions.append(self._finish(waiting, now, ok=False, reason=f"load_failed: {reason}"))
+        return actions + self._dispatch(now)
+
+    def first_token(self, request_id: str, now: float) -> None:
+        request = self._running.get(request_id)
+        if request is not None and request.first_token < 0:
+            request.first_token = now
+
+    def request_done(
+        self, request_id: str, now: float, ok: bool = True, reason: str = ""
+    ) -> list[Action]:
+        request = self._running.pop(request_id, None)
+        if request is None:
+            return []
+        gpu_model = self._gpu.get(request.spec.model)
+        if gpu_model is not None:
+            gpu_model.running -= 1
+            gpu_model.last_used = now
+            self._gpu.move_to_end(request.spec.model)
+        if ok:
+            self.completed_total += 1
+        return [self._finish(request, now, ok, reason), *self._dispatch(now)]
+
+    def cancel(self, request_id: str, now: float) -> list[Action]:
+        """The client went away: drop the request, stopping it if it runs."""
+        for waiting in self._queue:
+            if waiting.spec.request_id == request_id:
+                self._queue.remove(waiting)
+                gpu_model = self._gpu.get(waiting.spec.model)
+                if gpu_model is not None:
+                    gpu_model.queued -= 1
+                return [self._finish(waiting, now, ok=False, reason="cancelled")]
+        if request_id in self._running:
+            actions = self.request_done(request_id, now, ok=False, reason="cancelled")
+            return [CancelRequest(request_id), *actions]
+        return []
+
+    def tick(self, now: float) -> list[Action]:
+        """Expire idle models past keep-alive: they leave the GPU and stay in host memory."""
+        actions: list[Action] = []
+        for name, model in list(self._gpu.items()):
+            idle = model.running == 0 and model.queued == 0
+            if idle and now >= model.last_used + self.resources.keep_alive_s:
+                actions.extend(self._demote(name))
+        return actions
+
+    # -- internals -------------------------------------------------------------------
+
+    def _queued_for(self, model: str) -> int:
+        return sum(1 for r in self._queue if r.spec.model == model)
+
+    def _dispatch(self, now: float) -> list[Action]:
+        """Start what can start, queue loads for what cannot, free GPU room for the next load."""
+        actions: list[Action] = []
+        slots = self.resources.slots
+        for request in list(self._queue):
+            if len(self._running) >= slots:
+                break
+            gpu_model = self._gpu.get(request.spec.model)
+            if gpu_model is None:
+                continue
+            self._queue.remove(request)
+            gpu_model.queued -= 1
+            gpu_model.running += 1
+            gpu_model.last_used = now
+            self._gpu.move_to_end(request.spec.model)
+            request.started = now
+            self._running[request.spec.request_id] = request
+            spec = request.spec
+            actions.append(
+                StartRequest(
+                    spec.request_id,
+                    spec.model,
+                    spec.prompt_tokens,
+                    spec.output_tokens,
+                    gpu_model.running,
+                )
+            )
+        for request in self._queue:
+            model = request.spec.model
+            loading = self._load is not None and self._load.model == model
+            if model not in self._gpu and not loading and model not in self._load_queue:
+                self._load_queue.append(model)
+        if self._load is None and self._load_queue:
+            actions.extend(self._start_next_load(now))
+        return actions
+
+    def _start_next_load(self, now: float) -> list[Action]:
+        model = self._load_queue[0]
+        size = self.catalog[model].size_bytes
+        actions: list[Action] = []
+        free = self.resources.gpu_bytes - self.gpu_used
+        for name, resident in list(self._gpu.items()):  # least recently used first
+            if free >= size:
+                break
+            if resident.running == 0 and resident.queued == 0:
+                actions.extend(self._demote(name))
+                free += resident.size_bytes
+        if free < size:
+            return actions  # wait until running requests release a model
+        self._load_queue.popleft()
+        source = self.tier_of(model)
+        self._load = _Load(model, source, now, self.cost.load_time(size, source))
+        actions.append(StartLoad(model, source))
+        return actions
+
+    def _demote(self, model: str) -> list[Action]:
+        resident = self._gpu.pop(model)
+        actions = self._cache(self._host, model, resident.size_bytes, self.resources.host_bytes)
+        if model in self._host:
+            destination = Tier.HOST
+        else:
+            destination = Tier.DISK if model in self._disk else Tier.REMOTE
+        return [Evict(model, Tier.GPU, destination), *actions]
+
+    def _cache(
+        self, cache: OrderedDict[str, int], model: str, size: int, capacity: int
+    ) -> list[Action]:
+        """Put `model` in an LRU cache tier, evicting the least recently used to make room."""
+        if size > capacity:
+            return []
+        tier = Tier.HOST if cache is self._host else Tier.DISK
+        actions: list[Action] = []
+        cache.pop(model, None)
+        used = sum(cache.values())
+        while used + size > capacity and cache:
+            victim, victim_size = cache.popitem(last=False)
+            used -= victim_size
+            actions.append(Evict(victim, tier, self._next_tier_holding(victim, tier)))
+        cache[model] = size
+        return actions
+
+    def _next_tier_holding(self, model: str, below: Tier) -> Tier:
+        if below is Tier.HOST and model in self._disk:
+            return Tier.DISK
+        return Tier.REMOTE
+
+    def _finish(self, request: _Request, now: float, ok: bool, reason: str) -> Finished:
+        start = request.started if request.started >= 0 else now
+        first = request.first_token if request.first_token >= 0 else now
+        return Finished(
+            request.spec.request_id,
+            ok,
+            reason,
+            request.cold_start,
+            queue_s=start - request.arrived,
+            ttft_s=first - request.arrived,
+            e2e_s=now - request.arrived,
+        )
+
+    def _place_preloaded(self, model: str, tier: Tier) -> None:
+        size = self.catalog[model].size_bytes
+        if tier <= Tier.DISK:
+            self._cache(self._disk, model, size, self.resources.disk_bytes)
+        if tier <= Tier.HOST:
+            self._cache(self._host, model, size, self.resources.host_bytes)
+        if tier is Tier.GPU and self.gpu_used + size <= self.resources.gpu_bytes:
+            self._gpu[model] = _GpuModel(size, last_used=0.0)

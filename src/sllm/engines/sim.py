@@ -1,0 +1,68 @@
+"""The sim engine: the cost model turned into timers, for demos, experiments and tests.
+
+It loads and generates nothing. Each action a `WorkerState` emits becomes timers
+(``load_done`` after the load time, ``first_token`` after prefill, ``request_done`` after
+the whole request), and `fire` feeds a due timer back into the worker. The live worker
+runs these timers on the asyncio loop; the simulator puts them on its event heap. Both
+use this one mapping, so a simulated request takes exactly as long as a live one.
+
+A real engine (loading safetensors, generating tokens) replaces this module, not the
+worker state machine.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from enum import Enum
+
+from sllm.core.cost import CostModel, ModelInfo
+from sllm.core.worker import Action, StartLoad, StartRequest, WorkerState
+
+
+class TimerKind(Enum):
+    LOAD_DONE = "load_done"
+    FIRST_TOKEN = "first_token"
+    REQUEST_DONE = "request_done"
+
+
+@dataclass(frozen=True, slots=True)
+class Timer:
+    delay_s: float
+    kind: TimerKind
+    key: str  # the model for LOAD_DONE, the request id otherwise
+
+
+class SimEngine:
+    """Maps actions to timers with the cost model."""
+
+    def __init__(self, catalog: Mapping[str, ModelInfo], cost: CostModel) -> None:
+        self.catalog = catalog
+        self.cost = cost
+
+    def timers(self, action: Action) -> list[Timer]:
+        if isinstance(action, StartLoad):
+            size = self.catalog[action.model].size_bytes
+            return [Timer(self.cost.load_time(size, action.source), TimerKind.LOAD_DONE, action.model)]
+        if isinstance(action, StartRequest):
+            ttft, e2e = self.cost.service_time(
+                self.catalog[action.model],
+                action.prompt_tokens,
+                action.output_tokens,
+                action.batch_size,
+            )
+            return [
+                Timer(ttft, TimerKind.FIRST_TOKEN, action.request_id),
+                Timer(e2e, TimerKind.REQUEST_DONE, action.request_id),
+            ]
+        return []  # evictions and cancellations take no simulated time
+
+
+def fire(worker: WorkerState, timer: Timer, now: float) -> list[Action]:
+    """Deliver a due timer to the worker; return what the worker decides next."""
+    if timer.kind is TimerKind.LOAD_DONE:
+        return worker.load_done(timer.key, now)
+    if timer.kind is TimerKind.FIRST_TOKEN:
+        worker.first_token(timer.key, now)
+        return []
+    return worker.request_done(timer.key, now)

@@ -1,0 +1,295 @@
+"""`centralized_simulation.py`: a real centralized cluster on loopback, driven by a workload.
+
+It starts one coordinator and N workers as separate processes (real UDP, real clock, the
+sim engine for service times), waits until the coordinator sees every worker, then
+replays the workload: for each request it asks the coordinator where to run it and sends
+it to that worker, measuring what a client would see. Every 10 s it prints the cluster
+state; at the end (or on Ctrl+C) it prints the final report and, with --json, writes it.
+
+Client-side timings: time to first token = the scheduling round trip + the worker's own
+time from arrival to first token; end-to-end is measured on the client's clock.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import signal
+import sys
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from sllm.config import POLICY_NAMES
+from sllm.experiments.launcher import ServiceProcess
+from sllm.experiments.options import add_workload_arguments, make_workload, options_from_args
+from sllm.experiments.report import RequestOutcome, WorkerSamples, build_report, render_report
+from sllm.runtime.client import get_cluster_state, render_table
+from sllm.runtime.udp import Address, Endpoint
+from sllm.wire import Codec, InferenceRequest, InferenceResult, ScheduleRequest, ScheduleResponse
+from sllm.workload import Arrival
+
+STATUS_PRINT_PERIOD_S = 10.0
+SAMPLE_PERIOD_S = 1.0
+SCHEDULE_TIMEOUT_S = 2.0
+# After the last arrival, requests still running get this long to finish before they are
+# counted as failed ("unfinished"): long enough for a cold start of a 70B model from the
+# remote store (about 113 s would not fit, so the biggest models may show up here).
+DEFAULT_DRAIN_S = 30.0
+JOIN_TIMEOUT_S = 15.0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="centralized_simulation.py",
+        description="Run a coordinator and N workers on 127.0.0.1 (separate processes, real "
+        "UDP, sim engine) under a workload, and report latency, cache hits and balance.",
+    )
+    parser.add_argument("--workers", type=int, default=5, help="number of workers (default 5)")
+    parser.add_argument(
+        "--duration", type=float, default=30.0, help="seconds of arrivals (default 30)"
+    )
+    parser.add_argument(
+        "--coordinator-port", type=int, default=9000, help="UDP port (default 9000; 0 = any)"
+    )
+    parser.add_argument(
+        "--base-worker-port",
+        type=int,
+        default=8001,
+        help="worker i listens on this + i (default 8001; 0 = any free port)",
+    )
+    parser.add_argument(
+        "--policy",
+        choices=POLICY_NAMES,
+        default="startup-aware",
+        help="placement policy (default startup-aware)",
+    )
+    parser.add_argument("--json", metavar="PATH", help="also write the report as JSON")
+    parser.add_argument(
+        "--drain", type=float, default=DEFAULT_DRAIN_S, help="seconds to let requests finish"
+    )
+    parser.add_argument(
+        "--report-interval", type=float, default=1.0, help="worker report period (s)"
+    )
+    parser.add_argument("--worker-timeout", type=float, default=10.0, help="worker timeout (s)")
+    parser.add_argument("--verbose", "-v", action="store_true", help="echo the services' logs")
+    add_workload_arguments(parser)
+    return parser
+
+
+class Driver:
+    """Replays a workload against a live coordinator and records what clients see."""
+
+    def __init__(self, endpoint: Endpoint, coordinator: Address) -> None:
+        self.endpoint = endpoint
+        self.coordinator = coordinator
+        self.outcomes: list[RequestOutcome] = []
+        self.samples: dict[str, WorkerSamples] = {}
+        self.active_workers = 0
+        self.missed_samples = 0  # cluster-state samples the coordinator did not answer
+        self.in_flight: set[asyncio.Task[None]] = set()
+
+    async def replay(self, arrivals: Sequence[Arrival], stop: asyncio.Event) -> None:
+        start = time.monotonic()
+        for index, arrival in enumerate(arrivals):
+            delay = start + arrival.time_s - time.monotonic()
+            if delay > 0:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), delay)
+            if stop.is_set():
+                return
+            task = asyncio.create_task(self.run_request(f"r{index:07d}", arrival))
+            self.in_flight.add(task)
+            task.add_done_callback(self.in_flight.discard)
+
+    async def run_request(self, request_id: str, arrival: Arrival) -> None:
+        started = time.monotonic()
+        schedule = ScheduleRequest(
+            request_id, arrival.model, 0, arrival.prompt_tokens, arrival.output_tokens
+        )
+        try:
+            decision = await self.endpoint.request(
+                schedule, self.coordinator, ScheduleResponse, SCHEDULE_TIMEOUT_S
+            )
+        except TimeoutError:
+            self.outcomes.append(RequestOutcome(request_id, arrival.model, False, "no_decision"))
+            return
+        if decision.action == "reject":
+            self.outcomes.append(
+                RequestOutcome(request_id, arrival.model, False, f"rejected: {decision.reason}")
+            )
+            return
+        scheduled = time.monotonic()
+        request = InferenceRequest(
+            request_id, arrival.model, arrival.prompt_tokens, arrival.output_tokens
+        )
+        try:
+            result = await self.endpoint.request(
+                request, (decision.host, decision.port), InferenceResult, timeout=3600.0
+            )
+        except asyncio.CancelledError:
+            self.outcomes.append(
+                RequestOutcome(request_id, arrival.model, False, "unfinished", decision.worker_id)
+            )
+            raise
+        finished = time.monotonic()
+        self.outcomes.append(
+            RequestOutcome(
+                request_id,
+                arrival.model,
+                result.ok,
+                result.reason,
+                result.worker_id,
+                result.cold_start,
+                queue_s=result.queue_s,
+                ttft_s=(scheduled - started) + result.ttft_s,
+                e2e_s=finished - started,
+            )
+        )
+
+    async def sample_forever(self) -> None:
+        """Sample every worker's queue depth and utilization; print the state every 10 s."""
+        last_print = time.monotonic()
+        while True:
+            await asyncio.sleep(SAMPLE_PERIOD_S)
+            try:
+                state = await get_cluster_state(self.endpoint, self.coordinator)
+            except TimeoutError:
+                self.missed_samples += 1
+                continue
+            self.active_workers = state["active_workers"]
+            for worker in state["workers"]:
+                samples = self.samples.setdefault(worker["id"], WorkerSamples())
+                samples.add(worker["queue_depth"], worker["gpu_utilization"])
+            if time.monotonic() - last_print >= STATUS_PRINT_PERIOD_S:
+                last_print = time.monotonic()
+                print(f"\n--- cluster state at {len(self.outcomes)} finished requests ---")
+                print(render_table(state), flush=True)
+
+
+async def wait_for_workers(endpoint: Endpoint, coordinator: Address, count: int) -> int:
+    """Wait until the coordinator knows `count` workers; return how many it knows."""
+    deadline = time.monotonic() + JOIN_TIMEOUT_S
+    known = 0
+    while time.monotonic() < deadline:
+        with contextlib.suppress(TimeoutError):
+            known = (await get_cluster_state(endpoint, coordinator, 0.5))["active_workers"]
+            if known >= count:
+                return known
+        await asyncio.sleep(0.05)
+    return known
+
+
+async def wait_for_drain(tasks: set[asyncio.Task[None]], stop: asyncio.Event, timeout: float) -> None:
+    """Wait until `tasks` finish, `stop` is set or `timeout` passes, whichever comes first."""
+    everything = asyncio.ensure_future(asyncio.gather(*tasks, return_exceptions=True))
+    stopped = asyncio.create_task(stop.wait())
+    await asyncio.wait({everything, stopped}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+    stopped.cancel()
+
+
+async def run(args: argparse.Namespace) -> dict[str, Any]:
+    models, arrivals = make_workload(options_from_args(args, args.duration))
+    env = {
+        "REPORT_INTERVAL": str(args.report_interval),
+        "WORKER_TIMEOUT": str(args.worker_timeout),
+        "LOG_LEVEL": "DEBUG" if args.verbose else "INFO",
+    }
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGINT, stop.set)
+    loop.add_signal_handler(signal.SIGTERM, stop.set)
+    services: list[ServiceProcess] = []
+    endpoint: Endpoint | None = None
+    sampler: asyncio.Task[None] | None = None
+    try:
+        print(
+            f"starting coordinator ({args.policy}) and {args.workers} workers on 127.0.0.1; "
+            f"{len(arrivals)} requests over {args.duration:g}s for {len(models)} models",
+            flush=True,
+        )
+        coordinator = await ServiceProcess.start(
+            "coordinator",
+            ["coordinator", "--host", "127.0.0.1", "--port", str(args.coordinator_port),
+             "--policy", args.policy, "--seed", str(args.seed)],
+            env,
+            echo=args.verbose,
+        )
+        services.append(coordinator)
+        address = ("127.0.0.1", coordinator.port)
+        starts = [
+            ServiceProcess.start(
+                f"worker-{i}",
+                ["worker", "--node-id", f"worker-{i}", "--host", "127.0.0.1",
+                 "--port", str(args.base_worker_port + i if args.base_worker_port else 0),
+                 "--coordinator-host", "127.0.0.1", "--coordinator-port", str(coordinator.port)],
+                env,
+                echo=args.verbose,
+            )
+            for i in range(args.workers)
+        ]
+        for started in await asyncio.gather(*starts, return_exceptions=True):
+            if isinstance(started, BaseException):
+                raise started
+            services.append(started)
+        endpoint = await Endpoint.bind(Codec(), "127.0.0.1", 0)
+        driver = Driver(endpoint, address)
+        driver.active_workers = await wait_for_workers(endpoint, address, args.workers)
+        print(f"coordinator sees {driver.active_workers} workers; replaying workload", flush=True)
+        sampler = asyncio.create_task(driver.sample_forever())
+        await driver.replay(arrivals, stop)
+        if driver.in_flight and not stop.is_set():
+            await wait_for_drain(driver.in_flight, stop, args.drain)
+        for task in list(driver.in_flight):
+            task.cancel()
+        await asyncio.gather(*driver.in_flight, return_exceptions=True)
+        return build_report(
+            driver.outcomes,
+            driver.samples,
+            driver.active_workers,
+            {
+                "mode": "centralized",
+                "policy": args.policy,
+                "seed": args.seed,
+                "duration_s": args.duration,
+                "interrupted": stop.is_set(),
+                "missed_state_samples": driver.missed_samples,
+            },
+        )
+    finally:
+        if sampler is not None:
+            sampler.cancel()
+            await asyncio.gather(sampler, return_exceptions=True)
+        if endpoint is not None:
+            endpoint.close()
+        await asyncio.gather(*(service.stop() for service in services))
+        loop.remove_signal_handler(signal.SIGINT)
+        loop.remove_signal_handler(signal.SIGTERM)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    problems = []
+    if args.workers < 1:
+        problems.append("--workers must be >= 1")
+    if args.duration <= 0:
+        problems.append("--duration must be > 0")
+    if args.rate <= 0:
+        problems.append("--rate must be > 0")
+    if problems:
+        print("centralized_simulation.py: " + "; ".join(problems), file=sys.stderr)
+        return 2
+    try:
+        report = asyncio.run(run(args))
+    except (OSError, ValueError, RuntimeError) as error:
+        print(f"centralized_simulation.py: {error}", file=sys.stderr)
+        return 1
+    print(render_report(report))
+    if args.json:
+        with open(args.json, "w", encoding="utf-8") as out:
+            json.dump(report, out, indent=2)
+            out.write("\n")
+        print(f"report written to {args.json}")
+    return 0

@@ -1,0 +1,160 @@
+"""The run report: one shape for every driver (live centralized, live decentralized, simulator).
+
+A driver records each request's outcome and samples each worker's queue depth and GPU
+utilization over time; `build_report` turns those into the JSON every experiment writes
+and `render_report` into the text the scripts print. Keeping one builder means the keys
+(`requests`, `completed`, `failed`, `cache_hit_rate`, `cold_starts`, `latency`,
+`workers`) cannot drift between the live system and the simulator.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+PERCENTILES = (50, 95, 99)
+
+
+@dataclass(frozen=True, slots=True)
+class RequestOutcome:
+    """How one request ended, as its client saw it; latencies in seconds."""
+
+    request_id: str
+    model: str
+    ok: bool
+    reason: str = ""
+    worker_id: str = ""
+    cold_start: bool = False
+    queue_s: float = 0.0
+    ttft_s: float = 0.0
+    e2e_s: float = 0.0
+
+
+@dataclass(slots=True)
+class WorkerSamples:
+    """Periodic samples of one worker's queue depth and GPU utilization."""
+
+    queue_depth: list[float] = field(default_factory=list)
+    gpu_utilization: list[float] = field(default_factory=list)
+
+    def add(self, queue_depth: float, gpu_utilization: float) -> None:
+        self.queue_depth.append(queue_depth)
+        self.gpu_utilization.append(gpu_utilization)
+
+
+def percentile(sorted_values: Sequence[float], q: float) -> float:
+    """The q-th percentile (0..100) by linear interpolation; 0.0 for no values."""
+    if not sorted_values:
+        return 0.0
+    rank = (len(sorted_values) - 1) * q / 100.0
+    low = math.floor(rank)
+    high = min(low + 1, len(sorted_values) - 1)
+    fraction = rank - low
+    return sorted_values[low] + (sorted_values[high] - sorted_values[low]) * fraction
+
+
+def _distribution(values: list[float]) -> dict[str, float]:
+    ordered = sorted(values)
+    summary = {f"p{q}": round(percentile(ordered, q), 6) for q in PERCENTILES}
+    summary["mean"] = round(statistics.fmean(ordered), 6) if ordered else 0.0
+    return summary
+
+
+def _mean_std(values: Sequence[float]) -> dict[str, float]:
+    if not values:
+        return {"mean": 0.0, "std": 0.0}
+    return {
+        "mean": round(statistics.fmean(values), 6),
+        "std": round(statistics.pstdev(values), 6),
+    }
+
+
+def build_report(
+    outcomes: Sequence[RequestOutcome],
+    samples: Mapping[str, WorkerSamples],
+    active_workers: int,
+    extra: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The run's JSON report. `extra` keys (policy, seed, duration, ...) come first."""
+    completed = [o for o in outcomes if o.ok]
+    failed = [o for o in outcomes if not o.ok]
+    cold = sum(1 for o in completed if o.cold_start)
+    served_by = Counter(o.worker_id for o in completed)
+    per_worker = []
+    for worker_id in sorted(set(samples) | set(served_by)):
+        worker_samples = samples.get(worker_id, WorkerSamples())
+        per_worker.append(
+            {
+                "id": worker_id,
+                "completed": served_by.get(worker_id, 0),
+                "queue_depth": _mean_std(worker_samples.queue_depth),
+                "gpu_utilization": _mean_std(worker_samples.gpu_utilization),
+            }
+        )
+    means_q = [w["queue_depth"]["mean"] for w in per_worker]
+    means_u = [w["gpu_utilization"]["mean"] for w in per_worker]
+    report: dict[str, Any] = dict(extra or {})
+    report.update(
+        {
+            "requests": len(outcomes),
+            "completed": len(completed),
+            "failed": len(failed),
+            "failures": dict(sorted(Counter(o.reason or "unknown" for o in failed).items())),
+            "cache_hit_rate": round((len(completed) - cold) / len(completed), 6)
+            if completed
+            else 0.0,
+            "cold_starts": cold,
+            "latency": {
+                "queue": _distribution([o.queue_s for o in completed]),
+                "ttft": _distribution([o.ttft_s for o in completed]),
+                "e2e": _distribution([o.e2e_s for o in completed]),
+            },
+            "active_workers": active_workers,
+            "workers": {
+                "count": len(per_worker),
+                "queue_depth": _mean_std(means_q),
+                "gpu_utilization": _mean_std(means_u),
+                "per_worker": per_worker,
+            },
+        }
+    )
+    return report
+
+
+def render_report(report: Mapping[str, Any]) -> str:
+    """The final report as the scripts print it."""
+    latency = report["latency"]
+    lines = [
+        "=" * 64,
+        "FINAL REPORT",
+        "=" * 64,
+        f"requests {report['requests']}  completed {report['completed']}  "
+        f"failed {report['failed']}"
+        + (f"  ({', '.join(f'{k}: {v}' for k, v in report['failures'].items())})"
+           if report["failures"] else ""),
+        f"cache hit rate {report['cache_hit_rate']:.1%}  cold starts {report['cold_starts']}  "
+        f"active workers {report['active_workers']}",
+        f"{'latency (s)':<12} {'p50':>9} {'p95':>9} {'p99':>9}",
+    ]
+    for name in ("queue", "ttft", "e2e"):
+        row = latency[name]
+        lines.append(f"{name:<12} {row['p50']:>9.3f} {row['p95']:>9.3f} {row['p99']:>9.3f}")
+    workers = report["workers"]
+    lines.append(
+        f"per-worker queue depth mean {workers['queue_depth']['mean']:.2f} "
+        f"(std across workers {workers['queue_depth']['std']:.2f}); "
+        f"utilization mean {workers['gpu_utilization']['mean']:.1%} "
+        f"(std {workers['gpu_utilization']['std']:.1%})"
+    )
+    lines.append(f"{'worker':<16} {'done':>6} {'queue mean±std':>16} {'util mean±std':>16}")
+    for worker in workers["per_worker"]:
+        q, u = worker["queue_depth"], worker["gpu_utilization"]
+        lines.append(
+            f"{worker['id']:<16} {worker['completed']:>6} "
+            f"{q['mean']:>8.2f}±{q['std']:<7.2f} {u['mean']:>8.1%}±{u['std']:<7.1%}"
+        )
+    return "\n".join(lines)

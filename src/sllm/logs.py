@@ -1,0 +1,187 @@
+"""Process-wide logging setup: one stdlib handler on stdout, text for people, JSON for containers.
+
+Why it exists: every process (coordinator, worker, node, simulator CLI) logs the same way, so
+that one `LOG_FORMAT=json` turns a whole cluster's output into lines a log pipeline can parse,
+and so that a reader of the text output sees the same event names and fields.
+
+Convention
+----------
+- **One logger per subsystem**, named under the package: ``sllm.coordinator``, ``sllm.worker``,
+  ``sllm.node``, ``sllm.gossip``, ``sllm.wire``, ``sllm.http``, ``sllm.sim``. Get it with
+  ``logging.getLogger("sllm.worker")`` at module level.
+- **The message is a fixed event name** in snake_case (``"worker_joined"``,
+  ``"datagram_dropped"``), never a sentence with values formatted into it. Grep and dashboards key
+  on it.
+- **Details go in fields.** Log through `log_event`::
+
+      log_event(log, logging.INFO, "worker_joined", worker_id="w3", models=2)
+
+  which is ``log.log(logging.INFO, "worker_joined", extra={"fields": {...}})``. Code that calls
+  the logger directly may do exactly that; plain ``extra={"key": value}`` attributes are shown too.
+- **The core never logs.** The runtime logs what the core decided.
+
+Output
+------
+- ``text`` (default)::
+
+      2024-05-01T12:00:00.123Z INFO sllm.coordinator worker_joined worker_id=w3 models=2
+
+  Values containing spaces, quotes or ``=`` are JSON-quoted, so each line stays splittable.
+- ``json``: one object per line with ``ts`` (ISO-8601 UTC), ``level``, ``logger``, ``event``
+  (the message), then every field. A field named like one of those four keys is written as
+  ``field_<name>`` so it cannot hide them. A traceback goes under ``exc``.
+
+Times are UTC in both formats: a cluster spans machines and time zones.
+
+Not handled yet: rate limiting (a flood of bad datagrams must be rate-limited by the caller),
+log files or rotation (containers log to stdout; the platform collects it), and per-subsystem
+levels.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import IO
+
+# Level names accepted by `configure_logging` and by the LOG_LEVEL variable.
+LEVELS: tuple[str, ...] = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+# Output formats accepted by `configure_logging` and by the LOG_FORMAT variable.
+FORMATS: tuple[str, ...] = ("text", "json")
+
+TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s %(message)s"
+
+# Attributes every LogRecord has; anything else on a record came in through `extra=`.
+_RECORD_ATTRS = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {
+    "message",
+    "asctime",
+    "taskName",  # added to LogRecord in Python 3.12
+}
+_FIELDS_KEY = "fields"
+_JSON_CORE_KEYS = ("ts", "level", "logger", "event")
+
+
+def log_event(logger: logging.Logger, level: int, event: str, /, **fields: object) -> None:
+    """Log the fixed event name `event` at `level` with `fields` as its details.
+
+    The first three parameters are positional-only, so a field may be called ``level`` or
+    ``event`` without clashing with them.
+    """
+    if logger.isEnabledFor(level):
+        # stacklevel=2: the record's file and line are the caller's, not this function's.
+        logger.log(level, event, extra={_FIELDS_KEY: fields}, stacklevel=2)
+
+
+def record_fields(record: logging.LogRecord) -> dict[str, object]:
+    """The fields of `record`: its ``extra={"fields": {...}}`` mapping, then any other extras."""
+    attrs = vars(record)
+    fields: dict[str, object] = {}
+    nested = attrs.get(_FIELDS_KEY)
+    if isinstance(nested, Mapping):
+        fields.update((str(key), value) for key, value in nested.items())
+    for key, value in attrs.items():
+        if key not in _RECORD_ATTRS and key != _FIELDS_KEY:
+            fields[key] = value
+    if nested is not None and not isinstance(nested, Mapping):
+        fields[_FIELDS_KEY] = nested
+    return fields
+
+
+def _utc_iso(created: float) -> str:
+    """``2024-05-01T12:00:00.123Z``: ISO-8601, UTC, milliseconds."""
+    ts = datetime.fromtimestamp(created, tz=UTC)
+    return ts.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _text_value(value: object) -> str:
+    """A value for ``key=value``: bare if it splits cleanly, else JSON-quoted."""
+    if isinstance(value, Mapping | list | tuple):
+        # Compact JSON is unambiguous as it stands unless a string inside it has a space.
+        text = json.dumps(value, default=str, separators=(",", ":"))
+        return json.dumps(text) if any(ch.isspace() for ch in text) else text
+    text = value if isinstance(value, str) else str(value)
+    if not text or any(ch.isspace() or ch in '"=' for ch in text):
+        return json.dumps(text)
+    return text
+
+
+class TextFormatter(logging.Formatter):
+    """``<UTC time> <LEVEL> <logger> <event> key=value ...``, then any traceback."""
+
+    def __init__(self) -> None:
+        super().__init__(TEXT_FORMAT)
+
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
+        return _utc_iso(record.created)
+
+    def format(self, record: logging.LogRecord) -> str:
+        record.message = record.getMessage()
+        record.asctime = self.formatTime(record, self.datefmt)
+        line = self.formatMessage(record)
+        pairs = " ".join(f"{k}={_text_value(v)}" for k, v in record_fields(record).items())
+        if pairs:
+            line = f"{line} {pairs}"
+        if record.exc_info and not record.exc_text:
+            record.exc_text = self.formatException(record.exc_info)
+        if record.exc_text:
+            line = f"{line}\n{record.exc_text}"
+        if record.stack_info:
+            line = f"{line}\n{self.formatStack(record.stack_info)}"
+        return line
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: ts, level, logger, event, then the fields."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        out: dict[str, object] = {
+            "ts": _utc_iso(record.created),
+            "level": record.levelname,
+            "logger": record.name,
+            "event": record.getMessage(),
+        }
+        for key, value in record_fields(record).items():
+            out[f"field_{key}" if key in _JSON_CORE_KEYS else key] = value
+        if record.exc_info:
+            out["exc"] = self.formatException(record.exc_info)
+        if record.stack_info:
+            out["stack"] = self.formatStack(record.stack_info)
+        # default=str: a field that JSON cannot hold (a Path, an enum) is logged as its str().
+        return json.dumps(out, default=str, ensure_ascii=False)
+
+
+class _ConfiguredHandler(logging.StreamHandler[IO[str]]):
+    """The handler `configure_logging` installs; its type is how a second call finds it."""
+
+
+def configure_logging(level: str, fmt: str = "text", stream: IO[str] | None = None) -> None:
+    """Send all log records at `level` and above to `stream` (stdout by default) in `fmt`.
+
+    `level` is a name from `LEVELS`, case-insensitive; `fmt` is ``"text"`` or ``"json"``.
+    `stream` defaults to the ``sys.stdout`` of the moment of the call. Calling again replaces
+    the handler installed by the previous call instead of adding a second one; handlers
+    installed by anyone else are left alone. Raises ValueError for an unknown level or format
+    (configuration has already validated both, so that is a programming error).
+    """
+    level_name = level.strip().upper()
+    if level_name not in LEVELS:
+        raise ValueError(f"unknown log level {level!r}; expected one of {', '.join(LEVELS)}")
+    formatter: logging.Formatter
+    if fmt == "text":
+        formatter = TextFormatter()
+    elif fmt == "json":
+        formatter = JsonFormatter()
+    else:
+        raise ValueError(f"unknown log format {fmt!r}; expected one of {', '.join(FORMATS)}")
+
+    root = logging.getLogger()
+    for old in [h for h in root.handlers if isinstance(h, _ConfiguredHandler)]:
+        root.removeHandler(old)
+        old.close()
+    handler = _ConfiguredHandler(sys.stdout if stream is None else stream)
+    handler.setFormatter(formatter)
+    root.addHandler(handler)
+    root.setLevel(level_name)

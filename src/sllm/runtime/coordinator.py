@@ -1,0 +1,104 @@
+"""The live coordinator: the core `Coordinator` behind a UDP socket on the real clock.
+
+It decodes each datagram, hands it to the core, sends the replies to the sender and logs
+what the core noticed. A timer expires silent workers. Everything it knows comes from
+worker reports, so restarting it loses nothing but its counters.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import random
+import time
+from collections.abc import Mapping
+
+from sllm.core.coordinator import Coordinator, Notice
+from sllm.core.cost import CostModel, ModelInfo
+from sllm.logs import log_event
+from sllm.runtime.udp import Address, Endpoint
+from sllm.wire import Codec, Message, WorkerReport
+
+log = logging.getLogger("sllm.coordinator")
+
+# Expiry runs this many times per WORKER_TIMEOUT, so a dead worker is dropped at most a
+# quarter-timeout late; bounded below so a tiny timeout in a test does not spin the loop.
+EXPIRY_CHECKS_PER_TIMEOUT = 4
+EXPIRY_MIN_PERIOD_S = 0.05
+
+
+class CoordinatorServer:
+    """Serves placement and cluster state over UDP until stopped."""
+
+    name = "coordinator"
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        codec: Codec,
+        policy: str,
+        catalog: Mapping[str, ModelInfo],
+        cost: CostModel,
+        worker_timeout: float,
+        seed: int | None = None,
+    ) -> None:
+        self.host = host
+        self.port = port
+        self.codec = codec
+        self.core = Coordinator(
+            policy, catalog, cost, worker_timeout, random.Random(seed), time.monotonic()
+        )
+        self.endpoint: Endpoint | None = None
+        self._expiry: asyncio.Task[None] | None = None
+
+    @property
+    def address(self) -> Address:
+        assert self.endpoint is not None
+        return self.endpoint.address
+
+    async def start(self) -> None:
+        self.endpoint = await Endpoint.bind(self.codec, self.host, self.port, self._on_message)
+        host, port = self.endpoint.address
+        log_event(
+            log,
+            logging.INFO,
+            "listening",
+            service=self.name,
+            host=host,
+            port=port,
+            policy=self.core.policy.name,
+            worker_timeout_s=self.core.view.worker_timeout,
+            signed=self.codec.secret is not None,
+        )
+        self._expiry = asyncio.create_task(self._expire_silent_workers())
+
+    async def stop(self) -> None:
+        if self._expiry is not None:
+            self._expiry.cancel()
+            await asyncio.gather(self._expiry, return_exceptions=True)
+        if self.endpoint is not None:
+            self.endpoint.close()
+
+    def _on_message(self, message: Message, sender: Address) -> None:
+        if isinstance(message, WorkerReport) and not message.host:
+            # The worker let us fill in its address: the one its datagram came from.
+            message = dataclasses.replace(message, host=sender[0])
+        outcome = self.core.handle(message, time.monotonic())
+        assert self.endpoint is not None
+        for reply in outcome.replies:
+            self.endpoint.send(reply, sender)
+        self._log(outcome.notices)
+
+    async def _expire_silent_workers(self) -> None:
+        timeout = self.core.view.worker_timeout
+        period = max(EXPIRY_MIN_PERIOD_S, timeout / EXPIRY_CHECKS_PER_TIMEOUT)
+        while True:
+            await asyncio.sleep(period)
+            self._log(self.core.expire(time.monotonic()))
+
+    def _log(self, notices: list[Notice]) -> None:
+        for notice in notices:
+            level = logging.WARNING if notice.event == "worker_lost" else logging.INFO
+            log_event(log, level, notice.event, **notice.fields)

@@ -1,0 +1,174 @@
+"""A UDP endpoint on asyncio: bytes in, typed messages out, bad datagrams counted and dropped.
+
+Every live service (coordinator, worker, the status client, the load generator) talks
+through one `Endpoint`. It owns the codec, so signing and validation happen in exactly
+one place, and it owns the reject counter, so every process counts bad input the same
+way and logs it at most once per reason every few seconds. A handler that raises is
+logged and the endpoint keeps serving: one bad message never takes a process down.
+
+`request` pairs a request with its reply by ``request_id``, with a deadline, for the
+clients; servers answer with `send`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import secrets
+import time
+from collections.abc import Callable
+from typing import TypeVar, cast
+
+from sllm.logs import log_event
+from sllm.wire import (
+    ClusterStateResponse,
+    Codec,
+    DecodeError,
+    EncodeError,
+    Message,
+    RejectCounter,
+    WorkerReport,
+)
+
+Address = tuple[str, int]
+Handler = Callable[[Message, Address], None]
+ReplyT = TypeVar("ReplyT", bound=Message)
+
+log = logging.getLogger("sllm.wire")
+
+
+def shrink(message: Message) -> Message | None:
+    """A smaller message saying less but nothing false; None when it cannot shrink.
+
+    A report moves its slowest-tier half of models into `models_omitted`; a cluster-state
+    page carries one worker fewer (the client asks for the rest by offset).
+    """
+    if isinstance(message, WorkerReport) and message.models:
+        kept = dict(list(message.models.items())[: len(message.models) // 2])
+        omitted = message.models_omitted + len(message.models) - len(kept)
+        return dataclasses.replace(message, models=kept, models_omitted=omitted)
+    if isinstance(message, ClusterStateResponse) and len(message.workers) > 1:
+        return dataclasses.replace(message, workers=message.workers[:-1])
+    return None
+
+
+class Endpoint(asyncio.DatagramProtocol):
+    """One bound UDP socket with a codec, a reject counter and reply matching."""
+
+    def __init__(self, codec: Codec, handler: Handler | None = None) -> None:
+        self.codec = codec
+        self.handler = handler
+        self.rejects = RejectCounter()
+        self.transport: asyncio.DatagramTransport | None = None
+        self.sent_bytes = 0
+        self.received_bytes = 0
+        self._waiting: dict[str, asyncio.Future[Message]] = {}
+
+    @classmethod
+    async def bind(cls, codec: Codec, host: str, port: int, handler: Handler | None = None) -> Endpoint:
+        loop = asyncio.get_running_loop()
+        _, endpoint = await loop.create_datagram_endpoint(
+            lambda: cls(codec, handler), local_addr=(host, port)
+        )
+        return endpoint
+
+    @property
+    def address(self) -> Address:
+        assert self.transport is not None, "endpoint is not bound"
+        host, port = self.transport.get_extra_info("sockname")[:2]
+        return str(host), int(port)
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # The selector loop's datagram transport does not subclass DatagramTransport.
+        self.transport = cast(asyncio.DatagramTransport, transport)
+
+    def datagram_received(self, data: bytes, addr: tuple[str | object, int]) -> None:
+        self.received_bytes += len(data)
+        sender = (str(addr[0]), int(addr[1]))
+        try:
+            message = self.codec.decode(data, time.time())
+        except DecodeError as error:
+            self._count_reject(error.reason, sender, str(error))
+            return
+        request_id = getattr(message, "request_id", None)
+        waiter = self._waiting.pop(request_id, None) if isinstance(request_id, str) else None
+        if waiter is not None:
+            if not waiter.done():
+                waiter.set_result(message)
+            return
+        if self.handler is None:
+            return
+        try:
+            self.handler(message, sender)
+        except Exception:  # one bad message must not take the process down
+            log.exception("handler_failed", extra={"fields": {"type": message.TYPE}})
+
+    def error_received(self, exc: Exception) -> None:
+        # ICMP port-unreachable and friends: the peer is gone; liveness handles that.
+        log.debug("socket_error", extra={"fields": {"error": str(exc)}})
+
+    def _count_reject(self, reason: str, sender: Address, detail: str) -> None:
+        suppressed = self.rejects.record(reason, time.monotonic())
+        if suppressed is not None:
+            log_event(
+                log,
+                logging.WARNING,
+                "datagram_rejected",
+                reason=reason,
+                sender=f"{sender[0]}:{sender[1]}",
+                detail=detail[:200],
+                suppressed=suppressed,
+            )
+
+    def send(self, message: Message, address: Address) -> bool:
+        """Encode and send; False (and a log line) when it could not be encoded or sent.
+
+        A message over the datagram cap is shrunk (see `shrink`) until it fits.
+        """
+        if self.transport is None or self.transport.is_closing():
+            return False
+        fitted: Message | None = message
+        while fitted is not None:
+            try:
+                data = self.codec.encode(fitted, time.time(), secrets.randbits(64))
+                break
+            except EncodeError as error:
+                if error.reason != "oversized":
+                    log_event(log, logging.ERROR, "encode_failed", type=message.TYPE, error=str(error))
+                    return False
+                fitted = shrink(fitted)
+        else:
+            log_event(log, logging.ERROR, "encode_failed", type=message.TYPE, error="oversized")
+            return False
+        self.transport.sendto(data, address)
+        self.sent_bytes += len(data)
+        return True
+
+    async def request(
+        self, message: Message, address: Address, reply_type: type[ReplyT], timeout: float
+    ) -> ReplyT:
+        """Send `message` and wait for the reply with the same request_id.
+
+        Raises TimeoutError after `timeout` seconds and TypeError if the peer answered
+        with another message type.
+        """
+        request_id = getattr(message, "request_id")  # noqa: B009 - every request type has one
+        future: asyncio.Future[Message] = asyncio.get_running_loop().create_future()
+        self._waiting[request_id] = future
+        try:
+            if not self.send(message, address):
+                raise ConnectionError(f"could not send {message.TYPE} to {address}")
+            reply = await asyncio.wait_for(future, timeout)
+        finally:
+            self._waiting.pop(request_id, None)
+        if not isinstance(reply, reply_type):
+            raise TypeError(f"expected {reply_type.TYPE}, got {reply.TYPE}")
+        return reply
+
+    def close(self) -> None:
+        for future in self._waiting.values():
+            future.cancel()
+        self._waiting.clear()
+        if self.transport is not None:
+            self.transport.close()

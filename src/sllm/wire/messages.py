@@ -1,0 +1,218 @@
+"""The control-plane vocabulary: one frozen dataclass per UDP message type.
+
+These classes are plain data. The core consumes and produces them, the codec
+(`sllm.wire.codec`) turns them into bytes and back, and the simulator passes them
+between virtual nodes without encoding them at all. Nothing here does I/O.
+
+Every field carries its own bounds in `metadata`, so the codec can reject a value
+out of range with the name of the field, and so that a reader sees the limit next
+to the field it limits:
+
+- ``min`` / ``max``: numeric bounds, inclusive;
+- ``max_len``: the longest string, or the most entries in a mapping or tuple;
+- ``key_max_len``: the longest key of a mapping (a mapping's ``min``/``max`` bound its values);
+- ``choices``: the strings a field may hold.
+
+Tiers are small integers (see `sllm.core.tiers.Tier`): 0 GPU, 1 host memory,
+2 local disk, 3 remote store.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+# Why these numbers: an id is a hostname, a UUID or a pod name, and 128 covers all
+# three; a model name is a Hugging Face style "org/name-size-variant".
+ID_MAX_LEN = 128
+MODEL_NAME_MAX_LEN = 96
+REASON_MAX_LEN = 160
+# A report names at most this many models. A worker with more summarizes: it keeps
+# the ones in the fastest tiers and counts the rest in `models_omitted`, so the
+# datagram does not grow with the number of checkpoints on disk. A count cannot
+# promise the byte cap by itself (24 names of 96 characters are 2.4 kB): 24 names of
+# about 32 characters fit a signed report, and a worker whose report is still too
+# big (EncodeError, reason "oversized") moves more models into `models_omitted`.
+REPORT_MAX_MODELS = 24
+# One cluster-state page holds at most this many workers; the client pages through.
+# Four summaries with 40-character ids and one model each are about 1,330 bytes
+# signed (six never fit the 1,400-byte cap); with long model lists the coordinator
+# sends fewer (EncodeError, reason "oversized").
+STATE_PAGE_MAX_WORKERS = 4
+# A worker summary names its fastest-tier models only: the page is for `status`, the
+# full picture is in the reports.
+SUMMARY_MAX_MODELS = 4
+TIER_MAX = 3
+# One day: no schedule estimate or latency beyond it is meaningful on this wire.
+SECONDS_MAX = 3600.0 * 24
+TOKENS_MAX = 1_000_000
+COUNT_MAX = 2**53  # the largest integer a JSON peer of any language keeps exactly
+
+ACTIONS = ("serve", "cold_start", "migrate", "reject")
+
+
+def _bounded(low: float, high: float) -> dict[str, Any]:
+    return {"min": low, "max": high}
+
+
+def _text(max_len: int) -> dict[str, Any]:
+    return {"max_len": max_len}
+
+
+PORT = _bounded(0, 65535)
+COUNT = _bounded(0, COUNT_MAX)
+FRACTION = _bounded(0.0, 1.0)
+SECONDS = _bounded(0.0, SECONDS_MAX)
+TOKENS = _bounded(0, TOKENS_MAX)
+# model name -> tier; names are bounded like every other model name on the wire.
+MODEL_TIERS = {
+    "max_len": REPORT_MAX_MODELS,
+    "key_max_len": MODEL_NAME_MAX_LEN,
+    "min": 0,
+    "max": TIER_MAX,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """Base of every wire message; `TYPE` is its name on the wire."""
+
+    TYPE: ClassVar[str] = ""
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerReport(Message):
+    """A worker's soft state, sent every REPORT_INTERVAL; the coordinator's whole view."""
+
+    TYPE: ClassVar[str] = "worker_report"
+    node_id: str = field(metadata=_text(ID_MAX_LEN))
+    host: str = field(metadata=_text(ID_MAX_LEN))
+    port: int = field(metadata=PORT)
+    http_port: int = field(metadata=PORT)
+    models: dict[str, int] = field(metadata=MODEL_TIERS)
+    models_omitted: int = field(metadata=COUNT)
+    queue_depth: int = field(metadata=COUNT)
+    queue_capacity: int = field(metadata=COUNT)
+    running: int = field(metadata=COUNT)
+    slots: int = field(metadata=COUNT)
+    gpu_utilization: float = field(metadata=FRACTION)
+    memory_used: int = field(metadata=COUNT)
+    memory_total: int = field(metadata=COUNT)
+    load_backlog_s: float = field(metadata=SECONDS)
+    ready: bool
+    seq: int = field(metadata=COUNT)
+    timestamp: float = field(metadata=_bounded(0.0, 1e12))
+
+
+@dataclass(frozen=True, slots=True)
+class ScheduleRequest(Message):
+    """Asks a scheduler (coordinator or any node) where a request should run."""
+
+    TYPE: ClassVar[str] = "schedule_request"
+    request_id: str = field(metadata=_text(ID_MAX_LEN))
+    model: str = field(metadata=_text(MODEL_NAME_MAX_LEN))
+    priority: int = field(metadata=_bounded(0, 9))
+    prompt_tokens: int = field(metadata=TOKENS)
+    output_tokens: int = field(metadata=TOKENS)
+
+
+@dataclass(frozen=True, slots=True)
+class ScheduleResponse(Message):
+    """The decision. `action` is one of ACTIONS; on `reject` the worker fields are empty."""
+
+    TYPE: ClassVar[str] = "schedule_response"
+    request_id: str = field(metadata=_text(ID_MAX_LEN))
+    worker_id: str = field(metadata=_text(ID_MAX_LEN))
+    host: str = field(metadata=_text(ID_MAX_LEN))
+    port: int = field(metadata=PORT)
+    http_port: int = field(metadata=PORT)
+    action: str = field(metadata={"choices": ACTIONS})
+    estimated_wait_s: float = field(metadata=SECONDS)
+    reason: str = field(metadata=_text(REASON_MAX_LEN))
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterStateRequest(Message):
+    """Asks for one page of the cluster state; pages keep each reply under the size cap."""
+
+    TYPE: ClassVar[str] = "cluster_state_request"
+    request_id: str = field(metadata=_text(ID_MAX_LEN))
+    offset: int = field(metadata=COUNT)
+    limit: int = field(metadata=_bounded(1, STATE_PAGE_MAX_WORKERS))
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerSummary:
+    """One worker as `status` shows it (nested inside ClusterStateResponse)."""
+
+    worker_id: str = field(metadata=_text(ID_MAX_LEN))
+    host: str = field(metadata=_text(ID_MAX_LEN))
+    port: int = field(metadata=PORT)
+    models: dict[str, int] = field(metadata=MODEL_TIERS)
+    queue_depth: int = field(metadata=COUNT)
+    running: int = field(metadata=COUNT)
+    gpu_utilization: float = field(metadata=FRACTION)
+    last_report_age_s: float = field(metadata=SECONDS)
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterStateResponse(Message):
+    """Cluster-wide counters plus one page of workers, sorted by worker id."""
+
+    TYPE: ClassVar[str] = "cluster_state_response"
+    request_id: str = field(metadata=_text(ID_MAX_LEN))
+    policy: str = field(metadata=_text(ID_MAX_LEN))
+    active_workers: int = field(metadata=COUNT)
+    total_requests: int = field(metadata=COUNT)
+    cache_hits: int = field(metadata=COUNT)
+    cold_starts: int = field(metadata=COUNT)
+    rejected: int = field(metadata=COUNT)
+    queue_depth_mean: float = field(metadata=_bounded(0.0, float(COUNT_MAX)))
+    queue_depth_max: int = field(metadata=COUNT)
+    gpu_utilization_mean: float = field(metadata=FRACTION)
+    uptime_s: float = field(metadata=_bounded(0.0, 1e12))
+    offset: int = field(metadata=COUNT)
+    workers: tuple[WorkerSummary, ...] = field(metadata={"max_len": STATE_PAGE_MAX_WORKERS})
+
+
+@dataclass(frozen=True, slots=True)
+class InferenceRequest(Message):
+    """Runs one request on a worker (the sim engine's data path over UDP).
+
+    The worker answers the datagram's source address with an InferenceResult.
+    """
+
+    TYPE: ClassVar[str] = "inference_request"
+    request_id: str = field(metadata=_text(ID_MAX_LEN))
+    model: str = field(metadata=_text(MODEL_NAME_MAX_LEN))
+    prompt_tokens: int = field(metadata=TOKENS)
+    output_tokens: int = field(metadata=TOKENS)
+
+
+@dataclass(frozen=True, slots=True)
+class InferenceResult(Message):
+    """How one request ended on a worker, with its latency breakdown in seconds."""
+
+    TYPE: ClassVar[str] = "inference_result"
+    request_id: str = field(metadata=_text(ID_MAX_LEN))
+    worker_id: str = field(metadata=_text(ID_MAX_LEN))
+    ok: bool
+    reason: str = field(metadata=_text(REASON_MAX_LEN))
+    cold_start: bool
+    queue_s: float = field(metadata=SECONDS)
+    ttft_s: float = field(metadata=SECONDS)
+    e2e_s: float = field(metadata=SECONDS)
+
+
+MESSAGE_TYPES: dict[str, type[Message]] = {
+    cls.TYPE: cls
+    for cls in (
+        WorkerReport,
+        ScheduleRequest,
+        ScheduleResponse,
+        ClusterStateRequest,
+        ClusterStateResponse,
+        InferenceRequest,
+        InferenceResult,
+    )
+}

@@ -1,0 +1,108 @@
+"""Logging: JSON and text formatters carry the event's fields; configuring is idempotent."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+from collections.abc import Iterator
+from datetime import datetime, timedelta
+
+import pytest
+
+from sllm.logs import JsonFormatter, TextFormatter, configure_logging, log_event
+
+
+@pytest.fixture(autouse=True)
+def restore_root_logger() -> Iterator[None]:
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    yield
+    for handler in list(root.handlers):
+        if handler not in handlers:
+            root.removeHandler(handler)
+    root.setLevel(level)
+
+
+def ours(root: logging.Logger) -> list[logging.Handler]:
+    return [h for h in root.handlers if isinstance(h.formatter, TextFormatter | JsonFormatter)]
+
+
+def test_json_line_parses_and_carries_fields() -> None:
+    out = io.StringIO()
+    configure_logging("info", "json", stream=out)
+    log = logging.getLogger("sllm.coordinator")
+    log_event(log, logging.INFO, "worker_joined", worker_id="w3", models=2, level="x")
+    log.warning("queue_full", extra={"fields": {"depth": 64}, "worker_id": "w4"})
+    log_event(log, logging.DEBUG, "below_level", ignored=True)
+
+    lines = out.getvalue().splitlines()
+    assert len(lines) == 2
+    first, second = (json.loads(line) for line in lines)
+    assert first["level"] == "INFO"
+    assert first["logger"] == "sllm.coordinator"
+    assert first["event"] == "worker_joined"
+    assert first["worker_id"] == "w3"
+    assert first["models"] == 2
+    assert first["field_level"] == "x"  # a field cannot hide a core key
+    assert first["ts"].endswith("Z")
+    ts = datetime.fromisoformat(first["ts"].replace("Z", "+00:00"))
+    assert ts.utcoffset() == timedelta(0)
+    assert second["event"] == "queue_full"
+    assert second["depth"] == 64
+    assert second["worker_id"] == "w4"
+    assert "fields" not in second
+
+
+def test_json_holds_unserializable_values_and_tracebacks() -> None:
+    out = io.StringIO()
+    configure_logging("DEBUG", "json", stream=out)
+    log = logging.getLogger("sllm.wire")
+    try:
+        raise ValueError("boom")
+    except ValueError:
+        log.exception(
+            "decode_failed", extra={"fields": {"peer": ("10.0.0.1", 9000), "obj": object()}}
+        )
+    record = json.loads(out.getvalue())
+    assert record["peer"] == ["10.0.0.1", 9000]
+    assert record["obj"].startswith("<object")
+    assert "ValueError: boom" in record["exc"]
+
+
+def test_text_format_includes_fields() -> None:
+    out = io.StringIO()
+    configure_logging("INFO", stream=out)
+    log_event(
+        logging.getLogger("sllm.worker"),
+        logging.INFO,
+        "model_loaded",
+        model="llama-7b",
+        seconds=1.5,
+        reason="cold start",
+        peer=("10.0.0.1", 9000),
+    )
+    line = out.getvalue().rstrip("\n")
+    assert "\n" not in line
+    assert " INFO sllm.worker model_loaded " in line
+    assert line.endswith('model=llama-7b seconds=1.5 reason="cold start" peer=["10.0.0.1",9000]')
+    assert line.split(" ", 1)[0].endswith("Z")  # UTC timestamp first
+
+
+def test_configure_twice_keeps_one_handler() -> None:
+    root = logging.getLogger()
+    first, second = io.StringIO(), io.StringIO()
+    configure_logging("INFO", "text", stream=first)
+    configure_logging("WARNING", "json", stream=second)
+    assert len(ours(root)) == 1
+    assert root.level == logging.WARNING
+    logging.getLogger("sllm.test").warning("once")
+    assert first.getvalue() == ""
+    assert len(second.getvalue().splitlines()) == 1
+
+
+def test_configure_rejects_unknown_level_and_format() -> None:
+    with pytest.raises(ValueError, match="level"):
+        configure_logging("LOUD")
+    with pytest.raises(ValueError, match="format"):
+        configure_logging("INFO", "xml")
