@@ -1,12 +1,15 @@
 #!/usr/bin/env python3
-"""The deployment guide's `worker_node.py`: same as `python3 -m sllm worker`. Runs on a bare python3."""
+"""The deployment guide's `worker_node.py`: the same as `python3 -m sllm worker`.
+
+Runs on a bare python3 from the repository root; see --help.
+"""
 
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent / "src"))
 
-from sllm.cli import main  # noqa: E402
+from sllm.cli import main
 
 if __name__ == "__main__":
     sys.exit(main(["worker", *sys.argv[1:]]))

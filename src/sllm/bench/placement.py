@@ -47,7 +47,9 @@ UDP_SECONDS = 3.0
 UDP_SENDER_WORKERS = 1_000
 
 
-def synthetic_report(rng: random.Random, worker_id: str, names: Sequence[str], seq: int) -> WorkerReport:
+def synthetic_report(
+    rng: random.Random, worker_id: str, names: Sequence[str], seq: int
+) -> WorkerReport:
     """A plausible report: 1-2 models on the GPU, a few in host memory, more on disk."""
     picked = rng.sample(list(names), k=12)
     models = {name: int(Tier.GPU) for name in picked[:2]}
@@ -86,9 +88,7 @@ def measure_placement(policy: str, workers: int, seed: int = 0) -> float:
     for worker_id in ids:
         coordinator.handle(synthetic_report(rng, worker_id, names, seq), 0.0)
     popularity = ModelPopularity.from_table(load_popularity(), names)
-    requests = [
-        ScheduleRequest(f"r{i}", popularity.sample(rng), 0, 512, 128) for i in range(4096)
-    ]
+    requests = [ScheduleRequest(f"r{i}", popularity.sample(rng), 0, 512, 128) for i in range(4096)]
     decisions = 0
     spent = 0.0
     cursor = 0
@@ -194,9 +194,7 @@ def add_parser(sub: Any) -> None:
     parser.add_argument(
         "--sizes", type=lambda s: [int(x) for x in s.split(",")], default=list(SIZES)
     )
-    parser.add_argument(
-        "--policies", type=lambda s: s.split(","), default=list(POLICY_NAMES)
-    )
+    parser.add_argument("--policies", type=lambda s: s.split(","), default=list(POLICY_NAMES))
     parser.add_argument("--no-udp", action="store_true", help="skip the UDP intake measurement")
     parser.set_defaults(run=main)
 

@@ -60,8 +60,9 @@ class Choice:
 class PlacementPolicy(Protocol):
     name: str
 
-    def choose(self, view: ClusterView, request: ScheduleRequest, model: ModelInfo) -> Choice | None:
-        ...
+    def choose(
+        self, view: ClusterView, request: ScheduleRequest, model: ModelInfo
+    ) -> Choice | None: ...
 
 
 class Estimator:
@@ -97,7 +98,9 @@ class Seed:
     def __init__(self, estimator: Estimator) -> None:
         self._estimator = estimator
 
-    def choose(self, view: ClusterView, request: ScheduleRequest, model: ModelInfo) -> Choice | None:
+    def choose(
+        self, view: ClusterView, request: ScheduleRequest, model: ModelInfo
+    ) -> Choice | None:
         best: WorkerEntry | None = None
         best_score = 0.0
         for entry in view.entries():
@@ -121,7 +124,9 @@ class LeastLoaded:
     def __init__(self, estimator: Estimator) -> None:
         self._estimator = estimator
 
-    def choose(self, view: ClusterView, request: ScheduleRequest, model: ModelInfo) -> Choice | None:
+    def choose(
+        self, view: ClusterView, request: ScheduleRequest, model: ModelInfo
+    ) -> Choice | None:
         worker_id = next(view.by_load.lowest(), None)
         if worker_id is None:
             return None
@@ -136,7 +141,9 @@ class RoundRobin:
     def __init__(self, estimator: Estimator) -> None:
         self._estimator = estimator
 
-    def choose(self, view: ClusterView, request: ScheduleRequest, model: ModelInfo) -> Choice | None:
+    def choose(
+        self, view: ClusterView, request: ScheduleRequest, model: ModelInfo
+    ) -> Choice | None:
         for _ in range(min(len(view), RANDOM_TRIES)):
             entry = view.next_in_turn()
             if entry is not None and entry.accepts:
@@ -151,7 +158,9 @@ class Random:
         self._estimator = estimator
         self._rng = rng
 
-    def choose(self, view: ClusterView, request: ScheduleRequest, model: ModelInfo) -> Choice | None:
+    def choose(
+        self, view: ClusterView, request: ScheduleRequest, model: ModelInfo
+    ) -> Choice | None:
         for _ in range(RANDOM_TRIES):
             entry = view.random_worker(self._rng)
             if entry is not None and entry.accepts:
@@ -166,7 +175,9 @@ class PowerOfTwo:
         self._estimator = estimator
         self._rng = rng
 
-    def choose(self, view: ClusterView, request: ScheduleRequest, model: ModelInfo) -> Choice | None:
+    def choose(
+        self, view: ClusterView, request: ScheduleRequest, model: ModelInfo
+    ) -> Choice | None:
         sampled = [view.random_worker(self._rng) for _ in range(2)]
         accepting = [entry for entry in sampled if entry is not None and entry.accepts]
         if not accepting:
@@ -197,7 +208,9 @@ class StartupAware:
                     assert entry is not None
                     yield entry
 
-    def choose(self, view: ClusterView, request: ScheduleRequest, model: ModelInfo) -> Choice | None:
+    def choose(
+        self, view: ClusterView, request: ScheduleRequest, model: ModelInfo
+    ) -> Choice | None:
         best: WorkerEntry | None = None
         best_ttft = 0.0
         for entry in self.candidates(view, request.model):
@@ -242,5 +255,6 @@ def make_policy(name: str, cost: CostModel, rng: random.Random) -> PlacementPoli
     try:
         factory = POLICIES[name]
     except KeyError:
-        raise KeyError(f"unknown placement policy {name!r}; choose from {', '.join(POLICIES)}")
+        choices = ", ".join(POLICIES)
+        raise KeyError(f"unknown placement policy {name!r}; choose from {choices}") from None
     return factory(Estimator(cost), rng)

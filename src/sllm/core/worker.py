@@ -146,7 +146,7 @@ class _Load:
 
 
 class WorkerState:
-    """One worker's queue, slots and tiers. Pure: the caller supplies time and carries out actions."""
+    """One worker's queue, slots and tiers; the caller supplies time and carries out actions."""
 
     def __init__(
         self,

@@ -43,7 +43,9 @@ class SimEngine:
     def timers(self, action: Action) -> list[Timer]:
         if isinstance(action, StartLoad):
             size = self.catalog[action.model].size_bytes
-            return [Timer(self.cost.load_time(size, action.source), TimerKind.LOAD_DONE, action.model)]
+            return [
+                Timer(self.cost.load_time(size, action.source), TimerKind.LOAD_DONE, action.model)
+            ]
         if isinstance(action, StartRequest):
             ttft, e2e = self.cost.service_time(
                 self.catalog[action.model],

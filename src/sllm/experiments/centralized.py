@@ -175,19 +175,27 @@ async def wait_for_workers(endpoint: Endpoint, coordinator: Address, count: int)
     known = 0
     while time.monotonic() < deadline:
         with contextlib.suppress(TimeoutError):
-            known = (await get_cluster_state(endpoint, coordinator, 0.5))["active_workers"]
+            state = await get_cluster_state(endpoint, coordinator, 0.5)
+            known = int(state["active_workers"])
             if known >= count:
                 return known
         await asyncio.sleep(0.05)
     return known
 
 
-async def wait_for_drain(tasks: set[asyncio.Task[None]], stop: asyncio.Event, timeout: float) -> None:
+async def wait_for_drain(
+    tasks: set[asyncio.Task[None]], stop: asyncio.Event, timeout: float
+) -> None:
     """Wait until `tasks` finish, `stop` is set or `timeout` passes, whichever comes first."""
-    everything = asyncio.ensure_future(asyncio.gather(*tasks, return_exceptions=True))
+
+    async def all_done() -> None:
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    everything = asyncio.create_task(all_done())
     stopped = asyncio.create_task(stop.wait())
     await asyncio.wait({everything, stopped}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
     stopped.cancel()
+    everything.cancel()
 
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -212,8 +220,17 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         )
         coordinator = await ServiceProcess.start(
             "coordinator",
-            ["coordinator", "--host", "127.0.0.1", "--port", str(args.coordinator_port),
-             "--policy", args.policy, "--seed", str(args.seed)],
+            [
+                "coordinator",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(args.coordinator_port),
+                "--policy",
+                args.policy,
+                "--seed",
+                str(args.seed),
+            ],
             env,
             echo=args.verbose,
         )
@@ -222,9 +239,19 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         starts = [
             ServiceProcess.start(
                 f"worker-{i}",
-                ["worker", "--node-id", f"worker-{i}", "--host", "127.0.0.1",
-                 "--port", str(args.base_worker_port + i if args.base_worker_port else 0),
-                 "--coordinator-host", "127.0.0.1", "--coordinator-port", str(coordinator.port)],
+                [
+                    "worker",
+                    "--node-id",
+                    f"worker-{i}",
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    str(args.base_worker_port + i if args.base_worker_port else 0),
+                    "--coordinator-host",
+                    "127.0.0.1",
+                    "--coordinator-port",
+                    str(coordinator.port),
+                ],
                 env,
                 echo=args.verbose,
             )

@@ -32,9 +32,7 @@ SOURCE_ROOT = str(Path(sllm.__file__).resolve().parent.parent)
 def child_environment(extra: dict[str, str] | None = None) -> dict[str, str]:
     """The parent's environment, with this source tree importable and JSON logs."""
     env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(
-        [SOURCE_ROOT, *filter(None, [env.get("PYTHONPATH")])]
-    )
+    env["PYTHONPATH"] = os.pathsep.join([SOURCE_ROOT, *filter(None, [env.get("PYTHONPATH")])])
     env["LOG_FORMAT"] = "json"
     env.update(extra or {})
     return env

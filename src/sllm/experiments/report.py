@@ -84,7 +84,7 @@ def build_report(
     failed = [o for o in outcomes if not o.ok]
     cold = sum(1 for o in completed if o.cold_start)
     served_by = Counter(o.worker_id for o in completed)
-    per_worker = []
+    per_worker: list[dict[str, Any]] = []
     for worker_id in sorted(set(samples) | set(served_by)):
         worker_samples = samples.get(worker_id, WorkerSamples())
         per_worker.append(
@@ -134,8 +134,11 @@ def render_report(report: Mapping[str, Any]) -> str:
         "=" * 64,
         f"requests {report['requests']}  completed {report['completed']}  "
         f"failed {report['failed']}"
-        + (f"  ({', '.join(f'{k}: {v}' for k, v in report['failures'].items())})"
-           if report["failures"] else ""),
+        + (
+            f"  ({', '.join(f'{k}: {v}' for k, v in report['failures'].items())})"
+            if report["failures"]
+            else ""
+        ),
         f"cache hit rate {report['cache_hit_rate']:.1%}  cold starts {report['cold_starts']}  "
         f"active workers {report['active_workers']}",
         f"{'latency (s)':<12} {'p50':>9} {'p95':>9} {'p99':>9}",

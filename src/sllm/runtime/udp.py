@@ -66,7 +66,9 @@ class Endpoint(asyncio.DatagramProtocol):
         self._waiting: dict[str, asyncio.Future[Message]] = {}
 
     @classmethod
-    async def bind(cls, codec: Codec, host: str, port: int, handler: Handler | None = None) -> Endpoint:
+    async def bind(
+        cls, codec: Codec, host: str, port: int, handler: Handler | None = None
+    ) -> Endpoint:
         loop = asyncio.get_running_loop()
         _, endpoint = await loop.create_datagram_endpoint(
             lambda: cls(codec, handler), local_addr=(host, port)
@@ -135,7 +137,9 @@ class Endpoint(asyncio.DatagramProtocol):
                 break
             except EncodeError as error:
                 if error.reason != "oversized":
-                    log_event(log, logging.ERROR, "encode_failed", type=message.TYPE, error=str(error))
+                    log_event(
+                        log, logging.ERROR, "encode_failed", type=message.TYPE, error=str(error)
+                    )
                     return False
                 fitted = shrink(fitted)
         else:

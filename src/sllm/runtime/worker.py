@@ -129,12 +129,16 @@ class WorkerServer:
         host, port = self.coordinator
         loop = asyncio.get_running_loop()
         try:
-            infos = await loop.getaddrinfo(host, port, family=socket.AF_INET, type=socket.SOCK_DGRAM)
+            infos = await loop.getaddrinfo(
+                host, port, family=socket.AF_INET, type=socket.SOCK_DGRAM
+            )
         except OSError as error:
             now = time.monotonic()
             if now - self._unresolved_logged_at >= UNRESOLVED_LOG_PERIOD_S:
                 self._unresolved_logged_at = now
-                log_event(log, logging.WARNING, "coordinator_unresolved", host=host, error=str(error))
+                log_event(
+                    log, logging.WARNING, "coordinator_unresolved", host=host, error=str(error)
+                )
             return None
         address = infos[0][4]
         return str(address[0]), int(address[1])
