@@ -77,7 +77,11 @@ class CostModel:
     decode_batch_slope: float = 0.01
 
     def with_overrides(self, overrides: Mapping[str, Any]) -> CostModel:
-        """A copy with some fields replaced; unknown names or non-positive values raise."""
+        """A copy with some fields replaced; unknown names, non-numbers, negatives raise.
+
+        Bandwidths (the ``*_Bps`` fields) must be > 0: they divide. Every other field may be 0.
+        All problems are reported in one ValueError.
+        """
         known = {f.name for f in dataclasses.fields(self)}
         problems = [f"{key}: unknown cost-model field" for key in overrides if key not in known]
         values: dict[str, float] = {}
@@ -88,6 +92,8 @@ class CostModel:
                 problems.append(f"{key}={value!r}: not a number")
             elif not math.isfinite(value) or value < 0:
                 problems.append(f"{key}={value!r}: must be a finite number >= 0")
+            elif value == 0 and key.endswith("_Bps"):
+                problems.append(f"{key}={value!r}: a bandwidth must be > 0")
             else:
                 values[key] = float(value)
         if problems:

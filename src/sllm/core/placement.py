@@ -19,8 +19,11 @@ Theory of operation:
   estimates time to first token = queue wait + load time from the best tier holding the
   checkpoint (plus the loads already queued there) + prefill, and takes the smallest. So it
   weighs waiting for a warm worker against cold-starting on an idle one. Candidates are the
-  few least-loaded holders of the model in each tier plus the few least-loaded workers
-  overall, so a decision costs O(tiers x CANDIDATES_PER_TIER), independent of cluster size.
+  few least-loaded holders of the model on the GPU and in host memory, then the few
+  least-loaded workers overall (where disk copies are found), so a decision costs
+  O(CANDIDATES_PER_TIER) estimates, independent of cluster size. The sources are visited
+  fastest tier first and a source is skipped when even a zero wait could not beat the best
+  estimate so far, so a warm, idle worker ends the search after one estimate.
 
 Not handled yet: live migration (the ``migrate`` action ServerlessLLM adds) is never chosen.
 """
@@ -35,12 +38,13 @@ from typing import Protocol
 
 from sllm.core.cost import CostModel, ModelInfo
 from sllm.core.tiers import Tier
-from sllm.core.view import ClusterView, WorkerEntry
+from sllm.core.view import ClusterView, LoadIndex, WorkerEntry
 from sllm.wire.messages import ScheduleRequest
 
-# How many of the least-loaded workers startup-aware examines per tier and overall. Four
-# finds the best queue among equally warm holders without walking long buckets; the cost
-# per decision is bounded by (3 tiers + 1) * 4 estimates whatever the cluster size.
+# How many of the least-loaded workers startup-aware examines per source (GPU holders,
+# host-memory holders, all workers). Four finds the best queue among equally warm holders
+# without walking long buckets; a decision makes at most 3 * 4 estimates, whatever the
+# cluster size.
 CANDIDATES_PER_TIER = 4
 # Random-choice policies retry this often to find an accepting worker before falling back
 # to the least-loaded one.
@@ -65,13 +69,44 @@ class PlacementPolicy(Protocol):
     ) -> Choice | None: ...
 
 
+class RequestCost:
+    """What one request costs anywhere: its service time and its load time from each tier.
+
+    Computed once per decision, so each candidate costs a few additions.
+    """
+
+    __slots__ = ("e2e_s", "load_s", "model", "prefill_s")
+
+    def __init__(
+        self, cost: CostModel, request: ScheduleRequest, model: ModelInfo, load_s: tuple[float, ...]
+    ) -> None:
+        self.model = request.model
+        self.prefill_s, self.e2e_s = cost.service_time(
+            model, request.prompt_tokens, request.output_tokens
+        )
+        self.load_s = load_s  # by tier
+
+    def lower_bound(self, tier: Tier) -> float:
+        """The best time to first token any worker holding the model in `tier` could offer."""
+        return self.load_s[tier] + self.prefill_s
+
+
 class Estimator:
-    """The startup-aware time-to-first-token estimate, shared by the policies that report a wait."""
+    """The startup-aware time-to-first-token estimate, shared by every policy's reply."""
 
     def __init__(self, cost: CostModel) -> None:
         self.cost = cost
+        self._load_s: dict[str, tuple[float, ...]] = {}  # per model; the cost model is frozen
 
-    def queue_wait(self, entry: WorkerEntry, request_service_s: float) -> float:
+    def request_cost(self, request: ScheduleRequest, model: ModelInfo) -> RequestCost:
+        load_s = self._load_s.get(model.name)
+        if load_s is None:
+            load_s = tuple(self.cost.load_time(model.size_bytes, tier) for tier in Tier)
+            self._load_s[model.name] = load_s
+        return RequestCost(self.cost, request, model, load_s)
+
+    @staticmethod
+    def queue_wait(entry: WorkerEntry, request_service_s: float) -> float:
         """Seconds before a slot frees up: the requests ahead, spread over the slots.
 
         The view does not know the other requests' lengths, so each is assumed to take as
@@ -81,13 +116,10 @@ class Estimator:
         ahead = entry.load - slots + 1
         return 0.0 if ahead <= 0 else ahead / slots * request_service_s
 
-    def ttft(self, entry: WorkerEntry, request: ScheduleRequest, model: ModelInfo) -> float:
-        tier = entry.tier_of(request.model)
-        ttft, e2e = self.cost.service_time(model, request.prompt_tokens, request.output_tokens)
-        load = 0.0
-        if tier is not Tier.GPU:
-            load = entry.load_backlog_s + self.cost.load_time(model.size_bytes, tier)
-        return self.queue_wait(entry, e2e) + load + ttft
+    def ttft(self, entry: WorkerEntry, cost: RequestCost) -> float:
+        tier = entry.tier_of(cost.model)
+        load = 0.0 if tier is Tier.GPU else entry.load_backlog_s + cost.load_s[tier]
+        return self.queue_wait(entry, cost.e2e_s) + load + cost.prefill_s
 
 
 class Seed:
@@ -194,11 +226,18 @@ class StartupAware:
     def __init__(self, estimator: Estimator) -> None:
         self._estimator = estimator
 
+    def sources(self, view: ClusterView, model: str) -> list[tuple[Tier, LoadIndex | None]]:
+        """Where to look, fastest tier first, with the fastest tier a source can offer."""
+        return [
+            (Tier.GPU, view.holders(model, Tier.GPU)),
+            (Tier.HOST, view.holders(model, Tier.HOST)),
+            (Tier.DISK, view.by_load),  # disk copies and cold starts: any worker
+        ]
+
     def candidates(self, view: ClusterView, model: str) -> Iterator[WorkerEntry]:
+        """Every worker a decision may examine (before pruning), for tests and tools."""
         seen: set[str] = set()
-        sources = [view.holders(model, tier) for tier in (Tier.GPU, Tier.HOST, Tier.DISK)]
-        sources.append(view.by_load)
-        for index in sources:
+        for _, index in self.sources(view, model):
             if index is None:
                 continue
             for worker_id in islice(index.lowest(), CANDIDATES_PER_TIER):
@@ -211,12 +250,22 @@ class StartupAware:
     def choose(
         self, view: ClusterView, request: ScheduleRequest, model: ModelInfo
     ) -> Choice | None:
+        cost = self._estimator.request_cost(request, model)
         best: WorkerEntry | None = None
         best_ttft = 0.0
-        for entry in self.candidates(view, request.model):
-            ttft = self._estimator.ttft(entry, request, model)
-            if best is None or ttft < best_ttft:
-                best, best_ttft = entry, ttft
+        seen: set[str] = set()
+        for fastest, index in self.sources(view, request.model):
+            if index is None or (best is not None and cost.lower_bound(fastest) >= best_ttft):
+                continue
+            for worker_id in islice(index.lowest(), CANDIDATES_PER_TIER):
+                if worker_id in seen:
+                    continue
+                seen.add(worker_id)
+                entry = view.get(worker_id)
+                assert entry is not None
+                ttft = self._estimator.ttft(entry, cost)
+                if best is None or ttft < best_ttft:
+                    best, best_ttft = entry, ttft
         if best is None:
             return None
         tier = best.tier_of(request.model)
@@ -227,7 +276,8 @@ class StartupAware:
 def _choice(
     estimator: Estimator, entry: WorkerEntry, request: ScheduleRequest, model: ModelInfo, why: str
 ) -> Choice:
-    return Choice(entry, entry.tier_of(request.model), estimator.ttft(entry, request, model), why)
+    ttft = estimator.ttft(entry, estimator.request_cost(request, model))
+    return Choice(entry, entry.tier_of(request.model), ttft, why)
 
 
 def _fallback(

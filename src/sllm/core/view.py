@@ -4,7 +4,7 @@ A view is soft state rebuilt from worker reports. It answers the questions place
 without scanning the cluster:
 
 - which live workers accept work, by load (`by_load`);
-- which workers hold model ``m`` in tier ``t``, by load (`holders(m, t)`);
+- which workers hold model ``m`` on the GPU or in host memory, by load (`holders(m, t)`);
 - a uniform random live worker (`random_worker`), and the next one in turn (`next_in_turn`).
 
 **Liveness.** A worker is live while its last report is younger than ``worker_timeout``.
@@ -17,7 +17,12 @@ report from that worker replaces the guess with the truth (``pending`` returns t
 Known gap: a request still in flight to the worker when its report is sent is briefly
 forgotten; on a LAN that window is well under a millisecond.
 
-**Indices.** Loads are small integers (queued + running + pending), so each index is a
+**Indices.** Only the GPU and host-memory tiers are indexed per model: a worker holds a
+few models there, so a placement updates a handful of indices. Disk copies are many
+(a pre-populated model store holds dozens) and load about as slowly as the remote store,
+so placement finds them among the least-loaded workers instead.
+
+Loads are small integers (queued + running + pending), so each index is a
 bucket queue: ``load -> insertion-ordered ids``, plus a sorted list of the loads present.
 Finding the least-loaded worker costs O(1) in the common case and an update costs
 O(log L) for L distinct loads. Ties go to the worker whose load changed longest ago,
@@ -34,6 +39,13 @@ from dataclasses import dataclass, field
 
 from sllm.core.tiers import Tier
 from sllm.wire.messages import WorkerReport
+
+INDEXED_TIERS = frozenset({int(Tier.GPU), int(Tier.HOST)})
+# A placement moves the worker in the overall and GPU-holder indices only. Host-memory
+# holders are re-ranked at the next report: their order may lag one interval, but every
+# estimate reads the worker's current load, so only the choice of candidates can lag.
+PLACEMENT_REINDEXED_TIERS = frozenset({int(Tier.GPU)})
+_TIER_BY_VALUE = tuple(Tier)  # indexing a tuple is much cheaper than calling Tier(value)
 
 
 class LoadIndex:
@@ -116,7 +128,7 @@ class WorkerEntry:
         if model in self.arriving:
             return Tier.GPU
         tier = self.report.models.get(model)
-        return Tier.REMOTE if tier is None else Tier(tier)
+        return Tier.REMOTE if tier is None else _TIER_BY_VALUE[tier]
 
 
 class ClusterView:
@@ -126,7 +138,7 @@ class ClusterView:
         self.worker_timeout = worker_timeout
         self._entries: OrderedDict[str, WorkerEntry] = OrderedDict()  # oldest report first
         self.by_load = LoadIndex()  # accepting workers
-        self._holders: dict[tuple[str, Tier], LoadIndex] = {}
+        self._holders: dict[tuple[str, int], LoadIndex] = {}
         self._live_ids: list[str] = []  # for O(1) uniform choice and round-robin
         self._live_pos: dict[str, int] = {}
         self._turn = 0
@@ -145,6 +157,7 @@ class ClusterView:
         return iter(self._entries.values())
 
     def holders(self, model: str, tier: Tier) -> LoadIndex | None:
+        """Accepting workers holding `model` in `tier` (GPU or HOST only), by load."""
         return self._holders.get((model, tier))
 
     # -- reports and liveness -------------------------------------------------------
@@ -203,14 +216,20 @@ class ClusterView:
     # -- the effect of our own decisions -------------------------------------------------
 
     def record_placement(self, worker_id: str, model: str, new_load_s: float) -> None:
-        """Count a request just sent to `worker_id`; `new_load_s` > 0 when it cold-starts."""
+        """Count a request just sent to `worker_id`; `new_load_s` > 0 when it cold-starts.
+
+        The hot path of every decision: it moves the worker within the indices it is in
+        rather than rebuilding them.
+        """
         entry = self._entries[worker_id]
-        self._unindex(entry)
         entry.pending += 1
         if new_load_s > 0.0 and model not in entry.arriving:
             entry.arriving.add(model)
             entry.extra_backlog_s += new_load_s
-        self._index(entry)
+        if not entry.accepts:
+            self._unindex(entry)
+            return
+        self._index(entry, PLACEMENT_REINDEXED_TIERS)
 
     # -- random and in-turn access ---------------------------------------------------
 
@@ -227,31 +246,35 @@ class ClusterView:
 
     # -- index upkeep --------------------------------------------------------------------
 
-    def _index(self, entry: WorkerEntry) -> None:
+    def _index(self, entry: WorkerEntry, tiers: frozenset[int] = INDEXED_TIERS) -> None:
+        """Put (or move) an accepting worker at its current load in the indices of `tiers`."""
         if not entry.accepts:
             return
         load = entry.load
-        self.by_load.set(entry.worker_id, load)
+        worker_id = entry.worker_id
+        self.by_load.set(worker_id, load)
         for model, tier in entry.report.models.items():
-            self._holders_for(model, Tier(tier)).set(entry.worker_id, load)
+            if tier in tiers:
+                self._holders_for(model, tier).set(worker_id, load)
         for model in entry.arriving:
-            self._holders_for(model, Tier.GPU).set(entry.worker_id, load)
+            self._holders_for(model, Tier.GPU).set(worker_id, load)
 
     def _unindex(self, entry: WorkerEntry) -> None:
         worker_id = entry.worker_id
         self.by_load.discard(worker_id)
         for model, tier in entry.report.models.items():
-            self._discard_holder(model, Tier(tier), worker_id)
+            if tier in INDEXED_TIERS:
+                self._discard_holder(model, tier, worker_id)
         for model in entry.arriving:
             self._discard_holder(model, Tier.GPU, worker_id)
 
-    def _holders_for(self, model: str, tier: Tier) -> LoadIndex:
+    def _holders_for(self, model: str, tier: int) -> LoadIndex:
         index = self._holders.get((model, tier))
         if index is None:
             index = self._holders[(model, tier)] = LoadIndex()
         return index
 
-    def _discard_holder(self, model: str, tier: Tier, worker_id: str) -> None:
+    def _discard_holder(self, model: str, tier: int, worker_id: str) -> None:
         index = self._holders.get((model, tier))
         if index is None:
             return
