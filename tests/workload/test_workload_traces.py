@@ -12,7 +12,7 @@ import pytest
 from sllm.workload import RequestTrace, TraceFormatError, load_azure_trace
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-AZURE_CONV = REPO_ROOT / "../shared/traces/azure_llm_2023/AzureLLMInferenceTrace_conv.csv"
+AZURE_CONV = REPO_ROOT / "data/traces/azure_llm_2023/AzureLLMInferenceTrace_conv.csv"
 
 SMALL = """TIMESTAMP,ContextTokens,GeneratedTokens
 2023-11-16 23:59:59.9000000,374,44

@@ -121,6 +121,9 @@ class Coordinator:
             reason = "no_workers" if len(self.view) == 0 else "queues_full"
             return self._reject(request, reason)
         entry = choice.worker
+        if model.size_bytes > entry.report.memory_total:
+            # Workers are assumed alike: one too small to hold the weights means all are.
+            return self._reject(request, "model_too_large")
         cold = choice.tier is not Tier.GPU
         new_load_s = 0.0
         if cold:

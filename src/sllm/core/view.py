@@ -115,9 +115,13 @@ class WorkerEntry:
 
     @property
     def accepts(self) -> bool:
-        """Ready and with room in its bounded queue (counting what we sent since)."""
+        """Ready and with room in its bounded queue (counting what we sent since).
+
+        At most ``slots`` requests run, so the rest wait; and the reported queue is
+        waiting already, even with free slots (its requests wait for a model load).
+        """
         report = self.report
-        waiting = max(0, self.load - report.slots)
+        waiting = max(report.queue_depth, self.load - report.slots)
         return report.ready and waiting < report.queue_capacity
 
     @property
@@ -191,12 +195,17 @@ class ClusterView:
         return True
 
     def expire(self, now: float) -> list[str]:
-        """Drop workers silent for longer than the timeout; return their ids."""
+        """Drop workers silent for the timeout or longer; return their ids.
+
+        A worker is live while its last report is younger than the timeout, so one last
+        seen at ``t`` goes at ``now == t + worker_timeout``: exactly the coordinator's
+        `next_deadline`, which a driver can then schedule without spinning on it.
+        """
         gone: list[str] = []
         deadline = now - self.worker_timeout
         while self._entries:
             worker_id, entry = next(iter(self._entries.items()))
-            if entry.last_seen >= deadline:
+            if entry.last_seen > deadline:
                 break
             self.remove(worker_id)
             gone.append(worker_id)
