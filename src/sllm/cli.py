@@ -45,7 +45,7 @@ def _settings(overrides: dict[str, object]) -> Settings:
     try:
         settings = load_settings(overrides, policy_names=POLICY_NAMES)
     except ConfigError as error:
-        print(f"sllm: invalid configuration:\n{error}", file=sys.stderr)
+        print(f"sllm: {error}", file=sys.stderr)  # str(error) starts "invalid configuration:"
         raise SystemExit(EXIT_CONFIG) from None
     configure_logging(settings.log_level, settings.log_format)
     return settings
@@ -207,7 +207,7 @@ def run_status(args: argparse.Namespace) -> int:
     except (TimeoutError, OSError) as error:
         print(
             f"sllm status: no answer from coordinator {target[0]}:{target[1]} "
-            f"({type(error).__name__}: {error or 'timed out'})",
+            f"({type(error).__name__}: {str(error) or 'timed out'})",
             file=sys.stderr,
         )
         return 1

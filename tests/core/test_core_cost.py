@@ -151,6 +151,13 @@ def test_with_overrides_rejects_zero_bandwidth(field: str) -> None:
 
 def test_with_overrides_allows_zero_overheads() -> None:
     zeroed = COST.with_overrides(
-        {"engine_start_s": 0, "prefill_floor_s": 0.0, "decode_overhead_s": 0, "decode_batch_slope": 0}
+        {
+            "engine_start_s": 0,
+            "prefill_floor_s": 0.0,
+            "decode_overhead_s": 0,
+            "decode_batch_slope": 0,
+        }
     )
-    assert zeroed.load_time(MID.size_bytes, Tier.HOST) == pytest.approx(MID.size_bytes / (19.9 * GB))
+    assert zeroed.load_time(MID.size_bytes, Tier.HOST) == pytest.approx(
+        MID.size_bytes / (19.9 * GB)
+    )

@@ -92,8 +92,10 @@ class Coordinator:
                     Notice("worker_joined", {"worker": message.node_id, "port": message.port})
                 )
         elif isinstance(message, ScheduleRequest):
+            outcome.notices.extend(self.expire(now))  # or `place` drops them unannounced
             outcome.replies.append(self.place(message, now))
         elif isinstance(message, ClusterStateRequest):
+            outcome.notices.extend(self.expire(now))
             outcome.replies.append(self.cluster_state(message, now))
         else:
             outcome.notices.append(Notice("unexpected_message", {"type": message.TYPE}))

@@ -23,7 +23,7 @@ Theory of operation:
   least-loaded workers overall (where disk copies are found), so a decision costs
   O(CANDIDATES_PER_TIER) estimates, independent of cluster size. The sources are visited
   fastest tier first and a source is skipped when even a zero wait could not beat the best
-  estimate so far, so a warm, idle worker ends the search after one estimate.
+  estimate so far, so a warm, idle holder ends the search after the GPU holders.
 
 Not handled yet: live migration (the ``migrate`` action ServerlessLLM adds) is never chosen.
 """

@@ -155,6 +155,7 @@ class WorkerState:
         catalog: Mapping[str, ModelInfo],
         cost: CostModel,
         preloaded: Mapping[str, Tier] | None = None,
+        now: float = 0.0,
     ) -> None:
         self.worker_id = worker_id
         self.resources = resources
@@ -173,7 +174,7 @@ class WorkerState:
         self.completed_total = 0
         self.rejected_total = 0
         for model, tier in (preloaded or {}).items():
-            self._place_preloaded(model, tier)
+            self._place_preloaded(model, tier, now)
 
     # -- queries ---------------------------------------------------------------------
 
@@ -339,7 +340,8 @@ class WorkerState:
                 gpu_model = self._gpu.get(waiting.spec.model)
                 if gpu_model is not None:
                     gpu_model.queued -= 1
-                return [self._finish(waiting, now, ok=False, reason="cancelled")]
+                finished = self._finish(waiting, now, ok=False, reason="cancelled")
+                return [finished, *self._dispatch(now)]
         if request_id in self._running:
             actions = self.request_done(request_id, now, ok=False, reason="cancelled")
             return [CancelRequest(request_id), *actions]
@@ -458,11 +460,12 @@ class WorkerState:
             e2e_s=now - request.arrived,
         )
 
-    def _place_preloaded(self, model: str, tier: Tier) -> None:
+    def _place_preloaded(self, model: str, tier: Tier, now: float) -> None:
+        """A checkpoint found at start; one on the GPU counts as used at `now`."""
         size = self.catalog[model].size_bytes
         if tier <= Tier.DISK:
             self._cache(self._disk, model, size, self.resources.disk_bytes)
         if tier <= Tier.HOST:
             self._cache(self._host, model, size, self.resources.host_bytes)
         if tier is Tier.GPU and self.gpu_used + size <= self.resources.gpu_bytes:
-            self._gpu[model] = _GpuModel(size, last_used=0.0)
+            self._gpu[model] = _GpuModel(size, last_used=now)

@@ -66,7 +66,12 @@ class WorkerServer:
         self.report_interval = report_interval
         self.advertise_host = advertise_host
         self.state = WorkerState(
-            worker_id, resources, catalog, cost, prestaged(catalog, resources, prestage)
+            worker_id,
+            resources,
+            catalog,
+            cost,
+            prestaged(catalog, resources, prestage),
+            now=time.monotonic(),
         )
         self.engine = SimEngine(catalog, cost)
         self.endpoint: Endpoint | None = None

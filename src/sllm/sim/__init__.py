@@ -1,0 +1,22 @@
+"""The deterministic cluster simulator: the production core on virtual time.
+
+Why it exists: the guide's questions (does a global view beat stale views, who recovers
+faster, who spreads load more evenly) need thousands of workers, hours of traffic and
+repeatable faults, which no laptop runs live. The simulator hosts the very objects the
+live runtime hosts (`Coordinator`, `WorkerState`, the placement policies, the sim engine's
+timers) on a discrete-event heap, and replaces only what is physical: the clock
+(`kernel`), the UDP network (`network`) and the crashes (`faults`).
+
+- `kernel`: a heap of ``(time, sequence, callback, argument)``; ties run in the order
+  they were scheduled, so one seed gives one history.
+- `network`: named nodes exchanging message objects with seeded latency, loss,
+  duplication, reordering and partitions; bytes are the real codec's encoded sizes.
+- `cluster`: a centralized cluster (one coordinator, N workers, one client that does what
+  the live load generator does) and its report.
+- `faults`: kills, restarts, partitions and loss windows, on a schedule or drawn from a seed.
+- `cli`: ``python3 -m sllm simulate``.
+
+Not handled yet: the decentralized (gossip) architecture. It needs the gossip membership
+of the decentralized-mode issue, which has not landed; ``--mode decentralized`` says so
+and exits 2, and the experiments run their centralized arms only.
+"""

@@ -1,0 +1,431 @@
+"""WorkerState: queue, slots, loads and memory, driven by hand with a fake clock."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import pytest
+
+from sllm.core.cost import CostModel
+from sllm.core.tiers import Tier
+from sllm.core.worker import (
+    Action,
+    CancelRequest,
+    Evict,
+    Finished,
+    StartLoad,
+    StartRequest,
+    WorkerResources,
+    WorkerState,
+    prestaged,
+)
+from sllm.wire.messages import REPORT_MAX_MODELS, InferenceRequest
+from sllm.workload import ModelSpec, default_catalog
+
+GB = 10**9
+COST = CostModel()
+CATALOG: dict[str, ModelSpec] = {spec.name: spec for spec in default_catalog(11)}
+TINY = "llama-3.2-1b"  # 2.48 GB
+SMALL = "llama-3.2-3b"  # 6.42 GB
+MID = "llama-2-7b"  # 13.48 GB
+BIG = "llama-2-13b"  # 26 GB: more than the test GPU
+# A 20 GB GPU holds MID + SMALL (19.9 GB) but not a third model; two slots, three queued.
+RESOURCES = WorkerResources(
+    gpu_bytes=20 * GB,
+    host_bytes=100 * GB,
+    disk_bytes=500 * GB,
+    slots=2,
+    queue_capacity=3,
+    keep_alive_s=10.0,
+)
+
+
+def worker(
+    preloaded: Mapping[str, Tier] | None = None,
+    resources: WorkerResources = RESOURCES,
+    catalog: Mapping[str, ModelSpec] = CATALOG,
+) -> WorkerState:
+    return WorkerState("w", resources, catalog, COST, preloaded)
+
+
+def inference(rid: str, model: str = MID, prompt: int = 512, output: int = 64) -> InferenceRequest:
+    return InferenceRequest(request_id=rid, model=model, prompt_tokens=prompt, output_tokens=output)
+
+
+def start(rid: str, model: str = MID, batch: int = 1) -> StartRequest:
+    return StartRequest(rid, model, 512, 64, batch)
+
+
+def of_type(actions: list[Action], kind: type) -> list[Action]:
+    return [action for action in actions if isinstance(action, kind)]
+
+
+def warm(model: str = MID) -> WorkerState:
+    return worker({model: Tier.GPU})
+
+
+# -- loading ------------------------------------------------------------------------------
+
+
+def test_cold_start_loads_from_remote_then_runs() -> None:
+    w = worker()
+    assert w.submit(inference("r1"), 1.0) == [StartLoad(MID, Tier.REMOTE)]
+    assert (w.queue_depth, w.running) == (1, 0)
+    assert w.gpu_used == CATALOG[MID].size_bytes  # the load holds its room
+    load_s = COST.load_time(CATALOG[MID].size_bytes, Tier.REMOTE)
+    assert w.load_backlog_s(1.0) == pytest.approx(load_s)
+    assert w.load_backlog_s(3.0) == pytest.approx(load_s - 2.0)
+    assert w.load_backlog_s(1.0 + load_s + 5) == 0.0
+    assert w.load_done(MID, 1.0 + load_s) == [start("r1")]
+    assert (w.queue_depth, w.running) == (0, 1)
+    assert w.tier_of(MID) is Tier.GPU
+    # A checkpoint fetched from the remote store stays on disk and in host memory.
+    assert w.host_used == w.disk_used == CATALOG[MID].size_bytes
+
+
+@pytest.mark.parametrize("tier", [Tier.DISK, Tier.HOST])
+def test_prestaged_checkpoint_loads_from_its_tier(tier: Tier) -> None:
+    w = worker(prestaged(CATALOG, RESOURCES, tier))
+    assert w.tier_of(MID) is tier
+    assert w.submit(inference("r1"), 0.0) == [StartLoad(MID, tier)]
+
+
+def test_prestaged_takes_models_in_catalog_order_while_they_fit() -> None:
+    names = list(CATALOG)
+    assert prestaged(CATALOG, RESOURCES, None) == {}
+    on_disk = prestaged(CATALOG, RESOURCES, Tier.DISK)
+    # 500 GB holds everything but the last 70B model (the first ten are 378.7 GB).
+    assert on_disk == {name: Tier.DISK for name in names[:10]}
+    in_host = prestaged(CATALOG, RESOURCES, Tier.HOST)
+    # 100 GB holds the six smallest (78.9 GB); the 29.4 GB one after them does not fit.
+    assert in_host == {name: Tier.HOST for name in names[:6]}
+    w = worker(in_host)
+    assert w.host_used == w.disk_used == sum(CATALOG[name].size_bytes for name in names[:6])
+
+
+def test_preloaded_on_gpu_runs_at_once() -> None:
+    w = warm()
+    assert w.tier_of(MID) is Tier.GPU
+    assert w.submit(inference("r1"), 0.0) == [start("r1")]
+
+
+def test_loads_are_serialized() -> None:
+    w = worker()
+    assert w.submit(inference("a", TINY), 0.0) == [StartLoad(TINY, Tier.REMOTE)]
+    assert w.submit(inference("b", SMALL), 0.1) == []  # waits for the load channel
+    assert w.load_done(SMALL, 0.5) == []  # not the load under way: ignored
+    assert w.load_backlog_s(0.1) == pytest.approx(
+        COST.load_time(CATALOG[TINY].size_bytes, Tier.REMOTE)
+        - 0.1
+        + COST.load_time(CATALOG[SMALL].size_bytes, Tier.REMOTE)
+    )
+    actions = w.load_done(TINY, 3.0)
+    assert actions == [start("a", TINY), StartLoad(SMALL, Tier.REMOTE)]
+    assert w.load_done(SMALL, 9.0) == [start("b", SMALL)]
+    assert w.running == 2
+
+
+def test_one_load_serves_every_request_waiting_for_it() -> None:
+    w = worker()
+    assert w.submit(inference("a"), 0.0) == [StartLoad(MID, Tier.REMOTE)]
+    assert w.submit(inference("b"), 0.5) == []
+    assert w.load_done(MID, 12.0) == [start("a"), start("b", batch=2)]
+
+
+def test_load_failed_fails_its_waiters_and_moves_on() -> None:
+    w = worker()
+    w.submit(inference("a"), 0.0)
+    w.submit(inference("b", TINY), 0.0)
+    w.submit(inference("c"), 1.0)
+    assert w.load_failed(TINY, 2.0, "oom") == []  # not the load under way
+    actions = w.load_failed(MID, 2.0, "oom")
+    assert actions == [
+        Finished("a", False, "load_failed: oom", True, 2.0, 2.0, 2.0),
+        Finished("c", False, "load_failed: oom", True, 1.0, 1.0, 1.0),
+        StartLoad(TINY, Tier.REMOTE),
+    ]
+    assert w.queue_depth == 1
+    assert w.tier_of(MID) is Tier.REMOTE
+
+
+# -- slots, queue, admission ------------------------------------------------------------------
+
+
+def test_requests_start_up_to_slots_and_the_rest_queue() -> None:
+    w = warm()
+    assert w.submit(inference("r1"), 0.0) == [start("r1", batch=1)]
+    assert w.submit(inference("r2"), 0.0) == [start("r2", batch=2)]
+    assert w.submit(inference("r3"), 0.0) == []
+    assert (w.running, w.queue_depth) == (2, 1)
+    actions = w.request_done("r1", 1.0)
+    assert actions == [
+        Finished("r1", True, "", False, 0.0, 1.0, 1.0),
+        start("r3", batch=2),
+    ]
+    assert (w.running, w.queue_depth) == (2, 0)
+    assert w.completed_total == 1
+    assert w.request_done("r1", 1.5) == []  # twice is once
+
+
+def test_queue_capacity_is_enforced() -> None:
+    w = warm()
+    for i in range(2 + RESOURCES.queue_capacity):
+        actions = w.submit(inference(f"r{i}"), 0.0)
+        assert of_type(actions, Finished) == []
+    assert w.queue_depth == RESOURCES.queue_capacity
+    assert w.submit(inference("late"), 0.5) == [
+        Finished("late", False, "queue_full", False, 0.0, 0.0, 0.0)
+    ]
+    assert (w.accepted_total, w.rejected_total) == (5, 1)
+
+
+@pytest.mark.parametrize(("model", "reason"), [("nope", "unknown_model"), (BIG, "model_too_large")])
+def test_submit_rejects(model: str, reason: str) -> None:
+    w = worker()
+    assert w.submit(inference("r", model), 0.0) == [Finished("r", False, reason, False, 0, 0, 0)]
+    assert w.queue_depth == 0
+    assert w.rejected_total == 1
+
+
+def test_not_ready_rejects() -> None:
+    w = warm()
+    w.ready = False
+    assert w.submit(inference("r"), 0.0) == [Finished("r", False, "not_ready", False, 0, 0, 0)]
+    assert w.report(0.0, "h", 1).ready is False
+
+
+# -- GPU memory ------------------------------------------------------------------------------
+
+
+def run_once(w: WorkerState, rid: str, model: str, now: float) -> None:
+    """Load `model` if needed, run one request and finish it, all at `now`."""
+    actions = w.submit(inference(rid, model), now)
+    if of_type(actions, StartLoad):
+        actions = w.load_done(model, now)
+    assert start(rid, model) in actions
+    assert of_type(w.request_done(rid, now), Finished)
+
+
+def test_idle_lru_model_is_evicted_to_make_room() -> None:
+    w = worker()
+    run_once(w, "a", MID, 1.0)
+    run_once(w, "b", SMALL, 2.0)  # 13.48 + 6.42 = 19.9 GB: both fit
+    assert w.gpu_used == CATALOG[MID].size_bytes + CATALOG[SMALL].size_bytes
+    actions = w.submit(inference("c", TINY), 3.0)
+    assert actions == [Evict(MID, Tier.GPU, Tier.HOST), StartLoad(TINY, Tier.REMOTE)]
+    assert w.gpu_used <= RESOURCES.gpu_bytes
+    assert w.tier_of(MID) is Tier.HOST
+    assert w.tier_of(SMALL) is Tier.GPU
+
+
+def test_busy_model_is_not_evicted() -> None:
+    w = worker()
+    assert w.submit(inference("a", MID), 1.0) == [StartLoad(MID, Tier.REMOTE)]
+    assert w.load_done(MID, 1.0) == [start("a", MID)]  # MID runs on, least recently used
+    run_once(w, "b", SMALL, 2.0)
+    actions = w.submit(inference("c", TINY), 3.0)
+    assert actions == [Evict(SMALL, Tier.GPU, Tier.HOST), StartLoad(TINY, Tier.REMOTE)]
+    assert w.tier_of(MID) is Tier.GPU
+
+
+def test_load_waits_while_every_resident_model_is_busy() -> None:
+    w = worker()
+    w.submit(inference("a", MID), 0.0)
+    w.load_done(MID, 1.0)
+    w.submit(inference("b", SMALL), 1.0)
+    assert w.load_done(SMALL, 2.0) == [start("b", SMALL)]
+    assert w.submit(inference("c", TINY), 3.0) == []  # no room, nothing idle to evict
+    assert w.gpu_used <= RESOURCES.gpu_bytes
+    actions = w.request_done("b", 4.0)
+    assert actions == [
+        Finished("b", True, "", True, 1.0, 3.0, 3.0),
+        Evict(SMALL, Tier.GPU, Tier.HOST),
+        StartLoad(TINY, Tier.REMOTE),
+    ]
+    assert w.gpu_used <= RESOURCES.gpu_bytes
+
+
+def test_host_cache_evicts_least_recently_used() -> None:
+    resources = WorkerResources(
+        gpu_bytes=20 * GB, host_bytes=16 * GB, disk_bytes=500 * GB, slots=2, queue_capacity=3
+    )
+    w = worker(resources=resources)
+    run_once(w, "a", MID, 1.0)  # host: MID (13.48 of 16 GB)
+    w.submit(inference("b", SMALL), 2.0)
+    actions = w.load_done(SMALL, 3.0)
+    assert actions[0] == Evict(MID, Tier.HOST, Tier.DISK)  # the disk copy stays
+    assert w.tier_of(MID) is Tier.GPU  # still resident
+    assert w.host_used == CATALOG[SMALL].size_bytes
+
+
+# -- keep-alive --------------------------------------------------------------------------------
+
+
+def test_keep_alive_expires_an_idle_model() -> None:
+    w = worker()
+    assert w.next_deadline() is None
+    w.submit(inference("a"), 0.0)
+    w.load_done(MID, 1.0)
+    assert w.next_deadline() is None  # running
+    w.request_done("a", 5.0)
+    assert w.next_deadline() == 5.0 + RESOURCES.keep_alive_s
+    assert w.tick(14.999) == []
+    assert w.tier_of(MID) is Tier.GPU
+    assert w.tick(15.0) == [Evict(MID, Tier.GPU, Tier.HOST)]
+    assert w.next_deadline() is None
+    assert w.tier_of(MID) is Tier.HOST
+    assert w.gpu_used == 0
+    assert w.submit(inference("b"), 20.0) == [StartLoad(MID, Tier.HOST)]
+
+
+def test_keep_alive_restarts_with_each_use() -> None:
+    w = warm()
+    w.submit(inference("a"), 3.0)
+    w.request_done("a", 4.0)
+    w.submit(inference("b"), 8.0)
+    assert w.next_deadline() is None
+    w.request_done("b", 9.0)
+    assert w.tick(14.0) == []
+    assert w.next_deadline() == 19.0
+
+
+def test_queued_requests_keep_a_model_warm() -> None:
+    w = worker({MID: Tier.GPU, SMALL: Tier.GPU})
+    w.submit(inference("a", SMALL), 0.0)
+    w.submit(inference("b", SMALL), 0.0)
+    w.submit(inference("c", MID), 0.0)  # slots are full: MID has one queued
+    assert w.tick(100.0) == []  # SMALL runs, MID has a request waiting
+    assert w.next_deadline() is None
+
+
+# -- results and timings -----------------------------------------------------------------------
+
+
+def test_timings_of_a_cold_request() -> None:
+    w = worker()
+    w.submit(inference("r"), 1.0)
+    w.load_done(MID, 3.0)
+    w.first_token("r", 3.5)
+    w.first_token("r", 3.7)  # only the first counts
+    assert w.request_done("r", 4.0) == [Finished("r", True, "", True, 2.0, 2.5, 3.0)]
+
+
+def test_timings_of_a_warm_request() -> None:
+    w = warm()
+    w.submit(inference("r"), 10.0)
+    w.first_token("r", 10.25)
+    assert w.request_done("r", 11.0) == [Finished("r", True, "", False, 0.0, 0.25, 1.0)]
+
+
+def test_a_request_arriving_during_the_load_is_a_cold_start() -> None:
+    w = worker()
+    w.submit(inference("a"), 0.0)
+    w.submit(inference("b"), 2.0)
+    w.load_done(MID, 5.0)
+    finished = of_type(w.request_done("b", 6.0), Finished)
+    assert finished == [Finished("b", True, "", True, 3.0, 4.0, 4.0)]
+
+
+def test_a_request_queued_for_a_slot_is_not_a_cold_start() -> None:
+    w = warm()
+    w.submit(inference("a"), 0.0)
+    w.submit(inference("b"), 0.0)
+    w.submit(inference("c"), 1.0)
+    w.request_done("a", 2.0)
+    w.first_token("c", 2.5)
+    assert w.request_done("c", 3.0)[0] == Finished("c", True, "", False, 1.0, 1.5, 2.0)
+
+
+# -- cancellation --------------------------------------------------------------------------------
+
+
+def test_cancel_queued_request() -> None:
+    w = warm()
+    w.submit(inference("a"), 0.0)
+    w.submit(inference("b"), 0.0)
+    w.submit(inference("c"), 0.0)
+    assert w.cancel("c", 2.0) == [Finished("c", False, "cancelled", False, 2.0, 2.0, 2.0)]
+    assert w.queue_depth == 0
+    w.request_done("a", 3.0)
+    w.request_done("b", 4.0)
+    # Nothing waits for the model any more, so keep-alive runs.
+    assert w.next_deadline() == 4.0 + RESOURCES.keep_alive_s
+
+
+def test_cancel_request_waiting_for_a_load() -> None:
+    w = worker()
+    w.submit(inference("a"), 0.0)
+    assert w.cancel("a", 1.0) == [Finished("a", False, "cancelled", True, 1.0, 1.0, 1.0)]
+    assert w.load_done(MID, 2.0) == []
+    assert w.next_deadline() == 2.0 + RESOURCES.keep_alive_s
+
+
+def test_cancel_running_request() -> None:
+    w = warm()
+    w.submit(inference("a"), 0.0)
+    w.submit(inference("b"), 0.0)
+    w.submit(inference("c"), 0.0)
+    w.first_token("a", 0.5)
+    actions = w.cancel("a", 1.0)
+    assert actions == [
+        CancelRequest("a"),
+        Finished("a", False, "cancelled", False, 0.0, 0.5, 1.0),
+        start("c", batch=2),
+    ]
+    assert w.completed_total == 0
+    assert w.request_done("a", 2.0) == []  # the engine's late completion is ignored
+    assert w.cancel("a", 2.0) == []
+    assert w.cancel("never", 2.0) == []
+
+
+# -- reports -------------------------------------------------------------------------------------
+
+
+def test_report_summarizes_state() -> None:
+    w = worker()
+    w.submit(inference("a", TINY), 0.0)
+    w.load_done(TINY, 1.0)
+    w.submit(inference("b", SMALL), 2.0)  # loading
+    w.submit(inference("c", MID), 2.0)  # queued behind SMALL's load
+    first = w.report(3.0, "10.0.0.5", 9000, http_port=8000)
+    second = w.report(4.0, "10.0.0.5", 9000, timestamp=1_700_000_000.0)
+    assert second.seq > first.seq
+    assert first.timestamp == 3.0
+    assert second.timestamp == 1_700_000_000.0
+    assert (first.node_id, first.host, first.port, first.http_port) == ("w", "10.0.0.5", 9000, 8000)
+    # GPU first, then what is loading or queued to load; then the host and disk copies.
+    assert first.models == {TINY: 0, SMALL: 0, MID: 0}
+    assert next(iter(first.models)) == TINY
+    assert first.models_omitted == 0
+    assert (first.queue_depth, first.running, first.slots) == (2, 1, 2)
+    assert first.queue_capacity == RESOURCES.queue_capacity
+    assert first.gpu_utilization == 0.5
+    assert first.memory_used == w.gpu_used == CATALOG[TINY].size_bytes + CATALOG[SMALL].size_bytes
+    assert first.memory_total == RESOURCES.gpu_bytes
+    assert first.load_backlog_s == pytest.approx(w.load_backlog_s(3.0))
+    assert first.load_backlog_s > 0
+    assert first.ready
+
+
+def test_report_caps_the_model_list() -> None:
+    catalog = {spec.name: spec for spec in default_catalog(40)}
+    resources = WorkerResources(disk_bytes=10_000 * GB, host_bytes=10_000 * GB)
+    w = worker(prestaged(catalog, resources, Tier.DISK), resources, catalog)
+    first_model = next(iter(catalog))
+    w.submit(inference("a", first_model), 0.0)
+    w.load_done(first_model, 1.0)
+    summary = w.report(2.0, "h", 1)
+    assert len(summary.models) == REPORT_MAX_MODELS
+    assert summary.models_omitted == len(catalog) - REPORT_MAX_MODELS
+    items = list(summary.models.items())
+    assert items[0] == (first_model, int(Tier.GPU))
+    assert all(tier == int(Tier.DISK) for _, tier in items[1:])
+
+
+def test_report_lists_gpu_most_recently_used_first() -> None:
+    w = worker()
+    run_once(w, "a", MID, 1.0)
+    run_once(w, "b", SMALL, 2.0)
+    run_once(w, "c", MID, 3.0)
+    models = list(w.report(4.0, "h", 1).models.items())
+    assert models[:2] == [(MID, 0), (SMALL, 0)]
