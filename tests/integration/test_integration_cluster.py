@@ -87,16 +87,17 @@ async def test_a_killed_worker_is_dropped_after_the_timeout(live_cluster, eventu
         assert set(ages) == {"w1", "w2"}
         last_seen = answered_at - ages["w1"]  # when its last report arrived (a bit later)
 
-        remaining = await eventually(
+        await eventually(
             lambda: _ids_are(cluster, {"w2"}), WORKER_TIMEOUT_S + SLACK_S + 1.0, "w1 dropped"
         )
         gone_at = time.monotonic()
-        assert remaining
 
     # Not before WORKER_TIMEOUT of silence (less the reply's transit and the age's
     # rounding), and not long after it either.
-    assert gone_at - last_seen >= WORKER_TIMEOUT_S - 0.1
-    assert gone_at - killed_at <= WORKER_TIMEOUT_S + SLACK_S
+    silent, since_kill = gone_at - last_seen, gone_at - killed_at
+    assert silent >= WORKER_TIMEOUT_S - 0.1, f"dropped after only {silent:.3f} s of silence"
+    assert since_kill <= WORKER_TIMEOUT_S + SLACK_S, f"dropped {since_kill:.3f} s after the kill"
+    print(f"w1 dropped {silent:.3f} s after its last report, {since_kill:.3f} s after SIGKILL")
 
 
 async def test_a_restarted_coordinator_relearns_the_cluster_from_reports(

@@ -102,17 +102,17 @@ class CostModel:
 
     def bandwidth(self, tier: Tier) -> float:
         """Bytes per second from `tier` to the GPU; infinite for the GPU itself."""
-        if tier is Tier.GPU:
+        if tier == Tier.GPU:
             return math.inf
-        if tier is Tier.HOST:
+        if tier == Tier.HOST:
             return self.host_bandwidth_Bps
-        if tier is Tier.DISK:
+        if tier == Tier.DISK:
             return self.disk_bandwidth_Bps
         return self.remote_bandwidth_Bps
 
     def load_time(self, size_bytes: int, tier: Tier) -> float:
         """Seconds to bring a checkpoint from `tier` onto the GPU, not counting queued loads."""
-        if tier is Tier.GPU:
+        if tier == Tier.GPU:
             return 0.0
         return self.engine_start_s + size_bytes / self.bandwidth(tier)
 
