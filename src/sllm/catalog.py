@@ -1,18 +1,191 @@
-"""The models every live process serves, by name.
+"""The models a cluster serves, by name: the default simulated set, or a catalog file.
 
 Coordinator and workers must agree on the catalog: the coordinator estimates load times
-from checkpoint sizes, the workers budget GPU memory with them. Until a catalog file
-(MODEL_CATALOG) exists, both serve the first `SERVED_MODELS` entries of the default
-catalog of real model sizes; any smaller workload's models are a prefix of it.
+from checkpoint sizes, the workers budget GPU memory with them and fetch checkpoints
+from the sources it names.
+
+Without a file (MODEL_CATALOG unset), every process serves the first `SERVED_MODELS`
+entries of the default catalog of real model sizes, all on the sim engine; any smaller
+workload's models are a prefix of it.
+
+A catalog file is JSON (``.json``) or TOML (``.toml``) with a list of models::
+
+    [[models]]
+    name = "tiny-llama"
+    source = "/srv/models/tiny-llama"       # a directory, or an http(s):// URL of one
+    engine = "transformers"                 # or "sim"
+    params_b = 0.001                        # optional for real models
+    options = { dtype = "float32" }         # engine options, passed through
+    files = [
+      { path = "model.safetensors", size = 4194304, sha256 = "ab12..." },
+      { path = "config.json", size = 612, sha256 = "cd34..." },
+    ]
+
+A model's size is the sum of its files (or ``size_bytes`` for a sim model with no
+files). `sllm make-test-model DIR` writes such an entry for the tiny test model.
+Every problem in a file is reported at once, in one `CatalogError`.
 """
 
 from __future__ import annotations
+
+import json
+import re
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 from sllm.workload.catalog import ModelSpec, default_catalog
 
 # Enough for every demo and test workload: 64 = the 11 base sizes and their fine-tunes.
 SERVED_MODELS = 64
+ENGINES = ("sim", "transformers")
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,95}$")
 
 
-def served_catalog(count: int = SERVED_MODELS) -> dict[str, ModelSpec]:
-    return {spec.name: spec for spec in default_catalog(count)}
+class CatalogError(ValueError):
+    """A catalog file that cannot be used; `problems` lists every one of them."""
+
+    def __init__(self, path: str, problems: list[str]) -> None:
+        super().__init__(f"{path}: invalid model catalog:\n  " + "\n  ".join(problems))
+        self.problems = problems
+
+
+@dataclass(frozen=True, slots=True)
+class CheckpointFile:
+    path: str  # relative to the model's source
+    size: int
+    sha256: str
+
+
+@dataclass(frozen=True, slots=True)
+class CatalogModel:
+    """One servable model: what it is, where its checkpoint lives, which engine runs it."""
+
+    name: str
+    params_b: float
+    size_bytes: int
+    engine: str = "sim"
+    source: str = ""
+    files: tuple[CheckpointFile, ...] = ()
+    options: Mapping[str, Any] = field(default_factory=dict)
+
+
+def served_catalog(count: int = SERVED_MODELS) -> dict[str, CatalogModel]:
+    """The default catalog: `count` models of real sizes, all on the sim engine."""
+    return {spec.name: _simulated(spec) for spec in default_catalog(count)}
+
+
+def _simulated(spec: ModelSpec) -> CatalogModel:
+    return CatalogModel(spec.name, spec.params_b, spec.size_bytes)
+
+
+def catalog_for(path: str | None) -> dict[str, CatalogModel]:
+    """The catalog a process serves: the file at `path`, or the default one."""
+    return load_catalog(path) if path else served_catalog()
+
+
+def load_catalog(path: str | Path) -> dict[str, CatalogModel]:
+    """Read and check a JSON or TOML catalog file; raises CatalogError listing all problems."""
+    name = str(path)
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as error:
+        raise CatalogError(name, [f"cannot read: {error.strerror or error}"]) from None
+    try:
+        document: Any = tomllib.loads(text) if name.endswith(".toml") else json.loads(text)
+    except (ValueError, tomllib.TOMLDecodeError) as error:
+        raise CatalogError(
+            name, [f"not valid {'TOML' if name.endswith('.toml') else 'JSON'}: {error}"]
+        ) from None
+    problems: list[str] = []
+    models: dict[str, CatalogModel] = {}
+    entries = document.get("models") if isinstance(document, dict) else None
+    if not isinstance(entries, list) or not entries:
+        raise CatalogError(name, ["expected a non-empty list 'models'"])
+    for index, entry in enumerate(entries):
+        model = _parse_model(entry, f"models[{index}]", problems)
+        if model is None:
+            continue
+        if model.name in models:
+            problems.append(f"models[{index}]: duplicate name {model.name!r}")
+        models[model.name] = model
+    if problems:
+        raise CatalogError(name, problems)
+    return models
+
+
+def _parse_model(entry: object, where: str, problems: list[str]) -> CatalogModel | None:
+    if not isinstance(entry, dict):
+        problems.append(f"{where}: expected a table/object")
+        return None
+    known = {"name", "source", "engine", "params_b", "size_bytes", "options", "files"}
+    for key in sorted(set(entry) - known):
+        problems.append(f"{where}: unknown key {key!r}")
+    before = len(problems)
+    name = entry.get("name")
+    if not isinstance(name, str) or not _NAME.match(name):
+        problems.append(
+            f"{where}.name: expected a model name (letters, digits, ._/-), got {name!r}"
+        )
+    engine = entry.get("engine", "sim")
+    if engine not in ENGINES:
+        problems.append(f"{where}.engine: {engine!r} is not one of {', '.join(ENGINES)}")
+    source = entry.get("source", "")
+    if not isinstance(source, str):
+        problems.append(f"{where}.source: expected a directory or URL string")
+    options = entry.get("options", {})
+    if not isinstance(options, dict):
+        problems.append(f"{where}.options: expected a table/object")
+    files = _parse_files(entry.get("files", []), f"{where}.files", problems)
+    size = entry.get("size_bytes", sum(f.size for f in files))
+    if isinstance(size, bool) or not isinstance(size, int) or size <= 0:
+        problems.append(f"{where}.size_bytes: expected a positive integer (or files), got {size!r}")
+    elif files and size != sum(f.size for f in files):
+        problems.append(f"{where}.size_bytes: {size} is not the sum of its files")
+    params = entry.get("params_b", (size if isinstance(size, int) else 0) / 2e9)
+    if isinstance(params, bool) or not isinstance(params, int | float) or params <= 0:
+        problems.append(f"{where}.params_b: expected a positive number, got {params!r}")
+    if engine == "transformers" and (not source or not files):
+        problems.append(f"{where}: a transformers model needs a source and its files")
+    if len(problems) > before:
+        return None
+    assert isinstance(name, str) and isinstance(size, int) and isinstance(source, str)
+    return CatalogModel(
+        name=name,
+        params_b=float(params),
+        size_bytes=size,
+        engine=str(engine),
+        source=source,
+        files=files,
+        options=dict(options),
+    )
+
+
+def _parse_files(raw: object, where: str, problems: list[str]) -> tuple[CheckpointFile, ...]:
+    if not isinstance(raw, list):
+        problems.append(f"{where}: expected a list")
+        return ()
+    files: list[CheckpointFile] = []
+    for index, item in enumerate(raw):
+        spot = f"{where}[{index}]"
+        if not isinstance(item, dict):
+            problems.append(f"{spot}: expected a table/object")
+            continue
+        path, size, digest = item.get("path"), item.get("size"), item.get("sha256")
+        ok = True
+        if not isinstance(path, str) or not path or path.startswith("/") or ".." in path.split("/"):
+            problems.append(f"{spot}.path: expected a relative path inside the model, got {path!r}")
+            ok = False
+        if isinstance(size, bool) or not isinstance(size, int) or size < 0:
+            problems.append(f"{spot}.size: expected a byte count, got {size!r}")
+            ok = False
+        if not isinstance(digest, str) or not _SHA256.match(digest):
+            problems.append(f"{spot}.sha256: expected 64 lowercase hex digits")
+            ok = False
+        if ok:
+            assert isinstance(path, str) and isinstance(size, int) and isinstance(digest, str)
+            files.append(CheckpointFile(path, size, digest))
+    return tuple(files)

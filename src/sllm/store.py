@@ -1,0 +1,129 @@
+"""The model store: checkpoints fetched from a remote tier into a local disk cache.
+
+The remote tier is a directory or an http(s) URL that serves a model's checkpoint files.
+`ModelStore.fetch` copies a model's files into ``CACHE_DIR/<model>/``, verifying each
+file's size and sha256 against the catalog. Every file is written to a temporary name
+and renamed only once it checks out, and the model is marked complete (a ``.complete``
+file) only after all its files did, so a partial or corrupt download is never used: the
+next fetch starts that model over.
+
+What stays on disk is decided by the worker state machine (`sllm.core.worker`), which
+keeps the disk tier as an LRU cache by bytes and emits ``Evict(model, DISK, REMOTE)``;
+the runtime carries that out with `ModelStore.evict`. At start, `cached()` tells the
+state machine what the disk already holds, so the tiers it reports are the truth.
+
+Blocking I/O: call `fetch` from a worker thread, not the event loop.
+Not handled yet: resuming a partial download, parallel file downloads, authentication.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import urllib.parse
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+from typing import BinaryIO
+
+from sllm.catalog import CatalogModel, CheckpointFile
+
+COMPLETE_MARKER = ".complete"
+# Copy in 1 MiB pieces: large enough to stream at disk speed, small enough to hash as we go.
+CHUNK_BYTES = 1 << 20
+DOWNLOAD_TIMEOUT_S = 60.0
+
+
+class StoreError(RuntimeError):
+    """A checkpoint could not be fetched or did not verify."""
+
+
+class ModelStore:
+    def __init__(self, cache_dir: str | Path, timeout_s: float = DOWNLOAD_TIMEOUT_S) -> None:
+        self.cache_dir = Path(cache_dir)
+        self.cache_dir.mkdir(parents=True, exist_ok=True)
+        self.timeout_s = timeout_s
+
+    def model_dir(self, model: CatalogModel) -> Path:
+        return self.cache_dir / model.name.replace("/", "--")
+
+    def is_cached(self, model: CatalogModel) -> bool:
+        return (self.model_dir(model) / COMPLETE_MARKER).exists()
+
+    def cached(self, catalog: dict[str, CatalogModel]) -> list[str]:
+        """Catalog models whose complete checkpoint is on disk."""
+        return [name for name, model in catalog.items() if model.files and self.is_cached(model)]
+
+    def fetch(self, model: CatalogModel, progress: Callable[[int], None] | None = None) -> Path:
+        """Bring `model` into the disk cache (a no-op when already there); return its folder."""
+        target = self.model_dir(model)
+        if self.is_cached(model):
+            return target
+        if not model.source or not model.files:
+            raise StoreError(f"{model.name}: no source or files in the catalog to fetch")
+        target.mkdir(parents=True, exist_ok=True)
+        for checkpoint_file in model.files:
+            self._fetch_file(model, checkpoint_file, target, progress)
+        (target / COMPLETE_MARKER).write_text("ok\n", encoding="utf-8")
+        return target
+
+    def evict(self, model: CatalogModel) -> None:
+        """Delete a model's cached files (the marker first, so a half-deleted copy is unused)."""
+        target = self.model_dir(model)
+        (target / COMPLETE_MARKER).unlink(missing_ok=True)
+        shutil.rmtree(target, ignore_errors=True)
+
+    def _fetch_file(
+        self,
+        model: CatalogModel,
+        checkpoint_file: CheckpointFile,
+        target: Path,
+        progress: Callable[[int], None] | None,
+    ) -> None:
+        final = target / checkpoint_file.path
+        final.parent.mkdir(parents=True, exist_ok=True)
+        temporary = final.with_name(f".{final.name}.partial-{os.getpid()}")
+        digest = hashlib.sha256()
+        written = 0
+        try:
+            with (
+                self._open_source(model.source, checkpoint_file.path) as source,
+                open(temporary, "wb") as sink,
+            ):
+                while chunk := source.read(CHUNK_BYTES):
+                    written += len(chunk)
+                    if written > checkpoint_file.size:
+                        raise StoreError(
+                            f"{model.name}/{checkpoint_file.path}: larger than the catalog's "
+                            f"{checkpoint_file.size} bytes"
+                        )
+                    digest.update(chunk)
+                    sink.write(chunk)
+                    if progress is not None:
+                        progress(len(chunk))
+                sink.flush()
+                os.fsync(sink.fileno())
+            if written != checkpoint_file.size:
+                raise StoreError(
+                    f"{model.name}/{checkpoint_file.path}: {written} bytes, "
+                    f"the catalog says {checkpoint_file.size}"
+                )
+            if digest.hexdigest() != checkpoint_file.sha256:
+                raise StoreError(f"{model.name}/{checkpoint_file.path}: sha256 mismatch")
+            os.replace(temporary, final)
+        except OSError as error:
+            raise StoreError(f"{model.name}/{checkpoint_file.path}: {error}") from error
+        finally:
+            temporary.unlink(missing_ok=True)
+
+    def _open_source(self, source: str, relative: str) -> BinaryIO:
+        scheme = urllib.parse.urlsplit(source).scheme
+        if scheme in ("http", "https"):
+            url = source.rstrip("/") + "/" + urllib.parse.quote(relative)
+            response = urllib.request.urlopen(url, timeout=self.timeout_s)
+            return response  # type: ignore[no-any-return]
+        if scheme not in ("", "file"):
+            raise StoreError(f"unsupported source scheme {scheme!r} in {source!r}")
+        root = urllib.parse.urlsplit(source).path if scheme == "file" else source
+        return open(Path(root) / relative, "rb")
