@@ -28,25 +28,8 @@ from typing import Any
 
 from sllm.catalog import CatalogModel
 from sllm.core.tiers import Tier
+from sllm.engines.base import Delta, GenerationParams
 from sllm.store import ModelStore
-
-
-@dataclass(frozen=True, slots=True)
-class GenerationParams:
-    max_tokens: int = 16
-    temperature: float = 1.0
-    top_p: float = 1.0
-    stop: tuple[str, ...] = ()
-    seed: int | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class Delta:
-    """New text since the last delta; `finish_reason` is set on the last one."""
-
-    text: str
-    finish_reason: str | None = None
-    completion_tokens: int = 0
 
 
 @dataclass(slots=True)

@@ -1,0 +1,1 @@
+"""The OpenAI-compatible HTTP API: schemas, errors, SSE, the front door, the worker side."""

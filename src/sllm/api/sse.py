@@ -1,0 +1,125 @@
+"""OpenAI streaming chunks as server-sent events, and folding a stream into one response.
+
+Workers always stream; the front door forwards the events to a streaming client, or
+folds them into one JSON body with `usage` for a client that asked for ``stream: false``.
+One module writes and reads the chunk format, so the two ends cannot disagree.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+Kind = Literal["chat", "completion"]
+DONE = b"data: [DONE]\n\n"
+
+
+def chunk(
+    kind: Kind,
+    request_id: str,
+    model: str,
+    text: str,
+    finish_reason: str | None = None,
+    usage: dict[str, int] | None = None,
+) -> bytes:
+    """One streamed chunk as an SSE event."""
+    if kind == "chat":
+        choice: dict[str, Any] = {
+            "index": 0,
+            "delta": {"role": "assistant", "content": text} if text else {},
+            "finish_reason": finish_reason,
+        }
+        object_name = "chat.completion.chunk"
+    else:
+        choice = {"index": 0, "text": text, "finish_reason": finish_reason, "logprobs": None}
+        object_name = "text_completion"
+    body: dict[str, Any] = {
+        "id": request_id,
+        "object": object_name,
+        "created": int(time.time()),
+        "model": model,
+        "choices": [choice],
+    }
+    if usage is not None:
+        body["usage"] = usage
+    return b"data: " + json.dumps(body, separators=(",", ":")).encode() + b"\n\n"
+
+
+def usage(prompt_tokens: int, completion_tokens: int) -> dict[str, int]:
+    return {
+        "prompt_tokens": prompt_tokens,
+        "completion_tokens": completion_tokens,
+        "total_tokens": prompt_tokens + completion_tokens,
+    }
+
+
+@dataclass(slots=True)
+class Folded:
+    """A whole stream folded: its text, how it finished, its usage, or its error."""
+
+    text: list[str] = field(default_factory=list)
+    finish_reason: str | None = None
+    usage: dict[str, int] | None = None
+    error: dict[str, Any] | None = None
+    done: bool = False
+
+    def feed(self, event: dict[str, Any]) -> None:
+        if "error" in event:
+            self.error = event["error"]
+            return
+        for choice in event.get("choices", []):
+            self.text.append(choice.get("delta", {}).get("content") or choice.get("text") or "")
+            self.finish_reason = choice.get("finish_reason") or self.finish_reason
+        if event.get("usage"):
+            self.usage = event["usage"]
+
+    def response(self, kind: Kind, request_id: str, model: str) -> dict[str, Any]:
+        text = "".join(self.text)
+        if kind == "chat":
+            choice: dict[str, Any] = {
+                "index": 0,
+                "message": {"role": "assistant", "content": text},
+                "finish_reason": self.finish_reason,
+            }
+            object_name = "chat.completion"
+        else:
+            choice = {
+                "index": 0,
+                "text": text,
+                "finish_reason": self.finish_reason,
+                "logprobs": None,
+            }
+            object_name = "text_completion"
+        return {
+            "id": request_id,
+            "object": object_name,
+            "created": int(time.time()),
+            "model": model,
+            "choices": [choice],
+            "usage": self.usage or usage(0, 0),
+        }
+
+
+def events(buffer: bytearray) -> list[bytes]:
+    """Complete SSE events taken off the front of `buffer` (the rest stays for later)."""
+    found: list[bytes] = []
+    while True:
+        end = buffer.find(b"\n\n")
+        if end < 0:
+            return found
+        found.append(bytes(buffer[: end + 2]))
+        del buffer[: end + 2]
+
+
+def parse(event: bytes) -> dict[str, Any] | None:
+    """The JSON payload of a ``data:`` event; None for ``[DONE]`` or a comment."""
+    for line in event.splitlines():
+        if line.startswith(b"data:"):
+            payload = line[5:].strip()
+            if payload == b"[DONE]":
+                return None
+            value = json.loads(payload)
+            return value if isinstance(value, dict) else None
+    return None

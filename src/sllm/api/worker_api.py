@@ -1,0 +1,112 @@
+"""The worker's side of the OpenAI API: run one request here and stream it as SSE.
+
+The front door proxies to these routes; they can also be called directly (the gateway
+benchmark does, as its baseline). A request is admitted by the worker's state machine
+(bounded queue, slots, model tiers) before anything is sent back, so a worker that cannot
+take it answers with an error status and the front door places it elsewhere. Once it
+runs, every token is sent as it is generated; the last chunk carries ``finish_reason``
+and ``usage``, then ``data: [DONE]``. A client that goes away cancels the work.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Collection
+from dataclasses import dataclass
+from typing import Protocol
+
+from fastapi import APIRouter, Request
+from fastapi.responses import StreamingResponse
+
+from sllm.api import sse
+from sllm.api.schemas import ChatCompletionRequest, CompletionRequest
+from sllm.engines.base import Delta, GenerationParams
+
+
+@dataclass(slots=True)
+class Generation:
+    """An admitted, running request: its prompt size and its stream of deltas."""
+
+    prompt_tokens: int
+    deltas: AsyncIterator[Delta]
+
+
+class GenerationBackend(Protocol):
+    def model_names(self) -> Collection[str]: ...
+
+    async def start(
+        self,
+        request_id: str,
+        model: str,
+        prompt: str | list[dict[str, str]],
+        params: GenerationParams,
+    ) -> Generation:
+        """Admit and start the request; raises `ApiError` when this worker cannot take it."""
+        ...
+
+
+def params_of(body: ChatCompletionRequest | CompletionRequest) -> GenerationParams:
+    return GenerationParams(
+        max_tokens=body.output_tokens,
+        temperature=body.temperature,
+        top_p=body.top_p,
+        stop=body.stop_sequences,
+        seed=body.seed,
+    )
+
+
+def worker_router(backend: GenerationBackend) -> APIRouter:
+    router = APIRouter()
+
+    async def serve(
+        request: Request,
+        kind: sse.Kind,
+        model: str,
+        prompt: str | list[dict[str, str]],
+        params: GenerationParams,
+    ) -> StreamingResponse:
+        request_id = request.headers.get("x-request-id") or f"req-{uuid.uuid4().hex[:16]}"
+        generation = await backend.start(request_id, model, prompt, params)
+        return StreamingResponse(
+            _stream(kind, request_id, model, generation),
+            media_type="text/event-stream",
+            headers={"x-request-id": request_id},
+        )
+
+    @router.post("/v1/chat/completions", response_model=None)
+    async def chat(body: ChatCompletionRequest, request: Request) -> StreamingResponse:
+        messages = [{"role": m.role, "content": m.content} for m in body.messages]
+        return await serve(request, "chat", body.model, messages, params_of(body))
+
+    @router.post("/v1/completions", response_model=None)
+    async def completions(body: CompletionRequest, request: Request) -> StreamingResponse:
+        return await serve(request, "completion", body.model, body.prompt_text, params_of(body))
+
+    @router.get("/v1/models")
+    async def models() -> dict[str, object]:
+        return {
+            "object": "list",
+            "data": [
+                {"id": name, "object": "model", "owned_by": "sllm"}
+                for name in backend.model_names()
+            ],
+        }
+
+    return router
+
+
+async def _stream(
+    kind: sse.Kind, request_id: str, model: str, generation: Generation
+) -> AsyncIterator[bytes]:
+    completion_tokens = 0
+    async for delta in generation.deltas:
+        completion_tokens = max(completion_tokens, delta.completion_tokens)
+        if delta.finish_reason is None:
+            if delta.text:
+                yield sse.chunk(kind, request_id, model, delta.text)
+            continue
+        finish = "stop" if delta.finish_reason == "cancelled" else delta.finish_reason
+        usage = sse.usage(generation.prompt_tokens, completion_tokens)
+        yield sse.chunk(kind, request_id, model, delta.text, finish, usage)
+        yield sse.DONE
+        return
