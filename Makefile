@@ -2,6 +2,9 @@
 PYTHON ?= python3
 VENV ?= .venv
 VPY := $(VENV)/bin/python
+# torch is pinned and installed first, so the `torch` extra's range is already met and pip
+# fetches no multi-GB CUDA build: this release is a CPU-only wheel on these machines.
+TORCH_SPEC ?= torch==2.13.0
 
 .PHONY: test venv lint typecheck pytest demo bench clean
 
@@ -10,7 +13,8 @@ test: venv pytest lint typecheck
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(VPY) -m pip install --quiet --upgrade pip
-	$(VPY) -m pip install --quiet -e '.[dev]'
+	$(VPY) -m pip install --quiet '$(TORCH_SPEC)'
+	$(VPY) -m pip install --quiet -e '.[dev,torch]'
 	touch $@
 
 venv: $(VENV)/.installed

@@ -62,7 +62,7 @@ def test_defaults() -> None:
     assert s.cluster_secret is None
     assert s.placement_policy == "startup-aware"
     assert s.http_port == 8080
-    assert s.worker_http_port == 0
+    assert s.worker_http_port is None  # no HTTP of its own unless set
     assert s.keep_alive == 600.0
     assert s.queue_capacity == 64
     assert s.worker_slots == 8

@@ -145,7 +145,9 @@ def _parse_model(entry: object, where: str, problems: list[str]) -> CatalogModel
         problems.append(f"{where}.size_bytes: expected a positive integer (or files), got {size!r}")
     elif files and size != sum(f.size for f in files):
         problems.append(f"{where}.size_bytes: {size} is not the sum of its files")
-    params = entry.get("params_b", (size if isinstance(size, int) else 0) / 2e9)
+    # Unless given, two bytes a parameter; a bad size is reported once, not again here.
+    size_ok = isinstance(size, int) and not isinstance(size, bool) and size > 0
+    params = entry.get("params_b", size / 2e9 if size_ok else 1.0)
     if isinstance(params, bool) or not isinstance(params, int | float) or params <= 0:
         problems.append(f"{where}.params_b: expected a positive number, got {params!r}")
     if engine == "transformers" and (not source or not files):

@@ -1,4 +1,4 @@
-"""The `sllm` command: `coordinator`, `worker`, `status` and `bench`.
+"""The `sllm` command: `coordinator`, `worker`, `node`, `status` and `bench`.
 
 Each subcommand builds one `Settings` (flags over environment over defaults) and exits 2
 with one message listing every bad value when that fails. The guide's root scripts
@@ -14,18 +14,23 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from sllm.catalog import served_catalog
+from sllm.catalog import CatalogError, CatalogModel, catalog_for, served_catalog
 from sllm.config import ConfigError, Settings, load_settings
 from sllm.core.cost import CostModel
+from sllm.core.membership import GossipConfig
+from sllm.core.node import NodeConfig, ProbingConfig
 from sllm.core.placement import POLICY_NAMES
 from sllm.core.tiers import Tier
 from sllm.core.worker import WorkerResources
+from sllm.experiments import suite as experiment_suite
 from sllm.logs import configure_logging
-from sllm.runtime.client import get_cluster_state, render_table
+from sllm.runtime.client import get_cluster_state, get_node_state, render_gossip, render_table
 from sllm.runtime.coordinator import CoordinatorServer
+from sllm.runtime.node import NodeServer
 from sllm.runtime.service import run_service
 from sllm.runtime.udp import Address, Endpoint
 from sllm.runtime.worker import WorkerServer
+from sllm.sim import cli as sim_cli
 from sllm.wire import Codec
 
 EXIT_CONFIG = 2
@@ -36,7 +41,10 @@ environment (flags win over these; see docs or `sllm.config` for all):
   DEPLOYMENT_MODE local|docker|kubernetes   LOG_LEVEL, LOG_FORMAT text|json
   BIND_HOST, COORDINATOR_HOST, COORDINATOR_PORT, WORKER_PORT, WORKER_ID
   REPORT_INTERVAL (s), WORKER_TIMEOUT (s), PLACEMENT_POLICY, CLUSTER_SECRET
-  KEEP_ALIVE (s), QUEUE_CAPACITY, WORKER_SLOTS
+  KEEP_ALIVE (s), QUEUE_CAPACITY, WORKER_SLOTS, SEED_NODES (node: host:port,...)
+  HTTP_PORT (coordinator, default 8080), WORKER_HTTP_PORT (worker, default none):
+  /healthz, /readyz and /metrics, with the serve extra installed
+  API_KEYS, MODEL_CATALOG, MODEL_CACHE_DIR, COST_MODEL (JSON of cost-model fields)
 """
 
 
@@ -54,6 +62,35 @@ def _settings(overrides: dict[str, object]) -> Settings:
 def _codec(settings: Settings) -> Codec:
     secret = settings.cluster_secret
     return Codec(secret=secret.encode() if secret else None)
+
+
+def _catalog(settings: Settings) -> dict[str, CatalogModel]:
+    """The served catalog, or exit 2 with every problem of the catalog file."""
+    try:
+        return catalog_for(settings.model_catalog)
+    except CatalogError as error:
+        print(f"sllm: {error}", file=sys.stderr)
+        raise SystemExit(EXIT_CONFIG) from None
+
+
+def _cost_model(settings: Settings) -> CostModel:
+    """The calibrated cost model with COST_MODEL's overrides, or exit 2 naming every problem.
+
+    The file is a JSON object of `CostModel` fields, for example ``{"decode_overhead_s": 0.05}``
+    for a slower sim engine or every time at 0 for a zero-service-time one (the gateway
+    benchmark). The coordinator's placement estimates and a worker's sim engine both read it.
+    """
+    if settings.cost_model is None:
+        return CostModel()
+    try:
+        with open(settings.cost_model, encoding="utf-8") as file:
+            overrides = json.load(file)
+        if not isinstance(overrides, dict):
+            raise ValueError("expected a JSON object of cost-model fields")
+        return CostModel().with_overrides(overrides)
+    except (OSError, ValueError) as error:
+        print(f"sllm: COST_MODEL={settings.cost_model!r}: {error}", file=sys.stderr)
+        raise SystemExit(EXIT_CONFIG) from None
 
 
 def _verbose(args: argparse.Namespace) -> str | None:
@@ -75,7 +112,11 @@ def add_coordinator_parser(sub: Any) -> None:
         "--policy", choices=POLICY_NAMES, help="placement policy (PLACEMENT_POLICY)"
     )
     parser.add_argument("--worker-timeout", help="seconds of silence before a worker is dropped")
+    parser.add_argument(
+        "--http-port", help="health and metrics HTTP port (HTTP_PORT, default 8080; 0 = any)"
+    )
     parser.add_argument("--seed", type=int, help="seed for the random policies")
+    parser.add_argument("--catalog", help="model catalog file (MODEL_CATALOG)")
     parser.add_argument("--verbose", "-v", action="store_true", help="log at DEBUG level")
     parser.set_defaults(run=run_coordinator)
 
@@ -87,6 +128,8 @@ def run_coordinator(args: argparse.Namespace) -> int:
             "coordinator_port": args.port,
             "placement_policy": args.policy,
             "worker_timeout": args.worker_timeout,
+            "http_port": args.http_port,
+            "model_catalog": args.catalog,
             "log_level": _verbose(args),
         }
     )
@@ -95,10 +138,12 @@ def run_coordinator(args: argparse.Namespace) -> int:
         port=settings.coordinator_port,
         codec=_codec(settings),
         policy=settings.placement_policy,
-        catalog=served_catalog(),
-        cost=CostModel(),
+        catalog=_catalog(settings),
+        cost=_cost_model(settings),
         worker_timeout=settings.worker_timeout,
         seed=args.seed,
+        http_port=settings.http_port,
+        api_keys=settings.api_keys,
     )
     return run_service(server)
 
@@ -118,11 +163,17 @@ def add_worker_parser(sub: Any) -> None:
     parser.add_argument("--coordinator-host", help="coordinator name or address")
     parser.add_argument("--coordinator-port", help="coordinator UDP port")
     parser.add_argument("--report-interval", help="seconds between reports")
+    parser.add_argument(
+        "--http-port",
+        help="health and metrics HTTP port (WORKER_HTTP_PORT, default none; 0 = any)",
+    )
     parser.add_argument("--slots", help="requests run at once (WORKER_SLOTS)")
     parser.add_argument("--keep-alive", help="seconds an idle model stays on the GPU")
     parser.add_argument(
         "--prestage", choices=tuple(PRESTAGE), help="checkpoints found at start (PRESTAGE_TIER)"
     )
+    parser.add_argument("--catalog", help="model catalog file (MODEL_CATALOG)")
+    parser.add_argument("--cache-dir", help="local disk tier of checkpoints (MODEL_CACHE_DIR)")
     parser.add_argument("--verbose", "-v", action="store_true", help="log at DEBUG level")
     parser.set_defaults(run=run_worker)
 
@@ -136,9 +187,12 @@ def run_worker(args: argparse.Namespace) -> int:
             "coordinator_host": args.coordinator_host,
             "coordinator_port": args.coordinator_port,
             "report_interval": args.report_interval,
+            "worker_http_port": args.http_port,
             "worker_slots": args.slots,
             "keep_alive": args.keep_alive,
             "prestage_tier": args.prestage,
+            "model_catalog": args.catalog,
+            "model_cache_dir": args.cache_dir,
             "log_level": _verbose(args),
         }
     )
@@ -153,11 +207,132 @@ def run_worker(args: argparse.Namespace) -> int:
         port=settings.worker_port,
         coordinator=settings.get_coordinator_address(),
         codec=_codec(settings),
-        catalog=served_catalog(),
-        cost=CostModel(),
+        catalog=_catalog(settings),
+        cost=_cost_model(settings),
         resources=resources,
         report_interval=settings.report_interval,
         prestage=PRESTAGE[settings.prestage_tier],
+        http_port=settings.worker_http_port,
+        model_cache_dir=settings.model_cache_dir,
+    )
+    return run_service(server)
+
+
+def add_node_parser(sub: Any) -> None:
+    defaults = GossipConfig()
+    parser = sub.add_parser(
+        "node",
+        help="run a decentralized node (worker + gossip + scheduler)",
+        description="Run a decentralized node: it runs requests with the sim engine, learns "
+        "its peers and their load by gossip (SWIM with Lifeguard), and places schedule "
+        "requests over its own view with the same policies as the coordinator.",
+        epilog=ENVIRONMENT_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--node-id", help="node id (WORKER_ID, default: pod or host name)")
+    parser.add_argument("--host", help="address to bind (BIND_HOST, default 0.0.0.0)")
+    parser.add_argument("--port", help="UDP port (WORKER_PORT, default 8000; 0 = any)")
+    parser.add_argument("--seed-nodes", help="host:port,... to join through (SEED_NODES)")
+    parser.add_argument(
+        "--advertise-host", default="", help="address peers reach us at (default: bound host)"
+    )
+    parser.add_argument(
+        "--policy", choices=POLICY_NAMES, help="placement policy (PLACEMENT_POLICY)"
+    )
+    parser.add_argument("--report-interval", help="seconds between own load reports")
+    parser.add_argument(
+        "--probe-interval",
+        type=float,
+        default=defaults.probe_interval_s,
+        help=f"SWIM protocol period, s (default {defaults.probe_interval_s})",
+    )
+    parser.add_argument(
+        "--probe-timeout",
+        type=float,
+        default=defaults.probe_timeout_s,
+        help=f"direct probe timeout, s (default {defaults.probe_timeout_s})",
+    )
+    parser.add_argument(
+        "--gossip-interval",
+        type=float,
+        default=defaults.gossip_interval_s,
+        help=f"gossip round period, s (default {defaults.gossip_interval_s})",
+    )
+    parser.add_argument(
+        "--sync-interval",
+        type=float,
+        default=defaults.sync_interval_s,
+        help=f"push-pull anti-entropy period, s (default {defaults.sync_interval_s})",
+    )
+    parser.add_argument(
+        "--probing",
+        type=int,
+        default=0,
+        metavar="D",
+        help="Sparrow-style: ask D candidates for their load before placing (default 0: off)",
+    )
+    parser.add_argument("--slots", help="requests run at once (WORKER_SLOTS)")
+    parser.add_argument("--keep-alive", help="seconds an idle model stays on the GPU")
+    parser.add_argument(
+        "--prestage", choices=tuple(PRESTAGE), help="checkpoints found at start (PRESTAGE_TIER)"
+    )
+    parser.add_argument("--seed", type=int, help="seed for gossip and the random policies")
+    parser.add_argument("--verbose", "-v", action="store_true", help="log at DEBUG level")
+    parser.set_defaults(run=run_node)
+
+
+def run_node(args: argparse.Namespace) -> int:
+    settings = _settings(
+        {
+            "worker_id": args.node_id,
+            "bind_host": args.host,
+            "worker_port": args.port,
+            "seed_nodes": args.seed_nodes,
+            "placement_policy": args.policy,
+            "report_interval": args.report_interval,
+            "worker_slots": args.slots,
+            "keep_alive": args.keep_alive,
+            "prestage_tier": args.prestage,
+            "log_level": _verbose(args),
+        }
+    )
+    try:
+        gossip = GossipConfig(
+            probe_interval_s=args.probe_interval,
+            probe_timeout_s=args.probe_timeout,
+            gossip_interval_s=args.gossip_interval,
+            sync_interval_s=args.sync_interval,
+        )
+        refresh = max(10.0, 10 * settings.report_interval)
+        config = NodeConfig(
+            policy=settings.placement_policy,
+            report_interval_s=settings.report_interval,
+            report_refresh_s=refresh,
+            report_stale_s=6 * refresh,
+            gossip=gossip,
+            probing=ProbingConfig(candidates=args.probing),
+        )
+    except ValueError as error:
+        print(f"sllm node: invalid configuration:\n  {error}", file=sys.stderr)
+        return EXIT_CONFIG
+    resources = WorkerResources(
+        slots=settings.worker_slots,
+        queue_capacity=settings.queue_capacity,
+        keep_alive_s=settings.keep_alive,
+    )
+    server = NodeServer(
+        node_id=settings.get_worker_id(),
+        host=settings.bind_host,
+        port=settings.worker_port,
+        codec=_codec(settings),
+        catalog=served_catalog(),
+        cost=CostModel(),
+        resources=resources,
+        config=config,
+        seeds=settings.seed_nodes,
+        advertise_host=args.advertise_host,
+        prestage=PRESTAGE[settings.prestage_tier],
+        seed=args.seed,
     )
     return run_service(server)
 
@@ -172,6 +347,9 @@ def add_status_parser(sub: Any) -> None:
     parser.add_argument(
         "--coordinator",
         help="HOST:PORT of the coordinator (default COORDINATOR_HOST:COORDINATOR_PORT)",
+    )
+    parser.add_argument(
+        "--node", help="HOST:PORT of a decentralized node: its view plus its gossip state"
     )
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     parser.add_argument("--timeout", type=float, default=2.0, help="seconds to wait per page")
@@ -190,14 +368,17 @@ def run_status(args: argparse.Namespace) -> int:
     settings = _settings({"log_level": "WARNING"})
     try:
         target = parse_address(args.coordinator) if args.coordinator else None
+        node = parse_address(args.node) if args.node else None
     except ValueError as error:
         print(f"sllm status: {error}", file=sys.stderr)
         return EXIT_CONFIG
-    target = target or settings.get_coordinator_address()
+    target = node or target or settings.get_coordinator_address()
 
     async def fetch() -> dict[str, Any]:
         endpoint = await Endpoint.bind(_codec(settings), "0.0.0.0", 0)
         try:
+            if node is not None:
+                return await get_node_state(endpoint, target, args.timeout)
             return await get_cluster_state(endpoint, target, args.timeout)
         finally:
             endpoint.close()
@@ -206,12 +387,18 @@ def run_status(args: argparse.Namespace) -> int:
         state = asyncio.run(fetch())
     except (TimeoutError, OSError) as error:
         print(
-            f"sllm status: no answer from coordinator {target[0]}:{target[1]} "
+            f"sllm status: no answer from {'node' if node else 'coordinator'} "
+            f"{target[0]}:{target[1]} "
             f"({type(error).__name__}: {str(error) or 'timed out'})",
             file=sys.stderr,
         )
         return 1
-    print(json.dumps(state, indent=2) if args.json else render_table(state))
+    if args.json:
+        print(json.dumps(state, indent=2))
+    elif "gossip" in state:
+        print(render_table(state) + "\n" + render_gossip(state["gossip"]))
+    else:
+        print(render_table(state))
     return 0
 
 
@@ -220,6 +407,45 @@ def add_bench_parser(sub: Any) -> None:
 
     parser = sub.add_parser("bench", help="run a benchmark (see bench/README.md)")
     add_bench_parsers(parser)
+
+
+def add_make_test_model_parser(sub: Any) -> None:
+    parser = sub.add_parser(
+        "make-test-model",
+        help="write a tiny Llama-style checkpoint and its catalog (needs the torch extra)",
+        description="Write a tiny Llama-style checkpoint (random weights, a tokenizer trained "
+        "here; nothing is downloaded) into DIR, with DIR/catalog.json naming its files, "
+        "sizes and sha256 for MODEL_CATALOG.",
+    )
+    parser.add_argument("directory", metavar="DIR")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the random weights")
+    parser.set_defaults(run=run_make_test_model)
+
+
+def run_make_test_model(args: argparse.Namespace) -> int:
+    try:
+        from sllm.engines.testmodel import make_test_model
+    except ImportError as error:
+        print(f"sllm make-test-model: needs the torch extra ({error})", file=sys.stderr)
+        return 1
+    catalog = make_test_model(args.directory, seed=args.seed)
+    name = catalog["models"][0]["name"]
+    print(f"wrote {name} to {args.directory}; its catalog is {args.directory}/catalog.json")
+    return 0
+
+
+def add_openapi_parser(sub: Any) -> None:
+    parser = sub.add_parser(
+        "openapi", help="print the front door's OpenAPI document (docs/openapi.json)"
+    )
+    parser.set_defaults(run=run_openapi)
+
+
+def run_openapi(args: argparse.Namespace) -> int:
+    from sllm.api.frontdoor import shipped_openapi
+
+    print(json.dumps(shipped_openapi(), indent=2, sort_keys=True))
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -231,8 +457,13 @@ def build_parser() -> argparse.ArgumentParser:
     adders: list[Callable[[Any], None]] = [
         add_coordinator_parser,
         add_worker_parser,
+        add_node_parser,
         add_status_parser,
         add_bench_parser,
+        add_make_test_model_parser,
+        add_openapi_parser,
+        sim_cli.add_parser,
+        experiment_suite.add_parser,
     ]
     for add in adders:
         add(sub)

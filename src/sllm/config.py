@@ -23,19 +23,30 @@ WORKER_ID          auto                         see below
 LOG_FORMAT         ``text``                     ``text`` or ``json`` (for containers)
 CLUSTER_SECRET     none                         HMAC key for datagrams; never shown in repr/errors
 PLACEMENT_POLICY   ``startup-aware``            one of `POLICY_NAMES` (or the names passed in)
-HTTP_PORT          ``8080``                     OpenAI-compatible front door
-WORKER_HTTP_PORT   ``0``                        a worker's own HTTP port; 0 means none
+HTTP_PORT          ``8080``                     HTTP health, metrics (and the front door)
+WORKER_HTTP_PORT   none                         a worker's own HTTP port (health, metrics);
+                                                unset means none
 KEEP_ALIVE         ``600.0``                    seconds an idle model stays loaded, >= 0
 QUEUE_CAPACITY     ``64``                       requests queued per worker before 429, >= 1
 WORKER_SLOTS       ``8``                        requests a worker runs at once, >= 1
 PRESTAGE_TIER      ``disk``                     where a worker finds the catalog's checkpoints at
                                                 start: ``none`` (remote store only), ``disk``
                                                 (a pre-populated local model store), ``host``
+SEED_NODES         none                         decentralized mode: ``host:port,host:port`` of
+                                                nodes to join through (at most 64; ports 1..65535)
+API_KEYS           none                         ``key1,key2``: keys the front door accepts as
+                                                ``Authorization: Bearer KEY``; unset: no auth
+MODEL_CATALOG      none                         catalog file (JSON or TOML, see `sllm.catalog`);
+                                                unset: the default simulated catalog
+MODEL_CACHE_DIR    ``~/.cache/sllm/models``     a worker's local disk tier of checkpoints
+COST_MODEL         none                         JSON file of `CostModel` fields to override
+                                                (``{"decode_overhead_s": 0.05}``); unset: the
+                                                calibrated defaults
 =================  ===========================  ====================================================
 
-Ports are integers in 0..65535; 0 asks the OS for a free port (tests use it), except for
-WORKER_HTTP_PORT, where 0 means the worker serves no HTTP of its own. A variable set to the
-empty string counts as unset (Compose writes ``WORKER_ID=`` for "no value").
+Ports are integers in 0..65535; 0 asks the OS for a free port (tests use it). A worker serves
+no HTTP of its own unless WORKER_HTTP_PORT is set (the container images set 8081). A variable
+set to the empty string counts as unset (Compose writes ``WORKER_ID=`` for "no value").
 
 The worker id is WORKER_ID when set; otherwise, in kubernetes mode, the pod's hostname (a
 StatefulSet pod name, stable across restarts); otherwise ``worker-<hostname>-<pid>``. It is
@@ -133,6 +144,11 @@ def _integer(low: int, high: int | None = None) -> _Parser:
 _port = _integer(0, PORT_MAX)
 
 
+def _optional_port(raw: object) -> int | None:
+    """A port, or None for "not served" (the default of WORKER_HTTP_PORT)."""
+    return None if raw is None else cast(int, _port(raw))
+
+
 def _seconds(*, allow_zero: bool) -> _Parser:
     def parse(raw: object) -> float:
         if isinstance(raw, bool):
@@ -188,6 +204,62 @@ def _token(max_len: int, *, allow_empty: bool = False) -> _Parser:
     return parse
 
 
+def _api_keys(raw: object) -> frozenset[str]:
+    """``key1,key2`` -> the keys the front door accepts (empty: no authentication)."""
+    if isinstance(raw, frozenset | set | tuple | list):
+        items = [str(item) for item in raw]
+    elif isinstance(raw, str):
+        items = raw.split(",")
+    else:
+        raise ValueError("not a comma-separated list of keys")
+    keys = frozenset(item.strip() for item in items if item.strip())
+    if any(len(key) < 8 or any(c.isspace() for c in key) for key in keys):
+        raise ValueError("every key needs at least 8 characters and no spaces")
+    return keys
+
+
+def _optional_path(raw: object) -> str | None:
+    if raw is None:
+        return None
+    if not isinstance(raw, str):
+        raise ValueError("not a path")
+    return raw.strip() or None
+
+
+# A node contacts every seed while it knows no peer; a few per zone is plenty.
+SEED_NODES_MAX = 64
+
+
+def _seed_nodes(raw: object) -> tuple[tuple[str, int], ...]:
+    """``host:port,host:port`` (or already a sequence of pairs) -> a tuple of pairs."""
+    if isinstance(raw, str):
+        items: list[object] = [item.strip() for item in raw.split(",") if item.strip()]
+    elif isinstance(raw, tuple | list):
+        items = list(raw)
+    else:
+        raise ValueError("not a list of host:port")
+    if len(items) > SEED_NODES_MAX:
+        raise ValueError(f"more than {SEED_NODES_MAX} seeds")
+    seeds: list[tuple[str, int]] = []
+    host_token = _token(HOST_MAX_LEN)
+    for item in items:
+        if isinstance(item, str):
+            host, sep, port = item.rpartition(":")
+            host = host.removeprefix("[").removesuffix("]")
+            if not sep or not host:
+                raise ValueError(f"{item!r} is not host:port")
+        elif isinstance(item, tuple | list) and len(item) == 2:
+            host, port = item
+        else:
+            raise ValueError(f"{item!r} is not host:port")
+        try:
+            parsed_port = cast(int, _integer(1, PORT_MAX)(port))
+            seeds.append((cast(str, host_token(host)), parsed_port))
+        except ValueError as error:
+            raise ValueError(f"{item!r}: {error}") from None
+    return tuple(seeds)
+
+
 def _secret(raw: object) -> str | None:
     if raw is None:
         return None
@@ -220,11 +292,16 @@ _VARIABLES: tuple[_Variable, ...] = (
     # Membership in the policy table is checked by `from_env`, which knows the names in use.
     _Variable("placement_policy", "PLACEMENT_POLICY", _token(64)),
     _Variable("http_port", "HTTP_PORT", _port),
-    _Variable("worker_http_port", "WORKER_HTTP_PORT", _port),
+    _Variable("worker_http_port", "WORKER_HTTP_PORT", _optional_port),
     _Variable("keep_alive", "KEEP_ALIVE", _seconds(allow_zero=True)),
     _Variable("queue_capacity", "QUEUE_CAPACITY", _integer(1)),
     _Variable("worker_slots", "WORKER_SLOTS", _integer(1)),
     _Variable("prestage_tier", "PRESTAGE_TIER", _choice(PRESTAGE_TIERS, "tier")),
+    _Variable("seed_nodes", "SEED_NODES", _seed_nodes),
+    _Variable("api_keys", "API_KEYS", _api_keys, secret=True),
+    _Variable("model_catalog", "MODEL_CATALOG", _optional_path),
+    _Variable("model_cache_dir", "MODEL_CACHE_DIR", _optional_path),
+    _Variable("cost_model", "COST_MODEL", _optional_path),
 )
 _BY_FIELD: dict[str, _Variable] = {v.field: v for v in _VARIABLES}
 
@@ -302,11 +379,16 @@ class Settings:
     cluster_secret: str | None = field(default=None, repr=False)
     placement_policy: str = "startup-aware"
     http_port: int = 8080
-    worker_http_port: int = 0
+    worker_http_port: int | None = None
     keep_alive: float = 600.0
     queue_capacity: int = 64
     worker_slots: int = 8
     prestage_tier: str = "disk"
+    seed_nodes: tuple[tuple[str, int], ...] = ()
+    api_keys: frozenset[str] = field(default=frozenset(), repr=False)
+    model_catalog: str | None = None
+    model_cache_dir: str | None = None
+    cost_model: str | None = None
 
     def __post_init__(self) -> None:
         given = {var.field: (var.field, getattr(self, var.field)) for var in _VARIABLES}

@@ -35,7 +35,23 @@ from sllm.wire import (
     WorkerSummary,
 )
 from sllm.wire import codec as codec_module
-from sllm.wire.messages import REPORT_MAX_MODELS, STATE_PAGE_MAX_WORKERS
+from sllm.wire.messages import (
+    MEMBER_PAGE_MAX,
+    REPORT_MAX_MODELS,
+    STATE_PAGE_MAX_WORKERS,
+    GossipAck,
+    GossipNack,
+    GossipPing,
+    GossipPingReq,
+    GossipPush,
+    GossipSync,
+    LoadProbe,
+    LoadProbeReply,
+    MemberStateRequest,
+    MemberStateResponse,
+    MemberSummary,
+    MemberUpdate,
+)
 
 SECRET = b"cluster-secret-for-tests-0123456"
 NOW = 1_712_345_678.25
@@ -115,6 +131,54 @@ SAMPLES: dict[str, Message] = {
     "inference_request": InferenceRequest("req-3", "facebook/opt-1.3b", 100, 20),
     "inference_result": InferenceResult("req-3", "worker-1", True, "", False, 0.01, 0.2, 1.5),
 }
+
+
+# -- gossip (decentralized mode) ---------------------------------------------------------
+
+
+def member_update(i: int) -> MemberUpdate:
+    return MemberUpdate(f"node-{i:04d}", f"10.244.3.{i % 250}", 7946, i, i % 4, "node-0001")
+
+
+def gossip_report() -> WorkerReport:
+    """A report as gossip carries it: six models, the rest counted as omitted."""
+    report = full_report()
+    kept = dict(list(report.models.items())[:6])
+    return dataclasses.replace(report, models=kept, models_omitted=len(report.models) - 6)
+
+
+def member_page() -> MemberStateResponse:
+    return MemberStateResponse(
+        "req-9", "node-0001", 3, 990, 4, 5, 1, 17, 2, 1, 12_345.6, 11_222.3, 7, 12,
+        tuple(
+            MemberSummary(f"node-{i:04d}.sllm-nodes.default.svc", f"10.244.3.{i}", 7946, i % 4,
+                          i, 1.25, True, 0.5)
+            for i in range(MEMBER_PAGE_MAX)
+        ),
+    )  # fmt: skip
+
+
+SAMPLES.update(
+    {
+        "gossip_ping": GossipPing(
+            7, "node-0001", "node-0002", tuple(member_update(i) for i in range(6)),
+            (gossip_report(),),
+        ),
+        "gossip_ack": GossipAck(7, "node-0002", (member_update(3),), ()),
+        "gossip_ping_req": GossipPingReq(
+            8, "node-0001", "node-0003", "10.244.3.3", 7946, (member_update(4),), ()
+        ),
+        "gossip_nack": GossipNack(8, "node-0004"),
+        "gossip_sync": GossipSync(
+            "node-0001", False, tuple(member_update(i) for i in range(6)), (gossip_report(),)
+        ),
+        "gossip_push": GossipPush("node-0001", (member_update(5),), (gossip_report(),)),
+        "load_probe": LoadProbe("probe-17"),
+        "load_probe_reply": LoadProbeReply("probe-17", (gossip_report(),)),
+        "member_state_request": MemberStateRequest("req-9", 12, MEMBER_PAGE_MAX),
+        "member_state_response": member_page(),
+    }
+)  # fmt: skip
 
 
 def test_samples_cover_every_message_type() -> None:

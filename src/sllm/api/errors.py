@@ -3,24 +3,26 @@
 `ApiError` is raised anywhere in a request's handling; the app turns it into the JSON
 body and status (and ``Retry-After`` for 429). Validation failures from pydantic become
 400s that name the first bad field.
+
+This module imports only the standard library at load time (the worker's runtime raises
+`ApiError` and must import on a bare python3); FastAPI is imported where it is used.
 """
 
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from fastapi import FastAPI, Request
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
-
-from sllm.api.schemas import ErrorBody, ErrorDetail
+if TYPE_CHECKING:
+    from fastapi import FastAPI
+    from fastapi.responses import JSONResponse
 
 TYPES = {
     400: "invalid_request_error",
     401: "authentication_error",
     404: "not_found_error",
     429: "rate_limit_error",
+    502: "api_error",
     503: "service_unavailable",
     504: "timeout_error",
 }
@@ -43,19 +45,22 @@ class ApiError(Exception):
         self.retry_after_s = retry_after_s
 
     def body(self) -> dict[str, Any]:
-        detail = ErrorDetail(
-            message=self.message,
-            type=TYPES.get(self.status, "api_error"),
-            param=self.param,
-            code=self.code,
-        )
-        return ErrorBody(error=detail).model_dump()
+        return {
+            "error": {
+                "message": self.message,
+                "type": TYPES.get(self.status, "api_error"),
+                "param": self.param,
+                "code": self.code,
+            }
+        }
 
     def sse(self) -> bytes:
         """The error as one server-sent event, to end a stream that already started."""
         return b"data: " + json.dumps(self.body()).encode() + b"\n\n"
 
     def response(self, request_id: str = "") -> JSONResponse:
+        from fastapi.responses import JSONResponse
+
         headers = {"x-request-id": request_id} if request_id else {}
         if self.retry_after_s is not None:
             headers["retry-after"] = str(self.retry_after_s)
@@ -63,6 +68,9 @@ class ApiError(Exception):
 
 
 def install_error_handlers(app: FastAPI) -> None:
+    from fastapi import Request
+    from fastapi.exceptions import RequestValidationError
+
     @app.exception_handler(ApiError)
     async def api_error(request: Request, error: ApiError) -> JSONResponse:
         return error.response(request.headers.get("x-request-id", ""))

@@ -5,30 +5,44 @@ benchmark does, as its baseline). A request is admitted by the worker's state ma
 (bounded queue, slots, model tiers) before anything is sent back, so a worker that cannot
 take it answers with an error status and the front door places it elsewhere. Once it
 runs, every token is sent as it is generated; the last chunk carries ``finish_reason``
-and ``usage``, then ``data: [DONE]``. A client that goes away cancels the work.
+and ``usage``, then ``data: [DONE]``. A client that goes away cancels the work: while the
+request waits for admission (`unless_disconnected`), and while it streams, including the
+case where the client left before the stream began (`Generation.close` then runs from
+the response itself, since the stream's own cleanup never started).
 """
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import AsyncIterator, Collection
-from dataclasses import dataclass
 from typing import Protocol
 
 from fastapi import APIRouter, Request
 from fastapi.responses import StreamingResponse
+from starlette.types import Receive, Scope, Send
 
 from sllm.api import sse
+from sllm.api.disconnect import ClientGone, unless_disconnected
+from sllm.api.errors import ApiError
+from sllm.api.request_id import request_id_of
 from sllm.api.schemas import ChatCompletionRequest, CompletionRequest
-from sllm.engines.base import Delta, GenerationParams
+from sllm.engines.base import GenerationParams
+from sllm.runtime.generation import Generation
 
 
-@dataclass(slots=True)
-class Generation:
-    """An admitted, running request: its prompt size and its stream of deltas."""
+class _GenerationResponse(StreamingResponse):
+    """A streaming response that closes its generation however the response ends."""
 
-    prompt_tokens: int
-    deltas: AsyncIterator[Delta]
+    def __init__(
+        self, content: AsyncIterator[bytes], generation: Generation, headers: dict[str, str]
+    ) -> None:
+        super().__init__(content, media_type="text/event-stream", headers=headers)
+        self.generation = generation
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self.generation.close()
 
 
 class GenerationBackend(Protocol):
@@ -65,11 +79,16 @@ def worker_router(backend: GenerationBackend) -> APIRouter:
         prompt: str | list[dict[str, str]],
         params: GenerationParams,
     ) -> StreamingResponse:
-        request_id = request.headers.get("x-request-id") or f"req-{uuid.uuid4().hex[:16]}"
-        generation = await backend.start(request_id, model, prompt, params)
-        return StreamingResponse(
+        request_id = request_id_of(request)
+        try:
+            generation = await unless_disconnected(
+                request, backend.start(request_id, model, prompt, params)
+            )
+        except ClientGone:  # `start` was cancelled, which withdrew the request
+            raise ApiError(400, "the client closed the request") from None
+        return _GenerationResponse(
             _stream(kind, request_id, model, generation),
-            media_type="text/event-stream",
+            generation,
             headers={"x-request-id": request_id},
         )
 

@@ -6,7 +6,9 @@ from typing import Any
 
 
 def add_bench_parsers(parser: Any) -> None:
-    from sllm.bench import placement
+    from sllm.bench import gossip, placement, simulator
 
     sub = parser.add_subparsers(dest="benchmark", required=True, metavar="BENCHMARK")
     placement.add_parser(sub)
+    gossip.add_parser(sub)
+    simulator.add_parser(sub)

@@ -107,6 +107,13 @@ class Coordinator:
             for worker_id in self.view.expire(now)
         ]
 
+    def forget(self, worker_id: str, now: float) -> list[Notice]:
+        """Drop a worker the data plane found unreachable; its next report brings it back."""
+        if worker_id not in self.view:
+            return []
+        self.view.remove(worker_id)
+        return [Notice("worker_forgotten", {"worker": worker_id, "why": "unreachable"})]
+
     def next_deadline(self) -> float | None:
         """When the oldest live worker times out if it stays silent."""
         oldest = next(self.view.entries(), None)

@@ -26,7 +26,7 @@ Loads are small integers (queued + running + pending), so each index is a
 bucket queue: ``load -> insertion-ordered ids``, plus a sorted list of the loads present.
 Finding the least-loaded worker costs O(1) in the common case and an update costs
 O(log L) for L distinct loads. Ties go to the worker whose load changed longest ago,
-which spreads equal-load work around.
+which spreads equal-load work around (a report that changes nothing moves nothing).
 """
 
 from __future__ import annotations
@@ -178,14 +178,28 @@ class ClusterView:
             held = entry.report
             if report.seq <= held.seq and report.timestamp <= held.timestamp:
                 return False
-            self._unindex(entry)
+            # Most reports change nothing placement looks at; re-indexing them would be
+            # most of the cost of taking a report in.
+            unchanged = (
+                not entry.arriving
+                and entry.pending == 0
+                and report.queue_depth == held.queue_depth
+                and report.running == held.running
+                and report.ready == held.ready
+                and report.slots == held.slots
+                and report.queue_capacity == held.queue_capacity
+                and report.models == held.models
+            )
+            if not unchanged:
+                self._unindex(entry)
             entry.report = report
             entry.last_seen = now
             entry.pending = 0
             entry.arriving.clear()
             entry.extra_backlog_s = 0.0
             self._entries.move_to_end(report.node_id)
-            self._index(entry)
+            if not unchanged:
+                self._index(entry)
             return False
         entry = WorkerEntry(report=report, last_seen=now)
         self._entries[report.node_id] = entry
@@ -202,10 +216,10 @@ class ClusterView:
         `next_deadline`, which a driver can then schedule without spinning on it.
         """
         gone: list[str] = []
-        deadline = now - self.worker_timeout
         while self._entries:
             worker_id, entry = next(iter(self._entries.items()))
-            if entry.last_seen > deadline:
+            # The same sum as `next_deadline`, so float rounding cannot make them disagree.
+            if entry.last_seen + self.worker_timeout > now:
                 break
             self.remove(worker_id)
             gone.append(worker_id)

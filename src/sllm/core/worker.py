@@ -168,6 +168,9 @@ class WorkerState:
         self._host: OrderedDict[str, int] = OrderedDict()
         self._disk: OrderedDict[str, int] = OrderedDict()
         self._load: _Load | None = None
+        # The models a report names, and how many are held. Every change to the tiers (or
+        # to their LRU order) resets it to None, so reports rebuild it only after a change.
+        self._summary: tuple[dict[str, int], int] | None = None
         self._load_queue: deque[str] = deque()
         self._seq = 0
         self.accepted_total = 0
@@ -239,22 +242,16 @@ class WorkerState:
         the sender's wall clock (it orders a restarted worker's reports); default `now`.
         """
         self._seq += 1
-        tiers: dict[str, int] = {}
-        arriving = [self._load.model] if self._load is not None else []
-        arriving.extend(self._load_queue)
-        for model in [*reversed(self._gpu), *arriving]:
-            tiers.setdefault(model, Tier.GPU)
-        for cache, tier in ((self._host, Tier.HOST), (self._disk, Tier.DISK)):
-            for model in reversed(cache):  # most recently used first
-                tiers.setdefault(model, tier)
-        kept = dict(list(tiers.items())[:REPORT_MAX_MODELS])
+        if self._summary is None:
+            self._summary = self._summarize_models()
+        kept, held = self._summary
         return WorkerReport(
             node_id=self.worker_id,
             host=host,
             port=port,
             http_port=http_port,
-            models={name: int(tier) for name, tier in kept.items()},
-            models_omitted=len(tiers) - len(kept),
+            models=kept,
+            models_omitted=held - len(kept),
             queue_depth=self.queue_depth,
             queue_capacity=self.resources.queue_capacity,
             running=self.running,
@@ -268,10 +265,38 @@ class WorkerState:
             timestamp=max(0.0, now if timestamp is None else timestamp),
         )
 
+    def _summarize_models(self) -> tuple[dict[str, int], int]:
+        """The fastest-tier models, most recently used first, and how many are held in all."""
+        arriving = [self._load.model] if self._load is not None else []
+        arriving.extend(self._load_queue)
+        kept: dict[str, int] = {}
+        sources = (
+            (reversed(self._gpu), int(Tier.GPU)),
+            (arriving, int(Tier.GPU)),
+            (reversed(self._host), int(Tier.HOST)),  # most recently used first
+            (reversed(self._disk), int(Tier.DISK)),
+        )
+        for models, tier in sources:
+            for model in models:
+                if len(kept) == REPORT_MAX_MODELS:
+                    break
+                kept.setdefault(model, tier)
+        held = len(self._gpu.keys() | self._host.keys() | self._disk.keys() | set(arriving))
+        return kept, held
+
     # -- events in -------------------------------------------------------------------
 
     def submit(self, request: InferenceRequest, now: float) -> list[Action]:
-        """A request arrives. It is queued, or finished at once with a reason."""
+        """A request arrives. It is queued, or finished at once with a reason.
+
+        A duplicate of a request already queued or running (a datagram the network
+        delivered twice) is dropped: the first copy answers.
+        """
+        request_id = request.request_id
+        if request_id in self._running or any(
+            waiting.spec.request_id == request_id for waiting in self._queue
+        ):
+            return []
         spec = self.catalog.get(request.model)
         reason = ""
         if not self.ready:
@@ -296,7 +321,9 @@ class WorkerState:
             return []
         size = self.catalog[model].size_bytes
         self._load = None
+        self._summary = None
         self._gpu[model] = _GpuModel(size, last_used=now, queued=self._queued_for(model))
+        self._summary = None
         actions = self._cache(self._host, model, size, self.resources.host_bytes)
         actions.extend(self._cache(self._disk, model, size, self.resources.disk_bytes))
         return actions + self._dispatch(now)
@@ -306,6 +333,7 @@ class WorkerState:
         if self._load is None or self._load.model != model:
             return []
         self._load = None
+        self._summary = None
         actions: list[Action] = []
         for waiting in [r for r in self._queue if r.spec.model == model]:
             self._queue.remove(waiting)
@@ -328,6 +356,7 @@ class WorkerState:
             gpu_model.running -= 1
             gpu_model.last_used = now
             self._gpu.move_to_end(request.spec.model)
+            self._summary = None
         if ok:
             self.completed_total += 1
         return [self._finish(request, now, ok, reason), *self._dispatch(now)]
@@ -376,6 +405,7 @@ class WorkerState:
             gpu_model.running += 1
             gpu_model.last_used = now
             self._gpu.move_to_end(request.spec.model)
+            self._summary = None
             request.started = now
             self._running[request.spec.request_id] = request
             spec = request.spec
@@ -393,6 +423,7 @@ class WorkerState:
             loading = self._load is not None and self._load.model == model
             if model not in self._gpu and not loading and model not in self._load_queue:
                 self._load_queue.append(model)
+                self._summary = None
         if self._load is None and self._load_queue:
             actions.extend(self._start_next_load(now))
         return actions
@@ -411,6 +442,7 @@ class WorkerState:
         if free < size:
             return actions  # wait until running requests release a model
         self._load_queue.popleft()
+        self._summary = None
         source = self.tier_of(model)
         self._load = _Load(model, source, now, self.cost.load_time(size, source))
         actions.append(StartLoad(model, source))
@@ -418,6 +450,7 @@ class WorkerState:
 
     def _demote(self, model: str) -> list[Action]:
         resident = self._gpu.pop(model)
+        self._summary = None
         actions = self._cache(self._host, model, resident.size_bytes, self.resources.host_bytes)
         if model in self._host:
             destination = Tier.HOST
@@ -440,6 +473,7 @@ class WorkerState:
             used -= victim_size
             actions.append(Evict(victim, tier, self._next_tier_holding(victim, tier)))
         cache[model] = size
+        self._summary = None
         return actions
 
     def _next_tier_holding(self, model: str, below: Tier) -> Tier:
@@ -469,3 +503,4 @@ class WorkerState:
             self._cache(self._host, model, size, self.resources.host_bytes)
         if tier is Tier.GPU and self.gpu_used + size <= self.resources.gpu_bytes:
             self._gpu[model] = _GpuModel(size, last_used=now)
+            self._summary = None

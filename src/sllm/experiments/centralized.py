@@ -19,7 +19,7 @@ import json
 import signal
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from sllm.config import POLICY_NAMES
@@ -80,11 +80,21 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 class Driver:
-    """Replays a workload against a live coordinator and records what clients see."""
+    """Replays a workload against a live scheduler and records what clients see.
 
-    def __init__(self, endpoint: Endpoint, coordinator: Address) -> None:
+    The scheduler is the coordinator, or, with `pick_scheduler`, whatever it returns for
+    each request and each state sample (the decentralized script: a random live node).
+    """
+
+    def __init__(
+        self,
+        endpoint: Endpoint,
+        coordinator: Address,
+        pick_scheduler: Callable[[], Address] | None = None,
+    ) -> None:
         self.endpoint = endpoint
         self.coordinator = coordinator
+        self.pick_scheduler = pick_scheduler or (lambda: coordinator)
         self.outcomes: list[RequestOutcome] = []
         self.samples: dict[str, WorkerSamples] = {}
         self.active_workers = 0
@@ -111,11 +121,14 @@ class Driver:
         )
         try:
             decision = await self.endpoint.request(
-                schedule, self.coordinator, ScheduleResponse, SCHEDULE_TIMEOUT_S
+                schedule, self.pick_scheduler(), ScheduleResponse, SCHEDULE_TIMEOUT_S
             )
         except TimeoutError:
             self.outcomes.append(RequestOutcome(request_id, arrival.model, False, "no_decision"))
             return
+        except asyncio.CancelledError:
+            self.outcomes.append(RequestOutcome(request_id, arrival.model, False, "unfinished"))
+            raise
         if decision.action == "reject":
             self.outcomes.append(
                 RequestOutcome(request_id, arrival.model, False, f"rejected: {decision.reason}")
@@ -155,7 +168,7 @@ class Driver:
         while True:
             await asyncio.sleep(SAMPLE_PERIOD_S)
             try:
-                state = await get_cluster_state(self.endpoint, self.coordinator)
+                state = await get_cluster_state(self.endpoint, self.pick_scheduler())
             except TimeoutError:
                 self.missed_samples += 1
                 continue

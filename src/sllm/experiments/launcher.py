@@ -15,6 +15,7 @@ import os
 import signal
 import sys
 from collections import deque
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -58,9 +59,15 @@ class ServiceProcess:
         env: dict[str, str] | None = None,
         echo: bool = False,
         ready_timeout: float = READY_TIMEOUT_S,
+        command_prefix: Sequence[str] = (),
     ) -> ServiceProcess:
-        """Start ``python -m sllm *args`` and wait until it logs ``listening``."""
+        """Start ``python -m sllm *args`` and wait until it logs ``listening``.
+
+        `command_prefix` runs it through another command that then execs it, such as
+        ``ip netns exec NAME`` (the network-namespace tests).
+        """
         process = await asyncio.create_subprocess_exec(
+            *command_prefix,
             sys.executable,
             "-m",
             "sllm",

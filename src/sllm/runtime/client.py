@@ -12,8 +12,15 @@ from typing import Any
 
 from sllm.core.tiers import Tier
 from sllm.runtime.udp import Address, Endpoint
-from sllm.wire import ClusterStateRequest, ClusterStateResponse, WorkerSummary
-from sllm.wire.messages import STATE_PAGE_MAX_WORKERS
+from sllm.wire import (
+    ClusterStateRequest,
+    ClusterStateResponse,
+    MemberStateRequest,
+    MemberStateResponse,
+    MemberSummary,
+    WorkerSummary,
+)
+from sllm.wire.messages import MEMBER_PAGE_MAX, STATE_PAGE_MAX_WORKERS
 
 # Bounds a status call against a coordinator that keeps growing while we page.
 MAX_PAGES = 10_000
@@ -89,5 +96,95 @@ def render_table(state: dict[str, Any]) -> str:
             f"{worker['id']:<20} {worker['address']:<22} {worker['queue_depth']:>5} "
             f"{worker['running']:>4} {worker['gpu_utilization']:>5.0%} "
             f"{worker['last_report_age_s']:>5.1f}s  {', '.join(gpu_models) or '-'}"
+        )
+    return "\n".join(lines)
+
+
+# -- decentralized nodes ---------------------------------------------------------------
+
+MEMBER_STATES = ("alive", "suspect", "dead", "left")  # index = the wire value
+
+
+async def get_node_state(endpoint: Endpoint, node: Address, timeout: float = 2.0) -> dict[str, Any]:
+    """A node's cluster state (its own view, same keys as a coordinator's) plus ``gossip``.
+
+    The ``gossip`` section holds the node's membership: members by state, each member's
+    state, incarnation and the age of what the node knows about it, false suspicions,
+    bytes sent and received per second, and rejected datagrams.
+    """
+    state = await get_cluster_state(endpoint, node, timeout)
+    summary, members = await get_members(endpoint, node, timeout)
+    state["gossip"] = gossip_as_dict(summary, members)
+    return state
+
+
+async def get_members(
+    endpoint: Endpoint, node: Address, timeout: float = 2.0, pages: int = MAX_PAGES
+) -> tuple[MemberStateResponse, list[MemberSummary]]:
+    """A node's gossip counters and its members sorted by id (at most `pages` pages)."""
+    first: MemberStateResponse | None = None
+    members: list[MemberSummary] = []
+    for _ in range(pages):
+        request = MemberStateRequest(secrets.token_hex(8), len(members), MEMBER_PAGE_MAX)
+        page = await endpoint.request(request, node, MemberStateResponse, timeout)
+        first = first or page
+        members.extend(page.members)
+        total = page.alive + page.suspect + page.dead + page.left
+        if not page.members or len(members) >= total:
+            break
+    assert first is not None
+    return first, members
+
+
+def gossip_as_dict(summary: MemberStateResponse, members: list[MemberSummary]) -> dict[str, Any]:
+    return {
+        "node_id": summary.node_id,
+        "incarnation": summary.incarnation,
+        "members": {
+            "alive": summary.alive,
+            "suspect": summary.suspect,
+            "dead": summary.dead,
+            "left": summary.left,
+        },
+        "false_suspicions": summary.false_suspicions,
+        "refuted": summary.refuted,
+        "local_health": summary.local_health,
+        "bytes_sent_per_s": round(summary.bytes_sent_per_s, 1),
+        "bytes_received_per_s": round(summary.bytes_received_per_s, 1),
+        "rejected_datagrams": summary.rejected_datagrams,
+        "member_list": [
+            {
+                "id": m.node_id,
+                "address": f"{m.host}:{m.port}",
+                "state": MEMBER_STATES[m.state],
+                "incarnation": m.incarnation,
+                "info_age_s": round(m.info_age_s, 3),
+                "report_age_s": round(m.report_age_s, 3) if m.reported else None,
+            }
+            for m in members
+        ],
+    }
+
+
+def render_gossip(gossip: dict[str, Any]) -> str:
+    """The ``gossip`` section of a node's state as a table."""
+    counts = gossip["members"]
+    lines = [
+        f"node {gossip['node_id']}  incarnation {gossip['incarnation']}  members "
+        + " ".join(f"{name} {counts[name]}" for name in MEMBER_STATES)
+        + f"  false suspicions {gossip['false_suspicions']}  refuted {gossip['refuted']}  "
+        f"local health {gossip['local_health']}",
+        f"traffic out {gossip['bytes_sent_per_s']:.0f} B/s in "
+        f"{gossip['bytes_received_per_s']:.0f} B/s  rejected datagrams "
+        f"{gossip['rejected_datagrams']}",
+        f"{'MEMBER':<20} {'ADDRESS':<22} {'STATE':<8} {'INC':>4} {'INFO AGE':>9} "
+        f"{'REPORT AGE':>11}",
+    ]
+    for member in gossip["member_list"]:
+        report_age = member["report_age_s"]
+        shown = "-" if report_age is None else f"{report_age:.1f}s"
+        lines.append(
+            f"{member['id']:<20} {member['address']:<22} {member['state']:<8} "
+            f"{member['incarnation']:>4} {member['info_age_s']:>8.1f}s {shown:>11}"
         )
     return "\n".join(lines)

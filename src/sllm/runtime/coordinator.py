@@ -2,7 +2,8 @@
 
 It decodes each datagram, hands it to the core, sends the replies to the sender and logs
 what the core noticed. A timer expires silent workers. Everything it knows comes from
-worker reports, so restarting it loses nothing but its counters.
+worker reports, so restarting it loses nothing but its counters. With an `http_port` it
+also serves health, readiness and metrics (`sllm.runtime.monitoring`).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from collections.abc import Mapping
 from sllm.core.coordinator import Coordinator, Notice
 from sllm.core.cost import CostModel, ModelInfo
 from sllm.logs import log_event
+from sllm.runtime.monitoring import HttpService, start_coordinator_http
 from sllm.runtime.udp import Address, Endpoint
 from sllm.wire import Codec, Message, WorkerReport
 
@@ -43,9 +45,14 @@ class CoordinatorServer:
         cost: CostModel,
         worker_timeout: float,
         seed: int | None = None,
+        http_port: int | None = None,
+        api_keys: frozenset[str] = frozenset(),
     ) -> None:
         self.host = host
         self.port = port
+        self.http_port = http_port  # None: no HTTP; 0: any free port
+        self.http: HttpService | None = None
+        self.api_keys = api_keys
         self.codec = codec
         self.core = Coordinator(
             policy, catalog, cost, worker_timeout, random.Random(seed), time.monotonic()
@@ -60,6 +67,8 @@ class CoordinatorServer:
 
     async def start(self) -> None:
         self.endpoint = await Endpoint.bind(self.codec, self.host, self.port, self._on_message)
+        if self.http_port is not None:  # before `listening`, which launchers wait for
+            self.http = await start_coordinator_http(self, self.host, self.http_port, self.api_keys)
         host, port = self.endpoint.address
         log_event(
             log,
@@ -80,6 +89,8 @@ class CoordinatorServer:
             await asyncio.gather(self._expiry, return_exceptions=True)
         if self.endpoint is not None:
             self.endpoint.close()
+        if self.http is not None:
+            await self.http.stop()
 
     def _on_message(self, message: Message, sender: Address) -> None:
         if isinstance(message, WorkerReport) and not message.host:
@@ -89,16 +100,16 @@ class CoordinatorServer:
         assert self.endpoint is not None
         for reply in outcome.replies:
             self.endpoint.send(reply, sender)
-        self._log(outcome.notices)
+        self.log_notices(outcome.notices)
 
     async def _expire_silent_workers(self) -> None:
         timeout = self.core.view.worker_timeout
         period = max(EXPIRY_MIN_PERIOD_S, timeout / EXPIRY_CHECKS_PER_TIMEOUT)
         while True:
             await asyncio.sleep(period)
-            self._log(self.core.expire(time.monotonic()))
+            self.log_notices(self.core.expire(time.monotonic()))
 
-    def _log(self, notices: list[Notice]) -> None:
+    def log_notices(self, notices: list[Notice]) -> None:
         for notice in notices:
             level = logging.WARNING if notice.event == "worker_lost" else logging.INFO
             log_event(log, level, notice.event, **notice.fields)

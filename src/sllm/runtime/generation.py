@@ -11,7 +11,8 @@ starts it (`StartRequest`), tokens are produced by the model's engine:
   into the event loop.
 
 The stream's end reports ``request_done`` to the state machine; a client that goes away
-reports ``cancel``, which also stops a real generation between two tokens.
+reports ``cancel``, which also stops a real generation between two tokens. Exactly one of
+the two is reported per request, whether the stream ran to its end, broke, or never began.
 """
 
 from __future__ import annotations
@@ -20,12 +21,13 @@ import asyncio
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Collection, Iterator, Mapping
+from dataclasses import dataclass
 from typing import Protocol
 
 from sllm.api.errors import ApiError
-from sllm.api.worker_api import Generation
 from sllm.catalog import CatalogModel
 from sllm.core.cost import CostModel
+from sllm.core.tiers import Tier
 from sllm.core.worker import Action, Finished, StartRequest, WorkerState
 from sllm.engines.base import Delta, GenerationParams
 from sllm.wire import InferenceRequest
@@ -43,7 +45,26 @@ REJECTIONS = {
 }
 
 
+@dataclass(slots=True)
+class Generation:
+    """An admitted, running request: its prompt size, its stream of deltas, and `close`.
+
+    `close` ends the request as cancelled unless the stream already finished it; it may be
+    called any number of times.
+    """
+
+    prompt_tokens: int
+    deltas: AsyncIterator[Delta]
+    close: Callable[[], None]
+
+
 class RealEngine(Protocol):
+    """What the worker needs of a real engine (`sllm.engines.transformers_engine`)."""
+
+    def load(self, name: str, source: Tier) -> None: ...
+
+    def evict(self, name: str, source: Tier, destination: Tier) -> None: ...
+
     def encode_prompt(self, name: str, prompt: str | list[dict[str, str]]) -> list[int]: ...
 
     def generate(
@@ -114,36 +135,51 @@ class HttpRequests:
             self._admitted.pop(request_id, None)
             self.carry_out(self.state.cancel(request_id, time.monotonic()))
             raise
-        spec = self.catalog[model]
-        if spec.engine == "transformers":
-            engine = self.real_engine()
-            prompt_ids = await asyncio.to_thread(engine.encode_prompt, model, prompt)
-            deltas = self._real_deltas(engine, model, prompt_ids, params)
-            prompt_tokens = len(prompt_ids)
-        else:
-            deltas = self._sim_deltas(spec, started, estimate, params)
-            prompt_tokens = estimate
-        return Generation(prompt_tokens, self._tracked(request_id, deltas))
+        ended = False
 
-    async def _tracked(self, request_id: str, deltas: AsyncIterator[Delta]) -> AsyncIterator[Delta]:
-        """Report the first token and the end (or the cancellation) to the state machine."""
-        first = True
-        finished = False
-        try:
-            async for delta in deltas:
-                if first:
-                    self.state.first_token(request_id, time.monotonic())
-                    first = False
-                if delta.finish_reason is not None:
-                    finished = True
-                yield delta
-        finally:
+        def end(finished: bool) -> None:
+            """Report the request's end to the state machine, once."""
+            nonlocal ended
+            if ended:
+                return
+            ended = True
             self._admitted.pop(request_id, None)
             now = time.monotonic()
             if finished:
                 self.carry_out(self.state.request_done(request_id, now))
             else:
                 self.carry_out(self.state.cancel(request_id, now))
+
+        spec = self.catalog[model]
+        try:
+            if spec.engine == "transformers":
+                engine = self.real_engine()
+                prompt_ids = await asyncio.to_thread(engine.encode_prompt, model, prompt)
+                deltas = self._real_deltas(engine, model, prompt_ids, params)
+                prompt_tokens = len(prompt_ids)
+            else:
+                deltas = self._sim_deltas(spec, started, estimate, params)
+                prompt_tokens = estimate
+        except BaseException:
+            end(False)
+            raise
+        return Generation(prompt_tokens, self._tracked(request_id, deltas, end), lambda: end(False))
+
+    async def _tracked(
+        self, request_id: str, deltas: AsyncIterator[Delta], end: Callable[[bool], None]
+    ) -> AsyncIterator[Delta]:
+        """Report the first token and the end (or the cancellation) to the state machine."""
+        first = True
+        try:
+            async for delta in deltas:
+                if first:
+                    self.state.first_token(request_id, time.monotonic())
+                    first = False
+                if delta.finish_reason is not None:
+                    end(True)  # now: the stream need not ask for anything after the last delta
+                yield delta
+        finally:
+            end(False)  # a no-op once it finished
 
     async def _sim_deltas(
         self,

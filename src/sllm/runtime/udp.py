@@ -26,6 +26,13 @@ from sllm.wire import (
     Codec,
     DecodeError,
     EncodeError,
+    GossipAck,
+    GossipPing,
+    GossipPingReq,
+    GossipPush,
+    GossipSync,
+    LoadProbeReply,
+    MemberStateResponse,
     Message,
     RejectCounter,
     WorkerReport,
@@ -42,7 +49,10 @@ def shrink(message: Message) -> Message | None:
     """A smaller message saying less but nothing false; None when it cannot shrink.
 
     A report moves its slowest-tier half of models into `models_omitted`; a cluster-state
-    page carries one worker fewer (the client asks for the rest by offset).
+    or member-state page carries one entry fewer (the client asks for the rest by offset).
+    A gossip message drops its last piggybacked report, then its last member update (the
+    sender fills them freshest first, and what is dropped is sent again later); a probe
+    reply shrinks the report it carries.
     """
     if isinstance(message, WorkerReport) and message.models:
         kept = dict(list(message.models.items())[: len(message.models) // 2])
@@ -50,6 +60,18 @@ def shrink(message: Message) -> Message | None:
         return dataclasses.replace(message, models=kept, models_omitted=omitted)
     if isinstance(message, ClusterStateResponse) and len(message.workers) > 1:
         return dataclasses.replace(message, workers=message.workers[:-1])
+    if isinstance(message, MemberStateResponse) and len(message.members) > 1:
+        return dataclasses.replace(message, members=message.members[:-1])
+    if isinstance(message, GossipPing | GossipAck | GossipPingReq | GossipSync | GossipPush):
+        if message.reports:
+            return dataclasses.replace(message, reports=message.reports[:-1])
+        if message.members:
+            return dataclasses.replace(message, members=message.members[:-1])
+        return None
+    if isinstance(message, LoadProbeReply) and message.reports:
+        smaller = shrink(message.reports[0])
+        if isinstance(smaller, WorkerReport):
+            return dataclasses.replace(message, reports=(smaller,))
     return None
 
 

@@ -9,35 +9,75 @@ The coordinator's name is resolved again before every report, so a coordinator t
 comes back at a new address (a restarted container) is found without restarting workers.
 On stop, the worker sends one last report with ``ready = false`` so that the coordinator
 stops placing work on it before the timeout would tell it so.
+
+With an `http_port` it also serves health, readiness and metrics
+(`sllm.runtime.monitoring`), advertises that port in its reports, and tells its `observer`
+(the metrics' histograms) how long each request and each model load took.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import socket
+import threading
 import time
 from collections.abc import Mapping
+from typing import Protocol
 
-from sllm.core.cost import CostModel, ModelInfo
+from sllm.catalog import CatalogModel
+from sllm.core.cost import CostModel
 from sllm.core.tiers import Tier
 from sllm.core.worker import (
     Action,
     Evict,
     Finished,
+    StartLoad,
+    StartRequest,
     WorkerResources,
     WorkerState,
     prestaged,
 )
-from sllm.engines.sim import SimEngine, Timer, fire
+from sllm.engines.sim import SimEngine, Timer, TimerKind, fire
 from sllm.logs import log_event
+from sllm.runtime.generation import HttpRequests, RealEngine
+from sllm.runtime.monitoring import HttpService, start_worker_http
 from sllm.runtime.udp import Address, Endpoint
+from sllm.store import ModelStore
 from sllm.wire import Codec, InferenceRequest, InferenceResult, Message
 
 log = logging.getLogger("sllm.worker")
 
+DEFAULT_CACHE_DIR = os.path.join(os.path.expanduser("~"), ".cache", "sllm", "models")
+
+
+def _has_real(catalog: Mapping[str, CatalogModel]) -> bool:
+    return any(model.engine != "sim" for model in catalog.values())
+
+
+def _import_real_engine() -> None:
+    """Import the real engine's libraries (several seconds of CPU for transformers)."""
+    try:
+        import transformers
+
+        import sllm.engines.transformers_engine  # noqa: F401
+
+        transformers.AutoModelForCausalLM  # noqa: B018 (a lazy module: this imports it)
+    except ImportError as error:  # the first load reports it where it matters
+        log_event(log, logging.WARNING, "real_engine_unavailable", error=str(error))
+
+
 # A lookup failure is logged once per this many seconds, not once per report.
 UNRESOLVED_LOG_PERIOD_S = 30.0
+
+
+class WorkerObserver(Protocol):
+    """Told what the worker did, as it happens (the metrics' histograms implement it)."""
+
+    def finished(self, result: Finished) -> None: ...
+
+    def model_loaded(self, model: str, source: Tier, seconds: float) -> None: ...
 
 
 class WorkerServer:
@@ -52,28 +92,43 @@ class WorkerServer:
         port: int,
         coordinator: Address,
         codec: Codec,
-        catalog: Mapping[str, ModelInfo],
+        catalog: Mapping[str, CatalogModel],
         cost: CostModel,
         resources: WorkerResources,
         report_interval: float,
         advertise_host: str = "",
         prestage: Tier | None = Tier.DISK,
+        http_port: int | None = None,
+        model_cache_dir: str | None = None,
     ) -> None:
         self.host = host
         self.port = port
+        self.http_port = http_port  # None: no HTTP; 0: any free port
+        self.http: HttpService | None = None
+        self.observer: WorkerObserver | None = None
+        self._loads: dict[str, tuple[float, Tier]] = {}  # model -> (started, source)
         self.coordinator = coordinator
         self.codec = codec
         self.report_interval = report_interval
         self.advertise_host = advertise_host
+        self.catalog = catalog
+        self.store = (
+            ModelStore(model_cache_dir or DEFAULT_CACHE_DIR) if _has_real(catalog) else None
+        )
         self.state = WorkerState(
             worker_id,
             resources,
             catalog,
             cost,
-            prestaged(catalog, resources, prestage),
+            self._found_at_start(resources, prestage),
             now=time.monotonic(),
         )
         self.engine = SimEngine(catalog, cost)
+        self._real: RealEngine | None = None
+        self._real_lock = threading.Lock()
+        self.generation = HttpRequests(
+            self.state, catalog, cost, self._carry_out, self._real_engine
+        )
         self.endpoint: Endpoint | None = None
         self._reporter: asyncio.Task[None] | None = None
         self._requesters: dict[str, Address] = {}
@@ -85,8 +140,32 @@ class WorkerServer:
         assert self.endpoint is not None
         return self.endpoint.address
 
+    def _found_at_start(self, resources: WorkerResources, prestage: Tier | None) -> dict[str, Tier]:
+        """Where checkpoints are at start: sim models as prestaged, real ones as on disk."""
+        simulated = {name: m for name, m in self.catalog.items() if m.engine == "sim"}
+        found = prestaged(simulated, resources, prestage)
+        if self.store is not None:
+            found.update(dict.fromkeys(self.store.cached(dict(self.catalog)), Tier.DISK))
+        return found
+
+    def _real_engine(self) -> RealEngine:
+        """The transformers engine, built on first use (from any thread, once)."""
+        with self._real_lock:
+            if self._real is None:
+                from sllm.engines.transformers_engine import TransformersEngine
+
+                assert self.store is not None
+                self._real = TransformersEngine(self.catalog, self.store)
+            return self._real
+
+    def _is_real(self, model: str) -> bool:
+        spec = self.catalog.get(model)
+        return spec is not None and spec.engine != "sim"
+
     async def start(self) -> None:
         self.endpoint = await Endpoint.bind(self.codec, self.host, self.port, self._on_message)
+        if self.http_port is not None:  # before `listening`, which launchers wait for
+            self.http = await start_worker_http(self, self.host, self.http_port)
         host, port = self.endpoint.address
         log_event(
             log,
@@ -99,6 +178,11 @@ class WorkerServer:
             coordinator=f"{self.coordinator[0]}:{self.coordinator[1]}",
         )
         self._reporter = asyncio.create_task(self._report_forever())
+        if self.store is not None:
+            # torch and transformers take seconds of CPU to import: do it now, off the event
+            # loop, rather than in the first cold start (which would then time the import).
+            # A daemon thread: a worker stopped meanwhile exits without waiting for it.
+            threading.Thread(target=_import_real_engine, name="import-torch", daemon=True).start()
 
     async def stop(self) -> None:
         if self._reporter is not None:
@@ -110,6 +194,8 @@ class WorkerServer:
         await self._send_report()  # tell the coordinator at once that we are going
         if self.endpoint is not None:
             self.endpoint.close()
+        if self.http is not None:
+            await self.http.stop()
 
     # -- reports -----------------------------------------------------------------------
 
@@ -125,8 +211,9 @@ class WorkerServer:
         if target is None:
             return
         _, port = self.endpoint.address
+        http_port = self.http.port if self.http is not None else 0
         report = self.state.report(
-            time.monotonic(), self.advertise_host, port, timestamp=time.time()
+            time.monotonic(), self.advertise_host, port, http_port, timestamp=time.time()
         )
         self.endpoint.send(report, target)
 
@@ -154,6 +241,14 @@ class WorkerServer:
         if not isinstance(message, InferenceRequest):
             log_event(log, logging.DEBUG, "unexpected_message", type=message.TYPE)
             return
+        if self._is_real(message.model):
+            # Real models stream over HTTP; the UDP data path is the sim engine's.
+            refusal = InferenceResult(
+                message.request_id, self.state.worker_id, False, "use_http", False, 0.0, 0.0, 0.0
+            )
+            if self.endpoint is not None:
+                self.endpoint.send(refusal, sender)
+            return
         self._requesters[message.request_id] = sender
         self._carry_out(self.state.submit(message, time.monotonic()))
 
@@ -161,22 +256,86 @@ class WorkerServer:
         loop = asyncio.get_running_loop()
         for action in actions:
             if isinstance(action, Finished):
-                self._send_result(action)
+                if self.generation.owns(action.request_id):
+                    self.generation.on_finished(action)
+                else:
+                    self._send_result(action)
+                if self.observer is not None:
+                    self.observer.finished(action)
+                continue
+            if isinstance(action, StartRequest) and self.generation.owns(action.request_id):
+                self.generation.on_start(action)  # the HTTP stream drives it from here
+                continue
+            if isinstance(action, StartLoad):
+                self._loads[action.model] = (time.monotonic(), action.source)
+                if self._is_real(action.model):
+                    self._load_for_real(action)
+                    continue
             elif isinstance(action, Evict):
                 log_event(
                     log,
-                    logging.DEBUG,
+                    logging.INFO,
                     "model_evicted",
                     model=action.model,
                     source=action.source.name,
                     destination=action.destination.name,
                 )
+                if self._is_real(action.model):
+                    self._evict_for_real(action)
+                continue
             for timer in self.engine.timers(action):
                 loop.call_later(timer.delay_s, self._fire, timer)
         self._schedule_keep_alive()
 
+    def _load_for_real(self, action: StartLoad) -> None:
+        def load() -> None:  # in a thread: the first use imports torch
+            self._real_engine().load(action.model, action.source)
+
+        loading = asyncio.get_running_loop().run_in_executor(None, load)
+
+        def done(future: asyncio.Future[None]) -> None:
+            now = time.monotonic()
+            error = future.exception()
+            if error is None:
+                self._carry_out(self._loaded(action.model, now))
+                return
+            self._loads.pop(action.model, None)
+            log_event(log, logging.ERROR, "model_load_failed", model=action.model, error=str(error))
+            self._carry_out(self.state.load_failed(action.model, now, str(error)[:100]))
+
+        loading.add_done_callback(done)
+
+    def _evict_for_real(self, action: Evict) -> None:
+        def evict() -> None:
+            self._real_engine().evict(action.model, action.source, action.destination)
+
+        evicting = asyncio.get_running_loop().run_in_executor(None, evict)
+
+        def done(future: asyncio.Future[None]) -> None:
+            if future.exception() is not None:
+                log_event(
+                    log,
+                    logging.ERROR,
+                    "model_evict_failed",
+                    model=action.model,
+                    error=str(future.exception()),
+                )
+
+        evicting.add_done_callback(done)
+
+    def _loaded(self, model: str, now: float) -> list[Action]:
+        """A load finished: time it for the metrics, then tell the state machine."""
+        started = self._loads.pop(model, None)
+        if started is not None and self.observer is not None:
+            self.observer.model_loaded(model, started[1], now - started[0])
+        return self.state.load_done(model, now)
+
     def _fire(self, timer: Timer) -> None:
-        self._carry_out(fire(self.state, timer, time.monotonic()))
+        now = time.monotonic()
+        if timer.kind is TimerKind.LOAD_DONE:
+            self._carry_out(self._loaded(timer.key, now))
+            return
+        self._carry_out(fire(self.state, timer, now))
 
     def _schedule_keep_alive(self) -> None:
         deadline = self.state.next_deadline()

@@ -35,37 +35,39 @@ Event = tuple[float, int, Callable[[Any], None], Any]
 class Kernel:
     """The clock and the pending events of one simulation."""
 
-    __slots__ = ("_heap", "_sequence", "events", "now")
+    __slots__ = ("events", "heap", "now", "sequence")
 
     def __init__(self, start: float = 0.0) -> None:
         self.now = start
         self.events = 0  # events run so far
-        self._heap: list[Event] = []
-        self._sequence = itertools.count()
+        # A hot path (the network's send) may push ``(time, next(sequence), callback,
+        # argument)`` onto `heap` itself, saving a call; nothing else touches them.
+        self.heap: list[Event] = []
+        self.sequence = itertools.count()
 
     def __len__(self) -> int:
         """Events pending."""
-        return len(self._heap)
+        return len(self.heap)
 
     def schedule(self, delay: float, callback: Callable[[T], None], argument: T) -> None:
         """Run ``callback(argument)`` `delay` seconds from now (a negative delay means now)."""
         when = self.now + delay if delay > 0.0 else self.now
-        heapq.heappush(self._heap, (when, next(self._sequence), callback, argument))
+        heapq.heappush(self.heap, (when, next(self.sequence), callback, argument))
 
     def at(self, when: float, callback: Callable[[T], None], argument: T) -> None:
         """Run ``callback(argument)`` at time `when` (a time in the past means now)."""
-        heapq.heappush(self._heap, (max(when, self.now), next(self._sequence), callback, argument))
+        heapq.heappush(self.heap, (max(when, self.now), next(self.sequence), callback, argument))
 
     def next_time(self) -> float | None:
         """When the next event is due, or None when nothing is pending."""
-        return self._heap[0][0] if self._heap else None
+        return self.heap[0][0] if self.heap else None
 
     def run(self, until: float) -> int:
         """Run every event due at or before `until`; return how many ran.
 
         The clock ends at `until` (or stays where it is if that is earlier).
         """
-        heap = self._heap
+        heap = self.heap
         pop = heapq.heappop
         ran = 0
         while heap and heap[0][0] <= until:
@@ -80,7 +82,7 @@ class Kernel:
 
     def run_checked(self, until: float, check: Callable[[], None]) -> int:
         """`run`, calling `check()` after every event (for invariant tests)."""
-        heap = self._heap
+        heap = self.heap
         pop = heapq.heappop
         ran = 0
         while heap and heap[0][0] <= until:

@@ -52,6 +52,8 @@ from __future__ import annotations
 import random
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
+from heapq import heappush
+from math import exp
 from typing import cast
 
 from sllm.sim.kernel import Kernel
@@ -316,16 +318,15 @@ class Network:
             return
         delivery = (target, message, source, plane, size)
         jitter = link.jitter_s
-        if jitter > 0.0:
-            delay = link.latency_s + jitter * rng.lognormvariate(0.0, JITTER_SIGMA)
-        else:
-            delay = link.latency_s
-        self.kernel.schedule(delay, self._deliver, delivery)
+        # exp(gauss) is LogNormal(0, sigma), and about twice as fast as lognormvariate.
+        delay = link.latency_s + (jitter * exp(rng.gauss(0.0, JITTER_SIGMA)) if jitter else 0.0)
+        kernel = self.kernel
+        heappush(kernel.heap, (kernel.now + delay, next(kernel.sequence), self._deliver, delivery))
         if link.duplicate > 0.0 and rng.random() < link.duplicate:
             self.duplicated += 1
-            if jitter > 0.0:
-                delay = link.latency_s + jitter * rng.lognormvariate(0.0, JITTER_SIGMA)
-            self.kernel.schedule(delay, self._deliver, delivery)
+            if jitter:
+                delay = link.latency_s + jitter * exp(rng.gauss(0.0, JITTER_SIGMA))
+            kernel.schedule(delay, self._deliver, delivery)
 
     def _deliver(self, delivery: _Delivery) -> None:
         target, message, source, plane, size = delivery

@@ -204,6 +204,182 @@ class InferenceResult(Message):
     e2e_s: float = field(metadata=SECONDS)
 
 
+# -- gossip (decentralized mode; see sllm.core.membership) --------------------------------
+#
+# Member states on the wire, like tiers: 0 alive, 1 suspect, 2 dead, 3 left.
+MEMBER_STATE_MAX = 3
+# Piggyback lists are bounded by count here and by bytes in the sender (it fills a message
+# up to the datagram cap). The smallest member update is about 70 bytes, so 24 cannot all
+# fit a 1,400-byte datagram anyway; a report trimmed for gossip is 400-600 bytes, so at
+# most two ride along in practice.
+PIGGYBACK_MAX_MEMBERS = 24
+PIGGYBACK_MAX_REPORTS = 4
+# A member-state page for `status --node`: six summaries of ~150 bytes plus the counters
+# fit a signed datagram with ids of 40 characters; longer ids make the node send fewer.
+MEMBER_PAGE_MAX = 6
+MEMBER_STATE = _bounded(0, MEMBER_STATE_MAX)
+SEQ = COUNT
+RATE = _bounded(0.0, 1e12)  # bytes per second
+
+
+@dataclass(frozen=True, slots=True)
+class MemberUpdate:
+    """What one node believes about one member (nested in gossip messages).
+
+    `origin` names the node that declared a suspicion or a death (Lifeguard counts
+    independent suspicions by it); it is empty for alive and left.
+    """
+
+    node_id: str = field(metadata=_text(ID_MAX_LEN))
+    host: str = field(metadata=_text(ID_MAX_LEN))
+    port: int = field(metadata=PORT)
+    incarnation: int = field(metadata=COUNT)
+    state: int = field(metadata=MEMBER_STATE)
+    origin: str = field(metadata=_text(ID_MAX_LEN))
+
+
+_MEMBERS = {"max_len": PIGGYBACK_MAX_MEMBERS}
+_REPORTS = {"max_len": PIGGYBACK_MAX_REPORTS}
+
+
+@dataclass(frozen=True, slots=True)
+class GossipPing(Message):
+    """SWIM direct probe of `target` (a node id: a restarted node at the address ignores it)."""
+
+    TYPE: ClassVar[str] = "gossip_ping"
+    seq: int = field(metadata=SEQ)
+    source: str = field(metadata=_text(ID_MAX_LEN))
+    target: str = field(metadata=_text(ID_MAX_LEN))
+    members: tuple[MemberUpdate, ...] = field(metadata=_MEMBERS)
+    reports: tuple[WorkerReport, ...] = field(metadata=_REPORTS)
+
+
+@dataclass(frozen=True, slots=True)
+class GossipAck(Message):
+    """Answers a ping with its `seq`; `source` is the member shown alive (the target)."""
+
+    TYPE: ClassVar[str] = "gossip_ack"
+    seq: int = field(metadata=SEQ)
+    source: str = field(metadata=_text(ID_MAX_LEN))
+    members: tuple[MemberUpdate, ...] = field(metadata=_MEMBERS)
+    reports: tuple[WorkerReport, ...] = field(metadata=_REPORTS)
+
+
+@dataclass(frozen=True, slots=True)
+class GossipPingReq(Message):
+    """SWIM indirect probe: please ping `target` at its address and relay the ack."""
+
+    TYPE: ClassVar[str] = "gossip_ping_req"
+    seq: int = field(metadata=SEQ)
+    source: str = field(metadata=_text(ID_MAX_LEN))
+    target: str = field(metadata=_text(ID_MAX_LEN))
+    target_host: str = field(metadata=_text(ID_MAX_LEN))
+    target_port: int = field(metadata=PORT)
+    members: tuple[MemberUpdate, ...] = field(metadata=_MEMBERS)
+    reports: tuple[WorkerReport, ...] = field(metadata=_REPORTS)
+
+
+@dataclass(frozen=True, slots=True)
+class GossipNack(Message):
+    """Lifeguard: the relay of an indirect probe heard nothing from the target in time."""
+
+    TYPE: ClassVar[str] = "gossip_nack"
+    seq: int = field(metadata=SEQ)
+    source: str = field(metadata=_text(ID_MAX_LEN))
+
+
+@dataclass(frozen=True, slots=True)
+class GossipSync(Message):
+    """Push-pull anti-entropy (and join): a bounded sample of members and load reports.
+
+    The receiver merges it and, unless `reply` is set, answers with its own sample.
+    """
+
+    TYPE: ClassVar[str] = "gossip_sync"
+    source: str = field(metadata=_text(ID_MAX_LEN))
+    reply: bool
+    members: tuple[MemberUpdate, ...] = field(metadata=_MEMBERS)
+    reports: tuple[WorkerReport, ...] = field(metadata=_REPORTS)
+
+
+@dataclass(frozen=True, slots=True)
+class GossipPush(Message):
+    """memberlist's gossip round: queued updates pushed to a few random members, no reply."""
+
+    TYPE: ClassVar[str] = "gossip_push"
+    source: str = field(metadata=_text(ID_MAX_LEN))
+    members: tuple[MemberUpdate, ...] = field(metadata=_MEMBERS)
+    reports: tuple[WorkerReport, ...] = field(metadata=_REPORTS)
+
+
+@dataclass(frozen=True, slots=True)
+class LoadProbe(Message):
+    """Sparrow-style probe: a scheduling node asks a candidate for its current load."""
+
+    TYPE: ClassVar[str] = "load_probe"
+    request_id: str = field(metadata=_text(ID_MAX_LEN))
+
+
+@dataclass(frozen=True, slots=True)
+class LoadProbeReply(Message):
+    """The candidate's fresh report (one, trimmed for gossip)."""
+
+    TYPE: ClassVar[str] = "load_probe_reply"
+    request_id: str = field(metadata=_text(ID_MAX_LEN))
+    reports: tuple[WorkerReport, ...] = field(metadata={"max_len": 1})
+
+
+@dataclass(frozen=True, slots=True)
+class MemberStateRequest(Message):
+    """Asks a node for its gossip counters and one page of its member list."""
+
+    TYPE: ClassVar[str] = "member_state_request"
+    request_id: str = field(metadata=_text(ID_MAX_LEN))
+    offset: int = field(metadata=COUNT)
+    limit: int = field(metadata=_bounded(1, MEMBER_PAGE_MAX))
+
+
+@dataclass(frozen=True, slots=True)
+class MemberSummary:
+    """One member as a node sees it; ages in seconds (nested in MemberStateResponse).
+
+    `info_age_s`: since the node last heard from or about the member (a probe answered, a
+    newer update accepted); `report_age_s`: since its last load report arrived, when
+    `reported`.
+    """
+
+    node_id: str = field(metadata=_text(ID_MAX_LEN))
+    host: str = field(metadata=_text(ID_MAX_LEN))
+    port: int = field(metadata=PORT)
+    state: int = field(metadata=MEMBER_STATE)
+    incarnation: int = field(metadata=COUNT)
+    info_age_s: float = field(metadata=SECONDS)
+    reported: bool
+    report_age_s: float = field(metadata=SECONDS)
+
+
+@dataclass(frozen=True, slots=True)
+class MemberStateResponse(Message):
+    """A node's membership counters and one page of members sorted by id."""
+
+    TYPE: ClassVar[str] = "member_state_response"
+    request_id: str = field(metadata=_text(ID_MAX_LEN))
+    node_id: str = field(metadata=_text(ID_MAX_LEN))
+    incarnation: int = field(metadata=COUNT)
+    alive: int = field(metadata=COUNT)
+    suspect: int = field(metadata=COUNT)
+    dead: int = field(metadata=COUNT)
+    left: int = field(metadata=COUNT)
+    false_suspicions: int = field(metadata=COUNT)
+    refuted: int = field(metadata=COUNT)
+    local_health: int = field(metadata=COUNT)
+    bytes_sent_per_s: float = field(metadata=RATE)
+    bytes_received_per_s: float = field(metadata=RATE)
+    rejected_datagrams: int = field(metadata=COUNT)
+    offset: int = field(metadata=COUNT)
+    members: tuple[MemberSummary, ...] = field(metadata={"max_len": MEMBER_PAGE_MAX})
+
+
 MESSAGE_TYPES: dict[str, type[Message]] = {
     cls.TYPE: cls
     for cls in (
@@ -214,5 +390,15 @@ MESSAGE_TYPES: dict[str, type[Message]] = {
         ClusterStateResponse,
         InferenceRequest,
         InferenceResult,
+        GossipPing,
+        GossipAck,
+        GossipPingReq,
+        GossipNack,
+        GossipSync,
+        GossipPush,
+        LoadProbe,
+        LoadProbeReply,
+        MemberStateRequest,
+        MemberStateResponse,
     )
 }

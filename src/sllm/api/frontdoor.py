@@ -1,0 +1,76 @@
+"""Mounting the OpenAI front door on a coordinator's HTTP app.
+
+The gateway places requests with the coordinator's own core (same process, same event
+loop: no locks, no extra hop) and proxies them with one pooled HTTP client, closed when
+the listener stops. The OpenAPI document of the API is served at ``/openapi.json`` and
+shipped as ``docs/openapi.json`` (`sllm openapi` writes it; a test keeps them equal).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
+import httpx
+from fastapi import APIRouter, FastAPI
+from fastapi.openapi.utils import get_openapi
+
+from sllm.api.errors import install_error_handlers
+from sllm.api.gateway import Gateway, GatewayConfig
+from sllm.api.request_id import RequestIdMiddleware
+
+if TYPE_CHECKING:
+    from sllm.runtime.coordinator import CoordinatorServer
+
+# Connections to workers: established quickly or not at all (the worker is then tried
+# elsewhere); reads are bounded by the gateway's own first-byte and between-event timeouts.
+CONNECT_TIMEOUT_S = 3.0
+# Kept-alive connections to workers: enough for 1,000 concurrent streams across workers.
+MAX_CONNECTIONS = 2048
+API_TITLE = "sllm OpenAI-compatible API"
+
+
+def install_front_door(
+    app: FastAPI, server: CoordinatorServer, api_keys: frozenset[str]
+) -> Callable[[], Awaitable[None]]:
+    """Add the `/v1` routes and `/openapi.json` to `app`; return the closer of the client."""
+    # httpx logs every request it sends at INFO, as free text: the gateway's own events
+    # (request_routed, request_finished) say it with the request id.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    client = httpx.AsyncClient(
+        timeout=httpx.Timeout(CONNECT_TIMEOUT_S, read=None, write=30.0, pool=None),
+        limits=httpx.Limits(max_connections=MAX_CONNECTIONS, max_keepalive_connections=256),
+    )
+
+    def forget_worker(worker_id: str) -> None:
+        server.log_notices(server.core.forget(worker_id, time.monotonic()))
+
+    gateway = Gateway(
+        place=lambda request: server.core.place(request, time.monotonic()),
+        forget_worker=forget_worker,
+        model_names=lambda: server.core.catalog.keys(),
+        client=client,
+        config=GatewayConfig(api_keys=api_keys),
+    )
+    install_error_handlers(app)
+    app.add_middleware(RequestIdMiddleware)
+    app.include_router(gateway.router)
+    app.add_api_route("/openapi.json", lambda: openapi_document(gateway.router), methods=["GET"])
+    return client.aclose
+
+
+def openapi_document(router: APIRouter) -> dict[str, Any]:
+    return get_openapi(title=API_TITLE, version="1", routes=router.routes)
+
+
+def shipped_openapi() -> dict[str, Any]:
+    """The document `docs/openapi.json` must hold, built without a running server."""
+    gateway = Gateway(
+        place=lambda request: (_ for _ in ()).throw(RuntimeError("not serving")),
+        forget_worker=lambda worker_id: None,
+        model_names=lambda: (),
+        client=httpx.AsyncClient(),
+    )
+    return openapi_document(gateway.router)

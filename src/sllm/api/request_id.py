@@ -1,0 +1,64 @@
+"""Request ids: every HTTP response carries ``x-request-id``, and the request's logs the same id.
+
+`RequestIdMiddleware` is a plain ASGI middleware (Starlette's ``BaseHTTPMiddleware`` would
+put every streamed chunk through a memory stream). For each request it takes the client's
+``x-request-id`` when it is a sane token, otherwise makes one, keeps it in the scope's
+state (`request_id_of` reads it) and sets the header on the response, whatever route or
+error handler produced it. The front door forwards the id to the worker, so the
+coordinator's and the worker's log lines of one request carry the same id.
+
+Not handled yet: W3C ``traceparent`` propagation.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+
+from starlette.requests import Request
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+HEADER = "x-request-id"
+_HEADER_BYTES = HEADER.encode()
+# A client's id is kept when it is a short token: it goes into log fields and headers, and
+# 128 characters is the wire codec's limit on ids.
+_ACCEPTED = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+
+
+def new_request_id() -> str:
+    return f"req-{uuid.uuid4().hex[:16]}"
+
+
+def accepted(given: str | None) -> str | None:
+    """The client's id when it is a sane token, else None."""
+    return given if given and _ACCEPTED.match(given) else None
+
+
+def request_id_of(request: Request) -> str:
+    """The id the middleware gave `request` (or one from its header, or a new one)."""
+    given = request.scope.get("state", {}).get("request_id")
+    if isinstance(given, str):
+        return given
+    return accepted(request.headers.get(HEADER)) or new_request_id()
+
+
+class RequestIdMiddleware:
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        given = next((value for key, value in scope["headers"] if key == _HEADER_BYTES), b"")
+        request_id = accepted(given.decode("latin-1")) or new_request_id()
+        scope.setdefault("state", {})["request_id"] = request_id
+        header = (_HEADER_BYTES, request_id.encode())
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = [(k, v) for k, v in message.get("headers", []) if k != _HEADER_BYTES]
+                message = {**message, "headers": [*headers, header]}
+            await send(message)
+
+        await self.app(scope, receive, send_with_id)

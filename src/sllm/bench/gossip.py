@@ -1,0 +1,363 @@
+"""`sllm bench gossip`: how fast gossip spreads and detects, its cost, and whether probing pays.
+
+Everything runs the real membership core (`sllm.core.membership`) and the real node
+(`sllm.core.node`) on the deterministic in-memory network (`sllm.core.testing`), in
+virtual time, with 0.5-2 ms of one-way latency and no loss. Four measurements:
+
+1. **Dissemination.** A converged cluster of N nodes; one node refutes a suspicion about
+   itself (a new incarnation: the smallest state change there is). Virtual seconds until
+   99% (and 100%) of the other nodes hold it, as gossip rounds (``gossip_interval``) and
+   protocol periods (``T``), beside ``log2 N``. Twice: with memberlist-style gossip rounds
+   (the default, fanout 3 every 200 ms) and with SWIM piggybacking alone (fanout 0).
+2. **Failure detection.** A converged cluster; one node crashes. Seconds until 99% and
+   100% of the live nodes have declared it dead, beside the stated bound
+   (`GossipConfig.detection_bound`).
+3. **Bandwidth.** Every node publishes a fresh load report every second (the worst
+   case: every queue always full), and every datagram is encoded by the real codec.
+   Bytes sent per node per second over 10 s, and how old the load reports held about
+   others are (the price of a bounded bandwidth).
+4. **Probing** (after Sparrow). 20 nodes with workers (the sim engine), a Poisson load at
+   high utilization, each request sent to a random node, placement with the default
+   policy; queueing and latency with probing off and with d = 2 and 3 candidates.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import random
+import statistics
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from sllm.catalog import served_catalog
+from sllm.core.cost import CostModel
+from sllm.core.membership import GossipConfig, Membership, MemberState, Send
+from sllm.core.node import Node, NodeConfig, ProbingConfig
+from sllm.core.testing import (
+    ClientHost,
+    InMemoryNetwork,
+    NodeHost,
+    membership_cluster,
+    node_address,
+    node_id,
+)
+from sllm.core.tiers import Tier
+from sllm.core.worker import WorkerResources, prestaged
+from sllm.engines.sim import SimEngine
+from sllm.wire import Codec, InferenceRequest, MemberUpdate, Message, WorkerReport
+
+SIZES = (10, 100, 1_000)
+LATENCY_S = (0.0005, 0.002)
+TARGET_SHARE = 0.99
+PROBING_NODES = 20
+PROBING_SETTINGS = (0, 2, 3)
+
+
+def _trials(size: int, trials: int) -> int:
+    return max(1, trials if size < 1_000 else trials // 2)
+
+
+# -- 1. dissemination ------------------------------------------------------------------------
+
+
+def measure_dissemination(size: int, config: GossipConfig, seed: int) -> dict[str, float | None]:
+    net = InMemoryNetwork(random.Random(seed), LATENCY_S)
+    nodes = membership_cluster(net, size, config, seed=seed)
+    net.run_for(3.0)
+    origin = nodes[random.Random(seed).randrange(size)]
+    suspicion = MemberUpdate(origin.node_id, "", 0, origin.incarnation, 1, "bench")
+    origin.apply(suspicion, net.now)  # it refutes: a new incarnation to spread
+    target = origin.incarnation
+    others = [node for node in nodes if node is not origin]
+    needed = math.ceil(TARGET_SHARE * len(others))
+
+    def reached() -> int:
+        return sum(1 for node in others if node.members[origin.node_id].incarnation >= target)
+
+    step = min(config.gossip_interval_s, config.probe_interval_s) / 4
+    t99 = net.run_until_true(lambda: reached() >= needed, timeout=300.0, step=step)
+    t100 = net.run_until_true(lambda: reached() == len(others), timeout=300.0, step=step)
+    return {"t99_s": t99, "t100_s": None if t100 is None or t99 is None else t99 + t100}
+
+
+# -- 2. failure detection --------------------------------------------------------------------
+
+
+def measure_detection(size: int, config: GossipConfig, seed: int) -> dict[str, float | None]:
+    net = InMemoryNetwork(random.Random(seed), LATENCY_S)
+    nodes = membership_cluster(net, size, config, seed=seed)
+    net.run_for(3.0)
+    victim = nodes[random.Random(seed).randrange(size)]
+    net.crash(victim.address)
+    live = [node for node in nodes if node is not victim]
+    needed = math.ceil(TARGET_SHARE * len(live))
+
+    def dead() -> int:
+        return sum(1 for node in live if node.members[victim.node_id].state is MemberState.DEAD)
+
+    limit = 3 * config.detection_bound(size)
+    t99 = net.run_until_true(lambda: dead() >= needed, timeout=limit, step=0.1)
+    rest = net.run_until_true(lambda: dead() == len(live), timeout=limit, step=0.1)
+    false = sum(node.counters.false_suspicions for node in live)
+    return {
+        "t99_s": t99,
+        "t100_s": None if t99 is None or rest is None else t99 + rest,
+        "false_suspicions": float(false),
+    }
+
+
+# -- 3. bandwidth ---------------------------------------------------------------------------
+
+
+class ReportingMember:
+    """A membership whose node publishes a changed load report every second."""
+
+    def __init__(self, membership: Membership) -> None:
+        self.membership = membership
+        self._next_report = 0.0
+        self._seq = 0
+
+    def handle(self, message: Message, sender: tuple[str, int], now: float) -> list[Send]:
+        return self.membership.handle(message, sender, now)
+
+    def tick(self, now: float) -> list[Send]:
+        if now >= self._next_report:
+            self._next_report = now + 1.0
+            self._seq += 1
+            self.membership.publish_report(synthetic_report(self.membership, self._seq, now))
+            self.membership.take_reports()  # nobody reads them; keep the list short
+        return self.membership.tick(now)
+
+    def next_deadline(self) -> float | None:
+        deadline = self.membership.next_deadline()
+        return self._next_report if deadline is None else min(deadline, self._next_report)
+
+
+def synthetic_report(membership: Membership, seq: int, now: float) -> WorkerReport:
+    """A gossip-sized report (six models) whose queue changes every time."""
+    host, port = membership.address
+    models = {f"llama-3.1-8b-ft{i}": i % 3 for i in range(6)}
+    return WorkerReport(
+        membership.node_id, host, port, 0, models, 18, seq % 7, 64, seq % 8, 8,
+        (seq % 8) / 8, 60 * 10**9, 141 * 10**9, 0.0, True, seq, now,
+    )  # fmt: skip
+
+
+def measure_bandwidth(size: int, config: GossipConfig, seed: int) -> dict[str, float]:
+    net = InMemoryNetwork(random.Random(seed), LATENCY_S, codec=Codec())
+    memberships = [
+        Membership(node_id(i), node_address(i), random.Random(seed * 7919 + i), 0.0, config)
+        for i in range(size)
+    ]
+    peers = [(m.node_id, m.address) for m in memberships]
+    for membership in memberships:
+        membership.bootstrap(peers, 0.0)
+        net.add(membership.address, ReportingMember(membership))
+    net.run_for(3.0)
+    start = {address: traffic.bytes_sent for address, traffic in net.stats.traffic.items()}
+    window = 10.0
+    net.run_for(window)
+    sent = [
+        traffic.bytes_sent - start.get(address, 0) for address, traffic in net.stats.traffic.items()
+    ]
+    rng = random.Random(seed)
+    ages: list[float] = []
+    missing = 0
+    for _ in range(500):
+        observer, subject = rng.sample(memberships, 2)
+        report = observer.reports.get(subject.node_id)
+        if report is None:
+            missing += 1
+        else:
+            ages.append(net.now - report.timestamp)
+    return {
+        "bytes_per_node_s": sum(sent) / size / window,
+        "max_bytes_per_node_s": max(sent) / window,
+        "report_age_mean_s": statistics.fmean(ages) if ages else float("nan"),
+        "report_missing_share": missing / 500,
+    }
+
+
+# -- 4. probing -----------------------------------------------------------------------------
+
+
+def measure_probing(
+    candidates: int, seed: int, rate: float, duration: float, nodes: int = PROBING_NODES
+) -> dict[str, float]:
+    catalog = served_catalog()
+    cost = CostModel()
+    resources = WorkerResources(slots=2, queue_capacity=32)
+    net = InMemoryNetwork(random.Random(seed), LATENCY_S)
+    config = NodeConfig(probing=ProbingConfig(candidates=candidates))
+    hosts = []
+    for i in range(nodes):
+        node = Node(
+            node_id(i), node_address(i), catalog, cost, random.Random(seed * 31 + i), 0.0,
+            config, resources, seeds=[node_address(0)],
+            preloaded=prestaged(catalog, resources, Tier.HOST),
+        )  # fmt: skip
+        host = NodeHost(node, SimEngine(catalog, cost))
+        hosts.append(host)
+        net.add(node.address, host)
+    net.run_for(15.0)
+    rng = random.Random(seed)
+    models = list(catalog)[:4]
+    requests = []
+    at = net.now
+    for index in range(int(rate * duration)):
+        at += rng.expovariate(rate)
+        requests.append((at, InferenceRequest(f"r{index}", rng.choice(models), 256, 64)))
+    addresses = [host.node.address for host in hosts]
+    client = ClientHost(random.Random(seed + 1), lambda: addresses, requests)
+    net.add(("192.168.0.1", 5000), client)
+    net.run_for(duration + 60.0)
+    outcomes = list(client.outcomes.values())
+    done = [o for o in outcomes if o.ok]
+    queue = sorted(o.queue_s for o in done)
+    e2e = sorted(o.e2e_s for o in done)
+    per_node = [sum(1 for o in done if o.worker_id == host.node.node_id) for host in hosts]
+    return {
+        "completed_share": len(done) / max(1, len(outcomes)),
+        "queue_mean_s": statistics.fmean(queue),
+        "queue_p99_s": queue[int(0.99 * (len(queue) - 1))],
+        "e2e_mean_s": statistics.fmean(e2e),
+        "e2e_p99_s": e2e[int(0.99 * (len(e2e) - 1))],
+        "per_node_std": statistics.pstdev(per_node),
+    }
+
+
+# -- driver ---------------------------------------------------------------------------------
+
+
+def _summary(values: Sequence[float | None]) -> dict[str, float | None]:
+    present = sorted(v for v in values if v is not None)
+    if not present:
+        return {"median": None, "max": None, "failed": float(len(values))}
+    return {
+        "median": round(statistics.median(present), 3),
+        "max": round(present[-1], 3),
+        "failed": float(len(values) - len(present)),
+    }
+
+
+def run(sizes: Sequence[int], trials: int, probing_seeds: int, log: bool) -> dict[str, Any]:
+    gossip = GossipConfig()
+    piggyback = GossipConfig(gossip_fanout=0)
+    result: dict[str, Any] = {
+        "config": {
+            "probe_interval_s": gossip.probe_interval_s,
+            "probe_timeout_s": gossip.probe_timeout_s,
+            "gossip_interval_s": gossip.gossip_interval_s,
+            "gossip_fanout": gossip.gossip_fanout,
+            "suspicion_mult": gossip.suspicion_mult,
+            "suspicion_max_mult": gossip.suspicion_max_mult,
+            "retransmit_mult": gossip.retransmit_mult,
+            "latency_s": list(LATENCY_S),
+        },
+        "dissemination": [],
+        "detection": [],
+        "bandwidth": [],
+        "probing": [],
+    }
+
+    def say(text: str) -> None:
+        if log:
+            print(text, flush=True)
+
+    for size in sizes:
+        count = _trials(size, trials)
+        started = time.perf_counter()
+        rows: dict[str, dict[str, Any]] = {}
+        for name, config in (("gossip", gossip), ("piggyback", piggyback)):
+            runs = [measure_dissemination(size, config, seed) for seed in range(count)]
+            t99 = _summary([r["t99_s"] for r in runs])
+            t100 = _summary([r["t100_s"] for r in runs])
+            unit = config.gossip_interval_s if config.gossip_fanout else config.probe_interval_s
+            rows[name] = {
+                "t99_s": t99,
+                "t100_s": t100,
+                "rounds_99": None if t99["median"] is None else round(t99["median"] / unit, 1),
+                "round_s": unit,
+            }
+        entry = {"nodes": size, "trials": count, "log2_n": round(math.log2(size), 2), **rows}
+        result["dissemination"].append(entry)
+        say(
+            f"dissemination N={size}: gossip 99% {rows['gossip']['t99_s']['median']}s "
+            f"({rows['gossip']['rounds_99']} rounds of 0.2 s), piggyback only 99% "
+            f"{rows['piggyback']['t99_s']['median']}s ({rows['piggyback']['rounds_99']} "
+            f"periods); log2 N = {entry['log2_n']}  [{time.perf_counter() - started:.1f}s]"
+        )
+        started = time.perf_counter()
+        found = [measure_detection(size, gossip, seed) for seed in range(count)]
+        detection: dict[str, Any] = {
+            "nodes": size,
+            "trials": count,
+            "t99_s": _summary([r["t99_s"] for r in found]),
+            "t100_s": _summary([r["t100_s"] for r in found]),
+            "bound_s": round(gossip.detection_bound(size), 2),
+            "suspicion_min_s": round(gossip.suspicion_timeouts(size)[0], 2),
+            "false_suspicions": sum(r["false_suspicions"] or 0.0 for r in found),
+        }
+        result["detection"].append(detection)
+        say(
+            f"detection N={size}: 99% {detection['t99_s']['median']}s, all "
+            f"{detection['t100_s']['median']}s (max {detection['t100_s']['max']}s); bound "
+            f"{detection['bound_s']}s  [{time.perf_counter() - started:.1f}s]"
+        )
+        started = time.perf_counter()
+        bandwidth = {
+            "nodes": size,
+            **{k: round(v, 3) for k, v in measure_bandwidth(size, gossip, 0).items()},
+        }
+        result["bandwidth"].append(bandwidth)
+        say(
+            f"bandwidth N={size}: {bandwidth['bytes_per_node_s']:.0f} B/s per node "
+            f"({bandwidth['bytes_per_node_s'] * 8 / 1000:.0f} kbit/s), report age "
+            f"{bandwidth['report_age_mean_s']:.2f}s, missing "
+            f"{bandwidth['report_missing_share']:.0%}"
+            f"  [{time.perf_counter() - started:.1f}s]"
+        )
+    for candidates in PROBING_SETTINGS if probing_seeds else ():
+        started = time.perf_counter()
+        probed = [
+            measure_probing(candidates, seed, rate=110.0, duration=30.0)
+            for seed in range(probing_seeds)
+        ]
+        row: dict[str, Any] = {"candidates": candidates, "seeds": probing_seeds}
+        for key in probed[0]:
+            row[key] = round(statistics.fmean(r[key] for r in probed), 4)
+        result["probing"].append(row)
+        say(
+            f"probing d={candidates}: queue mean {row['queue_mean_s']:.3f}s p99 "
+            f"{row['queue_p99_s']:.3f}s, e2e mean {row['e2e_mean_s']:.3f}s p99 "
+            f"{row['e2e_p99_s']:.3f}s, per-node std {row['per_node_std']:.1f}"
+            f"  [{time.perf_counter() - started:.1f}s]"
+        )
+    return result
+
+
+def add_parser(sub: Any) -> None:
+    parser = sub.add_parser(
+        "gossip",
+        help="gossip dissemination and detection time vs log N, bandwidth, probing",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--json", action="store_true", help="print only the JSON result")
+    parser.add_argument(
+        "--sizes", type=lambda s: [int(x) for x in s.split(",")], default=list(SIZES)
+    )
+    parser.add_argument("--trials", type=int, default=5, help="seeds per size (half at 1,000+)")
+    parser.add_argument(
+        "--probing-seeds", type=int, default=2, help="seeds per probing setting; 0 skips it"
+    )
+    parser.set_defaults(run=main)
+
+
+def main(args: argparse.Namespace) -> int:
+    result = run(args.sizes, args.trials, args.probing_seeds, log=not args.json)
+    print(json.dumps(result, indent=None if not args.json else 2))
+    return 0

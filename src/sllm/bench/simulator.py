@@ -1,0 +1,186 @@
+"""`sllm bench simulator`: how fast the simulator runs a large centralized cluster.
+
+The target (issue 5): one simulated hour of a 1,000-worker cluster, with at least
+1,000,000 requests and full control traffic (every worker report, every second), in at
+most 120 s of wall time on one core. The benchmark runs exactly that by default
+(Poisson arrivals at 280 req/s, so about 1,008,000 requests, over 10 models, policy
+startup-aware, every worker reporting each second) and reports simulated requests and
+events per wall-clock second and the ratio of the measured wall time to the target's.
+``--hours`` and ``--workers`` run a smaller case; with 1,000 workers the target's wall time
+is then projected linearly in simulated time (the cost per simulated second is steady once
+warm; the drain after the last arrival is counted at its real length in both).
+
+Wall time counts the simulation (`CentralizedCluster.run`, report included), not the
+workload generation, which is reported on its own. ``--profile`` runs it under cProfile
+and splits the time between the production core (`sllm.core`, `sllm.engines`), the
+simulator's glue (`sllm.sim`) and the rest; profiling roughly doubles the wall time, so
+the split is indicative.
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import json
+import platform
+import pstats
+import time
+from typing import Any
+
+from sllm.experiments.options import WorkloadOptions, make_workload
+from sllm.sim.cluster import CentralizedCluster, ClusterConfig
+from sllm.sim.progress import Progress
+
+TARGET_HOURS = 1.0
+TARGET_WORKERS = 1_000
+TARGET_REQUESTS = 1_000_000
+TARGET_WALL_S = 120.0
+# 280 req/s for an hour is 1,008,000 expected arrivals: at least a million for any seed.
+DEFAULT_RATE_RPS = 280.0
+DEFAULT_MODELS = 10  # the base catalog's first ten: every one fits a 141 GB GPU
+GROUPS = (("core", ("sllm/core/", "sllm/engines/")), ("sim", ("sllm/sim/",)))
+
+
+def profile_split(profile: cProfile.Profile) -> dict[str, float]:
+    """Share of profiled time (own time per function) by group: core, sim, other."""
+    stats = pstats.Stats(profile)
+    totals = {"core": 0.0, "sim": 0.0, "other": 0.0}
+    top: list[tuple[float, str]] = []
+    for (filename, line, name), row in stats.stats.items():  # type: ignore[attr-defined]
+        own = row[2]
+        group = next(
+            (label for label, parts in GROUPS if any(part in filename for part in parts)), "other"
+        )
+        totals[group] += own
+        top.append((own, f"{filename.rsplit('/src/', 1)[-1]}:{line}({name})"))
+    whole = sum(totals.values()) or 1.0
+    split = {group: round(seconds / whole, 3) for group, seconds in totals.items()}
+    split["top"] = [  # type: ignore[assignment]
+        {"function": where, "share": round(own / whole, 3)}
+        for own, where in sorted(top)[-12:][::-1]
+    ]
+    return split
+
+
+def run(
+    hours: float, workers: int, rate: float, models: int, seed: int, profile: bool
+) -> dict[str, Any]:
+    duration = hours * 3600.0
+    started = time.perf_counter()
+    _, arrivals = make_workload(
+        WorkloadOptions(duration_s=duration, seed=seed, rate_rps=rate, models=models)
+    )
+    workload_s = time.perf_counter() - started
+    cluster = CentralizedCluster(ClusterConfig(workers=workers, seed=seed))
+    profiler = cProfile.Profile() if profile else None
+    with Progress("bench simulator") as bar:
+        if profiler is not None:
+            profiler.enable()
+        result = cluster.run(arrivals, duration, progress=bar.update)
+        if profiler is not None:
+            profiler.disable()
+    wall = result.wall_seconds
+    report = result.report
+    by_type = report["simulation"]["network"]["by_type"]
+    # The full run simulates the target's hour plus the same drain; cost per simulated
+    # second is steady once warm, so a shorter run projects linearly in simulated time.
+    full_s = TARGET_HOURS * 3600.0 + (result.simulated_seconds - cluster.t0 - duration)
+    projected = (
+        wall * (cluster.t0 + full_s) / result.simulated_seconds
+        if workers == TARGET_WORKERS
+        else None
+    )
+    out: dict[str, Any] = {
+        "workers": workers,
+        "simulated_hours": hours,
+        "simulated_seconds": result.simulated_seconds,
+        "rate_rps": rate,
+        "models": models,
+        "requests": report["requests"],
+        "completed": report["completed"],
+        "worker_reports": by_type.get("worker_report", {}).get("messages", 0),
+        "datagrams": report["simulation"]["network"]["datagrams"]["sent"],
+        "events": result.events,
+        "wall_s": round(wall, 2),
+        "workload_generation_s": round(workload_s, 2),
+        "requests_per_wall_s": round(report["requests"] / wall),
+        "events_per_wall_s": round(result.events / wall),
+        "simulated_s_per_wall_s": round(result.simulated_seconds / wall, 2),
+        "target": {
+            "workers": TARGET_WORKERS,
+            "hours": TARGET_HOURS,
+            "requests": TARGET_REQUESTS,
+            "wall_s": TARGET_WALL_S,
+        },
+        "projected_target_wall_s": round(projected, 1) if projected is not None else None,
+        "wall_to_target_ratio": round(projected / TARGET_WALL_S, 2)
+        if projected is not None
+        else None,
+        "python": platform.python_version(),
+    }
+    if profiler is not None:
+        out["profile_split"] = profile_split(profiler)
+    return out
+
+
+def describe(result: dict[str, Any]) -> list[str]:
+    lines = [
+        f"{result['workers']:,} workers, {result['simulated_seconds']:,.0f} simulated s, "
+        f"{result['requests']:,} requests, {result['worker_reports']:,} worker reports, "
+        f"{result['events']:,} events",
+        f"wall {result['wall_s']:,.1f} s (+ {result['workload_generation_s']:.1f} s to build "
+        f"the workload): {result['requests_per_wall_s']:,} requests/s, "
+        f"{result['events_per_wall_s']:,} events/s, "
+        f"{result['simulated_s_per_wall_s']:g} simulated s per wall s",
+    ]
+    projected = result["projected_target_wall_s"]
+    if projected is None:
+        lines.append(
+            f"target: {TARGET_WORKERS:,} workers; run with --workers {TARGET_WORKERS} to compare"
+        )
+    else:
+        ratio = result["wall_to_target_ratio"]
+        verdict = "met" if ratio <= 1.0 else f"NOT met: {ratio:.2f}x the target's wall time"
+        lines.append(
+            f"target: 1 simulated hour of {TARGET_WORKERS:,} workers, >= {TARGET_REQUESTS:,} "
+            f"requests in <= {TARGET_WALL_S:.0f} s; "
+            f"{'measured' if result['simulated_hours'] >= TARGET_HOURS else 'projected'} "
+            f"{projected:,.1f} s ({verdict})"
+        )
+    split = result.get("profile_split")
+    if split:
+        lines.append(
+            f"profile: core {split['core']:.0%}, simulator glue {split['sim']:.0%}, "
+            f"other {split['other']:.0%}"
+        )
+        lines += [f"  {row['share']:6.1%}  {row['function']}" for row in split["top"]]
+    return lines
+
+
+def add_parser(sub: Any) -> None:
+    parser = sub.add_parser(
+        "simulator",
+        help="simulated requests/s and events/s of a 1,000-worker cluster-hour",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--json", action="store_true", help="print only the JSON result")
+    parser.add_argument("--hours", type=float, default=TARGET_HOURS, help="simulated hours (1)")
+    parser.add_argument("--workers", type=int, default=TARGET_WORKERS, help="workers (1000)")
+    parser.add_argument("--rate", type=float, default=DEFAULT_RATE_RPS, help="requests/s (280)")
+    parser.add_argument("--models", type=int, default=DEFAULT_MODELS, help="models (10)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--profile", action="store_true", help="split the time by package")
+    parser.set_defaults(run=main)
+
+
+def main(args: argparse.Namespace) -> int:
+    if args.hours <= 0 or args.workers < 1 or args.rate <= 0 or args.models < 1:
+        print("sllm bench simulator: --hours, --workers, --rate and --models must be > 0")
+        return 2
+    result = run(args.hours, args.workers, args.rate, args.models, args.seed, args.profile)
+    if args.json:
+        print(json.dumps(result))
+    else:
+        print("\n".join(describe(result)))
+    return 0

@@ -1,0 +1,434 @@
+"""A decentralized node: a worker, a gossip member and a scheduler over its own view.
+
+Why it exists: in decentralized mode there is no coordinator. Every node runs requests
+(a `WorkerState`), learns the cluster by gossip (a `Membership`), and places requests with
+the very same policies and `ClusterView` as the coordinator (a `Coordinator` used as a
+local scheduler), fed with the load reports that gossip brings, its own included. Any
+node answers a ``schedule_request`` with a ``schedule_response`` naming the chosen peer,
+possibly itself; the client then sends the ``inference_request`` there, exactly as it
+does after asking the coordinator.
+
+Like every core object it is sans-I/O: `handle(message, sender, now)` and `tick(now)`
+return `Send`s, `next_deadline()` says when to tick. Running requests is the runtime's job:
+it hands ``inference_request``s to `node.worker` and carries out the actions with an engine,
+as a worker process does (`sllm.runtime.worker.RequestRunner`).
+
+Theory of operation
+-------------------
+**The view follows membership.** A load report enters the view only while gossip holds its
+sender alive or suspect; a member declared dead or gone is removed from the view at once,
+rather than after a report timeout (the view's own timeout, `NodeConfig.report_stale_s`,
+is only a backstop for a live member whose reports stopped coming).
+
+**Own reports.** Every ``report_interval_s`` the node applies its own fresh report to its
+view, and gossips it when something placement cares about changed (models, queue,
+running, readiness, load backlog to the second), when members joined since it last did
+(they lack it), or when ``report_refresh_s`` has passed. A
+gossiped report names at most `GOSSIP_REPORT_MAX_MODELS` models, fastest tiers first,
+and counts the rest in ``models_omitted``: two such reports fit in one datagram beside
+the membership updates.
+
+**Staleness and probing** (after Sparrow, Ousterhout et al., SOSP'13). Gossiped load is
+seconds old, and every node schedules independently, so several nodes can pick the same
+"least loaded" worker at once. With `ProbingConfig.candidates` = d > 0, a node first asks
+d candidates (the policy's own choice, then the least-loaded holders of the model and the
+least-loaded workers overall) for their current report with a ``load_probe``, waits for
+the replies or ``timeout_s``, applies the fresh reports to its view, and only then lets
+the policy decide. Off by default: it adds a round trip to every decision. Measured in
+docs/decentralized.md (`sllm bench gossip`).
+
+Not handled yet: forwarding the inference request itself (the client sends it to the
+chosen node), batch sampling across requests (Sparrow's batch probing), late binding.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from itertools import islice
+
+from sllm.core.coordinator import Coordinator, Notice
+from sllm.core.cost import CostModel, ModelInfo
+from sllm.core.membership import (
+    Address,
+    GossipConfig,
+    Membership,
+    MemberState,
+    Send,
+)
+from sllm.core.tiers import Tier
+from sllm.core.worker import WorkerResources, WorkerState
+from sllm.wire.messages import (
+    MEMBER_PAGE_MAX,
+    SECONDS_MAX,
+    ClusterStateRequest,
+    GossipAck,
+    GossipNack,
+    GossipPing,
+    GossipPingReq,
+    GossipPush,
+    GossipSync,
+    LoadProbe,
+    LoadProbeReply,
+    MemberStateRequest,
+    MemberStateResponse,
+    MemberSummary,
+    Message,
+    ScheduleRequest,
+    WorkerReport,
+)
+
+# A gossiped report names at most this many models (GPU and host-memory ones first): about
+# 500 bytes, so two fit in a datagram beside a dozen membership updates.
+GOSSIP_REPORT_MAX_MODELS = 6
+GOSSIP_MESSAGES = (GossipPing, GossipAck, GossipPingReq, GossipNack, GossipSync, GossipPush)
+
+
+@dataclass(frozen=True, slots=True)
+class ProbingConfig:
+    """Sparrow-style probing before a decision; ``candidates = 0`` turns it off."""
+
+    candidates: int = 0  # d: how many candidates to ask (Sparrow uses d = 2 per task)
+    timeout_s: float = 0.05  # decide with what has come back by then (a LAN RTT is < 1 ms)
+
+    def __post_init__(self) -> None:
+        if self.candidates < 0 or not self.timeout_s > 0:
+            raise ValueError("probing needs candidates >= 0 and a positive timeout")
+
+
+@dataclass(frozen=True, slots=True)
+class NodeConfig:
+    """Everything a node is configured with besides its identity and resources."""
+
+    policy: str = "startup-aware"
+    report_interval_s: float = 1.0  # REPORT_INTERVAL: how often the node looks at itself
+    report_refresh_s: float = 10.0  # gossip the report at least this often, changed or not
+    report_stale_s: float = 60.0  # the view's backstop timeout for a silent live member
+    gossip: GossipConfig = field(default_factory=GossipConfig)
+    probing: ProbingConfig = field(default_factory=ProbingConfig)
+
+    def __post_init__(self) -> None:
+        if not 0 < self.report_interval_s <= self.report_refresh_s < self.report_stale_s:
+            raise ValueError(
+                "need 0 < report_interval_s <= report_refresh_s < report_stale_s, got "
+                f"{self.report_interval_s}, {self.report_refresh_s}, {self.report_stale_s}"
+            )
+
+
+@dataclass(frozen=True, slots=True)
+class Traffic:
+    """What the runtime measures about the node's socket, for `status`."""
+
+    bytes_sent_per_s: float = 0.0
+    bytes_received_per_s: float = 0.0
+    rejected_datagrams: int = 0
+
+
+@dataclass(slots=True)
+class ProbingCounters:
+    decisions: int = 0  # decisions made after probing
+    probes_sent: int = 0
+    replies: int = 0
+    timed_out: int = 0  # decisions made before every reply came
+
+
+@dataclass(slots=True)
+class _Pending:
+    request: ScheduleRequest
+    requester: Address
+    deadline: float
+    awaiting: set[str]
+
+
+def trim_report(report: WorkerReport, max_models: int = GOSSIP_REPORT_MAX_MODELS) -> WorkerReport:
+    """The report as gossip carries it: the first `max_models` models (fastest tiers)."""
+    if len(report.models) <= max_models:
+        return report
+    kept = dict(islice(report.models.items(), max_models))
+    omitted = report.models_omitted + len(report.models) - len(kept)
+    return dataclasses.replace(report, models=kept, models_omitted=omitted)
+
+
+def _signature(report: WorkerReport) -> tuple[object, ...]:
+    """What placement reads from a report, to tell whether it is worth gossiping."""
+    return (
+        tuple(report.models.items()),
+        report.models_omitted,
+        report.queue_depth,
+        report.running,
+        report.ready,
+        round(report.load_backlog_s),
+    )
+
+
+class Node:
+    """Worker + membership + local scheduler; every entry point is `(input, now) -> output`."""
+
+    def __init__(
+        self,
+        node_id: str,
+        address: Address,
+        catalog: Mapping[str, ModelInfo],
+        cost: CostModel,
+        rng: random.Random,
+        now: float,
+        config: NodeConfig | None = None,
+        resources: WorkerResources | None = None,
+        seeds: Iterable[Address] = (),
+        preloaded: Mapping[str, Tier] | None = None,
+        http_port: int = 0,
+        wall_offset: float = 0.0,
+        worker: WorkerState | None = None,
+    ) -> None:
+        """`worker` is the runtime's own worker state, when it already made one; else the
+        node makes one from `resources` and `preloaded`."""
+        self.node_id = node_id
+        self.address = address
+        self.config = config or NodeConfig()
+        self.http_port = http_port
+        # Reports carry wall-clock timestamps (they order a restarted node's reports);
+        # `now + wall_offset` is the wall clock. The simulator's virtual time needs none.
+        self.wall_offset = wall_offset
+        self.worker = worker or WorkerState(
+            node_id, resources or WorkerResources(), catalog, cost, preloaded, now=now
+        )
+        self.membership = Membership(
+            node_id,
+            address,
+            random.Random(rng.getrandbits(64)),
+            now,
+            self.config.gossip,
+            seeds,
+        )
+        self.scheduler = Coordinator(
+            self.config.policy,
+            catalog,
+            cost,
+            self.config.report_stale_s,
+            random.Random(rng.getrandbits(64)),
+            now,
+        )
+        self.traffic = Traffic()
+        self.probing = ProbingCounters()
+        self._pending: dict[str, _Pending] = {}
+        self._probe_of: dict[str, str] = {}  # probe request id -> schedule request id
+        self._probe_seq = 0
+        self._notices: list[Notice] = []
+        self._published: tuple[object, ...] | None = None
+        self._published_at = now
+        self._published_to = 0  # live members when the report was last gossiped
+        self._next_report_at = now
+        self._started_at = now
+        self._left = False
+
+    # -- queries ---------------------------------------------------------------------
+
+    def take_notices(self) -> list[Notice]:
+        """What happened since the last call (membership included), for the runtime to log."""
+        notices, self._notices = self._notices, []
+        return notices
+
+    def next_deadline(self) -> float | None:
+        if self._left:
+            return None
+        times = [self._next_report_at]
+        gossip = self.membership.next_deadline()
+        if gossip is not None:
+            times.append(gossip)
+        times.extend(pending.deadline for pending in self._pending.values())
+        return min(times)
+
+    # -- input -----------------------------------------------------------------------
+
+    def handle(self, message: Message, sender: Address, now: float) -> list[Send]:
+        if self._left:
+            return []
+        if isinstance(message, GOSSIP_MESSAGES):
+            sends = self.membership.handle(message, sender, now)
+            self._absorb(now)
+            return sends
+        if isinstance(message, ScheduleRequest):
+            return self._schedule(message, sender, now)
+        if isinstance(message, LoadProbe):
+            report = trim_report(self._own_report(now))
+            return [Send(sender, LoadProbeReply(message.request_id, (report,)))]
+        if isinstance(message, LoadProbeReply):
+            return self._probe_reply(message, now)
+        if isinstance(message, ClusterStateRequest):
+            return [Send(sender, self.scheduler.cluster_state(message, now))]
+        if isinstance(message, MemberStateRequest):
+            return [Send(sender, self.member_state(message, now))]
+        self._notices.append(Notice("unexpected_message", {"type": message.TYPE}))
+        return []
+
+    def tick(self, now: float) -> list[Send]:
+        if self._left:
+            return []
+        sends = self.membership.tick(now)
+        self._absorb(now)
+        if now >= self._next_report_at:
+            self._next_report_at = now + self.config.report_interval_s
+            self._report(now)
+        for request_id, pending in list(self._pending.items()):
+            if now >= pending.deadline:
+                self.probing.timed_out += 1
+                sends.append(self._decide(request_id, now))
+        return sends
+
+    def leave(self, now: float) -> list[Send]:
+        """Stop taking work and announce the leave; nothing is handled afterwards."""
+        self.worker.ready = False
+        sends = self.membership.leave(now)
+        self._left = True
+        return sends
+
+    # -- gossip into the view ----------------------------------------------------------
+
+    def _absorb(self, now: float) -> None:
+        """Apply what gossip learned: fresh reports in, dead or departed members out."""
+        view = self.scheduler.view
+        for report in self.membership.take_reports():
+            if self.membership.is_live(report.node_id):
+                view.apply_report(report, now)
+                self.scheduler.counters.reports += 1
+        for notice in self.membership.take_notices():
+            if notice.event in ("member_dead", "member_left", "member_forgotten"):
+                member = str(notice.fields.get("member", ""))
+                view.remove(member)
+            self._notices.append(notice)
+
+    def _own_report(self, now: float) -> WorkerReport:
+        host, port = self.address
+        return self.worker.report(
+            now, host, port, http_port=self.http_port, timestamp=now + self.wall_offset
+        )
+
+    def _report(self, now: float) -> None:
+        report = self._own_report(now)
+        self.scheduler.view.apply_report(report, now)
+        signature = _signature(report)
+        stale = now - self._published_at >= self.config.report_refresh_s
+        members = self.membership.live_count
+        if signature != self._published or stale or members > self._published_to:
+            self._published = signature
+            self._published_at = now
+            self._published_to = members
+            self.membership.publish_report(trim_report(report))
+
+    # -- placement ---------------------------------------------------------------------
+
+    def _schedule(self, request: ScheduleRequest, requester: Address, now: float) -> list[Send]:
+        self.scheduler.view.expire(now)
+        candidates = self._candidates(request) if self.config.probing.candidates else []
+        remote = [c for c in candidates if c != self.node_id and self.membership.is_live(c)]
+        if not remote:
+            return [Send(requester, self.scheduler.place(request, now))]
+        request_id = request.request_id
+        if request_id in self._pending:
+            return []  # a duplicate of a request we are already probing for
+        pending = _Pending(request, requester, now + self.config.probing.timeout_s, set())
+        sends = []
+        for worker_id in remote:
+            member = self.membership.get(worker_id)
+            assert member is not None
+            self._probe_seq += 1
+            probe_id = f"probe-{self._probe_seq}"
+            self._probe_of[probe_id] = request_id
+            pending.awaiting.add(probe_id)
+            sends.append(Send(member.address, LoadProbe(probe_id)))
+        self._pending[request_id] = pending
+        self.probing.probes_sent += len(sends)
+        return sends
+
+    def _candidates(self, request: ScheduleRequest) -> list[str]:
+        """The policy's choice, then the least-loaded GPU holders, then the least loaded."""
+        view = self.scheduler.view
+        model = self.scheduler.catalog.get(request.model)
+        if model is None:
+            return []
+        wanted = self.config.probing.candidates
+        chosen: dict[str, None] = {}
+        first = self.scheduler.policy.choose(view, request, model)
+        if first is not None:
+            chosen[first.worker.worker_id] = None
+        sources = [view.holders(request.model, Tier.GPU), view.by_load]
+        for index in sources:
+            if index is None:
+                continue
+            for worker_id in islice(index.lowest(), wanted):
+                if len(chosen) >= wanted:
+                    break
+                chosen.setdefault(worker_id, None)
+        return list(chosen)[:wanted]
+
+    def _probe_reply(self, reply: LoadProbeReply, now: float) -> list[Send]:
+        self.probing.replies += 1
+        for report in reply.reports:
+            if self.membership.is_live(report.node_id) and report.node_id != self.node_id:
+                self.scheduler.view.apply_report(report, now)
+        request_id = self._probe_of.pop(reply.request_id, None)
+        pending = self._pending.get(request_id) if request_id is not None else None
+        if pending is None or request_id is None:
+            return []  # late: the decision is made, but the fresh report was still useful
+        pending.awaiting.discard(reply.request_id)
+        if pending.awaiting:
+            return []
+        return [self._decide(request_id, now)]
+
+    def _decide(self, request_id: str, now: float) -> Send:
+        pending = self._pending.pop(request_id)
+        for probe_id in pending.awaiting:
+            self._probe_of.pop(probe_id, None)
+        self.probing.decisions += 1
+        return Send(pending.requester, self.scheduler.place(pending.request, now))
+
+    # -- status ------------------------------------------------------------------------
+
+    def member_state(self, request: MemberStateRequest, now: float) -> MemberStateResponse:
+        """Counters and one page of members sorted by id. O(N): for `status`."""
+        membership = self.membership
+        counts = membership.counts()
+        members = sorted(membership.members.values(), key=lambda m: m.node_id)
+        page = members[request.offset : request.offset + min(request.limit, MEMBER_PAGE_MAX)]
+        view = self.scheduler.view
+        summaries = []
+        for member in page:
+            entry = view.get(member.node_id)
+            summaries.append(
+                MemberSummary(
+                    node_id=member.node_id,
+                    host=member.address[0],
+                    port=member.address[1],
+                    state=int(member.state),
+                    incarnation=member.incarnation,
+                    info_age_s=0.0
+                    if member.node_id == self.node_id
+                    else _age(now, max(member.heard_at, member.changed_at)),
+                    reported=entry is not None,
+                    report_age_s=_age(now, entry.last_seen) if entry is not None else 0.0,
+                )
+            )
+        counters = membership.counters
+        return MemberStateResponse(
+            request_id=request.request_id,
+            node_id=self.node_id,
+            incarnation=membership.incarnation,
+            alive=counts[MemberState.ALIVE],
+            suspect=counts[MemberState.SUSPECT],
+            dead=counts[MemberState.DEAD],
+            left=counts[MemberState.LEFT],
+            false_suspicions=counters.false_suspicions,
+            refuted=counters.refuted,
+            local_health=membership.awareness,
+            bytes_sent_per_s=max(0.0, self.traffic.bytes_sent_per_s),
+            bytes_received_per_s=max(0.0, self.traffic.bytes_received_per_s),
+            rejected_datagrams=self.traffic.rejected_datagrams,
+            offset=request.offset,
+            members=tuple(summaries),
+        )
+
+
+def _age(now: float, then: float) -> float:
+    return min(max(0.0, now - then), SECONDS_MAX)

@@ -1,0 +1,500 @@
+"""`decentralized_simulation.py`: a real decentralized cluster on loopback, under a workload.
+
+It starts N nodes as separate processes (real UDP, real clock, the sim engine for service
+times); node 0 is every other node's seed. Once every node's membership holds all N alive,
+it replays the workload exactly as `centralized_simulation.py` does (the same `Driver`),
+except that each request asks a random live node where to run. Every 10 s it prints one
+node's view; at the end it prints the same report, with the same JSON keys, plus a
+``gossip`` section.
+
+``--kill K`` kills K random nodes (SIGKILL: no goodbye) halfway through the arrivals and
+measures recovery: the time until every live node's membership has dropped every killed
+node (marked dead), against the stated detection bound (`GossipConfig.detection_bound`).
+Requests sent to a killed node before the others noticed fail; they are counted in the
+report's failures.
+
+Client-side timings are as in the centralized script: time to first token = the
+scheduling round trip + the worker's own time to first token. State samples come from a
+random live node's view, so queue depths are as fresh as that node's gossip (about one
+report interval plus a few gossip rounds).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import random
+import signal
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from sllm.config import POLICY_NAMES
+from sllm.core.membership import GossipConfig
+from sllm.experiments.centralized import DEFAULT_DRAIN_S, Driver, wait_for_drain
+from sllm.experiments.launcher import ServiceProcess
+from sllm.experiments.options import add_workload_arguments, make_workload, options_from_args
+from sllm.experiments.report import build_report, render_report
+from sllm.runtime.client import get_members
+from sllm.runtime.udp import Address, Endpoint
+from sllm.wire import Codec
+
+JOIN_TIMEOUT_S = 30.0
+POLL_S = 0.2
+# Protocol period and timeouts on loopback: five times memberlist's LAN profile, so a
+# killed node is detected within seconds and a run stays short.
+DEFAULT_PROBE_INTERVAL_S = 0.2
+DEFAULT_PROBE_TIMEOUT_S = 0.1
+DEFAULT_GOSSIP_INTERVAL_S = 0.1
+DEFAULT_SYNC_INTERVAL_S = 2.0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="decentralized_simulation.py",
+        description="Run N decentralized nodes on 127.0.0.1 (separate processes, real UDP, "
+        "gossip membership, sim engine) under a workload, each request sent to a random "
+        "node, and report latency, cache hits, balance and failure recovery.",
+    )
+    parser.add_argument("--nodes", type=int, default=5, help="number of nodes (default 5)")
+    parser.add_argument(
+        "--duration", type=float, default=30.0, help="seconds of arrivals (default 30)"
+    )
+    parser.add_argument(
+        "--base-port",
+        type=int,
+        default=7001,
+        help="node i listens on this + i (default 7001; 0 = any free port)",
+    )
+    parser.add_argument(
+        "--policy",
+        choices=POLICY_NAMES,
+        default="startup-aware",
+        help="placement policy on every node (default startup-aware)",
+    )
+    parser.add_argument(
+        "--kill", type=int, default=0, metavar="K", help="kill K random nodes halfway (default 0)"
+    )
+    parser.add_argument(
+        "--probing",
+        type=int,
+        default=0,
+        metavar="D",
+        help="Sparrow-style probing of D candidates per decision (default 0: off)",
+    )
+    parser.add_argument("--json", metavar="PATH", help="also write the report as JSON")
+    parser.add_argument(
+        "--drain", type=float, default=DEFAULT_DRAIN_S, help="seconds to let requests finish"
+    )
+    parser.add_argument("--report-interval", type=float, default=1.0, help="load report period")
+    parser.add_argument(
+        "--probe-interval",
+        type=float,
+        default=DEFAULT_PROBE_INTERVAL_S,
+        help=f"SWIM protocol period, s (default {DEFAULT_PROBE_INTERVAL_S})",
+    )
+    parser.add_argument("--verbose", "-v", action="store_true", help="echo the nodes' logs")
+    add_workload_arguments(parser)
+    return parser
+
+
+def gossip_config(args: argparse.Namespace) -> GossipConfig:
+    interval = args.probe_interval
+    return GossipConfig(
+        probe_interval_s=interval,
+        probe_timeout_s=interval * DEFAULT_PROBE_TIMEOUT_S / DEFAULT_PROBE_INTERVAL_S,
+        gossip_interval_s=min(DEFAULT_GOSSIP_INTERVAL_S, interval),
+        sync_interval_s=DEFAULT_SYNC_INTERVAL_S,
+    )
+
+
+def node_arguments(
+    name: str, port: int, seeds: Sequence[Address], args: argparse.Namespace, host: str
+) -> list[str]:
+    """The `sllm node` command line of one node of the experiment."""
+    gossip = gossip_config(args)
+    return [
+        "node",
+        "--node-id",
+        name,
+        "--host",
+        host,
+        "--port",
+        str(port),
+        "--seed-nodes",
+        ",".join(f"{h}:{p}" for h, p in seeds),
+        "--policy",
+        args.policy,
+        "--probe-interval",
+        str(gossip.probe_interval_s),
+        "--probe-timeout",
+        str(gossip.probe_timeout_s),
+        "--gossip-interval",
+        str(gossip.gossip_interval_s),
+        "--sync-interval",
+        str(gossip.sync_interval_s),
+        "--probing",
+        str(args.probing),
+        "--seed",
+        str(args.seed),
+    ]
+
+
+async def member_states(
+    endpoint: Endpoint, nodes: Sequence[Address], timeout: float = 0.5
+) -> dict[Address, dict[str, str] | None]:
+    """Each node's view of the membership, ``{member id: state}``; None if it did not answer."""
+
+    async def one(node: Address) -> dict[str, str] | None:
+        try:
+            _, members = await get_members(endpoint, node, timeout)
+        except (TimeoutError, OSError):
+            return None
+        states = ("alive", "suspect", "dead", "left")
+        return {m.node_id: states[m.state] for m in members}
+
+    answers = await asyncio.gather(*(one(node) for node in nodes))
+    return dict(zip(nodes, answers, strict=True))
+
+
+def views_agree(
+    views: Mapping[Address, dict[str, str] | None], want: Mapping[str, str | None]
+) -> bool:
+    """Every node answered and sees each member of `want` in its state (None: gone, that
+    is absent, dead or left)."""
+    for view in views.values():
+        if view is None:
+            return False
+        for member, state in want.items():
+            seen = view.get(member)
+            if state is None and seen not in (None, "dead", "left"):
+                return False
+            if state is not None and seen != state:
+                return False
+    return True
+
+
+async def wait_for_views(
+    endpoint: Endpoint,
+    nodes: Sequence[Address],
+    want: Mapping[str, str | None],
+    timeout: float,
+    poll_s: float = POLL_S,
+) -> float | None:
+    """Seconds until `views_agree` holds for every node in `nodes`; None on timeout."""
+    start = time.monotonic()
+    while True:
+        if views_agree(await member_states(endpoint, nodes), want):
+            return time.monotonic() - start
+        if time.monotonic() - start > timeout:
+            return None
+        await asyncio.sleep(poll_s)
+
+
+def watch(argv: Sequence[str]) -> int:
+    """``watch HOST:PORT,... JSON TIMEOUT``: `wait_for_views` as a command that prints the
+    seconds it took (or ``null``), for checks run from another network namespace."""
+    nodes = [(h, int(p)) for h, _, p in (item.rpartition(":") for item in argv[0].split(","))]
+    want = json.loads(argv[1])
+
+    async def run() -> float | None:
+        endpoint = await Endpoint.bind(Codec(), "0.0.0.0", 0)
+        try:
+            return await wait_for_views(endpoint, nodes, want, float(argv[2]))
+        finally:
+            endpoint.close()
+
+    elapsed = asyncio.run(run())
+    print(json.dumps(elapsed))
+    return 0 if elapsed is not None else 1
+
+
+async def wait_for_convergence(
+    endpoint: Endpoint, nodes: Sequence[Address], names: set[str], timeout: float
+) -> float | None:
+    """Seconds until every node holds exactly `names` as live; None on timeout."""
+    start = time.monotonic()
+    while time.monotonic() - start < timeout:
+        views = await member_states(endpoint, nodes)
+        if all(
+            view is not None
+            and {m for m, state in view.items() if state in ("alive", "suspect")} == names
+            for view in views.values()
+        ):
+            return time.monotonic() - start
+        await asyncio.sleep(POLL_S)
+    return None
+
+
+class Cluster:
+    """The node processes of one run, and which of them are still alive."""
+
+    def __init__(self) -> None:
+        self.services: dict[str, ServiceProcess] = {}
+        self.addresses: dict[str, Address] = {}
+        self.killed: set[str] = set()
+
+    @property
+    def live(self) -> list[str]:
+        return [name for name in self.services if name not in self.killed]
+
+    def live_addresses(self) -> list[Address]:
+        return [self.addresses[name] for name in self.live]
+
+    async def stop(self) -> None:
+        await asyncio.gather(*(service.stop() for service in self.services.values()))
+
+
+async def start_nodes(
+    cluster: Cluster, args: argparse.Namespace, env: dict[str, str], host: str = "127.0.0.1"
+) -> None:
+    """Node 0 first (the seed), then the others together."""
+    first = "node-0"
+    port = args.base_port
+    service = await ServiceProcess.start(
+        first, node_arguments(first, port, [], args, host), env, echo=args.verbose
+    )
+    cluster.services[first] = service
+    cluster.addresses[first] = (host, service.port)
+    seeds = [(host, service.port)]
+    names = [f"node-{i}" for i in range(1, args.nodes)]
+    starts = [
+        ServiceProcess.start(
+            name,
+            node_arguments(name, args.base_port + i if args.base_port else 0, seeds, args, host),
+            env,
+            echo=args.verbose,
+        )
+        for i, name in enumerate(names, start=1)
+    ]
+    failure: BaseException | None = None
+    results = await asyncio.gather(*starts, return_exceptions=True)
+    for name, started in zip(names, results, strict=True):
+        if isinstance(started, BaseException):
+            failure = failure or started
+            continue
+        cluster.services[name] = started
+        cluster.addresses[name] = (host, started.port)
+    if failure is not None:
+        raise failure
+
+
+async def kill_and_measure(
+    cluster: Cluster,
+    endpoint: Endpoint,
+    count: int,
+    at: float,
+    rng: random.Random,
+    stop: asyncio.Event,
+    timeout: float,
+) -> dict[str, Any]:
+    """At `at` (monotonic), SIGKILL `count` random nodes; time until every live node drops them."""
+    delay = at - time.monotonic()
+    if delay > 0:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), delay)
+    if stop.is_set():
+        return {"killed": [], "recovered": False}
+    victims = sorted(rng.sample(cluster.live, min(count, len(cluster.live) - 1)))
+    killed_at = time.monotonic()
+    await asyncio.gather(*(cluster.services[name].kill() for name in victims))
+    cluster.killed.update(victims)
+    print(f"killed {', '.join(victims)}; waiting for every live node to drop them", flush=True)
+    detected: dict[str, float] = {}  # live node -> when it had dropped every victim
+    while time.monotonic() - killed_at < timeout and not stop.is_set():
+        views = await member_states(endpoint, cluster.live_addresses())
+        now = time.monotonic()
+        for name in cluster.live:
+            view = views.get(cluster.addresses[name])
+            if name in detected or view is None:
+                continue
+            if all(view.get(victim) in (None, "dead", "left") for victim in victims):
+                detected[name] = now - killed_at
+        if len(detected) == len(cluster.live):
+            break
+        await asyncio.sleep(POLL_S)
+    recovered = len(detected) == len(cluster.live)
+    return {
+        "killed": victims,
+        "recovered": recovered,
+        "recovery_s": round(max(detected.values()), 3) if recovered else None,
+        "first_detection_s": round(min(detected.values()), 3) if detected else None,
+        "poll_interval_s": POLL_S,
+    }
+
+
+async def run(args: argparse.Namespace) -> dict[str, Any]:
+    models, arrivals = make_workload(options_from_args(args, args.duration))
+    env = {
+        "REPORT_INTERVAL": str(args.report_interval),
+        "LOG_LEVEL": "DEBUG" if args.verbose else "INFO",
+        "SEED_NODES": "",
+    }
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGINT, stop.set)
+    loop.add_signal_handler(signal.SIGTERM, stop.set)
+    cluster = Cluster()
+    endpoint: Endpoint | None = None
+    sampler: asyncio.Task[None] | None = None
+    killer: asyncio.Task[dict[str, Any]] | None = None
+    gossip = gossip_config(args)
+    try:
+        print(
+            f"starting {args.nodes} nodes ({args.policy}, probing {args.probing or 'off'}) on "
+            f"127.0.0.1; {len(arrivals)} requests over {args.duration:g}s for "
+            f"{len(models)} models",
+            flush=True,
+        )
+        await start_nodes(cluster, args, env)
+        endpoint = await Endpoint.bind(Codec(), "127.0.0.1", 0)
+        converged = await wait_for_convergence(
+            endpoint, cluster.live_addresses(), set(cluster.services), JOIN_TIMEOUT_S
+        )
+        if converged is None:
+            raise RuntimeError(f"the nodes did not converge within {JOIN_TIMEOUT_S:g} s")
+        rng = random.Random(args.seed)
+        driver = Driver(
+            endpoint,
+            cluster.addresses["node-0"],
+            pick_scheduler=lambda: rng.choice(cluster.live_addresses()),
+        )
+        driver.active_workers = args.nodes
+        print(f"all {args.nodes} nodes see each other after {converged:.2f}s", flush=True)
+        sampler = asyncio.create_task(driver.sample_forever())
+        if args.kill:
+            killer = asyncio.create_task(
+                kill_and_measure(
+                    cluster,
+                    endpoint,
+                    args.kill,
+                    time.monotonic() + args.duration / 2,
+                    random.Random(args.seed + 1),
+                    stop,
+                    timeout=3 * gossip.detection_bound(args.nodes),
+                )
+            )
+        await driver.replay(arrivals, stop)
+        if driver.in_flight and not stop.is_set():
+            await wait_for_drain(driver.in_flight, stop, args.drain)
+        for task in list(driver.in_flight):
+            task.cancel()
+        await asyncio.gather(*driver.in_flight, return_exceptions=True)
+        kill_result: dict[str, Any] | None = None
+        if killer is not None:
+            kill_result = await killer
+            kill_result["detection_bound_s"] = round(gossip.detection_bound(args.nodes), 3)
+        gossip_summary = await summarize_gossip(endpoint, cluster)
+        return build_report(
+            driver.outcomes,
+            driver.samples,
+            len(cluster.live),
+            {
+                "mode": "decentralized",
+                "policy": args.policy,
+                "seed": args.seed,
+                "duration_s": args.duration,
+                "interrupted": stop.is_set(),
+                "missed_state_samples": driver.missed_samples,
+                "nodes": args.nodes,
+                "probing": args.probing,
+                "probe_interval_s": gossip.probe_interval_s,
+                "converged_s": round(converged, 3),
+                "kill": kill_result,
+                "gossip": gossip_summary,
+            },
+        )
+    finally:
+        tasks: list[asyncio.Task[Any]] = [t for t in (sampler, killer) if t is not None]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        if endpoint is not None:
+            endpoint.close()
+        await cluster.stop()
+        loop.remove_signal_handler(signal.SIGINT)
+        loop.remove_signal_handler(signal.SIGTERM)
+
+
+async def summarize_gossip(endpoint: Endpoint, cluster: Cluster) -> dict[str, Any]:
+    """Membership counters summed over the live nodes, and their traffic per node."""
+    totals = {"false_suspicions": 0, "refuted": 0, "rejected_datagrams": 0}
+    sent: list[float] = []
+    received: list[float] = []
+    answered = 0
+    for address in cluster.live_addresses():
+        try:
+            summary, _ = await get_members(endpoint, address, 0.5, pages=1)
+        except (TimeoutError, OSError):
+            continue
+        answered += 1
+        totals["false_suspicions"] += summary.false_suspicions
+        totals["refuted"] += summary.refuted
+        totals["rejected_datagrams"] += summary.rejected_datagrams
+        sent.append(summary.bytes_sent_per_s)
+        received.append(summary.bytes_received_per_s)
+    return {
+        "nodes_answering": answered,
+        **totals,
+        "bytes_sent_per_s_per_node": round(sum(sent) / len(sent), 1) if sent else 0.0,
+        "bytes_received_per_s_per_node": round(sum(received) / len(received), 1)
+        if received
+        else 0.0,
+    }
+
+
+def render_extra(report: dict[str, Any]) -> str:
+    gossip = report["gossip"]
+    lines = [
+        f"gossip: false suspicions {gossip['false_suspicions']}  refuted {gossip['refuted']}  "
+        f"rejected datagrams {gossip['rejected_datagrams']}  traffic per node out "
+        f"{gossip['bytes_sent_per_s_per_node']:.0f} B/s in "
+        f"{gossip['bytes_received_per_s_per_node']:.0f} B/s",
+    ]
+    kill = report.get("kill")
+    if kill:
+        if kill["recovered"]:
+            lines.append(
+                f"killed {', '.join(kill['killed'])}: every live node dropped them after "
+                f"{kill['recovery_s']:.2f}s (first after {kill['first_detection_s']:.2f}s; "
+                f"stated bound {kill['detection_bound_s']:.2f}s)"
+            )
+        else:
+            lines.append(f"killed {', '.join(kill['killed']) or 'none'}: not recovered")
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    problems = []
+    if args.nodes < 1:
+        problems.append("--nodes must be >= 1")
+    if args.duration <= 0:
+        problems.append("--duration must be > 0")
+    if args.rate <= 0:
+        problems.append("--rate must be > 0")
+    if not 0 <= args.kill < args.nodes:
+        problems.append("--kill must be >= 0 and leave at least one node")
+    if args.probing < 0:
+        problems.append("--probing must be >= 0")
+    if args.probe_interval <= 0:
+        problems.append("--probe-interval must be > 0")
+    if problems:
+        print("decentralized_simulation.py: " + "; ".join(problems), file=sys.stderr)
+        return 2
+    try:
+        report = asyncio.run(run(args))
+    except (OSError, ValueError, RuntimeError) as error:
+        print(f"decentralized_simulation.py: {error}", file=sys.stderr)
+        return 1
+    print(render_report(report))
+    print(render_extra(report))
+    if args.json:
+        with open(args.json, "w", encoding="utf-8") as out:
+            json.dump(report, out, indent=2)
+            out.write("\n")
+        print(f"report written to {args.json}")
+    return 0

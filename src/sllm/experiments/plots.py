@@ -1,0 +1,140 @@
+"""PNG plots for the experiments, with matplotlib as an optional extra.
+
+Why separate: everything else in the experiments is standard library only. matplotlib is
+imported here, lazily, inside the functions, with the non-interactive Agg backend (no
+display needed). Without it (``pip install 'sllm[plot]'`` installs it), `unavailable`
+says why, and the experiments write their JSON and Markdown and skip the pictures.
+
+Not handled yet: interactive output, SVG, and styling beyond matplotlib's defaults.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+DPI = 110
+SIZE = (7.0, 4.2)
+
+
+def unavailable() -> str | None:
+    """Why plots cannot be drawn, or None when they can."""
+    if importlib.util.find_spec("matplotlib") is None:
+        return "matplotlib is not installed (pip install 'sllm[plot]')"
+    return None
+
+
+def _pyplot() -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(plt: Any, figure: Any, path: Path) -> Path:
+    figure.tight_layout()
+    figure.savefig(path, dpi=DPI)
+    plt.close(figure)
+    return path
+
+
+def cdf(
+    path: Path, series: Mapping[str, Sequence[float]], title: str, xlabel: str, log: bool = True
+) -> Path:
+    """One empirical CDF line per series."""
+    plt = _pyplot()
+    figure, axes = plt.subplots(figsize=SIZE)
+    for name, values in series.items():
+        ordered = sorted(values)
+        if not ordered:
+            continue
+        heights = [(i + 1) / len(ordered) for i in range(len(ordered))]
+        axes.step(ordered, heights, where="post", label=name)
+    if log:
+        axes.set_xscale("log")
+    axes.set(title=title, xlabel=xlabel, ylabel="fraction of requests", ylim=(0, 1.01))
+    axes.grid(True, alpha=0.3)
+    axes.legend(fontsize="small")
+    return _save(plt, figure, path)
+
+
+def bars(
+    path: Path, labels: Sequence[str], values: Mapping[str, Sequence[float]], title: str
+) -> Path:
+    """Grouped bars: one group per label, one bar per series, each series on its own axes."""
+    plt = _pyplot()
+    figure, all_axes = plt.subplots(1, len(values), figsize=(SIZE[0], SIZE[1]), squeeze=False)
+    for axes, (name, heights) in zip(all_axes[0], values.items(), strict=True):
+        axes.bar(range(len(labels)), heights, color="tab:blue")
+        axes.set_xticks(range(len(labels)), labels, rotation=45, ha="right", fontsize="small")
+        axes.set_title(name, fontsize="medium")
+        axes.grid(True, axis="y", alpha=0.3)
+    figure.suptitle(title)
+    return _save(plt, figure, path)
+
+
+def lines(
+    path: Path,
+    series: Mapping[str, tuple[Sequence[float], Sequence[float]]],
+    title: str,
+    xlabel: str,
+    ylabel: str,
+    marks: Sequence[tuple[float, str]] = (),
+    log_x: bool = False,
+    log_y: bool = False,
+) -> Path:
+    """Lines of (x, y) per series, with labelled vertical marks (faults)."""
+    plt = _pyplot()
+    figure, axes = plt.subplots(figsize=SIZE)
+    for name, (xs, ys) in series.items():
+        axes.plot(xs, ys, label=name, marker="o" if len(xs) <= 12 else None)
+    for x, label in marks:
+        axes.axvline(x, color="tab:red", linestyle="--", alpha=0.7)
+        axes.annotate(
+            label,
+            (x, 1.0),
+            xycoords=("data", "axes fraction"),
+            fontsize="small",
+            rotation=90,
+            va="top",
+            ha="right",
+        )
+    if log_x:
+        axes.set_xscale("log")
+    if log_y:
+        axes.set_yscale("log")
+    axes.set(title=title, xlabel=xlabel, ylabel=ylabel)
+    axes.grid(True, alpha=0.3)
+    if len(series) > 1:
+        axes.legend(fontsize="small")
+    return _save(plt, figure, path)
+
+
+def panels(
+    path: Path,
+    rows: Sequence[tuple[str, Mapping[str, tuple[Sequence[float], Sequence[float]]]]],
+    title: str,
+    xlabel: str,
+    marks: Sequence[tuple[float, str]] = (),
+) -> Path:
+    """Several line plots stacked, sharing the x axis: (ylabel, series) per row."""
+    plt = _pyplot()
+    figure, all_axes = plt.subplots(
+        len(rows), 1, figsize=(SIZE[0], 2.4 * len(rows)), sharex=True, squeeze=False
+    )
+    for axes, (ylabel, series) in zip(all_axes[:, 0], rows, strict=True):
+        for name, (xs, ys) in series.items():
+            axes.plot(xs, ys, label=name, linewidth=1.0)
+        for x, _ in marks:
+            axes.axvline(x, color="tab:red", linestyle="--", alpha=0.7)
+        axes.set_ylabel(ylabel)
+        axes.grid(True, alpha=0.3)
+        if len(series) > 1:
+            axes.legend(fontsize="x-small", ncol=3)
+    all_axes[-1, 0].set_xlabel(xlabel)
+    figure.suptitle(title)
+    return _save(plt, figure, path)

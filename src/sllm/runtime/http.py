@@ -1,0 +1,194 @@
+"""The services' HTTP listener: health, readiness and Prometheus metrics on FastAPI and uvicorn.
+
+Why it exists: every long-lived service (coordinator, worker, node) needs a liveness and a
+readiness endpoint for container health checks and Kubernetes probes, and ``/metrics`` for
+Prometheus. `create_app` builds that ASGI app; the OpenAI-compatible front door adds its
+routes to the same app (``app.include_router(...)``), so there is one HTTP server per
+process. It needs the ``serve`` extra; `sllm.runtime.monitoring` is the stdlib-only side
+that decides whether to import this module at all.
+
+How it runs: `HttpListener` binds its own socket (so a port of 0 is known at once and a bind
+error is an `OSError` here, not uvicorn's ``sys.exit``) and runs ``uvicorn.Server.serve`` as
+a task in the service's own event loop, next to the UDP endpoint. Every route is ``async``,
+so it runs on that loop and reads the core's state without locks. uvicorn's signal
+handling is switched off: the service's `run_service` owns SIGINT and SIGTERM and calls
+`HttpListener.stop`, which is bounded by `STOP_TIMEOUT_S`.
+
+Endpoints:
+
+- ``GET /healthz``: 200 while the event loop answers (liveness).
+- ``GET /readyz``: 200 when the service's readiness check passes, else 503 with the reason.
+- ``GET /metrics``: the service's own `CollectorRegistry` (never the global one), in the
+  Prometheus text format, or OpenMetrics when the scraper asks for it.
+
+Not handled yet: TLS, HTTP/2, compression of ``/metrics``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+from collections.abc import Awaitable, Callable, Iterator
+
+import uvicorn
+from fastapi import FastAPI, Request, Response
+from fastapi.responses import JSONResponse
+from prometheus_client import CollectorRegistry
+from prometheus_client.exposition import choose_encoder
+
+from sllm.logs import log_event
+from sllm.runtime.monitoring import Readiness
+
+log = logging.getLogger("sllm.http")
+
+# Requests in flight get this long to finish once stopping starts; health and metrics
+# answer in milliseconds, so one second only waits out a slow scrape (uvicorn takes whole
+# seconds).
+GRACEFUL_SHUTDOWN_S = 1
+# The whole stop, after which the server task is cancelled: inside the services' 3-second
+# shutdown grace, with room for their own UDP goodbye.
+STOP_TIMEOUT_S = 1.5
+# Pending connections the kernel queues before uvicorn accepts them (uvicorn's default).
+BACKLOG = 2048
+
+
+def create_app(
+    service: str, registry: CollectorRegistry, readiness: Callable[[], Readiness]
+) -> FastAPI:
+    """The health, readiness and metrics app of one service."""
+    app = FastAPI(title=f"sllm {service}", docs_url=None, redoc_url=None, openapi_url=None)
+
+    @app.get("/healthz")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok", "service": service}
+
+    @app.get("/readyz")
+    async def readyz() -> JSONResponse:
+        state = readiness()
+        body = {
+            "status": "ready" if state.ready else "not_ready",
+            "service": service,
+            "reason": state.reason,
+        }
+        return JSONResponse(body, status_code=200 if state.ready else 503)
+
+    @app.get("/metrics")
+    async def metrics(request: Request) -> Response:
+        encode, content_type = choose_encoder(request.headers.get("accept", ""))
+        return Response(encode(registry), media_type=content_type)
+
+    return app
+
+
+class _Server(uvicorn.Server):
+    """uvicorn's server without its signal handlers: the hosting service owns the signals."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+def bind_tcp(host: str, port: int) -> socket.socket:
+    """A listening TCP socket on `host`:`port` (IPv4, or IPv6 for an address with a colon)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        # A restarted service must rebind while old connections sit in TIME_WAIT.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(BACKLOG)
+        sock.setblocking(False)
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+class HttpListener:
+    """`create_app` served by uvicorn in the running loop until `stop`."""
+
+    def __init__(
+        self,
+        service: str,
+        host: str,
+        port: int,
+        registry: CollectorRegistry,
+        readiness: Callable[[], Readiness],
+    ) -> None:
+        self.service = service
+        self.host = host
+        self.requested_port = port
+        self.app = create_app(service, registry, readiness)
+        self._socket: socket.socket | None = None
+        self._port = 0
+        self._server: _Server | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._closers: list[Callable[[], Awaitable[None]]] = []
+
+    def add_closer(self, closer: Callable[[], Awaitable[None]]) -> None:
+        """Await `closer` after the server stops (routes close what they opened)."""
+        self._closers.append(closer)
+
+    @property
+    def port(self) -> int:
+        """The bound port (the one the OS chose when asked for 0); 0 before `start`."""
+        return self._port
+
+    async def start(self) -> None:
+        """Bind (raising `OSError` when the port is taken) and start serving.
+
+        Connections are accepted into the socket's backlog from the moment it listens, so
+        the listener counts as up as soon as this returns.
+        """
+        self._socket = bind_tcp(self.host, self.requested_port)
+        self._port = int(self._socket.getsockname()[1])
+        config = uvicorn.Config(
+            self.app,
+            lifespan="off",
+            log_config=None,  # keep the process's logging as `configure_logging` set it
+            log_level="warning",  # uvicorn's own INFO lines are not fixed event names
+            access_log=False,
+            server_header=False,
+            timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
+        )
+        self._server = _Server(config)
+        self._task = asyncio.create_task(self._server.serve(sockets=[self._socket]))
+        self._task.add_done_callback(self._served)
+        log_event(
+            log,
+            logging.INFO,
+            "http_listening",
+            service=self.service,
+            host=self.host,
+            port=self.port,
+        )
+
+    def _served(self, task: asyncio.Task[None]) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            log_event(
+                log,
+                logging.ERROR,
+                "http_crashed",
+                service=self.service,
+                error=str(task.exception()),
+            )
+
+    async def stop(self) -> None:
+        """Stop accepting, let requests in flight finish, and close; at most `STOP_TIMEOUT_S`."""
+        if self._server is not None and self._task is not None:
+            self._server.should_exit = True
+            try:
+                await asyncio.wait_for(asyncio.shield(self._task), STOP_TIMEOUT_S)
+            except TimeoutError:
+                self._server.force_exit = True
+                self._task.cancel()
+                await asyncio.gather(self._task, return_exceptions=True)
+                log_event(log, logging.WARNING, "http_stop_timed_out", service=self.service)
+            except Exception:  # logged by `_served`; stopping goes on
+                pass
+        if self._socket is not None:
+            self._socket.close()
+        for closer in self._closers:
+            await closer()

@@ -1,0 +1,303 @@
+"""Prometheus metrics of the services, read from the core's own state when Prometheus scrapes.
+
+Why it exists: the deployment guide's metrics (active workers, total requests, cache hit
+rate, queue depth distribution, GPU utilization) already live in the core: the
+coordinator's `Counters` and cluster view, the worker's `WorkerState`, the endpoint's
+reject counter. Custom collectors read them at scrape time, so nothing is counted twice
+and ``/metrics`` agrees with ``sllm status``. Only what the core does not keep, the
+distributions of request latency and model load time, is recorded as it happens, by
+`WorkerMetrics`, which the worker feeds with its `Finished` results and load completions.
+
+Every service has its own `CollectorRegistry`, never the global one, so services that share
+a process (the runtime tests do) never collide. Collectors run on the service's event loop
+(the HTTP routes are ``async``), so they read the state without locks.
+
+Names follow the Prometheus conventions: an ``sllm_`` prefix, base units in the name
+(``_seconds``, ``_bytes``), ``_total`` on counters, labels for dimensions.
+
+Coordinator (`register_coordinator`):
+
+=====================================  =========  ============================================
+``sllm_requests_total``                counter    placement decisions by ``model`` and
+                                                  ``action`` (serve, cold_start, reject)
+``sllm_cache_hits_total``              counter    placed where the model is (or is arriving)
+                                                  on the GPU
+``sllm_cold_starts_total``             counter    placed where the model must be loaded
+``sllm_worker_reports_total``          counter    worker reports received
+``sllm_active_workers``                gauge      live workers in the view
+``sllm_worker_queue_depth``            gauge      queued requests per ``worker``, as reported
+                                                  (the queue depth distribution)
+``sllm_gpu_utilization``               gauge      busy slots / slots per ``worker`` (0..1)
+``sllm_placement_policy_info``         gauge      1, labelled with the ``policy`` in use
+=====================================  =========  ============================================
+
+Worker (`register_worker`): ``sllm_request_ttft_seconds``, ``sllm_request_duration_seconds``
+and ``sllm_request_queue_seconds`` (histograms of successful requests, by ``cold_start``),
+``sllm_model_load_seconds`` (histogram by source ``tier``), ``sllm_worker_ready``,
+``sllm_worker_queued_requests``, ``sllm_worker_running_requests``, ``sllm_worker_slots``,
+``sllm_worker_gpu_memory_used_bytes``, ``sllm_worker_gpu_memory_bytes`` and
+``sllm_worker_requests_{accepted,completed,rejected}_total``; ``sllm_worker_info`` maps a
+scrape target to its ``worker`` id. A worker names its own gauges ``sllm_worker_*`` so that
+they never mix with the coordinator's view of the same worker.
+
+Both: ``sllm_datagrams_rejected_total{reason}`` and the ``process_*`` metrics.
+
+A decentralized node registers `GossipMembersCollector` for ``sllm_gossip_members{state}``
+(see its docstring), plus whichever of the above fit it.
+
+Not handled yet: exemplars, and per-model latency histograms (a label per model multiplies
+the series by the catalog size; add it when the catalog is small and fixed).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator, Mapping
+from enum import Enum
+from typing import TYPE_CHECKING, Any
+
+from prometheus_client import CollectorRegistry, Histogram, ProcessCollector
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from sllm.core.coordinator import Coordinator
+from sllm.core.tiers import Tier
+from sllm.core.worker import Finished, WorkerState
+from sllm.runtime.monitoring import live_workers
+
+if TYPE_CHECKING:
+    from sllm.runtime.coordinator import CoordinatorServer
+    from sllm.runtime.worker import WorkerServer
+
+# Time to first token runs from ~20 ms (a warm small model) to minutes (a 70B model cold
+# from the remote store behind a queue); the buckets cover that range at ~2.5x steps.
+TTFT_BUCKETS_S = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 25.0, 60.0, 120.0)
+# A whole request adds decode: up to a few minutes for long outputs.
+DURATION_BUCKETS_S = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 25.0, 60.0, 120.0, 300.0)
+# Loads: ~0.1 s for a small model from host memory to minutes for a large one from remote.
+LOAD_BUCKETS_S = (0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 25.0, 60.0, 120.0, 300.0, 600.0)
+# Source tiers a load can come from (a model already on the GPU is not loaded).
+LOAD_TIERS: tuple[Tier, ...] = (Tier.HOST, Tier.DISK, Tier.REMOTE)
+
+RejectCounts = Callable[[], Mapping[str, int]]
+
+
+def tier_label(tier: Tier) -> str:
+    return tier.name.lower()
+
+
+class CoordinatorCollector(Collector):
+    """The coordinator's counters and cluster view, read at scrape time."""
+
+    def __init__(self, core: Coordinator, clock: Callable[[], float] = time.monotonic) -> None:
+        self.core = core
+        self.clock = clock
+
+    def collect(self) -> Iterator[Metric]:
+        counters = self.core.counters
+        requests = CounterMetricFamily(
+            "sllm_requests", "Placement decisions by model and action.", labels=("model", "action")
+        )
+        for (model, action), count in sorted(counters.by_action.items()):
+            requests.add_metric((model, action), count)
+        yield requests
+        yield CounterMetricFamily(
+            "sllm_cache_hits",
+            "Requests placed where the model is, or is arriving, on the GPU.",
+            value=counters.cache_hits,
+        )
+        yield CounterMetricFamily(
+            "sllm_cold_starts",
+            "Requests placed where the model must first be loaded.",
+            value=counters.cold_starts,
+        )
+        yield CounterMetricFamily(
+            "sllm_worker_reports", "Worker reports received.", value=counters.reports
+        )
+
+        view = self.core.view
+        now = self.clock()
+        yield GaugeMetricFamily(
+            "sllm_active_workers",
+            "Workers that reported within WORKER_TIMEOUT.",
+            value=live_workers(view, now),
+        )
+        depth = GaugeMetricFamily(
+            "sllm_worker_queue_depth",
+            "Requests queued on each live worker, as last reported.",
+            labels=("worker",),
+        )
+        utilization = GaugeMetricFamily(
+            "sllm_gpu_utilization",
+            "Busy slots over slots on each live worker, as last reported (0..1).",
+            labels=("worker",),
+        )
+        deadline = now - view.worker_timeout
+        for entry in sorted(view.entries(), key=lambda entry: entry.worker_id):
+            if entry.last_seen <= deadline:
+                continue
+            depth.add_metric((entry.worker_id,), entry.report.queue_depth)
+            utilization.add_metric((entry.worker_id,), entry.report.gpu_utilization)
+        yield depth
+        yield utilization
+        policy = GaugeMetricFamily(
+            "sllm_placement_policy_info", "The placement policy in use.", labels=("policy",)
+        )
+        policy.add_metric((self.core.policy.name,), 1)
+        yield policy
+
+
+class RejectsCollector(Collector):
+    """``sllm_datagrams_rejected_total{reason}`` from an endpoint's reject counter."""
+
+    def __init__(self, counts: RejectCounts) -> None:
+        self.counts = counts
+
+    def collect(self) -> Iterator[Metric]:
+        rejected = CounterMetricFamily(
+            "sllm_datagrams_rejected",
+            "Datagrams dropped by reason (oversized, bad encoding or fields, bad signature...).",
+            labels=("reason",),
+        )
+        for reason, count in sorted(self.counts().items()):
+            rejected.add_metric((reason,), count)
+        yield rejected
+
+
+class WorkerCollector(Collector):
+    """A worker's own queue, slots and totals, read from its `WorkerState` at scrape time."""
+
+    def __init__(self, state: WorkerState) -> None:
+        self.state = state
+
+    def collect(self) -> Iterator[Metric]:
+        state = self.state
+        info = GaugeMetricFamily("sllm_worker_info", "This worker's id.", labels=("worker",))
+        info.add_metric((state.worker_id,), 1)
+        yield info
+        gauges = (
+            ("sllm_worker_ready", "1 while the worker accepts requests.", int(state.ready)),
+            ("sllm_worker_queued_requests", "Requests waiting in the queue.", state.queue_depth),
+            ("sllm_worker_running_requests", "Requests running now.", state.running),
+            ("sllm_worker_slots", "Requests the worker runs at once.", state.resources.slots),
+            (
+                "sllm_worker_gpu_memory_used_bytes",
+                "GPU memory held by loaded and loading models.",
+                state.gpu_used,
+            ),
+            ("sllm_worker_gpu_memory_bytes", "GPU memory in all.", state.resources.gpu_bytes),
+        )
+        for name, documentation, value in gauges:
+            yield GaugeMetricFamily(name, documentation, value=value)
+        counters = (
+            ("accepted", "Requests queued.", state.accepted_total),
+            ("completed", "Requests that finished successfully.", state.completed_total),
+            ("rejected", "Requests refused at the door.", state.rejected_total),
+        )
+        for outcome, documentation, value in counters:
+            yield CounterMetricFamily(f"sllm_worker_requests_{outcome}", documentation, value=value)
+
+
+class WorkerMetrics:
+    """Histograms fed by the live worker as requests finish and loads complete.
+
+    It is the worker's ``observer`` (see `sllm.runtime.worker.WorkerObserver`).
+    """
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.ttft = Histogram(
+            "sllm_request_ttft_seconds",
+            "Time to first token of successful requests, from arrival at the worker.",
+            ("cold_start",),
+            buckets=TTFT_BUCKETS_S,
+            registry=registry,
+        )
+        self.duration = Histogram(
+            "sllm_request_duration_seconds",
+            "End-to-end time of successful requests, from arrival at the worker.",
+            ("cold_start",),
+            buckets=DURATION_BUCKETS_S,
+            registry=registry,
+        )
+        self.queue = Histogram(
+            "sllm_request_queue_seconds",
+            "Time successful requests waited for a slot (and their model).",
+            ("cold_start",),
+            buckets=TTFT_BUCKETS_S,
+            registry=registry,
+        )
+        self.load = Histogram(
+            "sllm_model_load_seconds",
+            "Model load durations by the tier the checkpoint came from.",
+            ("tier",),
+            buckets=LOAD_BUCKETS_S,
+            registry=registry,
+        )
+        # Every series exists from the start, so rate() and dashboards see zeros, not gaps.
+        for cold in ("true", "false"):
+            for histogram in (self.ttft, self.duration, self.queue):
+                histogram.labels(cold_start=cold)
+        for tier in LOAD_TIERS:
+            self.load.labels(tier=tier_label(tier))
+
+    def finished(self, result: Finished) -> None:
+        if not result.ok:
+            return  # failures are counted by reason elsewhere; their timings mean nothing
+        cold = "true" if result.cold_start else "false"
+        self.ttft.labels(cold_start=cold).observe(result.ttft_s)
+        self.duration.labels(cold_start=cold).observe(result.e2e_s)
+        self.queue.labels(cold_start=cold).observe(result.queue_s)
+
+    def model_loaded(self, model: str, source: Tier, seconds: float) -> None:
+        self.load.labels(tier=tier_label(source)).observe(seconds)
+
+
+class GossipMembersCollector(Collector):
+    """``sllm_gossip_members{state}``: members of a gossip view by state, read at scrape time.
+
+    `counts` returns members by state, keyed by an enum (its lower-cased name is the label)
+    or a string. A node registers it with its membership's counts::
+
+        registry.register(GossipMembersCollector(node.membership.counts))
+
+    which yields ``alive``, ``suspect``, ``dead`` and ``left`` series.
+    """
+
+    def __init__(self, counts: Callable[[], Mapping[Any, int]]) -> None:
+        self.counts = counts
+
+    def collect(self) -> Iterator[Metric]:
+        members = GaugeMetricFamily(
+            "sllm_gossip_members", "Members of this node's gossip view by state.", labels=("state",)
+        )
+        for state, count in self.counts().items():
+            label = state.name.lower() if isinstance(state, Enum) else str(state)
+            members.add_metric((label,), count)
+        yield members
+
+
+def _endpoint_rejects(get: Callable[[], Mapping[str, int] | None]) -> RejectCounts:
+    return lambda: get() or {}
+
+
+def register_coordinator(registry: CollectorRegistry, server: CoordinatorServer) -> None:
+    """The coordinator's metrics, into its own `registry`."""
+    registry.register(CoordinatorCollector(server.core))
+    registry.register(
+        RejectsCollector(
+            _endpoint_rejects(lambda: server.endpoint.rejects.counts if server.endpoint else None)
+        )
+    )
+    ProcessCollector(registry=registry)
+
+
+def register_worker(registry: CollectorRegistry, server: WorkerServer) -> None:
+    """A worker's metrics, into its own `registry`; makes the histograms its observer."""
+    registry.register(WorkerCollector(server.state))
+    registry.register(
+        RejectsCollector(
+            _endpoint_rejects(lambda: server.endpoint.rejects.counts if server.endpoint else None)
+        )
+    )
+    ProcessCollector(registry=registry)
+    server.observer = WorkerMetrics(registry)

@@ -1,0 +1,199 @@
+"""Optional HTTP health, readiness and metrics for the UDP services.
+
+Why it exists: operators need ``/healthz`` and ``/readyz`` for container health checks and
+Kubernetes probes, and ``/metrics`` for Prometheus, while the guide's scripts must still run
+on a bare ``python3``. The HTTP stack (FastAPI on uvicorn, `prometheus_client`) is the
+optional extra ``serve``; this module imports only the standard library, and imports that
+stack only when a service asks for HTTP. Without it the service logs ``http_disabled`` once
+and keeps serving UDP.
+
+What it does: `start_http` builds a per-service Prometheus registry, lets the caller
+register its collectors into it, and starts an `sllm.runtime.http.HttpListener` in the
+running event loop. If the port cannot be bound, it logs ``http_failed`` and the service
+keeps serving UDP: health checks and probes then fail, which is how an orchestrator learns
+of it, while the control plane stays up.
+
+A service hooks in with one call from its ``start`` (after its UDP socket is bound, before it
+logs ``listening``, so a launcher that waits for ``listening`` finds ``http_listening``
+already logged) and one ``await http.stop()`` from its ``stop``. The coordinator and the
+worker use `start_coordinator_http` and `start_worker_http`; another service (the
+decentralized node) calls `start_http` with its own readiness and collectors.
+
+Not handled yet: TLS, authentication of ``/metrics``, and serving HTTP on another address
+than the UDP socket's.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol
+
+from sllm.logs import log_event
+
+if TYPE_CHECKING:
+    from prometheus_client import CollectorRegistry
+
+    from sllm.core.view import ClusterView
+    from sllm.runtime.coordinator import CoordinatorServer
+    from sllm.runtime.worker import WorkerServer
+
+log = logging.getLogger("sllm.http")
+
+# What the ``serve`` extra provides; one missing module disables HTTP.
+HTTP_MODULES: tuple[str, ...] = ("prometheus_client", "fastapi", "uvicorn")
+
+_disabled_logged = False
+
+
+@dataclass(frozen=True, slots=True)
+class Readiness:
+    """Whether a service should get traffic now; `reason` says why not."""
+
+    ready: bool
+    reason: str = ""
+
+
+Register = Callable[["CollectorRegistry"], None]
+# Adds routes to the service's FastAPI app before it serves; may return a coroutine function
+# to await when the listener stops (to close what the routes opened, such as an HTTP client).
+Routes = Callable[[Any], Callable[[], Awaitable[None]] | None]
+
+
+class HttpService(Protocol):
+    """A running HTTP listener, as a service holds it."""
+
+    @property
+    def port(self) -> int: ...
+
+    async def stop(self) -> None: ...
+
+
+def missing_http_modules() -> list[str]:
+    """The modules of the ``serve`` extra that cannot be imported here (empty: all present)."""
+    missing = []
+    for name in HTTP_MODULES:
+        try:
+            importlib.import_module(name)
+        except ImportError:
+            missing.append(name)
+    return missing
+
+
+def _log_disabled(service: str, missing: list[str]) -> None:
+    global _disabled_logged
+    if _disabled_logged:
+        return
+    _disabled_logged = True
+    log_event(
+        log,
+        logging.WARNING,
+        "http_disabled",
+        service=service,
+        missing=",".join(missing),
+        hint="pip install 'sllm[serve]' for /healthz, /readyz and /metrics",
+    )
+
+
+async def start_http(
+    service: str,
+    host: str,
+    port: int,
+    readiness: Callable[[], Readiness],
+    register: Register,
+    routes: Routes | None = None,
+) -> HttpService | None:
+    """Serve health, readiness and metrics on `host`:`port` (0: any free port).
+
+    `register` adds the service's collectors to a fresh registry of its own. Returns the
+    running listener, or None when the ``serve`` extra is missing or the port cannot be
+    bound (both logged).
+    """
+    missing = missing_http_modules()
+    if missing:
+        _log_disabled(service, missing)
+        return None
+    from prometheus_client import CollectorRegistry
+
+    from sllm.runtime.http import HttpListener
+
+    registry = CollectorRegistry()
+    register(registry)
+    listener = HttpListener(service, host, port, registry, readiness)
+    if routes is not None:
+        closer = routes(listener.app)
+        if closer is not None:
+            listener.add_closer(closer)
+    try:
+        await listener.start()
+    except OSError as error:
+        log_event(
+            log,
+            logging.ERROR,
+            "http_failed",
+            service=service,
+            host=host,
+            port=port,
+            error=str(error),
+        )
+        return None
+    return listener
+
+
+def live_workers(view: ClusterView, now: float) -> int:
+    """Workers whose last report is younger than the timeout, without changing the view.
+
+    The coordinator expires silent workers on a timer; between two runs of it the view may
+    still hold a worker that is already dead, which readiness and metrics must not count.
+    """
+    deadline = now - view.worker_timeout
+    return sum(1 for entry in view.entries() if entry.last_seen > deadline)
+
+
+async def start_coordinator_http(
+    server: CoordinatorServer, host: str, port: int, api_keys: frozenset[str] = frozenset()
+) -> HttpService | None:
+    """The coordinator's listener: the front door, ready while it knows a live worker."""
+
+    def readiness() -> Readiness:
+        if live_workers(server.core.view, time.monotonic()) > 0:
+            return Readiness(True)
+        return Readiness(False, "no live workers")
+
+    def register(registry: CollectorRegistry) -> None:
+        from sllm.runtime.metrics import register_coordinator
+
+        register_coordinator(registry, server)
+
+    def routes(app: Any) -> Callable[[], Awaitable[None]]:
+        from sllm.api.frontdoor import install_front_door
+
+        return install_front_door(app, server, api_keys)
+
+    return await start_http(server.name, host, port, readiness, register, routes)
+
+
+async def start_worker_http(server: WorkerServer, host: str, port: int) -> HttpService | None:
+    """A worker's listener: ready while its state machine accepts work."""
+
+    def readiness() -> Readiness:
+        return Readiness(True) if server.state.ready else Readiness(False, "stopping")
+
+    def register(registry: CollectorRegistry) -> None:
+        from sllm.runtime.metrics import register_worker
+
+        register_worker(registry, server)
+
+    def routes(app: Any) -> None:
+        from sllm.api.errors import install_error_handlers
+        from sllm.api.request_id import RequestIdMiddleware
+        from sllm.api.worker_api import worker_router
+
+        install_error_handlers(app)
+        app.add_middleware(RequestIdMiddleware)
+        app.include_router(worker_router(server.generation))
+
+    return await start_http(server.name, host, port, readiness, register, routes)

@@ -1,0 +1,280 @@
+"""The live decentralized node: the core `Node` behind one UDP socket on the real clock.
+
+A node is a worker that also schedules: it runs the requests placed on it with the sim
+engine (the very wiring of `WorkerServer`, which this class extends), gossips membership
+and load with its peers, and answers ``schedule_request``, ``cluster_state_request`` and
+``member_state_request`` from its own view. It reports to no coordinator.
+
+Everything the protocol decides happens in the core (`sllm.core.node`); this module only
+moves datagrams, keeps one timer armed at the core's `next_deadline`, measures the socket's
+traffic for `status`, and logs what the core noticed (logger ``sllm.gossip`` for
+membership, ``sllm.node`` for the rest).
+
+Seed names are resolved at start and, for those that do not resolve yet (a StatefulSet
+whose other pods are not up), again every `SEED_RETRY_S` until they do. The advertised
+address is `advertise_host` when given, else the bound host, else (bound to 0.0.0.0) this
+host's name resolved, which is the pod IP in Kubernetes.
+
+On stop, the node announces a graceful leave to a few peers (the core picks them) before
+closing its socket, so peers drop it at once instead of suspecting it.
+
+Not handled yet: the HTTP front door and metrics endpoint on a node (the worker's
+`http_port` is not started here), and re-resolving seeds that change address later.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import socket
+import time
+from collections import deque
+from collections.abc import Mapping, Sequence
+
+from sllm.catalog import CatalogModel
+from sllm.core.coordinator import Notice
+from sllm.core.cost import CostModel
+from sllm.core.membership import Send
+from sllm.core.node import Node, NodeConfig, Traffic
+from sllm.core.tiers import Tier
+from sllm.core.worker import WorkerResources
+from sllm.logs import log_event
+from sllm.runtime.udp import Address, Endpoint
+from sllm.runtime.worker import WorkerServer
+from sllm.wire import Codec, InferenceRequest, Message
+
+log = logging.getLogger("sllm.node")
+gossip_log = logging.getLogger("sllm.gossip")
+
+SEED_RETRY_S = 5.0
+# Traffic rates are averaged over this window, sampled once a second.
+TRAFFIC_WINDOW_S = 10
+NOTICE_LEVELS: Mapping[str, int] = {
+    "member_dead": logging.WARNING,
+    "suspicion_refuted": logging.WARNING,
+    "member_suspect": logging.INFO,
+    "member_forgotten": logging.DEBUG,
+    "unexpected_message": logging.DEBUG,
+}
+GOSSIP_EVENTS = frozenset(
+    {
+        "member_joined",
+        "member_suspect",
+        "member_alive",
+        "member_dead",
+        "member_left",
+        "member_rejoined",
+        "member_forgotten",
+        "suspicion_refuted",
+        "left_cluster",
+    }
+)
+
+
+class TrafficMeter:
+    """Bytes per second in and out of a socket over a sliding window, and rejects."""
+
+    def __init__(self, window: int = TRAFFIC_WINDOW_S) -> None:
+        self._samples: deque[tuple[float, int, int]] = deque(maxlen=window + 1)
+
+    def sample(self, endpoint: Endpoint, now: float) -> Traffic:
+        self._samples.append((now, endpoint.sent_bytes, endpoint.received_bytes))
+        first, last = self._samples[0], self._samples[-1]
+        span = last[0] - first[0]
+        if span <= 0:
+            return Traffic(rejected_datagrams=endpoint.rejects.total)
+        return Traffic(
+            bytes_sent_per_s=(last[1] - first[1]) / span,
+            bytes_received_per_s=(last[2] - first[2]) / span,
+            rejected_datagrams=endpoint.rejects.total,
+        )
+
+
+class NodeServer(WorkerServer):
+    """A worker that gossips and schedules; runs until stopped."""
+
+    name = "node"
+
+    def __init__(
+        self,
+        node_id: str,
+        host: str,
+        port: int,
+        codec: Codec,
+        catalog: Mapping[str, CatalogModel],
+        cost: CostModel,
+        resources: WorkerResources,
+        config: NodeConfig,
+        seeds: Sequence[tuple[str, int]] = (),
+        advertise_host: str = "",
+        prestage: Tier | None = Tier.DISK,
+        seed: int | None = None,
+    ) -> None:
+        # A node reports to no coordinator: its reports travel by gossip.
+        super().__init__(
+            node_id,
+            host,
+            port,
+            ("", 0),
+            codec,
+            catalog,
+            cost,
+            resources,
+            config.report_interval_s,
+            advertise_host=advertise_host,
+            prestage=prestage,
+        )
+        self.config = config
+        self.seed_names = list(seeds)
+        self.seed = seed
+        self.core: Node | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at = 0.0
+        self._tasks: list[asyncio.Task[None]] = []
+        self._meter = TrafficMeter()
+
+    async def start(self) -> None:
+        self.endpoint = await Endpoint.bind(self.codec, self.host, self.port, self._on_message)
+        bound_host, port = self.endpoint.address
+        advertised = (self._advertise_host(bound_host), port)
+        resolved, pending = await self._resolve(self.seed_names)
+        now = time.monotonic()
+        self.core = Node(
+            self.state.worker_id,
+            advertised,
+            self.state.catalog,
+            self.state.cost,
+            random.Random(self.seed),
+            now,
+            self.config,
+            seeds=resolved,
+            wall_offset=time.time() - now,
+            worker=self.state,
+        )
+        log_event(
+            log,
+            logging.INFO,
+            "listening",
+            service=self.name,
+            node=self.state.worker_id,
+            host=bound_host,
+            port=port,
+            advertised=f"{advertised[0]}:{advertised[1]}",
+            seeds=",".join(f"{h}:{p}" for h, p in resolved),
+            policy=self.config.policy,
+            probing=self.config.probing.candidates,
+        )
+        self._arm()
+        self._tasks.append(asyncio.create_task(self._measure_forever()))
+        if pending:
+            self._tasks.append(asyncio.create_task(self._resolve_later(pending)))
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._timer is not None:
+            self._timer.cancel()
+        if self._keep_alive is not None:
+            self._keep_alive.cancel()
+        if self.core is not None and self.endpoint is not None:
+            self._send(self.core.leave(time.monotonic()))
+            self._log(self.core.take_notices())
+        if self.endpoint is not None:
+            self.endpoint.close()
+
+    # -- datagrams and timers ------------------------------------------------------------
+
+    def _on_message(self, message: Message, sender: Address) -> None:
+        if isinstance(message, InferenceRequest):
+            super()._on_message(message, sender)  # the worker runs it
+            return
+        if self.core is None:
+            return
+        self._send(self.core.handle(message, sender, time.monotonic()))
+        self._log(self.core.take_notices())
+        self._arm()
+
+    def _tick(self) -> None:
+        self._timer = None
+        if self.core is None:
+            return
+        self._send(self.core.tick(time.monotonic()))
+        self._log(self.core.take_notices())
+        self._arm()
+
+    def _arm(self) -> None:
+        """Keep one timer at the core's next deadline (moving it earlier when needed)."""
+        if self.core is None:
+            return
+        deadline = self.core.next_deadline()
+        if deadline is None:
+            return
+        if self._timer is not None:
+            if self._timer_at <= deadline:
+                return
+            self._timer.cancel()
+        self._timer_at = deadline
+        delay = max(0.0, deadline - time.monotonic())
+        self._timer = asyncio.get_running_loop().call_later(delay, self._tick)
+
+    def _send(self, sends: list[Send]) -> None:
+        if self.endpoint is None:
+            return
+        for send in sends:
+            self.endpoint.send(send.message, send.to)
+
+    def _log(self, notices: list[Notice]) -> None:
+        for notice in notices:
+            logger = gossip_log if notice.event in GOSSIP_EVENTS else log
+            level = NOTICE_LEVELS.get(notice.event, logging.INFO)
+            log_event(logger, level, notice.event, node=self.state.worker_id, **notice.fields)
+
+    async def _measure_forever(self) -> None:
+        while True:
+            await asyncio.sleep(1.0)
+            if self.core is not None and self.endpoint is not None:
+                self.core.traffic = self._meter.sample(self.endpoint, time.monotonic())
+
+    # -- addresses -----------------------------------------------------------------------
+
+    def _advertise_host(self, bound_host: str) -> str:
+        if self.advertise_host:
+            return self.advertise_host
+        if bound_host not in ("0.0.0.0", "::", ""):
+            return bound_host
+        try:
+            return socket.gethostbyname(socket.gethostname())
+        except OSError:
+            return "127.0.0.1"
+
+    async def _resolve(
+        self, names: Sequence[tuple[str, int]]
+    ) -> tuple[list[Address], list[tuple[str, int]]]:
+        loop = asyncio.get_running_loop()
+        resolved: list[Address] = []
+        pending: list[tuple[str, int]] = []
+        for host, port in names:
+            try:
+                infos = await loop.getaddrinfo(
+                    host, port, family=socket.AF_INET, type=socket.SOCK_DGRAM
+                )
+            except OSError as error:
+                log_event(log, logging.WARNING, "seed_unresolved", seed=host, error=str(error))
+                pending.append((host, port))
+                continue
+            address = infos[0][4]
+            resolved.append((str(address[0]), int(address[1])))
+        return resolved, pending
+
+    async def _resolve_later(self, pending: list[tuple[str, int]]) -> None:
+        while pending:
+            await asyncio.sleep(SEED_RETRY_S)
+            with contextlib.suppress(Exception):
+                resolved, pending = await self._resolve(pending)
+                if self.core is not None:
+                    membership = self.core.membership
+                    membership.seeds.extend(a for a in resolved if a != membership.address)
+                    self._arm()

@@ -1,0 +1,153 @@
+"""Integration: 20 real node processes on 127.0.0.1, gossiping, placing and failing.
+
+One scenario, in order, on one cluster (starting 20 interpreters is the slow part):
+join through one seed and converge; place a request from a random node and run it where
+it was placed; SIGKILL a node and time how long until every live node has marked it dead,
+against the stated bound (`GossipConfig.detection_bound`); SIGTERM another and check the
+announced leave reaches everyone long before a suspicion could; `sllm status --node`
+prints the gossip section. Intervals are short (T = 0.2 s) so it finishes in ~20 s.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import subprocess
+import sys
+
+import pytest
+
+from sllm.core.membership import GossipConfig
+from sllm.experiments.decentralized import wait_for_views
+from sllm.experiments.launcher import ServiceProcess, child_environment
+from sllm.runtime.udp import Address, Endpoint
+from sllm.wire import Codec, InferenceRequest, InferenceResult, ScheduleRequest, ScheduleResponse
+
+NODES = 20
+PROBE_INTERVAL_S = 0.2
+GOSSIP = GossipConfig(
+    probe_interval_s=PROBE_INTERVAL_S,
+    probe_timeout_s=0.1,
+    gossip_interval_s=0.1,
+    sync_interval_s=2.0,
+)
+MODEL = "llama-3.2-1b"
+
+
+def node_args(name: str, seeds: list[Address]) -> list[str]:
+    return [
+        "node",
+        "--node-id",
+        name,
+        "--host",
+        "127.0.0.1",
+        "--port",
+        "0",
+        "--seed-nodes",
+        ",".join(f"{h}:{p}" for h, p in seeds),
+        "--policy",
+        "least-loaded",
+        "--probe-interval",
+        str(GOSSIP.probe_interval_s),
+        "--probe-timeout",
+        str(GOSSIP.probe_timeout_s),
+        "--gossip-interval",
+        str(GOSSIP.gossip_interval_s),
+        "--sync-interval",
+        str(GOSSIP.sync_interval_s),
+        "--prestage",
+        "host",
+    ]
+
+
+async def wait_until(
+    endpoint: Endpoint,
+    nodes: dict[str, Address],
+    want: dict[str, str | None],
+    timeout: float,
+) -> float:
+    """Seconds until every node sees each member of `want` in that state (None: gone)."""
+    took = await wait_for_views(endpoint, list(nodes.values()), want, timeout, poll_s=0.1)
+    if took is None:
+        pytest.fail(f"not converged to {want} within {timeout} s")
+    return took
+
+
+@pytest.mark.integration
+async def test_twenty_node_processes_converge_place_detect_and_leave(live_env) -> None:
+    live_env["SEED_NODES"] = ""
+    services: dict[str, ServiceProcess] = {}
+    endpoint = await Endpoint.bind(Codec(), "127.0.0.1", 0)
+    try:
+        seed = await ServiceProcess.start("node-0", node_args("node-0", []), live_env)
+        services["node-0"] = seed
+        seeds = [("127.0.0.1", seed.port)]
+        names = [f"node-{i}" for i in range(1, NODES)]
+        started = await asyncio.gather(
+            *(ServiceProcess.start(name, node_args(name, seeds), live_env) for name in names)
+        )
+        services.update(zip(names, started, strict=True))
+        addresses = {name: ("127.0.0.1", service.port) for name, service in services.items()}
+
+        joined = await wait_until(endpoint, addresses, dict.fromkeys(addresses, "alive"), 20.0)
+        print(f"\n{NODES} nodes converged {joined:.2f}s after the last one started")
+
+        # Place from a random node, run where it says.
+        rng = random.Random(1)
+        scheduler = addresses[rng.choice(list(addresses))]
+        decision = await endpoint.request(
+            ScheduleRequest("it-1", MODEL, 0, 64, 8), scheduler, ScheduleResponse, 2.0
+        )
+        assert decision.action in ("serve", "cold_start"), decision
+        result = await endpoint.request(
+            InferenceRequest("it-1", MODEL, 64, 8),
+            (decision.host, decision.port),
+            InferenceResult,
+            10.0,
+        )
+        assert result.ok and result.worker_id == decision.worker_id
+
+        # A crash, with no goodbye: every live node declares it dead within the bound.
+        victim = "node-7"
+        await services[victim].kill()
+        live = {name: address for name, address in addresses.items() if name != victim}
+        bound = GOSSIP.detection_bound(NODES)
+        detected = await wait_until(endpoint, live, {victim: None}, bound + 5.0)
+        print(
+            f"crash detected by all {len(live)} live nodes in {detected:.2f}s (bound {bound:.2f}s)"
+        )
+        assert detected <= bound
+
+        # A graceful stop: the announced leave beats any suspicion timeout.
+        leaver = "node-3"
+        await services[leaver].stop()
+        live.pop(leaver)
+        left = await wait_until(endpoint, live, {leaver: None}, 5.0)
+        low, _ = GOSSIP.suspicion_timeouts(NODES)
+        print(f"leave known to all {len(live)} live nodes in {left:.2f}s")
+        assert left < low
+
+        # Nobody alive was declared dead along the way.
+        await wait_until(endpoint, live, dict.fromkeys(live, "alive"), 10.0)
+
+        # `sllm status --node` shows the gossip section.
+        host, port = addresses["node-0"]
+        status = await asyncio.to_thread(
+            subprocess.run,
+            [sys.executable, "-m", "sllm", "status", "--node", f"{host}:{port}", "--json"],
+            capture_output=True,
+            text=True,
+            timeout=20,
+            env=child_environment({"CLUSTER_SECRET": ""}),
+        )
+        assert status.returncode == 0, status.stderr
+        state = json.loads(status.stdout)
+        assert state["active_workers"] == NODES - 2
+        gossip = state["gossip"]
+        assert gossip["members"]["alive"] == NODES - 2
+        assert gossip["members"]["dead"] + gossip["members"]["left"] == 2
+        assert gossip["rejected_datagrams"] == 0
+    finally:
+        endpoint.close()
+        await asyncio.gather(*(service.kill() for service in services.values()))

@@ -1,0 +1,421 @@
+"""Pure membership tests: SWIM + Lifeguard on the in-memory network with a virtual clock.
+
+Every datagram is encoded by a signed codec on its way (the network fails the run on an
+oversized one), so these tests also hold the protocol to the 1,400-byte cap. No test
+sleeps: the network runs virtual time until a condition holds or a deadline passes.
+"""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+import pytest
+
+from sllm.core.membership import (
+    Broadcasts,
+    GossipConfig,
+    Membership,
+    MemberState,
+    update_size,
+)
+from sllm.core.testing import InMemoryNetwork, membership_cluster, node_address, node_id
+from sllm.wire import Codec, GossipPing, GossipSync, MemberUpdate
+from sllm.wire.codec import MAX_DATAGRAM_BYTES
+
+SECRET = b"gossip-tests-secret"
+CONFIG = GossipConfig()  # T = 1 s, probe timeout 0.5 s, alpha 4, beta 6
+
+
+def network(seed: int = 1, **kwargs: Any) -> InMemoryNetwork:
+    return InMemoryNetwork(random.Random(seed), codec=Codec(SECRET), **kwargs)
+
+
+def converged(nodes: list[Membership], count: int | None = None) -> bool:
+    """Every node sees exactly the others as alive (and nothing suspect)."""
+    expected = len(nodes) if count is None else count
+    return all(
+        node.counts()[MemberState.ALIVE] == expected and node.live_count == expected
+        for node in nodes
+    )
+
+
+# -- formulas ----------------------------------------------------------------------------
+
+
+def test_suspicion_timeout_scales_with_log_n() -> None:
+    low, high = CONFIG.suspicion_timeouts(10)
+    assert low == pytest.approx(4.0)  # alpha * log10(10) * T
+    assert high == pytest.approx(24.0)  # beta * min
+    low_1000, _ = CONFIG.suspicion_timeouts(1000)
+    assert low_1000 == pytest.approx(12.0)
+    assert CONFIG.suspicion_timeouts(3)[0] == pytest.approx(4.0)  # log10 floored at 1
+
+
+def test_detection_bound_formula() -> None:
+    # (5 + 1 + ceil(log2 N)) * T + beta * alpha * max(1, log10 N) * T
+    assert CONFIG.detection_bound(16) == pytest.approx((6 + 4) * 1.0 + 6 * 4 * 1.2041, rel=1e-3)
+    assert CONFIG.detection_bound(2) == pytest.approx(7.0 + 24.0)
+
+
+def test_retransmit_limit_is_lambda_log_n() -> None:
+    assert CONFIG.retransmit_limit(9) == 4  # 4 * ceil(log10(10))
+    assert CONFIG.retransmit_limit(10) == 8
+    assert CONFIG.retransmit_limit(1000) == 16
+    assert CONFIG.retransmit_limit(1000, multiplier=2) == 8
+
+
+def test_config_rejects_nonsense() -> None:
+    with pytest.raises(ValueError, match="shorter than"):
+        GossipConfig(probe_interval_s=1.0, probe_timeout_s=1.0)
+    with pytest.raises(ValueError, match="nack_ratio"):
+        GossipConfig(nack_ratio=1.5)
+
+
+def test_broadcast_queue_sends_least_sent_then_freshest_and_respects_the_limit() -> None:
+    queue: Broadcasts[str] = Broadcasts()
+    for key in "abc":
+        queue.put(key, key, 10)
+    taken, left = queue.take(budget=100, count=2, limit=2)
+    assert taken == ["c", "b"]  # freshest first among the never sent
+    assert left == 100 - 2 * 11
+    taken, _ = queue.take(budget=100, count=3, limit=2)
+    assert taken == ["a", "c", "b"]  # "a" was sent least
+    taken, _ = queue.take(budget=100, count=3, limit=2)
+    assert taken == ["a"]  # b and c reached the limit and left the queue
+    assert len(queue) == 0
+
+
+def test_broadcast_queue_replaces_and_skips_what_does_not_fit() -> None:
+    queue: Broadcasts[str] = Broadcasts()
+    queue.put("a", "a-old", 10)
+    queue.put("big", "big", 500)
+    queue.put("a", "a-new", 10)  # replaces a-old
+    taken, _ = queue.take(budget=50, count=5, limit=3)
+    assert taken == ["a-new"]  # "big" does not fit and waits
+    taken, _ = queue.take(budget=600, count=5, limit=3)
+    assert taken == ["big", "a-new"]
+
+
+# -- incarnation rules ----------------------------------------------------------------
+
+
+def lone(name: str = "me") -> Membership:
+    return Membership(name, ("10.0.0.1", 1), random.Random(0), 0.0, CONFIG)
+
+
+def update(node: str, incarnation: int, state: MemberState, origin: str = "") -> MemberUpdate:
+    return MemberUpdate(node, "10.0.0.9", 9, incarnation, int(state), origin)
+
+
+def test_suspect_overrides_alive_and_only_a_higher_alive_clears_it() -> None:
+    me = lone()
+    me.apply(update("x", 3, MemberState.ALIVE), 0.0)
+    me.apply(update("x", 3, MemberState.SUSPECT, "y"), 1.0)
+    assert me.members["x"].state is MemberState.SUSPECT
+    me.apply(update("x", 3, MemberState.ALIVE), 2.0)  # same incarnation: not a refutation
+    assert me.members["x"].state is MemberState.SUSPECT
+    me.apply(update("x", 4, MemberState.ALIVE), 3.0)
+    assert me.members["x"].state is MemberState.ALIVE
+    assert me.counters.false_suspicions == 1
+    me.apply(update("x", 3, MemberState.SUSPECT, "y"), 4.0)  # stale
+    assert me.members["x"].state is MemberState.ALIVE
+
+
+def test_dead_is_final_until_a_higher_incarnation() -> None:
+    me = lone()
+    me.apply(update("x", 1, MemberState.ALIVE), 0.0)
+    me.apply(update("x", 1, MemberState.DEAD, "y"), 1.0)
+    assert me.members["x"].state is MemberState.DEAD
+    assert not me.is_live("x")
+    for stale in (update("x", 1, MemberState.ALIVE), update("x", 1, MemberState.SUSPECT, "z")):
+        me.apply(stale, 2.0)  # stale gossip does not resurrect it
+        assert me.members["x"].state is MemberState.DEAD
+    me.apply(update("x", 2, MemberState.ALIVE), 3.0)
+    assert me.members["x"].state is MemberState.ALIVE
+    assert [n.event for n in me.take_notices()][-1] == "member_rejoined"
+
+
+def test_a_node_refutes_a_suspicion_about_itself() -> None:
+    me = lone()
+    me.apply(update("me", 0, MemberState.SUSPECT, "y"), 1.0)
+    assert me.incarnation == 1
+    assert me.counters.refuted == 1
+    assert me.awareness == 1  # Lifeguard: being suspected hints that we are slow
+    me.apply(update("me", 0, MemberState.SUSPECT, "z"), 2.0)  # already refuted: stale
+    assert me.incarnation == 1
+    me.apply(update("me", 5, MemberState.DEAD, "z"), 3.0)
+    assert me.incarnation == 6
+    assert me.members["me"].state is MemberState.ALIVE
+
+
+def test_suspicion_timer_shrinks_with_independent_confirmations() -> None:
+    me = lone()
+    peers = [f"p{i}" for i in range(20)]
+    for peer in peers:
+        me.apply(update(peer, 0, MemberState.ALIVE), 0.0)
+    me.apply(update("p0", 0, MemberState.SUSPECT, "p1"), 10.0)
+    low, high = CONFIG.suspicion_timeouts(me.live_count)
+    assert me.next_deadline() is not None
+    suspicion = me._suspicions["p0"]
+    assert suspicion.deadline == pytest.approx(10.0 + high)
+    me.apply(update("p0", 0, MemberState.SUSPECT, "p1"), 11.0)  # same origin: no change
+    assert suspicion.deadline == pytest.approx(10.0 + high)
+    me.apply(update("p0", 0, MemberState.SUSPECT, "p2"), 11.0)
+    assert low < suspicion.deadline - 10.0 < high
+    me.apply(update("p0", 0, MemberState.SUSPECT, "p3"), 12.0)  # K = 2 confirmations
+    assert suspicion.deadline == pytest.approx(10.0 + low)
+    me.tick(10.0 + low)
+    assert me.members["p0"].state is MemberState.DEAD
+
+
+# -- clusters on the in-memory network ----------------------------------------------------
+
+
+def test_nodes_join_through_a_seed_under_loss_delay_and_duplication() -> None:
+    net = network(latency_s=(0.001, 0.2), loss=0.1, duplicate=0.1)
+    nodes = membership_cluster(net, 12, CONFIG, seed=2, bootstrap=False)
+    took = net.run_until_true(lambda: converged(nodes), timeout=120.0, step=0.5)
+    assert took is not None, [node.live_count for node in nodes]
+    assert net.stats.lost > 0
+    assert net.stats.duplicated > 0
+
+
+def test_a_crashed_node_is_declared_dead_by_every_live_node_within_the_bound() -> None:
+    net = network()
+    nodes = membership_cluster(net, 16, CONFIG, seed=3)
+    net.run_for(5.0)
+    victim, others = nodes[5], [n for n in nodes if n is not nodes[5]]
+    net.crash(victim.address)
+    took = net.run_until_true(
+        lambda: all(n.members[victim.node_id].state is MemberState.DEAD for n in others),
+        timeout=120.0,
+        step=0.1,
+    )
+    assert took is not None
+    assert took <= CONFIG.detection_bound(16)
+    assert sum(n.counters.false_suspicions for n in others) == 0
+    assert all(n.counts()[MemberState.ALIVE] == 15 for n in others)
+
+
+def test_detection_still_completes_under_heavy_loss() -> None:
+    net = network(seed=4, loss=0.2, latency_s=(0.001, 0.05))
+    nodes = membership_cluster(net, 12, CONFIG, seed=4)
+    net.run_for(5.0)
+    victim, others = nodes[0], nodes[1:]
+    net.crash(victim.address)
+    took = net.run_until_true(
+        lambda: all(not n.is_live(victim.node_id) for n in others), timeout=120.0, step=0.2
+    )
+    assert took is not None
+    # With 20% loss, live nodes are suspected now and then; they refute, and none dies.
+    for _ in range(40):
+        net.run_for(0.5)
+        assert all(n.live_count == 11 for n in others)
+    assert [n.counters.deaths for n in others] == [1] * 11  # the victim, once each
+    assert sum(n.counters.false_suspicions for n in others) > 0
+
+
+def test_a_slow_live_node_is_suspected_refutes_and_is_never_declared_dead() -> None:
+    net = network(seed=5)
+    nodes = membership_cluster(net, 10, CONFIG, seed=5)
+    net.run_for(5.0)
+    slow, others = nodes[2], [n for n in nodes if n is not nodes[2]]
+    net.slow[slow.address] = 1.2  # answers arrive after the 1 s protocol period
+    for _ in range(40):
+        net.run_for(0.5)
+        assert all(n.is_live(slow.node_id) for n in others), "declared dead"
+    assert sum(n.counters.false_suspicions for n in others) >= 1
+    assert slow.counters.refuted >= 1
+    assert slow.incarnation >= 1
+    del net.slow[slow.address]
+    took = net.run_until_true(lambda: converged(nodes), timeout=60.0, step=0.5)
+    assert took is not None
+
+
+def test_lifeguard_local_health_rises_when_our_own_network_is_bad() -> None:
+    net = network(seed=6)
+    nodes = membership_cluster(net, 8, CONFIG, seed=6)
+    net.run_for(3.0)
+    deaf = nodes[0]
+    # Everything to `deaf` is lost: its probes fail, its relays' nacks never come back.
+    net.drop_hook = lambda source, to, message: to == deaf.address
+    net.run_for(6.0)
+    assert deaf.awareness >= 2
+    assert all(n.awareness <= 1 for n in nodes[1:])
+    net.drop_hook = None
+    net.run_until_true(lambda: converged(nodes), timeout=120.0, step=0.5)
+    # Each successful probe lowers it by one; at score h a probe takes (h + 1) periods,
+    # so recovering from the ceiling takes about S * (S + 1) / 2 = 36 periods.
+    net.run_for(60.0)
+    assert deaf.awareness == 0
+
+
+def test_a_healed_partition_reconverges() -> None:
+    net = network(seed=7)
+    nodes = membership_cluster(net, 8, CONFIG, seed=7)
+    net.run_for(3.0)
+    left, right = nodes[:4], nodes[4:]
+    net.partition([n.address for n in left], [n.address for n in right])
+    split = net.run_until_true(
+        lambda: all(converged_side(side, other) for side, other in ((left, right), (right, left))),
+        timeout=120.0,
+        step=0.5,
+    )
+    assert split is not None
+    net.heal()
+    took = net.run_until_true(lambda: converged(nodes), timeout=120.0, step=0.5)
+    assert took is not None
+    # Each side refuted the other's verdict with a higher incarnation.
+    assert all(n.incarnation >= 1 for n in nodes)
+
+
+def converged_side(side: list[Membership], other: list[Membership]) -> bool:
+    return all(
+        all(node.members[o.node_id].state is MemberState.DEAD for o in other)
+        and node.counts()[MemberState.ALIVE] == len(side)
+        for node in side
+    )
+
+
+def test_a_restarted_node_rejoins_with_a_higher_incarnation() -> None:
+    net = network(seed=8)
+    nodes = membership_cluster(net, 8, CONFIG, seed=8)
+    net.run_for(3.0)
+    victim = nodes[6]
+    net.crash(victim.address)
+    others = [n for n in nodes if n is not victim]
+    assert net.run_until_true(
+        lambda: all(not n.is_live(victim.node_id) for n in others), timeout=120.0
+    )
+    dead_incarnation = others[0].members[victim.node_id].incarnation
+    reborn = Membership(
+        victim.node_id, victim.address, random.Random(99), net.now, CONFIG, seeds=[nodes[0].address]
+    )
+    assert reborn.incarnation == 0  # a fresh process remembers nothing
+    net.add(reborn.address, reborn)
+    took = net.run_until_true(lambda: converged([*others, reborn]), timeout=60.0, step=0.5)
+    assert took is not None
+    assert reborn.incarnation > dead_incarnation
+    assert all(n.members[victim.node_id].incarnation == reborn.incarnation for n in others)
+
+
+def test_a_restarted_node_at_a_new_port_is_found_there() -> None:
+    net = network(seed=9)
+    nodes = membership_cluster(net, 6, CONFIG, seed=9)
+    net.run_for(3.0)
+    victim = nodes[3]
+    net.crash(victim.address)  # restarted before anyone noticed
+    moved = (victim.address[0], 7000)
+    reborn = Membership(
+        victim.node_id, moved, random.Random(5), net.now, CONFIG, seeds=[nodes[0].address]
+    )
+    net.add(moved, reborn)
+    others = [n for n in nodes if n is not victim]
+    took = net.run_until_true(
+        lambda: (
+            converged([*others, reborn])
+            and all(n.members[victim.node_id].address == moved for n in others)
+        ),
+        timeout=60.0,
+        step=0.5,
+    )
+    assert took is not None
+
+
+def test_a_graceful_leave_is_known_everywhere_long_before_a_suspicion_could_be() -> None:
+    net = network(seed=10)
+    nodes = membership_cluster(net, 12, CONFIG, seed=10)
+    net.run_for(3.0)
+    leaver, others = nodes[4], [n for n in nodes if n is not nodes[4]]
+    net.send(leaver.address, leaver.leave(net.now))
+    assert leaver.next_deadline() is None
+    took = net.run_until_true(
+        lambda: all(n.members[leaver.node_id].state is MemberState.LEFT for n in others),
+        timeout=30.0,
+        step=0.1,
+    )
+    low, _ = CONFIG.suspicion_timeouts(12)
+    assert took is not None and took < low
+    assert sum(n.counters.deaths for n in others) == 0
+
+
+def test_dead_members_are_forgotten_after_the_retention() -> None:
+    config = GossipConfig(dead_retention_s=30.0)
+    net = network(seed=11)
+    nodes = membership_cluster(net, 6, config, seed=11)
+    net.run_for(3.0)
+    net.crash(nodes[1].address)
+    others = [n for n in nodes if n is not nodes[1]]
+    assert net.run_until_true(lambda: all(not n.is_live(nodes[1].node_id) for n in others), 60.0)
+    net.run_for(45.0)
+    assert all(nodes[1].node_id not in n.members for n in others)
+    assert any(n.event == "member_forgotten" for n in others[0].take_notices())
+
+
+def test_the_same_seed_gives_the_same_run() -> None:
+    def run() -> list[tuple[int, int, int]]:
+        net = network(seed=12, loss=0.1, latency_s=(0.001, 0.1), duplicate=0.05)
+        nodes = membership_cluster(net, 8, CONFIG, seed=12, bootstrap=False)
+        net.run_for(20.0)
+        net.crash(nodes[3].address)
+        net.run_for(20.0)
+        return [(n.incarnation, n.counters.probes, n.counters.messages_out) for n in nodes]
+
+    assert run() == run()
+
+
+# -- datagram size and bandwidth ------------------------------------------------------------
+
+
+def test_every_message_fits_the_cap_with_long_ids_and_many_changes() -> None:
+    net = network(seed=13)
+    long_ids = [f"{'x' * 100}-{i:04d}" for i in range(30)]
+    nodes = [
+        Membership(name, node_address(i), random.Random(i), 0.0, CONFIG, seeds=[node_address(0)])
+        for i, name in enumerate(long_ids)
+    ]
+    for node in nodes:
+        net.add(node.address, node)
+    # The codec in the network raises on any datagram over MAX_DATAGRAM_BYTES.
+    assert net.run_until_true(lambda: converged(nodes), timeout=300.0, step=1.0) is not None
+    for victim in nodes[24:]:
+        net.crash(victim.address)
+    net.run_for(40.0)
+
+
+def test_a_sync_is_one_datagram_whatever_the_cluster_size() -> None:
+    me = lone("n0000")
+    me.bootstrap(((node_id(i), node_address(i)) for i in range(1, 5000)), 0.0)
+    sync = me._sync(("10.0.0.2", 1), node_id(7), reply=False)
+    assert isinstance(sync.message, GossipSync)
+    data = Codec(SECRET).encode(sync.message, 0.0, 1)
+    assert len(data) <= MAX_DATAGRAM_BYTES
+    assert sync.message.members[0].node_id == node_id(7)  # the peer's entry leads
+    assert len(sync.message.members) >= 10
+    assert update_size(sync.message.members[0]) < 100
+
+
+def test_per_node_bandwidth_does_not_grow_with_the_cluster() -> None:
+    rates = {}
+    for count in (16, 96):
+        net = network(seed=14)
+        nodes = membership_cluster(net, count, CONFIG, seed=14)
+        net.run_for(2.0)
+        net.send(nodes[0].address, nodes[0].leave(net.now))  # something to gossip
+        start = {a: t.bytes_sent for a, t in net.stats.traffic.items()}
+        net.run_for(20.0)
+        sent = sum(t.bytes_sent - start.get(a, 0) for a, t in net.stats.traffic.items())
+        rates[count] = sent / count / 20.0
+    assert rates[96] < 2.0 * rates[16], rates
+
+
+def test_pings_to_a_suspect_carry_the_suspicion_first() -> None:
+    me = lone()
+    for peer in ("a", "b", "c"):
+        me.apply(update(peer, 0, MemberState.ALIVE), 0.0)
+    me.apply(update("a", 0, MemberState.SUSPECT, "b"), 0.1)
+    ping = me._ping(1, me.members["a"])
+    assert isinstance(ping.message, GossipPing)
+    first = ping.message.members[0]
+    assert (first.node_id, first.state) == ("a", MemberState.SUSPECT)

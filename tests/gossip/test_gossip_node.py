@@ -1,0 +1,284 @@
+"""Pure decentralized-node tests: worker + gossip + local scheduler on the in-memory network.
+
+Nodes run the sim engine on the virtual clock (`NodeHost`), so requests really occupy
+slots and reports really change. Every datagram goes through a codec on its way.
+"""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from sllm.catalog import served_catalog
+from sllm.core.coordinator import Coordinator
+from sllm.core.cost import CostModel
+from sllm.core.membership import GossipConfig, MemberState, Send
+from sllm.core.node import GOSSIP_REPORT_MAX_MODELS, Node, NodeConfig, ProbingConfig, trim_report
+from sllm.core.testing import ClientHost, InMemoryNetwork, NodeHost, node_address, node_id
+from sllm.core.tiers import Tier
+from sllm.core.worker import WorkerResources, prestaged
+from sllm.engines.sim import SimEngine
+from sllm.wire import (
+    ClusterStateRequest,
+    ClusterStateResponse,
+    Codec,
+    InferenceRequest,
+    LoadProbe,
+    LoadProbeReply,
+    MemberStateRequest,
+    MemberStateResponse,
+    ScheduleRequest,
+    ScheduleResponse,
+)
+
+CATALOG = served_catalog()
+COST = CostModel()
+MODEL = "llama-3.2-1b"
+RESOURCES = WorkerResources(slots=2, queue_capacity=16)
+CLIENT = ("192.168.0.1", 5000)
+
+
+def make_cluster(
+    count: int, seed: int = 1, probing: int = 0, policy: str = "least-loaded", loss: float = 0.0
+) -> tuple[InMemoryNetwork, list[NodeHost]]:
+    net = InMemoryNetwork(random.Random(seed), codec=Codec(b"node-tests"), loss=loss)
+    config = NodeConfig(policy=policy, probing=ProbingConfig(candidates=probing))
+    hosts = []
+    for i in range(count):
+        node = Node(
+            node_id(i),
+            node_address(i),
+            CATALOG,
+            COST,
+            random.Random(seed * 1000 + i),
+            net.now,
+            config,
+            RESOURCES,
+            seeds=[node_address(0)],
+            preloaded=prestaged(CATALOG, RESOURCES, Tier.HOST),
+        )
+        host = NodeHost(node, SimEngine(CATALOG, COST))
+        hosts.append(host)
+        net.add(node.address, host)
+    return net, hosts
+
+
+def views_complete(hosts: list[NodeHost]) -> bool:
+    expected = {host.node.node_id for host in hosts}
+    return all(
+        {entry.worker_id for entry in host.node.scheduler.view.entries()} == expected
+        for host in hosts
+    )
+
+
+class Recorder:
+    """A client host that only records what it receives."""
+
+    def __init__(self) -> None:
+        self.received: list[object] = []
+
+    def handle(self, message: object, sender: object, now: float) -> list[Send]:
+        self.received.append(message)
+        return []
+
+    def tick(self, now: float) -> list[Send]:
+        return []
+
+    def next_deadline(self) -> float | None:
+        return None
+
+
+def ask(net: InMemoryNetwork, host: NodeHost, message: object, recorder: Recorder) -> object:
+    """Send `message` from the client to `host` and run until the reply is in."""
+    before = len(recorder.received)
+    net.send(CLIENT, [Send(host.node.address, message)])  # type: ignore[arg-type]
+    assert net.run_until_true(lambda: len(recorder.received) > before, timeout=5.0, step=0.01)
+    return recorder.received[-1]
+
+
+def test_every_view_learns_every_worker_by_gossip() -> None:
+    net, hosts = make_cluster(12)
+    took = net.run_until_true(lambda: views_complete(hosts), timeout=30.0, step=0.2)
+    assert took is not None and took < 10.0
+
+
+def test_any_node_places_with_the_coordinators_policy_over_its_view() -> None:
+    net, hosts = make_cluster(6, policy="startup-aware")
+    recorder = Recorder()
+    net.add(CLIENT, recorder)
+    assert net.run_until_true(lambda: views_complete(hosts), timeout=30.0)
+    # Put load on one worker; its next reports gossip it.
+    for i in range(4):
+        busy = InferenceRequest(f"busy-{i}", MODEL, 64, 4000)
+        net.send(CLIENT, [Send(hosts[1].node.address, busy)])
+    net.run_for(3.0)
+    scheduler = hosts[4].node
+    # A coordinator fed the very reports this node holds must decide the same way.
+    reference = Coordinator(
+        "startup-aware", CATALOG, COST, 60.0, random.Random(0), started_at=net.now
+    )
+    for entry in scheduler.scheduler.view.entries():
+        reference.view.apply_report(entry.report, net.now)
+    expected = reference.place(ScheduleRequest("ref", MODEL, 0, 128, 16), net.now)
+    decision = ask(net, hosts[4], ScheduleRequest("r1", MODEL, 0, 128, 16), recorder)
+    assert isinstance(decision, ScheduleResponse)
+    assert decision.action != "reject"
+    assert decision.worker_id == expected.worker_id
+    chosen = next(h for h in hosts if h.node.node_id == decision.worker_id)
+    assert (decision.host, decision.port) == chosen.node.address
+
+
+def test_requests_run_where_nodes_place_them() -> None:
+    net, hosts = make_cluster(5)
+    assert net.run_until_true(lambda: views_complete(hosts), timeout=30.0)
+    requests = [(net.now + 0.1 * i, InferenceRequest(f"q{i}", MODEL, 128, 32)) for i in range(40)]
+    client = ClientHost(random.Random(3), lambda: [h.node.address for h in hosts], requests)
+    net.add(CLIENT, client)
+    assert net.run_until_true(
+        lambda: len(client.outcomes) == 40 and all(o.done for o in client.outcomes.values()),
+        timeout=60.0,
+        step=0.2,
+    )
+    assert all(o.ok for o in client.outcomes.values())
+    assert len({o.worker_id for o in client.outcomes.values()}) >= 3  # spread out
+
+
+def test_a_dead_member_leaves_every_view_when_membership_says_so() -> None:
+    net, hosts = make_cluster(8)
+    assert net.run_until_true(lambda: views_complete(hosts), timeout=30.0)
+    victim = hosts[3]
+    net.crash(victim.node.address)
+    others = [h for h in hosts if h is not victim]
+    bound = others[0].node.config.gossip.detection_bound(8)
+    took = net.run_until_true(
+        lambda: all(victim.node.node_id not in h.node.scheduler.view for h in others),
+        timeout=bound,
+        step=0.1,
+    )
+    assert took is not None
+    # Long before the view's own report timeout (a backstop of 60 s).
+    assert took < others[0].node.config.report_stale_s
+    for host in others:
+        member = host.node.membership.get(victim.node.node_id)
+        assert member is not None and member.state is MemberState.DEAD
+    # And stale gossip about it does not put it back.
+    net.run_for(20.0)
+    assert all(victim.node.node_id not in h.node.scheduler.view for h in others)
+
+
+def test_a_graceful_leave_empties_the_views_at_once() -> None:
+    net, hosts = make_cluster(8)
+    assert net.run_until_true(lambda: views_complete(hosts), timeout=30.0)
+    leaver = hosts[2]
+    net.send(leaver.node.address, leaver.node.leave(net.now))
+    assert leaver.node.next_deadline() is None
+    others = [h for h in hosts if h is not leaver]
+    took = net.run_until_true(
+        lambda: all(leaver.node.node_id not in h.node.scheduler.view for h in others),
+        timeout=5.0,
+        step=0.05,
+    )
+    assert took is not None and took < 2.0
+
+
+def test_probing_asks_candidates_then_decides_with_fresh_reports() -> None:
+    net, hosts = make_cluster(6, probing=2)
+    recorder = Recorder()
+    net.add(CLIENT, recorder)
+    assert net.run_until_true(lambda: views_complete(hosts), timeout=30.0)
+    scheduler = hosts[0].node
+    probes: list[tuple[object, object]] = []
+    net.drop_hook = lambda source, to, message: (
+        probes.append((to, message)) is None and False  # record, never drop
+    )
+    decision = ask(net, hosts[0], ScheduleRequest("p1", MODEL, 0, 64, 8), recorder)
+    assert isinstance(decision, ScheduleResponse) and decision.action != "reject"
+    sent = [message for _, message in probes if isinstance(message, LoadProbe)]
+    replies = [message for _, message in probes if isinstance(message, LoadProbeReply)]
+    assert 1 <= len(sent) <= 2
+    assert len(replies) == len(sent)
+    assert scheduler.probing.decisions == 1
+    assert scheduler.probing.timed_out == 0
+
+
+def test_probing_decides_at_the_timeout_when_a_candidate_is_silent() -> None:
+    net, hosts = make_cluster(6, probing=3)
+    recorder = Recorder()
+    net.add(CLIENT, recorder)
+    assert net.run_until_true(lambda: views_complete(hosts), timeout=30.0)
+    net.drop_hook = lambda source, to, message: isinstance(message, LoadProbeReply)
+    started = net.now
+    decision = ask(net, hosts[0], ScheduleRequest("p2", MODEL, 0, 64, 8), recorder)
+    assert isinstance(decision, ScheduleResponse) and decision.action != "reject"
+    assert net.now - started >= ProbingConfig().timeout_s
+    assert hosts[0].node.probing.timed_out == 1
+
+
+def test_probing_reduces_queueing_when_views_are_stale() -> None:
+    """A burst from many schedulers herds onto the same "least loaded" worker; probing
+    spreads it. (The full measurement, with numbers, is `sllm bench gossip`.)"""
+    results = {}
+    for probing in (0, 2):
+        net, hosts = make_cluster(10, seed=4, probing=probing)
+        assert net.run_until_true(lambda hosts=hosts: views_complete(hosts), timeout=30.0)
+        rng = random.Random(7)
+        requests = []
+        at = net.now
+        for i in range(600):
+            at += rng.expovariate(60.0)
+            requests.append((at, InferenceRequest(f"s{i}", MODEL, 256, 64)))
+        client = ClientHost(
+            random.Random(8), lambda hosts=hosts: [h.node.address for h in hosts], requests
+        )
+        net.add(CLIENT, client)
+        net.run_for(40.0)
+        done = [o for o in client.outcomes.values() if o.ok]
+        assert len(done) >= 550
+        results[probing] = sum(o.queue_s for o in done) / len(done)
+    assert results[2] < results[0], results
+
+
+def test_member_state_pages_and_counts() -> None:
+    net, hosts = make_cluster(9)
+    recorder = Recorder()
+    net.add(CLIENT, recorder)
+    assert net.run_until_true(lambda: views_complete(hosts), timeout=30.0)
+    net.crash(hosts[8].node.address)
+    assert net.run_until_true(
+        lambda: all(not h.node.membership.is_live(node_id(8)) for h in hosts[:8]), timeout=60.0
+    )
+    seen: list[str] = []
+    first = None
+    while True:
+        page = ask(net, hosts[0], MemberStateRequest(f"m{len(seen)}", len(seen), 6), recorder)
+        assert isinstance(page, MemberStateResponse)
+        first = first or page
+        seen.extend(member.node_id for member in page.members)
+        if not page.members:
+            break
+    assert seen == sorted(node_id(i) for i in range(9))
+    assert (first.alive, first.suspect, first.dead, first.left) == (8, 0, 1, 0)
+    state = ask(net, hosts[0], ClusterStateRequest("c1", 0, 4), recorder)
+    assert isinstance(state, ClusterStateResponse)
+    assert state.active_workers == 8
+
+
+def test_gossiped_reports_are_trimmed_to_fit() -> None:
+    report = Node(
+        "x", ("10.0.0.1", 1), CATALOG, COST, random.Random(0), 0.0,
+        resources=RESOURCES, preloaded=prestaged(CATALOG, RESOURCES, Tier.DISK),
+    )._own_report(0.0)  # fmt: skip
+    trimmed = trim_report(report)
+    assert len(trimmed.models) == GOSSIP_REPORT_MAX_MODELS
+    assert trimmed.models_omitted == report.models_omitted + len(report.models) - 6
+    assert list(trimmed.models) == list(report.models)[:6]
+
+
+def test_node_configuration_is_checked() -> None:
+    with pytest.raises(ValueError):
+        NodeConfig(report_interval_s=5.0, report_refresh_s=1.0)
+    with pytest.raises(ValueError):
+        ProbingConfig(candidates=-1)
+    with pytest.raises(ValueError):
+        GossipConfig(gossip_interval_s=0.0)

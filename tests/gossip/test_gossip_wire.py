@@ -1,0 +1,76 @@
+"""Gossip messages on the wire: every one fits the datagram cap, shrinking when it must."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from sllm.runtime.udp import shrink
+from sllm.wire import (
+    MAX_DATAGRAM_BYTES,
+    Codec,
+    EncodeError,
+    GossipPing,
+    LoadProbeReply,
+    MemberStateResponse,
+    MemberSummary,
+    MemberUpdate,
+    Message,
+    WorkerReport,
+)
+from sllm.wire.messages import MEMBER_PAGE_MAX, PIGGYBACK_MAX_REPORTS, REPORT_MAX_MODELS
+
+CODEC = Codec(b"wire-secret")
+LONG = "x" * 120
+
+
+def fitted(message: Message) -> tuple[Message, bytes]:
+    """What `Endpoint.send` does: shrink until the codec accepts it."""
+    current: Message | None = message
+    while current is not None:
+        try:
+            return current, CODEC.encode(current, 1.0, 1)
+        except EncodeError as error:
+            assert error.reason == "oversized"
+            current = shrink(current)
+    raise AssertionError("could not shrink to fit")
+
+
+def big_report(i: int) -> WorkerReport:
+    return WorkerReport(
+        f"{LONG}-{i}", "10.0.0.1", 7946, 0,
+        {f"{LONG[:90]}-{m}": m % 4 for m in range(REPORT_MAX_MODELS)},
+        0, 3, 64, 2, 8, 0.25, 10, 100, 1.5, True, 7, 1e9,
+    )  # fmt: skip
+
+
+def test_an_oversized_gossip_message_drops_reports_then_the_last_updates() -> None:
+    updates = tuple(MemberUpdate(f"{LONG}-{i}", "10.0.0.9", 7946, i, 1, LONG) for i in range(24))
+    reports = tuple(big_report(i) for i in range(PIGGYBACK_MAX_REPORTS))
+    ping = GossipPing(1, "a", "b", updates, reports)
+    message, data = fitted(ping)
+    assert isinstance(message, GossipPing)
+    assert len(data) <= MAX_DATAGRAM_BYTES
+    assert message.reports == ()
+    assert message.members == updates[: len(message.members)]  # the first ones are kept
+    assert message.members  # the most urgent update (a leave, a buddy suspicion) survives
+
+
+def test_a_member_page_and_a_probe_reply_shrink_to_fit() -> None:
+    summaries = tuple(
+        MemberSummary(f"{LONG}-{i}", LONG, 7946, 0, 1, 0.5, True, 0.5)
+        for i in range(MEMBER_PAGE_MAX)
+    )
+    page = MemberStateResponse("r", LONG, 1, 5, 0, 0, 0, 0, 0, 0, 1.0, 1.0, 0, 0, summaries)
+    message, _ = fitted(page)
+    assert isinstance(message, MemberStateResponse)
+    assert 1 <= len(message.members) < MEMBER_PAGE_MAX
+    reply = LoadProbeReply("p", (big_report(0),))
+    message, _ = fitted(reply)
+    assert isinstance(message, LoadProbeReply)
+    assert message.reports[0].models_omitted > 0
+
+
+def test_shrink_gives_up_on_an_empty_gossip_message() -> None:
+    empty = GossipPing(1, "a", "b", (), ())
+    assert shrink(empty) is None
+    assert shrink(dataclasses.replace(empty, members=(MemberUpdate("c", "h", 1, 0, 0, ""),)))

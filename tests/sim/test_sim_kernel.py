@@ -1,0 +1,73 @@
+"""The event kernel: time order, deterministic ties, and what `run(until)` leaves behind."""
+
+from __future__ import annotations
+
+from sllm.sim.kernel import Kernel
+
+
+def test_events_run_in_time_order() -> None:
+    kernel = Kernel()
+    seen: list[tuple[float, str]] = []
+    for delay, name in ((3.0, "c"), (1.0, "a"), (2.0, "b")):
+        kernel.schedule(delay, lambda n: seen.append((kernel.now, n)), name)
+    assert kernel.run(10.0) == 3
+    assert seen == [(1.0, "a"), (2.0, "b"), (3.0, "c")]
+    assert kernel.now == 10.0
+    assert kernel.events == 3
+
+
+def test_ties_run_in_the_order_they_were_scheduled() -> None:
+    kernel = Kernel()
+    seen: list[int] = []
+    for index in range(100):
+        kernel.at(5.0, seen.append, index)
+    kernel.run(5.0)
+    assert seen == list(range(100))
+
+
+def test_an_event_scheduled_now_runs_after_the_ones_already_due() -> None:
+    kernel = Kernel()
+    seen: list[str] = []
+
+    def first(_: None) -> None:
+        seen.append("first")
+        kernel.schedule(0.0, seen.append, "scheduled-by-first")
+
+    kernel.at(1.0, first, None)
+    kernel.at(1.0, seen.append, "second")
+    kernel.run(2.0)
+    assert seen == ["first", "second", "scheduled-by-first"]
+
+
+def test_run_stops_at_until_and_resumes() -> None:
+    kernel = Kernel()
+    seen: list[float] = []
+    for when in (1.0, 2.0, 2.5, 4.0):
+        kernel.at(when, lambda _: seen.append(kernel.now), None)
+    assert kernel.run(2.0) == 2  # an event due exactly at `until` runs
+    assert kernel.now == 2.0
+    assert kernel.next_time() == 2.5
+    assert len(kernel) == 2
+    assert kernel.run(3.0) == 1
+    assert kernel.run(10.0) == 1
+    assert seen == [1.0, 2.0, 2.5, 4.0]
+    assert kernel.next_time() is None
+
+
+def test_the_past_means_now() -> None:
+    kernel = Kernel(start=5.0)
+    seen: list[float] = []
+    kernel.schedule(-1.0, lambda _: seen.append(kernel.now), None)
+    kernel.at(1.0, lambda _: seen.append(kernel.now), None)
+    kernel.run(5.0)
+    assert seen == [5.0, 5.0]
+
+
+def test_run_checked_checks_after_every_event() -> None:
+    kernel = Kernel()
+    checks: list[float] = []
+    for when in (1.0, 2.0, 3.0):
+        kernel.at(when, lambda _: None, None)
+    kernel.run_checked(2.5, lambda: checks.append(kernel.now))
+    assert checks == [1.0, 2.0]
+    assert kernel.events == 2
