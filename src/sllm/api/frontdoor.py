@@ -27,8 +27,10 @@ if TYPE_CHECKING:
 # Connections to workers: established quickly or not at all (the worker is then tried
 # elsewhere); reads are bounded by the gateway's own first-byte and between-event timeouts.
 CONNECT_TIMEOUT_S = 3.0
-# Kept-alive connections to workers: enough for 1,000 concurrent streams across workers.
+# Connections to workers: enough for 1,000 concurrent streams across workers.
 MAX_CONNECTIONS = 2048
+# Idle connections kept open to workers for reuse; more are closed once their stream ends.
+MAX_KEEPALIVE_CONNECTIONS = 256
 API_TITLE = "sllm OpenAI-compatible API"
 
 
@@ -41,7 +43,9 @@ def install_front_door(
     logging.getLogger("httpx").setLevel(logging.WARNING)
     client = httpx.AsyncClient(
         timeout=httpx.Timeout(CONNECT_TIMEOUT_S, read=None, write=30.0, pool=None),
-        limits=httpx.Limits(max_connections=MAX_CONNECTIONS, max_keepalive_connections=256),
+        limits=httpx.Limits(
+            max_connections=MAX_CONNECTIONS, max_keepalive_connections=MAX_KEEPALIVE_CONNECTIONS
+        ),
     )
 
     def forget_worker(worker_id: str) -> None:
