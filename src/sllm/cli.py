@@ -14,7 +14,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from sllm.catalog import CatalogError, CatalogModel, catalog_for, served_catalog
+from sllm.catalog import CatalogError, CatalogModel, catalog_for
 from sllm.config import ConfigError, Settings, load_settings
 from sllm.core.cost import CostModel
 from sllm.core.membership import GossipConfig
@@ -234,6 +234,11 @@ def add_node_parser(sub: Any) -> None:
     parser.add_argument("--port", help="UDP port (WORKER_PORT, default 8000; 0 = any)")
     parser.add_argument("--seed-nodes", help="host:port,... to join through (SEED_NODES)")
     parser.add_argument(
+        "--http-port",
+        help="front door, health and metrics HTTP port (WORKER_HTTP_PORT, default none; 0 = any)",
+    )
+    parser.add_argument("--catalog", help="model catalog file (MODEL_CATALOG)")
+    parser.add_argument(
         "--advertise-host", default="", help="address peers reach us at (default: bound host)"
     )
     parser.add_argument(
@@ -288,6 +293,8 @@ def run_node(args: argparse.Namespace) -> int:
             "bind_host": args.host,
             "worker_port": args.port,
             "seed_nodes": args.seed_nodes,
+            "worker_http_port": args.http_port,
+            "model_catalog": args.catalog,
             "placement_policy": args.policy,
             "report_interval": args.report_interval,
             "worker_slots": args.slots,
@@ -325,14 +332,16 @@ def run_node(args: argparse.Namespace) -> int:
         host=settings.bind_host,
         port=settings.worker_port,
         codec=_codec(settings),
-        catalog=served_catalog(),
-        cost=CostModel(),
+        catalog=_catalog(settings),
+        cost=_cost_model(settings),
         resources=resources,
         config=config,
         seeds=settings.seed_nodes,
         advertise_host=args.advertise_host,
         prestage=PRESTAGE[settings.prestage_tier],
         seed=args.seed,
+        http_port=settings.worker_http_port,
+        api_keys=settings.api_keys,
     )
     return run_service(server)
 

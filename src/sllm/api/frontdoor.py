@@ -1,9 +1,11 @@
-"""Mounting the OpenAI front door on a coordinator's HTTP app.
+"""Mounting the OpenAI front door on a coordinator's or a decentralized node's HTTP app.
 
-The gateway places requests with the coordinator's own core (same process, same event
-loop: no locks, no extra hop) and proxies them with one pooled HTTP client, closed when
-the listener stops. The OpenAPI document of the API is served at ``/openapi.json`` and
-shipped as ``docs/openapi.json`` (`sllm openapi` writes it; a test keeps them equal).
+The gateway places requests with the process's own scheduler (the coordinator's core, or a
+node's local scheduler: same process, same event loop, no locks, no extra hop) and proxies
+them with one pooled HTTP client, closed when the listener stops. On a node, its own
+worker routes move under `WORKER_PREFIX`, and the gateway proxies there on every node.
+The OpenAPI document of the API is served at ``/openapi.json`` and shipped as
+``docs/openapi.json`` (`sllm openapi` writes it; a test keeps them equal).
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from sllm.api.gateway import Gateway, GatewayConfig
 from sllm.api.request_id import RequestIdMiddleware
 
 if TYPE_CHECKING:
-    from sllm.runtime.coordinator import CoordinatorServer
+    from sllm.core.coordinator import Coordinator, Notice
 
 # Connections to workers: established quickly or not at all (the worker is then tried
 # elsewhere); reads are bounded by the gateway's own first-byte and between-event timeouts.
@@ -32,10 +34,16 @@ MAX_CONNECTIONS = 2048
 # Idle connections kept open to workers for reuse; more are closed once their stream ends.
 MAX_KEEPALIVE_CONNECTIONS = 256
 API_TITLE = "sllm OpenAI-compatible API"
+# A decentralized node's own worker routes, under its front door's /v1.
+WORKER_PREFIX = "/worker"
 
 
 def install_front_door(
-    app: FastAPI, server: CoordinatorServer, api_keys: frozenset[str]
+    app: FastAPI,
+    scheduler: Coordinator,
+    log_notices: Callable[[list[Notice]], None],
+    api_keys: frozenset[str],
+    upstream_prefix: str = "",
 ) -> Callable[[], Awaitable[None]]:
     """Add the `/v1` routes and `/openapi.json` to `app`; return the closer of the client."""
     # httpx logs every request it sends at INFO, as free text: the gateway's own events
@@ -49,14 +57,14 @@ def install_front_door(
     )
 
     def forget_worker(worker_id: str) -> None:
-        server.log_notices(server.core.forget(worker_id, time.monotonic()))
+        log_notices(scheduler.forget(worker_id, time.monotonic()))
 
     gateway = Gateway(
-        place=lambda request: server.core.place(request, time.monotonic()),
+        place=lambda request: scheduler.place(request, time.monotonic()),
         forget_worker=forget_worker,
-        model_names=lambda: server.core.catalog.keys(),
+        model_names=lambda: scheduler.catalog.keys(),
         client=client,
-        config=GatewayConfig(api_keys=api_keys),
+        config=GatewayConfig(api_keys=api_keys, upstream_prefix=upstream_prefix),
     )
     install_error_handlers(app)
     app.add_middleware(RequestIdMiddleware)

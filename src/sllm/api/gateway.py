@@ -73,6 +73,9 @@ class GatewayConfig:
     api_keys: frozenset[str] = frozenset()
     max_attempts: int = MAX_ATTEMPTS
     first_byte_timeout_s: float = FIRST_BYTE_TIMEOUT_S
+    # Where a worker serves its side of the API: "" on a worker, WORKER_PREFIX on a
+    # decentralized node (whose /v1 is its own front door).
+    upstream_prefix: str = ""
 
 
 class _UpstreamFailed(Exception):
@@ -267,7 +270,8 @@ class Gateway:
             decision = self.place(schedule)
             if decision.action == "reject":
                 raise _rejection(decision, schedule.model)
-            url = f"http://{decision.host}:{decision.http_port}{path}"
+            prefix = self.config.upstream_prefix
+            url = f"http://{decision.host}:{decision.http_port}{prefix}{path}"
             started = time.monotonic()
             try:
                 upstream = await self._first_event(url, request_id, payload)

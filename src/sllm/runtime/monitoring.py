@@ -39,6 +39,7 @@ if TYPE_CHECKING:
 
     from sllm.core.view import ClusterView
     from sllm.runtime.coordinator import CoordinatorServer
+    from sllm.runtime.node import NodeServer
     from sllm.runtime.worker import WorkerServer
 
 log = logging.getLogger("sllm.http")
@@ -171,7 +172,7 @@ async def start_coordinator_http(
     def routes(app: Any) -> Callable[[], Awaitable[None]]:
         from sllm.api.frontdoor import install_front_door
 
-        return install_front_door(app, server, api_keys)
+        return install_front_door(app, server.core, server.log_notices, api_keys)
 
     return await start_http(server.name, host, port, readiness, register, routes)
 
@@ -195,5 +196,36 @@ async def start_worker_http(server: WorkerServer, host: str, port: int) -> HttpS
         install_error_handlers(app)
         app.add_middleware(RequestIdMiddleware)
         app.include_router(worker_router(server.generation))
+
+    return await start_http(server.name, host, port, readiness, register, routes)
+
+
+async def start_node_http(
+    server: NodeServer, host: str, port: int, api_keys: frozenset[str] = frozenset()
+) -> HttpService | None:
+    """A decentralized node's listener: the front door on /v1 (placing with the node's own
+    view), its worker routes under ``/worker``, worker and gossip metrics. Ready while its
+    worker accepts work: a node that has not met its peers yet still serves from its own
+    worker, so readiness does not wait for them (seeds may include the node itself)."""
+    assert server.core is not None, "start the node's core first"
+    core = server.core
+
+    def readiness() -> Readiness:
+        return Readiness(True) if server.state.ready else Readiness(False, "stopping")
+
+    def register(registry: CollectorRegistry) -> None:
+        from sllm.runtime.metrics import GossipMembersCollector, register_worker
+
+        register_worker(registry, server)
+        registry.register(GossipMembersCollector(core.membership.counts))
+
+    def routes(app: Any) -> Callable[[], Awaitable[None]]:
+        from sllm.api.frontdoor import WORKER_PREFIX, install_front_door
+        from sllm.api.worker_api import worker_router
+
+        app.include_router(worker_router(server.generation), prefix=WORKER_PREFIX)
+        return install_front_door(
+            app, core.scheduler, server.log_notices, api_keys, upstream_prefix=WORKER_PREFIX
+        )
 
     return await start_http(server.name, host, port, readiness, register, routes)

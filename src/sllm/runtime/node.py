@@ -18,8 +18,11 @@ host's name resolved, which is the pod IP in Kubernetes.
 On stop, the node announces a graceful leave to a few peers (the core picks them) before
 closing its socket, so peers drop it at once instead of suspecting it.
 
-Not handled yet: the HTTP front door and metrics endpoint on a node (the worker's
-`http_port` is not started here), and re-resolving seeds that change address later.
+With an `http_port` the node also serves the OpenAI front door on ``/v1`` (placing with
+its own view, without probing), its worker routes under ``/worker``, health, readiness and
+metrics including gossip members by state (`sllm.runtime.monitoring.start_node_http`).
+
+Not handled yet: re-resolving seeds that change address later.
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ from sllm.core.node import Node, NodeConfig, Traffic
 from sllm.core.tiers import Tier
 from sllm.core.worker import WorkerResources
 from sllm.logs import log_event
+from sllm.runtime.monitoring import start_node_http
 from sllm.runtime.udp import Address, Endpoint
 from sllm.runtime.worker import WorkerServer
 from sllm.wire import Codec, InferenceRequest, Message
@@ -111,6 +115,8 @@ class NodeServer(WorkerServer):
         advertise_host: str = "",
         prestage: Tier | None = Tier.DISK,
         seed: int | None = None,
+        http_port: int | None = None,
+        api_keys: frozenset[str] = frozenset(),
     ) -> None:
         # A node reports to no coordinator: its reports travel by gossip.
         super().__init__(
@@ -125,7 +131,9 @@ class NodeServer(WorkerServer):
             config.report_interval_s,
             advertise_host=advertise_host,
             prestage=prestage,
+            http_port=http_port,
         )
+        self.api_keys = api_keys
         self.config = config
         self.seed_names = list(seeds)
         self.seed = seed
@@ -153,6 +161,10 @@ class NodeServer(WorkerServer):
             wall_offset=time.time() - now,
             worker=self.state,
         )
+        if self.http_port is not None:  # before `listening`, which launchers wait for
+            self.http = await start_node_http(self, bound_host, self.http_port, self.api_keys)
+            if self.http is not None:
+                self.core.http_port = self.http.port  # peers proxy to it
         log_event(
             log,
             logging.INFO,
@@ -181,9 +193,11 @@ class NodeServer(WorkerServer):
             self._keep_alive.cancel()
         if self.core is not None and self.endpoint is not None:
             self._send(self.core.leave(time.monotonic()))
-            self._log(self.core.take_notices())
+            self.log_notices(self.core.take_notices())
         if self.endpoint is not None:
             self.endpoint.close()
+        if self.http is not None:
+            await self.http.stop()
 
     # -- datagrams and timers ------------------------------------------------------------
 
@@ -194,7 +208,7 @@ class NodeServer(WorkerServer):
         if self.core is None:
             return
         self._send(self.core.handle(message, sender, time.monotonic()))
-        self._log(self.core.take_notices())
+        self.log_notices(self.core.take_notices())
         self._arm()
 
     def _tick(self) -> None:
@@ -202,7 +216,7 @@ class NodeServer(WorkerServer):
         if self.core is None:
             return
         self._send(self.core.tick(time.monotonic()))
-        self._log(self.core.take_notices())
+        self.log_notices(self.core.take_notices())
         self._arm()
 
     def _arm(self) -> None:
@@ -226,7 +240,7 @@ class NodeServer(WorkerServer):
         for send in sends:
             self.endpoint.send(send.message, send.to)
 
-    def _log(self, notices: list[Notice]) -> None:
+    def log_notices(self, notices: list[Notice]) -> None:
         for notice in notices:
             logger = gossip_log if notice.event in GOSSIP_EVENTS else log
             level = NOTICE_LEVELS.get(notice.event, logging.INFO)
