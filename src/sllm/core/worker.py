@@ -32,7 +32,7 @@ from dataclasses import dataclass
 
 from sllm.core.cost import CostModel, ModelInfo
 from sllm.core.tiers import Tier
-from sllm.wire.messages import REPORT_MAX_MODELS, InferenceRequest, WorkerReport
+from sllm.wire.messages import REPORT_MAX_MODELS, InferenceRequest, InferenceResult, WorkerReport
 
 GB = 10**9
 
@@ -118,6 +118,20 @@ class Finished:
 
 
 Action = StartLoad | StartRequest | CancelRequest | Evict | Finished
+
+
+def result_message(worker_id: str, finished: Finished) -> InferenceResult:
+    """The wire answer to the client that sent the request."""
+    return InferenceResult(
+        request_id=finished.request_id,
+        worker_id=worker_id,
+        ok=finished.ok,
+        reason=finished.reason,
+        cold_start=finished.cold_start,
+        queue_s=finished.queue_s,
+        ttft_s=finished.ttft_s,
+        e2e_s=finished.e2e_s,
+    )
 
 
 @dataclass(slots=True)

@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import json
 import signal
 import sys
 import time
@@ -25,7 +24,12 @@ from typing import Any
 from sllm.config import POLICY_NAMES
 from sllm.experiments.launcher import ServiceProcess
 from sllm.experiments.options import add_workload_arguments, make_workload, options_from_args
-from sllm.experiments.report import RequestOutcome, WorkerSamples, build_report, render_report
+from sllm.experiments.report import (
+    RequestOutcome,
+    WorkerSamples,
+    build_report,
+    run_and_report,
+)
 from sllm.runtime.client import get_cluster_state, render_table
 from sllm.runtime.udp import Address, Endpoint
 from sllm.wire import Codec, InferenceRequest, InferenceResult, ScheduleRequest, ScheduleResponse
@@ -321,15 +325,4 @@ def main(argv: Sequence[str] | None = None) -> int:
     if problems:
         print("centralized_simulation.py: " + "; ".join(problems), file=sys.stderr)
         return 2
-    try:
-        report = asyncio.run(run(args))
-    except (OSError, ValueError, RuntimeError) as error:
-        print(f"centralized_simulation.py: {error}", file=sys.stderr)
-        return 1
-    print(render_report(report))
-    if args.json:
-        with open(args.json, "w", encoding="utf-8") as out:
-            json.dump(report, out, indent=2)
-            out.write("\n")
-        print(f"report written to {args.json}")
-    return 0
+    return run_and_report("centralized_simulation.py", lambda: run(args), args.json)

@@ -37,7 +37,7 @@ from sllm.core.membership import GossipConfig
 from sllm.experiments.centralized import DEFAULT_DRAIN_S, Driver, wait_for_drain
 from sllm.experiments.launcher import ServiceProcess
 from sllm.experiments.options import add_workload_arguments, make_workload, options_from_args
-from sllm.experiments.report import build_report, render_report
+from sllm.experiments.report import build_report, run_and_report
 from sllm.runtime.client import get_members
 from sllm.runtime.udp import Address, Endpoint
 from sllm.wire import Codec
@@ -485,16 +485,4 @@ def main(argv: Sequence[str] | None = None) -> int:
     if problems:
         print("decentralized_simulation.py: " + "; ".join(problems), file=sys.stderr)
         return 2
-    try:
-        report = asyncio.run(run(args))
-    except (OSError, ValueError, RuntimeError) as error:
-        print(f"decentralized_simulation.py: {error}", file=sys.stderr)
-        return 1
-    print(render_report(report))
-    print(render_extra(report))
-    if args.json:
-        with open(args.json, "w", encoding="utf-8") as out:
-            json.dump(report, out, indent=2)
-            out.write("\n")
-        print(f"report written to {args.json}")
-    return 0
+    return run_and_report("decentralized_simulation.py", lambda: run(args), args.json, render_extra)

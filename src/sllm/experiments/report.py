@@ -9,10 +9,13 @@ and `render_report` into the text the scripts print. Keeping one builder means t
 
 from __future__ import annotations
 
+import asyncio
+import json
 import math
 import statistics
+import sys
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -161,3 +164,26 @@ def render_report(report: Mapping[str, Any]) -> str:
             f"{q['mean']:>8.2f}±{q['std']:<7.2f} {u['mean']:>8.1%}±{u['std']:<7.1%}"
         )
     return "\n".join(lines)
+
+
+def run_and_report(
+    program: str,
+    run: Callable[[], Coroutine[Any, Any, dict[str, Any]]],
+    json_path: str | None,
+    extra_render: Callable[[dict[str, Any]], str] | None = None,
+) -> int:
+    """Run a driver, print its report (and write it as JSON); the scripts' exit code."""
+    try:
+        report = asyncio.run(run())
+    except (OSError, ValueError, RuntimeError) as error:
+        print(f"{program}: {error}", file=sys.stderr)
+        return 1
+    print(render_report(report))
+    if extra_render is not None:
+        print(extra_render(report))
+    if json_path:
+        with open(json_path, "w", encoding="utf-8") as out:
+            json.dump(report, out, indent=2)
+            out.write("\n")
+        print(f"report written to {json_path}")
+    return 0

@@ -38,6 +38,7 @@ from sllm.core.worker import (
     WorkerResources,
     WorkerState,
     prestaged,
+    result_message,
 )
 from sllm.engines.sim import SimEngine, Timer, TimerKind, fire
 from sllm.logs import log_event
@@ -354,14 +355,4 @@ class WorkerServer:
         requester = self._requesters.pop(finished.request_id, None)
         if requester is None or self.endpoint is None:
             return
-        result = InferenceResult(
-            request_id=finished.request_id,
-            worker_id=self.state.worker_id,
-            ok=finished.ok,
-            reason=finished.reason,
-            cold_start=finished.cold_start,
-            queue_s=finished.queue_s,
-            ttft_s=finished.ttft_s,
-            e2e_s=finished.e2e_s,
-        )
-        self.endpoint.send(result, requester)
+        self.endpoint.send(result_message(self.state.worker_id, finished), requester)

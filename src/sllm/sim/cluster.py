@@ -60,7 +60,14 @@ from sllm.catalog import SERVED_MODELS, served_catalog
 from sllm.core.coordinator import Coordinator, Notice
 from sllm.core.cost import CostModel, ModelInfo
 from sllm.core.tiers import Tier
-from sllm.core.worker import Action, Finished, WorkerResources, WorkerState, prestaged
+from sllm.core.worker import (
+    Action,
+    Finished,
+    WorkerResources,
+    WorkerState,
+    prestaged,
+    result_message,
+)
 from sllm.engines.sim import SimEngine, Timer, TimerKind, fire
 from sllm.experiments.centralized import DEFAULT_DRAIN_S, SAMPLE_PERIOD_S, SCHEDULE_TIMEOUT_S
 from sllm.experiments.report import RequestOutcome, WorkerSamples, build_report
@@ -288,16 +295,7 @@ class WorkerHost:
         requester = self._requesters.pop(finished.request_id, None)
         if requester is None:
             return
-        result = InferenceResult(
-            request_id=finished.request_id,
-            worker_id=self.state.worker_id,
-            ok=finished.ok,
-            reason=finished.reason,
-            cold_start=finished.cold_start,
-            queue_s=finished.queue_s,
-            ttft_s=finished.ttft_s,
-            e2e_s=finished.e2e_s,
-        )
+        result = result_message(self.state.worker_id, finished)
         self.network.send(self.name, requester, result)
 
 
