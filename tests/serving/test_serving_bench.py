@@ -18,7 +18,9 @@ def test_the_gateway_benchmark_runs_small() -> None:
                 5 if row["concurrency"] == 1 else 3
             )
     streams = result["streams"]
-    assert streams["ok"], streams
     assert streams["errors"] == 0
-    assert streams["leaked_client_connections"] == 0
+    assert streams["leaked_client_connections"] == 0, streams["sockets_after"]
+    assert streams["worker_idle_after"]
+    assert streams["worker_connections_kept_alive"] <= streams["worker_connections_bound"]
+    assert streams["ok"]
     assert streams["peak_client_connections"] >= 15  # they were open at once

@@ -441,7 +441,11 @@ def measure_streams(folder: Path, streams: int, say: Any) -> dict[str, Any]:
         while after["clients"] > before["clients"] and time.monotonic() < deadline:
             time.sleep(0.05)
             after = sockets(pid, *ports)
+        # The worker ends a request just after its last event is sent; give it that moment.
         worker_idle = _worker_running(running.worker_url) == 0
+        while not worker_idle and time.monotonic() < deadline:
+            time.sleep(0.05)
+            worker_idle = _worker_running(running.worker_url) == 0
     summary = _summary(outcome)
     leaked = after["clients"] - before["clients"]
     result = {
