@@ -75,10 +75,10 @@ def test_the_report_has_the_live_scripts_keys_plus_events_and_wall_seconds() -> 
     assert report["mode"] == "centralized"
 
 
-def test_decentralized_mode_is_refused_with_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
-    args = parse(["--mode", "decentralized"])
-    assert args.run(args) == 2
-    assert "decentralized" in capsys.readouterr().err
+def test_decentralized_mode_runs(capsys: pytest.CaptureFixture[str]) -> None:
+    args = parse(["--mode", "decentralized", "--workers", "3", "--duration", "5"])
+    assert args.run(args) == 0
+    assert "FINAL REPORT" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize(

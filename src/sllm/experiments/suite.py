@@ -5,23 +5,30 @@ Each experiment runs the simulator (`sllm.sim`) on seeded workloads and writes i
 ``<name>-*.png`` (plots; needs the optional ``plot`` extra, matplotlib, and is skipped
 with a note otherwise). A progress bar runs on stderr when it is a terminal.
 
-- **exp1, performance**: every placement policy on the same workload: cache hit rate,
-  cold starts, TTFT and end-to-end distributions (CDF plots), against the guide's
-  ``seed`` policy as the baseline.
-- **exp2, fault tolerance**: the coordinator is killed mid-run and restarted (and, as a
-  second arm, a quarter of the workers are killed for good): time to recovery and the
-  request success rate over time; throughput and failures against time.
+Every experiment has a centralized arm (`sllm.sim.cluster`) and a decentralized arm
+(`sllm.sim.decentralized`: gossiping nodes that each schedule from their own view), in
+the JSON under ``"centralized"`` and ``"decentralized"``.
+
+- **exp1, performance**: every placement policy on the same workload, in both
+  architectures: cache hit rate, cold starts, TTFT and end-to-end distributions (CDF
+  plots), against the guide's ``seed`` policy as the baseline.
+- **exp2, fault tolerance**: centralized, the coordinator is killed mid-run and restarted
+  (and, as a second arm, a quarter of the workers are killed for good); decentralized, the
+  same quarter of the nodes is killed for good: time to recovery, time until the failure
+  is detected everywhere, and the request success rate over time.
 - **exp3, utilization distribution**: per-worker queue depth and GPU utilization over
-  time for every policy, with their variance across workers and Gini coefficients.
-- **scale**: 10 to 10,000 workers: placement quality (p99 TTFT, cold-start rate) and
-  control-plane cost (messages/s and bytes/s in total and per node).
+  time for every policy in both architectures, with their variance across workers and
+  Gini coefficients.
+- **scale**: 10 to 10,000 workers centralized, 10 and 100 nodes decentralized (gossip
+  costs the simulator about 100 s of wall time per 5 simulated seconds at 1,000 nodes):
+  placement quality (p99 TTFT, cold-start rate) and control-plane cost (messages/s and
+  bytes/s in total and per node).
 
-Default sizes finish in about a minute each on a 2-core machine; ``--quick`` runs tiny
-versions (seconds) for tests.
+Default sizes finish in about a minute or two each on a 2-core machine; ``--quick`` runs
+tiny versions (seconds) for tests.
 
-Not handled yet: the decentralized arm of every experiment. It needs the decentralized
-(gossip) mode, another issue; until it lands each experiment runs its centralized arm and
-says so in its Markdown summary and JSON (``"decentralized"``).
+Not handled yet: decentralized scale runs beyond 100 nodes (too slow in the simulator
+for the default budget; see above).
 """
 
 from __future__ import annotations
@@ -39,7 +46,9 @@ from sllm.config import POLICY_NAMES
 from sllm.core.tiers import Tier
 from sllm.experiments import plots
 from sllm.experiments.options import WorkloadOptions, make_workload
-from sllm.sim.cluster import CentralizedCluster, ClusterConfig, SimResult, child_rng
+from sllm.sim.cli import CLUSTERS
+from sllm.sim.cluster import ClusterConfig, SimResult, SimulatedCluster, child_rng
+from sllm.sim.decentralized import DecentralizedCluster
 from sllm.sim.faults import (
     KILL_COORDINATOR,
     KILL_WORKER,
@@ -48,10 +57,9 @@ from sllm.sim.faults import (
 )
 from sllm.sim.progress import Progress
 
-DECENTRALIZED_NOT_AVAILABLE = (
-    "not available yet: the decentralized arm needs the decentralized (gossip) mode, which "
-    "another issue builds; only the centralized arm ran"
-)
+CENTRALIZED = "centralized"
+DECENTRALIZED = "decentralized"
+MODES = (CENTRALIZED, DECENTRALIZED)
 BASELINE_POLICY = "seed"
 # exp2: a service has recovered when, for RECOVERY_WINDOW_S consecutive seconds of
 # arrivals, the share of requests that succeed is back to RECOVERY_SHARE of what it was
@@ -75,15 +83,24 @@ class Context:
     plots_skipped: str | None = None
 
     def simulate(
-        self, config: ClusterConfig, options: WorkloadOptions, faults: Sequence[Fault] = ()
+        self,
+        config: ClusterConfig,
+        options: WorkloadOptions,
+        faults: Sequence[Fault] = (),
+        mode: str = CENTRALIZED,
+        prepare: Callable[[SimulatedCluster], object] | None = None,
     ) -> SimResult:
+        """One run of architecture `mode`; `prepare` sees the cluster before it runs."""
         _, arrivals = make_workload(options)
         total = self.runs_total
 
         def step(fraction: float) -> None:
             self.progress.update((self.runs_done + fraction) / total, f"run {self.runs_done + 1}")
 
-        result = CentralizedCluster(config).run(arrivals, options.duration_s, faults, progress=step)
+        cluster = CLUSTERS[mode](config)
+        if prepare is not None:
+            prepare(cluster)
+        result = cluster.run(arrivals, options.duration_s, faults, progress=step)
         self.runs_done += 1
         return result
 
@@ -98,19 +115,10 @@ class Context:
         self.plots_written.append(path.name)
 
     def write(self, results: dict[str, Any], markdown: list[str]) -> list[Path]:
-        results["decentralized"] = DECENTRALIZED_NOT_AVAILABLE
         results["plots"] = list(self.plots_written)
         if self.plots_skipped:
             results["plots_skipped"] = self.plots_skipped
-        markdown += [
-            "",
-            "## Decentralized arm",
-            "",
-            f"Not available yet: {DECENTRALIZED_NOT_AVAILABLE.split(': ', 1)[1]}.",
-            "",
-            "## Plots",
-            "",
-        ]
+        markdown += ["", "## Plots", ""]
         if self.plots_skipped:
             markdown.append(f"Skipped: {self.plots_skipped}.")
         markdown += [f"![{name}]({name})" for name in self.plots_written]
@@ -177,27 +185,49 @@ def latencies(result: SimResult, kind: str) -> list[float]:
     return [getattr(o, f"{kind}_s") for o in result.outcomes if o.ok]
 
 
+def tag(mode: str) -> str:
+    """A plot name's suffix: none for the centralized arm (its names came first)."""
+    return "" if mode == CENTRALIZED else f"-{mode}"
+
+
+DECENTRALIZED_NOTE = (
+    "Decentralized: every worker is a node that gossips membership and load (SWIM with "
+    "Lifeguard) and schedules from its own view with the same policy; the client asks a "
+    "random live node, then sends the request where it says."
+)
+
+
 # -- exp1 ----------------------------------------------------------------------------------
 
 
 def exp1(ctx: Context) -> None:
     workers, models, rate, duration = (4, 4, 3.0, 60.0) if ctx.quick else (16, 10, 8.0, 900.0)
     options = WorkloadOptions(duration_s=duration, seed=ctx.seed, rate_rps=rate, models=models)
-    ctx.runs_total = len(POLICY_NAMES)
-    results = {
-        policy: ctx.simulate(ClusterConfig(workers=workers, policy=policy, seed=ctx.seed), options)
-        for policy in POLICY_NAMES
-    }
-    summaries = {policy: summarize(result) for policy, result in results.items()}
-    base = summaries[BASELINE_POLICY]
-    for summary in summaries.values():
-        summary["vs_seed"] = {
-            "ttft_p50": ratio(summary["ttft"]["p50"], base["ttft"]["p50"]),
-            "ttft_p99": ratio(summary["ttft"]["p99"], base["ttft"]["p99"]),
-            "e2e_p50": ratio(summary["e2e"]["p50"], base["e2e"]["p50"]),
-            "e2e_p99": ratio(summary["e2e"]["p99"], base["e2e"]["p99"]),
-            "cache_hit_rate_delta": round(summary["cache_hit_rate"] - base["cache_hit_rate"], 6),
+    ctx.runs_total = len(POLICY_NAMES) * len(MODES)
+    runs = {
+        mode: {
+            policy: ctx.simulate(
+                ClusterConfig(workers=workers, policy=policy, seed=ctx.seed), options, mode=mode
+            )
+            for policy in POLICY_NAMES
         }
+        for mode in MODES
+    }
+    summaries: dict[str, dict[str, dict[str, Any]]] = {}
+    for mode, results in runs.items():
+        by_policy = {policy: summarize(result) for policy, result in results.items()}
+        base = by_policy[BASELINE_POLICY]
+        for summary in by_policy.values():
+            summary["vs_seed"] = {
+                "ttft_p50": ratio(summary["ttft"]["p50"], base["ttft"]["p50"]),
+                "ttft_p99": ratio(summary["ttft"]["p99"], base["ttft"]["p99"]),
+                "e2e_p50": ratio(summary["e2e"]["p50"], base["e2e"]["p50"]),
+                "e2e_p99": ratio(summary["e2e"]["p99"], base["e2e"]["p99"]),
+                "cache_hit_rate_delta": round(
+                    summary["cache_hit_rate"] - base["cache_hit_rate"], 6
+                ),
+            }
+        summaries[mode] = by_policy
     setup = {
         "workers": workers,
         "models": models,
@@ -207,77 +237,97 @@ def exp1(ctx: Context) -> None:
         "baseline": BASELINE_POLICY,
     }
     markdown = [
-        "# exp1: performance of the placement policies (centralized)",
+        "# exp1: performance of the placement policies",
         "",
         f"{workers} workers, {models} models with the Alibaba GenAI popularity skew, Poisson "
         f"arrivals at {rate:g} req/s for {duration:g} s, seed {ctx.seed}. Every policy sees "
-        "the same requests. Ratios are against the guide's `seed` policy (lower is better "
-        "for latency).",
+        "the same requests in both architectures. Ratios are against the guide's `seed` "
+        "policy in the same architecture (lower is better for latency). " + DECENTRALIZED_NOTE,
+    ]
+    for mode in MODES:
+        markdown += [
+            "",
+            f"## {mode.capitalize()}",
+            "",
+            *table(
+                [
+                    "policy",
+                    "completed",
+                    "failed",
+                    "cache hit rate",
+                    "cold starts",
+                    "TTFT p50 (s)",
+                    "TTFT p99 (s)",
+                    "e2e p50 (s)",
+                    "e2e p99 (s)",
+                    "TTFT p99 vs seed",
+                    "e2e p99 vs seed",
+                ],
+                [
+                    (
+                        policy,
+                        s["completed"],
+                        s["failed"],
+                        f"{s['cache_hit_rate']:.1%}",
+                        s["cold_starts"],
+                        fmt(s["ttft"]["p50"]),
+                        fmt(s["ttft"]["p99"]),
+                        fmt(s["e2e"]["p50"]),
+                        fmt(s["e2e"]["p99"]),
+                        fmt(s["vs_seed"]["ttft_p99"], 2),
+                        fmt(s["vs_seed"]["e2e_p99"], 2),
+                    )
+                    for policy, s in summaries[mode].items()
+                ],
+            ),
+        ]
+    central, gossip = summaries[CENTRALIZED], summaries[DECENTRALIZED]
+    markdown += [
+        "",
+        "## Decentralized against centralized",
         "",
         *table(
-            [
-                "policy",
-                "completed",
-                "failed",
-                "cache hit rate",
-                "cold starts",
-                "TTFT p50 (s)",
-                "TTFT p99 (s)",
-                "e2e p50 (s)",
-                "e2e p99 (s)",
-                "TTFT p99 vs seed",
-                "e2e p99 vs seed",
-            ],
+            ["policy", "cache hit rate (cen / dec)", "TTFT p99 dec / cen", "e2e p99 dec / cen"],
             [
                 (
                     policy,
-                    s["completed"],
-                    s["failed"],
-                    f"{s['cache_hit_rate']:.1%}",
-                    s["cold_starts"],
-                    fmt(s["ttft"]["p50"]),
-                    fmt(s["ttft"]["p99"]),
-                    fmt(s["e2e"]["p50"]),
-                    fmt(s["e2e"]["p99"]),
-                    fmt(s["vs_seed"]["ttft_p99"], 2),
-                    fmt(s["vs_seed"]["e2e_p99"], 2),
+                    f"{central[policy]['cache_hit_rate']:.1%} / "
+                    f"{gossip[policy]['cache_hit_rate']:.1%}",
+                    fmt(ratio(gossip[policy]["ttft"]["p99"], central[policy]["ttft"]["p99"]), 2),
+                    fmt(ratio(gossip[policy]["e2e"]["p99"], central[policy]["e2e"]["p99"]), 2),
                 )
-                for policy, s in summaries.items()
+                for policy in POLICY_NAMES
             ],
         ),
     ]
-    ctx.plot(
-        "ttft-cdf",
-        lambda path: plots.cdf(
-            path,
-            {p: latencies(r, "ttft") for p, r in results.items()},
-            "exp1: time to first token (centralized)",
-            "seconds (log scale)",
-        ),
-    )
-    ctx.plot(
-        "e2e-cdf",
-        lambda path: plots.cdf(
-            path,
-            {p: latencies(r, "e2e") for p, r in results.items()},
-            "exp1: end-to-end latency (centralized)",
-            "seconds (log scale)",
-        ),
-    )
-    ctx.plot(
-        "cache",
-        lambda path: plots.bars(
-            path,
-            list(summaries),
-            {
-                "cache hit rate": [s["cache_hit_rate"] for s in summaries.values()],
-                "cold starts": [s["cold_starts"] for s in summaries.values()],
-            },
-            "exp1: cache hits and cold starts per policy",
-        ),
-    )
-    results_json = {"experiment": "exp1", "setup": setup, "centralized": summaries}
-    ctx.write(results_json, markdown)
+    for mode, results in runs.items():
+        by_policy = summaries[mode]
+        for kind, what in (("ttft", "time to first token"), ("e2e", "end-to-end latency")):
+            curves = {p: latencies(r, kind) for p, r in results.items()}
+
+            def draw_cdf(
+                path: Path,
+                curves: dict[str, list[float]] = curves,
+                title: str = f"exp1: {what} ({mode})",
+            ) -> Path:
+                return plots.cdf(path, curves, title, "seconds (log scale)")
+
+            ctx.plot(f"{kind}-cdf{tag(mode)}", draw_cdf)
+        bars = {
+            "cache hit rate": [s["cache_hit_rate"] for s in by_policy.values()],
+            "cold starts": [s["cold_starts"] for s in by_policy.values()],
+        }
+
+        def draw_bars(
+            path: Path,
+            bars: dict[str, list[float]] = bars,
+            policies: Sequence[str] = tuple(by_policy),
+            title: str = f"exp1: cache hits and cold starts per policy ({mode})",
+        ) -> Path:
+            return plots.bars(path, policies, bars, title)
+
+        ctx.plot(f"cache{tag(mode)}", draw_bars)
+    ctx.write({"experiment": "exp1", "setup": setup, **summaries}, markdown)
 
 
 # -- exp2 ----------------------------------------------------------------------------------
@@ -350,7 +400,7 @@ def exp2(ctx: Context) -> None:
         ],
         "workers": [Fault(kill_at, KILL_WORKER, victims)],
     }
-    ctx.runs_total = len(arms)
+    ctx.runs_total = len(arms) + 1
     seconds = int(duration)
     out: dict[str, Any] = {}
     lines_by_arm: dict[str, dict[str, list[float]]] = {}
@@ -392,9 +442,11 @@ def exp2(ctx: Context) -> None:
         "recovery": f"success rate by arrival second >= {RECOVERY_SHARE:.0%} of pre-fault "
         f"for {RECOVERY_WINDOW_S} s",
     }
+    gossip_line, gossip = nodes_killed(ctx, config, options, kill_at, victims, seconds)
+    setup["detection_bound_s"] = gossip["detection_bound_s"]
     coordinator, workers_arm = out["coordinator"], out["workers"]
     markdown = [
-        "# exp2: fault tolerance (centralized)",
+        "# exp2: fault tolerance",
         "",
         f"{workers} workers, {rate:g} req/s for {duration:g} s, policy {config.policy}, seed "
         f"{ctx.seed}. Arm *coordinator*: the coordinator dies at {kill_at:g} s and restarts "
@@ -423,6 +475,32 @@ def exp2(ctx: Context) -> None:
         f"- The coordinator dropped the dead workers {fmt(workers_arm['failure_detected_s'], 1)} "
         "s after they died (WORKER_TIMEOUT plus the expiry check period, unless a placement "
         "expired them first); requests already on them fail (`no_result` / `unfinished`).",
+        "",
+        "## Decentralized",
+        "",
+        "There is no coordinator to kill. Arm *nodes*: the same "
+        f"{len(victims)} of {workers} nodes die at {kill_at:g} s for good (no goodbye). "
+        + DECENTRALIZED_NOTE,
+        "",
+        *table(
+            ["arm", "requests", "success rate", "time to recovery (s)", "failures"],
+            [
+                (
+                    "nodes",
+                    gossip["requests"],
+                    f"{gossip['success_rate']:.1%}",
+                    fmt(gossip["time_to_recovery_s"], 1),
+                    ", ".join(f"{k}: {v}" for k, v in gossip["failures"].items()) or "none",
+                )
+            ],
+        ),
+        "",
+        f"- Every live node had marked every killed node dead "
+        f"{fmt(gossip['failure_detected_s'], 1)} s after they died (stated detection bound "
+        f"{gossip['detection_bound_s']:.1f} s: `GossipConfig.detection_bound`). Until a node "
+        "learns it, it may still place requests on a dead node; those fail (`no_result`, or "
+        "`unfinished` at the end), as do the requests already running there. The client asks "
+        "only live nodes for decisions, as the live driver does.",
     ]
     marks = [(kill_at, "kill")]
     xs = [float(s) for s in range(seconds)]
@@ -448,7 +526,73 @@ def exp2(ctx: Context) -> None:
             )
 
         ctx.plot(f"{arm}", draw)
-    ctx.write({"experiment": "exp2", "setup": setup, "centralized": out}, markdown)
+
+    def draw_nodes(path: Path, line: dict[str, list[float]] = gossip_line) -> Path:
+        return plots.panels(
+            path,
+            [
+                ("completed/s", {"throughput": (xs, line["throughput"])}),
+                ("failed/s", {"failures": (xs, line["failures"])}),
+                ("success rate\n(by arrival)", {"success": (xs, line["success_rate"])}),
+            ],
+            f"exp2: nodes killed at {kill_at:g} s (decentralized)",
+            "seconds into the workload",
+            marks,
+        )
+
+    ctx.plot("nodes-decentralized", draw_nodes)
+    results = {"experiment": "exp2", "setup": setup, "centralized": out}
+    results["decentralized"] = {"nodes": gossip}
+    ctx.write(results, markdown)
+
+
+# How often exp2 looks at every node's membership after the kill (seconds).
+DETECTION_PROBE_S = 0.1
+
+
+def nodes_killed(
+    ctx: Context,
+    config: ClusterConfig,
+    options: WorkloadOptions,
+    kill_at: float,
+    victims: tuple[str, ...],
+    seconds: int,
+) -> tuple[dict[str, list[float]], dict[str, Any]]:
+    """exp2's decentralized arm: `victims` die at `kill_at`; when does every node know?"""
+    detected: list[float] = []
+    bound = 0.0
+
+    def prepare(cluster: SimulatedCluster) -> None:
+        nonlocal bound
+        assert isinstance(cluster, DecentralizedCluster)
+        gossip = cluster
+        bound = gossip.detection_bound()
+
+        def look(_: None) -> None:
+            if detected:
+                return
+            if all(
+                not set(victims) & set(gossip.known_members(name)) for name in gossip.live_workers()
+            ):
+                detected.append(gossip.now - kill_at)
+                return
+            if gossip.now < options.duration_s:
+                gossip.kernel.schedule(DETECTION_PROBE_S, look, None)
+
+        gossip.at(kill_at, look)
+
+    result = ctx.simulate(
+        config, options, [Fault(kill_at, KILL_WORKER, victims)], DECENTRALIZED, prepare
+    )
+    line = timeline(result, seconds)
+    summary = summarize(result)
+    summary["success_rate"] = round(summary["completed"] / max(1, summary["requests"]), 6)
+    summary["time_to_recovery_s"] = recovery_time(line, kill_at)
+    summary["failure_detected_s"] = round(detected[0], 6) if detected else None
+    summary["detection_bound_s"] = round(bound, 6)
+    summary["faults"] = result.faults
+    summary["timeline"] = line
+    return line, summary
 
 
 # -- exp3 ----------------------------------------------------------------------------------
@@ -469,99 +613,118 @@ def spread_over_time(
 def exp3(ctx: Context) -> None:
     workers, models, rate, duration = (4, 4, 6.0, 60.0) if ctx.quick else (16, 8, 24.0, 300.0)
     options = WorkloadOptions(duration_s=duration, seed=ctx.seed, rate_rps=rate, models=models)
-    ctx.runs_total = len(POLICY_NAMES)
-    out: dict[str, Any] = {}
-    spreads: dict[str, dict[str, tuple[list[float], list[float]]]] = {"queue": {}, "util": {}}
-    for policy in POLICY_NAMES:
-        config = ClusterConfig(workers=workers, policy=policy, seed=ctx.seed, record_series=True)
-        result = ctx.simulate(config, options)
-        per_worker = result.report["workers"]["per_worker"]
-        queue_means = [w["queue_depth"]["mean"] for w in per_worker]
-        util_means = [w["gpu_utilization"]["mean"] for w in per_worker]
-        completed = [float(w["completed"]) for w in per_worker]
-        spreads["queue"][policy] = spread_over_time(result.series, 1)
-        spreads["util"][policy] = spread_over_time(result.series, 2)
-        out[policy] = {
-            "queue_depth": {
-                "mean": round(statistics.fmean(queue_means), 6),
-                "variance_across_workers": round(statistics.pvariance(queue_means), 6),
-                "gini": round(gini(queue_means), 6),
-                "mean_std_over_time": round(statistics.fmean(spreads["queue"][policy][1]), 6),
-            },
-            "gpu_utilization": {
-                "mean": round(statistics.fmean(util_means), 6),
-                "variance_across_workers": round(statistics.pvariance(util_means), 6),
-                "gini": round(gini(util_means), 6),
-                "mean_std_over_time": round(statistics.fmean(spreads["util"][policy][1]), 6),
-            },
-            "completed_gini": round(gini(completed), 6),
-            "ttft_p99": result.report["latency"]["ttft"]["p99"],
-            "per_worker": per_worker,
-        }
+    ctx.runs_total = len(POLICY_NAMES) * len(MODES)
+    arms: dict[str, dict[str, Any]] = {}
     markdown = [
-        "# exp3: how evenly the load spreads (centralized)",
+        "# exp3: how evenly the load spreads",
         "",
         f"{workers} workers, {models} models, {rate:g} req/s for {duration:g} s, seed "
         f"{ctx.seed}. Per-worker queue depth and GPU utilization are sampled every second from "
-        "the coordinator's view (what `status` shows). *Variance* is across workers of each "
-        "worker's time-mean; *std over time* is the mean, over samples, of the spread across "
-        "workers at that instant; *Gini* is 0 for a perfectly even spread.",
-        "",
-        *table(
-            [
-                "policy",
-                "queue mean",
-                "queue variance",
-                "queue Gini",
-                "util mean",
-                "util variance",
-                "util Gini",
-                "util std over time",
-                "completed Gini",
-            ],
-            [
-                (
-                    policy,
-                    fmt(s["queue_depth"]["mean"], 2),
-                    fmt(s["queue_depth"]["variance_across_workers"], 3),
-                    fmt(s["queue_depth"]["gini"], 3),
-                    f"{s['gpu_utilization']['mean']:.1%}",
-                    fmt(s["gpu_utilization"]["variance_across_workers"], 4),
-                    fmt(s["gpu_utilization"]["gini"], 3),
-                    fmt(s["gpu_utilization"]["mean_std_over_time"], 3),
-                    fmt(s["completed_gini"], 3),
-                )
-                for policy, s in out.items()
-            ],
-        ),
+        "the coordinator's view (centralized) or a random live node's view (decentralized): "
+        "what `status` shows. *Variance* is across workers of each worker's time-mean; *std "
+        "over time* is the mean, over samples, of the spread across workers at that instant; "
+        "*Gini* is 0 for a perfectly even spread. " + DECENTRALIZED_NOTE,
     ]
-    ctx.plot(
-        "spread",
-        lambda path: plots.panels(
-            path,
-            [
-                ("queue depth std\nacross workers", spreads["queue"]),
-                ("GPU utilization std\nacross workers", spreads["util"]),
-            ],
-            "exp3: load imbalance over time (centralized)",
-            "seconds",
-        ),
-    )
-    ctx.plot(
-        "gini",
-        lambda path: plots.bars(
-            path,
-            list(out),
-            {
-                "utilization Gini": [s["gpu_utilization"]["gini"] for s in out.values()],
-                "queue depth Gini": [s["queue_depth"]["gini"] for s in out.values()],
-                "completed Gini": [s["completed_gini"] for s in out.values()],
-            },
-            "exp3: Gini coefficients per policy",
-        ),
-    )
+    for mode in MODES:
+        out: dict[str, Any] = {}
+        spreads: dict[str, dict[str, tuple[list[float], list[float]]]] = {"queue": {}, "util": {}}
+        for policy in POLICY_NAMES:
+            config = ClusterConfig(
+                workers=workers, policy=policy, seed=ctx.seed, record_series=True
+            )
+            result = ctx.simulate(config, options, mode=mode)
+            per_worker = result.report["workers"]["per_worker"]
+            queue_means = [w["queue_depth"]["mean"] for w in per_worker]
+            util_means = [w["gpu_utilization"]["mean"] for w in per_worker]
+            completed = [float(w["completed"]) for w in per_worker]
+            spreads["queue"][policy] = spread_over_time(result.series, 1)
+            spreads["util"][policy] = spread_over_time(result.series, 2)
+            out[policy] = {
+                "queue_depth": {
+                    "mean": round(statistics.fmean(queue_means), 6),
+                    "variance_across_workers": round(statistics.pvariance(queue_means), 6),
+                    "gini": round(gini(queue_means), 6),
+                    "mean_std_over_time": round(statistics.fmean(spreads["queue"][policy][1]), 6),
+                },
+                "gpu_utilization": {
+                    "mean": round(statistics.fmean(util_means), 6),
+                    "variance_across_workers": round(statistics.pvariance(util_means), 6),
+                    "gini": round(gini(util_means), 6),
+                    "mean_std_over_time": round(statistics.fmean(spreads["util"][policy][1]), 6),
+                },
+                "completed_gini": round(gini(completed), 6),
+                "ttft_p99": result.report["latency"]["ttft"]["p99"],
+                "per_worker": per_worker,
+            }
+        arms[mode] = out
+        markdown += [
+            "",
+            f"## {mode.capitalize()}",
+            "",
+            *table(
+                [
+                    "policy",
+                    "queue mean",
+                    "queue variance",
+                    "queue Gini",
+                    "util mean",
+                    "util variance",
+                    "util Gini",
+                    "util std over time",
+                    "completed Gini",
+                ],
+                [
+                    (
+                        policy,
+                        fmt(s["queue_depth"]["mean"], 2),
+                        fmt(s["queue_depth"]["variance_across_workers"], 3),
+                        fmt(s["queue_depth"]["gini"], 3),
+                        f"{s['gpu_utilization']['mean']:.1%}",
+                        fmt(s["gpu_utilization"]["variance_across_workers"], 4),
+                        fmt(s["gpu_utilization"]["gini"], 3),
+                        fmt(s["gpu_utilization"]["mean_std_over_time"], 3),
+                        fmt(s["completed_gini"], 3),
+                    )
+                    for policy, s in out.items()
+                ],
+            ),
+        ]
+
+        def draw_spread(
+            path: Path,
+            spreads: dict[str, dict[str, tuple[list[float], list[float]]]] = spreads,
+            title: str = f"exp3: load imbalance over time ({mode})",
+        ) -> Path:
+            return plots.panels(
+                path,
+                [
+                    ("queue depth std\nacross workers", spreads["queue"]),
+                    ("GPU utilization std\nacross workers", spreads["util"]),
+                ],
+                title,
+                "seconds",
+            )
+
+        def draw_gini(
+            path: Path,
+            out: dict[str, Any] = out,
+            title: str = f"exp3: Gini coefficients per policy ({mode})",
+        ) -> Path:
+            return plots.bars(
+                path,
+                list(out),
+                {
+                    "utilization Gini": [s["gpu_utilization"]["gini"] for s in out.values()],
+                    "queue depth Gini": [s["queue_depth"]["gini"] for s in out.values()],
+                    "completed Gini": [s["completed_gini"] for s in out.values()],
+                },
+                title,
+            )
+
+        ctx.plot(f"spread{tag(mode)}", draw_spread)
+        ctx.plot(f"gini{tag(mode)}", draw_gini)
     setup = {"workers": workers, "models": models, "rate_rps": rate, "duration_s": duration}
-    ctx.write({"experiment": "exp3", "setup": setup, "centralized": out}, markdown)
+    ctx.write({"experiment": "exp3", "setup": setup, **arms}, markdown)
 
 
 # -- scale ---------------------------------------------------------------------------------
@@ -570,6 +733,11 @@ def exp3(ctx: Context) -> None:
 # whole sweep takes about a minute (a 10,000-worker cluster sends 10,000 reports a second).
 SCALE_DURATIONS = {10: 300.0, 100: 120.0, 1_000: 30.0, 10_000: 6.0}
 QUICK_SCALE_DURATIONS = {10: 30.0, 100: 10.0, 300: 5.0}
+# The decentralized arm stops at 100 nodes: the simulator runs the production gossip code,
+# about 5,000 events per wall second at 1,000 nodes (5 simulated seconds took 93 s on the
+# development machine), so larger sizes do not fit the experiment's budget.
+DECENTRALIZED_SCALE_DURATIONS = {10: 300.0, 100: 60.0}
+QUICK_DECENTRALIZED_SCALE_DURATIONS = {10: 30.0, 100: 5.0}
 SCALE_RATE_PER_WORKER = 0.25  # requests/s per worker: the same load per worker at every size
 SCALE_DRAIN_S = 10.0
 # Checkpoints start in host memory (a ServerlessLLM-style warm store), so a cold start takes
@@ -579,39 +747,51 @@ SCALE_PRESTAGE = Tier.HOST
 
 
 def scale(ctx: Context) -> None:
-    durations = QUICK_SCALE_DURATIONS if ctx.quick else SCALE_DURATIONS
+    sizes_by_mode = {
+        CENTRALIZED: QUICK_SCALE_DURATIONS if ctx.quick else SCALE_DURATIONS,
+        DECENTRALIZED: (
+            QUICK_DECENTRALIZED_SCALE_DURATIONS if ctx.quick else DECENTRALIZED_SCALE_DURATIONS
+        ),
+    }
     models = 8 if ctx.quick else 10
-    ctx.runs_total = len(durations)
-    out: dict[str, Any] = {}
-    for workers, duration in durations.items():
-        options = WorkloadOptions(
-            duration_s=duration,
-            seed=ctx.seed,
-            rate_rps=SCALE_RATE_PER_WORKER * workers,
-            models=models,
-        )
-        config = ClusterConfig(
-            workers=workers, seed=ctx.seed, drain_s=SCALE_DRAIN_S, prestage=SCALE_PRESTAGE
-        )
-        result = ctx.simulate(config, options)
-        summary = summarize(result)
-        control = summary["control"]
-        summary["duration_s"] = duration
-        summary["events_per_wall_s"] = round(result.events / max(result.wall_seconds, 1e-9))
-        summary["control_per_worker"] = control["per_node"]["worker_mean"]
-        summary["control_coordinator"] = control["per_node"]["coordinator"]
-        out[str(workers)] = summary
-    sizes = [int(size) for size in out]
+    ctx.runs_total = sum(len(durations) for durations in sizes_by_mode.values())
+    arms: dict[str, dict[str, Any]] = {}
+    for mode, durations in sizes_by_mode.items():
+        out: dict[str, Any] = {}
+        for workers, duration in durations.items():
+            options = WorkloadOptions(
+                duration_s=duration,
+                seed=ctx.seed,
+                rate_rps=SCALE_RATE_PER_WORKER * workers,
+                models=models,
+            )
+            config = ClusterConfig(
+                workers=workers, seed=ctx.seed, drain_s=SCALE_DRAIN_S, prestage=SCALE_PRESTAGE
+            )
+            result = ctx.simulate(config, options, mode=mode)
+            summary = summarize(result)
+            control = summary["control"]
+            summary["duration_s"] = duration
+            summary["events_per_wall_s"] = round(result.events / max(result.wall_seconds, 1e-9))
+            summary["control_per_worker"] = control["per_node"]["worker_mean"]
+            if mode == CENTRALIZED:
+                summary["control_coordinator"] = control["per_node"]["coordinator"]
+            out[str(workers)] = summary
+        arms[mode] = out
+    central, gossip = arms[CENTRALIZED], arms[DECENTRALIZED]
     markdown = [
-        "# scale: placement quality and control-plane cost (centralized)",
+        "# scale: placement quality and control-plane cost",
         "",
         f"Policy startup-aware, {models} models, {SCALE_RATE_PER_WORKER:g} req/s per worker "
         "(the same load per worker at every size), reports every second, checkpoints "
         "prestaged in host memory (cold starts of at most 7.4 s). Control plane = "
-        "worker reports plus schedule requests and responses; per node = sent plus received. "
+        "worker reports plus schedule requests and responses (and, decentralized, every "
+        "gossip message); per node = sent plus received. "
         "Short runs at large sizes include the warm-up, when every model is cold somewhere, "
         "and end while the longest cold starts still load: those requests fail as "
         "`unfinished`, so the TTFT percentiles (over completed requests) are biased low there.",
+        "",
+        "## Centralized",
         "",
         *table(
             [
@@ -643,12 +823,55 @@ def scale(ctx: Context) -> None:
                     f"{s['control_per_worker']['bytes_per_s']:,.0f}",
                     fmt(s["wall_seconds"], 1),
                 )
-                for size, s in out.items()
+                for size, s in central.items()
+            ],
+        ),
+        "",
+        "## Decentralized",
+        "",
+        DECENTRALIZED_NOTE + " Sizes stop at "
+        f"{max(sizes_by_mode[DECENTRALIZED]):,} nodes: the simulator runs the production "
+        "gossip code, and 1,000 nodes simulate at about 5,000 events per wall second "
+        "(5 simulated seconds took 93 s), which does not fit this experiment's budget.",
+        "",
+        *table(
+            [
+                "nodes",
+                "requests",
+                "failed",
+                "TTFT p50 (s)",
+                "TTFT p99 (s)",
+                "cold-start rate",
+                "control msg/s",
+                "control bytes/s",
+                "per node msg/s",
+                "per node bytes/s",
+                "wall (s)",
+            ],
+            [
+                (
+                    size,
+                    s["requests"],
+                    s["failed"],
+                    fmt(s["ttft"]["p50"]),
+                    fmt(s["ttft"]["p99"]),
+                    f"{s['cold_start_rate']:.1%}",
+                    f"{s['control']['messages_per_s']:,.0f}",
+                    f"{s['control']['bytes_per_s']:,.0f}",
+                    f"{s['control_per_worker']['messages_per_s']:,.0f}",
+                    f"{s['control_per_worker']['bytes_per_s']:,.0f}",
+                    fmt(s["wall_seconds"], 1),
+                )
+                for size, s in gossip.items()
             ],
         ),
     ]
-    xs = [float(size) for size in sizes]
-    rows = list(out.values())
+
+    def column(
+        out: dict[str, Any], pick: Callable[[dict[str, Any]], float]
+    ) -> tuple[list[float], list[float]]:
+        return [float(size) for size in out], [pick(s) for s in out.values()]
+
     ctx.plot(
         "quality",
         lambda path: plots.panels(
@@ -657,13 +880,21 @@ def scale(ctx: Context) -> None:
                 (
                     "TTFT (s)",
                     {
-                        "p99": (xs, [s["ttft"]["p99"] for s in rows]),
-                        "p50": (xs, [s["ttft"]["p50"] for s in rows]),
+                        "p99 centralized": column(central, lambda s: s["ttft"]["p99"]),
+                        "p50 centralized": column(central, lambda s: s["ttft"]["p50"]),
+                        "p99 decentralized": column(gossip, lambda s: s["ttft"]["p99"]),
+                        "p50 decentralized": column(gossip, lambda s: s["ttft"]["p50"]),
                     },
                 ),
-                ("cold-start rate", {"cold starts": (xs, [s["cold_start_rate"] for s in rows])}),
+                (
+                    "cold-start rate",
+                    {
+                        "centralized": column(central, lambda s: s["cold_start_rate"]),
+                        "decentralized": column(gossip, lambda s: s["cold_start_rate"]),
+                    },
+                ),
             ],
-            "scale: placement quality (centralized)",
+            "scale: placement quality",
             "workers",
         ),
     )
@@ -672,28 +903,37 @@ def scale(ctx: Context) -> None:
         lambda path: plots.lines(
             path,
             {
-                "total bytes/s": (xs, [s["control"]["bytes_per_s"] for s in rows]),
-                "coordinator bytes/s": (
-                    xs,
-                    [s["control_coordinator"]["bytes_per_s"] for s in rows],
+                "centralized total bytes/s": column(central, lambda s: s["control"]["bytes_per_s"]),
+                "coordinator bytes/s": column(
+                    central, lambda s: s["control_coordinator"]["bytes_per_s"]
                 ),
-                "per worker bytes/s": (xs, [s["control_per_worker"]["bytes_per_s"] for s in rows]),
-                "total msg/s": (xs, [s["control"]["messages_per_s"] for s in rows]),
+                "centralized per worker bytes/s": column(
+                    central, lambda s: s["control_per_worker"]["bytes_per_s"]
+                ),
+                "decentralized total bytes/s": column(
+                    gossip, lambda s: s["control"]["bytes_per_s"]
+                ),
+                "decentralized per node bytes/s": column(
+                    gossip, lambda s: s["control_per_worker"]["bytes_per_s"]
+                ),
             },
-            "scale: control-plane cost (centralized)",
+            "scale: control-plane cost",
             "workers",
-            "per second",
+            "bytes per second",
             log_x=True,
             log_y=True,
         ),
     )
     setup = {
-        "durations_s": {str(k): v for k, v in durations.items()},
+        "durations_s": {
+            mode: {str(k): v for k, v in durations.items()}
+            for mode, durations in sizes_by_mode.items()
+        },
         "rate_per_worker_rps": SCALE_RATE_PER_WORKER,
         "models": models,
         "policy": "startup-aware",
     }
-    ctx.write({"experiment": "scale", "setup": setup, "centralized": out}, markdown)
+    ctx.write({"experiment": "scale", "setup": setup, **arms}, markdown)
 
 
 EXPERIMENTS: dict[str, Callable[[Context], None]] = {

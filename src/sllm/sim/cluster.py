@@ -42,8 +42,11 @@ Differences from the live driver, all deliberate:
 Worker addresses are their names: a report's ``host`` is the worker's node name, which is
 where the client sends the request (the live coordinator hands out IP addresses).
 
-Not handled yet: the decentralized architecture (it needs the gossip membership of the
-decentralized-mode issue); the HTTP front door's retry of a request whose worker fails
+The decentralized architecture (`sllm.sim.decentralized`) shares everything here but the
+hosts: `SimulatedCluster` holds the kernel, network, client, faults and report, and each
+architecture says where the client asks for a decision and how state is sampled.
+
+Not handled yet: the HTTP front door's retry of a request whose worker fails
 before the first byte; cluster-state paging traffic from the sampler.
 """
 
@@ -60,6 +63,7 @@ from sllm.catalog import SERVED_MODELS, served_catalog
 from sllm.core.coordinator import Coordinator, Notice
 from sllm.core.cost import CostModel, ModelInfo
 from sllm.core.tiers import Tier
+from sllm.core.view import ClusterView
 from sllm.core.worker import (
     Action,
     Finished,
@@ -210,7 +214,7 @@ class CoordinatorHost:
 class WorkerHost:
     """A `WorkerState` with the sim engine's timers on the kernel, reporting periodically."""
 
-    def __init__(self, cluster: CentralizedCluster, name: str) -> None:
+    def __init__(self, cluster: SimulatedCluster, name: str) -> None:
         self.cluster = cluster
         self.kernel = cluster.kernel
         self.network = cluster.network
@@ -234,6 +238,11 @@ class WorkerHost:
 
     def start(self, first_report_in: float, fresh: bool) -> None:
         """Come up (as a fresh process when `fresh`); first report after `first_report_in`."""
+        self.come_up(fresh)
+        self.kernel.schedule(first_report_in, self._report, self.epoch)
+
+    def come_up(self, fresh: bool) -> None:
+        """Start the process (a new one when `fresh`): its earlier timers become stale."""
         self.epoch += 1
         if fresh:
             self.state = self._fresh_state()
@@ -241,7 +250,6 @@ class WorkerHost:
         self._requesters.clear()
         self._wake = None
         self.network.set_up(self.name, True)
-        self.kernel.schedule(first_report_in, self._report, self.epoch)
 
     def kill(self) -> None:
         self.epoch += 1
@@ -316,7 +324,7 @@ class _Pending:
 class Client:
     """Replays arrivals like the live driver and records what a client sees."""
 
-    def __init__(self, cluster: CentralizedCluster, arrivals: Sequence[Arrival]) -> None:
+    def __init__(self, cluster: SimulatedCluster, arrivals: Sequence[Arrival]) -> None:
         self.cluster = cluster
         self.kernel = cluster.kernel
         self.network = cluster.network
@@ -355,7 +363,7 @@ class Client:
         self.issued += 1
         self.network.send(
             CLIENT,
-            COORDINATOR,
+            self.cluster.scheduler(),
             ScheduleRequest(
                 request_id, arrival.model, 0, arrival.prompt_tokens, arrival.output_tokens
             ),
@@ -498,8 +506,16 @@ class SimResult:
     simulated_seconds: float
 
 
-class CentralizedCluster:
-    """One coordinator, N workers and a client on one kernel and one network."""
+class SimulatedCluster:
+    """What every simulated architecture shares: kernel, network, client, faults, report.
+
+    A subclass hosts the processes (`start_hosts`, `apply_process_fault`), says where the
+    client asks for a decision (`scheduler`), and samples the cluster state (`sample`).
+    """
+
+    mode = ""
+    # Rows of the report's per-node traffic besides the workers: (label, network name).
+    roles: tuple[tuple[str, str], ...] = (("client", CLIENT),)
 
     def __init__(self, config: ClusterConfig) -> None:
         self.config = config
@@ -517,9 +533,7 @@ class CentralizedCluster:
         self.rng = child_rng(config.seed, "cluster")
         # Replay starts once every worker has sent its first report (random phase below).
         self.t0 = config.report_interval_s
-        self.coordinator = CoordinatorHost(self)
-        self.workers = [WorkerHost(self, worker_name(i)) for i in range(config.workers)]
-        self.by_name = {worker.name: worker for worker in self.workers}
+        self.workers: list[WorkerHost] = []
         self.notices: list[tuple[float, str, str]] = []
         self.fault_log: list[dict[str, object]] = []
         self.samples: dict[str, WorkerSamples] = {}
@@ -527,6 +541,29 @@ class CentralizedCluster:
         self.active_workers = 0
         self.missed_samples = 0
         self.client: Client | None = None
+
+    # -- what an architecture provides ---------------------------------------------------
+
+    def start_hosts(self) -> None:
+        raise NotImplementedError
+
+    def scheduler(self) -> str:
+        """The address the client sends its next ScheduleRequest to."""
+        raise NotImplementedError
+
+    def apply_process_fault(self, fault: Fault) -> None:
+        """Carry out a kill or restart (`apply` handles the network's faults)."""
+        raise NotImplementedError
+
+    def sample(self) -> None:
+        raise NotImplementedError
+
+    def membership_section(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def report_extra(self) -> dict[str, Any]:
+        """Keys the architecture adds to the report (after the shared ones)."""
+        return {}
 
     # -- time --------------------------------------------------------------------------
 
@@ -541,18 +578,8 @@ class CentralizedCluster:
 
     # -- membership and faults ------------------------------------------------------------
 
-    def notice(self, notices: list[Notice]) -> None:
-        now = self.now
-        for notice in notices:
-            self.notices.append((now, notice.event, str(notice.fields.get("worker", ""))))
-
     def live_workers(self) -> list[str]:
         return [worker.name for worker in self.workers if worker.up]
-
-    def known_workers(self) -> list[str]:
-        """Workers in the coordinator's view, sorted (empty while it is down)."""
-        core = self.coordinator.core
-        return [] if core is None else sorted(entry.worker_id for entry in core.view.entries())
 
     def schedule_faults(self, faults: Sequence[Fault]) -> None:
         for fault in faults:
@@ -561,42 +588,25 @@ class CentralizedCluster:
     def apply(self, fault: Fault) -> None:
         """Make `fault` happen now."""
         kind = fault.kind
-        if kind == KILL_WORKER:
-            for name in fault.targets:
-                if self.by_name[name].up:
-                    self.by_name[name].kill()
-        elif kind == RESTART_WORKER:
-            for name in fault.targets:
-                self.by_name[name].start(0.0, fresh=True)  # a new process reports at once
-        elif kind == KILL_COORDINATOR:
-            if self.coordinator.up:
-                self.coordinator.kill()
-        elif kind == RESTART_COORDINATOR:
-            self.coordinator.start()
-        elif kind == PARTITION:
+        if kind == PARTITION:
             self.network.partition([fault.targets])
         elif kind == HEAL:
             self.network.heal()
         elif kind == LOSS_WINDOW:
             self.network.add_loss_window(self.t0 + fault.at_s, self.t0 + fault.until_s, fault.loss)
+        else:
+            self.apply_process_fault(fault)
         self.fault_log.append(fault.describe())
 
     # -- sampling ------------------------------------------------------------------------
 
-    def sample(self) -> None:
-        """What the live driver's once-a-second `status` sees: the coordinator's view."""
-        core = self.coordinator.core
-        if core is None:
-            self.missed_samples += 1
-            return
-        notices = core.expire(self.kernel.now)  # `cluster_state` expires first, too
-        if notices:
-            self.notice(notices)
-        self.active_workers = len(core.view)
+    def record_view(self, view: ClusterView) -> None:
+        """One sample of every worker's queue depth and GPU utilization in `view`."""
+        self.active_workers = len(view)
         samples = self.samples
         record = self.config.record_series
         now = self.now
-        for entry in core.view.entries():
+        for entry in view.entries():
             report = entry.report
             worker_samples = samples.get(report.node_id)
             if worker_samples is None:
@@ -631,9 +641,7 @@ class CentralizedCluster:
         started = time.perf_counter()
         config = self.config
         kernel = self.kernel
-        self.coordinator.start()
-        for worker in self.workers:
-            worker.start(self.rng.uniform(0.0, config.report_interval_s), fresh=False)
+        self.start_hosts()
         client = self.client = Client(self, arrivals)
         client.start()
         self.schedule_faults(faults)
@@ -658,13 +666,14 @@ class CentralizedCluster:
         wall = time.perf_counter() - started
         simulated = kernel.now
         report_extra: dict[str, Any] = {
-            "mode": "centralized",
+            "mode": self.mode,
             "policy": config.policy,
             "seed": config.seed,
             "duration_s": duration_s,
             "interrupted": False,
             "missed_state_samples": self.missed_samples,
         }
+        report_extra.update(self.report_extra())
         report_extra.update(extra or {})
         report = build_report(client.outcomes, self.samples, self.active_workers, report_extra)
         report["events"] = kernel.events
@@ -685,8 +694,6 @@ class CentralizedCluster:
 
     def _simulation_section(self, simulated_s: float) -> dict[str, Any]:
         config = self.config
-        joined = sum(1 for _, event, _ in self.notices if event == "worker_joined")
-        lost = sum(1 for _, event, _ in self.notices if event == "worker_lost")
         return {
             "workers": config.workers,
             "simulated_seconds": round(simulated_s, 6),
@@ -703,7 +710,7 @@ class CentralizedCluster:
                 "by_type": self.network.sizer.by_type(),
                 **{PLANES[plane]: self.traffic(plane, simulated_s) for plane in (CONTROL, DATA)},
             },
-            "membership": {"joined": joined, "lost": lost},
+            "membership": self.membership_section(),
             "faults": list(self.fault_log),
         }
 
@@ -724,20 +731,18 @@ class CentralizedCluster:
         total_messages = sum(node.sent_messages[plane] for node in nodes.values())
         total_bytes = sum(node.sent_bytes[plane] for node in nodes.values())
         workers = rates([worker.name for worker in self.workers])
-        (coordinator,) = rates([COORDINATOR])
-        (client,) = rates([CLIENT])
 
         def row(pair: tuple[float, float]) -> dict[str, float]:
             return {"messages_per_s": round(pair[0], 3), "bytes_per_s": round(pair[1], 1)}
 
+        per_node = {label: row(rates([name])[0]) for label, name in self.roles}
         return {
             "messages": total_messages,
             "bytes": total_bytes,
             "messages_per_s": round(total_messages / seconds, 3),
             "bytes_per_s": round(total_bytes / seconds, 1),
             "per_node": {
-                "coordinator": row(coordinator),
-                "client": row(client),
+                **per_node,
                 "worker_mean": row(
                     (
                         sum(m for m, _ in workers) / len(workers),
@@ -747,3 +752,65 @@ class CentralizedCluster:
                 "worker_max": row(max(workers)),
             },
         }
+
+
+class CentralizedCluster(SimulatedCluster):
+    """One coordinator, N workers and a client on one kernel and one network."""
+
+    mode = "centralized"
+    roles = (("coordinator", COORDINATOR), ("client", CLIENT))
+
+    def __init__(self, config: ClusterConfig) -> None:
+        super().__init__(config)
+        self.coordinator = CoordinatorHost(self)
+        self.workers = [WorkerHost(self, worker_name(i)) for i in range(config.workers)]
+        self.by_name = {worker.name: worker for worker in self.workers}
+
+    def start_hosts(self) -> None:
+        self.coordinator.start()
+        for worker in self.workers:
+            worker.start(self.rng.uniform(0.0, self.config.report_interval_s), fresh=False)
+
+    def scheduler(self) -> str:
+        return COORDINATOR
+
+    def notice(self, notices: list[Notice]) -> None:
+        now = self.now
+        for notice in notices:
+            self.notices.append((now, notice.event, str(notice.fields.get("worker", ""))))
+
+    def known_workers(self) -> list[str]:
+        """Workers in the coordinator's view, sorted (empty while it is down)."""
+        core = self.coordinator.core
+        return [] if core is None else sorted(entry.worker_id for entry in core.view.entries())
+
+    def apply_process_fault(self, fault: Fault) -> None:
+        kind = fault.kind
+        if kind == KILL_WORKER:
+            for name in fault.targets:
+                if self.by_name[name].up:
+                    self.by_name[name].kill()
+        elif kind == RESTART_WORKER:
+            for name in fault.targets:
+                self.by_name[name].start(0.0, fresh=True)  # a new process reports at once
+        elif kind == KILL_COORDINATOR:
+            if self.coordinator.up:
+                self.coordinator.kill()
+        elif kind == RESTART_COORDINATOR:
+            self.coordinator.start()
+
+    def sample(self) -> None:
+        """What the live driver's once-a-second `status` sees: the coordinator's view."""
+        core = self.coordinator.core
+        if core is None:
+            self.missed_samples += 1
+            return
+        notices = core.expire(self.kernel.now)  # `cluster_state` expires first, too
+        if notices:
+            self.notice(notices)
+        self.record_view(core.view)
+
+    def membership_section(self) -> dict[str, Any]:
+        joined = sum(1 for _, event, _ in self.notices if event == "worker_joined")
+        lost = sum(1 for _, event, _ in self.notices if event == "worker_lost")
+        return {"joined": joined, "lost": lost}

@@ -1,0 +1,266 @@
+"""A simulated decentralized cluster: N gossiping nodes on the kernel's clock.
+
+Why it exists: to run the deployment guide's decentralized architecture (no coordinator;
+every node is a worker, a SWIM/Lifeguard gossip member and a scheduler over its own view)
+at any size, with faults, next to the centralized one, and get the same report. Nothing
+that decides is re-implemented: each node is a `sllm.core.node.Node`, hosted like
+`sllm.runtime.node.NodeServer` hosts it:
+
+- every datagram but an ``inference_request`` goes to ``Node.handle(message, sender,
+  now)`` and the `Send`s it returns go out on the simulated network; one timer per node
+  is kept at ``Node.next_deadline()`` and calls ``tick(now)`` (moved earlier when a new
+  deadline is earlier, as the live runtime's `_arm` does);
+- an ``inference_request`` goes to the node's worker (`node.worker`, a `WorkerState`
+  built with `prestaged(...)`), whose actions become `SimEngine` timers with keep-alive at
+  its ``next_deadline()``: the centralized simulator's `WorkerHost`, which `NodeHost`
+  extends, minus the reports to a coordinator (the node gossips its own);
+- the client is the centralized simulator's `Client`; it sends each ScheduleRequest to a
+  random live node (what `decentralized_simulation.py` does live) and the InferenceRequest
+  to the node the decision names. Samples come from a random live node's view.
+
+Addresses: a node's id is `worker_name(i)` (the same names the fault flags use) and its
+gossip address is ``(id, GOSSIP_PORT)``; the simulated network routes by the host part.
+Each node draws from its own generator, seeded with the run seed, its name and how many
+times it started, so a seed gives one history.
+
+Start and faults: the nodes start knowing each other (`Membership.bootstrap`: the live
+driver also waits until every node holds all N alive) with the first `SEED_NODES` nodes as
+seeds, and replay starts after `WARMUP_S`, by when every node's first load report has
+spread. ``kill_worker`` kills a node (no goodbye: its datagrams stop, its queue is lost);
+``restart_worker`` starts a fresh process, which rejoins through its seeds, learns that
+it was declared dead and refutes with a higher incarnation. Partitions and loss windows
+act on the network as in the centralized cluster. ``kill_coordinator`` and
+``restart_coordinator`` have no meaning here: they are listed in the report's faults and
+otherwise ignored.
+
+Not handled yet: graceful leaves (a killed node never says goodbye), Sparrow-style probing
+is whatever `NodeConfig.probing` says (off by default, as live), and seeds that change
+address.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from typing import Any
+
+from sllm.core.coordinator import Notice
+from sllm.core.membership import Address, GossipConfig, Send
+from sllm.core.node import Node, NodeConfig
+from sllm.sim.cluster import (
+    ClusterConfig,
+    SimulatedCluster,
+    WorkerHost,
+    child_rng,
+    worker_name,
+)
+from sllm.sim.faults import KILL_WORKER, RESTART_WORKER, Fault
+from sllm.wire import InferenceRequest, Message
+
+GOSSIP_PORT = 7946  # memberlist's port; every simulated node listens on it
+# How many of the first nodes are every node's seeds (a StatefulSet's first pods): one
+# would do while it lives; three let a restarted node rejoin while one of them is down.
+SEED_NODES = 3
+# Replay starts this long after the nodes: each node's first report goes out at its first
+# tick and spreads in gossip rounds of 0.2 s to 3 peers (log3 N rounds), well within it.
+WARMUP_S = 3.0
+# Membership events counted in the report.
+MEMBERSHIP_EVENTS = frozenset(
+    {
+        "member_joined",
+        "member_suspect",
+        "member_alive",
+        "member_dead",
+        "member_left",
+        "member_rejoined",
+        "member_forgotten",
+        "suspicion_refuted",
+    }
+)
+
+
+def node_config_for(config: ClusterConfig) -> NodeConfig:
+    """The node configuration a cluster configuration implies (live defaults otherwise)."""
+    return NodeConfig(policy=config.policy, report_interval_s=config.report_interval_s)
+
+
+class NodeHost(WorkerHost):
+    """A core `Node` at a simulated address: its timer, its worker's engine timers."""
+
+    cluster: DecentralizedCluster
+
+    def __init__(self, cluster: DecentralizedCluster, name: str, seeds: Sequence[Address]) -> None:
+        super().__init__(cluster, name)
+        self.address: Address = (name, GOSSIP_PORT)
+        self.seeds = [seed for seed in seeds if seed != self.address]
+        self.node: Node | None = None
+        self.starts = 0
+        self._timer_at: float | None = None
+
+    def boot(self, peers: Sequence[tuple[str, Address]] = (), fresh: bool = True) -> None:
+        """Start a node process; with `peers` it knows them as alive (a warm cluster)."""
+        self.come_up(fresh)
+        self.starts += 1
+        self._timer_at = None
+        cluster = self.cluster
+        config = cluster.config
+        now = self.kernel.now
+        node = Node(
+            self.name,
+            self.address,
+            cluster.catalog,
+            config.cost,
+            child_rng(config.seed, f"node/{self.name}/{self.starts}"),
+            now,
+            cluster.node_config,
+            seeds=self.seeds,
+            worker=self.state,
+        )
+        if peers:
+            node.membership.bootstrap(peers, now)
+        self.node = node
+        self._arm()
+
+    def start(self, first_report_in: float, fresh: bool) -> None:
+        """A node sends no reports to a coordinator: starting it is `boot`."""
+        self.boot(fresh=fresh)
+
+    def kill(self) -> None:
+        super().kill()
+        self.node = None
+        self._timer_at = None
+
+    def receive(self, message: Message, source: str) -> None:
+        if type(message) is InferenceRequest:
+            super().receive(message, source)  # the worker runs it
+            return
+        node = self.node
+        if node is None:
+            return
+        self._send(node.handle(message, (source, GOSSIP_PORT), self.kernel.now))
+        self._after(node)
+
+    def _tick(self, due: tuple[int, float]) -> None:
+        epoch, at = due
+        node = self.node
+        if epoch != self.epoch or at != self._timer_at or node is None:
+            return  # superseded by an earlier deadline, or a crashed process's timer
+        self._timer_at = None
+        self._send(node.tick(self.kernel.now))
+        self._after(node)
+
+    def _after(self, node: Node) -> None:
+        notices = node.take_notices()
+        if notices:
+            self.cluster.notice(notices)
+        self._arm()
+
+    def _arm(self) -> None:
+        """Keep one timer at the node's next deadline, moving it earlier when needed."""
+        node = self.node
+        if node is None:
+            return
+        deadline = node.next_deadline()
+        if deadline is None or (self._timer_at is not None and self._timer_at <= deadline):
+            return
+        self._timer_at = deadline
+        self.kernel.at(deadline, self._tick, (self.epoch, deadline))
+
+    def _send(self, sends: list[Send]) -> None:
+        send = self.network.send
+        name = self.name
+        for item in sends:
+            send(name, item.to[0], item.message)
+
+
+class DecentralizedCluster(SimulatedCluster):
+    """N nodes (worker + gossip + scheduler each) and a client on one kernel and network."""
+
+    mode = "decentralized"
+
+    def __init__(self, config: ClusterConfig, node_config: NodeConfig | None = None) -> None:
+        super().__init__(config)
+        self.node_config = node_config or node_config_for(config)
+        self.t0 = max(config.report_interval_s, WARMUP_S)
+        names = [worker_name(i) for i in range(config.workers)]
+        self.seed_addresses = [(name, GOSSIP_PORT) for name in names[:SEED_NODES]]
+        self.nodes = [NodeHost(self, name, self.seed_addresses) for name in names]
+        self.workers = list(self.nodes)
+        self.by_name = {node.name: node for node in self.nodes}
+        self._client_rng = child_rng(config.seed, "client")
+        self._sampler_rng = child_rng(config.seed, "sampler")
+
+    @property
+    def gossip(self) -> GossipConfig:
+        return self.node_config.gossip
+
+    def detection_bound(self) -> float:
+        """Seconds within which every live node drops a crashed one (no loss)."""
+        return self.gossip.detection_bound(self.config.workers)
+
+    def start_hosts(self) -> None:
+        peers = [(node.name, node.address) for node in self.nodes]
+        for node in self.nodes:
+            node.boot(peers, fresh=False)
+
+    def scheduler(self) -> str:
+        live = self.live_workers()
+        return self._client_rng.choice(live or [node.name for node in self.nodes])
+
+    def notice(self, notices: list[Notice]) -> None:
+        now = self.now
+        for notice in notices:
+            if notice.event in MEMBERSHIP_EVENTS:
+                self.notices.append((now, notice.event, str(notice.fields.get("member", ""))))
+
+    def apply_process_fault(self, fault: Fault) -> None:
+        if fault.kind == KILL_WORKER:
+            for name in fault.targets:
+                if self.by_name[name].up:
+                    self.by_name[name].kill()
+        elif fault.kind == RESTART_WORKER:
+            for name in fault.targets:
+                self.by_name[name].boot()  # a fresh process, joining through its seeds
+        # kill_coordinator / restart_coordinator: there is no coordinator to kill.
+
+    def known_members(self, name: str) -> list[str]:
+        """The members node `name` holds alive or suspect, sorted (empty while it is down)."""
+        node = self.by_name[name].node
+        if node is None:
+            return []
+        return sorted(member.node_id for member in node.membership.live_members())
+
+    def converged(self) -> bool:
+        """Every live node holds exactly the live nodes as live members."""
+        live = self.live_workers()
+        return all(self.known_members(name) == live for name in live)
+
+    def sample(self) -> None:
+        """What `status` against a random live node returns: that node's view."""
+        live = [host.node for host in self.nodes if host.node is not None]
+        if not live:
+            self.missed_samples += 1
+            return
+        node = self._sampler_rng.choice(live)
+        node.scheduler.expire(self.kernel.now)  # `cluster_state` expires first, too
+        self.record_view(node.scheduler.view)
+
+    def membership_section(self) -> dict[str, Any]:
+        counts = Counter(event for _, event, _ in self.notices)
+        return {
+            "events": dict(sorted(counts.items())),
+            "detection_bound_s": round(self.detection_bound(), 6),
+            "converged_at_end": self.converged(),
+        }
+
+    def report_extra(self) -> dict[str, Any]:
+        gossip = self.gossip
+        return {
+            "gossip": {
+                "probe_interval_s": gossip.probe_interval_s,
+                "gossip_interval_s": gossip.gossip_interval_s,
+                "gossip_fanout": gossip.gossip_fanout,
+                "probing_candidates": self.node_config.probing.candidates,
+                "seeds": [name for name, _ in self.seed_addresses],
+            }
+        }
