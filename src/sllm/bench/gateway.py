@@ -194,8 +194,6 @@ def _wait_ready(url: str) -> None:
 
 # -- sockets of a process, by peer -------------------------------------------------------------
 
-TCP_STATES = {"01": "established", "08": "close_wait", "0A": "listen"}
-
 
 def sockets(pid: int, served_port: int, worker_port: int) -> dict[str, int]:
     """The TCP sockets `pid` holds: from clients of `served_port`, to `worker_port`, others."""

@@ -220,7 +220,6 @@ class Node:
         self._published_at = now
         self._published_to = 0  # live members when the report was last gossiped
         self._next_report_at = now
-        self._started_at = now
         self._left = False
 
     # -- queries ---------------------------------------------------------------------
