@@ -35,7 +35,7 @@ from sllm.catalog import served_catalog
 from sllm.core.cost import CostModel
 from sllm.core.tiers import Tier
 from sllm.core.worker import WorkerResources
-from sllm.experiments.launcher import ServiceProcess
+from sllm.experiments.launcher import ServiceProcess, isolated_environment
 from sllm.runtime.client import get_cluster_state
 from sllm.runtime.coordinator import CoordinatorServer
 from sllm.runtime.udp import Address, Endpoint
@@ -258,19 +258,16 @@ def live_env() -> dict[str, str]:
     Everything a service reads from the environment is set here, so the developer's own
     variables (a CLUSTER_SECRET, a COORDINATOR_PORT) cannot leak into a test.
     """
-    return {
-        "DEPLOYMENT_MODE": "local",
-        "LOG_LEVEL": "INFO",
-        "LOG_FORMAT": "json",
-        "REPORT_INTERVAL": str(REPORT_INTERVAL_S),
-        "WORKER_TIMEOUT": str(WORKER_TIMEOUT_S),
-        "CLUSTER_SECRET": "",
-        "PLACEMENT_POLICY": "",
-        "WORKER_ID": "",
-        "BIND_HOST": "127.0.0.1",
-        "COORDINATOR_HOST": "127.0.0.1",
-        MARKER_VARIABLE: uuid.uuid4().hex,
-    }
+    return isolated_environment(
+        {
+            "LOG_FORMAT": "json",
+            "REPORT_INTERVAL": str(REPORT_INTERVAL_S),
+            "WORKER_TIMEOUT": str(WORKER_TIMEOUT_S),
+            "BIND_HOST": "127.0.0.1",
+            "COORDINATOR_HOST": "127.0.0.1",
+            MARKER_VARIABLE: uuid.uuid4().hex,
+        }
+    )
 
 
 @dataclass

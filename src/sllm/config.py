@@ -304,6 +304,8 @@ _VARIABLES: tuple[_Variable, ...] = (
     _Variable("cost_model", "COST_MODEL", _optional_path),
 )
 _BY_FIELD: dict[str, _Variable] = {v.field: v for v in _VARIABLES}
+# Every variable a process reads, in table order.
+ENVIRONMENT_VARIABLES: tuple[str, ...] = tuple(v.env for v in _VARIABLES)
 
 
 def _problem(label: str, raw: object, var: _Variable, reason: str) -> str:

@@ -36,7 +36,7 @@ from typing import Any, TypeVar
 import httpx
 import pytest
 
-from sllm.experiments.launcher import ServiceProcess, child_environment
+from sllm.experiments.launcher import ServiceProcess, child_environment, isolated_environment
 from sllm.runtime.client import get_cluster_state
 from sllm.runtime.udp import Endpoint
 from sllm.wire import Codec
@@ -56,28 +56,21 @@ MARKER_VARIABLE = "SLLM_TEST_MARKER"  # as in tests/conftest.py
 
 def base_env(**extra: str) -> dict[str, str]:
     """Everything the services read from the environment, so the developer's own is not used."""
-    env = {
-        "DEPLOYMENT_MODE": "local",
-        "LOG_LEVEL": "INFO",
-        "LOG_FORMAT": "json",
-        "REPORT_INTERVAL": str(REPORT_INTERVAL_S),
-        "WORKER_TIMEOUT": str(WORKER_TIMEOUT_S),
-        "CLUSTER_SECRET": "",
-        "PLACEMENT_POLICY": "",
-        "WORKER_ID": "",
-        "BIND_HOST": "127.0.0.1",
-        "COORDINATOR_HOST": "127.0.0.1",
-        "API_KEYS": "",
-        "MODEL_CATALOG": "",
-        "COST_MODEL": "",
-        "PRESTAGE_TIER": "host",
-        "KEEP_ALIVE": "600",
-        "QUEUE_CAPACITY": "64",
-        "WORKER_SLOTS": "8",
-        MARKER_VARIABLE: uuid.uuid4().hex,
-    }
-    env.update(extra)
-    return env
+    return isolated_environment(
+        {
+            "LOG_FORMAT": "json",
+            "REPORT_INTERVAL": str(REPORT_INTERVAL_S),
+            "WORKER_TIMEOUT": str(WORKER_TIMEOUT_S),
+            "BIND_HOST": "127.0.0.1",
+            "COORDINATOR_HOST": "127.0.0.1",
+            "PRESTAGE_TIER": "host",
+            "KEEP_ALIVE": "600",
+            "QUEUE_CAPACITY": "64",
+            "WORKER_SLOTS": "8",
+            MARKER_VARIABLE: uuid.uuid4().hex,
+            **extra,
+        }
+    )
 
 
 def marked_pids(marker: str) -> list[int]:

@@ -72,7 +72,7 @@ class TransformersEngine:
             folder = self.store.fetch(model)  # a no-op when the disk already has it
             dtype = getattr(torch, str(model.options.get("dtype", "float32")))
             network: Any = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype)
-            network.train(False)  # inference mode: no dropout (the same as .eval())
+            network.train(False)  # inference mode: no dropout
             held = _Loaded(network, AutoTokenizer.from_pretrained(folder))
         held.model.to(self.device)
         with self._lock:

@@ -23,7 +23,12 @@ from typing import Any
 
 from sllm.config import POLICY_NAMES
 from sllm.experiments.launcher import ServiceProcess
-from sllm.experiments.options import add_workload_arguments, make_workload, options_from_args
+from sllm.experiments.options import (
+    add_run_arguments,
+    add_workload_arguments,
+    make_workload,
+    options_from_args,
+)
 from sllm.experiments.report import (
     RequestOutcome,
     WorkerSamples,
@@ -38,10 +43,6 @@ from sllm.workload import Arrival
 STATUS_PRINT_PERIOD_S = 10.0
 SAMPLE_PERIOD_S = 1.0
 SCHEDULE_TIMEOUT_S = 2.0
-# After the last arrival, requests still running get this long to finish before they are
-# counted as failed ("unfinished"): long enough for a cold start of a 70B model from the
-# remote store (about 113 s would not fit, so the biggest models may show up here).
-DEFAULT_DRAIN_S = 30.0
 JOIN_TIMEOUT_S = 15.0
 
 
@@ -70,10 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
         default="startup-aware",
         help="placement policy (default startup-aware)",
     )
-    parser.add_argument("--json", metavar="PATH", help="also write the report as JSON")
-    parser.add_argument(
-        "--drain", type=float, default=DEFAULT_DRAIN_S, help="seconds to let requests finish"
-    )
+    add_run_arguments(parser)
     parser.add_argument(
         "--report-interval", type=float, default=1.0, help="worker report period (s)"
     )

@@ -34,9 +34,14 @@ from typing import Any
 
 from sllm.config import POLICY_NAMES
 from sllm.core.membership import GossipConfig
-from sllm.experiments.centralized import DEFAULT_DRAIN_S, Driver, wait_for_drain
+from sllm.experiments.centralized import Driver, wait_for_drain
 from sllm.experiments.launcher import ServiceProcess
-from sllm.experiments.options import add_workload_arguments, make_workload, options_from_args
+from sllm.experiments.options import (
+    add_run_arguments,
+    add_workload_arguments,
+    make_workload,
+    options_from_args,
+)
 from sllm.experiments.report import build_report, run_and_report
 from sllm.runtime.client import get_members
 from sllm.runtime.udp import Address, Endpoint
@@ -85,10 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="D",
         help="Sparrow-style probing of D candidates per decision (default 0: off)",
     )
-    parser.add_argument("--json", metavar="PATH", help="also write the report as JSON")
-    parser.add_argument(
-        "--drain", type=float, default=DEFAULT_DRAIN_S, help="seconds to let requests finish"
-    )
+    add_run_arguments(parser)
     parser.add_argument("--report-interval", type=float, default=1.0, help="load report period")
     parser.add_argument(
         "--probe-interval",

@@ -15,11 +15,12 @@ import os
 import signal
 import sys
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import sllm
+from sllm.config import ENVIRONMENT_VARIABLES
 
 # A child that does not bind within this long is broken (an import takes ~0.2 s).
 READY_TIMEOUT_S = 15.0
@@ -28,6 +29,17 @@ STOP_TIMEOUT_S = 5.0
 KEPT_LOG_LINES = 200
 
 SOURCE_ROOT = str(Path(sllm.__file__).resolve().parent.parent)
+
+
+def isolated_environment(settings: Mapping[str, str]) -> dict[str, str]:
+    """Every variable a service reads, empty (unset: its default) unless `settings` names it.
+
+    Starting children with this keeps a developer's own variables (a CLUSTER_SECRET, a
+    COORDINATOR_PORT) out of a test or an experiment.
+    """
+    env = dict.fromkeys(ENVIRONMENT_VARIABLES, "")
+    env.update(settings)
+    return env
 
 
 def child_environment(extra: dict[str, str] | None = None) -> dict[str, str]:

@@ -23,6 +23,9 @@ from sllm.workload import (
 )
 from sllm.workload.compose import ArrivalSource
 
+# After the last arrival, requests still running get this long to finish before they are
+# counted as failed ("unfinished"): long enough for most cold starts from local disk.
+DEFAULT_DRAIN_S = 30.0
 DEFAULT_RATE_RPS = 5.0  # about the Azure conversation trace's mean rate (5.5 req/s)
 DEFAULT_MODELS = 8
 
@@ -37,6 +40,14 @@ class WorkloadOptions:
     popularity: str | None = None
     models: int = DEFAULT_MODELS
     time_scale: float = 1.0
+
+
+def add_run_arguments(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
+    """The report file and the drain, alike in every driver (live or simulated)."""
+    parser.add_argument("--json", metavar="PATH", help="also write the report as JSON")
+    parser.add_argument(
+        "--drain", type=float, default=DEFAULT_DRAIN_S, help="seconds to let requests finish"
+    )
 
 
 def add_workload_arguments(parser: argparse.ArgumentParser) -> None:

@@ -28,8 +28,12 @@ from typing import Any
 from sllm.config import POLICY_NAMES
 from sllm.core.tiers import Tier
 from sllm.core.worker import WorkerResources
-from sllm.experiments.centralized import DEFAULT_DRAIN_S
-from sllm.experiments.options import add_workload_arguments, make_workload, options_from_args
+from sllm.experiments.options import (
+    DEFAULT_DRAIN_S,
+    add_workload_arguments,
+    make_workload,
+    options_from_args,
+)
 from sllm.experiments.report import render_report
 from sllm.sim.cluster import (
     RESULT_TIMEOUT_S,

@@ -73,7 +73,8 @@ from sllm.core.worker import (
     result_message,
 )
 from sllm.engines.sim import SimEngine, Timer, TimerKind, fire
-from sllm.experiments.centralized import DEFAULT_DRAIN_S, SAMPLE_PERIOD_S, SCHEDULE_TIMEOUT_S
+from sllm.experiments.centralized import SAMPLE_PERIOD_S, SCHEDULE_TIMEOUT_S
+from sllm.experiments.options import DEFAULT_DRAIN_S
 from sllm.experiments.report import RequestOutcome, WorkerSamples, build_report
 from sllm.runtime.coordinator import EXPIRY_CHECKS_PER_TIMEOUT, EXPIRY_MIN_PERIOD_S
 from sllm.sim.faults import (
