@@ -429,23 +429,21 @@ def measure_streams(folder: Path, streams: int, say: Any) -> dict[str, Any]:
     with cluster(SLOW_DECODE, folder) as running:
         pid = running.coordinator.process.pid
         ports = (running.coordinator.port("http_listening"), running.worker.port("http_listening"))
-        before = sockets(pid, *ports)
+        # The readiness probes' connections close just after their answers; let them.
+        before = _settled_sockets(pid, ports)
         outcome, peak = asyncio.run(
             _streams_with_peak(running.front_door + "/v1/completions", pid, ports, streams)
         )
         # The load generator has closed its connections; the coordinator must close its ends.
-        deadline = time.monotonic() + SETTLE_TIMEOUT_S
-        after = sockets(pid, *ports)
-        while after["clients"] > before["clients"] and time.monotonic() < deadline:
-            time.sleep(0.05)
-            after = sockets(pid, *ports)
+        after = _settled_sockets(pid, ports)
         # The worker ends a request just after its last event is sent; give it that moment.
+        deadline = time.monotonic() + SETTLE_TIMEOUT_S
         worker_idle = _worker_running(running.worker_url) == 0
         while not worker_idle and time.monotonic() < deadline:
             time.sleep(0.05)
             worker_idle = _worker_running(running.worker_url) == 0
     summary = _summary(outcome)
-    leaked = after["clients"] - before["clients"]
+    leaked = after["clients"]
     result = {
         "streams": streams,
         "tokens_per_stream": STREAM_TOKENS,
@@ -470,6 +468,16 @@ def measure_streams(folder: Path, streams: int, say: Any) -> dict[str, Any]:
         f"(bound {MAX_KEEPALIVE_CONNECTIONS}), worker idle: {worker_idle}"
     )
     return result
+
+
+def _settled_sockets(pid: int, ports: tuple[int, int]) -> dict[str, int]:
+    """The coordinator's sockets once every client connection has closed, or at the deadline."""
+    deadline = time.monotonic() + SETTLE_TIMEOUT_S
+    counts = sockets(pid, *ports)
+    while counts["clients"] and time.monotonic() < deadline:
+        time.sleep(0.05)
+        counts = sockets(pid, *ports)
+    return counts
 
 
 def _worker_running(url: str) -> float:
