@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import itertools
 import random
-import time
 from pathlib import Path
 
 import pytest
@@ -144,12 +143,9 @@ def test_trace_is_an_arrival_source(tmp_path: Path) -> None:
 def test_real_azure_conversation_trace() -> None:
     if not AZURE_CONV.exists():
         pytest.skip(f"{AZURE_CONV} not present")
-    start = time.perf_counter()
     trace = load_azure_trace(AZURE_CONV)
-    elapsed = time.perf_counter() - start
     assert len(trace) == 19_366
     assert trace.offsets_s[0] == 0.0
     assert all(a <= b for a, b in itertools.pairwise(trace.offsets_s))
     assert 55 * 60 < trace.span_s < 60 * 60  # "about 57 minutes": 18:15:46 .. 19:14:08
     assert (trace.prompt_tokens[0], trace.output_tokens[0]) == (374, 44)
-    assert elapsed < 1.0
