@@ -181,6 +181,42 @@ def table(header: Sequence[str], rows: Iterable[Sequence[object]]) -> list[str]:
     return lines
 
 
+def _scale_table(
+    size_header: str,
+    by_size: dict[str, dict[str, Any]],
+    traffic: Sequence[tuple[str, Callable[[dict[str, Any]], float]]],
+) -> list[str]:
+    """The scale table of one architecture: shared columns, then its own traffic columns."""
+    header = [
+        size_header,
+        "requests",
+        "failed",
+        "TTFT p50 (s)",
+        "TTFT p99 (s)",
+        "cold-start rate",
+        "control msg/s",
+        "control bytes/s",
+        *(name for name, _ in traffic),
+        "wall (s)",
+    ]
+    rows = [
+        (
+            size,
+            s["requests"],
+            s["failed"],
+            fmt(s["ttft"]["p50"]),
+            fmt(s["ttft"]["p99"]),
+            f"{s['cold_start_rate']:.1%}",
+            f"{s['control']['messages_per_s']:,.0f}",
+            f"{s['control']['bytes_per_s']:,.0f}",
+            *(f"{pick(s):,.0f}" for _, pick in traffic),
+            fmt(s["wall_seconds"], 1),
+        )
+        for size, s in by_size.items()
+    ]
+    return table(header, rows)
+
+
 def latencies(result: SimResult, kind: str) -> list[float]:
     return [getattr(o, f"{kind}_s") for o in result.outcomes if o.ok]
 
@@ -793,37 +829,13 @@ def scale(ctx: Context) -> None:
         "",
         "## Centralized",
         "",
-        *table(
+        *_scale_table(
+            "workers",
+            central,
             [
-                "workers",
-                "requests",
-                "failed",
-                "TTFT p50 (s)",
-                "TTFT p99 (s)",
-                "cold-start rate",
-                "control msg/s",
-                "control bytes/s",
-                "coordinator msg/s",
-                "coordinator bytes/s",
-                "per worker bytes/s",
-                "wall (s)",
-            ],
-            [
-                (
-                    size,
-                    s["requests"],
-                    s["failed"],
-                    fmt(s["ttft"]["p50"]),
-                    fmt(s["ttft"]["p99"]),
-                    f"{s['cold_start_rate']:.1%}",
-                    f"{s['control']['messages_per_s']:,.0f}",
-                    f"{s['control']['bytes_per_s']:,.0f}",
-                    f"{s['control_coordinator']['messages_per_s']:,.0f}",
-                    f"{s['control_coordinator']['bytes_per_s']:,.0f}",
-                    f"{s['control_per_worker']['bytes_per_s']:,.0f}",
-                    fmt(s["wall_seconds"], 1),
-                )
-                for size, s in central.items()
+                ("coordinator msg/s", lambda s: s["control_coordinator"]["messages_per_s"]),
+                ("coordinator bytes/s", lambda s: s["control_coordinator"]["bytes_per_s"]),
+                ("per worker bytes/s", lambda s: s["control_per_worker"]["bytes_per_s"]),
             ],
         ),
         "",
@@ -834,35 +846,12 @@ def scale(ctx: Context) -> None:
         "gossip code, and 1,000 nodes simulate at about 5,000 events per wall second "
         "(5 simulated seconds took 93 s), which does not fit this experiment's budget.",
         "",
-        *table(
+        *_scale_table(
+            "nodes",
+            gossip,
             [
-                "nodes",
-                "requests",
-                "failed",
-                "TTFT p50 (s)",
-                "TTFT p99 (s)",
-                "cold-start rate",
-                "control msg/s",
-                "control bytes/s",
-                "per node msg/s",
-                "per node bytes/s",
-                "wall (s)",
-            ],
-            [
-                (
-                    size,
-                    s["requests"],
-                    s["failed"],
-                    fmt(s["ttft"]["p50"]),
-                    fmt(s["ttft"]["p99"]),
-                    f"{s['cold_start_rate']:.1%}",
-                    f"{s['control']['messages_per_s']:,.0f}",
-                    f"{s['control']['bytes_per_s']:,.0f}",
-                    f"{s['control_per_worker']['messages_per_s']:,.0f}",
-                    f"{s['control_per_worker']['bytes_per_s']:,.0f}",
-                    fmt(s["wall_seconds"], 1),
-                )
-                for size, s in gossip.items()
+                ("per node msg/s", lambda s: s["control_per_worker"]["messages_per_s"]),
+                ("per node bytes/s", lambda s: s["control_per_worker"]["bytes_per_s"]),
             ],
         ),
     ]
