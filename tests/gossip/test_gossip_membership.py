@@ -17,7 +17,7 @@ from sllm.core.membership import (
     GossipConfig,
     Membership,
     MemberState,
-    update_size,
+    encoded_size,
 )
 from sllm.core.testing import InMemoryNetwork, membership_cluster, node_address, node_id
 from sllm.wire import Codec, GossipPing, GossipSync, MemberUpdate
@@ -393,7 +393,7 @@ def test_a_sync_is_one_datagram_whatever_the_cluster_size() -> None:
     assert len(data) <= MAX_DATAGRAM_BYTES
     assert sync.message.members[0].node_id == node_id(7)  # the peer's entry leads
     assert len(sync.message.members) >= 10
-    assert update_size(sync.message.members[0]) < 100
+    assert encoded_size(sync.message.members[0]) < 100
 
 
 def test_per_node_bandwidth_does_not_grow_with_the_cluster() -> None:

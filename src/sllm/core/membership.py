@@ -305,16 +305,32 @@ def json_size(value: object) -> int:
     return len(_ENCODER.encode(value))
 
 
-def _plain(obj: object) -> dict[str, object]:
-    return {f.name: getattr(obj, f.name) for f in fields(obj)}  # type: ignore[arg-type]
+# Objects sized lately, by id: an entry holds its object, so the id is not reused meanwhile.
+SIZE_MEMO_MAX = 8192
+_sizes: dict[int, tuple[object, int]] = {}
+_field_names: dict[type, tuple[str, ...]] = {}
 
 
-def update_size(update: MemberUpdate) -> int:
-    return json_size(_plain(update))
+def encoded_size(item: MemberUpdate | WorkerReport) -> int:
+    """Bytes of a member update or a report in compact JSON, remembered per object.
 
-
-def report_size(report: WorkerReport) -> int:
-    return json_size(_plain(report))
+    One object is often sized many times: a node re-gossips the very updates and reports
+    it received, and the simulator hands one object to every node it reaches (live, each
+    node decodes its own copy and the memo costs one lookup). Messages are immutable, so
+    an object's size never changes.
+    """
+    held = _sizes.get(id(item))
+    if held is not None and held[0] is item:
+        return held[1]
+    cls = type(item)
+    names = _field_names.get(cls)
+    if names is None:
+        names = _field_names[cls] = tuple(f.name for f in fields(cls))
+    size = json_size({name: getattr(item, name) for name in names})
+    if len(_sizes) >= SIZE_MEMO_MAX:
+        del _sizes[next(iter(_sizes))]  # the oldest entry
+    _sizes[id(item)] = (item, size)
+    return size
 
 
 @dataclass(slots=True)
@@ -546,7 +562,7 @@ class Membership:
     def publish_report(self, report: WorkerReport) -> None:
         """This node's own load report: kept for syncs and gossiped like any update."""
         self.reports[self.node_id] = report
-        self._report_broadcasts.put(report.node_id, report, report_size(report))
+        self._report_broadcasts.put(report.node_id, report, encoded_size(report))
 
     # -- input -----------------------------------------------------------------------
 
@@ -620,7 +636,7 @@ class Membership:
         peers = [m for m in self.live_members() if m.node_id != self.node_id]
         chosen = self.rng.sample(peers, min(fanout, len(peers)))
         # The leave goes first in every message; whatever else fits rides along.
-        self._broadcasts.put(self.node_id, update, update_size(update))
+        self._broadcasts.put(self.node_id, update, encoded_size(update))
         sends = []
         for peer in chosen:
             self._seq += 1
@@ -757,7 +773,7 @@ class Membership:
             if suspicion is not None and suspicion.confirm(update.origin):
                 # A new independent suspicion: pass it on so others shorten their timers too.
                 self._broadcasts.put(
-                    f"{member.node_id}\0{update.origin}", update, update_size(update)
+                    f"{member.node_id}\0{update.origin}", update, encoded_size(update)
                 )
             return
         member.state = MemberState.SUSPECT
@@ -806,7 +822,7 @@ class Membership:
         if held is not None and report.seq <= held.seq and report.timestamp <= held.timestamp:
             return
         self.reports[report.node_id] = report
-        self._report_broadcasts.put(report.node_id, report, report_size(report))
+        self._report_broadcasts.put(report.node_id, report, encoded_size(report))
         self._fresh_reports.append(report)
 
     def _heard(self, node_id: str, now: float) -> None:
@@ -1014,7 +1030,7 @@ class Membership:
 
     def _queue(self, member: Member) -> None:
         update = member.update()
-        self._broadcasts.put(member.node_id, update, update_size(update))
+        self._broadcasts.put(member.node_id, update, encoded_size(update))
 
     def _broadcast_self(self) -> None:
         self._queue(self.members[self.node_id])
@@ -1033,7 +1049,7 @@ class Membership:
         if target is not None and target.state is not MemberState.ALIVE:
             buddy = target.update()  # Lifeguard's buddy system: tell it first
             members.append(buddy)
-            budget -= update_size(buddy) + 1
+            budget -= encoded_size(buddy) + 1
         live = self._live
         taken, budget = self._broadcasts.take(
             budget, PIGGYBACK_MAX_MEMBERS - len(members), self.config.retransmit_limit(live)
@@ -1118,7 +1134,7 @@ class Membership:
                 continue
             seen.add(node_id)
             update = self.members[node_id].update()
-            size = update_size(update) + 1
+            size = encoded_size(update) + 1
             if size <= budget:
                 chosen.append(update)
                 budget -= size
@@ -1130,7 +1146,7 @@ class Membership:
             if len(reports) >= PIGGYBACK_MAX_REPORTS:
                 break
             report = self.reports[node_id]
-            size = report_size(report) + 1
+            size = encoded_size(report) + 1
             if size <= budget:
                 reports.append(report)
                 budget -= size
