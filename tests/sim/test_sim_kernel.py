@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from sllm.sim.kernel import Kernel
+import gc
+import weakref
+
+from sllm.sim.kernel import Kernel, collector_paused
 
 
 def test_events_run_in_time_order() -> None:
@@ -71,3 +74,27 @@ def test_run_checked_checks_after_every_event() -> None:
     kernel.run_checked(2.5, lambda: checks.append(kernel.now))
     assert checks == [1.0, 2.0]
     assert kernel.events == 2
+
+
+def test_a_run_pauses_the_cycle_collector_and_collects_at_the_end() -> None:
+    class Cycle:
+        def __init__(self) -> None:
+            self.me = self
+
+    assert gc.isenabled()
+    with collector_paused():
+        assert not gc.isenabled()
+        garbage = weakref.ref(Cycle())
+        assert garbage() is not None  # a cycle waits for the collector
+    assert gc.isenabled()
+    assert garbage() is None  # collected on the way out
+
+
+def test_a_paused_collector_stays_paused_after_a_run() -> None:
+    gc.disable()
+    try:
+        with collector_paused():
+            pass
+        assert not gc.isenabled()
+    finally:
+        gc.enable()

@@ -87,7 +87,7 @@ from sllm.sim.faults import (
     RESTART_WORKER,
     Fault,
 )
-from sllm.sim.kernel import Kernel
+from sllm.sim.kernel import Kernel, collector_paused
 from sllm.sim.network import CONTROL, DATA, PLANES, LinkModel, Network, Sizer
 from sllm.wire import (
     InferenceRequest,
@@ -639,6 +639,18 @@ class SimulatedCluster:
         """
         if self.client is not None:
             raise RuntimeError("a cluster runs once; build another")
+        with collector_paused():
+            return self._run(arrivals, duration_s, faults, check, progress, extra)
+
+    def _run(
+        self,
+        arrivals: Sequence[Arrival],
+        duration_s: float,
+        faults: Sequence[Fault],
+        check: Callable[[], None] | None,
+        progress: Callable[[float], None] | None,
+        extra: dict[str, Any] | None,
+    ) -> SimResult:
         started = time.perf_counter()
         config = self.config
         kernel = self.kernel

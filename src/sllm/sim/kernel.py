@@ -17,14 +17,22 @@ checks a generation number in its callback instead (a stale event is a cheap no-
 `run_checked` is the same loop with a check after every event, for tests that assert
 invariants; it is a separate method so the plain loop pays nothing for it.
 
+A run holds millions of long-lived objects (the workload, the outcomes so far, the
+hosts' state) and makes millions of short-lived, acyclic ones (events, messages), which
+reference counting frees. CPython's cycle collector would walk the long-lived heap again
+and again and find next to nothing, so `collector_paused` turns it off for a run and
+collects once at the end (measured in docs/benchmarks.md, "Simulator").
+
 Not handled yet: event priorities other than time and order, and real-time pacing.
 """
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import heapq
 import itertools
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
 T = TypeVar("T")
@@ -95,3 +103,16 @@ class Kernel:
         if until > self.now:
             self.now = until
         return ran
+
+
+@contextlib.contextmanager
+def collector_paused() -> Iterator[None]:
+    """No cyclic garbage collection inside the block; one collection when it ends."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+            gc.collect()
