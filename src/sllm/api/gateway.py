@@ -155,6 +155,8 @@ class _RelayResponse(Response):
             pass  # `Gateway._relay` logged it; the upstream closes below
         finally:
             self.upstream.close()
+        if self.background is not None:  # FastAPI hands every response its background tasks
+            await self.background()
 
     async def _relay(self, send: Send) -> None:
         complete = False
