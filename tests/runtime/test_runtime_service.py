@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import gc
 
-from sllm.runtime.service import GC_YOUNG_THRESHOLD, serve_until_signalled
+from sllm.runtime.service import GC_THRESHOLDS, serve_until_signalled
 
 
 class StartsAndStops:
@@ -30,7 +30,7 @@ async def test_a_started_service_freezes_startup_objects_and_collects_young_ones
         await serve_until_signalled(service, stop)
         assert service.frozen_at_start == 0
         assert gc.get_freeze_count() > 0
-        assert gc.get_threshold() == (GC_YOUNG_THRESHOLD, before[1], before[2])
+        assert gc.get_threshold() == GC_THRESHOLDS
     finally:  # the test process keeps its own settings
         gc.unfreeze()
         gc.set_threshold(*before)
