@@ -29,7 +29,7 @@ from sllm.core.tiers import Tier
 from sllm.core.worker import WorkerResources
 from sllm.runtime import monitoring
 from sllm.runtime.coordinator import CoordinatorServer
-from sllm.runtime.http import STOP_TIMEOUT_S
+from sllm.runtime.http import STOP_TIMEOUT_S, HttpListener
 from sllm.runtime.metrics import GossipMembersCollector
 from sllm.runtime.udp import Endpoint
 from sllm.runtime.worker import WorkerServer
@@ -195,6 +195,20 @@ async def test_stop_is_bounded_with_a_connection_open() -> None:
         assert time.monotonic() - started < STOP_TIMEOUT_S
         with pytest.raises(httpx.TransportError):
             await client.get(f"http://127.0.0.1:{port}/healthz")
+
+
+@pytest.mark.parametrize("with_httptools", [True, False])
+async def test_uvicorn_parses_with_httptools_when_installed_else_with_h11(
+    with_httptools: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if not with_httptools:  # as if the extra were installed without it
+        monkeypatch.setitem(sys.modules, "httptools", None)
+        monkeypatch.delitem(sys.modules, "uvicorn.protocols.http.auto", raising=False)
+    async with services(worker_http=False) as (coordinator, _, client):
+        assert isinstance(coordinator.http, HttpListener)
+        expected = "HttpToolsProtocol" if with_httptools else "H11Protocol"
+        assert coordinator.http.http_parser == expected
+        assert (await client.get(url(coordinator, "/healthz"))).status_code == 200
 
 
 async def test_without_the_serve_extra_udp_goes_on_and_it_says_so_once(

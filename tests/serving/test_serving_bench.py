@@ -1,6 +1,9 @@
-"""`sllm bench gateway` runs end to end on a small scale (the numbers are not checked)."""
+"""`sllm bench gateway` runs end to end on a small scale (the numbers are not checked), in
+both core modes where there are two cores."""
 
 from __future__ import annotations
+
+import os
 
 import pytest
 
@@ -10,13 +13,19 @@ pytestmark = pytest.mark.integration
 
 
 def test_the_gateway_benchmark_runs_small() -> None:
-    result = run([1, 4], {1: 5, 4: 3}, streams=20, quiet=True)
-    for row in result["overhead"]:
+    cores = os.sched_getaffinity(0)
+    own_core = len(cores) >= 2
+    result = run([1, 4], {1: 5, 4: 3}, streams=20, quiet=True, own_core=own_core)
+    modes = ["overhead", "overhead_front_door_own_core"] if own_core else ["overhead"]
+    for row in (row for mode in modes for row in result[mode]):
         for path in ("direct", "gateway"):
             assert row[path]["errors"] == 0, row
             assert row[path]["requests"] == row["concurrency"] * (
                 5 if row["concurrency"] == 1 else 3
             )
+            assert row[path]["front_door_cpu_ms_per_request"] >= 0
+            assert row[path]["worker_cpu_ms_per_request"] >= 0
+    assert os.sched_getaffinity(0) == cores  # the load generator's cores given back
     streams = result["streams"]
     assert streams["errors"] == 0
     assert streams["leaked_client_connections"] == 0, streams["sockets_after"]

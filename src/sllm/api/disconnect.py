@@ -1,10 +1,11 @@
-"""Noticing a client that goes away before its response starts.
+"""Noticing a client that goes away, before its response starts or while it streams.
 
 Starlette notices a disconnect only while it streams a response; a handler that waits
 (for a worker's first byte on the front door, for a queue slot on a worker) would go on
 waiting for a client that is gone and then do the work for nobody. `unless_disconnected`
 runs such a wait next to a watcher of the ASGI ``receive`` channel and cancels the wait
-when the client disconnects.
+when the client disconnects. The front door's relay runs under it too, in place of
+Starlette's per-response task group.
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ import asyncio
 from collections.abc import Coroutine
 from typing import Any, TypeVar
 
-from starlette.requests import Request
 from starlette.types import Receive
 
 T = TypeVar("T")
@@ -29,10 +29,13 @@ async def _disconnected(receive: Receive) -> None:
         pass
 
 
-async def unless_disconnected(request: Request, work: Coroutine[Any, Any, T]) -> T:
-    """Run `work`; cancel it and raise `ClientGone` if the client disconnects first."""
+async def unless_disconnected(receive: Receive, work: Coroutine[Any, Any, T]) -> T:
+    """Run `work`; cancel it and raise `ClientGone` if the client disconnects first.
+
+    `receive` is the request's ASGI channel (``request.receive`` in a route).
+    """
     task = asyncio.ensure_future(work)
-    watcher = asyncio.ensure_future(_disconnected(request.receive))
+    watcher = asyncio.ensure_future(_disconnected(receive))
     try:
         await asyncio.wait((task, watcher), return_when=asyncio.FIRST_COMPLETED)
     finally:

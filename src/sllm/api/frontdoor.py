@@ -2,37 +2,30 @@
 
 The gateway places requests with the process's own scheduler (the coordinator's core, or a
 node's local scheduler: same process, same event loop, no locks, no extra hop) and proxies
-them with one pooled HTTP client, closed when the listener stops. On a node, its own
-worker routes move under `WORKER_PREFIX`, and the gateway proxies there on every node.
+them with one pooled HTTP client (`WorkerClient`), closed when the listener stops. On a
+node, its own worker routes move under `WORKER_PREFIX`, and the gateway proxies there on
+every node.
 The OpenAPI document of the API is served at ``/openapi.json`` and shipped as
 ``docs/openapi.json`` (`sllm openapi` writes it; a test keeps them equal).
 """
 
 from __future__ import annotations
 
-import logging
 import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
-import httpx
 from fastapi import APIRouter, FastAPI
 from fastapi.openapi.utils import get_openapi
 
 from sllm.api.errors import install_error_handlers
 from sllm.api.gateway import Gateway, GatewayConfig
 from sllm.api.request_id import RequestIdMiddleware
+from sllm.api.worker_client import WorkerClient
 
 if TYPE_CHECKING:
     from sllm.core.coordinator import Coordinator, Notice
 
-# Connections to workers: established quickly or not at all (the worker is then tried
-# elsewhere); reads are bounded by the gateway's own first-byte and between-event timeouts.
-CONNECT_TIMEOUT_S = 3.0
-# Connections to workers: enough for 1,000 concurrent streams across workers.
-MAX_CONNECTIONS = 2048
-# Idle connections kept open to workers for reuse; more are closed once their stream ends.
-MAX_KEEPALIVE_CONNECTIONS = 256
 API_TITLE = "sllm OpenAI-compatible API"
 # A decentralized node's own worker routes, under its front door's /v1.
 WORKER_PREFIX = "/worker"
@@ -46,15 +39,7 @@ def install_front_door(
     upstream_prefix: str = "",
 ) -> Callable[[], Awaitable[None]]:
     """Add the `/v1` routes and `/openapi.json` to `app`; return the closer of the client."""
-    # httpx logs every request it sends at INFO, as free text: the gateway's own events
-    # (request_routed, request_finished) say it with the request id.
-    logging.getLogger("httpx").setLevel(logging.WARNING)
-    client = httpx.AsyncClient(
-        timeout=httpx.Timeout(CONNECT_TIMEOUT_S, read=None, write=30.0, pool=None),
-        limits=httpx.Limits(
-            max_connections=MAX_CONNECTIONS, max_keepalive_connections=MAX_KEEPALIVE_CONNECTIONS
-        ),
-    )
+    client = WorkerClient()
 
     def forget_worker(worker_id: str) -> None:
         log_notices(scheduler.forget(worker_id, time.monotonic()))
@@ -70,7 +55,7 @@ def install_front_door(
     app.add_middleware(RequestIdMiddleware)
     app.include_router(gateway.router)
     app.add_api_route("/openapi.json", lambda: openapi_document(gateway.router), methods=["GET"])
-    return client.aclose
+    return client.close
 
 
 def openapi_document(router: APIRouter) -> dict[str, Any]:
@@ -83,6 +68,6 @@ def shipped_openapi() -> dict[str, Any]:
         place=lambda request: (_ for _ in ()).throw(RuntimeError("not serving")),
         forget_worker=lambda worker_id: None,
         model_names=lambda: (),
-        client=httpx.AsyncClient(),
+        client=WorkerClient(),
     )
     return openapi_document(gateway.router)

@@ -35,13 +35,12 @@ import hmac
 import json
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Collection
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Collection
 from dataclasses import dataclass
-from typing import Any, TypeVar
 
-import httpx
+import aiohttp
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import JSONResponse, Response
 from starlette.types import Receive, Scope, Send
 
 from sllm.api import sse
@@ -49,6 +48,7 @@ from sllm.api.disconnect import ClientGone, unless_disconnected
 from sllm.api.errors import ApiError
 from sllm.api.request_id import request_id_of
 from sllm.api.schemas import ChatCompletionRequest, CompletionRequest, ModelCard, ModelList
+from sllm.api.worker_client import WorkerClient
 from sllm.logs import log_event
 from sllm.wire import ScheduleRequest, ScheduleResponse
 
@@ -65,7 +65,6 @@ RETRY_AFTER_S = 1
 CHARS_PER_TOKEN = 4
 
 Place = Callable[[ScheduleRequest], ScheduleResponse]
-T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,6 +80,10 @@ class GatewayConfig:
 class _UpstreamFailed(Exception):
     """The chosen worker failed before the first byte: forget it and try another one."""
 
+    def __init__(self, reason: str, timed_out: bool = False) -> None:
+        super().__init__(reason)
+        self.timed_out = timed_out
+
 
 class _UpstreamBusy(Exception):
     """The chosen worker's queue is full (429): try another one, forgetting nothing."""
@@ -88,12 +91,13 @@ class _UpstreamBusy(Exception):
 
 @dataclass(slots=True)
 class _Upstream:
-    """A worker's open stream: the response, its raw byte iterator and what was read ahead."""
+    """A worker's open stream: the response, what was read ahead, and the client to tell."""
 
-    response: httpx.Response
-    chunks: AsyncIterator[bytes]
+    client: WorkerClient
+    response: aiohttp.ClientResponse
     buffer: bytearray
     first: bytes
+    closed: bool = False
 
     async def events(self) -> AsyncIterator[bytes]:
         """The stream in runs of whole events, as they arrive; raises on a broken stream.
@@ -102,13 +106,13 @@ class _Upstream:
         chunk, and several that arrived together are not split again.
         """
         yield self.first
+        content = self.response.content
         while True:
-            try:
-                async with asyncio.timeout(READ_TIMEOUT_S):
-                    piece = await anext(self.chunks)
-            except StopAsyncIteration:
+            async with asyncio.timeout(READ_TIMEOUT_S):
+                piece = await content.readany()
+            if not piece:
                 if self.buffer.strip():
-                    raise ConnectionError("stream ended inside an event") from None
+                    raise ConnectionError("stream ended inside an event")
                 return
             self.buffer.extend(piece)
             end = self.buffer.rfind(b"\n\n")
@@ -117,29 +121,55 @@ class _Upstream:
                 del self.buffer[: end + 2]
                 yield run
 
-    async def close(self) -> None:
-        await self.response.aclose()
+    def close(self) -> None:
+        """Close the response once, however many ways its end is noticed."""
+        if not self.closed:
+            self.closed = True
+            self.client.finish(self.response)
 
 
-class _RelayResponse(StreamingResponse):
-    """A streaming response that closes its upstream however it ends.
+class _RelayResponse(Response):
+    """Relays a worker's events to the client, and closes the upstream however it ends.
 
-    Starlette cancels a stream whose client is gone, and when the client left before the
-    stream began, the body generator never starts, so its own ``finally`` never runs:
-    this one does, and the worker sees the disconnect.
+    Leaner than Starlette's ``StreamingResponse`` (an anyio task group per response): the
+    relay runs under `unless_disconnected`, which cancels it when the client goes away.
+    When the client left before the relay began, the body generator never starts, so its
+    own ``finally`` never runs: this one does, and the worker sees the disconnect.
     """
 
+    media_type = "text/event-stream"
+
     def __init__(
-        self, content: AsyncIterator[bytes], upstream: _Upstream, headers: dict[str, str]
+        self, content: AsyncGenerator[bytes, None], upstream: _Upstream, headers: dict[str, str]
     ) -> None:
-        super().__init__(content, media_type="text/event-stream", headers=headers)
+        self.content = content
         self.upstream = upstream
+        self.status_code = 200
+        self.background = None
+        self.init_headers(headers)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
-            await super().__call__(scope, receive, send)
+            await unless_disconnected(receive, self._relay(send))
+        except ClientGone:
+            pass  # `Gateway._relay` logged it; the upstream closes below
         finally:
-            await self.upstream.close()
+            self.upstream.close()
+        if self.background is not None:  # FastAPI hands every response its background tasks
+            await self.background()
+
+    async def _relay(self, send: Send) -> None:
+        complete = False
+        try:
+            await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
+            async for run in self.content:
+                # [DONE] comes last (`Gateway._relay`): it ends the response in the same write.
+                complete = run.endswith(sse.DONE)
+                await send({"type": "http.response.body", "body": run, "more_body": not complete})
+            if not complete:
+                await send({"type": "http.response.body", "body": b"", "more_body": False})
+        finally:  # cancelled while sending: the body generator learns it here
+            await self.content.aclose()
 
 
 class Gateway:
@@ -150,7 +180,7 @@ class Gateway:
         place: Place,
         forget_worker: Callable[[str], None],
         model_names: Callable[[], Collection[str]],
-        client: httpx.AsyncClient,
+        client: WorkerClient,
         config: GatewayConfig = GatewayConfig(),
     ) -> None:
         self.place = place
@@ -173,15 +203,11 @@ class Gateway:
         self._authenticate(request)
         return ModelList(data=[ModelCard(id=name) for name in sorted(self.model_names())])
 
-    async def chat_completions(
-        self, body: ChatCompletionRequest, request: Request
-    ) -> JSONResponse | StreamingResponse:
+    async def chat_completions(self, body: ChatCompletionRequest, request: Request) -> Response:
         prompt_chars = sum(len(m.content) for m in body.messages)
         return await self._serve(request, body, "chat", "/v1/chat/completions", prompt_chars)
 
-    async def completions(
-        self, body: CompletionRequest, request: Request
-    ) -> JSONResponse | StreamingResponse:
+    async def completions(self, body: CompletionRequest, request: Request) -> Response:
         return await self._serve(
             request, body, "completion", "/v1/completions", len(body.prompt_text)
         )
@@ -209,7 +235,7 @@ class Gateway:
         kind: sse.Kind,
         path: str,
         prompt_chars: int,
-    ) -> JSONResponse | StreamingResponse:
+    ) -> Response:
         request_id = request_id_of(request)
         began = time.monotonic()
         try:
@@ -223,6 +249,7 @@ class Gateway:
                 )
             payload = body.model_dump(exclude_none=True)
             payload["stream"] = True
+            upstream_body = json.dumps(payload, separators=(",", ":")).encode()
             schedule = ScheduleRequest(
                 request_id,
                 body.model,
@@ -231,12 +258,12 @@ class Gateway:
                 body.output_tokens,
             )
             upstream = await unless_disconnected(
-                request, self._open_upstream(request_id, schedule, path, payload)
+                request.receive, self._open_upstream(request_id, schedule, path, upstream_body)
             )
             headers = {"x-request-id": request_id}
             if body.stream:
                 return _RelayResponse(self._relay(request_id, upstream, began), upstream, headers)
-            folded = await unless_disconnected(request, self._fold(request_id, upstream))
+            folded = await unless_disconnected(request.receive, self._fold(request_id, upstream))
         except ApiError as error:
             self._finished(request_id, began, error.status, error.message)
             return error.response(request_id)
@@ -261,10 +288,11 @@ class Gateway:
         )
 
     async def _open_upstream(
-        self, request_id: str, schedule: ScheduleRequest, path: str, payload: dict[str, Any]
+        self, request_id: str, schedule: ScheduleRequest, path: str, body: bytes
     ) -> _Upstream:
         """Place and connect, retrying elsewhere until a worker sends its first event."""
         last_error = "no attempt made"
+        timed_out = False
         busy = 0
         for attempt in range(1, self.config.max_attempts + 1):
             decision = self.place(schedule)
@@ -274,9 +302,10 @@ class Gateway:
             url = f"http://{decision.host}:{decision.http_port}{prefix}{path}"
             started = time.monotonic()
             try:
-                upstream = await self._first_event(url, request_id, payload)
+                upstream = await self._first_event(url, request_id, body)
             except (_UpstreamFailed, _UpstreamBusy) as failure:
                 last_error = str(failure)
+                timed_out = isinstance(failure, _UpstreamFailed) and failure.timed_out
                 if isinstance(failure, _UpstreamBusy):
                     busy += 1
                 else:
@@ -311,88 +340,98 @@ class Gateway:
                 code="overloaded",
                 retry_after_s=RETRY_AFTER_S,
             )
-        if "timed out" in last_error:
+        if timed_out:
             raise ApiError(504, f"no worker answered in time ({last_error})", code="timeout")
         raise ApiError(503, f"no worker could serve the request ({last_error})", code="no_worker")
 
-    async def _first_event(self, url: str, request_id: str, payload: dict[str, Any]) -> _Upstream:
+    async def _first_event(self, url: str, request_id: str, body: bytes) -> _Upstream:
         """Send to one worker and read until its first whole event, within the deadline.
 
         Raises `_UpstreamFailed` or `_UpstreamBusy` for another try, or `ApiError` for a
         4xx that is the request's own fault. The response is closed unless handed over.
         """
-        outgoing = self.client.build_request(
-            "POST", url, json=payload, headers={"x-request-id": request_id}
-        )
-        upstream: httpx.Response | None = None
+        response: aiohttp.ClientResponse | None = None
         try:
             async with asyncio.timeout(self.config.first_byte_timeout_s):
-                upstream = await self.client.send(outgoing, stream=True)
-                if upstream.status_code != 200:
-                    raise _refusal(upstream.status_code, await upstream.aread())
+                response = await self.client.post(url, body, request_id)
+                if response.status != 200:
+                    raise _refusal(response.status, await response.read())
                 buffer = bytearray()
-                chunks = upstream.aiter_raw()
-                while True:
-                    piece = await anext(chunks, None)
-                    if piece is None:
+                while (end := buffer.rfind(b"\n\n")) < 0:
+                    piece = await response.content.readany()
+                    if not piece:
                         raise _UpstreamFailed("worker closed the stream before any event")
                     buffer.extend(piece)
-                    end = buffer.rfind(b"\n\n")
-                    if end >= 0:
-                        first = bytes(buffer[: end + 2])
-                        del buffer[: end + 2]
-                        opened = _Upstream(upstream, chunks, buffer, first)
-                        upstream = None  # handed over
-                        return opened
+                first = bytes(buffer[: end + 2])
+                del buffer[: end + 2]
+                opened = _Upstream(self.client, response, buffer, first)
+                response = None  # handed over
+                return opened
+        except aiohttp.ClientError as error:  # a connect timeout is one too
+            reason = f"{type(error).__name__}: {error}"
+            raise _UpstreamFailed(reason, timed_out=isinstance(error, TimeoutError)) from None
         except TimeoutError:
-            raise _UpstreamFailed("worker timed out before the first event") from None
-        except httpx.HTTPError as error:
-            raise _UpstreamFailed(f"{type(error).__name__}: {error}") from None
+            raise _UpstreamFailed("worker timed out before the first event", True) from None
         finally:
-            if upstream is not None:
-                await upstream.aclose()
+            if response is not None:
+                self.client.finish(response)
 
     async def _relay(
         self, request_id: str, upstream: _Upstream, began: float
-    ) -> AsyncIterator[bytes]:
-        """Forward events to the client; end a broken stream with an explicit error event."""
-        finished = False
+    ) -> AsyncGenerator[bytes, None]:
+        """Forward events to the client; end a broken stream with an explicit error event.
+
+        The run with ``[DONE]`` is held until the worker's response has ended (it follows at
+        once), so that its connection goes back to the pool before the client's response
+        ends with that run.
+        """
+        done = b""
         try:
             async for run in upstream.events():
+                if done:
+                    continue  # nothing follows [DONE]
+                if run.endswith(sse.DONE):
+                    done = run
+                    continue
                 yield run
-                finished = run.endswith(sse.DONE)
-            if not finished:
+            if not done:
                 raise ConnectionError("worker stream ended without [DONE]")
-            self._finished(request_id, began, 200, "")
-        except (httpx.HTTPError, ConnectionError, TimeoutError) as error:
+        except (aiohttp.ClientError, ConnectionError, TimeoutError) as error:
             reason = str(error) or type(error).__name__
             log_event(log, logging.WARNING, "stream_broken", request_id=request_id, error=reason)
             self._finished(request_id, began, 502, reason)
             yield ApiError(
                 502, f"the worker failed mid-stream: {reason}", code="worker_failed"
             ).sse()
-        except asyncio.CancelledError:  # the client went away; `_RelayResponse` closes upstream
+            return
+        except (asyncio.CancelledError, GeneratorExit):  # the client went away
             self._finished(request_id, began, CLIENT_CLOSED, "client disconnected")
             raise
         finally:
-            await upstream.close()
+            upstream.close()
+        self._finished(request_id, began, 200, "")
+        yield done
 
     async def _fold(self, request_id: str, upstream: _Upstream) -> sse.Folded:
+        """The worker's stream folded into one response; read to its end, so that its
+        connection goes back to the pool."""
         folded = sse.Folded()
         try:
             async for run in upstream.events():
                 for event in sse.events(bytearray(run)):
+                    if folded.done:
+                        break  # nothing follows [DONE]
                     if event.strip() == DONE_LINE:
                         folded.done = True
-                        break
+                        continue
                     payload = sse.parse(event)
                     if payload is not None:
                         folded.feed(payload)
-                if folded.done:
-                    break
             if not folded.done and folded.error is None:
                 folded.error = {"message": "worker stream ended without [DONE]"}
-        except (httpx.HTTPError, ConnectionError, TimeoutError) as error:
+        except (aiohttp.ClientError, ConnectionError, TimeoutError) as error:
+            if folded.done:  # what the client needs has all come
+                return folded
             log_event(
                 log,
                 logging.WARNING,
@@ -404,7 +443,7 @@ class Gateway:
                 "message": f"the worker failed mid-request: {error or type(error).__name__}"
             }
         finally:
-            await upstream.close()
+            upstream.close()
         return folded
 
 

@@ -82,7 +82,7 @@ def worker_router(backend: GenerationBackend) -> APIRouter:
         request_id = request_id_of(request)
         try:
             generation = await unless_disconnected(
-                request, backend.start(request_id, model, prompt, params)
+                request.receive, backend.start(request_id, model, prompt, params)
             )
         except ClientGone:  # `start` was cancelled, which withdrew the request
             raise ApiError(400, "the client closed the request") from None

@@ -52,6 +52,12 @@ GRACEFUL_SHUTDOWN_S = 1
 STOP_TIMEOUT_S = 1.5
 # Pending connections the kernel queues before uvicorn accepts them (uvicorn's default).
 BACKLOG = 2048
+# An idle kept-alive connection is closed after this long (uvicorn's default, named: the
+# front door's client drops its idle connections to workers before this).
+KEEP_ALIVE_S = 5
+# uvicorn's HTTP parser: "auto" is httptools (in C, part of the serve extra) when it is
+# installed, else h11 (pure Python, slower): a service installed without it still serves.
+HTTP_PARSER = "auto"
 
 
 def create_app(
@@ -138,6 +144,13 @@ class HttpListener:
         """The bound port (the one the OS chose when asked for 0); 0 before `start`."""
         return self._port
 
+    @property
+    def http_parser(self) -> str:
+        """The name of uvicorn's protocol class serving HTTP; "" before `start`."""
+        if self._server is None:
+            return ""
+        return self._server.config.http_protocol_class.__name__
+
     async def start(self) -> None:
         """Bind (raising `OSError` when the port is taken) and start serving.
 
@@ -153,8 +166,11 @@ class HttpListener:
             log_level="warning",  # uvicorn's own INFO lines are not fixed event names
             access_log=False,
             server_header=False,
+            http=HTTP_PARSER,
+            timeout_keep_alive=KEEP_ALIVE_S,
             timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
         )
+        config.load()  # here rather than in `serve`, to log the parser it chose
         self._server = _Server(config)
         self._task = asyncio.create_task(self._server.serve(sockets=[self._socket]))
         self._task.add_done_callback(self._served)
@@ -165,6 +181,7 @@ class HttpListener:
             service=self.service,
             host=self.host,
             port=self.port,
+            http_parser=self.http_parser,
         )
 
     def _served(self, task: asyncio.Task[None]) -> None:
