@@ -182,9 +182,10 @@ class WorkerState:
         self._host: OrderedDict[str, int] = OrderedDict()
         self._disk: OrderedDict[str, int] = OrderedDict()
         self._load: _Load | None = None
-        # The models a report names, and how many are held. Every change to the tiers (or
-        # to their LRU order) resets it to None, so reports rebuild it only after a change.
-        self._summary: tuple[dict[str, int], int] | None = None
+        # What a report says of the tiers: the models it names, how many are held, and the
+        # GPU bytes in use. Every change to the tiers (or to their LRU order, or to the
+        # load under way) resets it to None, so reports rebuild it only after a change.
+        self._summary: tuple[dict[str, int], int, int] | None = None
         self._load_queue: deque[str] = deque()
         self._seq = 0
         self.accepted_total = 0
@@ -257,8 +258,9 @@ class WorkerState:
         """
         self._seq += 1
         if self._summary is None:
-            self._summary = self._summarize_models()
-        kept, held = self._summary
+            self._summary = self._summarize_tiers()
+        kept, held, gpu_used = self._summary
+        loading = self._load is not None or self._load_queue
         return WorkerReport(
             node_id=self.worker_id,
             host=host,
@@ -271,16 +273,17 @@ class WorkerState:
             running=self.running,
             slots=self.resources.slots,
             gpu_utilization=min(1.0, self.running / max(1, self.resources.slots)),
-            memory_used=self.gpu_used,
+            memory_used=gpu_used,
             memory_total=self.resources.gpu_bytes,
-            load_backlog_s=min(self.load_backlog_s(now), 86_400.0),
+            load_backlog_s=min(self.load_backlog_s(now), 86_400.0) if loading else 0.0,
             ready=self.ready,
             seq=self._seq,
             timestamp=max(0.0, now if timestamp is None else timestamp),
         )
 
-    def _summarize_models(self) -> tuple[dict[str, int], int]:
-        """The fastest-tier models, most recently used first, and how many are held in all."""
+    def _summarize_tiers(self) -> tuple[dict[str, int], int, int]:
+        """The fastest-tier models, most recently used first, how many are held in all, and
+        the GPU bytes in use."""
         arriving = [self._load.model] if self._load is not None else []
         arriving.extend(self._load_queue)
         kept: dict[str, int] = {}
@@ -296,7 +299,7 @@ class WorkerState:
                     break
                 kept.setdefault(model, tier)
         held = len(self._gpu.keys() | self._host.keys() | self._disk.keys() | set(arriving))
-        return kept, held
+        return kept, held, self.gpu_used
 
     # -- events in -------------------------------------------------------------------
 
