@@ -94,6 +94,14 @@ def test_a_killed_node_leaves_every_view_within_the_detection_bound() -> None:
     assert dead and max(dead) <= kill_at + bound
 
 
+def test_more_than_ten_nodes_report_their_convergence() -> None:
+    # "worker-10" sorts before "worker-2": convergence compares names in one order.
+    cluster = DecentralizedCluster(ClusterConfig(workers=12, seed=3))
+    result = cluster.run(workload(3, 5.0, rate=2.0), 5.0)
+    assert cluster.converged()
+    assert result.report["simulation"]["membership"]["converged_at_end"] is True
+
+
 def test_a_restarted_node_rejoins_with_a_higher_incarnation() -> None:
     cluster = DecentralizedCluster(ClusterConfig(workers=6, seed=5))
     arrivals = workload(5, 40.0, rate=2.0)

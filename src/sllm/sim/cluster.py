@@ -580,6 +580,7 @@ class SimulatedCluster:
     # -- membership and faults ------------------------------------------------------------
 
     def live_workers(self) -> list[str]:
+        """The names of the workers that are up, in the order they were made."""
         return [worker.name for worker in self.workers if worker.up]
 
     def schedule_faults(self, faults: Sequence[Fault]) -> None:

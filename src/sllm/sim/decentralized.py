@@ -232,7 +232,7 @@ class DecentralizedCluster(SimulatedCluster):
 
     def converged(self) -> bool:
         """Every live node holds exactly the live nodes as live members."""
-        live = self.live_workers()
+        live = sorted(self.live_workers())  # as `known_members` lists them
         return all(self.known_members(name) == live for name in live)
 
     def sample(self) -> None:
