@@ -120,16 +120,15 @@ may gossip anything).
 from __future__ import annotations
 
 import heapq
-import json
 import math
 import random
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from enum import IntEnum
 from typing import Generic, TypeVar
 
 from sllm.core.coordinator import Notice
-from sllm.wire.codec import MAX_DATAGRAM_BYTES, SIGNED_OVERHEAD_BYTES
+from sllm.wire.codec import MAX_DATAGRAM_BYTES, SIGNED_OVERHEAD_BYTES, json_size, wire_body
 from sllm.wire.messages import (
     PIGGYBACK_MAX_MEMBERS,
     PIGGYBACK_MAX_REPORTS,
@@ -297,18 +296,10 @@ class GossipCounters:
 # -- dissemination queue -----------------------------------------------------------------
 
 ItemT = TypeVar("ItemT")
-_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=True, allow_nan=False)
-
-
-def json_size(value: object) -> int:
-    """Bytes of `value` in the wire's compact JSON (msgpack is never larger)."""
-    return len(_ENCODER.encode(value))
-
 
 # Objects sized lately, by id: an entry holds its object, so the id is not reused meanwhile.
 SIZE_MEMO_MAX = 8192
 _sizes: dict[int, tuple[object, int]] = {}
-_field_names: dict[type, tuple[str, ...]] = {}
 
 
 def encoded_size(item: MemberUpdate | WorkerReport) -> int:
@@ -322,11 +313,7 @@ def encoded_size(item: MemberUpdate | WorkerReport) -> int:
     held = _sizes.get(id(item))
     if held is not None and held[0] is item:
         return held[1]
-    cls = type(item)
-    names = _field_names.get(cls)
-    if names is None:
-        names = _field_names[cls] = tuple(f.name for f in fields(cls))
-    size = json_size({name: getattr(item, name) for name in names})
+    size = json_size(wire_body(item))
     if len(_sizes) >= SIZE_MEMO_MAX:
         del _sizes[next(iter(_sizes))]  # the oldest entry
     _sizes[id(item)] = (item, size)

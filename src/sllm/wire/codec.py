@@ -466,6 +466,16 @@ def _json_dumps(document: object) -> bytes:
     return _JSON_ENCODER.encode(document).encode("ascii")
 
 
+def json_size(value: object) -> int:
+    """Bytes of `value` in the wire's compact JSON (msgpack is never larger)."""
+    return len(_JSON_ENCODER.encode(value))
+
+
+def wire_body(record: object) -> dict[str, object]:
+    """A message, or a record nested in one, in the plain form it takes on the wire."""
+    return _spec_for(type(record)).flatten(record)
+
+
 def _json_loads(data: bytes) -> object:
     try:
         return _JSON_DECODER.decode(data.decode("utf-8"))
