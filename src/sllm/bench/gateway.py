@@ -48,9 +48,11 @@ import urllib.request
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from sllm.experiments.launcher import child_environment
+
+T = TypeVar("T")
 
 CONCURRENCY = (1, 64, 512)
 # Requests per in-flight slot at each concurrency (after a warm-up of 2 per slot).
@@ -495,19 +497,23 @@ def measure_streams(folder: Path, streams: int, say: Any) -> dict[str, Any]:
     with cluster(SLOW_DECODE, folder) as running:
         pid = running.coordinator.process.pid
         ports = (running.coordinator.port("http_listening"), running.worker.port("http_listening"))
+
+        def coordinator_sockets() -> dict[str, int]:
+            return sockets(pid, *ports)
+
+        def no_clients(counts: dict[str, int]) -> bool:
+            return counts["clients"] == 0
+
         # The readiness probes' connections close just after their answers; let them.
-        before = _settled_sockets(pid, ports)
+        before = _settled(coordinator_sockets, no_clients)
         outcome, peak = asyncio.run(
             _streams_with_peak(running.front_door + "/v1/completions", pid, ports, streams)
         )
         # The load generator has closed its connections; the coordinator must close its ends.
-        after = _settled_sockets(pid, ports)
+        after = _settled(coordinator_sockets, no_clients)
         # The worker ends a request just after its last event is sent; give it that moment.
-        deadline = time.monotonic() + SETTLE_TIMEOUT_S
-        worker_idle = _worker_running(running.worker_url) == 0
-        while not worker_idle and time.monotonic() < deadline:
-            time.sleep(0.05)
-            worker_idle = _worker_running(running.worker_url) == 0
+        running_after = _settled(lambda: _worker_running(running.worker_url), lambda n: n == 0)
+        worker_idle = running_after == 0
     summary = _summary(outcome)
     leaked = after["clients"]
     result = {
@@ -536,14 +542,14 @@ def measure_streams(folder: Path, streams: int, say: Any) -> dict[str, Any]:
     return result
 
 
-def _settled_sockets(pid: int, ports: tuple[int, int]) -> dict[str, int]:
-    """The coordinator's sockets once every client connection has closed, or at the deadline."""
+def _settled(read: Callable[[], T], settled: Callable[[T], bool]) -> T:
+    """`read()` until `settled` holds of its value or SETTLE_TIMEOUT_S passes; the last value."""
     deadline = time.monotonic() + SETTLE_TIMEOUT_S
-    counts = sockets(pid, *ports)
-    while counts["clients"] and time.monotonic() < deadline:
+    value = read()
+    while not settled(value) and time.monotonic() < deadline:
         time.sleep(0.05)
-        counts = sockets(pid, *ports)
-    return counts
+        value = read()
+    return value
 
 
 def _worker_running(url: str) -> float:
