@@ -170,6 +170,21 @@ class MemberState(IntEnum):
 
 
 LIVE_STATES = frozenset({MemberState.ALIVE, MemberState.SUSPECT})
+# The notices membership gives about other members, and all it gives ("left_cluster" is
+# this node's own leave).
+MEMBER_EVENTS = frozenset(
+    {
+        "member_joined",
+        "member_suspect",
+        "member_alive",
+        "member_dead",
+        "member_left",
+        "member_rejoined",
+        "member_forgotten",
+        "suspicion_refuted",
+    }
+)
+MEMBERSHIP_EVENTS = MEMBER_EVENTS | {"left_cluster"}
 ALIVE_ONLY = frozenset({MemberState.ALIVE})
 
 

@@ -39,7 +39,7 @@ from collections.abc import Mapping, Sequence
 from sllm.catalog import CatalogModel
 from sllm.core.coordinator import Notice
 from sllm.core.cost import CostModel
-from sllm.core.membership import Send
+from sllm.core.membership import MEMBERSHIP_EVENTS, Send
 from sllm.core.node import Node, NodeConfig, Traffic
 from sllm.core.tiers import Tier
 from sllm.core.worker import WorkerResources
@@ -62,19 +62,6 @@ NOTICE_LEVELS: Mapping[str, int] = {
     "member_forgotten": logging.DEBUG,
     "unexpected_message": logging.DEBUG,
 }
-GOSSIP_EVENTS = frozenset(
-    {
-        "member_joined",
-        "member_suspect",
-        "member_alive",
-        "member_dead",
-        "member_left",
-        "member_rejoined",
-        "member_forgotten",
-        "suspicion_refuted",
-        "left_cluster",
-    }
-)
 
 
 class TrafficMeter:
@@ -242,7 +229,7 @@ class NodeServer(WorkerServer):
 
     def log_notices(self, notices: list[Notice]) -> None:
         for notice in notices:
-            logger = gossip_log if notice.event in GOSSIP_EVENTS else log
+            logger = gossip_log if notice.event in MEMBERSHIP_EVENTS else log
             level = NOTICE_LEVELS.get(notice.event, logging.INFO)
             log_event(logger, level, notice.event, node=self.state.worker_id, **notice.fields)
 

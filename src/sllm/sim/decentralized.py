@@ -45,7 +45,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from sllm.core.coordinator import Notice
-from sllm.core.membership import Address, GossipConfig, Send
+from sllm.core.membership import MEMBER_EVENTS, Address, GossipConfig, Send
 from sllm.core.node import Node, NodeConfig
 from sllm.sim.cluster import (
     ClusterConfig,
@@ -64,19 +64,6 @@ SEED_NODES = 3
 # Replay starts this long after the nodes: each node's first report goes out at its first
 # tick and spreads in gossip rounds of 0.2 s to 3 peers (log3 N rounds), well within it.
 WARMUP_S = 3.0
-# Membership events counted in the report.
-MEMBERSHIP_EVENTS = frozenset(
-    {
-        "member_joined",
-        "member_suspect",
-        "member_alive",
-        "member_dead",
-        "member_left",
-        "member_rejoined",
-        "member_forgotten",
-        "suspicion_refuted",
-    }
-)
 
 
 def node_config_for(config: ClusterConfig) -> NodeConfig:
@@ -210,7 +197,7 @@ class DecentralizedCluster(SimulatedCluster):
     def notice(self, notices: list[Notice]) -> None:
         now = self.now
         for notice in notices:
-            if notice.event in MEMBERSHIP_EVENTS:
+            if notice.event in MEMBER_EVENTS:  # counted in the report
                 self.notices.append((now, notice.event, str(notice.fields.get("member", ""))))
 
     def apply_process_fault(self, fault: Fault) -> None:
