@@ -23,6 +23,7 @@ import pytest
 from sllm.core.membership import GossipConfig
 from sllm.experiments.decentralized import wait_for_views
 from sllm.experiments.launcher import ServiceProcess, child_environment
+from sllm.runtime.client import get_members
 from sllm.runtime.udp import Address, Endpoint
 from sllm.wire import Codec, InferenceRequest, InferenceResult, ScheduleRequest, ScheduleResponse
 
@@ -155,8 +156,20 @@ async def test_twenty_node_processes_converge_place_detect_and_leave(live_env, e
         # Nobody alive was declared dead along the way.
         await wait_until(endpoint, live, dict.fromkeys(live, "alive"), 10.0)
 
-        # `sllm status --node` shows the gossip section.
+        # `sllm status --node` shows the gossip section, once node-0 holds every live
+        # member's report (a report dropped with a false death comes back with the refutation,
+        # and anti-entropy repairs the rest within a sync interval).
         host, port = addresses["node-0"]
+
+        async def node_0_holds_every_live_report() -> bool:
+            _, members = await get_members(endpoint, (host, port))
+            return set(live) <= {m.node_id for m in members if m.reported}
+
+        await eventually(
+            node_0_holds_every_live_report,
+            2 * GOSSIP.sync_interval_s + 2.0,
+            "node-0 holds a report from every live member",
+        )
         status = await asyncio.to_thread(
             subprocess.run,
             [sys.executable, "-m", "sllm", "status", "--node", f"{host}:{port}", "--json"],

@@ -28,6 +28,7 @@ from sllm.wire import (
     LoadProbeReply,
     MemberStateRequest,
     MemberStateResponse,
+    MemberUpdate,
     ScheduleRequest,
     ScheduleResponse,
 )
@@ -40,10 +41,19 @@ CLIENT = ("192.168.0.1", 5000)
 
 
 def make_cluster(
-    count: int, seed: int = 1, probing: int = 0, policy: str = "least-loaded", loss: float = 0.0
+    count: int,
+    seed: int = 1,
+    probing: int = 0,
+    policy: str = "least-loaded",
+    loss: float = 0.0,
+    gossip: GossipConfig | None = None,
 ) -> tuple[InMemoryNetwork, list[NodeHost]]:
     net = InMemoryNetwork(random.Random(seed), codec=Codec(b"node-tests"), loss=loss)
-    config = NodeConfig(policy=policy, probing=ProbingConfig(candidates=probing))
+    config = NodeConfig(
+        policy=policy,
+        probing=ProbingConfig(candidates=probing),
+        gossip=gossip or GossipConfig(),
+    )
     hosts = []
     for i in range(count):
         node = Node(
@@ -282,3 +292,29 @@ def test_node_configuration_is_checked() -> None:
         ProbingConfig(candidates=-1)
     with pytest.raises(ValueError):
         GossipConfig(gossip_interval_s=0.0)
+
+
+def test_a_member_wrongly_declared_dead_is_back_in_every_view_with_its_refutation() -> None:
+    # Anti-entropy would repair the views within a sync interval; make that too slow to help.
+    net, hosts = make_cluster(8, gossip=GossipConfig(sync_interval_s=60.0))
+    assert net.run_until_true(lambda: views_complete(hosts), timeout=180.0, step=1.0)
+    victim = hosts[5].node
+    others = [h for h in hosts if h.node is not victim]
+    # Every other node declares it dead, as a long stall would make them: its report goes.
+    member = others[0].node.membership.get(victim.node_id)
+    assert member is not None
+    verdict = MemberUpdate(
+        victim.node_id, *victim.address, member.incarnation, int(MemberState.DEAD), "n0000"
+    )
+    for host in others:
+        host.node.membership.apply(verdict, net.now)
+    assert net.run_until_true(
+        lambda: all(victim.node_id not in h.node.scheduler.view for h in others),
+        timeout=2.0,
+        step=0.05,
+    )
+    # It refutes, and its unchanged report comes back with the refutation: no waiting for
+    # the next refresh or sync.
+    took = net.run_until_true(lambda: views_complete(hosts), timeout=30.0, step=0.1)
+    assert victim.membership.counters.refuted >= 1
+    assert took is not None and took < 2.0

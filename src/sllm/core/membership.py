@@ -26,7 +26,10 @@ that only it increments. ``suspect(i)`` overrides ``alive(i)``; ``alive(j)`` ove
 suspected (or declared dead) refutes by gossiping ``alive(i + 1)``. A suspicion that is not
 refuted within the suspicion timeout becomes ``dead``. A restarted process starts at
 incarnation 0, learns through its join exchange what the cluster believes about it, and
-refutes with a higher incarnation: so it rejoins with a higher incarnation.
+refutes with a higher incarnation: so it rejoins with a higher incarnation. Burying a
+member drops its load report, so refuting a death gossips the node's report again beside
+the ``alive``, and a report that arrives for a member still held dead is kept until its
+``alive`` does.
 
 **Lifeguard** (Dadgar, Phillips and Currey, "Lifeguard: Local Health Awareness for More
 Accurate Failure Detection", 2018), which memberlist implements:
@@ -699,6 +702,10 @@ class Membership:
         me = self.members[self.node_id]
         me.incarnation = self.incarnation
         self._broadcast_self()
+        own_report = self.reports.get(self.node_id)
+        if state is not MemberState.SUSPECT and own_report is not None:
+            # Whoever buried us dropped our report with us: send it again beside the refutation.
+            self._report_broadcasts.put(self.node_id, own_report, encoded_size(own_report))
         if state is not MemberState.ALIVE:
             self.counters.refuted += 1
             self._raise_awareness(1)
@@ -765,6 +772,9 @@ class Membership:
                 {"member": member.node_id, "incarnation": member.incarnation},
             )
         )
+        held = self._orphans.pop(member.node_id, None)
+        if held is not None:
+            self._apply_report(held)
 
     def _suspect(self, member: Member, update: MemberUpdate, now: float) -> None:
         if member.state is MemberState.SUSPECT:
@@ -813,12 +823,11 @@ class Membership:
     def _apply_report(self, report: WorkerReport) -> None:
         if report.node_id == self.node_id:
             return
-        if report.node_id not in self.members:
-            # Its alive update may be a message behind: hold the report until it comes.
+        if not self.is_live(report.node_id):
+            # A stranger, or one we hold dead: its alive update (a rejoin or a refuted death)
+            # may be a message behind, so hold the report until that comes.
             if len(self._orphans) < ORPHAN_REPORTS_MAX or report.node_id in self._orphans:
                 self._orphans[report.node_id] = report
-            return
-        if not self.is_live(report.node_id):
             return
         held = self.reports.get(report.node_id)
         if held is not None and report.seq <= held.seq and report.timestamp <= held.timestamp:
@@ -968,6 +977,7 @@ class Membership:
             if member.changed_at + self.config.dead_retention_s > now:
                 continue  # died again later: its newer tombstone is still queued
             del self.members[node_id]
+            self._orphans.pop(node_id, None)
             self._broadcasts.drop(node_id)
             self._notices.append(Notice("member_forgotten", {"member": node_id}))
 
