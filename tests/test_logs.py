@@ -6,11 +6,11 @@ import io
 import json
 import logging
 from collections.abc import Iterator
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from sllm.logs import JsonFormatter, TextFormatter, configure_logging, log_event
+from sllm.logs import JsonFormatter, TextFormatter, _utc_iso, configure_logging, log_event
 
 
 @pytest.fixture(autouse=True)
@@ -106,3 +106,18 @@ def test_configure_rejects_unknown_level_and_format() -> None:
         configure_logging("LOUD")
     with pytest.raises(ValueError, match="format"):
         configure_logging("INFO", "xml")
+
+
+@pytest.mark.parametrize(
+    ("created", "expected"),
+    [
+        (0.0, "1970-01-01T00:00:00.000Z"),
+        (1714564800.123, "2024-05-01T12:00:00.123Z"),
+        (1714564800.9994, "2024-05-01T12:00:00.999Z"),
+        (1.9999999, "1970-01-01T00:00:02.000Z"),  # rounds into the next second, as datetime
+    ],
+)
+def test_times_are_utc_iso_with_milliseconds(created: float, expected: str) -> None:
+    assert _utc_iso(created) == expected
+    reference = datetime.fromtimestamp(created, tz=UTC).isoformat(timespec="milliseconds")
+    assert reference.replace("+00:00", "Z") == expected

@@ -40,8 +40,10 @@ levels.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
+import re
 import sys
 from collections.abc import Mapping
 from datetime import UTC, datetime
@@ -90,10 +92,21 @@ def record_fields(record: logging.LogRecord) -> dict[str, object]:
     return fields
 
 
+@functools.lru_cache(maxsize=4)
+def _utc_second(second: int) -> str:
+    """``2024-05-01T12:00:00``, the same for every line logged within that UTC second."""
+    return datetime.fromtimestamp(second, tz=UTC).strftime("%Y-%m-%dT%H:%M:%S")
+
+
 def _utc_iso(created: float) -> str:
     """``2024-05-01T12:00:00.123Z``: ISO-8601, UTC, milliseconds."""
-    ts = datetime.fromtimestamp(created, tz=UTC)
-    return ts.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    second, micros = divmod(round(created * 1_000_000), 1_000_000)  # as datetime rounds
+    return f"{_utc_second(second)}.{micros // 1000:03d}Z"
+
+
+# A text value is JSON-quoted when it has whitespace, a quote or "=" (or is empty).
+_NEEDS_QUOTING = re.compile(r'[\s"=]')
+_HAS_SPACE = re.compile(r"\s")
 
 
 def _text_value(value: object) -> str:
@@ -101,9 +114,9 @@ def _text_value(value: object) -> str:
     if isinstance(value, Mapping | list | tuple):
         # Compact JSON is unambiguous as it stands unless a string inside it has a space.
         text = json.dumps(value, default=str, separators=(",", ":"))
-        return json.dumps(text) if any(ch.isspace() for ch in text) else text
+        return json.dumps(text) if _HAS_SPACE.search(text) else text
     text = value if isinstance(value, str) else str(value)
-    if not text or any(ch.isspace() or ch in '"=' for ch in text):
+    if not text or _NEEDS_QUOTING.search(text):
         return json.dumps(text)
     return text
 

@@ -3,14 +3,17 @@
 **Overhead.** A coordinator (with the front door) and one worker run as child processes on
 127.0.0.1, the worker's sim engine at zero service time (a COST_MODEL file setting every
 load, prefill and decode time to 0). The same load generator, in this process, sends
-streaming completions (``max_tokens`` `TOKENS`) at 1, 64 and 512 in flight: once to the
+streaming completions (``max_tokens`` `TOKENS`) at 1, 64 and 512 in flight: to the
 worker's own HTTP endpoint (the baseline: what a client calling the worker would see),
-once to the front door, which places each request and proxies the stream from that same
-worker. A request's latency is from sending it to reading ``data: [DONE]``; the front
-door's cost is the difference of the two distributions' p50 and p99, and their ratio,
-measured in the same run. Requests per second and errors are counted per path, and so is
-the CPU time the coordinator and the worker spent per request (from ``/proc/<pid>/stat``):
-unlike latency, it does not depend on who else wants the cores.
+and to the front door, which places each request and proxies the stream from that same
+worker. The two paths alternate over `ROUNDS` rounds per level (direct first, then the
+front door first, ...), so that a slow spell of a noisy machine falls on both alike, and
+each path's latencies are pooled over its rounds (each round's p50 is listed too). A
+request's latency is from sending it to reading ``data: [DONE]``; the front door's cost is
+the difference of the two pooled distributions' p50 and p99, and their ratio. Requests
+per second and errors are counted per path, and so is the CPU time the coordinator and the
+worker spent per request (from ``/proc/<pid>/stat``): unlike latency, it does not depend
+on who else wants the cores.
 
 **Cores.** By default the three processes share the machine's cores as the scheduler
 likes. On a small machine a closed loop then turns any CPU the front door spends into
@@ -57,6 +60,8 @@ T = TypeVar("T")
 CONCURRENCY = (1, 64, 512)
 # Requests per in-flight slot at each concurrency (after a warm-up of 2 per slot).
 REQUESTS_PER_SLOT = {1: 400, 64: 30, 512: 6}
+# Each level alternates the two paths over this many rounds (`_overhead_row`).
+ROUNDS = 6
 TOKENS = 8  # streamed chunks per request, plus the final one and [DONE]
 STREAMS = 1_000
 STREAM_TOKENS = 20
@@ -435,21 +440,43 @@ def measure_overhead(
 def _overhead_row(
     running: Cluster, concurrency: int, per_slot: dict[int, int], say: Any
 ) -> dict[str, Any]:
-    requests = concurrency * per_slot.get(concurrency, 10)
+    """Both paths, in `ROUNDS` alternating rounds (direct first, then the front door
+    first, ...), so that a slow spell of the machine falls on both alike; each path's
+    latencies are pooled over its rounds."""
+    slots = per_slot.get(concurrency, 10)
+    rounds = max(1, min(ROUNDS, slots))
+    requests = max(1, concurrency * slots // rounds)  # per round
     processes = {
         "front_door": running.coordinator.process.pid,
         "worker": running.worker.process.pid,
     }
-    row: dict[str, Any] = {"concurrency": concurrency}
-    for path, base in (("direct", running.worker_url), ("gateway", running.front_door)):
-        before: dict[str, float] = {}
-        snapshot = functools.partial(_cpu_snapshot, processes, before)
-        url = base + "/v1/completions"
-        outcome = asyncio.run(load(url, concurrency, requests, TOKENS, 2 * concurrency, snapshot))
+    urls = {"direct": running.worker_url, "gateway": running.front_door}
+    pooled = {path: Outcome([], [], 0, 0.0) for path in urls}
+    cpu = {path: dict.fromkeys(processes, 0.0) for path in urls}
+    round_p50_ms: dict[str, list[float]] = {path: [] for path in urls}
+    for number in range(rounds):
+        order = list(urls) if number % 2 == 0 else list(reversed(urls))
+        for path in order:
+            before: dict[str, float] = {}
+            snapshot = functools.partial(_cpu_snapshot, processes, before)
+            url = urls[path] + "/v1/completions"
+            # Every round opens its connections afresh; the first per path also warms up.
+            warm_up = 2 * concurrency if number < 2 else concurrency
+            outcome = asyncio.run(load(url, concurrency, requests, TOKENS, warm_up, snapshot))
+            for name, pid in processes.items():
+                cpu[path][name] += cpu_seconds(pid) - before[name]
+            total = pooled[path]
+            total.latencies_s.extend(outcome.latencies_s)
+            total.first_event_s.extend(outcome.first_event_s)
+            total.errors += outcome.errors
+            total.wall_s += outcome.wall_s
+            round_p50_ms[path].append(round(_quantiles(outcome.latencies_s)[0], 3))
+    row: dict[str, Any] = {"concurrency": concurrency, "rounds": rounds}
+    for path, outcome in pooled.items():
         summary: dict[str, Any] = _summary(outcome)
+        summary["round_p50_ms"] = round_p50_ms[path]
         done = max(1, len(outcome.latencies_s))
-        for name, pid in processes.items():
-            spent = cpu_seconds(pid) - before[name]
+        for name, spent in cpu[path].items():
             summary[f"{name}_cpu_ms_per_request"] = round(spent / done * 1e3, 3)
         row[path] = summary
     direct, gateway = row["direct"], row["gateway"]
