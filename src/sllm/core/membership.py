@@ -484,7 +484,8 @@ class Membership:
             node_id: Member(node_id, address, 0, MemberState.ALIVE, "", now, now)
         }
         self.reports: dict[str, WorkerReport] = {}
-        self._orphans: dict[str, WorkerReport] = {}
+        self._orphans: dict[str, WorkerReport] = {}  # of strangers, bounded
+        self._held_for_dead: dict[str, WorkerReport] = {}  # one per member held dead or left
         self._broadcasts: Broadcasts[MemberUpdate] = Broadcasts()
         self._report_broadcasts: Broadcasts[WorkerReport] = Broadcasts()
         self._probe_order: list[str] = []
@@ -772,7 +773,7 @@ class Membership:
                 {"member": member.node_id, "incarnation": member.incarnation},
             )
         )
-        held = self._orphans.pop(member.node_id, None)
+        held = self._held_for_dead.pop(member.node_id, None)
         if held is not None:
             self._apply_report(held)
 
@@ -823,11 +824,15 @@ class Membership:
     def _apply_report(self, report: WorkerReport) -> None:
         if report.node_id == self.node_id:
             return
-        if not self.is_live(report.node_id):
-            # A stranger, or one we hold dead: its alive update (a rejoin or a refuted death)
-            # may be a message behind, so hold the report until that comes.
+        member = self.members.get(report.node_id)
+        if member is None:
+            # Its alive update may be a message behind: hold the report until it comes.
             if len(self._orphans) < ORPHAN_REPORTS_MAX or report.node_id in self._orphans:
                 self._orphans[report.node_id] = report
+            return
+        if member.state not in LIVE_STATES:
+            # So may the alive of a rejoin or of a refuted death.
+            self._held_for_dead[report.node_id] = report
             return
         held = self.reports.get(report.node_id)
         if held is not None and report.seq <= held.seq and report.timestamp <= held.timestamp:
@@ -977,7 +982,7 @@ class Membership:
             if member.changed_at + self.config.dead_retention_s > now:
                 continue  # died again later: its newer tombstone is still queued
             del self.members[node_id]
-            self._orphans.pop(node_id, None)
+            self._held_for_dead.pop(node_id, None)
             self._broadcasts.drop(node_id)
             self._notices.append(Notice("member_forgotten", {"member": node_id}))
 
