@@ -4,8 +4,6 @@ gossip metrics, with two real node processes on 127.0.0.1."""
 from __future__ import annotations
 
 import asyncio
-import time
-from typing import Any
 
 import httpx
 import openai
@@ -25,17 +23,6 @@ MODEL = "llama-3.2-1b"
 JOIN_TIMEOUT_S = 15.0
 
 
-async def _until(predicate: Any, timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = await predicate()
-        if last:
-            return last
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what} (last: {last!r})")
-
-
 async def _start_node(name: str, seeds: str = "") -> ServiceProcess:
     args = ["node", "--node-id", name, "--host", "127.0.0.1", "--port", "0", "--http-port", "0"]
     if seeds:
@@ -47,7 +34,7 @@ def _http_port(node: ServiceProcess) -> int:
     return int(node.events("http_listening")[0]["port"])
 
 
-async def test_a_node_serves_the_front_door_and_gossip_metrics() -> None:
+async def test_a_node_serves_the_front_door_and_gossip_metrics(eventually) -> None:
     first = await _start_node("n0")
     second = await _start_node("n1", f"127.0.0.1:{first.port}")
     nodes = [first, second]
@@ -62,7 +49,7 @@ async def test_a_node_serves_the_front_door_and_gossip_metrics() -> None:
                     ready.status_code == 200 and 'sllm_gossip_members{state="alive"} 2.0' in metrics
                 )
 
-            await _until(both_known, JOIN_TIMEOUT_S, "node n0 to see n1 alive")
+            await eventually(both_known, JOIN_TIMEOUT_S, "node n0 to see n1 alive")
 
             client = openai.AsyncOpenAI(base_url=f"{base}/v1", api_key="unused", max_retries=0)
             served_by: set[str] = set()
@@ -85,6 +72,6 @@ async def test_a_node_serves_the_front_door_and_gossip_metrics() -> None:
             assert direct.text.rstrip().endswith("data: [DONE]")
     finally:
         await asyncio.gather(*(node.stop() for node in nodes))
-    routed = [e for e in first.events("request_routed")]
+    routed = first.events("request_routed")
     assert len(routed) == 6
     assert {e["worker"] for e in routed} <= {"n0", "n1"}

@@ -19,8 +19,7 @@ from sllm.experiments.options import WorkloadOptions, make_workload
 from sllm.sim import cli
 from sllm.sim.cluster import ClusterConfig, SimResult, child_rng
 from sllm.sim.decentralized import DecentralizedCluster
-from sllm.sim.faults import KILL_WORKER, RESTART_WORKER, Fault, random_faults
-from sllm.sim.network import LinkModel
+from sllm.sim.faults import KILL_WORKER, RESTART_WORKER, Fault, random_faults, random_link
 from sllm.workload import Arrival
 
 KNOWN_REASONS = ("no_decision", "no_result", "unfinished", "queue_full", "rejected: ")
@@ -124,12 +123,7 @@ def run_seed(seed: int) -> None:
         workers=workers,
         policy=rng.choice(("startup-aware", "least-loaded", "seed", "power-of-two")),
         seed=seed,
-        link=LinkModel(
-            latency_s=0.0005,
-            jitter_s=rng.choice((0.0, 0.0002, 0.002)),
-            loss=rng.choice((0.0, 0.0, 0.01, 0.05)),
-            duplicate=rng.choice((0.0, 0.0, 0.02)),
-        ),
+        link=random_link(rng),
         drain_s=10.0,
         result_timeout_s=30.0,
     )

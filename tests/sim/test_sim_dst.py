@@ -18,8 +18,7 @@ import random
 
 from sllm.experiments.options import WorkloadOptions, make_workload
 from sllm.sim.cluster import CentralizedCluster, ClusterConfig, child_rng
-from sllm.sim.faults import random_faults
-from sllm.sim.network import LinkModel
+from sllm.sim.faults import random_faults, random_link
 
 SEEDS = range(100)
 DURATION_S = 40.0
@@ -38,12 +37,7 @@ def run_seed(seed: int) -> None:
         seed=seed,
         report_interval_s=REPORT_INTERVAL_S,
         worker_timeout_s=WORKER_TIMEOUT_S,
-        link=LinkModel(
-            latency_s=0.0005,
-            jitter_s=rng.choice((0.0, 0.0002, 0.002)),
-            loss=rng.choice((0.0, 0.0, 0.01, 0.05)),
-            duplicate=rng.choice((0.0, 0.0, 0.02)),
-        ),
+        link=random_link(rng),
         drain_s=10.0,
         result_timeout_s=30.0,
     )

@@ -155,7 +155,7 @@ class _RelayResponse(Response):
             pass  # `Gateway._relay` logged it; the upstream closes below
         finally:
             self.upstream.close()
-        if self.background is not None:  # FastAPI hands every response its background tasks
+        if self.background is not None:  # a route that takes BackgroundTasks gets them here
             await self.background()
 
     async def _relay(self, send: Send) -> None:

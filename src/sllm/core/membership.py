@@ -706,7 +706,7 @@ class Membership:
         own_report = self.reports.get(self.node_id)
         if state is not MemberState.SUSPECT and own_report is not None:
             # Whoever buried us dropped our report with us: send it again beside the refutation.
-            self._report_broadcasts.put(self.node_id, own_report, encoded_size(own_report))
+            self.publish_report(own_report)
         if state is not MemberState.ALIVE:
             self.counters.refuted += 1
             self._raise_awareness(1)

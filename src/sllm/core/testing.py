@@ -30,7 +30,7 @@ from typing import Protocol
 
 from sllm.core.membership import Address, GossipConfig, Membership, Send
 from sllm.core.node import Node
-from sllm.core.worker import Action, Finished
+from sllm.core.worker import Action, Finished, result_message
 from sllm.engines.sim import SimEngine, Timer, fire
 from sllm.wire.codec import Codec
 from sllm.wire.messages import (
@@ -360,17 +360,7 @@ class NodeHost:
             if isinstance(action, Finished):
                 requester = self._requesters.pop(action.request_id, None)
                 if requester is not None:
-                    result = InferenceResult(
-                        action.request_id,
-                        self.node.node_id,
-                        action.ok,
-                        action.reason,
-                        action.cold_start,
-                        action.queue_s,
-                        action.ttft_s,
-                        action.e2e_s,
-                    )
-                    sends.append(Send(requester, result))
+                    sends.append(Send(requester, result_message(self.node.node_id, action)))
             for timer in self.engine.timers(action):
                 self._sequence += 1
                 heapq.heappush(self._timers, (now + timer.delay_s, self._sequence, timer))

@@ -178,11 +178,18 @@ async def start_coordinator_http(
     return await start_http(server.name, host, port, readiness, register, routes)
 
 
-async def start_worker_http(server: WorkerServer, host: str, port: int) -> HttpService | None:
-    """A worker's listener: ready while its state machine accepts work."""
+def _accepting_work(server: WorkerServer | NodeServer) -> Callable[[], Readiness]:
+    """Readiness of a process whose worker state machine takes work while it is ready."""
 
     def readiness() -> Readiness:
         return Readiness(True) if server.state.ready else Readiness(False, "stopping")
+
+    return readiness
+
+
+async def start_worker_http(server: WorkerServer, host: str, port: int) -> HttpService | None:
+    """A worker's listener: ready while its state machine accepts work."""
+    readiness = _accepting_work(server)
 
     def register(registry: CollectorRegistry) -> None:
         from sllm.runtime.metrics import register_worker
@@ -210,9 +217,7 @@ async def start_node_http(
     worker, so readiness does not wait for them (seeds may include the node itself)."""
     assert server.core is not None, "start the node's core first"
     core = server.core
-
-    def readiness() -> Readiness:
-        return Readiness(True) if server.state.ready else Readiness(False, "stopping")
+    readiness = _accepting_work(server)
 
     def register(registry: CollectorRegistry) -> None:
         from sllm.runtime.metrics import GossipMembersCollector, register_worker

@@ -19,7 +19,8 @@ clock as the arrivals):
 
 `scheduled_faults` builds a plan from the CLI's fault flags; `random_faults` draws one
 from a seed, with every fault over (workers restarted, partitions healed, windows closed)
-by a given time, so tests can check that the cluster converges afterwards.
+by a given time, so tests can check that the cluster converges afterwards; `random_link`
+draws a lossy, jittery, duplicating link to run it on.
 
 Not handled yet: slow (grey) failures, clock skew, disk loss on restart (a restarted
 worker finds its prestaged checkpoints, not what it had cached since), and faults of the
@@ -31,6 +32,8 @@ from __future__ import annotations
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass
+
+from sllm.sim.network import LinkModel
 
 KILL_WORKER = "kill_worker"
 RESTART_WORKER = "restart_worker"
@@ -161,6 +164,16 @@ def random_faults(
         else:
             plan.append(Fault(begin, LOSS_WINDOW, loss=rng.uniform(*RANDOM_LOSS), until_s=over))
     return sorted(plan, key=lambda fault: fault.at_s)
+
+
+def random_link(rng: random.Random) -> LinkModel:
+    """A LAN link with jitter, loss and duplication drawn from `rng` (none of each, often)."""
+    return LinkModel(
+        latency_s=0.0005,
+        jitter_s=rng.choice((0.0, 0.0002, 0.002)),
+        loss=rng.choice((0.0, 0.0, 0.01, 0.05)),
+        duplicate=rng.choice((0.0, 0.0, 0.02)),
+    )
 
 
 def parse_loss_window(text: str, default_loss: float) -> tuple[float, float, float]:
