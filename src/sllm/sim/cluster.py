@@ -510,7 +510,7 @@ class SimResult:
 class SimulatedCluster:
     """What every simulated architecture shares: kernel, network, client, faults, report.
 
-    A subclass hosts the processes (`start_hosts`, `apply_process_fault`), says where the
+    A subclass hosts the processes (`start_hosts`, `apply_coordinator_fault`), says where the
     client asks for a decision (`scheduler`), and samples the cluster state (`sample`).
     """
 
@@ -552,9 +552,9 @@ class SimulatedCluster:
         """The address the client sends its next ScheduleRequest to."""
         raise NotImplementedError
 
-    def apply_process_fault(self, fault: Fault) -> None:
-        """Carry out a kill or restart (`apply` handles the network's faults)."""
-        raise NotImplementedError
+    def apply_coordinator_fault(self, fault: Fault) -> None:
+        """Kill or restart the coordinator, where the architecture has one (`apply` handles
+        the network's faults and the workers')."""
 
     def sample(self) -> None:
         raise NotImplementedError
@@ -596,8 +596,15 @@ class SimulatedCluster:
             self.network.heal()
         elif kind == LOSS_WINDOW:
             self.network.add_loss_window(self.t0 + fault.at_s, self.t0 + fault.until_s, fault.loss)
+        elif kind in (KILL_WORKER, RESTART_WORKER):
+            hosts = {worker.name: worker for worker in self.workers}
+            for name in fault.targets:
+                if kind == RESTART_WORKER:
+                    hosts[name].start(0.0, fresh=True)  # a new process: it reports at once
+                elif hosts[name].up:
+                    hosts[name].kill()
         else:
-            self.apply_process_fault(fault)
+            self.apply_coordinator_fault(fault)
         self.fault_log.append(fault.describe())
 
     # -- sampling ------------------------------------------------------------------------
@@ -778,7 +785,6 @@ class CentralizedCluster(SimulatedCluster):
         super().__init__(config)
         self.coordinator = CoordinatorHost(self)
         self.workers = [WorkerHost(self, worker_name(i)) for i in range(config.workers)]
-        self.by_name = {worker.name: worker for worker in self.workers}
 
     def start_hosts(self) -> None:
         self.coordinator.start()
@@ -798,16 +804,9 @@ class CentralizedCluster(SimulatedCluster):
         core = self.coordinator.core
         return [] if core is None else sorted(entry.worker_id for entry in core.view.entries())
 
-    def apply_process_fault(self, fault: Fault) -> None:
+    def apply_coordinator_fault(self, fault: Fault) -> None:
         kind = fault.kind
-        if kind == KILL_WORKER:
-            for name in fault.targets:
-                if self.by_name[name].up:
-                    self.by_name[name].kill()
-        elif kind == RESTART_WORKER:
-            for name in fault.targets:
-                self.by_name[name].start(0.0, fresh=True)  # a new process reports at once
-        elif kind == KILL_COORDINATOR:
+        if kind == KILL_COORDINATOR:
             if self.coordinator.up:
                 self.coordinator.kill()
         elif kind == RESTART_COORDINATOR:

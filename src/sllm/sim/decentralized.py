@@ -54,7 +54,6 @@ from sllm.sim.cluster import (
     child_rng,
     worker_name,
 )
-from sllm.sim.faults import KILL_WORKER, RESTART_WORKER, Fault
 from sllm.wire import InferenceRequest, Message
 
 GOSSIP_PORT = 7946  # memberlist's port; every simulated node listens on it
@@ -109,7 +108,8 @@ class NodeHost(WorkerHost):
         self._arm()
 
     def start(self, first_report_in: float, fresh: bool) -> None:
-        """A node sends no reports to a coordinator: starting it is `boot`."""
+        """A node sends no reports to a coordinator: starting it is `boot` (a restarted
+        one joins through its seeds)."""
         self.boot(fresh=fresh)
 
     def kill(self) -> None:
@@ -199,16 +199,6 @@ class DecentralizedCluster(SimulatedCluster):
         for notice in notices:
             if notice.event in MEMBER_EVENTS:  # counted in the report
                 self.notices.append((now, notice.event, str(notice.fields.get("member", ""))))
-
-    def apply_process_fault(self, fault: Fault) -> None:
-        if fault.kind == KILL_WORKER:
-            for name in fault.targets:
-                if self.by_name[name].up:
-                    self.by_name[name].kill()
-        elif fault.kind == RESTART_WORKER:
-            for name in fault.targets:
-                self.by_name[name].boot()  # a fresh process, joining through its seeds
-        # kill_coordinator / restart_coordinator: there is no coordinator to kill.
 
     def known_members(self, name: str) -> list[str]:
         """The members node `name` holds alive or suspect, sorted (empty while it is down)."""
