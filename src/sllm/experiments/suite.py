@@ -34,6 +34,7 @@ for the default budget; see above).
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import statistics
 import sys
@@ -439,32 +440,25 @@ def exp2(ctx: Context) -> None:
     ctx.runs_total = len(arms) + 1
     seconds = int(duration)
     out: dict[str, Any] = {}
-    lines_by_arm: dict[str, dict[str, list[float]]] = {}
     for arm, faults in arms.items():
         result = ctx.simulate(config, options, faults)
-        line = timeline(result, seconds)
-        lines_by_arm[arm] = line
-        summary = summarize(result)
-        summary["success_rate"] = round(summary["completed"] / max(1, summary["requests"]), 6)
-        summary["time_to_recovery_s"] = recovery_time(line, kill_at)
         if arm == "coordinator":
             restart = kill_at + down_s
             joins = [
                 at for at, event, _ in result.notices if event == "worker_joined" and at >= restart
             ]
-            summary["view_recovered_s"] = (
-                round(sorted(joins)[workers - 1] - restart, 6) if len(joins) >= workers else None
-            )
+            extra = {
+                "view_recovered_s": round(sorted(joins)[workers - 1] - restart, 6)
+                if len(joins) >= workers
+                else None
+            }
         else:
             lost = [
                 at for at, event, w in result.notices if event == "worker_lost" and w in victims
             ]
-            summary["failure_detected_s"] = (
-                round(max(lost) - kill_at, 6) if len(lost) == len(victims) else None
-            )
-        summary["faults"] = result.faults
-        summary["timeline"] = line
-        out[arm] = summary
+            detected = round(max(lost) - kill_at, 6) if len(lost) == len(victims) else None
+            extra = {"failure_detected_s": detected}
+        out[arm] = fault_arm_summary(result, seconds, kill_at, extra)
     setup = {
         "workers": workers,
         "models": models,
@@ -478,7 +472,7 @@ def exp2(ctx: Context) -> None:
         "recovery": f"success rate by arrival second >= {RECOVERY_SHARE:.0%} of pre-fault "
         f"for {RECOVERY_WINDOW_S} s",
     }
-    gossip_line, gossip = nodes_killed(ctx, config, options, kill_at, victims, seconds)
+    gossip = nodes_killed(ctx, config, options, kill_at, victims, seconds)
     setup["detection_bound_s"] = gossip["detection_bound_s"]
     coordinator, workers_arm = out["coordinator"], out["workers"]
     markdown = [
@@ -538,48 +532,52 @@ def exp2(ctx: Context) -> None:
         "`unfinished` at the end), as do the requests already running there. The client asks "
         "only live nodes for decisions, as the live driver does.",
     ]
-    marks = [(kill_at, "kill")]
-    xs = [float(s) for s in range(seconds)]
-    for arm, line in lines_by_arm.items():
-        arm_marks = marks + ([(kill_at + down_s, "restart")] if arm == "coordinator" else [])
-
-        def draw(
-            path: Path,
-            line: dict[str, list[float]] = line,
-            arm: str = arm,
-            arm_marks: list[tuple[float, str]] = arm_marks,
-        ) -> Path:
-            return plots.panels(
-                path,
-                [
-                    ("completed/s", {"throughput": (xs, line["throughput"])}),
-                    ("failed/s", {"failures": (xs, line["failures"])}),
-                    ("success rate\n(by arrival)", {"success": (xs, line["success_rate"])}),
-                ],
-                f"exp2: {arm} killed at {kill_at:g} s (centralized)",
-                "seconds into the workload",
-                arm_marks,
-            )
-
-        ctx.plot(f"{arm}", draw)
-
-    def draw_nodes(path: Path, line: dict[str, list[float]] = gossip_line) -> Path:
-        return plots.panels(
-            path,
-            [
-                ("completed/s", {"throughput": (xs, line["throughput"])}),
-                ("failed/s", {"failures": (xs, line["failures"])}),
-                ("success rate\n(by arrival)", {"success": (xs, line["success_rate"])}),
-            ],
-            f"exp2: nodes killed at {kill_at:g} s (decentralized)",
-            "seconds into the workload",
-            marks,
-        )
-
-    ctx.plot("nodes-decentralized", draw_nodes)
+    kill = [(kill_at, "kill")]
+    for arm, summary in out.items():
+        marks = kill + ([(kill_at + down_s, "restart")] if arm == "coordinator" else [])
+        title = f"exp2: {arm} killed at {kill_at:g} s (centralized)"
+        draw = functools.partial(draw_fault_arm, line=summary["timeline"], title=title, marks=marks)
+        ctx.plot(arm, draw)
+    title = f"exp2: nodes killed at {kill_at:g} s (decentralized)"
+    ctx.plot(
+        "nodes-decentralized",
+        functools.partial(draw_fault_arm, line=gossip["timeline"], title=title, marks=kill),
+    )
     results = {"experiment": "exp2", "setup": setup, "centralized": out}
     results["decentralized"] = {"nodes": gossip}
     ctx.write(results, markdown)
+
+
+def fault_arm_summary(
+    result: SimResult, seconds: int, kill_at: float, extra: dict[str, Any]
+) -> dict[str, Any]:
+    """One exp2 arm: the run's summary and recovery, `extra`, then its faults and timeline."""
+    line = timeline(result, seconds)
+    summary = summarize(result)
+    summary["success_rate"] = round(summary["completed"] / max(1, summary["requests"]), 6)
+    summary["time_to_recovery_s"] = recovery_time(line, kill_at)
+    summary.update(extra)
+    summary["faults"] = result.faults
+    summary["timeline"] = line
+    return summary
+
+
+def draw_fault_arm(
+    path: Path, line: dict[str, list[float]], title: str, marks: list[tuple[float, str]]
+) -> Path:
+    """One exp2 arm's throughput, failures and success rate per second, faults marked."""
+    xs = [float(s) for s in range(len(line["throughput"]))]
+    return plots.panels(
+        path,
+        [
+            ("completed/s", {"throughput": (xs, line["throughput"])}),
+            ("failed/s", {"failures": (xs, line["failures"])}),
+            ("success rate\n(by arrival)", {"success": (xs, line["success_rate"])}),
+        ],
+        title,
+        "seconds into the workload",
+        marks,
+    )
 
 
 # How often exp2 looks at every node's membership after the kill (seconds).
@@ -593,16 +591,12 @@ def nodes_killed(
     kill_at: float,
     victims: tuple[str, ...],
     seconds: int,
-) -> tuple[dict[str, list[float]], dict[str, Any]]:
+) -> dict[str, Any]:
     """exp2's decentralized arm: `victims` die at `kill_at`; when does every node know?"""
     detected: list[float] = []
-    bound = 0.0
 
-    def prepare(cluster: SimulatedCluster) -> None:
-        nonlocal bound
-        assert isinstance(cluster, DecentralizedCluster)
-        gossip = cluster
-        bound = gossip.detection_bound()
+    def prepare(gossip: SimulatedCluster) -> None:
+        assert isinstance(gossip, DecentralizedCluster)
 
         def look(_: None) -> None:
             if detected:
@@ -620,15 +614,11 @@ def nodes_killed(
     result = ctx.simulate(
         config, options, [Fault(kill_at, KILL_WORKER, victims)], DECENTRALIZED, prepare
     )
-    line = timeline(result, seconds)
-    summary = summarize(result)
-    summary["success_rate"] = round(summary["completed"] / max(1, summary["requests"]), 6)
-    summary["time_to_recovery_s"] = recovery_time(line, kill_at)
-    summary["failure_detected_s"] = round(detected[0], 6) if detected else None
-    summary["detection_bound_s"] = round(bound, 6)
-    summary["faults"] = result.faults
-    summary["timeline"] = line
-    return line, summary
+    extra = {
+        "failure_detected_s": round(detected[0], 6) if detected else None,
+        "detection_bound_s": result.report["simulation"]["membership"]["detection_bound_s"],
+    }
+    return fault_arm_summary(result, seconds, kill_at, extra)
 
 
 # -- exp3 ----------------------------------------------------------------------------------
