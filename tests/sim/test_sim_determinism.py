@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from sllm.experiments.report import dumps
 from sllm.sim import cli
 
 FLAGS = [
@@ -42,13 +43,13 @@ def test_wall_seconds_is_the_only_key_that_varies() -> None:
     for report in reports:
         assert report["wall_seconds"] >= 0
         del report["wall_seconds"]
-    assert cli.dumps(reports[0]) == cli.dumps(reports[1])
+    assert dumps(reports[0]) == dumps(reports[1])
 
 
 def test_another_seed_gives_another_history() -> None:
     first = cli.simulate(parse([*FLAGS, "--no-wall-time"]))
     other = cli.simulate(parse([*FLAGS[:-1], "--seed", "12", "--no-wall-time", "--quiet"]))
-    assert cli.dumps(first) != cli.dumps(other)
+    assert dumps(first) != dumps(other)
 
 
 def test_the_report_has_the_live_scripts_keys_plus_events_and_wall_seconds() -> None:

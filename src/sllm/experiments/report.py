@@ -128,6 +128,11 @@ def build_report(
     return report
 
 
+def dumps(report: Mapping[str, Any]) -> str:
+    """The report as JSON text, the way every sllm report is written."""
+    return json.dumps(report, indent=2) + "\n"
+
+
 def render_report(report: Mapping[str, Any]) -> str:
     """The final report as the scripts print it."""
     latency = report["latency"]
@@ -183,7 +188,6 @@ def run_and_report(
         print(extra_render(report))
     if json_path:
         with open(json_path, "w", encoding="utf-8") as out:
-            json.dump(report, out, indent=2)
-            out.write("\n")
+            out.write(dumps(report))
         print(f"report written to {json_path}")
     return 0

@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import argparse
 import functools
-import json
 import statistics
 import sys
 from collections.abc import Callable, Iterable, Sequence
@@ -47,8 +46,15 @@ from sllm.config import POLICY_NAMES
 from sllm.core.tiers import Tier
 from sllm.experiments import plots
 from sllm.experiments.options import WorkloadOptions, make_workload
+from sllm.experiments.report import dumps
 from sllm.sim.cli import CLUSTERS
-from sllm.sim.cluster import ClusterConfig, SimResult, SimulatedCluster, child_rng
+from sllm.sim.cluster import (
+    CentralizedCluster,
+    ClusterConfig,
+    SimResult,
+    SimulatedCluster,
+    child_rng,
+)
 from sllm.sim.decentralized import DecentralizedCluster
 from sllm.sim.faults import (
     KILL_COORDINATOR,
@@ -58,9 +64,9 @@ from sllm.sim.faults import (
 )
 from sllm.sim.progress import Progress
 
-CENTRALIZED = "centralized"
-DECENTRALIZED = "decentralized"
-MODES = (CENTRALIZED, DECENTRALIZED)
+CENTRALIZED = CentralizedCluster.mode
+DECENTRALIZED = DecentralizedCluster.mode
+MODES = tuple(CLUSTERS)
 BASELINE_POLICY = "seed"
 # exp2: a service has recovered when, for RECOVERY_WINDOW_S consecutive seconds of
 # arrivals, the share of requests that succeed is back to RECOVERY_SHARE of what it was
@@ -124,7 +130,7 @@ class Context:
             markdown.append(f"Skipped: {self.plots_skipped}.")
         markdown += [f"![{name}]({name})" for name in self.plots_written]
         json_path = self.out / f"{self.name}.json"
-        json_path.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+        json_path.write_text(dumps(results), encoding="utf-8")
         md_path = self.out / f"{self.name}.md"
         md_path.write_text("\n".join(markdown) + "\n", encoding="utf-8")
         return [json_path, md_path, *(self.out / name for name in self.plots_written)]

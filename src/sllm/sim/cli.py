@@ -21,7 +21,6 @@ coordinator): the fault is listed in the report and otherwise ignored.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from typing import Any
 
@@ -34,7 +33,7 @@ from sllm.experiments.options import (
     make_workload,
     options_from_args,
 )
-from sllm.experiments.report import render_report
+from sllm.experiments.report import dumps, render_report
 from sllm.sim.cluster import (
     RESULT_TIMEOUT_S,
     CentralizedCluster,
@@ -50,8 +49,7 @@ from sllm.sim.progress import Progress
 
 EXIT_USAGE = 2
 CLUSTERS: dict[str, type[SimulatedCluster]] = {
-    "centralized": CentralizedCluster,
-    "decentralized": DecentralizedCluster,
+    cluster.mode: cluster for cluster in (CentralizedCluster, DecentralizedCluster)
 }
 MODES = tuple(CLUSTERS)
 PRESTAGE = {"none": None, "disk": Tier.DISK, "host": Tier.HOST}
@@ -285,8 +283,3 @@ def main(args: argparse.Namespace) -> int:
         if not args.quiet:
             print(f"report written to {args.json}")
     return 0
-
-
-def dumps(report: dict[str, Any]) -> str:
-    """The report as JSON text, the way every sllm report is written."""
-    return json.dumps(report, indent=2) + "\n"
