@@ -42,8 +42,9 @@ class WorkloadOptions:
     time_scale: float = 1.0
 
 
-def add_run_arguments(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
-    """The report file and the drain, alike in every driver (live or simulated)."""
+def add_run_arguments(parser: argparse.ArgumentParser) -> None:
+    """The report file and the drain, alike in both live drivers (`sllm simulate` lists the
+    drain among its cluster settings)."""
     parser.add_argument("--json", metavar="PATH", help="also write the report as JSON")
     parser.add_argument(
         "--drain", type=float, default=DEFAULT_DRAIN_S, help="seconds to let requests finish"
