@@ -15,6 +15,7 @@ import openai
 import pytest
 
 from sllm.api.frontdoor import shipped_openapi
+from sllm.api.gateway import MAX_BODY_BYTES
 
 pytestmark = pytest.mark.integration
 
@@ -117,6 +118,21 @@ def test_a_bad_parameter_is_400_naming_the_field(http, change, field) -> None:
 def test_a_missing_field_is_400_naming_it(http) -> None:
     response = http.post("/v1/completions", json={"model": SIM_MODEL}, headers=AUTH)
     assert _error(response, 400, "invalid_request_error")["param"] == "prompt"
+
+
+def test_a_body_that_is_not_an_object_is_400(http) -> None:
+    response = http.post("/v1/completions", json=["not", "an", "object"], headers=AUTH)
+    _error(response, 400, "invalid_request_error")
+
+
+def test_a_body_over_the_limit_is_413_before_it_is_parsed(http) -> None:
+    oversized = b"{" + b" " * MAX_BODY_BYTES + b"}"
+    response = http.post("/v1/completions", content=oversized, headers=AUTH)
+    assert "bytes" in _error(response, 413, "invalid_request_error")["message"]
+
+
+def test_a_completion_route_takes_only_post(http) -> None:
+    _error(http.get("/v1/chat/completions", headers=AUTH), 405, "invalid_request_error")
 
 
 def test_the_openai_client_raises_bad_request_error(sim_cluster) -> None:

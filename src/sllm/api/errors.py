@@ -11,6 +11,7 @@ This module imports only the standard library at load time (the worker's runtime
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -21,6 +22,8 @@ TYPES = {
     400: "invalid_request_error",
     401: "authentication_error",
     404: "not_found_error",
+    405: "invalid_request_error",
+    413: "invalid_request_error",
     429: "rate_limit_error",
     502: "api_error",
     503: "service_unavailable",
@@ -77,11 +80,15 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, error: RequestValidationError) -> JSONResponse:
-        problems = error.errors()
-        first = problems[0] if problems else {}
-        location = [str(part) for part in first.get("loc", ()) if part != "body"]
-        message = first.get("msg", "invalid request")
-        if first.get("type") == "json_invalid":
-            message = "the request body is not valid JSON"
-        api_error = ApiError(400, message, code="invalid_request", param=".".join(location) or None)
-        return api_error.response(request.headers.get("x-request-id", ""))
+        return invalid_request(error.errors()).response(request.headers.get("x-request-id", ""))
+
+
+def invalid_request(problems: Sequence[Any]) -> ApiError:
+    """The 400 for a body pydantic refused, naming its first problem (as FastAPI lists them
+    for a route's body, or as a model's own validation does)."""
+    first = problems[0] if problems else {}
+    location = [str(part) for part in first.get("loc", ()) if part != "body"]
+    message = first.get("msg", "invalid request")
+    if first.get("type") == "json_invalid":
+        message = "the request body is not valid JSON"
+    return ApiError(400, message, code="invalid_request", param=".".join(location) or None)

@@ -19,7 +19,7 @@ from fastapi import APIRouter, FastAPI
 from fastapi.openapi.utils import get_openapi
 
 from sllm.api.errors import install_error_handlers
-from sllm.api.gateway import Gateway, GatewayConfig
+from sllm.api.gateway import CompletionLane, Gateway, GatewayConfig
 from sllm.api.request_id import RequestIdMiddleware
 from sllm.api.worker_client import WorkerClient
 
@@ -52,9 +52,11 @@ def install_front_door(
         config=GatewayConfig(api_keys=api_keys, upstream_prefix=upstream_prefix),
     )
     install_error_handlers(app)
-    app.add_middleware(RequestIdMiddleware)
+    app.add_middleware(CompletionLane, gateway=gateway)
+    app.add_middleware(RequestIdMiddleware)  # added last: outside the lane
     app.include_router(gateway.router)
-    app.add_api_route("/openapi.json", lambda: openapi_document(gateway.router), methods=["GET"])
+    document = openapi_document(gateway.documented())
+    app.add_api_route("/openapi.json", lambda: document, methods=["GET"])
     return client.close
 
 
@@ -70,4 +72,4 @@ def shipped_openapi() -> dict[str, Any]:
         model_names=lambda: (),
         client=WorkerClient(),
     )
-    return openapi_document(gateway.router)
+    return openapi_document(gateway.documented())

@@ -22,10 +22,15 @@ Failure handling (DESIGN.md, data plane):
   closed however the client's response ends, even when it never started streaming.
 
 Status codes: 400 bad body, 401 bad key (when API_KEYS is set; compared in constant
-time), 404 unknown model, 429 with ``Retry-After`` when every queue is full, 503 when no
-worker is available, 504 when the worker does not answer in time. Every response carries
-``x-request-id`` (`sllm.api.request_id`), and the log lines of the request carry the same
-id, from ``request_routed`` to ``request_finished``.
+time), 404 unknown model, 405 not a POST, 413 body over `MAX_BODY_BYTES`, 429 with
+``Retry-After`` when every queue is full, 503 when no worker is available, 504 when the
+worker does not answer in time. Every response carries ``x-request-id``
+(`sllm.api.request_id`), and the log lines of the request carry the same id, from
+``request_routed`` to ``request_finished`` (exactly one per request).
+
+The completion routes are the hot path, so they are served from the ASGI channel by
+`CompletionLane` rather than through FastAPI's routing (see `Gateway`); one watcher of
+the client's channel covers the whole request, from placing it to its last event.
 """
 
 from __future__ import annotations
@@ -35,18 +40,19 @@ import hmac
 import json
 import logging
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Collection
+from collections.abc import AsyncIterator, Callable, Collection
 from dataclasses import dataclass
 
 import aiohttp
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse, Response
-from starlette.types import Receive, Scope, Send
+from fastapi.responses import Response
+from pydantic import ValidationError
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from sllm.api import sse
 from sllm.api.disconnect import ClientGone, unless_disconnected
-from sllm.api.errors import ApiError
-from sllm.api.request_id import request_id_of
+from sllm.api.errors import ApiError, invalid_request
+from sllm.api.request_id import header_of, request_id_in
 from sllm.api.schemas import ChatCompletionRequest, CompletionRequest, ModelCard, ModelList
 from sllm.api.worker_client import WorkerClient
 from sllm.logs import log_event
@@ -128,52 +134,15 @@ class _Upstream:
             self.client.finish(self.response)
 
 
-class _RelayResponse(Response):
-    """Relays a worker's events to the client, and closes the upstream however it ends.
-
-    Leaner than Starlette's ``StreamingResponse`` (an anyio task group per response): the
-    relay runs under `unless_disconnected`, which cancels it when the client goes away.
-    When the client left before the relay began, the body generator never starts, so its
-    own ``finally`` never runs: this one does, and the worker sees the disconnect.
-    """
-
-    media_type = "text/event-stream"
-
-    def __init__(
-        self, content: AsyncGenerator[bytes, None], upstream: _Upstream, headers: dict[str, str]
-    ) -> None:
-        self.content = content
-        self.upstream = upstream
-        self.status_code = 200
-        self.background = None
-        self.init_headers(headers)
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        try:
-            await unless_disconnected(receive, self._relay(send))
-        except ClientGone:
-            pass  # `Gateway._relay` logged it; the upstream closes below
-        finally:
-            self.upstream.close()
-        if self.background is not None:  # a route that takes BackgroundTasks gets them here
-            await self.background()
-
-    async def _relay(self, send: Send) -> None:
-        complete = False
-        try:
-            await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
-            async for run in self.content:
-                # [DONE] comes last (`Gateway._relay`): it ends the response in the same write.
-                complete = run.endswith(sse.DONE)
-                await send({"type": "http.response.body", "body": run, "more_body": not complete})
-            if not complete:
-                await send({"type": "http.response.body", "body": b"", "more_body": False})
-        finally:  # cancelled while sending: the body generator learns it here
-            await self.content.aclose()
-
-
 class Gateway:
-    """The `/v1` routes, bound to a scheduler, a model list and an HTTP client."""
+    """The `/v1` API, bound to a scheduler, a model list and an HTTP client.
+
+    The two completion routes are served by `CompletionLane`, a pure ASGI middleware,
+    straight from the ASGI channel: FastAPI's routing, dependency solving and response
+    classes cost about a fifth of the front door's CPU per request (`docs/benchmarks.md`,
+    "Gateway"), and these routes need none of them. `router` serves the rest of `/v1`;
+    `documented` lists every route, the lane's included, for the OpenAPI document.
+    """
 
     def __init__(
         self,
@@ -190,36 +159,28 @@ class Gateway:
         self.config = config
         self.router = APIRouter()
         self.router.add_api_route("/v1/models", self.list_models, methods=["GET"])
-        self.router.add_api_route(
-            "/v1/chat/completions", self.chat_completions, methods=["POST"], response_model=None
-        )
-        self.router.add_api_route(
-            "/v1/completions", self.completions, methods=["POST"], response_model=None
-        )
 
-    # -- routes ----------------------------------------------------------------------
+    def documented(self) -> APIRouter:
+        """`router`'s routes and the lane's, each lane route with the body it validates."""
+        router = APIRouter()
+        router.include_router(self.router)
+        router.add_api_route(
+            "/v1/chat/completions", chat_completions, methods=["POST"], response_model=None
+        )
+        router.add_api_route("/v1/completions", completions, methods=["POST"], response_model=None)
+        return router
 
     async def list_models(self, request: Request) -> ModelList:
-        self._authenticate(request)
+        self._authenticate(request.headers.get("authorization", ""))
         return ModelList(data=[ModelCard(id=name) for name in sorted(self.model_names())])
-
-    async def chat_completions(self, body: ChatCompletionRequest, request: Request) -> Response:
-        prompt_chars = sum(len(m.content) for m in body.messages)
-        return await self._serve(request, body, "chat", "/v1/chat/completions", prompt_chars)
-
-    async def completions(self, body: CompletionRequest, request: Request) -> Response:
-        return await self._serve(
-            request, body, "completion", "/v1/completions", len(body.prompt_text)
-        )
 
     # -- the request path --------------------------------------------------------------
 
-    def _authenticate(self, request: Request) -> None:
+    def _authenticate(self, authorization: str) -> None:
         keys = self.config.api_keys
         if not keys:
             return
-        header = request.headers.get("authorization", "")
-        scheme, _, token = header.partition(" ")
+        scheme, _, token = authorization.partition(" ")
         given = token.strip().encode() if scheme.lower() == "bearer" else b""
         # Compare against every key, in constant time, without stopping at a match.
         matched = False
@@ -228,18 +189,18 @@ class Gateway:
         if not matched:
             raise ApiError(401, "missing or invalid API key", code="invalid_api_key")
 
-    async def _serve(
-        self,
-        request: Request,
-        body: ChatCompletionRequest | CompletionRequest,
-        kind: sse.Kind,
-        path: str,
-        prompt_chars: int,
-    ) -> Response:
-        request_id = request_id_of(request)
+    async def serve(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Answer one request to a completion route, and log how it ended, once."""
+        request_id = request_id_in(scope)
         began = time.monotonic()
+        status, reason = CLIENT_CLOSED, "client disconnected"  # unless it ends otherwise
         try:
-            self._authenticate(request)
+            path = scope["path"]
+            kind, schema = COMPLETION_ROUTES[path]
+            if scope["method"] != "POST":
+                raise ApiError(405, f"{path} takes POST", code="method_not_allowed")
+            self._authenticate(header_of(scope, b"authorization"))
+            body = _validated(schema, await _read_body(receive))
             if body.model not in self.model_names():
                 raise ApiError(
                     404,
@@ -247,34 +208,54 @@ class Gateway:
                     code="model_not_found",
                     param="model",
                 )
-            payload = body.model_dump(exclude_none=True)
-            payload["stream"] = True
-            upstream_body = json.dumps(payload, separators=(",", ":")).encode()
-            schedule = ScheduleRequest(
-                request_id,
-                body.model,
-                0,
-                max(1, prompt_chars // CHARS_PER_TOKEN),
-                body.output_tokens,
+            status, reason = await unless_disconnected(
+                receive, self._answer(request_id, kind, path, body, send)
             )
-            upstream = await unless_disconnected(
-                request.receive, self._open_upstream(request_id, schedule, path, upstream_body)
-            )
-            headers = {"x-request-id": request_id}
-            if body.stream:
-                return _RelayResponse(self._relay(request_id, upstream, began), upstream, headers)
-            folded = await unless_disconnected(request.receive, self._fold(request_id, upstream))
         except ApiError as error:
-            self._finished(request_id, began, error.status, error.message)
-            return error.response(request_id)
+            status, reason = error.status, error.message
+            await error.response(request_id)(scope, receive, send)
         except ClientGone:
-            self._finished(request_id, began, CLIENT_CLOSED, "client disconnected")
-            return ApiError(400, "the client closed the request").response(request_id)
+            pass
+        finally:  # cancelled too (the server stopping): logged as the client's going
+            self._finished(request_id, began, status, reason)
+
+    async def _answer(
+        self,
+        request_id: str,
+        kind: sse.Kind,
+        path: str,
+        body: ChatCompletionRequest | CompletionRequest,
+        send: Send,
+    ) -> tuple[int, str]:
+        """Place, proxy and answer; return the status and reason to log.
+
+        Until the response starts, a failure is an `ApiError`; after, an error event ends
+        the stream.
+        """
+        payload = body.model_dump(exclude_none=True)
+        payload["stream"] = True
+        schedule = ScheduleRequest(
+            request_id,
+            body.model,
+            0,
+            max(1, body.prompt_chars // CHARS_PER_TOKEN),
+            body.output_tokens,
+        )
+        upstream_body = json.dumps(payload, separators=(",", ":")).encode()
+        upstream = await self._open_upstream(request_id, schedule, path, upstream_body)
+        try:
+            if body.stream:
+                return await self._relay(request_id, upstream, send)
+            folded = await self._fold(request_id, upstream)
+        finally:  # however it ends; a stream still running is cancelled on the worker
+            upstream.close()
         if folded.error is not None:
             message = str(folded.error.get("message", "worker failed"))
-            return ApiError(502, message, code="worker_failed").response(request_id)
-        self._finished(request_id, began, 200, "")
-        return JSONResponse(folded.response(kind, request_id, body.model), headers=headers)
+            raise ApiError(502, message, code="worker_failed")
+        answer = json.dumps(folded.response(kind, request_id, body.model)).encode()
+        await send({"type": "http.response.start", "status": 200, "headers": _JSON_HEADERS})
+        await send({"type": "http.response.body", "body": answer})
+        return 200, ""
 
     def _finished(self, request_id: str, began: float, status: int, reason: str) -> None:
         log_event(
@@ -376,15 +357,14 @@ class Gateway:
             if response is not None:
                 self.client.finish(response)
 
-    async def _relay(
-        self, request_id: str, upstream: _Upstream, began: float
-    ) -> AsyncGenerator[bytes, None]:
+    async def _relay(self, request_id: str, upstream: _Upstream, send: Send) -> tuple[int, str]:
         """Forward events to the client; end a broken stream with an explicit error event.
 
-        The run with ``[DONE]`` is held until the worker's response has ended (it follows at
-        once), so that its connection goes back to the pool before the client's response
-        ends with that run.
+        A run of events is forwarded as one write. The run with ``[DONE]`` is held until the
+        worker's response has ended (it follows at once), so that its connection goes back
+        to the pool before the client's response ends with that run, in the same write.
         """
+        await send({"type": "http.response.start", "status": 200, "headers": _STREAM_HEADERS})
         done = b""
         try:
             async for run in upstream.events():
@@ -393,28 +373,22 @@ class Gateway:
                 if run.endswith(sse.DONE):
                     done = run
                     continue
-                yield run
+                await send({"type": "http.response.body", "body": run, "more_body": True})
             if not done:
                 raise ConnectionError("worker stream ended without [DONE]")
         except (aiohttp.ClientError, ConnectionError, TimeoutError) as error:
             reason = str(error) or type(error).__name__
             log_event(log, logging.WARNING, "stream_broken", request_id=request_id, error=reason)
-            self._finished(request_id, began, 502, reason)
-            yield ApiError(
-                502, f"the worker failed mid-stream: {reason}", code="worker_failed"
-            ).sse()
-            return
-        except (asyncio.CancelledError, GeneratorExit):  # the client went away
-            self._finished(request_id, began, CLIENT_CLOSED, "client disconnected")
-            raise
-        finally:
-            upstream.close()
-        self._finished(request_id, began, 200, "")
-        yield done
+            failed = ApiError(502, f"the worker failed mid-stream: {reason}", code="worker_failed")
+            await send({"type": "http.response.body", "body": failed.sse(), "more_body": False})
+            return 502, reason
+        upstream.close()
+        await send({"type": "http.response.body", "body": done, "more_body": False})
+        return 200, ""
 
     async def _fold(self, request_id: str, upstream: _Upstream) -> sse.Folded:
         """The worker's stream folded into one response; read to its end, so that its
-        connection goes back to the pool."""
+        connection goes back to the pool when it is closed."""
         folded = sse.Folded()
         try:
             async for run in upstream.events():
@@ -442,8 +416,6 @@ class Gateway:
             folded.error = {
                 "message": f"the worker failed mid-request: {error or type(error).__name__}"
             }
-        finally:
-            upstream.close()
         return folded
 
 
@@ -488,3 +460,84 @@ def _rejection(decision: ScheduleResponse, model: str) -> ApiError:
             param="model",
         )
     return ApiError(503, f"no worker is available ({decision.reason})", code="no_worker")
+
+
+class CompletionLane:
+    """ASGI middleware: the completion routes go to `Gateway.serve`, the rest on to `app`.
+
+    It sits inside `RequestIdMiddleware`, which gives every request its id and sets the
+    response header.
+    """
+
+    def __init__(self, app: ASGIApp, gateway: Gateway) -> None:
+        self.app = app
+        self.gateway = gateway
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["path"] in COMPLETION_ROUTES:
+            await self.gateway.serve(scope, receive, send)
+        else:
+            await self.app(scope, receive, send)
+
+
+# The lane's routes: what each answers as, and the body it takes.
+COMPLETION_ROUTES: dict[str, tuple[sse.Kind, type[ChatCompletionRequest | CompletionRequest]]] = {
+    "/v1/chat/completions": ("chat", ChatCompletionRequest),
+    "/v1/completions": ("completion", CompletionRequest),
+}
+# A body larger than this is refused (413) before it is parsed: a prompt of the longest
+# context any catalog model takes is well under it.
+MAX_BODY_BYTES = 4 * 1024 * 1024
+_STREAM_HEADERS = [(b"content-type", b"text/event-stream; charset=utf-8")]
+_JSON_HEADERS = [(b"content-type", b"application/json")]
+
+
+async def _read_body(receive: Receive) -> bytes:
+    """The whole request body; `ClientGone` if the client leaves first."""
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ClientGone
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > MAX_BODY_BYTES:
+            raise ApiError(413, f"the request body is over {MAX_BODY_BYTES} bytes")
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return b"".join(chunks)
+
+
+def _validated(
+    schema: type[ChatCompletionRequest | CompletionRequest], body: bytes
+) -> ChatCompletionRequest | CompletionRequest:
+    try:
+        return schema.model_validate_json(body)
+    except ValidationError as error:
+        raise invalid_request(error.errors()) from None
+
+
+# The lane's routes as the OpenAPI document describes them (`Gateway.documented`): FastAPI
+# takes a route's body schema from its endpoint's signature and its description from the
+# docstring. `CompletionLane` serves these paths, so the endpoints are never called.
+_ANSWERS = """
+
+With `stream: true` the answer is server-sent events (`data:` chunks, then
+`data: [DONE]`), ending with an `{"error": ...}` event if the worker fails mid-stream;
+otherwise one JSON body with `usage`. Errors are OpenAI's error JSON: 400 bad body, 401
+bad key, 404 unknown model, 413 body too large, 429 every queue full (with `Retry-After`),
+502 the worker failed, 503 no worker, 504 no answer in time. Every answer carries
+`x-request-id`."""
+
+
+async def chat_completions(body: ChatCompletionRequest, request: Request) -> Response:
+    raise NotImplementedError("served by CompletionLane")
+
+
+async def completions(body: CompletionRequest, request: Request) -> Response:
+    raise NotImplementedError("served by CompletionLane")
+
+
+chat_completions.__doc__ = "A chat completion, placed on a worker and proxied." + _ANSWERS
+completions.__doc__ = "A text completion, placed on a worker and proxied." + _ANSWERS

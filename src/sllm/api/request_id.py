@@ -36,10 +36,22 @@ def accepted(given: str | None) -> str | None:
 
 def request_id_of(request: Request) -> str:
     """The id the middleware gave `request` (or one from its header, or a new one)."""
-    given = request.scope.get("state", {}).get("request_id")
+    return request_id_in(request.scope)
+
+
+def request_id_in(scope: Scope) -> str:
+    """The id the middleware gave the request of `scope` (or one from its header, or a new
+    one)."""
+    given = scope.get("state", {}).get("request_id")
     if isinstance(given, str):
         return given
-    return accepted(request.headers.get(HEADER)) or new_request_id()
+    return accepted(header_of(scope, _HEADER_BYTES)) or new_request_id()
+
+
+def header_of(scope: Scope, name: bytes) -> str:
+    """The first value of the header `name` (lower case) in an ASGI scope, or ""."""
+    value = next((value for key, value in scope["headers"] if key == name), b"")
+    return value.decode("latin-1")
 
 
 class RequestIdMiddleware:
@@ -50,8 +62,7 @@ class RequestIdMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        given = next((value for key, value in scope["headers"] if key == _HEADER_BYTES), b"")
-        request_id = accepted(given.decode("latin-1")) or new_request_id()
+        request_id = accepted(header_of(scope, _HEADER_BYTES)) or new_request_id()
         scope.setdefault("state", {})["request_id"] = request_id
         header = (_HEADER_BYTES, request_id.encode())
 

@@ -59,6 +59,10 @@ class ChatMessage(BaseModel):
 class ChatCompletionRequest(_Request):
     messages: list[ChatMessage] = Field(min_length=1)
 
+    @property
+    def prompt_chars(self) -> int:
+        return sum(len(message.content) for message in self.messages)
+
 
 class CompletionRequest(_Request):
     prompt: str | list[str]
@@ -73,6 +77,10 @@ class CompletionRequest(_Request):
     @property
     def prompt_text(self) -> str:
         return self.prompt if isinstance(self.prompt, str) else self.prompt[0]
+
+    @property
+    def prompt_chars(self) -> int:
+        return len(self.prompt_text)
 
 
 class ModelCard(BaseModel):
