@@ -1,8 +1,8 @@
-"""The front door's client to workers keeps at most its bound of idle connections.
+"""The front door's client to workers: pooled connections, bounded, and failures it reports.
 
 A small aiohttp server on 127.0.0.1 stands in for a worker: each POST waits until the test
-lets every request in flight go, then answers one event. The server records whether each
-request asked it to close the connection afterwards, and how many connections it holds.
+lets every request in flight go, then answers. The server counts the connections it holds
+and the requests whose client went away first.
 """
 
 from __future__ import annotations
@@ -12,11 +12,10 @@ import contextlib
 import socket
 from collections.abc import AsyncIterator, Iterator
 
-import aiohttp
 import pytest
 from aiohttp import web
 
-from sllm.api.worker_client import WorkerClient
+from sllm.api.worker_client import READ_BUFFER_BYTES, UpstreamClosed, WorkerClient
 
 pytestmark = pytest.mark.integration
 
@@ -25,20 +24,27 @@ STREAMS = 8
 
 
 class FakeWorker:
-    def __init__(self) -> None:
+    def __init__(self, answer: bytes = b"data: [DONE]\n\n") -> None:
+        self.answer = answer
         self.release = asyncio.Event()
         self.arrived = 0
-        self.asked_to_close: list[bool] = []
+        self.request_ids: list[str] = []
+        self.cancelled = 0
         self.runner: web.AppRunner | None = None
-        self.url = ""
+        self.port = 0
 
     async def completions(self, request: web.Request) -> web.StreamResponse:
         self.arrived += 1
-        self.asked_to_close.append(request.headers.get("connection", "").lower() == "close")
-        await self.release.wait()
+        self.request_ids.append(request.headers.get("x-request-id", ""))
+        try:
+            await self.release.wait()
+        except asyncio.CancelledError:  # the client closed the connection
+            self.cancelled += 1
+            raise
         response = web.StreamResponse(headers={"content-type": "text/event-stream"})
         await response.prepare(request)
-        await response.write(b"data: [DONE]\n\n")
+        for start in range(0, len(self.answer), 4096):
+            await response.write(self.answer[start : start + 4096])
         await response.write_eof()
         return response
 
@@ -48,24 +54,28 @@ class FakeWorker:
 
 
 @contextlib.asynccontextmanager
-async def fake_worker() -> AsyncIterator[FakeWorker]:
-    worker = FakeWorker()
+async def fake_worker(
+    answer: bytes = b"data: [DONE]\n\n", keepalive_timeout: float = 75.0
+) -> AsyncIterator[FakeWorker]:
+    worker = FakeWorker(answer)
     app = web.Application()
     app.router.add_post("/v1/completions", worker.completions)
-    worker.runner = web.AppRunner(app)
+    # handler_cancellation: a handler is cancelled when its client disconnects.
+    worker.runner = web.AppRunner(
+        app, keepalive_timeout=keepalive_timeout, handler_cancellation=True
+    )
     await worker.runner.setup()
     site = web.TCPSite(worker.runner, "127.0.0.1", 0)
     await site.start()
-    port = worker.runner.addresses[0][1]
-    worker.url = f"http://127.0.0.1:{port}/v1/completions"
+    worker.port = worker.runner.addresses[0][1]
     try:
         yield worker
     finally:
         await worker.runner.cleanup()
 
 
-async def _stream(client: WorkerClient, url: str) -> bytes:
-    response = await client.post(url, b"{}", "req-test")
+async def _stream(client: WorkerClient, port: int) -> bytes:
+    response = await client.post("127.0.0.1", port, "/v1/completions", b"{}", "req-test")
     try:
         return await response.read()
     finally:
@@ -76,16 +86,16 @@ async def test_streams_beyond_the_bound_close_their_connections(eventually) -> N
     client = WorkerClient(max_keepalive_connections=KEEPALIVE_BOUND)
     try:
         async with fake_worker() as worker:
-            streams = [asyncio.ensure_future(_stream(client, worker.url)) for _ in range(STREAMS)]
+            streams = [asyncio.ensure_future(_stream(client, worker.port)) for _ in range(STREAMS)]
             await eventually(lambda: worker.arrived == STREAMS, 5, "every request arrived")
             assert client.streams == STREAMS
             assert worker.open_connections() == STREAMS
             worker.release.set()
             assert await asyncio.gather(*streams) == [b"data: [DONE]\n\n"] * STREAMS
 
-            # The first `KEEPALIVE_BOUND` went out below the bound; the rest asked to close.
-            assert worker.asked_to_close.count(False) == KEEPALIVE_BOUND
+            assert worker.request_ids == ["req-test"] * STREAMS
             assert client.streams == 0
+            # Only `KEEPALIVE_BOUND` stay open for reuse; the others were closed.
             await eventually(
                 lambda: worker.open_connections() == KEEPALIVE_BOUND,
                 5,
@@ -94,7 +104,7 @@ async def test_streams_beyond_the_bound_close_their_connections(eventually) -> N
 
             # Reused: a second round opens no connection beyond those kept.
             worker.release.clear()
-            again = [asyncio.ensure_future(_stream(client, worker.url)) for _ in range(2)]
+            again = [asyncio.ensure_future(_stream(client, worker.port)) for _ in range(2)]
             await eventually(lambda: worker.arrived == STREAMS + 2, 5, "the second round")
             assert worker.open_connections() == KEEPALIVE_BOUND
             worker.release.set()
@@ -103,12 +113,79 @@ async def test_streams_beyond_the_bound_close_their_connections(eventually) -> N
         await client.close()
 
 
+async def test_a_long_answer_arrives_whole_through_paused_reads() -> None:
+    answer = bytes(range(256)) * (4 * READ_BUFFER_BYTES // 256)  # 4x the read buffer
+    client = WorkerClient()
+    try:
+        async with fake_worker(answer) as worker:
+            worker.release.set()
+            response = await client.post(
+                "127.0.0.1", worker.port, "/v1/completions", b"{}", "req-test"
+            )
+            await asyncio.sleep(0)  # let it arrive past the buffer's bound unread
+            try:
+                assert await response.read() == answer
+            finally:
+                client.finish(response)
+            # Read to its end: the connection is reused.
+            assert await _stream(client, worker.port) == answer
+            assert worker.open_connections() == 1
+    finally:
+        await client.close()
+
+
+async def test_an_answer_left_unread_closes_its_connection(eventually) -> None:
+    client = WorkerClient()
+    try:
+        async with fake_worker() as worker:
+            pending = asyncio.ensure_future(
+                client.post("127.0.0.1", worker.port, "/v1/completions", b"{}", "req-test")
+            )
+            await eventually(lambda: worker.arrived == 1, 5, "the request arrived")
+            pending.cancel()  # the client went away before the answer
+            await asyncio.gather(pending, return_exceptions=True)
+            assert client.streams == 0
+            await eventually(lambda: worker.cancelled == 1, 5, "the worker saw it go")
+    finally:
+        await client.close()
+
+
+async def test_a_connection_the_worker_closed_while_idle_is_not_reused(eventually) -> None:
+    client = WorkerClient()
+    try:
+        async with fake_worker(keepalive_timeout=0.05) as worker:
+            worker.release.set()
+            assert await _stream(client, worker.port) == b"data: [DONE]\n\n"
+            await eventually(lambda: worker.open_connections() == 0, 5, "the worker closed it")
+            assert await _stream(client, worker.port) == b"data: [DONE]\n\n"
+    finally:
+        await client.close()
+
+
+async def test_an_answer_that_is_not_http_is_a_connection_error() -> None:
+    async def not_http(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"SSH-2.0-OpenSSH\r\n\r\n")
+        await writer.drain()
+
+    server = await asyncio.start_server(not_http, "127.0.0.1", 0)
+    client = WorkerClient()
+    try:
+        port = server.sockets[0].getsockname()[1]
+        with pytest.raises(UpstreamClosed, match="not HTTP"):
+            await client.post("127.0.0.1", port, "/v1/completions", b"{}", "req-test")
+        assert client.streams == 0
+    finally:
+        await client.close()
+        server.close()
+
+
 async def test_a_failed_post_is_not_counted_as_a_stream() -> None:
     client = WorkerClient()
     with socket_nobody_listens_on() as port:
         try:
-            with pytest.raises(aiohttp.ClientConnectionError):
-                await client.post(f"http://127.0.0.1:{port}/v1/completions", b"{}", "req-test")
+            with pytest.raises(ConnectionRefusedError):
+                await client.post("127.0.0.1", port, "/v1/completions", b"{}", "req-test")
             assert client.streams == 0
         finally:
             await client.close()

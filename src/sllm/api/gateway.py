@@ -43,7 +43,6 @@ import time
 from collections.abc import AsyncIterator, Callable, Collection
 from dataclasses import dataclass
 
-import aiohttp
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 from pydantic import ValidationError
@@ -54,7 +53,7 @@ from sllm.api.disconnect import ClientGone, unless_disconnected
 from sllm.api.errors import ApiError, invalid_request
 from sllm.api.request_id import header_of, request_id_in
 from sllm.api.schemas import ChatCompletionRequest, CompletionRequest, ModelCard, ModelList
-from sllm.api.worker_client import WorkerClient
+from sllm.api.worker_client import UpstreamResponse, WorkerClient
 from sllm.logs import log_event
 from sllm.wire import ScheduleRequest, ScheduleResponse
 
@@ -100,7 +99,7 @@ class _Upstream:
     """A worker's open stream: the response, what was read ahead, and the client to tell."""
 
     client: WorkerClient
-    response: aiohttp.ClientResponse
+    response: UpstreamResponse
     buffer: bytearray
     first: bytes
     closed: bool = False
@@ -112,10 +111,9 @@ class _Upstream:
         chunk, and several that arrived together are not split again.
         """
         yield self.first
-        content = self.response.content
         while True:
             async with asyncio.timeout(READ_TIMEOUT_S):
-                piece = await content.readany()
+                piece = await self.response.readany()
             if not piece:
                 if self.buffer.strip():
                     raise ConnectionError("stream ended inside an event")
@@ -279,11 +277,10 @@ class Gateway:
             decision = self.place(schedule)
             if decision.action == "reject":
                 raise _rejection(decision, schedule.model)
-            prefix = self.config.upstream_prefix
-            url = f"http://{decision.host}:{decision.http_port}{prefix}{path}"
+            worker = (decision.host, decision.http_port, self.config.upstream_prefix + path)
             started = time.monotonic()
             try:
-                upstream = await self._first_event(url, request_id, body)
+                upstream = await self._first_event(worker, request_id, body)
             except (_UpstreamFailed, _UpstreamBusy) as failure:
                 last_error = str(failure)
                 timed_out = isinstance(failure, _UpstreamFailed) and failure.timed_out
@@ -325,21 +322,24 @@ class Gateway:
             raise ApiError(504, f"no worker answered in time ({last_error})", code="timeout")
         raise ApiError(503, f"no worker could serve the request ({last_error})", code="no_worker")
 
-    async def _first_event(self, url: str, request_id: str, body: bytes) -> _Upstream:
-        """Send to one worker and read until its first whole event, within the deadline.
+    async def _first_event(
+        self, worker: tuple[str, int, str], request_id: str, body: bytes
+    ) -> _Upstream:
+        """Send to one worker (host, port, path) and read until its first whole event,
+        within the deadline.
 
         Raises `_UpstreamFailed` or `_UpstreamBusy` for another try, or `ApiError` for a
         4xx that is the request's own fault. The response is closed unless handed over.
         """
-        response: aiohttp.ClientResponse | None = None
+        response: UpstreamResponse | None = None
         try:
             async with asyncio.timeout(self.config.first_byte_timeout_s):
-                response = await self.client.post(url, body, request_id)
+                response = await self.client.post(*worker, body, request_id)
                 if response.status != 200:
                     raise _refusal(response.status, await response.read())
                 buffer = bytearray()
                 while (end := buffer.rfind(b"\n\n")) < 0:
-                    piece = await response.content.readany()
+                    piece = await response.readany()
                     if not piece:
                         raise _UpstreamFailed("worker closed the stream before any event")
                     buffer.extend(piece)
@@ -348,11 +348,11 @@ class Gateway:
                 opened = _Upstream(self.client, response, buffer, first)
                 response = None  # handed over
                 return opened
-        except aiohttp.ClientError as error:  # a connect timeout is one too
-            reason = f"{type(error).__name__}: {error}"
-            raise _UpstreamFailed(reason, timed_out=isinstance(error, TimeoutError)) from None
-        except TimeoutError:
-            raise _UpstreamFailed("worker timed out before the first event", True) from None
+        except TimeoutError as error:  # connecting, or the first event
+            reason = str(error) or "worker timed out before the first event"
+            raise _UpstreamFailed(reason, timed_out=True) from None
+        except OSError as error:  # refused, reset, closed, unreachable
+            raise _UpstreamFailed(f"{type(error).__name__}: {error}") from None
         finally:
             if response is not None:
                 self.client.finish(response)
@@ -376,7 +376,7 @@ class Gateway:
                 await send({"type": "http.response.body", "body": run, "more_body": True})
             if not done:
                 raise ConnectionError("worker stream ended without [DONE]")
-        except (aiohttp.ClientError, ConnectionError, TimeoutError) as error:
+        except (ConnectionError, TimeoutError) as error:
             reason = str(error) or type(error).__name__
             log_event(log, logging.WARNING, "stream_broken", request_id=request_id, error=reason)
             failed = ApiError(502, f"the worker failed mid-stream: {reason}", code="worker_failed")
@@ -403,7 +403,7 @@ class Gateway:
                         folded.feed(payload)
             if not folded.done and folded.error is None:
                 folded.error = {"message": "worker stream ended without [DONE]"}
-        except (aiohttp.ClientError, ConnectionError, TimeoutError) as error:
+        except (ConnectionError, TimeoutError) as error:
             if folded.done:  # what the client needs has all come
                 return folded
             log_event(

@@ -44,9 +44,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("sllm.http")
 
-# What the ``serve`` extra provides; one missing module disables HTTP. (Its httptools is
-# only uvicorn's faster parser: without it uvicorn parses with h11.)
-HTTP_MODULES: tuple[str, ...] = ("prometheus_client", "fastapi", "uvicorn", "aiohttp")
+# What the ``serve`` extra provides; one missing module disables HTTP. (httptools parses
+# the front door's answers from workers, and requests in uvicorn.)
+HTTP_MODULES: tuple[str, ...] = ("prometheus_client", "fastapi", "uvicorn", "httptools")
 
 _disabled_logged = False
 
