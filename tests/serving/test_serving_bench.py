@@ -4,6 +4,7 @@ both core modes where there are two cores."""
 from __future__ import annotations
 
 import os
+import statistics
 
 import pytest
 
@@ -25,6 +26,13 @@ def test_the_gateway_benchmark_runs_small() -> None:
             )
             assert row[path]["front_door_cpu_ms_per_request"] >= 0
             assert row[path]["worker_cpu_ms_per_request"] >= 0
+        paired = [
+            front - alone
+            for front, alone in zip(
+                row["gateway"]["round_p50_ms"], row["direct"]["round_p50_ms"], strict=True
+            )
+        ]
+        assert row["added_p50_paired_ms"] == round(statistics.median(paired), 3)
     assert os.sched_getaffinity(0) == cores  # the load generator's cores given back
     streams = result["streams"]
     assert streams["errors"] == 0
