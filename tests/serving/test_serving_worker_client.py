@@ -162,6 +162,46 @@ async def test_a_connection_the_worker_closed_while_idle_is_not_reused(eventuall
         await client.close()
 
 
+async def test_a_request_the_worker_drops_on_a_reused_connection_goes_again_on_a_new_one() -> None:
+    """The worker's keep-alive runs out just as the pool hands the connection out: it closes
+    it without answering the request that arrived. The request goes again, once."""
+    answered: list[int] = []  # the connection number of each answer
+
+    async def worker(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        number = len(answered)
+        answers = 0
+        while True:
+            try:
+                head = await reader.readuntil(b"\r\n\r\n")
+            except asyncio.IncompleteReadError:
+                break
+            length = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
+            await reader.readexactly(length)
+            if number == 0 and answers == 1:
+                break  # the first connection: dropped as its second request arrives
+            answered.append(number)
+            answers += 1
+            writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+            await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(worker, "127.0.0.1", 0)
+    client = WorkerClient()
+    try:
+        port = server.sockets[0].getsockname()[1]
+        for _ in range(2):
+            response = await client.post("127.0.0.1", port, "/v1/completions", b"{}", "req")
+            try:
+                assert await response.read() == b"ok"
+            finally:
+                client.finish(response)
+        assert answered == [0, 1]  # the second answer came on a second connection
+        assert client.streams == 0
+    finally:
+        await client.close()
+        server.close()
+
+
 async def test_an_answer_that_is_not_http_is_a_connection_error() -> None:
     async def not_http(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await reader.readuntil(b"\r\n\r\n")

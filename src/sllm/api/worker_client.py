@@ -140,6 +140,9 @@ class _Connection(asyncio.Protocol):
             self._lost(UpstreamClosed(f"the worker's answer is not HTTP: {error}"))
             self.close()
 
+    def eof_received(self) -> None:
+        self.open = False  # the transport closes itself (returning None says so)
+
     def connection_lost(self, exc: Exception | None) -> None:
         self._lost(UpstreamClosed("the worker closed the connection"))
         self.client._forget(self)
@@ -171,6 +174,10 @@ class _Connection(asyncio.Protocol):
         self.headers_in = asyncio.get_running_loop().create_future()
         self.transport.write(request)
         return self.response
+
+    def usable(self) -> bool:
+        """Open, as far as this side knows: not closed by either end."""
+        return self.open and self.transport is not None and not self.transport.is_closing()
 
     def pause(self) -> None:
         if not self.paused and self.transport is not None:
@@ -210,21 +217,21 @@ class WorkerClient:
     ) -> UpstreamResponse:
         """Send `body` (JSON) to `path` on the worker at `host`:`port`; return its answer
         once the headers are in."""
-        connection = self._pooled((host, port)) or await self._connect((host, port))
         request = (
             f"POST {path} HTTP/1.1\r\nhost: {host}:{port}\r\n"
             f"content-type: application/json\r\ncontent-length: {len(body)}\r\n"
             f"x-request-id: {request_id}\r\n\r\n"
         ).encode("latin-1") + body
-        response = connection.send(request)
-        self.streams += 1
-        try:
-            assert connection.headers_in is not None
-            await connection.headers_in
-        except BaseException:
-            self.finish(response)
-            raise
-        return response
+        key = (host, port)
+        pooled = self._pooled(key)
+        if pooled is not None:
+            try:
+                return await self._exchange(pooled, request)
+            except UpstreamClosed:
+                # The worker closed the idle connection as it was taken (its keep-alive ran
+                # out): a request arriving then is not served, so it goes again, once.
+                pass
+        return await self._exchange(await self._connect(key), request)
 
     def finish(self, response: UpstreamResponse) -> None:
         """Done with `response`: its connection goes back to the pool if the answer was read
@@ -233,7 +240,7 @@ class WorkerClient:
         connection = response.connection
         connection.response = None
         connection.headers_in = None
-        reusable = response.complete and connection.open
+        reusable = response.complete and connection.usable()
         if reusable and self._idle_count < self.max_keepalive_connections:
             connection.resume()  # paused only for an answer left unread: nothing more comes
             connection.idle_since = time.monotonic()
@@ -250,6 +257,18 @@ class WorkerClient:
         self._idle.clear()
         self._idle_count = 0
 
+    async def _exchange(self, connection: _Connection, request: bytes) -> UpstreamResponse:
+        """Send `request` on `connection`; its answer once the headers are in."""
+        response = connection.send(request)
+        self.streams += 1
+        try:
+            assert connection.headers_in is not None
+            await connection.headers_in
+        except BaseException:
+            self.finish(response)
+            raise
+        return response
+
     def _pooled(self, key: tuple[str, int]) -> _Connection | None:
         """The most recently used idle connection to `key` still fit for use, if any."""
         idle = self._idle.get(key)
@@ -257,7 +276,7 @@ class WorkerClient:
         while idle:
             connection = idle.pop()
             self._idle_count -= 1
-            if connection.open and now - connection.idle_since < IDLE_TIMEOUT_S:
+            if connection.usable() and now - connection.idle_since < IDLE_TIMEOUT_S:
                 return connection
             self._drop(connection)
         return None
