@@ -55,9 +55,9 @@ BACKLOG = 2048
 # An idle kept-alive connection is closed after this long (uvicorn's default, named: the
 # front door's client drops its idle connections to workers before this).
 KEEP_ALIVE_S = 5
-# uvicorn's HTTP parser: "auto" is httptools (in C, part of the serve extra) when it is
-# installed, else h11 (pure Python, slower): a service installed without it still serves.
-HTTP_PARSER = "auto"
+# uvicorn's HTTP parser: httptools (in C), which the serve extra installs and the front
+# door's client to workers needs too; without it HTTP is off (`HTTP_MODULES`).
+HTTP_PARSER = "httptools"
 
 
 def create_app(
