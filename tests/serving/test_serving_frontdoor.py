@@ -128,7 +128,8 @@ def test_a_body_that_is_not_an_object_is_400(http) -> None:
 def test_a_body_over_the_limit_is_413_before_it_is_parsed(http) -> None:
     oversized = b"{" + b" " * MAX_BODY_BYTES + b"}"
     response = http.post("/v1/completions", content=oversized, headers=AUTH)
-    assert "bytes" in _error(response, 413, "invalid_request_error")["message"]
+    error = _error(response, 413, "invalid_request_error")
+    assert error["code"] == "request_too_large" and "bytes" in error["message"]
 
 
 def test_a_completion_route_takes_only_post(http) -> None:

@@ -503,7 +503,9 @@ async def _read_body(receive: Receive) -> bytes:
         chunk = message.get("body", b"")
         size += len(chunk)
         if size > MAX_BODY_BYTES:
-            raise ApiError(413, f"the request body is over {MAX_BODY_BYTES} bytes")
+            raise ApiError(
+                413, f"the request body is over {MAX_BODY_BYTES} bytes", code="request_too_large"
+            )
         chunks.append(chunk)
         if not message.get("more_body", False):
             return b"".join(chunks)
