@@ -3,7 +3,7 @@
 `RequestIdMiddleware` is a plain ASGI middleware (Starlette's ``BaseHTTPMiddleware`` would
 put every streamed chunk through a memory stream). For each request it takes the client's
 ``x-request-id`` when it is a sane token, otherwise makes one, keeps it in the scope's
-state (`request_id_of` reads it) and sets the header on the response, whatever route or
+state (`request_id_in` reads it) and sets the header on the response, whatever route or
 error handler produced it. The front door forwards the id to the worker, so the
 coordinator's and the worker's log lines of one request carry the same id.
 
@@ -15,7 +15,6 @@ from __future__ import annotations
 import re
 import uuid
 
-from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 HEADER = "x-request-id"
@@ -32,11 +31,6 @@ def new_request_id() -> str:
 def accepted(given: str | None) -> str | None:
     """The client's id when it is a sane token, else None."""
     return given if given and _ACCEPTED.match(given) else None
-
-
-def request_id_of(request: Request) -> str:
-    """The id the middleware gave `request` (or one from its header, or a new one)."""
-    return request_id_in(request.scope)
 
 
 def request_id_in(scope: Scope) -> str:

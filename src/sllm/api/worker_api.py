@@ -23,7 +23,7 @@ from starlette.types import Receive, Scope, Send
 from sllm.api import sse
 from sllm.api.disconnect import ClientGone, unless_disconnected
 from sllm.api.errors import ApiError
-from sllm.api.request_id import request_id_of
+from sllm.api.request_id import request_id_in
 from sllm.api.schemas import ChatCompletionRequest, CompletionRequest
 from sllm.engines.base import GenerationParams
 from sllm.runtime.generation import Generation
@@ -79,7 +79,7 @@ def worker_router(backend: GenerationBackend) -> APIRouter:
         prompt: str | list[dict[str, str]],
         params: GenerationParams,
     ) -> StreamingResponse:
-        request_id = request_id_of(request)
+        request_id = request_id_in(request.scope)
         try:
             generation = await unless_disconnected(
                 request.receive, backend.start(request_id, model, prompt, params)

@@ -628,10 +628,12 @@ def run(
         result["target_met_front_door_own_core"] = _target_met(
             result["overhead_front_door_own_core"]
         )
+    from sllm.runtime.http import HTTP_PARSER  # the serve extra, which the run needed
+
     result["machine"] = {
         "cpus": os.cpu_count(),
         "python": sys.version.split()[0],
-        "http_parser": _http_parser(),
+        "http_parser": HTTP_PARSER,
     }
     return result
 
@@ -645,15 +647,6 @@ def _target_met(rows: list[dict[str, Any]]) -> bool | None:
     if at_target is None:
         return None
     return bool(at_target["added_p50_paired_ms"] <= TARGET_P50_ADDED_MS)
-
-
-def _http_parser() -> str:
-    """The parser uvicorn picks here ("auto"): httptools when installed, else h11."""
-    try:
-        import httptools  # noqa: F401
-    except ImportError:
-        return "h11"
-    return "httptools"
 
 
 def add_parser(sub: Any) -> None:
