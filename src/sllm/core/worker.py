@@ -257,28 +257,35 @@ class WorkerState:
         the sender's wall clock (it orders a restarted worker's reports); default `now`.
         """
         self._seq += 1
-        if self._summary is None:
-            self._summary = self._summarize_tiers()
-        kept, held, gpu_used = self._summary
+        summary = self._summary
+        if summary is None:
+            summary = self._summary = self._summarize_tiers()
+        kept, held, gpu_used = summary
+        resources = self.resources
+        running = len(self._running)
         loading = self._load is not None or self._load_queue
+        if timestamp is None:
+            timestamp = now
+        # Positional: a simulated hour builds millions of reports, and naming 17 arguments
+        # costs a third more. The fields, in order, are WorkerReport's.
         return WorkerReport(
-            node_id=self.worker_id,
-            host=host,
-            port=port,
-            http_port=http_port,
-            models=kept,
-            models_omitted=held - len(kept),
-            queue_depth=self.queue_depth,
-            queue_capacity=self.resources.queue_capacity,
-            running=self.running,
-            slots=self.resources.slots,
-            gpu_utilization=min(1.0, self.running / max(1, self.resources.slots)),
-            memory_used=gpu_used,
-            memory_total=self.resources.gpu_bytes,
-            load_backlog_s=min(self.load_backlog_s(now), 86_400.0) if loading else 0.0,
-            ready=self.ready,
-            seq=self._seq,
-            timestamp=max(0.0, now if timestamp is None else timestamp),
+            self.worker_id,  # node_id
+            host,
+            port,
+            http_port,
+            kept,  # models
+            held - len(kept),  # models_omitted
+            len(self._queue),  # queue_depth
+            resources.queue_capacity,
+            running,
+            resources.slots,
+            min(1.0, running / max(1, resources.slots)),  # gpu_utilization
+            gpu_used,  # memory_used
+            resources.gpu_bytes,  # memory_total
+            min(self.load_backlog_s(now), 86_400.0) if loading else 0.0,
+            self.ready,
+            self._seq,
+            timestamp if timestamp > 0.0 else 0.0,
         )
 
     def _summarize_tiers(self) -> tuple[dict[str, int], int, int]:

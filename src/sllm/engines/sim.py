@@ -1,8 +1,11 @@
 """The sim engine: the cost model turned into timers, for demos, experiments and tests.
 
-It loads and generates nothing. Each action a `WorkerState` emits becomes timers
-(``load_done`` after the load time, ``first_token`` after prefill, ``request_done`` after
-the whole request), and `fire` feeds a due timer back into the worker. The live worker
+It loads and generates nothing. Each action a `WorkerState` emits becomes a timer
+(``load_done`` after the load time, ``request_done`` after the whole request), and `fire`
+feeds a due timer back into the worker. A request's first token needs no timer of its
+own: nothing reads it before the request ends, so `fire` stamps it, at its time (the
+start plus the prefill), when the request ends. That is one event per request fewer in
+the simulator, the largest source of events after the network. The live worker
 runs these timers on the asyncio loop; the simulator puts them on its event heap. Both
 use this one mapping, so a simulated request takes exactly as long as a live one.
 
@@ -22,7 +25,6 @@ from sllm.core.worker import Action, StartLoad, StartRequest, WorkerState
 
 class TimerKind(Enum):
     LOAD_DONE = "load_done"
-    FIRST_TOKEN = "first_token"
     REQUEST_DONE = "request_done"
 
 
@@ -30,7 +32,8 @@ class TimerKind(Enum):
 class Timer:
     delay_s: float
     kind: TimerKind
-    key: str  # the model for LOAD_DONE, the request id otherwise
+    key: str  # the model for LOAD_DONE, the request id for REQUEST_DONE
+    first_token_s: float = 0.0  # REQUEST_DONE: the first token's delay from the start
 
 
 class SimEngine:
@@ -53,10 +56,7 @@ class SimEngine:
                 action.output_tokens,
                 action.batch_size,
             )
-            return [
-                Timer(ttft, TimerKind.FIRST_TOKEN, action.request_id),
-                Timer(e2e, TimerKind.REQUEST_DONE, action.request_id),
-            ]
+            return [Timer(e2e, TimerKind.REQUEST_DONE, action.request_id, ttft)]
         return []  # evictions and cancellations take no simulated time
 
 
@@ -64,7 +64,6 @@ def fire(worker: WorkerState, timer: Timer, now: float) -> list[Action]:
     """Deliver a due timer to the worker; return what the worker decides next."""
     if timer.kind is TimerKind.LOAD_DONE:
         return worker.load_done(timer.key, now)
-    if timer.kind is TimerKind.FIRST_TOKEN:
-        worker.first_token(timer.key, now)
-        return []
+    # The request started `delay_s` before now; its first token came `first_token_s` after.
+    worker.first_token(timer.key, now - (timer.delay_s - timer.first_token_s))
     return worker.request_done(timer.key, now)

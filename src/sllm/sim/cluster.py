@@ -36,8 +36,9 @@ Differences from the live driver, all deliberate:
   counts as a missed sample);
 - the client gives up on a result after `RESULT_TIMEOUT_S` (the live client waits an
   hour) so that requests on a crashed worker fail when they fail, not at the end;
-- a worker's FIRST_TOKEN timer does not re-arm its keep-alive timer (it changes nothing
-  a keep-alive depends on; the live worker re-arms it anyway).
+- a worker report reaches the coordinator the instant it is sent, with every other
+  property of a datagram (`sllm.sim.network`, "Instant delivery"): its transit, well
+  under a millisecond, is not simulated.
 
 Worker addresses are their names: a report's ``host`` is the worker's node name, which is
 where the client sends the request (the live coordinator hands out IP addresses).
@@ -72,7 +73,7 @@ from sllm.core.worker import (
     prestaged,
     result_message,
 )
-from sllm.engines.sim import SimEngine, Timer, TimerKind, fire
+from sllm.engines.sim import SimEngine, Timer, fire
 from sllm.experiments.centralized import SAMPLE_PERIOD_S, SCHEDULE_TIMEOUT_S
 from sllm.experiments.options import DEFAULT_DRAIN_S
 from sllm.experiments.report import RequestOutcome, WorkerSamples, build_report
@@ -263,7 +264,7 @@ class WorkerHost:
             return
         now = self.kernel.now
         report = self.state.report(now, self.name, WORKER_PORT, timestamp=now)
-        self.network.send(self.name, COORDINATOR, report)
+        self.network.send(self.name, COORDINATOR, report, transit=False)
         self.kernel.schedule(self.cluster.config.report_interval_s, self._report, epoch)
 
     def receive(self, message: Message, source: str) -> None:
@@ -289,9 +290,7 @@ class WorkerHost:
         epoch, timer = due
         if epoch != self.epoch:
             return  # a timer of a process that has since crashed
-        actions = fire(self.state, timer, self.kernel.now)
-        if timer.kind is not TimerKind.FIRST_TOKEN:
-            self._carry_out(actions)
+        self._carry_out(fire(self.state, timer, self.kernel.now))
 
     def _keep_alive(self, due: tuple[int, float]) -> None:
         epoch, at = due
