@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 from collections.abc import Mapping
 
 import pytest
@@ -429,3 +430,53 @@ def test_report_lists_gpu_most_recently_used_first() -> None:
     run_once(w, "c", MID, 3.0)
     models = list(w.report(4.0, "h", 1).models.items())
     assert models[:2] == [(MID, 0), (SMALL, 0)]
+
+
+def summary_from_scratch(w: WorkerState) -> tuple[list[tuple[str, int]], int]:
+    """What a report must list, read straight off the tiers: fastest tier first, most
+    recently used first within a tier, models being loaded as on the GPU, capped."""
+    arriving = ([w._load.model] if w._load is not None else []) + list(w._load_queue)
+    listed: dict[str, int] = {}
+    for models, tier in (
+        (reversed(w._gpu), Tier.GPU),
+        (arriving, Tier.GPU),
+        (reversed(w._host), Tier.HOST),
+        (reversed(w._disk), Tier.DISK),
+    ):
+        for model in models:
+            if len(listed) < REPORT_MAX_MODELS:
+                listed.setdefault(model, int(tier))
+    held = set(w._gpu) | set(w._host) | set(w._disk) | set(arriving)
+    return list(listed.items()), len(held) - len(listed)
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_report_stays_true_to_the_tiers_through_random_traffic(seed: int) -> None:
+    """Reports reuse their summary of the tiers until something changes; after any mix of
+    arrivals, loads, completions and expiries they still say what a fresh summary says."""
+    rng = random.Random(seed)
+    catalog = {spec.name: spec for spec in default_catalog(40)}
+    # Small host memory and disk, so that checkpoints are evicted from them too.
+    resources = WorkerResources(
+        gpu_bytes=30 * GB, host_bytes=60 * GB, disk_bytes=200 * GB, slots=2, keep_alive_s=5.0
+    )
+    w = worker(prestaged(catalog, resources, Tier.DISK), resources, catalog)
+    names = [name for name, spec in catalog.items() if spec.size_bytes <= resources.gpu_bytes]
+    now, running, loading = 0.0, [], []
+    for step in range(400):
+        now += rng.random()
+        choice = rng.random()
+        if choice < 0.4:
+            actions = w.submit(inference(f"r{step}", rng.choice(names)), now)
+        elif choice < 0.6 and loading:
+            actions = w.load_done(loading.pop(0), now)
+        elif choice < 0.85 and running:
+            actions = w.request_done(running.pop(rng.randrange(len(running))), now)
+        else:
+            actions = w.tick(now)
+        loading.extend(a.model for a in of_type(actions, StartLoad))  # type: ignore[attr-defined]
+        running.extend(a.request_id for a in of_type(actions, StartRequest))  # type: ignore[attr-defined]
+        if rng.random() < 0.5:
+            report = w.report(now, "h", 1)
+            assert (list(report.models.items()), report.models_omitted) == summary_from_scratch(w)
+            assert report.memory_used == w.gpu_used

@@ -144,15 +144,15 @@ class Coordinator:
         action = "cold_start" if cold else "serve"
         self._count(request.model, action)
         report = entry.report
-        return ScheduleResponse(
-            request_id=request.request_id,
-            worker_id=entry.worker_id,
-            host=report.host,
-            port=report.port,
-            http_port=report.http_port,
-            action=action,
-            estimated_wait_s=min(choice.estimated_wait_s, 86_400.0),
-            reason=choice.reason,
+        return ScheduleResponse(  # positional, in field order: one per decision
+            request.request_id,
+            entry.worker_id,
+            report.host,
+            report.port,
+            report.http_port,
+            action,
+            min(choice.estimated_wait_s, 86_400.0),  # estimated_wait_s
+            choice.reason,
         )
 
     def _reject(self, request: ScheduleRequest, reason: str) -> ScheduleResponse:

@@ -32,13 +32,13 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
 from itertools import islice
 from typing import Protocol
 
 from sllm.core.cost import CostModel, ModelInfo
 from sllm.core.tiers import Tier
 from sllm.core.view import ClusterView, LoadIndex, WorkerEntry
+from sllm.records import record
 from sllm.wire.messages import ScheduleRequest
 
 # How many of the least-loaded workers startup-aware examines per source (GPU holders,
@@ -51,7 +51,7 @@ CANDIDATES_PER_TIER = 4
 RANDOM_TRIES = 4
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Choice:
     """A placement decision, before it is turned into a wire response."""
 

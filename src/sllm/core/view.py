@@ -101,6 +101,9 @@ class WorkerEntry:
 
     report: WorkerReport
     last_seen: float
+    # The report's models on the GPU or in host memory, with their tier: the only ones the
+    # indices hold, kept apart so that indexing a worker skips its many disk copies.
+    indexed: list[tuple[str, int]]
     pending: int = 0
     arriving: set[str] = field(default_factory=set)  # models this view sent it to cold-start
     extra_backlog_s: float = 0.0  # load seconds this view queued since the report
@@ -133,6 +136,11 @@ class WorkerEntry:
             return Tier.GPU
         tier = self.report.models.get(model)
         return Tier.REMOTE if tier is None else _TIER_BY_VALUE[tier]
+
+
+def indexed_models(report: WorkerReport) -> list[tuple[str, int]]:
+    """The (model, tier) pairs of `report` that the indices hold."""
+    return [(model, tier) for model, tier in report.models.items() if tier in INDEXED_TIERS]
 
 
 class ClusterView:
@@ -178,6 +186,8 @@ class ClusterView:
             held = entry.report
             if report.seq <= held.seq and report.timestamp <= held.timestamp:
                 return False
+            # A worker that has not changed its tiers sends the very same dict again.
+            same_models = report.models is held.models or report.models == held.models
             # Most reports change nothing placement looks at; re-indexing them would be
             # most of the cost of taking a report in.
             unchanged = (
@@ -188,11 +198,13 @@ class ClusterView:
                 and report.ready == held.ready
                 and report.slots == held.slots
                 and report.queue_capacity == held.queue_capacity
-                and report.models == held.models
+                and same_models
             )
             if not unchanged:
                 self._unindex(entry)
             entry.report = report
+            if not same_models:
+                entry.indexed = indexed_models(report)
             entry.last_seen = now
             entry.pending = 0
             entry.arriving.clear()
@@ -201,7 +213,7 @@ class ClusterView:
             if not unchanged:
                 self._index(entry)
             return False
-        entry = WorkerEntry(report=report, last_seen=now)
+        entry = WorkerEntry(report=report, last_seen=now, indexed=indexed_models(report))
         self._entries[report.node_id] = entry
         self._live_pos[report.node_id] = len(self._live_ids)
         self._live_ids.append(report.node_id)
@@ -276,7 +288,7 @@ class ClusterView:
         load = entry.load
         worker_id = entry.worker_id
         self.by_load.set(worker_id, load)
-        for model, tier in entry.report.models.items():
+        for model, tier in entry.indexed:
             if tier in tiers:
                 self._holders_for(model, tier).set(worker_id, load)
         for model in entry.arriving:
@@ -285,9 +297,8 @@ class ClusterView:
     def _unindex(self, entry: WorkerEntry) -> None:
         worker_id = entry.worker_id
         self.by_load.discard(worker_id)
-        for model, tier in entry.report.models.items():
-            if tier in INDEXED_TIERS:
-                self._discard_holder(model, tier, worker_id)
+        for model, tier in entry.indexed:
+            self._discard_holder(model, tier, worker_id)
         for model in entry.arriving:
             self._discard_holder(model, Tier.GPU, worker_id)
 

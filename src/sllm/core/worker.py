@@ -32,6 +32,7 @@ from dataclasses import dataclass
 
 from sllm.core.cost import CostModel, ModelInfo
 from sllm.core.tiers import Tier
+from sllm.records import record
 from sllm.wire.messages import REPORT_MAX_MODELS, InferenceRequest, InferenceResult, WorkerReport
 
 GB = 10**9
@@ -75,13 +76,13 @@ def prestaged(
 # -- actions for the engine -------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class StartLoad:
     model: str
     source: Tier
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class StartRequest:
     request_id: str
     model: str
@@ -90,12 +91,12 @@ class StartRequest:
     batch_size: int  # requests of this model running on this worker, this one included
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class CancelRequest:
     request_id: str
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Evict:
     """A model leaves `source`; `destination` is REMOTE when no local copy is kept."""
 
@@ -104,7 +105,7 @@ class Evict:
     destination: Tier
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Finished:
     """A request ended, successfully or not; timings are seconds since it arrived."""
 
@@ -122,15 +123,15 @@ Action = StartLoad | StartRequest | CancelRequest | Evict | Finished
 
 def result_message(worker_id: str, finished: Finished) -> InferenceResult:
     """The wire answer to the client that sent the request."""
-    return InferenceResult(
-        request_id=finished.request_id,
-        worker_id=worker_id,
-        ok=finished.ok,
-        reason=finished.reason,
-        cold_start=finished.cold_start,
-        queue_s=finished.queue_s,
-        ttft_s=finished.ttft_s,
-        e2e_s=finished.e2e_s,
+    return InferenceResult(  # positional, in field order: one per request, millions per run
+        finished.request_id,
+        worker_id,
+        finished.ok,
+        finished.reason,
+        finished.cold_start,
+        finished.queue_s,
+        finished.ttft_s,
+        finished.e2e_s,
     )
 
 
@@ -176,7 +177,9 @@ class WorkerState:
         self.catalog = catalog
         self.cost = cost
         self.ready = True
-        self._queue: deque[_Request] = deque()
+        # Waiting requests by id, in arrival order (FIFO): a duplicate is found, and a
+        # request taken out of the middle, in O(1).
+        self._queue: dict[str, _Request] = {}
         self._running: dict[str, _Request] = {}
         self._gpu: OrderedDict[str, _GpuModel] = OrderedDict()  # least recently used first
         self._host: OrderedDict[str, int] = OrderedDict()
@@ -186,6 +189,10 @@ class WorkerState:
         # GPU bytes in use. Every change to the tiers (or to their LRU order, or to the
         # load under way) resets it to None, so reports rebuild it only after a change.
         self._summary: tuple[dict[str, int], int, int] | None = None
+        # The host-memory and disk part of it, which changes far less often (only when a
+        # checkpoint enters or leaves those tiers): the first REPORT_MAX_MODELS models,
+        # most recently used first, and every model either tier holds.
+        self._lower_tiers: tuple[list[tuple[str, int]], set[str]] | None = None
         self._load_queue: deque[str] = deque()
         self._seq = 0
         self.accepted_total = 0
@@ -291,22 +298,41 @@ class WorkerState:
     def _summarize_tiers(self) -> tuple[dict[str, int], int, int]:
         """The fastest-tier models, most recently used first, how many are held in all, and
         the GPU bytes in use."""
+        kept: dict[str, int] = {}
+        gpu_tier = int(Tier.GPU)
+        for model in reversed(self._gpu):  # most recently used first
+            if len(kept) == REPORT_MAX_MODELS:
+                break
+            kept[model] = gpu_tier
         arriving = [self._load.model] if self._load is not None else []
         arriving.extend(self._load_queue)
-        kept: dict[str, int] = {}
-        sources = (
-            (reversed(self._gpu), int(Tier.GPU)),
-            (arriving, int(Tier.GPU)),
-            (reversed(self._host), int(Tier.HOST)),  # most recently used first
-            (reversed(self._disk), int(Tier.DISK)),
+        for model in arriving:
+            if len(kept) == REPORT_MAX_MODELS:
+                break
+            kept.setdefault(model, gpu_tier)
+        lower = self._lower_tiers
+        if lower is None:
+            lower = self._lower_tiers = self._summarize_lower_tiers()
+        first_lower, lower_held = lower
+        for model, tier in first_lower:
+            if len(kept) == REPORT_MAX_MODELS:
+                break
+            kept.setdefault(model, tier)
+        held = (
+            len(lower_held)
+            + len(self._gpu.keys() - lower_held)
+            + len(set(arriving) - lower_held - self._gpu.keys())
         )
-        for models, tier in sources:
-            for model in models:
-                if len(kept) == REPORT_MAX_MODELS:
-                    break
-                kept.setdefault(model, tier)
-        held = len(self._gpu.keys() | self._host.keys() | self._disk.keys() | set(arriving))
         return kept, held, self.gpu_used
+
+    def _summarize_lower_tiers(self) -> tuple[list[tuple[str, int]], set[str]]:
+        first: dict[str, int] = {}
+        for models, tier in ((self._host, int(Tier.HOST)), (self._disk, int(Tier.DISK))):
+            for model in reversed(models):  # most recently used first
+                if len(first) == REPORT_MAX_MODELS:
+                    break
+                first.setdefault(model, tier)
+        return list(first.items()), self._host.keys() | self._disk.keys()
 
     # -- events in -------------------------------------------------------------------
 
@@ -317,9 +343,7 @@ class WorkerState:
         delivered twice) is dropped: the first copy answers.
         """
         request_id = request.request_id
-        if request_id in self._running or any(
-            waiting.spec.request_id == request_id for waiting in self._queue
-        ):
+        if request_id in self._running or request_id in self._queue:
             return []
         spec = self.catalog.get(request.model)
         reason = ""
@@ -335,7 +359,7 @@ class WorkerState:
             self.rejected_total += 1
             return [Finished(request.request_id, False, reason, False, 0.0, 0.0, 0.0)]
         self.accepted_total += 1
-        self._queue.append(_Request(request, now, cold_start=request.model not in self._gpu))
+        self._queue[request_id] = _Request(request, now, cold_start=request.model not in self._gpu)
         if request.model in self._gpu:
             self._gpu[request.model].queued += 1
         return self._dispatch(now)
@@ -359,8 +383,8 @@ class WorkerState:
         self._load = None
         self._summary = None
         actions: list[Action] = []
-        for waiting in [r for r in self._queue if r.spec.model == model]:
-            self._queue.remove(waiting)
+        for waiting in [r for r in self._queue.values() if r.spec.model == model]:
+            del self._queue[waiting.spec.request_id]
             actions.append(self._finish(waiting, now, ok=False, reason=f"load_failed: {reason}"))
         return actions + self._dispatch(now)
 
@@ -378,23 +402,20 @@ class WorkerState:
         gpu_model = self._gpu.get(request.spec.model)
         if gpu_model is not None:
             gpu_model.running -= 1
-            gpu_model.last_used = now
-            self._gpu.move_to_end(request.spec.model)
-            self._summary = None
+            self._used(request.spec.model, gpu_model, now)
         if ok:
             self.completed_total += 1
         return [self._finish(request, now, ok, reason), *self._dispatch(now)]
 
     def cancel(self, request_id: str, now: float) -> list[Action]:
         """The client went away: drop the request, stopping it if it runs."""
-        for waiting in self._queue:
-            if waiting.spec.request_id == request_id:
-                self._queue.remove(waiting)
-                gpu_model = self._gpu.get(waiting.spec.model)
-                if gpu_model is not None:
-                    gpu_model.queued -= 1
-                finished = self._finish(waiting, now, ok=False, reason="cancelled")
-                return [finished, *self._dispatch(now)]
+        waiting = self._queue.pop(request_id, None)
+        if waiting is not None:
+            gpu_model = self._gpu.get(waiting.spec.model)
+            if gpu_model is not None:
+                gpu_model.queued -= 1
+            finished = self._finish(waiting, now, ok=False, reason="cancelled")
+            return [finished, *self._dispatch(now)]
         if request_id in self._running:
             actions = self.request_done(request_id, now, ok=False, reason="cancelled")
             return [CancelRequest(request_id), *actions]
@@ -411,25 +432,32 @@ class WorkerState:
 
     # -- internals -------------------------------------------------------------------
 
+    def _used(self, model: str, gpu_model: _GpuModel, now: float) -> None:
+        """`model` was used now: it becomes the most recently used on the GPU."""
+        gpu_model.last_used = now
+        # Most uses are of the model used last, whose place stands; the summary a report
+        # gives of the tiers depends on that order and is rebuilt only when it changes.
+        if next(reversed(self._gpu)) != model:
+            self._gpu.move_to_end(model)
+            self._summary = None
+
     def _queued_for(self, model: str) -> int:
-        return sum(1 for r in self._queue if r.spec.model == model)
+        return sum(1 for r in self._queue.values() if r.spec.model == model)
 
     def _dispatch(self, now: float) -> list[Action]:
         """Start what can start, queue loads for what cannot, free GPU room for the next load."""
         actions: list[Action] = []
         slots = self.resources.slots
-        for request in list(self._queue):
+        for request in list(self._queue.values()):
             if len(self._running) >= slots:
                 break
             gpu_model = self._gpu.get(request.spec.model)
             if gpu_model is None:
                 continue
-            self._queue.remove(request)
+            del self._queue[request.spec.request_id]
             gpu_model.queued -= 1
             gpu_model.running += 1
-            gpu_model.last_used = now
-            self._gpu.move_to_end(request.spec.model)
-            self._summary = None
+            self._used(request.spec.model, gpu_model, now)
             request.started = now
             self._running[request.spec.request_id] = request
             spec = request.spec
@@ -442,7 +470,7 @@ class WorkerState:
                     gpu_model.running,
                 )
             )
-        for request in self._queue:
+        for request in self._queue.values():
             model = request.spec.model
             loading = self._load is not None and self._load.model == model
             if model not in self._gpu and not loading and model not in self._load_queue:
@@ -498,6 +526,7 @@ class WorkerState:
             actions.append(Evict(victim, tier, self._next_tier_holding(victim, tier)))
         cache[model] = size
         self._summary = None
+        self._lower_tiers = None
         return actions
 
     def _next_tier_holding(self, model: str, below: Tier) -> Tier:
@@ -508,14 +537,15 @@ class WorkerState:
     def _finish(self, request: _Request, now: float, ok: bool, reason: str) -> Finished:
         start = request.started if request.started >= 0 else now
         first = request.first_token if request.first_token >= 0 else now
+        arrived = request.arrived
         return Finished(
             request.spec.request_id,
             ok,
             reason,
             request.cold_start,
-            queue_s=start - request.arrived,
-            ttft_s=first - request.arrived,
-            e2e_s=now - request.arrived,
+            start - arrived,  # queue_s
+            first - arrived,  # ttft_s
+            now - arrived,  # e2e_s
         )
 
     def _place_preloaded(self, model: str, tier: Tier, now: float) -> None:

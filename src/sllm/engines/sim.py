@@ -16,11 +16,11 @@ worker state machine.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
 from enum import Enum
 
 from sllm.core.cost import CostModel, ModelInfo
 from sllm.core.worker import Action, StartLoad, StartRequest, WorkerState
+from sllm.records import record
 
 
 class TimerKind(Enum):
@@ -28,7 +28,7 @@ class TimerKind(Enum):
     REQUEST_DONE = "request_done"
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Timer:
     delay_s: float
     kind: TimerKind

@@ -19,10 +19,12 @@ from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from sllm.records import record
+
 PERCENTILES = (50, 95, 99)
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class RequestOutcome:
     """How one request ended, as its client saw it; latencies in seconds."""
 
@@ -67,13 +69,20 @@ def _distribution(values: list[float]) -> dict[str, float]:
     return summary
 
 
-def _mean_std(values: Sequence[float]) -> dict[str, float]:
+def mean_std(values: Sequence[float]) -> dict[str, float]:
+    """Population mean and standard deviation, rounded as the report prints them.
+
+    Two passes of `math.fsum`, whose sums of floats are exact: the figures agree with
+    `statistics.pstdev` far below the six decimals kept, at a twentieth of its cost (it
+    works in exact fractions, and a simulated hour of 1,000 workers has 7.2 million
+    samples, which took it seconds).
+    """
     if not values:
         return {"mean": 0.0, "std": 0.0}
-    return {
-        "mean": round(statistics.fmean(values), 6),
-        "std": round(statistics.pstdev(values), 6),
-    }
+    mean = math.fsum(values) / len(values)
+    deviations = [value - mean for value in values]
+    variance = math.fsum([deviation * deviation for deviation in deviations]) / len(values)
+    return {"mean": round(mean, 6), "std": round(math.sqrt(variance), 6)}
 
 
 def build_report(
@@ -94,8 +103,8 @@ def build_report(
             {
                 "id": worker_id,
                 "completed": served_by.get(worker_id, 0),
-                "queue_depth": _mean_std(worker_samples.queue_depth),
-                "gpu_utilization": _mean_std(worker_samples.gpu_utilization),
+                "queue_depth": mean_std(worker_samples.queue_depth),
+                "gpu_utilization": mean_std(worker_samples.gpu_utilization),
             }
         )
     means_q = [w["queue_depth"]["mean"] for w in per_worker]
@@ -119,8 +128,8 @@ def build_report(
             "active_workers": active_workers,
             "workers": {
                 "count": len(per_worker),
-                "queue_depth": _mean_std(means_q),
-                "gpu_utilization": _mean_std(means_u),
+                "queue_depth": mean_std(means_q),
+                "gpu_utilization": mean_std(means_u),
                 "per_worker": per_worker,
             },
         }

@@ -19,8 +19,10 @@ Tiers are small integers (see `sllm.core.tiers.Tier`): 0 GPU, 1 host memory,
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
-from typing import Any, ClassVar, TypeVar, dataclass_transform
+from dataclasses import field
+from typing import Any, ClassVar
+
+from sllm.records import record
 
 # Why these numbers: an id is a hostname, a UUID or a pod name, and 128 covers all
 # three; a model name is a Hugging Face style "org/name-size-variant".
@@ -73,45 +75,14 @@ MODEL_TIERS = {
 }
 
 
-T = TypeVar("T")
-
-
-@dataclass_transform(frozen_default=True, field_specifiers=(field,))
-def message(cls: type[T]) -> type[T]:
-    """A frozen, slotted dataclass whose ``__init__`` stores each field with its slot's own
-    setter.
-
-    Why: a frozen dataclass's generated ``__init__`` goes through ``object.__setattr__``
-    once per field, which made building a 17-field `WorkerReport` cost 4.6 µs against
-    0.9 µs unfrozen; messages are built millions of times in a simulated hour, and at every
-    report and decision of the live services. Calling each slot descriptor's ``__set__``
-    keeps the class frozen (assignment still raises) at about half the cost. The
-    signature is the dataclass's own: every field, in order, positional or by name.
-    """
-    frozen = dataclass(frozen=True, slots=True)(cls)
-    names = [field.name for field in fields(frozen)]  # type: ignore[arg-type]
-    # The source below is made, at import, only from the field names of the classes in
-    # this module: nothing received reaches it. Checked, so that it stays that way.
-    assert all(name.isidentifier() for name in names), names
-    setters = {f"_set_{name}": getattr(frozen, name).__set__ for name in names}
-    body = "".join(f"    _set_{name}(self, {name})\n" for name in names) or "    pass\n"
-    source = f"def __init__(self, {', '.join(names)}):\n{body}"
-    namespace: dict[str, Any] = {}
-    exec(source, setters, namespace)  # as `dataclasses` itself makes __init__
-    init = namespace["__init__"]
-    init.__qualname__ = f"{frozen.__qualname__}.__init__"
-    frozen.__init__ = init  # type: ignore[method-assign]
-    return frozen
-
-
-@message
+@record
 class Message:
     """Base of every wire message; `TYPE` is its name on the wire."""
 
     TYPE: ClassVar[str] = ""
 
 
-@message
+@record
 class WorkerReport(Message):
     """A worker's soft state, sent every REPORT_INTERVAL; the coordinator's whole view."""
 
@@ -135,7 +106,7 @@ class WorkerReport(Message):
     timestamp: float = field(metadata=_bounded(0.0, 1e12))
 
 
-@message
+@record
 class ScheduleRequest(Message):
     """Asks a scheduler (coordinator or any node) where a request should run."""
 
@@ -147,7 +118,7 @@ class ScheduleRequest(Message):
     output_tokens: int = field(metadata=TOKENS)
 
 
-@message
+@record
 class ScheduleResponse(Message):
     """The decision. `action` is one of ACTIONS; on `reject` the worker fields are empty."""
 
@@ -162,7 +133,7 @@ class ScheduleResponse(Message):
     reason: str = field(metadata=_text(REASON_MAX_LEN))
 
 
-@message
+@record
 class ClusterStateRequest(Message):
     """Asks for one page of the cluster state; pages keep each reply under the size cap."""
 
@@ -172,7 +143,7 @@ class ClusterStateRequest(Message):
     limit: int = field(metadata=_bounded(1, STATE_PAGE_MAX_WORKERS))
 
 
-@message
+@record
 class WorkerSummary:
     """One worker as `status` shows it (nested inside ClusterStateResponse)."""
 
@@ -186,7 +157,7 @@ class WorkerSummary:
     last_report_age_s: float = field(metadata=SECONDS)
 
 
-@message
+@record
 class ClusterStateResponse(Message):
     """Cluster-wide counters plus one page of workers, sorted by worker id."""
 
@@ -206,7 +177,7 @@ class ClusterStateResponse(Message):
     workers: tuple[WorkerSummary, ...] = field(metadata={"max_len": STATE_PAGE_MAX_WORKERS})
 
 
-@message
+@record
 class InferenceRequest(Message):
     """Runs one request on a worker (the sim engine's data path over UDP).
 
@@ -220,7 +191,7 @@ class InferenceRequest(Message):
     output_tokens: int = field(metadata=TOKENS)
 
 
-@message
+@record
 class InferenceResult(Message):
     """How one request ended on a worker, with its latency breakdown in seconds."""
 
@@ -253,7 +224,7 @@ SEQ = COUNT
 RATE = _bounded(0.0, 1e12)  # bytes per second
 
 
-@message
+@record
 class MemberUpdate:
     """What one node believes about one member (nested in gossip messages).
 
@@ -273,7 +244,7 @@ _MEMBERS = {"max_len": PIGGYBACK_MAX_MEMBERS}
 _REPORTS = {"max_len": PIGGYBACK_MAX_REPORTS}
 
 
-@message
+@record
 class GossipPing(Message):
     """SWIM direct probe of `target` (a node id: a restarted node at the address ignores it)."""
 
@@ -285,7 +256,7 @@ class GossipPing(Message):
     reports: tuple[WorkerReport, ...] = field(metadata=_REPORTS)
 
 
-@message
+@record
 class GossipAck(Message):
     """Answers a ping with its `seq`; `source` is the member shown alive (the target)."""
 
@@ -296,7 +267,7 @@ class GossipAck(Message):
     reports: tuple[WorkerReport, ...] = field(metadata=_REPORTS)
 
 
-@message
+@record
 class GossipPingReq(Message):
     """SWIM indirect probe: please ping `target` at its address and relay the ack."""
 
@@ -310,7 +281,7 @@ class GossipPingReq(Message):
     reports: tuple[WorkerReport, ...] = field(metadata=_REPORTS)
 
 
-@message
+@record
 class GossipNack(Message):
     """Lifeguard: the relay of an indirect probe heard nothing from the target in time."""
 
@@ -319,7 +290,7 @@ class GossipNack(Message):
     source: str = field(metadata=_text(ID_MAX_LEN))
 
 
-@message
+@record
 class GossipSync(Message):
     """Push-pull anti-entropy (and join): a bounded sample of members and load reports.
 
@@ -333,7 +304,7 @@ class GossipSync(Message):
     reports: tuple[WorkerReport, ...] = field(metadata=_REPORTS)
 
 
-@message
+@record
 class GossipPush(Message):
     """memberlist's gossip round: queued updates pushed to a few random members, no reply."""
 
@@ -343,7 +314,7 @@ class GossipPush(Message):
     reports: tuple[WorkerReport, ...] = field(metadata=_REPORTS)
 
 
-@message
+@record
 class LoadProbe(Message):
     """Sparrow-style probe: a scheduling node asks a candidate for its current load."""
 
@@ -351,7 +322,7 @@ class LoadProbe(Message):
     request_id: str = field(metadata=_text(ID_MAX_LEN))
 
 
-@message
+@record
 class LoadProbeReply(Message):
     """The candidate's fresh report (one, trimmed for gossip)."""
 
@@ -360,7 +331,7 @@ class LoadProbeReply(Message):
     reports: tuple[WorkerReport, ...] = field(metadata={"max_len": 1})
 
 
-@message
+@record
 class MemberStateRequest(Message):
     """Asks a node for its gossip counters and one page of its member list."""
 
@@ -370,7 +341,7 @@ class MemberStateRequest(Message):
     limit: int = field(metadata=_bounded(1, MEMBER_PAGE_MAX))
 
 
-@message
+@record
 class MemberSummary:
     """One member as a node sees it; ages in seconds (nested in MemberStateResponse).
 
@@ -389,7 +360,7 @@ class MemberSummary:
     report_age_s: float = field(metadata=SECONDS)
 
 
-@message
+@record
 class MemberStateResponse(Message):
     """A node's membership counters and one page of members sorted by id."""
 
