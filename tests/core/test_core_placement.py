@@ -392,16 +392,16 @@ def test_handle_dispatches_every_message() -> None:
     assert [(n.event, dict(n.fields)) for n in joined.notices] == [
         ("worker_joined", {"worker": "w", "port": 9001})
     ]
-    assert joined.replies == []
+    assert joined.replies == ()
     again = coord.handle(report("w", seq=2, timestamp=101.0), 1.0)
-    assert again.notices == []
+    assert again.notices == ()
     placed = coord.handle(request(), 1.5)
     assert len(placed.replies) == 1
     assert isinstance(placed.replies[0], ScheduleResponse)
     state = coord.handle(ClusterStateRequest("s", 0, 4), 1.5)
     assert isinstance(state.replies[0], ClusterStateResponse)
     odd = coord.handle(InferenceRequest("x", MODEL, 1, 1), 1.5)
-    assert odd.replies == []
+    assert odd.replies == ()
     assert [n.event for n in odd.notices] == ["unexpected_message"]
 
 

@@ -21,6 +21,7 @@ from sllm.core.cost import CostModel, ModelInfo
 from sllm.core.placement import make_policy
 from sllm.core.tiers import Tier
 from sllm.core.view import ClusterView
+from sllm.records import record
 from sllm.wire.messages import (
     SUMMARY_MAX_MODELS,
     ClusterStateRequest,
@@ -41,10 +42,16 @@ class Notice:
     fields: Mapping[str, object]
 
 
-@dataclass(slots=True)
+@record
 class Outcome:
-    replies: list[Message] = field(default_factory=list)
-    notices: list[Notice] = field(default_factory=list)
+    """What the runtime does after a message: send `replies` back, log `notices`."""
+
+    replies: tuple[Message, ...] = ()
+    notices: tuple[Notice, ...] = ()
+
+
+# Most messages are worker reports that call for nothing: one shared, immutable answer.
+NOTHING = Outcome()
 
 
 @dataclass(slots=True)
@@ -84,22 +91,19 @@ class Coordinator:
         self.started_at = started_at
 
     def handle(self, message: Message, now: float) -> Outcome:
-        outcome = Outcome()
         if isinstance(message, WorkerReport):
             self.counters.reports += 1
             if self.view.apply_report(message, now):
-                outcome.notices.append(
-                    Notice("worker_joined", {"worker": message.node_id, "port": message.port})
-                )
-        elif isinstance(message, ScheduleRequest):
-            outcome.notices.extend(self.expire(now))  # or `place` drops them unannounced
-            outcome.replies.append(self.place(message, now))
-        elif isinstance(message, ClusterStateRequest):
-            outcome.notices.extend(self.expire(now))
-            outcome.replies.append(self.cluster_state(message, now))
-        else:
-            outcome.notices.append(Notice("unexpected_message", {"type": message.TYPE}))
-        return outcome
+                joined = Notice("worker_joined", {"worker": message.node_id, "port": message.port})
+                return Outcome(notices=(joined,))
+            return NOTHING
+        if isinstance(message, ScheduleRequest):
+            notices = tuple(self.expire(now))  # or `place` drops them unannounced
+            return Outcome((self.place(message, now),), notices)
+        if isinstance(message, ClusterStateRequest):
+            notices = tuple(self.expire(now))
+            return Outcome((self.cluster_state(message, now),), notices)
+        return Outcome(notices=(Notice("unexpected_message", {"type": message.TYPE}),))
 
     def expire(self, now: float) -> list[Notice]:
         return [

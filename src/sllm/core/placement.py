@@ -51,6 +51,12 @@ CANDIDATES_PER_TIER = 4
 RANDOM_TRIES = 4
 
 
+# Why startup-aware chose a worker, by the tier the model was in there.
+STARTUP_AWARE_REASONS = tuple(
+    "warm" if tier is Tier.GPU else f"cold_start_from_{tier.name.lower()}" for tier in Tier
+)
+
+
 @record
 class Choice:
     """A placement decision, before it is turned into a wire response."""
@@ -118,8 +124,10 @@ class Estimator:
 
     def ttft(self, entry: WorkerEntry, cost: RequestCost) -> float:
         tier = entry.tier_of(cost.model)
-        load = 0.0 if tier is Tier.GPU else entry.load_backlog_s + cost.load_s[tier]
-        return self.queue_wait(entry, cost.e2e_s) + load + cost.prefill_s
+        wait = self.queue_wait(entry, cost.e2e_s)
+        if tier is Tier.GPU:
+            return wait + cost.prefill_s
+        return wait + (entry.load_backlog_s + cost.load_s[tier]) + cost.prefill_s
 
 
 class Seed:
@@ -251,6 +259,7 @@ class StartupAware:
         self, view: ClusterView, request: ScheduleRequest, model: ModelInfo
     ) -> Choice | None:
         cost = self._estimator.request_cost(request, model)
+        estimate = self._estimator.ttft
         best: WorkerEntry | None = None
         best_ttft = 0.0
         seen: set[str] = set()
@@ -263,14 +272,13 @@ class StartupAware:
                 seen.add(worker_id)
                 entry = view.get(worker_id)
                 assert entry is not None
-                ttft = self._estimator.ttft(entry, cost)
+                ttft = estimate(entry, cost)
                 if best is None or ttft < best_ttft:
                     best, best_ttft = entry, ttft
         if best is None:
             return None
         tier = best.tier_of(request.model)
-        reason = "warm" if tier is Tier.GPU else f"cold_start_from_{tier.name.lower()}"
-        return Choice(best, tier, best_ttft, reason)
+        return Choice(best, tier, best_ttft, STARTUP_AWARE_REASONS[tier])
 
 
 def _choice(

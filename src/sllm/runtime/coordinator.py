@@ -13,7 +13,7 @@ import dataclasses
 import logging
 import random
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 from sllm.core.coordinator import Coordinator, Notice
 from sllm.core.cost import CostModel, ModelInfo
@@ -109,7 +109,7 @@ class CoordinatorServer:
             await asyncio.sleep(period)
             self.log_notices(self.core.expire(time.monotonic()))
 
-    def log_notices(self, notices: list[Notice]) -> None:
+    def log_notices(self, notices: Sequence[Notice]) -> None:
         for notice in notices:
             level = logging.WARNING if notice.event == "worker_lost" else logging.INFO
             log_event(log, level, notice.event, **notice.fields)

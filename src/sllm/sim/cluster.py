@@ -793,7 +793,7 @@ class CentralizedCluster(SimulatedCluster):
     def scheduler(self) -> str:
         return COORDINATOR
 
-    def notice(self, notices: list[Notice]) -> None:
+    def notice(self, notices: Sequence[Notice]) -> None:
         now = self.now
         for notice in notices:
             self.notices.append((now, notice.event, str(notice.fields.get("worker", ""))))
