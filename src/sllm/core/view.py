@@ -188,19 +188,23 @@ class ClusterView:
                 return False
             # A worker that has not changed its tiers sends the very same dict again.
             same_models = report.models is held.models or report.models == held.models
-            # Most reports change nothing placement looks at; re-indexing them would be
-            # most of the cost of taking a report in.
-            unchanged = (
-                not entry.arriving
-                and entry.pending == 0
-                and report.queue_depth == held.queue_depth
-                and report.running == held.running
+            # The indices the worker belongs in stay the same: only its load may move.
+            same_indices = (
+                same_models
+                and not entry.arriving
                 and report.ready == held.ready
                 and report.slots == held.slots
                 and report.queue_capacity == held.queue_capacity
-                and same_models
             )
-            if not unchanged:
+            # Most reports change nothing placement looks at; re-indexing them would be
+            # most of the cost of taking a report in.
+            unchanged = (
+                same_indices
+                and entry.pending == 0
+                and report.queue_depth == held.queue_depth
+                and report.running == held.running
+            )
+            if not same_indices:
                 self._unindex(entry)
             entry.report = report
             if not same_models:
@@ -211,7 +215,10 @@ class ClusterView:
             entry.extra_backlog_s = 0.0
             self._entries.move_to_end(report.node_id)
             if not unchanged:
-                self._index(entry)
+                if entry.accepts:
+                    self._index(entry)  # moves it to its load in each index it is in
+                else:
+                    self._unindex(entry)
             return False
         entry = WorkerEntry(report=report, last_seen=now, indexed=indexed_models(report))
         self._entries[report.node_id] = entry
