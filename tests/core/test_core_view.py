@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import random
 from typing import Any
 
@@ -90,6 +91,14 @@ def test_lowest_is_lazy() -> None:
         index.set(f"w{i}", i % 7)
     walk = index.lowest()
     assert [next(walk) for _ in range(3)] == ["w0", "w7", "w14"]
+
+
+@pytest.mark.parametrize("count", [0, 1, 3, 4, 50, 2000])
+def test_first_is_the_start_of_lowest(count: int) -> None:
+    index = LoadIndex()
+    for i in range(1000):  # buckets of many sizes, across several loads
+        index.set(f"w{i}", (i * 7919) % 13)
+    assert index.first(count) == list(itertools.islice(index.lowest(), count))
 
 
 # -- reports and liveness -------------------------------------------------------------

@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable, Iterator, Mapping
-from itertools import islice
 from typing import Protocol
 
 from sllm.core.cost import CostModel, ModelInfo
@@ -248,7 +247,7 @@ class StartupAware:
         for _, index in self.sources(view, model):
             if index is None:
                 continue
-            for worker_id in islice(index.lowest(), CANDIDATES_PER_TIER):
+            for worker_id in index.first(CANDIDATES_PER_TIER):
                 if worker_id not in seen:
                     seen.add(worker_id)
                     entry = view.get(worker_id)
@@ -266,7 +265,7 @@ class StartupAware:
         for fastest, index in self.sources(view, request.model):
             if index is None or (best is not None and cost.lower_bound(fastest) >= best_ttft):
                 continue
-            for worker_id in islice(index.lowest(), CANDIDATES_PER_TIER):
+            for worker_id in index.first(CANDIDATES_PER_TIER):
                 if worker_id in seen:
                     continue
                 seen.add(worker_id)

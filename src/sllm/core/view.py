@@ -36,6 +36,7 @@ import random
 from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from itertools import islice
 
 from sllm.core.tiers import Tier
 from sllm.wire.messages import WorkerReport
@@ -93,6 +94,15 @@ class LoadIndex:
         """Ids in ascending load; stop early, the walk is lazy."""
         for load in self._loads:
             yield from self._buckets[load]
+
+    def first(self, count: int) -> list[str]:
+        """The first `count` ids of `lowest()` (fewer if there are fewer), at less cost."""
+        found: list[str] = []
+        for load in self._loads:
+            found.extend(islice(self._buckets[load], count - len(found)))
+            if len(found) >= count:
+                break
+        return found
 
 
 @dataclass(slots=True)

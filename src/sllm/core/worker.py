@@ -446,6 +446,8 @@ class WorkerState:
 
     def _dispatch(self, now: float) -> list[Action]:
         """Start what can start, queue loads for what cannot, free GPU room for the next load."""
+        if not self._queue and not self._load_queue:
+            return []  # the common case once a request ends: nothing waits
         actions: list[Action] = []
         slots = self.resources.slots
         for request in list(self._queue.values()):

@@ -329,20 +329,23 @@ class Network:
             self.lost += 1
             return
         delivery = (target, message, source, plane, size)
-        if not transit:
-            self._deliver(delivery)
-        jitter = link.jitter_s
-        # exp(gauss) is LogNormal(0, sigma), and about twice as fast as lognormvariate.
         kernel = self.kernel
         if transit:
-            delay = link.latency_s + (jitter * exp(rng.gauss(0.0, JITTER_SIGMA)) if jitter else 0.0)
-            heappush(
-                kernel.heap, (kernel.now + delay, next(kernel.sequence), self._deliver, delivery)
-            )
+            when = kernel.now + self._delay(link)
+            heappush(kernel.heap, (when, next(kernel.sequence), self._deliver, delivery))
+        else:
+            self._deliver(delivery)
         if link.duplicate > 0.0 and rng.random() < link.duplicate:
             self.duplicated += 1
-            delay = link.latency_s + (jitter * exp(rng.gauss(0.0, JITTER_SIGMA)) if jitter else 0.0)
-            kernel.schedule(delay, self._deliver, delivery)
+            kernel.schedule(self._delay(link), self._deliver, delivery)
+
+    def _delay(self, link: LinkModel) -> float:
+        """One datagram's transit time on `link`."""
+        jitter = link.jitter_s
+        if not jitter:
+            return link.latency_s
+        # exp(gauss) is LogNormal(0, sigma), and about twice as fast as lognormvariate.
+        return link.latency_s + jitter * exp(self.rng.gauss(0.0, JITTER_SIGMA))
 
     def _deliver(self, delivery: _Delivery) -> None:
         target, message, source, plane, size = delivery
