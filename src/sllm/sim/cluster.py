@@ -279,6 +279,7 @@ class WorkerHost:
         for action in actions:
             if type(action) is Finished:
                 self._send_result(action)
+                continue  # a result takes no simulated time
             for timer in self.engine.timers(action):
                 schedule(timer.delay_s, self._fire, (epoch, timer))
         deadline = self.state.next_deadline()
