@@ -57,12 +57,12 @@ only loses it), and per-node clock skew.
 
 from __future__ import annotations
 
+import math
 import random
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from heapq import heappush
 from math import exp
-from typing import cast
 
 from sllm.sim.kernel import Kernel
 from sllm.wire import MAX_DATAGRAM_BYTES, Codec, EncodeError, Message
@@ -139,8 +139,8 @@ class Sizer:
     ) -> None:
         self._codec = Codec()
         self._overhead = SIGNED_OVERHEAD_BYTES if signed else 0
-        self._samples = samples
-        self._exact = exact  # encode every message (slow; for measuring the estimate)
+        # `exact`: encode every message (slow; for measuring the estimate).
+        self._samples = math.inf if exact else samples
         self._by_type: dict[type[Message], Shape] = {}
         self._by_report_models: dict[int, Shape] = {}
         self._sampled_bytes: dict[Shape, int] = {}
@@ -148,19 +148,17 @@ class Sizer:
 
     def shape(self, message: Message) -> Shape:
         """The message's shape, with this message counted and charged."""
-        cls = type(message)
-        if cls is WorkerReport:
-            models = len(cast(WorkerReport, message).models)
+        if isinstance(message, WorkerReport):
+            models = len(message.models)
             shape = self._by_report_models.get(models)
             if shape is None:
-                shape = self._by_report_models[models] = Shape(cls.TYPE, CONTROL)
+                shape = self._by_report_models[models] = Shape(message.TYPE, CONTROL)
         else:
+            cls = type(message)
             shape = self._by_type.get(cls)
             if shape is None:
                 shape = self._by_type[cls] = Shape(cls.TYPE, PLANE_OF.get(cls, CONTROL))
-        if self._exact:
-            size = self._encoded_size(message)
-        elif shape.samples < self._samples:
+        if shape.samples < self._samples:  # always, when every message is encoded
             size = self._encoded_size(message)
             total = self._sampled_bytes.get(shape, 0) + size
             self._sampled_bytes[shape] = total
