@@ -40,5 +40,8 @@ def test_the_target_comparison() -> None:
     text = "\n".join(simulator.describe(result))
     assert "target: 1 simulated hour of 1,000 workers, >= 1,000,000 requests" in text
     assert "projected" in text
+    assert "anchor: a simulator with neither cold starts nor a control plane" in text
+    to_anchor = result["requests_per_wall_s_to_anchor_high"]
+    assert abs(to_anchor - result["requests_per_wall_s"] / 5_000) <= 0.01
     ratio = result["wall_to_target_ratio"]
     assert ratio == round(result["projected_target_wall_s"] / simulator.TARGET_WALL_S, 2)
