@@ -429,9 +429,9 @@ class Client:
                 result.reason,
                 result.worker_id,
                 result.cold_start,
-                queue_s=result.queue_s,
-                ttft_s=(pending.scheduled - pending.started) + result.ttft_s,
-                e2e_s=now - pending.started,
+                result.queue_s,
+                (pending.scheduled - pending.started) + result.ttft_s,  # ttft_s
+                now - pending.started,  # e2e_s
             ),
         )
 

@@ -30,9 +30,9 @@ from __future__ import annotations
 
 import contextlib
 import gc
-import heapq
 import itertools
 from collections.abc import Callable, Iterator
+from heapq import heappop, heappush
 from typing import Any, TypeVar
 
 T = TypeVar("T")
@@ -60,11 +60,12 @@ class Kernel:
     def schedule(self, delay: float, callback: Callable[[T], None], argument: T) -> None:
         """Run ``callback(argument)`` `delay` seconds from now (a negative delay means now)."""
         when = self.now + delay if delay > 0.0 else self.now
-        heapq.heappush(self.heap, (when, next(self.sequence), callback, argument))
+        heappush(self.heap, (when, next(self.sequence), callback, argument))
 
     def at(self, when: float, callback: Callable[[T], None], argument: T) -> None:
         """Run ``callback(argument)`` at time `when` (a time in the past means now)."""
-        heapq.heappush(self.heap, (max(when, self.now), next(self.sequence), callback, argument))
+        now = self.now
+        heappush(self.heap, (when if when > now else now, next(self.sequence), callback, argument))
 
     def next_time(self) -> float | None:
         """When the next event is due, or None when nothing is pending."""
@@ -76,7 +77,7 @@ class Kernel:
         The clock ends at `until` (or stays where it is if that is earlier).
         """
         heap = self.heap
-        pop = heapq.heappop
+        pop = heappop
         ran = 0
         while heap and heap[0][0] <= until:
             when, _, callback, argument = pop(heap)
@@ -91,7 +92,7 @@ class Kernel:
     def run_checked(self, until: float, check: Callable[[], None]) -> int:
         """`run`, calling `check()` after every event (for invariant tests)."""
         heap = self.heap
-        pop = heapq.heappop
+        pop = heappop
         ran = 0
         while heap and heap[0][0] <= until:
             when, _, callback, argument = pop(heap)

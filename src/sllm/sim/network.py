@@ -233,6 +233,7 @@ class Network:
         self.rng = rng
         self.link = link or LinkModel()
         self.sizer = sizer or Sizer()
+        self._arrive = self._deliver  # bound once: every datagram in flight holds it
         self._nodes: dict[str, Node] = {}
         self._links: dict[tuple[str, str], LinkModel] = {}
         self._group: dict[str, int] = {}  # empty: no partition
@@ -330,12 +331,12 @@ class Network:
         kernel = self.kernel
         if transit:
             when = kernel.now + self._delay(link)
-            heappush(kernel.heap, (when, next(kernel.sequence), self._deliver, delivery))
+            heappush(kernel.heap, (when, next(kernel.sequence), self._arrive, delivery))
         else:
             self._deliver(delivery)
         if link.duplicate > 0.0 and rng.random() < link.duplicate:
             self.duplicated += 1
-            kernel.schedule(self._delay(link), self._deliver, delivery)
+            kernel.schedule(self._delay(link), self._arrive, delivery)
 
     def _delay(self, link: LinkModel) -> float:
         """One datagram's transit time on `link`."""
