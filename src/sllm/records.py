@@ -17,6 +17,7 @@ own: every field, in order, positional or by name, with its default. A field wit
 from __future__ import annotations
 
 from dataclasses import MISSING, dataclass, field, fields
+from keyword import iskeyword
 from typing import Any, TypeVar, dataclass_transform
 
 T = TypeVar("T")
@@ -31,10 +32,13 @@ def record(cls: type[T]) -> type[T]:
     body: list[str] = []
     for each in fields(frozen):  # type: ignore[arg-type]
         name = each.name
-        # The source below is made, at import, only from the field names of the classes
-        # this decorates: nothing received reaches it. Checked, so that it stays that way.
-        assert name.isidentifier(), name
-        assert each.default_factory is MISSING, f"{cls.__name__}.{name}: no default_factory"
+        # The source below is made when a class is defined, from its field names alone:
+        # default values are passed as objects, never as text, and nothing received at run
+        # time reaches this function. Checked (not asserted, so -O keeps the check).
+        if not name.isidentifier() or iskeyword(name):
+            raise TypeError(f"{cls.__name__}: field name {name!r} is not an identifier")
+        if each.default_factory is not MISSING:
+            raise TypeError(f"{cls.__name__}.{name}: a record takes no default_factory")
         namespace[f"_set_{name}"] = getattr(frozen, name).__set__
         if each.default is MISSING:
             parameters.append(name)

@@ -57,12 +57,11 @@ only loses it), and per-node clock skew.
 
 from __future__ import annotations
 
-import math
 import random
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from heapq import heappush
-from math import exp
+from math import exp, inf
 
 from sllm.sim.kernel import Kernel
 from sllm.wire import MAX_DATAGRAM_BYTES, Codec, EncodeError, Message
@@ -140,7 +139,7 @@ class Sizer:
         self._codec = Codec()
         self._overhead = SIGNED_OVERHEAD_BYTES if signed else 0
         # `exact`: encode every message (slow; for measuring the estimate).
-        self._samples = math.inf if exact else samples
+        self._samples = inf if exact else samples
         self._by_type: dict[type[Message], Shape] = {}
         self._by_report_models: dict[int, Shape] = {}
         self._sampled_bytes: dict[Shape, int] = {}
@@ -233,7 +232,6 @@ class Network:
         self.rng = rng
         self.link = link or LinkModel()
         self.sizer = sizer or Sizer()
-        self._arrive = self._deliver  # bound once: every datagram in flight holds it
         self._nodes: dict[str, Node] = {}
         self._links: dict[tuple[str, str], LinkModel] = {}
         self._group: dict[str, int] = {}  # empty: no partition
@@ -331,12 +329,12 @@ class Network:
         kernel = self.kernel
         if transit:
             when = kernel.now + self._delay(link)
-            heappush(kernel.heap, (when, next(kernel.sequence), self._arrive, delivery))
+            heappush(kernel.heap, (when, next(kernel.sequence), self._deliver, delivery))
         else:
             self._deliver(delivery)
         if link.duplicate > 0.0 and rng.random() < link.duplicate:
             self.duplicated += 1
-            kernel.schedule(self._delay(link), self._arrive, delivery)
+            kernel.schedule(self._delay(link), self._deliver, delivery)
 
     def _delay(self, link: LinkModel) -> float:
         """One datagram's transit time on `link`."""
