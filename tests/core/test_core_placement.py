@@ -411,7 +411,7 @@ def test_expire_at_next_deadline() -> None:
     coord.handle(report("a"), 1.0)
     coord.handle(report("b"), 2.0)
     assert coord.next_deadline() == 1.0 + TIMEOUT
-    assert coord.expire(1.0 + TIMEOUT - 0.001) == []
+    assert coord.expire(1.0 + TIMEOUT - 0.001) == ()
     # A driver that wakes at the deadline finds the worker gone, not a deadline in the past.
     lost = coord.expire(1.0 + TIMEOUT)
     assert [(n.event, n.fields["worker"]) for n in lost] == [("worker_lost", "a")]
@@ -556,4 +556,4 @@ def test_workers_expired_while_handling_are_announced(message: Any) -> None:
     coord.handle(report("b"), 3.0)
     outcome = coord.handle(message, TIMEOUT + 1.0)
     assert [(n.event, n.fields["worker"]) for n in outcome.notices] == [("worker_lost", "a")]
-    assert coord.expire(TIMEOUT + 1.0) == []  # announced once, not again
+    assert coord.expire(TIMEOUT + 1.0) == ()  # announced once, not again

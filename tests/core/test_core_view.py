@@ -50,9 +50,9 @@ def view_of(*reports: WorkerReport, now: float = 0.0) -> ClusterView:
 
 
 def test_lowest_is_ascending_load() -> None:
-    index = LoadIndex()
+    index: LoadIndex[str] = LoadIndex()
     for worker_id, load in [("a", 3), ("b", 0), ("c", 7), ("d", 1)]:
-        index.set(worker_id, load)
+        index.set(worker_id, load, worker_id)
     assert list(index.lowest()) == ["b", "d", "a", "c"]
     assert len(index) == 4
     assert "a" in index
@@ -60,25 +60,25 @@ def test_lowest_is_ascending_load() -> None:
 
 
 def test_ties_go_to_the_longest_unchanged() -> None:
-    index = LoadIndex()
+    index: LoadIndex[str] = LoadIndex()
     for worker_id in "abc":
-        index.set(worker_id, 1)
+        index.set(worker_id, 1, worker_id)
     assert list(index.lowest()) == ["a", "b", "c"]
-    index.set("a", 2)
-    index.set("a", 1)  # a's load changed most recently: it goes last among equals
+    index.set("a", 2, "a")
+    index.set("a", 1, "a")  # a's load changed most recently: it goes last among equals
     assert list(index.lowest()) == ["b", "c", "a"]
-    index.set("b", 1)  # no change, no move
+    index.set("b", 1, "b")  # no change, no move
     assert list(index.lowest()) == ["b", "c", "a"]
 
 
 def test_discard_and_empty_buckets() -> None:
-    index = LoadIndex()
-    index.set("a", 5)
-    index.set("b", 2)
+    index: LoadIndex[str] = LoadIndex()
+    index.set("a", 5, "a")
+    index.set("b", 2, "b")
     index.discard("b")
     index.discard("missing")
     assert list(index.lowest()) == ["a"]
-    index.set("a", 0)
+    index.set("a", 0, "a")
     assert list(index.lowest()) == ["a"]
     index.discard("a")
     assert list(index.lowest()) == []
@@ -86,19 +86,31 @@ def test_discard_and_empty_buckets() -> None:
 
 
 def test_lowest_is_lazy() -> None:
-    index = LoadIndex()
+    index: LoadIndex[str] = LoadIndex()
     for i in range(1000):
-        index.set(f"w{i}", i % 7)
+        index.set(f"w{i}", i % 7, f"w{i}")
     walk = index.lowest()
     assert [next(walk) for _ in range(3)] == ["w0", "w7", "w14"]
 
 
 @pytest.mark.parametrize("count", [0, 1, 3, 4, 50, 2000])
 def test_first_is_the_start_of_lowest(count: int) -> None:
-    index = LoadIndex()
+    index: LoadIndex[str] = LoadIndex()
     for i in range(1000):  # buckets of many sizes, across several loads
-        index.set(f"w{i}", (i * 7919) % 13)
-    assert index.first(count) == list(itertools.islice(index.lowest(), count))
+        index.set(f"w{i}", (i * 7919) % 13, f"value of w{i}")
+    keys = itertools.islice(index.lowest(), count)
+    assert index.first(count) == [f"value of {key}" for key in keys]
+
+
+def test_a_key_keeps_its_value_until_discarded() -> None:
+    index: LoadIndex[str] = LoadIndex()
+    index.set("a", 1, "first")
+    index.set("a", 1, "second")  # same load: nothing moves
+    index.set("a", 2, "third")  # moved: it takes the value it is given
+    assert index.first(1) == ["third"]
+    index.discard("a")
+    index.set("a", 2, "fourth")
+    assert index.first(1) == ["fourth"]
 
 
 # -- reports and liveness -------------------------------------------------------------

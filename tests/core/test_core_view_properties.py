@@ -27,11 +27,11 @@ index_ops = st.lists(
 @settings(max_examples=100, deadline=None)
 @given(index_ops)
 def test_load_index_matches_a_sorted_scan(ops: list[tuple[str, str, int]]) -> None:
-    index = LoadIndex()
+    index: LoadIndex[str] = LoadIndex()
     naive: dict[str, tuple[int, int]] = {}  # id -> (load, when that load was set)
     for step, (op, worker_id, load) in enumerate(ops):
         if op == "set":
-            index.set(worker_id, load)
+            index.set(worker_id, load, worker_id)
             if naive.get(worker_id, (None, 0))[0] != load:
                 naive[worker_id] = (load, step)
         else:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import gc
 import weakref
 
+import pytest
+
 from sllm.sim.kernel import Kernel, collector_paused
 
 
@@ -64,6 +66,62 @@ def test_the_past_means_now() -> None:
     kernel.at(1.0, lambda _: seen.append(kernel.now), None)
     kernel.run(5.0)
     assert seen == [5.0, 5.0]
+
+
+def test_period_lane_and_heap_run_in_one_time_order_with_ties_in_schedule_order() -> None:
+    kernel = Kernel(period_s=1.0)
+    seen: list[tuple[float, str]] = []
+
+    def note(name: str) -> None:
+        seen.append((kernel.now, name))
+
+    kernel.at(0.5, note, "heap-0.5")
+    kernel.after_period(note, "lane-1")  # due at 1.0
+    kernel.at(1.0, note, "heap-1")  # same time, scheduled after the lane event
+    kernel.schedule(2.0, note, "heap-2")
+    kernel.run(0.25)
+    kernel.after_period(note, "lane-1.25")  # due at 1.25
+    kernel.at(1.25, note, "heap-1.25")
+    assert len(kernel) == 6
+    assert kernel.next_time() == 0.5
+    kernel.run(5.0)
+    assert seen == [
+        (0.5, "heap-0.5"),
+        (1.0, "lane-1"),
+        (1.0, "heap-1"),
+        (1.25, "lane-1.25"),
+        (1.25, "heap-1.25"),
+        (2.0, "heap-2"),
+    ]
+    assert kernel.events == 6 and len(kernel) == 0
+
+
+def test_a_periodic_event_that_reschedules_itself_keeps_its_phase() -> None:
+    kernel = Kernel(period_s=0.5)
+    seen: list[float] = []
+
+    def tick(_: None) -> None:
+        seen.append(kernel.now)
+        kernel.after_period(tick, None)
+
+    kernel.at(0.2, tick, None)
+    kernel.run(2.0)
+    assert seen == [0.2, 0.7, 1.2, 1.7]
+    assert kernel.next_time() == 2.2
+
+
+def test_the_lane_stops_at_until_like_the_heap() -> None:
+    kernel = Kernel(period_s=3.0)
+    seen: list[float] = []
+    kernel.after_period(lambda _: seen.append(kernel.now), None)
+    assert kernel.run(2.9) == 0
+    assert kernel.run_checked(3.0, lambda: None) == 1
+    assert seen == [3.0]
+
+
+def test_a_period_must_be_positive() -> None:
+    with pytest.raises(ValueError, match="period"):
+        Kernel(period_s=0.0)
 
 
 def test_run_checked_checks_after_every_event() -> None:

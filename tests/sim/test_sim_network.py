@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import math
 import random
+from statistics import NormalDist, fmean
 
 import pytest
 
@@ -13,7 +15,16 @@ from sllm.core.worker import WorkerResources, WorkerState, prestaged
 from sllm.experiments.options import WorkloadOptions, make_workload
 from sllm.sim.cluster import CentralizedCluster, ClusterConfig
 from sllm.sim.kernel import Kernel
-from sllm.sim.network import CONTROL, DATA, LinkModel, Network, Sizer
+from sllm.sim.network import (
+    CONTROL,
+    DATA,
+    JITTER_SIGMA,
+    JITTER_STRATA,
+    LinkModel,
+    Network,
+    Sizer,
+    jitter_factors,
+)
 from sllm.wire import Codec, InferenceRequest, Message, ScheduleRequest
 
 SENDS = 4000
@@ -42,6 +53,16 @@ def test_latency_floor_and_jitter() -> None:
     assert delays[0] > 0.001
     median = delays[len(delays) // 2] - 0.001
     assert 0.0004 < median < 0.0006  # the log-normal's median is jitter_s
+
+
+def test_jitter_factors_follow_the_log_normal_law() -> None:
+    factors = sorted(jitter_factors())
+    law = NormalDist(0.0, JITTER_SIGMA)
+    assert len(factors) == JITTER_STRATA
+    assert fmean(factors) == pytest.approx(math.exp(JITTER_SIGMA**2 / 2), rel=1e-4)
+    for quantile in (0.01, 0.5, 0.9, 0.99, 0.999):
+        expected = math.exp(law.inv_cdf(quantile))
+        assert factors[int(quantile * JITTER_STRATA)] == pytest.approx(expected, rel=2e-3)
 
 
 def test_jitter_reorders_a_burst() -> None:

@@ -19,7 +19,7 @@ from itertools import islice
 
 from sllm.core.cost import CostModel, ModelInfo
 from sllm.core.placement import make_policy
-from sllm.core.tiers import Tier
+from sllm.core.tiers import GPU
 from sllm.core.view import ClusterView
 from sllm.records import record
 from sllm.wire.messages import (
@@ -98,18 +98,19 @@ class Coordinator:
                 return Outcome(notices=(joined,))
             return NOTHING
         if isinstance(message, ScheduleRequest):
-            notices = tuple(self.expire(now))  # or `place` drops them unannounced
+            notices = self.expire(now)  # or `place` drops them unannounced
             return Outcome((self.place(message, now),), notices)
         if isinstance(message, ClusterStateRequest):
-            notices = tuple(self.expire(now))
+            notices = self.expire(now)
             return Outcome((self.cluster_state(message, now),), notices)
         return Outcome(notices=(Notice("unexpected_message", {"type": message.TYPE}),))
 
-    def expire(self, now: float) -> list[Notice]:
-        return [
-            Notice("worker_lost", {"worker": worker_id, "timeout_s": self.view.worker_timeout})
-            for worker_id in self.view.expire(now)
-        ]
+    def expire(self, now: float) -> tuple[Notice, ...]:
+        gone = self.view.expire(now)
+        if not gone:
+            return ()  # the common case: before every decision
+        timeout = self.view.worker_timeout
+        return tuple(Notice("worker_lost", {"worker": id_, "timeout_s": timeout}) for id_ in gone)
 
     def forget(self, worker_id: str, now: float) -> list[Notice]:
         """Drop a worker the data plane found unreachable; its next report brings it back."""
@@ -137,7 +138,7 @@ class Coordinator:
         if model.size_bytes > entry.report.memory_total:
             # Workers are assumed alike: one too small to hold the weights means all are.
             return self._reject(request, "model_too_large")
-        cold = choice.tier is not Tier.GPU
+        cold = choice.tier is not GPU
         new_load_s = 0.0
         if cold:
             self.counters.cold_starts += 1

@@ -116,19 +116,59 @@ class CostModel:
             return 0.0
         return self.engine_start_s + size_bytes / self.bandwidth(tier)
 
+    def timing(self, model: ModelInfo) -> ModelTiming:
+        """`model`'s timings under this cost model, for callers that time many requests."""
+        return ModelTiming(
+            params_b=model.params_b,
+            prefill_floor_s=self.prefill_floor_s,
+            prefill_s_per_token_bparam=self.prefill_s_per_token_bparam,
+            decode_step_s=max(model.size_bytes / self.hbm_bandwidth_Bps, self.decode_overhead_s),
+            decode_batch_slope=self.decode_batch_slope,
+            load_s=tuple(self.load_time(model.size_bytes, tier) for tier in Tier),
+        )
+
     def prefill_time(self, model: ModelInfo, prompt_tokens: int) -> float:
-        compute = prompt_tokens * model.params_b * self.prefill_s_per_token_bparam
-        return max(self.prefill_floor_s, compute)
+        return self.timing(model).prefill_time(prompt_tokens)
 
     def decode_step_time(self, model: ModelInfo, batch_size: int) -> float:
-        floor = model.size_bytes / self.hbm_bandwidth_Bps
-        growth = 1.0 + self.decode_batch_slope * max(0, batch_size - 1)
-        return max(floor, self.decode_overhead_s) * growth
+        return self.timing(model).decode_step_time(batch_size)
 
     def service_time(
         self, model: ModelInfo, prompt_tokens: int, output_tokens: int, batch_size: int = 1
     ) -> tuple[float, float]:
         """(time to first token, end-to-end) of one request once it holds a slot."""
-        ttft = self.prefill_time(model, prompt_tokens)
-        decode = max(0, output_tokens - 1) * self.decode_step_time(model, batch_size)
-        return ttft, ttft + decode
+        return self.timing(model).service_time(prompt_tokens, output_tokens, batch_size)
+
+
+@dataclass(frozen=True, slots=True)
+class ModelTiming:
+    """One model under one cost model: the formulas above, with the per-model part done once.
+
+    Placement estimates every decision and the sim engine times every request, millions
+    of times a simulated hour: each keeps one of these per model (`CostModel.timing`), so
+    a request costs a few multiplications. The cost model's own methods go through it
+    too, so there is one copy of each formula.
+    """
+
+    params_b: float
+    prefill_floor_s: float
+    prefill_s_per_token_bparam: float
+    decode_step_s: float  # at batch size 1: the larger of weight streaming and overhead
+    decode_batch_slope: float
+    load_s: tuple[float, ...]  # from each tier (indexed by Tier), queued loads not counted
+
+    def prefill_time(self, prompt_tokens: int) -> float:
+        compute = prompt_tokens * self.params_b * self.prefill_s_per_token_bparam
+        return max(self.prefill_floor_s, compute)
+
+    def decode_step_time(self, batch_size: int) -> float:
+        if batch_size <= 1:
+            return self.decode_step_s
+        return self.decode_step_s * (1.0 + self.decode_batch_slope * (batch_size - 1))
+
+    def service_time(
+        self, prompt_tokens: int, output_tokens: int, batch_size: int = 1
+    ) -> tuple[float, float]:
+        """(time to first token, end-to-end) of one request once it holds a slot."""
+        ttft = self.prefill_time(prompt_tokens)
+        return ttft, ttft + max(0, output_tokens - 1) * self.decode_step_time(batch_size)

@@ -34,8 +34,8 @@ import random
 from collections.abc import Callable, Iterator, Mapping
 from typing import Protocol
 
-from sllm.core.cost import CostModel, ModelInfo
-from sllm.core.tiers import Tier
+from sllm.core.cost import CostModel, ModelInfo, ModelTiming
+from sllm.core.tiers import DISK, GPU, HOST, REMOTE, Tier
 from sllm.core.view import ClusterView, LoadIndex, WorkerEntry
 from sllm.records import record
 from sllm.wire.messages import ScheduleRequest
@@ -49,6 +49,9 @@ CANDIDATES_PER_TIER = 4
 # to the least-loaded one.
 RANDOM_TRIES = 4
 
+
+_GPU = int(GPU)
+_REMOTE = int(REMOTE)
 
 # Why startup-aware chose a worker, by the tier the model was in there.
 STARTUP_AWARE_REASONS = tuple(
@@ -82,18 +85,16 @@ class RequestCost:
 
     __slots__ = ("e2e_s", "load_s", "model", "prefill_s")
 
-    def __init__(
-        self, cost: CostModel, request: ScheduleRequest, model: ModelInfo, load_s: tuple[float, ...]
-    ) -> None:
+    def __init__(self, request: ScheduleRequest, timing: ModelTiming) -> None:
         self.model = request.model
-        self.prefill_s, self.e2e_s = cost.service_time(
-            model, request.prompt_tokens, request.output_tokens
+        self.prefill_s, self.e2e_s = timing.service_time(
+            request.prompt_tokens, request.output_tokens
         )
-        self.load_s = load_s  # by tier
+        self.load_s = timing.load_s  # by tier
 
     def lower_bound(self, tier: Tier) -> float:
         """The best time to first token any worker holding the model in `tier` could offer."""
-        return self.load_s[tier] + self.prefill_s
+        return self.load_s[tier] + self.prefill_s  # GPU: load_s is 0
 
 
 class Estimator:
@@ -101,32 +102,35 @@ class Estimator:
 
     def __init__(self, cost: CostModel) -> None:
         self.cost = cost
-        self._load_s: dict[str, tuple[float, ...]] = {}  # per model; the cost model is frozen
+        self._timings: dict[str, ModelTiming] = {}  # per model; the cost model is frozen
 
     def request_cost(self, request: ScheduleRequest, model: ModelInfo) -> RequestCost:
-        load_s = self._load_s.get(model.name)
-        if load_s is None:
-            load_s = tuple(self.cost.load_time(model.size_bytes, tier) for tier in Tier)
-            self._load_s[model.name] = load_s
-        return RequestCost(self.cost, request, model, load_s)
-
-    @staticmethod
-    def queue_wait(entry: WorkerEntry, request_service_s: float) -> float:
-        """Seconds before a slot frees up: the requests ahead, spread over the slots.
-
-        The view does not know the other requests' lengths, so each is assumed to take as
-        long as this one would. Good enough to rank workers; not a promise.
-        """
-        slots = max(1, entry.report.slots)
-        ahead = entry.load - slots + 1
-        return 0.0 if ahead <= 0 else ahead / slots * request_service_s
+        timing = self._timings.get(model.name)
+        if timing is None:
+            timing = self._timings[model.name] = self.cost.timing(model)
+        return RequestCost(request, timing)
 
     def ttft(self, entry: WorkerEntry, cost: RequestCost) -> float:
-        tier = entry.tier_of(cost.model)
-        wait = self.queue_wait(entry, cost.e2e_s)
-        if tier is Tier.GPU:
+        """Queue wait, then the load (from the fastest tier holding the model, after the
+        loads queued there), then the prefill.
+
+        The wait is the requests ahead spread over the slots. The view does not know the
+        other requests' lengths, so each is assumed to take as long as this one would.
+        Good enough to rank workers; not a promise. Every decision runs this a few times,
+        so it reads the entry's fields directly rather than through its properties.
+        """
+        report = entry.report
+        slots = report.slots if report.slots > 1 else 1
+        ahead = report.queue_depth + report.running + entry.pending - slots + 1
+        wait = ahead / slots * cost.e2e_s if ahead > 0 else 0.0
+        model = cost.model
+        if model in entry.arriving:
+            return wait + cost.prefill_s  # on its way to the GPU
+        tier = report.models.get(model, _REMOTE)
+        if tier == _GPU:
             return wait + cost.prefill_s
-        return wait + (entry.load_backlog_s + cost.load_s[tier]) + cost.prefill_s
+        backlog = report.load_backlog_s + entry.extra_backlog_s
+        return wait + (backlog + cost.load_s[tier]) + cost.prefill_s
 
 
 class Seed:
@@ -146,7 +150,7 @@ class Seed:
             if not entry.accepts:
                 continue
             report = entry.report
-            loaded = entry.tier_of(request.model) is Tier.GPU
+            loaded = entry.tier_of(request.model) is GPU
             score = (
                 (1000.0 if loaded else 0.0)
                 - 10.0 * (report.queue_depth + entry.pending)
@@ -166,12 +170,10 @@ class LeastLoaded:
     def choose(
         self, view: ClusterView, request: ScheduleRequest, model: ModelInfo
     ) -> Choice | None:
-        worker_id = next(view.by_load.lowest(), None)
-        if worker_id is None:
+        lowest = view.by_load.first(1)
+        if not lowest:
             return None
-        entry = view.get(worker_id)
-        assert entry is not None
-        return _choice(self._estimator, entry, request, model, "least_loaded")
+        return _choice(self._estimator, lowest[0], request, model, "least_loaded")
 
 
 class RoundRobin:
@@ -233,12 +235,14 @@ class StartupAware:
     def __init__(self, estimator: Estimator) -> None:
         self._estimator = estimator
 
-    def sources(self, view: ClusterView, model: str) -> list[tuple[Tier, LoadIndex | None]]:
+    def sources(
+        self, view: ClusterView, model: str
+    ) -> list[tuple[Tier, LoadIndex[WorkerEntry] | None]]:
         """Where to look, fastest tier first, with the fastest tier a source can offer."""
         return [
-            (Tier.GPU, view.holders(model, Tier.GPU)),
-            (Tier.HOST, view.holders(model, Tier.HOST)),
-            (Tier.DISK, view.by_load),  # disk copies and cold starts: any worker
+            (GPU, view.holders(model, GPU)),
+            (HOST, view.holders(model, HOST)),
+            (DISK, view.by_load),  # disk copies and cold starts: any worker
         ]
 
     def candidates(self, view: ClusterView, model: str) -> Iterator[WorkerEntry]:
@@ -247,11 +251,9 @@ class StartupAware:
         for _, index in self.sources(view, model):
             if index is None:
                 continue
-            for worker_id in index.first(CANDIDATES_PER_TIER):
-                if worker_id not in seen:
-                    seen.add(worker_id)
-                    entry = view.get(worker_id)
-                    assert entry is not None
+            for entry in index.first(CANDIDATES_PER_TIER):
+                if entry.worker_id not in seen:
+                    seen.add(entry.worker_id)
                     yield entry
 
     def choose(
@@ -261,16 +263,14 @@ class StartupAware:
         estimate = self._estimator.ttft
         best: WorkerEntry | None = None
         best_ttft = 0.0
-        seen: set[str] = set()
+        seen: set[int] = set()  # entries already estimated, by identity
         for fastest, index in self.sources(view, request.model):
             if index is None or (best is not None and cost.lower_bound(fastest) >= best_ttft):
                 continue
-            for worker_id in index.first(CANDIDATES_PER_TIER):
-                if worker_id in seen:
+            for entry in index.first(CANDIDATES_PER_TIER):
+                if id(entry) in seen:
                     continue
-                seen.add(worker_id)
-                entry = view.get(worker_id)
-                assert entry is not None
+                seen.add(id(entry))
                 ttft = estimate(entry, cost)
                 if best is None or ttft < best_ttft:
                     best, best_ttft = entry, ttft

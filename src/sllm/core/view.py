@@ -37,8 +37,9 @@ from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from itertools import islice
+from typing import Generic, TypeVar
 
-from sllm.core.tiers import Tier
+from sllm.core.tiers import GPU, REMOTE, Tier
 from sllm.wire.messages import WorkerReport
 
 INDEXED_TIERS = frozenset({int(Tier.GPU), int(Tier.HOST)})
@@ -48,58 +49,65 @@ INDEXED_TIERS = frozenset({int(Tier.GPU), int(Tier.HOST)})
 PLACEMENT_REINDEXED_TIERS = frozenset({int(Tier.GPU)})
 _TIER_BY_VALUE = tuple(Tier)  # indexing a tuple is much cheaper than calling Tier(value)
 
+V = TypeVar("V")
 
-class LoadIndex:
-    """Ids bucketed by integer load, lowest load first."""
+
+class LoadIndex(Generic[V]):
+    """Keys bucketed by integer load, lowest load first, each with a value (the view's entry).
+
+    Placement reads the values of the first few keys (`first`), so it never looks a key
+    up again.
+    """
 
     __slots__ = ("_buckets", "_loads", "_where")
 
     def __init__(self) -> None:
-        self._buckets: dict[int, dict[str, None]] = {}
+        self._buckets: dict[int, dict[str, V]] = {}
         self._loads: list[int] = []  # the keys of _buckets, sorted
         self._where: dict[str, int] = {}
 
     def __len__(self) -> int:
         return len(self._where)
 
-    def __contains__(self, worker_id: object) -> bool:
-        return worker_id in self._where
+    def __contains__(self, key: object) -> bool:
+        return key in self._where
 
-    def set(self, worker_id: str, load: int) -> None:
-        old = self._where.get(worker_id)
+    def set(self, key: str, load: int, value: V) -> None:
+        """Put `key` at `load` (moving it if it was elsewhere), with its `value`."""
+        old = self._where.get(key)
         if old == load:
             return
         if old is not None:
-            self._remove_from_bucket(worker_id, old)
+            self._remove_from_bucket(key, old)
         bucket = self._buckets.get(load)
         if bucket is None:
             bucket = self._buckets[load] = {}
             bisect.insort(self._loads, load)
-        bucket[worker_id] = None
-        self._where[worker_id] = load
+        bucket[key] = value
+        self._where[key] = load
 
-    def discard(self, worker_id: str) -> None:
-        old = self._where.pop(worker_id, None)
+    def discard(self, key: str) -> None:
+        old = self._where.pop(key, None)
         if old is not None:
-            self._remove_from_bucket(worker_id, old)
+            self._remove_from_bucket(key, old)
 
-    def _remove_from_bucket(self, worker_id: str, load: int) -> None:
+    def _remove_from_bucket(self, key: str, load: int) -> None:
         bucket = self._buckets[load]
-        del bucket[worker_id]
+        del bucket[key]
         if not bucket:
             del self._buckets[load]
             del self._loads[bisect.bisect_left(self._loads, load)]
 
     def lowest(self) -> Iterator[str]:
-        """Ids in ascending load; stop early, the walk is lazy."""
+        """Keys in ascending load; stop early, the walk is lazy."""
         for load in self._loads:
             yield from self._buckets[load]
 
-    def first(self, count: int) -> list[str]:
-        """The first `count` ids of `lowest()` (fewer if there are fewer), at less cost."""
-        found: list[str] = []
+    def first(self, count: int) -> list[V]:
+        """The values of the first `count` keys of `lowest()` (fewer if there are fewer)."""
+        found: list[V] = []
         for load in self._loads:
-            found.extend(islice(self._buckets[load], count - len(found)))
+            found.extend(islice(self._buckets[load].values(), count - len(found)))
             if len(found) >= count:
                 break
         return found
@@ -143,9 +151,9 @@ class WorkerEntry:
 
     def tier_of(self, model: str) -> Tier:
         if model in self.arriving:
-            return Tier.GPU
+            return GPU
         tier = self.report.models.get(model)
-        return Tier.REMOTE if tier is None else _TIER_BY_VALUE[tier]
+        return REMOTE if tier is None else _TIER_BY_VALUE[tier]
 
 
 def indexed_models(report: WorkerReport) -> list[tuple[str, int]]:
@@ -159,8 +167,11 @@ class ClusterView:
     def __init__(self, worker_timeout: float) -> None:
         self.worker_timeout = worker_timeout
         self._entries: OrderedDict[str, WorkerEntry] = OrderedDict()  # oldest report first
-        self.by_load = LoadIndex()  # accepting workers
-        self._holders: dict[tuple[str, int], LoadIndex] = {}
+        self.by_load: LoadIndex[WorkerEntry] = LoadIndex()  # accepting workers
+        # By tier value (GPU = 0, HOST = 1): model -> accepting workers holding it there.
+        self._holders: tuple[dict[str, LoadIndex[WorkerEntry]], ...] = tuple(
+            {} for _ in range(max(INDEXED_TIERS) + 1)
+        )
         self._live_ids: list[str] = []  # for O(1) uniform choice and round-robin
         self._live_pos: dict[str, int] = {}
         self._turn = 0
@@ -178,9 +189,9 @@ class ClusterView:
         """Every live worker, in no promised order. O(N): for reports, never for placement."""
         return iter(self._entries.values())
 
-    def holders(self, model: str, tier: Tier) -> LoadIndex | None:
+    def holders(self, model: str, tier: Tier) -> LoadIndex[WorkerEntry] | None:
         """Accepting workers holding `model` in `tier` (GPU or HOST only), by load."""
-        return self._holders.get((model, tier))
+        return self._holders[tier].get(model)
 
     # -- reports and liveness -------------------------------------------------------
 
@@ -234,7 +245,8 @@ class ClusterView:
         self._entries[report.node_id] = entry
         self._live_pos[report.node_id] = len(self._live_ids)
         self._live_ids.append(report.node_id)
-        self._index(entry)
+        if entry.accepts:
+            self._index(entry)
         return True
 
     def expire(self, now: float) -> list[str]:
@@ -245,13 +257,14 @@ class ClusterView:
         `next_deadline`, which a driver can then schedule without spinning on it.
         """
         gone: list[str] = []
-        while self._entries:
-            worker_id, entry = next(iter(self._entries.items()))
+        timeout = self.worker_timeout
+        for worker_id, entry in self._entries.items():  # oldest report first
             # The same sum as `next_deadline`, so float rounding cannot make them disagree.
-            if entry.last_seen + self.worker_timeout > now:
+            if entry.last_seen + timeout > now:
                 break
-            self.remove(worker_id)
             gone.append(worker_id)
+        for worker_id in gone:
+            self.remove(worker_id)
         return gone
 
     def remove(self, worker_id: str) -> None:
@@ -299,17 +312,16 @@ class ClusterView:
     # -- index upkeep --------------------------------------------------------------------
 
     def _index(self, entry: WorkerEntry, tiers: frozenset[int] = INDEXED_TIERS) -> None:
-        """Put (or move) an accepting worker at its current load in the indices of `tiers`."""
-        if not entry.accepts:
-            return
+        """Put (or move) a worker that accepts work at its current load in the indices of
+        `tiers` (the caller checks that it accepts)."""
         load = entry.load
         worker_id = entry.worker_id
-        self.by_load.set(worker_id, load)
+        self.by_load.set(worker_id, load, entry)
         for model, tier in entry.indexed:
             if tier in tiers:
-                self._holders_for(model, tier).set(worker_id, load)
+                self._holders_for(model, tier).set(worker_id, load, entry)
         for model in entry.arriving:
-            self._holders_for(model, Tier.GPU).set(worker_id, load)
+            self._holders_for(model, GPU).set(worker_id, load, entry)
 
     def _unindex(self, entry: WorkerEntry) -> None:
         worker_id = entry.worker_id
@@ -317,18 +329,20 @@ class ClusterView:
         for model, tier in entry.indexed:
             self._discard_holder(model, tier, worker_id)
         for model in entry.arriving:
-            self._discard_holder(model, Tier.GPU, worker_id)
+            self._discard_holder(model, GPU, worker_id)
 
-    def _holders_for(self, model: str, tier: int) -> LoadIndex:
-        index = self._holders.get((model, tier))
+    def _holders_for(self, model: str, tier: int) -> LoadIndex[WorkerEntry]:
+        holders = self._holders[tier]
+        index = holders.get(model)
         if index is None:
-            index = self._holders[(model, tier)] = LoadIndex()
+            index = holders[model] = LoadIndex()
         return index
 
     def _discard_holder(self, model: str, tier: int, worker_id: str) -> None:
-        index = self._holders.get((model, tier))
+        holders = self._holders[tier]
+        index = holders.get(model)
         if index is None:
             return
         index.discard(worker_id)
         if not index:
-            del self._holders[(model, tier)]
+            del holders[model]

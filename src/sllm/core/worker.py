@@ -31,7 +31,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from sllm.core.cost import CostModel, ModelInfo
-from sllm.core.tiers import Tier
+from sllm.core.tiers import DISK, GPU, HOST, REMOTE, Tier
 from sllm.records import record
 from sllm.wire.messages import REPORT_MAX_MODELS, InferenceRequest, InferenceResult, WorkerReport
 
@@ -228,12 +228,12 @@ class WorkerState:
 
     def tier_of(self, model: str) -> Tier:
         if model in self._gpu:
-            return Tier.GPU
+            return GPU
         if model in self._host:
-            return Tier.HOST
+            return HOST
         if model in self._disk:
-            return Tier.DISK
-        return Tier.REMOTE
+            return DISK
+        return REMOTE
 
     def load_backlog_s(self, now: float) -> float:
         """Estimated seconds until the load channel is free: current load plus queued ones."""
@@ -299,7 +299,7 @@ class WorkerState:
         """The fastest-tier models, most recently used first, how many are held in all, and
         the GPU bytes in use."""
         kept: dict[str, int] = {}
-        gpu_tier = int(Tier.GPU)
+        gpu_tier = int(GPU)
         for model in reversed(self._gpu):  # most recently used first
             if len(kept) == REPORT_MAX_MODELS:
                 break
@@ -359,7 +359,7 @@ class WorkerState:
             self.rejected_total += 1
             return [Finished(request.request_id, False, reason, False, 0.0, 0.0, 0.0)]
         self.accepted_total += 1
-        self._queue[request_id] = _Request(request, now, cold_start=request.model not in self._gpu)
+        self._queue[request_id] = _Request(request, now, request.model not in self._gpu)
         if request.model in self._gpu:
             self._gpu[request.model].queued += 1
         return self._dispatch(now)

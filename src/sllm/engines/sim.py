@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from enum import Enum
 
-from sllm.core.cost import CostModel, ModelInfo
+from sllm.core.cost import CostModel, ModelInfo, ModelTiming
 from sllm.core.worker import Action, StartLoad, StartRequest, WorkerState
 from sllm.records import record
 
@@ -26,6 +26,11 @@ from sllm.records import record
 class TimerKind(Enum):
     LOAD_DONE = "load_done"
     REQUEST_DONE = "request_done"
+
+
+# Module constants for the per-request path (see `sllm.core.tiers` on enum reads).
+_LOAD_DONE = TimerKind.LOAD_DONE
+_REQUEST_DONE = TimerKind.REQUEST_DONE
 
 
 @record
@@ -42,27 +47,29 @@ class SimEngine:
     def __init__(self, catalog: Mapping[str, ModelInfo], cost: CostModel) -> None:
         self.catalog = catalog
         self.cost = cost
+        self._timings: dict[str, ModelTiming] = {}  # per model; the cost model is frozen
+
+    def timing(self, model: str) -> ModelTiming:
+        timing = self._timings.get(model)
+        if timing is None:
+            timing = self._timings[model] = self.cost.timing(self.catalog[model])
+        return timing
 
     def timers(self, action: Action) -> list[Timer]:
-        if isinstance(action, StartLoad):
-            size = self.catalog[action.model].size_bytes
-            return [
-                Timer(self.cost.load_time(size, action.source), TimerKind.LOAD_DONE, action.model)
-            ]
-        if isinstance(action, StartRequest):
-            ttft, e2e = self.cost.service_time(
-                self.catalog[action.model],
-                action.prompt_tokens,
-                action.output_tokens,
-                action.batch_size,
+        if isinstance(action, StartRequest):  # the common case: one per request
+            ttft, e2e = self.timing(action.model).service_time(
+                action.prompt_tokens, action.output_tokens, action.batch_size
             )
-            return [Timer(e2e, TimerKind.REQUEST_DONE, action.request_id, ttft)]
+            return [Timer(e2e, _REQUEST_DONE, action.request_id, ttft)]
+        if isinstance(action, StartLoad):
+            load_s = self.timing(action.model).load_s[action.source]
+            return [Timer(load_s, _LOAD_DONE, action.model)]
         return []  # evictions and cancellations take no simulated time
 
 
 def fire(worker: WorkerState, timer: Timer, now: float) -> list[Action]:
     """Deliver a due timer to the worker; return what the worker decides next."""
-    if timer.kind is TimerKind.LOAD_DONE:
+    if timer.kind is _LOAD_DONE:
         return worker.load_done(timer.key, now)
     # The request started `delay_s` before now; its first token came `first_token_s` after.
     worker.first_token(timer.key, now - (timer.delay_s - timer.first_token_s))

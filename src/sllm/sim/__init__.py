@@ -7,8 +7,9 @@ live runtime hosts (`Coordinator`, `WorkerState`, the placement policies, the si
 timers) on a discrete-event heap, and replaces only what is physical: the clock
 (`kernel`), the UDP network (`network`) and the crashes (`faults`).
 
-- `kernel`: a heap of ``(time, sequence, callback, argument)``; ties run in the order
-  they were scheduled, so one seed gives one history.
+- `kernel`: a heap of ``(time, sequence, callback, argument)``, plus a FIFO lane for the
+  periodic worker reports; ties run in the order they were scheduled, so one seed gives
+  one history.
 - `network`: named nodes exchanging message objects with seeded latency, loss,
   duplication, reordering and partitions; bytes are the real codec's encoded sizes.
 - `cluster`: what every architecture shares (kernel, network, a client that does what the

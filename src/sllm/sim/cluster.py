@@ -263,9 +263,11 @@ class WorkerHost:
         if epoch != self.epoch:
             return
         now = self.kernel.now
-        report = self.state.report(now, self.name, WORKER_PORT, timestamp=now)
-        self.network.send(self.name, COORDINATOR, report, transit=False)
-        self.kernel.schedule(self.cluster.config.report_interval_s, self._report, epoch)
+        # Positional arguments: a call with keywords skips CPython's fast call path, and
+        # this runs for every report (3.6 million in a simulated hour of 1,000 workers).
+        report = self.state.report(now, self.name, WORKER_PORT, 0, now)  # timestamp=now
+        self.network.send(self.name, COORDINATOR, report, False)  # transit=False
+        self.kernel.after_period(self._report, epoch)  # one report interval from now
 
     def receive(self, message: Message, source: str) -> None:
         if type(message) is not InferenceRequest:
@@ -520,7 +522,7 @@ class SimulatedCluster:
 
     def __init__(self, config: ClusterConfig) -> None:
         self.config = config
-        self.kernel = Kernel()
+        self.kernel = Kernel(period_s=config.report_interval_s)  # reports take the lane
         self.catalog: dict[str, ModelInfo] = dict(
             served_catalog(max(config.models_served, SERVED_MODELS))
         )

@@ -13,6 +13,9 @@ Theory of operation:
 - **Latency** of each datagram is ``latency_s + jitter_s * LogNormal(0, JITTER_SIGMA)``:
   a fixed propagation and processing floor plus a right-skewed queueing delay whose median
   is ``jitter_s`` (datacenter RTT distributions are log-normal-like with a long tail).
+  The log-normal factor is drawn from `JITTER_STRATA` equally likely quantiles (one
+  uniform draw indexes a table): a tenth of the cost of ``exp(gauss())``, with the tail
+  cut at the 99.997th percentile (7.4 times the median).
   Every datagram draws its own delay, so datagrams on one link can be **reordered**.
   `set_link` overrides the model for one direction of one link.
 - **Loss** drops a datagram with probability ``loss`` (per link), raised inside loss
@@ -60,8 +63,10 @@ from __future__ import annotations
 import random
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
+from functools import cache
 from heapq import heappush
 from math import exp, inf
+from statistics import NormalDist
 
 from sllm.sim.kernel import Kernel
 from sllm.wire import MAX_DATAGRAM_BYTES, Codec, EncodeError, Message
@@ -79,6 +84,11 @@ from sllm.wire.messages import (
 # Spread of the log-normal queueing delay: sigma 0.5 gives a p99 of about 3.2x the median,
 # the tail shape of a lightly loaded datacenter network.
 JITTER_SIGMA = 0.5
+# The log-normal factor takes one of 2**JITTER_BITS values: the midpoint quantiles of
+# equal-probability strata, so its mean and percentiles match the continuous law's
+# (mean within 0.01%, p99 within 0.1%) up to the last stratum.
+JITTER_BITS = 14
+JITTER_STRATA = 1 << JITTER_BITS
 # Exact encodings per message shape before the mean stands in for the rest: enough to
 # cover the spread of number lengths, few enough to cost nothing over a run.
 SIZE_SAMPLES = 32
@@ -113,6 +123,13 @@ class LinkModel:
             raise ValueError("latency and jitter must be >= 0")
         if not (0.0 <= self.loss <= 1.0 and 0.0 <= self.duplicate <= 1.0):
             raise ValueError("loss and duplicate are probabilities in [0, 1]")
+
+
+@cache
+def jitter_factors() -> tuple[float, ...]:
+    """The LogNormal(0, JITTER_SIGMA) quantiles at the middle of each of the strata."""
+    normal = NormalDist(0.0, JITTER_SIGMA)
+    return tuple(exp(normal.inv_cdf((i + 0.5) / JITTER_STRATA)) for i in range(JITTER_STRATA))
 
 
 class Shape:
@@ -230,6 +247,7 @@ class Network:
     ) -> None:
         self.kernel = kernel
         self.rng = rng
+        self._jitter_factors = jitter_factors()
         self.link = link or LinkModel()
         self.sizer = sizer or Sizer()
         self._nodes: dict[str, Node] = {}
@@ -341,8 +359,7 @@ class Network:
         jitter = link.jitter_s
         if not jitter:
             return link.latency_s
-        # exp(gauss) is LogNormal(0, sigma), and about twice as fast as lognormvariate.
-        return link.latency_s + jitter * exp(self.rng.gauss(0.0, JITTER_SIGMA))
+        return link.latency_s + jitter * self._jitter_factors[self.rng.getrandbits(JITTER_BITS)]
 
     def _deliver(self, delivery: _Delivery) -> None:
         target, message, source, plane, size = delivery
