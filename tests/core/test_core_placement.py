@@ -470,7 +470,8 @@ def busy_cluster(size: int) -> ClusterView:
     """Warm and host-memory holders all behind long queues, the rest idle and empty.
 
     Nothing is pruned here: every source could still beat the best estimate, so
-    startup-aware examines its full candidate set.
+    startup-aware examines its full candidate set (but one GPU holder: every worker has
+    the same slots, so the least loaded holder is the best of them).
     """
     view = ClusterView(TIMEOUT)
     for i in range(size):
@@ -526,10 +527,40 @@ def test_startup_aware_examines_a_bounded_set(monkeypatch: pytest.MonkeyPatch) -
     req = request(output=1024)  # long answers: waiting behind 40 costs more than any load
     small = examined(monkeypatch, "startup-aware", busy_cluster(100), req)
     large = examined(monkeypatch, "startup-aware", busy_cluster(5_000), req)
-    assert small[0] == large[0] == 3 * CANDIDATES_PER_TIER
+    assert small[0] == large[0] == 1 + 2 * CANDIDATES_PER_TIER
     assert small[1] == large[1] == 0  # never scans the cluster
     assert small[2] == "w00003"  # the first idle, empty worker: a cold start from remote
     assert large[2] == "w00003"
+
+
+def test_a_holder_with_more_slots_can_beat_a_less_loaded_one() -> None:
+    # Behind the least loaded GPU holder, one with twice the slots has no wait at all.
+    view = view_of(
+        report("narrow", models={MODEL: int(Tier.GPU)}, slots=8, running=8),
+        report("wide", models={MODEL: int(Tier.GPU)}, slots=16, running=9),
+        *(report(f"h{i}", models={MODEL: int(Tier.GPU)}, running=10) for i in range(3)),
+    )
+    assert not view.same_slots
+    policy = make_policy("startup-aware", COST, random.Random(0))
+    choice = policy.choose(view, request(), CATALOG[MODEL])
+    assert choice is not None and choice.worker.worker_id == "wide"
+    view.remove("wide")
+    assert view.same_slots
+    choice = policy.choose(view, request(), CATALOG[MODEL])
+    assert choice is not None and choice.worker.worker_id == "narrow"
+
+
+def test_same_slots_follows_reports_and_removals() -> None:
+    view = view_of(report("a", slots=8), report("b", slots=8))
+    assert view.same_slots
+    view.apply_report(report("b", slots=4, seq=2, timestamp=101.0), 1.0)
+    assert not view.same_slots
+    view.apply_report(report("a", slots=4, seq=2, timestamp=101.0), 1.0)
+    assert view.same_slots
+    view.apply_report(report("c", slots=2), 1.0)
+    assert not view.same_slots
+    view.remove("c")
+    assert view.same_slots
 
 
 @pytest.mark.parametrize("size", [100, 5_000])

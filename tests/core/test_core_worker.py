@@ -453,7 +453,8 @@ def summary_from_scratch(w: WorkerState) -> tuple[list[tuple[str, int]], int]:
 @pytest.mark.parametrize("seed", range(12))
 def test_report_stays_true_to_the_tiers_through_random_traffic(seed: int) -> None:
     """Reports reuse their summary of the tiers until something changes; after any mix of
-    arrivals, loads, completions and expiries they still say what a fresh summary says."""
+    arrivals, loads, completions and expiries they still say what a fresh summary says,
+    and the keep-alive deadline is still the earliest expiry of an idle model."""
     rng = random.Random(seed)
     catalog = {spec.name: spec for spec in default_catalog(40)}
     # Small host memory and disk, so that checkpoints are evicted from them too.
@@ -480,3 +481,10 @@ def test_report_stays_true_to_the_tiers_through_random_traffic(seed: int) -> Non
             report = w.report(now, "h", 1)
             assert (list(report.models.items()), report.models_omitted) == summary_from_scratch(w)
             assert report.memory_used == w.gpu_used
+        # The first idle model in LRU order is the one that expires first.
+        idle_expiries = [
+            model.last_used + resources.keep_alive_s
+            for model in w._gpu.values()
+            if model.running == 0 and model.queued == 0
+        ]
+        assert w.next_deadline() == min(idle_expiries, default=None)

@@ -23,7 +23,9 @@ Theory of operation:
   least-loaded workers overall (where disk copies are found), so a decision costs
   O(CANDIDATES_PER_TIER) estimates, independent of cluster size. The sources are visited
   fastest tier first and a source is skipped when even a zero wait could not beat the best
-  estimate so far, so a warm, idle holder ends the search after the GPU holders.
+  estimate so far, so a warm, idle holder ends the search after the GPU holders. Where
+  every worker has the same slots, only the least-loaded GPU holder is estimated: the
+  others can only wait longer. A typical warm decision makes one estimate.
 
 Not handled yet: live migration (the ``migrate`` action ServerlessLLM adds) is never chosen.
 """
@@ -267,7 +269,11 @@ class StartupAware:
         for fastest, index in self.sources(view, request.model):
             if index is None or (best is not None and cost.lower_bound(fastest) >= best_ttft):
                 continue
-            for entry in index.first(CANDIDATES_PER_TIER):
+            # GPU holders differ only in their queue wait, which grows with the load and
+            # shrinks with the slots: where every worker has the same slots, the least
+            # loaded holder is the best of them and the others need no estimate.
+            wanted = 1 if fastest is GPU and view.same_slots else CANDIDATES_PER_TIER
+            for entry in index.first(wanted):
                 if id(entry) in seen:
                     continue
                 seen.add(id(entry))

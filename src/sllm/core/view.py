@@ -175,6 +175,13 @@ class ClusterView:
         self._live_ids: list[str] = []  # for O(1) uniform choice and round-robin
         self._live_pos: dict[str, int] = {}
         self._turn = 0
+        self._workers_by_slots: dict[int, int] = {}  # slots reported -> live workers
+
+    @property
+    def same_slots(self) -> bool:
+        """Every live worker reports the same number of slots (placement can then rank
+        equally warm workers by load alone)."""
+        return len(self._workers_by_slots) <= 1
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -227,6 +234,9 @@ class ClusterView:
             )
             if not same_indices:
                 self._unindex(entry)
+                if report.slots != held.slots:
+                    self._count_slots(held.slots, -1)
+                    self._count_slots(report.slots, 1)
             entry.report = report
             if not same_models:
                 entry.indexed = indexed_models(report)
@@ -245,6 +255,7 @@ class ClusterView:
         self._entries[report.node_id] = entry
         self._live_pos[report.node_id] = len(self._live_ids)
         self._live_ids.append(report.node_id)
+        self._count_slots(report.slots, 1)
         if entry.accepts:
             self._index(entry)
         return True
@@ -272,6 +283,7 @@ class ClusterView:
         if entry is None:
             return
         self._unindex(entry)
+        self._count_slots(entry.report.slots, -1)
         position = self._live_pos.pop(worker_id)
         last = self._live_ids.pop()
         if last != worker_id:
@@ -310,6 +322,13 @@ class ClusterView:
         return self._entries[self._live_ids[self._turn]]
 
     # -- index upkeep --------------------------------------------------------------------
+
+    def _count_slots(self, slots: int, change: int) -> None:
+        count = self._workers_by_slots.get(slots, 0) + change
+        if count:
+            self._workers_by_slots[slots] = count
+        else:
+            del self._workers_by_slots[slots]
 
     def _index(self, entry: WorkerEntry, tiers: frozenset[int] = INDEXED_TIERS) -> None:
         """Put (or move) a worker that accepts work at its current load in the indices of

@@ -185,8 +185,8 @@ class WorkerState:
         self._host: OrderedDict[str, int] = OrderedDict()
         self._disk: OrderedDict[str, int] = OrderedDict()
         self._load: _Load | None = None
-        # What a report says of the tiers: the models it names, how many are held, and the
-        # GPU bytes in use. Every change to the tiers (or to their LRU order, or to the
+        # What a report says of the tiers: the models it names, how many more are held, and
+        # the GPU bytes in use. Every change to the tiers (or to their LRU order, or to the
         # load under way) resets it to None, so reports rebuild it only after a change.
         self._summary: tuple[dict[str, int], int, int] | None = None
         # The host-memory and disk part of it, which changes far less often (only when a
@@ -194,6 +194,7 @@ class WorkerState:
         # most recently used first, and every model either tier holds.
         self._lower_tiers: tuple[list[tuple[str, int]], set[str]] | None = None
         self._load_queue: deque[str] = deque()
+        self._slots_divisor = max(1, resources.slots)  # for the utilization
         self._seq = 0
         self.accepted_total = 0
         self.completed_total = 0
@@ -246,13 +247,16 @@ class WorkerState:
         return backlog
 
     def next_deadline(self) -> float | None:
-        """When `tick` must next run: the earliest keep-alive expiry of an idle model."""
-        expiries = [
-            model.last_used + self.resources.keep_alive_s
-            for model in self._gpu.values()
-            if model.running == 0 and model.queued == 0
-        ]
-        return min(expiries) if expiries else None
+        """When `tick` must next run: the earliest keep-alive expiry of an idle model.
+
+        The GPU's models are kept least recently used first, which is ascending
+        ``last_used`` (every use sets it to now and moves the model last), so the first
+        idle one expires first: the walk stops there. Runs after every request event.
+        """
+        for model in self._gpu.values():
+            if model.running == 0 and model.queued == 0:
+                return model.last_used + self.resources.keep_alive_s
+        return None
 
     def report(
         self, now: float, host: str, port: int, http_port: int = 0, timestamp: float | None = None
@@ -267,9 +271,10 @@ class WorkerState:
         summary = self._summary
         if summary is None:
             summary = self._summary = self._summarize_tiers()
-        kept, held, gpu_used = summary
+        kept, omitted, gpu_used = summary
         resources = self.resources
         running = len(self._running)
+        slots = self._slots_divisor
         loading = self._load is not None or self._load_queue
         if timestamp is None:
             timestamp = now
@@ -281,12 +286,12 @@ class WorkerState:
             port,
             http_port,
             kept,  # models
-            held - len(kept),  # models_omitted
+            omitted,  # models_omitted
             len(self._queue),  # queue_depth
             resources.queue_capacity,
             running,
             resources.slots,
-            min(1.0, running / max(1, resources.slots)),  # gpu_utilization
+            running / slots if running < slots else 1.0,  # gpu_utilization, at most 1
             gpu_used,  # memory_used
             resources.gpu_bytes,  # memory_total
             min(self.load_backlog_s(now), 86_400.0) if loading else 0.0,
@@ -296,8 +301,8 @@ class WorkerState:
         )
 
     def _summarize_tiers(self) -> tuple[dict[str, int], int, int]:
-        """The fastest-tier models, most recently used first, how many are held in all, and
-        the GPU bytes in use."""
+        """The fastest-tier models, most recently used first, how many held models that
+        leaves out, and the GPU bytes in use."""
         kept: dict[str, int] = {}
         gpu_tier = int(GPU)
         for model in reversed(self._gpu):  # most recently used first
@@ -323,7 +328,7 @@ class WorkerState:
             + len(self._gpu.keys() - lower_held)
             + len(set(arriving) - lower_held - self._gpu.keys())
         )
-        return kept, held, self.gpu_used
+        return kept, held - len(kept), self.gpu_used
 
     def _summarize_lower_tiers(self) -> tuple[list[tuple[str, int]], set[str]]:
         first: dict[str, int] = {}

@@ -209,27 +209,43 @@ class Sizer:
         return dict(sorted(totals.items()))
 
 
-class Node:
-    """One address on the network and its traffic counters, by plane."""
+# Where each of a node's counters is in `Node.counts`, plus the plane (CONTROL or DATA).
+SENT_MESSAGES = 0
+SENT_BYTES = 2
+RECEIVED_MESSAGES = 4
+RECEIVED_BYTES = 6
 
-    __slots__ = (
-        "handler",
-        "name",
-        "received_bytes",
-        "received_messages",
-        "sent_bytes",
-        "sent_messages",
-        "up",
-    )
+
+class Node:
+    """One address on the network and its traffic counters, by plane.
+
+    The eight counters share one list, so counting a datagram touches one small block of
+    memory per node rather than four (a simulated hour counts 20 million times).
+    """
+
+    __slots__ = ("counts", "handler", "name", "up")
 
     def __init__(self, name: str, handler: Handler) -> None:
         self.name = name
         self.handler = handler
         self.up = True
-        self.sent_messages = [0, 0]
-        self.sent_bytes = [0, 0]
-        self.received_messages = [0, 0]
-        self.received_bytes = [0, 0]
+        self.counts = [0] * 8
+
+    @property
+    def sent_messages(self) -> list[int]:
+        return self.counts[SENT_MESSAGES : SENT_MESSAGES + 2]
+
+    @property
+    def sent_bytes(self) -> list[int]:
+        return self.counts[SENT_BYTES : SENT_BYTES + 2]
+
+    @property
+    def received_messages(self) -> list[int]:
+        return self.counts[RECEIVED_MESSAGES : RECEIVED_MESSAGES + 2]
+
+    @property
+    def received_bytes(self) -> list[int]:
+        return self.counts[RECEIVED_BYTES : RECEIVED_BYTES + 2]
 
 
 _Delivery = tuple[Node, Message, str, int, int]  # target, message, source, plane, bytes
@@ -254,8 +270,6 @@ class Network:
         self._links: dict[tuple[str, str], LinkModel] = {}
         self._group: dict[str, int] = {}  # empty: no partition
         self._windows: list[tuple[float, float, float]] = []
-        self.sent = 0
-        self.delivered = 0
         self.lost = 0  # to loss (link or window)
         self.cut = 0  # to a partition
         self.to_down = 0  # arrived at a node that was down
@@ -324,10 +338,9 @@ class Network:
         shape = self.sizer.shape(message)
         plane = shape.plane
         size = shape.last
-        sender = self._nodes[source]
-        sender.sent_messages[plane] += 1
-        sender.sent_bytes[plane] += size
-        self.sent += 1
+        counts = self._nodes[source].counts
+        counts[plane] += 1  # SENT_MESSAGES + plane
+        counts[SENT_BYTES + plane] += size
         target = self._nodes.get(destination)
         if target is None:
             self.unroutable += 1
@@ -366,16 +379,17 @@ class Network:
         if not target.up:
             self.to_down += 1
             return
-        self.delivered += 1
-        target.received_messages[plane] += 1
-        target.received_bytes[plane] += size
+        counts = target.counts
+        counts[RECEIVED_MESSAGES + plane] += 1
+        counts[RECEIVED_BYTES + plane] += size
         target.handler(message, source)
 
     def summary(self) -> dict[str, object]:
         """Datagram counts: sent, delivered and why the others were not."""
+        nodes = self._nodes.values()
         return {
-            "sent": self.sent,
-            "delivered": self.delivered,
+            "sent": sum(sum(node.sent_messages) for node in nodes),
+            "delivered": sum(sum(node.received_messages) for node in nodes),
             "lost": self.lost,
             "partitioned": self.cut,
             "to_down_node": self.to_down,
