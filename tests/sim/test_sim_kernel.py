@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import random
 import weakref
 
 import pytest
@@ -68,7 +69,7 @@ def test_the_past_means_now() -> None:
     assert seen == [5.0, 5.0]
 
 
-def test_period_lane_and_heap_run_in_one_time_order_with_ties_in_schedule_order() -> None:
+def test_the_three_queues_run_in_one_time_order_with_ties_in_schedule_order() -> None:
     kernel = Kernel(period_s=1.0)
     seen: list[tuple[float, str]] = []
 
@@ -76,24 +77,63 @@ def test_period_lane_and_heap_run_in_one_time_order_with_ties_in_schedule_order(
         seen.append((kernel.now, name))
 
     kernel.at(0.5, note, "heap-0.5")
-    kernel.after_period(note, "lane-1")  # due at 1.0
+    kernel.soon(1.0, note, "near-1")
+    kernel.after_period(note, "lane-1")  # due at 1.0, scheduled after near-1
     kernel.at(1.0, note, "heap-1")  # same time, scheduled after the lane event
     kernel.schedule(2.0, note, "heap-2")
+    kernel.soon(0.75, note, "near-0.75")
     kernel.run(0.25)
     kernel.after_period(note, "lane-1.25")  # due at 1.25
     kernel.at(1.25, note, "heap-1.25")
-    assert len(kernel) == 6
+    kernel.soon(1.0, note, "near-1.25")
+    assert len(kernel) == 9
     assert kernel.next_time() == 0.5
     kernel.run(5.0)
     assert seen == [
         (0.5, "heap-0.5"),
+        (0.75, "near-0.75"),
+        (1.0, "near-1"),
         (1.0, "lane-1"),
         (1.0, "heap-1"),
         (1.25, "lane-1.25"),
         (1.25, "heap-1.25"),
+        (1.25, "near-1.25"),
         (2.0, "heap-2"),
     ]
-    assert kernel.events == 6 and len(kernel) == 0
+    assert kernel.events == 9 and len(kernel) == 0
+
+
+def test_any_mix_of_queues_gives_the_order_of_one_heap() -> None:
+    rng = random.Random(7)
+    kernel = Kernel(period_s=0.3)
+    seen: list[tuple[float, int]] = []
+    expected: list[tuple[float, int]] = []
+
+    def note(index: int) -> None:
+        seen.append((kernel.now, index))
+        if index < 2000:  # each event schedules another, in a random queue
+            add(index + 1000)
+
+    def add(index: int) -> None:
+        choice = rng.random()
+        delay = rng.choice([0.0, 0.3, rng.random()])
+        if choice < 0.3:
+            kernel.after_period(note, index)
+            delay = 0.3
+        elif choice < 0.6:
+            kernel.soon(delay, note, index)
+        else:
+            kernel.schedule(delay, note, index)
+        expected.append((kernel.now + delay, len(expected)))
+        order.append(index)
+
+    order: list[int] = []
+    for index in range(1000):
+        add(index)
+    kernel.run(1e9)
+    # One heap would run them by time, ties in the order they were scheduled.
+    by_time = sorted(expected)
+    assert [index for _, index in seen] == [order[position] for _, position in by_time]
 
 
 def test_a_periodic_event_that_reschedules_itself_keeps_its_phase() -> None:
@@ -115,7 +155,7 @@ def test_the_lane_stops_at_until_like_the_heap() -> None:
     seen: list[float] = []
     kernel.after_period(lambda _: seen.append(kernel.now), None)
     assert kernel.run(2.9) == 0
-    assert kernel.run_checked(3.0, lambda: None) == 1
+    assert kernel.run(3.0, lambda: None) == 1
     assert seen == [3.0]
 
 
@@ -124,12 +164,12 @@ def test_a_period_must_be_positive() -> None:
         Kernel(period_s=0.0)
 
 
-def test_run_checked_checks_after_every_event() -> None:
+def test_run_checks_after_every_event_when_asked() -> None:
     kernel = Kernel()
     checks: list[float] = []
     for when in (1.0, 2.0, 3.0):
         kernel.at(when, lambda _: None, None)
-    kernel.run_checked(2.5, lambda: checks.append(kernel.now))
+    kernel.run(2.5, lambda: checks.append(kernel.now))
     assert checks == [1.0, 2.0]
     assert kernel.events == 2
 

@@ -32,6 +32,7 @@ which spreads equal-load work around (a report that changes nothing moves nothin
 from __future__ import annotations
 
 import bisect
+import math
 import random
 from collections import OrderedDict
 from collections.abc import Iterator
@@ -43,10 +44,7 @@ from sllm.core.tiers import GPU, REMOTE, Tier
 from sllm.wire.messages import WorkerReport
 
 INDEXED_TIERS = frozenset({int(Tier.GPU), int(Tier.HOST)})
-# A placement moves the worker in the overall and GPU-holder indices only. Host-memory
-# holders are re-ranked at the next report: their order may lag one interval, but every
-# estimate reads the worker's current load, so only the choice of candidates can lag.
-PLACEMENT_REINDEXED_TIERS = frozenset({int(Tier.GPU)})
+_GPU = int(GPU)
 _TIER_BY_VALUE = tuple(Tier)  # indexing a tuple is much cheaper than calling Tier(value)
 
 V = TypeVar("V")
@@ -119,8 +117,9 @@ class WorkerEntry:
 
     report: WorkerReport
     last_seen: float
-    # The report's models on the GPU or in host memory, with their tier: the only ones the
-    # indices hold, kept apart so that indexing a worker skips its many disk copies.
+    # The report's models on the GPU or in host memory, with their tier, GPU ones first:
+    # the only ones the indices hold, kept apart so that indexing a worker skips its many
+    # disk copies (and a placement, its host-memory ones).
     indexed: list[tuple[str, int]]
     pending: int = 0
     arriving: set[str] = field(default_factory=set)  # models this view sent it to cold-start
@@ -157,8 +156,10 @@ class WorkerEntry:
 
 
 def indexed_models(report: WorkerReport) -> list[tuple[str, int]]:
-    """The (model, tier) pairs of `report` that the indices hold."""
-    return [(model, tier) for model, tier in report.models.items() if tier in INDEXED_TIERS]
+    """The (model, tier) pairs of `report` that the indices hold, GPU ones first."""
+    pairs = [(model, tier) for model, tier in report.models.items() if tier in INDEXED_TIERS]
+    pairs.sort(key=lambda pair: pair[1])  # stable: the report's order within a tier
+    return pairs
 
 
 class ClusterView:
@@ -176,6 +177,7 @@ class ClusterView:
         self._live_pos: dict[str, int] = {}
         self._turn = 0
         self._workers_by_slots: dict[int, int] = {}  # slots reported -> live workers
+        self._expired_at = -math.inf  # the time of the last `expire`
 
     @property
     def same_slots(self) -> bool:
@@ -267,6 +269,9 @@ class ClusterView:
         seen at ``t`` goes at ``now == t + worker_timeout``: exactly the coordinator's
         `next_deadline`, which a driver can then schedule without spinning on it.
         """
+        if now == self._expired_at:
+            return []  # nothing can have timed out since: the coordinator asks twice
+        self._expired_at = now
         gone: list[str] = []
         timeout = self.worker_timeout
         for worker_id, entry in self._entries.items():  # oldest report first
@@ -306,7 +311,7 @@ class ClusterView:
         if not entry.accepts:
             self._unindex(entry)
             return
-        self._index(entry, PLACEMENT_REINDEXED_TIERS)
+        self._index(entry, True)  # gpu_only: the placement path
 
     # -- random and in-turn access ---------------------------------------------------
 
@@ -330,15 +335,22 @@ class ClusterView:
         else:
             del self._workers_by_slots[slots]
 
-    def _index(self, entry: WorkerEntry, tiers: frozenset[int] = INDEXED_TIERS) -> None:
-        """Put (or move) a worker that accepts work at its current load in the indices of
-        `tiers` (the caller checks that it accepts)."""
+    def _index(self, entry: WorkerEntry, gpu_only: bool = False) -> None:
+        """Put (or move) a worker that accepts work at its current load in its indices (the
+        caller checks that it accepts); with `gpu_only`, leave the host-memory ones.
+
+        A placement moves the worker in the overall and GPU-holder indices only. Host-memory
+        holders are re-ranked at the next report: their order may lag one interval, but
+        every estimate reads the worker's current load, so only the choice of candidates
+        can lag.
+        """
         load = entry.load
         worker_id = entry.worker_id
         self.by_load.set(worker_id, load, entry)
         for model, tier in entry.indexed:
-            if tier in tiers:
-                self._holders_for(model, tier).set(worker_id, load, entry)
+            if gpu_only and tier != _GPU:
+                break  # GPU ones come first
+            self._holders_for(model, tier).set(worker_id, load, entry)
         for model in entry.arriving:
             self._holders_for(model, GPU).set(worker_id, load, entry)
 

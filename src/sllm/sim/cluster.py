@@ -676,10 +676,7 @@ class SimulatedCluster:
         while True:
             ticks += 1
             until = self.t0 + ticks * period
-            if check is None:
-                kernel.run(until)
-            else:
-                kernel.run_checked(until, check)
+            kernel.run(until, check)
             self.sample()
             if progress is not None:
                 progress(min(1.0, (until - self.t0) / max(period, hard_end - self.t0)))

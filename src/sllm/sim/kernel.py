@@ -10,20 +10,27 @@ with every `schedule`, so two events due at the same time run in the order they 
 scheduled, and the heap never compares callbacks. `run(until)` pops and calls events
 in order until the next one is due after ``until``, then leaves the clock at ``until``.
 
-**The period lane.** Most events of a large run are periodic: every worker reports once per
-report interval. Events that are all scheduled the same delay ahead (`after_period`) come
-due in the order they were scheduled, so they wait in a FIFO queue instead of the heap:
-appending and popping cost O(1) where the heap costs O(log n), and the heap holds only the
-other events (Node.js keeps its timers in one list per duration for the same reason).
-The loop takes whichever of the two heads is earlier by ``(time, sequence)``, so the order
-is exactly the one a single heap would give.
+**Three queues, one order.** Popping a heap costs its depth, and a large run keeps about
+a thousand timers pending (one per running request, one report per worker). So events
+wait in one of three queues, chosen for speed alone:
+
+- the **period lane**: every worker reports once per report interval, and events that
+  are all scheduled the same delay ahead (`after_period`) come due in the order they
+  were scheduled, so they wait in a FIFO queue: O(1) to add and take (Node.js keeps its
+  timers in one list per duration for the same reason);
+- the **near heap**: events due within moments of being scheduled (datagrams in
+  transit, `soon`). Only a few are pending at a time, so its heap is shallow;
+- the **heap**: everything else.
+
+The loop takes whichever head is earliest by ``(time, sequence)``, so the order is exactly
+the one a single heap would give; which queue an event waits in changes only the speed.
 
 This is the simulator's hot path (millions of events per simulated hour), so the loop
 does nothing but pop, set the clock and call: no logging, no per-event objects beyond
 the heap tuple, no cancellation bookkeeping. A caller that needs to cancel an event
 checks a generation number in its callback instead (a stale event is a cheap no-op).
-`run_checked` is the same loop with a check after every event, for tests that assert
-invariants; it is a separate method so the plain loop pays nothing for it.
+`run` can call a check after every event, for tests that assert invariants; the loop pays
+one comparison per event for it.
 
 A run holds millions of long-lived objects (the workload, the outcomes so far, the
 hosts' state) and makes millions of short-lived, acyclic ones (events, messages), which
@@ -52,7 +59,7 @@ Event = tuple[float, int, Callable[[Any], None], Any]
 class Kernel:
     """The clock and the pending events of one simulation."""
 
-    __slots__ = ("events", "heap", "lane", "now", "period_s", "sequence")
+    __slots__ = ("events", "heap", "lane", "near", "now", "period_s", "sequence")
 
     def __init__(self, start: float = 0.0, period_s: float = 1.0) -> None:
         if not period_s > 0.0:
@@ -61,14 +68,15 @@ class Kernel:
         self.period_s = period_s  # the one delay of `after_period`
         self.events = 0  # events run so far
         # A hot path (the network's send) may push ``(time, next(sequence), callback,
-        # argument)`` onto `heap` itself, saving a call; nothing else touches them.
+        # argument)`` onto `near` itself, saving a call; nothing else touches them.
         self.heap: list[Event] = []
+        self.near: list[Event] = []  # a heap of events due within moments (`soon`)
         self.lane: deque[Event] = deque()  # `after_period` events, due in this order
         self.sequence = itertools.count()
 
     def __len__(self) -> int:
         """Events pending."""
-        return len(self.heap) + len(self.lane)
+        return len(self.heap) + len(self.near) + len(self.lane)
 
     def schedule(self, delay: float, callback: Callable[[T], None], argument: T) -> None:
         """Run ``callback(argument)`` `delay` seconds from now (a negative delay means now)."""
@@ -80,60 +88,53 @@ class Kernel:
         now = self.now
         heappush(self.heap, (when if when > now else now, next(self.sequence), callback, argument))
 
+    def soon(self, delay: float, callback: Callable[[T], None], argument: T) -> None:
+        """`schedule`, for an event due within moments (see the module): a datagram's
+        transit, say. Any delay is correct; a short one is fast."""
+        when = self.now + delay if delay > 0.0 else self.now
+        heappush(self.near, (when, next(self.sequence), callback, argument))
+
     def after_period(self, callback: Callable[[T], None], argument: T) -> None:
         """Run ``callback(argument)`` `period_s` from now, in the lane (see the module)."""
         self.lane.append((self.now + self.period_s, next(self.sequence), callback, argument))
 
     def next_time(self) -> float | None:
         """When the next event is due, or None when nothing is pending."""
-        heads = [queue[0][0] for queue in (self.heap, self.lane) if queue]
+        heads = [queue[0][0] for queue in (self.heap, self.near, self.lane) if queue]
         return min(heads, default=None)
 
-    def run(self, until: float) -> int:
+    def run(self, until: float, check: Callable[[], None] | None = None) -> int:
         """Run every event due at or before `until`; return how many ran.
 
-        The clock ends at `until` (or stays where it is if that is earlier).
+        The clock ends at `until` (or stays where it is if that is earlier). `check`, if
+        given, is called after every event (for tests that assert invariants).
         """
         heap = self.heap
+        near = self.near
         lane = self.lane
         pop = heappop
         pop_lane = lane.popleft
         ran = 0
         while True:
-            if lane and (not heap or lane[0] < heap[0]):
+            # The earliest of the three heads; `source` is the heap it is in.
+            event = heap[0] if heap else None
+            source = heap
+            if near and (event is None or near[0] < event):
+                event = near[0]
+                source = near
+            if lane and (event is None or lane[0] < event):
                 if lane[0][0] > until:
                     break
                 when, _, callback, argument = pop_lane()
-            elif heap and heap[0][0] <= until:
-                when, _, callback, argument = pop(heap)
-            else:
+            elif event is None or event[0] > until:
                 break
+            else:
+                when, _, callback, argument = pop(source)
             self.now = when
             callback(argument)
             ran += 1
-        self.events += ran
-        if until > self.now:
-            self.now = until
-        return ran
-
-    def run_checked(self, until: float, check: Callable[[], None]) -> int:
-        """`run`, calling `check()` after every event (for invariant tests)."""
-        heap = self.heap
-        lane = self.lane
-        ran = 0
-        while True:
-            if lane and (not heap or lane[0] < heap[0]):
-                if lane[0][0] > until:
-                    break
-                when, _, callback, argument = lane.popleft()
-            elif heap and heap[0][0] <= until:
-                when, _, callback, argument = heappop(heap)
-            else:
-                break
-            self.now = when
-            callback(argument)
-            ran += 1
-            check()
+            if check is not None:
+                check()
         self.events += ran
         if until > self.now:
             self.now = until

@@ -360,12 +360,12 @@ class Network:
         kernel = self.kernel
         if transit:
             when = kernel.now + self._delay(link)
-            heappush(kernel.heap, (when, next(kernel.sequence), self._deliver, delivery))
+            heappush(kernel.near, (when, next(kernel.sequence), self._deliver, delivery))
         else:
             self._deliver(delivery)
         if link.duplicate > 0.0 and rng.random() < link.duplicate:
             self.duplicated += 1
-            kernel.schedule(self._delay(link), self._deliver, delivery)
+            kernel.soon(self._delay(link), self._deliver, delivery)
 
     def _delay(self, link: LinkModel) -> float:
         """One datagram's transit time on `link`."""
