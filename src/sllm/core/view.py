@@ -244,7 +244,8 @@ class ClusterView:
                 entry.indexed = indexed_models(report)
             entry.last_seen = now
             entry.pending = 0
-            entry.arriving.clear()
+            if entry.arriving:
+                entry.arriving.clear()
             entry.extra_backlog_s = 0.0
             self._entries.move_to_end(report.node_id)
             if not unchanged:

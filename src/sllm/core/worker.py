@@ -364,9 +364,16 @@ class WorkerState:
             self.rejected_total += 1
             return [Finished(request.request_id, False, reason, False, 0.0, 0.0, 0.0)]
         self.accepted_total += 1
-        self._queue[request_id] = _Request(request, now, request.model not in self._gpu)
-        if request.model in self._gpu:
-            self._gpu[request.model].queued += 1
+        model = request.model
+        gpu_model = self._gpu.get(model)
+        self._queue[request_id] = _Request(request, now, gpu_model is None)
+        if gpu_model is not None:
+            gpu_model.queued += 1
+        elif (self._load is None or self._load.model != model) and model not in self._load_queue:
+            # The only way a waiting request's model comes to need a load: models with
+            # requests waiting never leave the GPU, and a failed load fails its waiters.
+            self._load_queue.append(model)
+            self._summary = None
         return self._dispatch(now)
 
     def load_done(self, model: str, now: float) -> list[Action]:
@@ -450,39 +457,35 @@ class WorkerState:
         return sum(1 for r in self._queue.values() if r.spec.model == model)
 
     def _dispatch(self, now: float) -> list[Action]:
-        """Start what can start, queue loads for what cannot, free GPU room for the next load."""
+        """Start what can start and the next load (`submit` queues the loads requests need)."""
         if not self._queue and not self._load_queue:
             return []  # the common case once a request ends: nothing waits
         actions: list[Action] = []
         slots = self.resources.slots
-        for request in list(self._queue.values()):
-            if len(self._running) >= slots:
-                break
-            gpu_model = self._gpu.get(request.spec.model)
-            if gpu_model is None:
-                continue
-            del self._queue[request.spec.request_id]
-            gpu_model.queued -= 1
-            gpu_model.running += 1
-            self._used(request.spec.model, gpu_model, now)
-            request.started = now
-            self._running[request.spec.request_id] = request
-            spec = request.spec
-            actions.append(
-                StartRequest(
-                    spec.request_id,
-                    spec.model,
-                    spec.prompt_tokens,
-                    spec.output_tokens,
-                    gpu_model.running,
+        running = self._running
+        if len(running) < slots:
+            for request in list(self._queue.values()):
+                spec = request.spec
+                gpu_model = self._gpu.get(spec.model)
+                if gpu_model is None:
+                    continue  # its model's load is queued (see `submit`)
+                del self._queue[spec.request_id]
+                gpu_model.queued -= 1
+                gpu_model.running += 1
+                self._used(spec.model, gpu_model, now)
+                request.started = now
+                running[spec.request_id] = request
+                actions.append(
+                    StartRequest(
+                        spec.request_id,
+                        spec.model,
+                        spec.prompt_tokens,
+                        spec.output_tokens,
+                        gpu_model.running,
+                    )
                 )
-            )
-        for request in self._queue.values():
-            model = request.spec.model
-            loading = self._load is not None and self._load.model == model
-            if model not in self._gpu and not loading and model not in self._load_queue:
-                self._load_queue.append(model)
-                self._summary = None
+                if len(running) >= slots:
+                    break
         if self._load is None and self._load_queue:
             actions.extend(self._start_next_load(now))
         return actions

@@ -380,12 +380,9 @@ class Client:
             self.kernel.at(self.t0 + self.arrivals[index].time_s, self._arrive, index)
 
     def receive(self, message: Message, source: str) -> None:
-        cls = type(message)
-        if cls is ScheduleResponse:
-            assert isinstance(message, ScheduleResponse)
+        if type(message) is ScheduleResponse:
             self._decided(message)
-        elif cls is InferenceResult:
-            assert isinstance(message, InferenceResult)
+        elif type(message) is InferenceResult:
             self._finished(message)
 
     def _decided(self, decision: ScheduleResponse) -> None:
