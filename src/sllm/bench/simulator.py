@@ -24,6 +24,7 @@ import cProfile
 import json
 import platform
 import pstats
+import sysconfig
 import time
 from typing import Any
 
@@ -128,6 +129,10 @@ def run(
         if projected is not None
         else None,
         "python": platform.python_version(),
+        # How the interpreter was built moves the result: one with libpython as a shared
+        # library and no profile-guided optimization runs slower than a static, PGO-built
+        # one (measured in docs/benchmarks.md).
+        "python_shared_library": bool(sysconfig.get_config_var("Py_ENABLE_SHARED")),
     }
     if profiler is not None:
         out["profile_split"] = profile_split(profiler)
@@ -143,6 +148,8 @@ def describe(result: dict[str, Any]) -> list[str]:
         f"the workload): {result['requests_per_wall_s']:,} requests/s, "
         f"{result['events_per_wall_s']:,} events/s, "
         f"{result['simulated_s_per_wall_s']:g} simulated s per wall s",
+        f"python {result['python']}"
+        + (", a shared-library build" if result["python_shared_library"] else ""),
     ]
     low, high = result["anchor_requests_per_wall_s"]
     lines.append(
