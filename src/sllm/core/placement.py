@@ -52,9 +52,6 @@ CANDIDATES_PER_TIER = 4
 RANDOM_TRIES = 4
 
 
-_GPU = int(GPU)
-_REMOTE = int(REMOTE)
-
 # Why startup-aware chose a worker, by the tier the model was in there.
 STARTUP_AWARE_REASONS = tuple(
     "warm" if tier is Tier.GPU else f"cold_start_from_{tier.name.lower()}" for tier in Tier
@@ -128,8 +125,8 @@ class Estimator:
         model = cost.model
         if model in entry.arriving:
             return wait + cost.prefill_s  # on its way to the GPU
-        tier = report.models.get(model, _REMOTE)
-        if tier == _GPU:
+        tier = report.models.get(model, REMOTE)
+        if tier == GPU:
             return wait + cost.prefill_s
         backlog = report.load_backlog_s + entry.extra_backlog_s
         return wait + (backlog + cost.load_s[tier]) + cost.prefill_s

@@ -44,7 +44,6 @@ from sllm.core.tiers import GPU, REMOTE, Tier
 from sllm.wire.messages import WorkerReport
 
 INDEXED_TIERS = frozenset({int(Tier.GPU), int(Tier.HOST)})
-_GPU = int(GPU)
 _TIER_BY_VALUE = tuple(Tier)  # indexing a tuple is much cheaper than calling Tier(value)
 
 V = TypeVar("V")
@@ -200,7 +199,7 @@ class ClusterView:
 
     def holders(self, model: str, tier: Tier) -> LoadIndex[WorkerEntry] | None:
         """Accepting workers holding `model` in `tier` (GPU or HOST only), by load."""
-        return self._holders[tier].get(model)
+        return self._holders[tier].get(model) if tier in INDEXED_TIERS else None
 
     # -- reports and liveness -------------------------------------------------------
 
@@ -349,7 +348,7 @@ class ClusterView:
         worker_id = entry.worker_id
         self.by_load.set(worker_id, load, entry)
         for model, tier in entry.indexed:
-            if gpu_only and tier != _GPU:
+            if gpu_only and tier != GPU:
                 break  # GPU ones come first
             self._holders_for(model, tier).set(worker_id, load, entry)
         for model in entry.arriving:

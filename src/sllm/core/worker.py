@@ -332,7 +332,7 @@ class WorkerState:
 
     def _summarize_lower_tiers(self) -> tuple[list[tuple[str, int]], set[str]]:
         first: dict[str, int] = {}
-        for models, tier in ((self._host, int(Tier.HOST)), (self._disk, int(Tier.DISK))):
+        for models, tier in ((self._host, int(HOST)), (self._disk, int(DISK))):
             for model in reversed(models):  # most recently used first
                 if len(first) == REPORT_MAX_MODELS:
                     break
@@ -381,7 +381,6 @@ class WorkerState:
             return []
         size = self.catalog[model].size_bytes
         self._load = None
-        self._summary = None
         self._gpu[model] = _GpuModel(size, last_used=now, queued=self._queued_for(model))
         self._summary = None
         actions = self._cache(self._host, model, size, self.resources.host_bytes)
