@@ -259,6 +259,19 @@ def test_host_cache_evicts_least_recently_used() -> None:
     assert w.host_used == CATALOG[SMALL].size_bytes
 
 
+def test_a_duplicate_request_is_dropped_and_the_model_still_goes_idle() -> None:
+    """A datagram the network delivers twice runs once, queued or running."""
+    w = worker()
+    assert w.submit(inference("a"), 0.0) == [StartLoad(MID, Tier.REMOTE)]
+    assert w.submit(inference("a"), 0.5) == []  # queued behind its load
+    assert w.load_done(MID, 1.0) == [start("a")]
+    assert w.submit(inference("a"), 1.5) == []  # running
+    assert of_type(w.request_done("a", 5.0), Finished)
+    assert w.accepted_total == 1
+    assert w.next_deadline() == 5.0 + RESOURCES.keep_alive_s  # nothing left running
+    assert w.tick(15.0) == [Evict(MID, Tier.GPU, Tier.HOST)]
+
+
 # -- keep-alive --------------------------------------------------------------------------------
 
 

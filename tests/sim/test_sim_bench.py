@@ -24,6 +24,10 @@ def test_a_small_run_reports_json(capsys: pytest.CaptureFixture[str]) -> None:
     assert result["worker_reports"] >= 20 * 18  # every worker, every second
     assert result["events_per_wall_s"] > 0 and result["requests_per_wall_s"] > 0
     assert result["projected_target_wall_s"] is None  # not the target's 1,000 workers
+    # One core at most: the process's CPU time cannot exceed the wall time by much.
+    assert 0 < result["cpu_s"] <= result["wall_s"] * 1.1 + 0.05
+    steal = result["machine_steal_s"]
+    assert steal is None or steal >= 0
 
 
 def test_the_text_output_profiles(capsys: pytest.CaptureFixture[str]) -> None:
@@ -31,6 +35,7 @@ def test_the_text_output_profiles(capsys: pytest.CaptureFixture[str]) -> None:
     assert args.run(args) == 0
     out = capsys.readouterr().out
     assert "run with --workers 1000 to compare" in out
+    assert "cpu " in out
     assert "profile: core" in out
 
 

@@ -12,9 +12,15 @@ warm; the drain after the last arrival is counted at its real length in both).
 
 Wall time counts the whole `CentralizedCluster.run` call (the simulation, its report and
 its closing garbage collection), not the workload generation, which is reported on its
-own. ``--profile`` runs it under cProfile and splits the time between the production
-core (`sllm.core`, `sllm.engines`), the simulator's glue (`sllm.sim`) and the rest;
-profiling roughly doubles the wall time, so the split is indicative.
+own. Beside it come the process's CPU time over the same span and, on Linux, the time the
+hypervisor took from the machine's CPUs (steal): the wall time of one run on a shared
+machine moves by a factor of two or more from day to day, and these say whether the run
+had its core to itself. Neither sees a neighbour contending for the shared caches, which
+slows this workload (mostly cache misses) without showing anywhere.
+
+``--profile`` runs it under cProfile and splits the time between the production core
+(`sllm.core`, `sllm.engines`), the simulator's glue (`sllm.sim`) and the rest; profiling
+roughly doubles the wall time, so the split is indicative.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ from __future__ import annotations
 import argparse
 import cProfile
 import json
+import os
 import platform
 import pstats
 import sysconfig
@@ -67,6 +74,19 @@ def profile_split(profile: cProfile.Profile) -> dict[str, float]:
     return split
 
 
+def steal_seconds() -> float | None:
+    """CPU time the hypervisor has taken from this machine so far, all CPUs (Linux only)."""
+    try:
+        with open("/proc/stat", encoding="ascii") as stat:
+            fields = stat.readline().split()
+    except OSError:
+        return None
+    # "cpu user nice system idle iowait irq softirq steal ...", in clock ticks.
+    if len(fields) < 9 or fields[0] != "cpu":
+        return None
+    return int(fields[8]) / os.sysconf("SC_CLK_TCK")
+
+
 def run(
     hours: float, workers: int, rate: float, models: int, seed: int, profile: bool
 ) -> dict[str, Any]:
@@ -81,10 +101,14 @@ def run(
     with Progress("bench simulator") as bar:
         if profiler is not None:
             profiler.enable()
+        stolen_before = steal_seconds()
+        cpu_began = time.process_time()
         began = time.perf_counter()
         result = cluster.run(arrivals, duration, progress=bar.update)
         # The whole call: the report and the run's one garbage collection included.
         wall = time.perf_counter() - began
+        cpu = time.process_time() - cpu_began
+        stolen_after = steal_seconds()
         if profiler is not None:
             profiler.disable()
     report = result.report
@@ -110,6 +134,10 @@ def run(
         "datagrams": report["simulation"]["network"]["datagrams"]["sent"],
         "events": result.events,
         "wall_s": round(wall, 2),
+        "cpu_s": round(cpu, 2),
+        "machine_steal_s": round(stolen_after - stolen_before, 2)
+        if stolen_before is not None and stolen_after is not None
+        else None,
         "workload_generation_s": round(workload_s, 2),
         "requests_per_wall_s": round(report["requests"] / wall),
         "anchor_requests_per_wall_s": list(ANCHOR_REQUESTS_PER_WALL_S),
@@ -148,6 +176,12 @@ def describe(result: dict[str, Any]) -> list[str]:
         f"the workload): {result['requests_per_wall_s']:,} requests/s, "
         f"{result['events_per_wall_s']:,} events/s, "
         f"{result['simulated_s_per_wall_s']:g} simulated s per wall s",
+        f"cpu {result['cpu_s']:,.1f} s"
+        + (
+            f", hypervisor steal {result['machine_steal_s']:,.2f} s"
+            if result["machine_steal_s"] is not None
+            else ""
+        ),
         f"python {result['python']}"
         + (", a shared-library build" if result["python_shared_library"] else ""),
     ]
