@@ -25,7 +25,7 @@ def test_a_small_run_reports_json(capsys: pytest.CaptureFixture[str]) -> None:
     assert result["events_per_wall_s"] > 0 and result["requests_per_wall_s"] > 0
     assert result["projected_target_wall_s"] is None  # not the target's 1,000 workers
     # One core at most: the process's CPU time cannot exceed the wall time by much.
-    assert 0 < result["cpu_s"] <= result["wall_s"] * 1.1 + 0.05
+    assert 0 <= result["cpu_s"] <= result["wall_s"] * 1.1 + 0.05
     steal = result["machine_steal_s"]
     assert steal is None or steal >= 0
 
