@@ -6,10 +6,12 @@ from typing import Any
 
 
 def add_bench_parsers(parser: Any) -> None:
-    from sllm.bench import gateway, gossip, placement, simulator
+    from sllm.bench import chaos, fuzz, gateway, gossip, placement, simulator
 
     sub = parser.add_subparsers(dest="benchmark", required=True, metavar="BENCHMARK")
     placement.add_parser(sub)
     gossip.add_parser(sub)
     simulator.add_parser(sub)
     gateway.add_parser(sub)
+    fuzz.add_parser(sub)
+    chaos.add_parser(sub)
