@@ -155,15 +155,26 @@ def live_workers(view: ClusterView, now: float) -> int:
     return sum(1 for entry in view.entries() if entry.last_seen > deadline)
 
 
+def ready_workers(view: ClusterView, now: float) -> int:
+    """Live workers whose last report says they take work (not stopping, not starting).
+
+    A worker that stops says so in its last report (``ready = false``) and stays in the
+    view until its timeout; counting it would keep the coordinator ready, and its front
+    door refusing with 429, for a whole WORKER_TIMEOUT after the last worker went.
+    """
+    deadline = now - view.worker_timeout
+    return sum(1 for entry in view.entries() if entry.last_seen > deadline and entry.report.ready)
+
+
 async def start_coordinator_http(
     server: CoordinatorServer, host: str, port: int, api_keys: frozenset[str] = frozenset()
 ) -> HttpService | None:
-    """The coordinator's listener: the front door, ready while it knows a live worker."""
+    """The coordinator's listener: the front door, ready while a live worker is ready."""
 
     def readiness() -> Readiness:
-        if live_workers(server.core.view, time.monotonic()) > 0:
+        if ready_workers(server.core.view, time.monotonic()) > 0:
             return Readiness(True)
-        return Readiness(False, "no live workers")
+        return Readiness(False, "no ready workers")
 
     def register(registry: CollectorRegistry) -> None:
         from sllm.runtime.metrics import register_coordinator
