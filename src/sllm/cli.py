@@ -26,6 +26,7 @@ from sllm.experiments import suite as experiment_suite
 from sllm.logs import configure_logging
 from sllm.runtime.client import get_cluster_state, get_node_state, render_gossip, render_table
 from sllm.runtime.coordinator import CoordinatorServer
+from sllm.runtime.monitoring import HttpLimits
 from sllm.runtime.node import NodeServer
 from sllm.runtime.service import run_service
 from sllm.runtime.udp import Address, Endpoint
@@ -93,6 +94,15 @@ def _cost_model(settings: Settings) -> CostModel:
         raise SystemExit(EXIT_CONFIG) from None
 
 
+def _http_limits(settings: Settings) -> HttpLimits:
+    """HTTP_HEADER_TIMEOUT, HTTP_BODY_TIMEOUT and HTTP_MAX_CONNECTIONS, for any listener."""
+    return HttpLimits(
+        header_timeout_s=settings.http_header_timeout,
+        body_timeout_s=settings.http_body_timeout,
+        max_connections=settings.http_max_connections,
+    )
+
+
 def _verbose(args: argparse.Namespace) -> str | None:
     return "DEBUG" if args.verbose else None
 
@@ -144,6 +154,7 @@ def run_coordinator(args: argparse.Namespace) -> int:
         seed=args.seed,
         http_port=settings.http_port,
         api_keys=settings.api_keys,
+        http_limits=_http_limits(settings),
     )
     return run_service(server)
 
@@ -214,6 +225,7 @@ def run_worker(args: argparse.Namespace) -> int:
         prestage=PRESTAGE[settings.prestage_tier],
         http_port=settings.worker_http_port,
         model_cache_dir=settings.model_cache_dir,
+        http_limits=_http_limits(settings),
     )
     return run_service(server)
 
@@ -342,6 +354,7 @@ def run_node(args: argparse.Namespace) -> int:
         seed=args.seed,
         http_port=settings.worker_http_port,
         api_keys=settings.api_keys,
+        http_limits=_http_limits(settings),
     )
     return run_service(server)
 

@@ -44,6 +44,19 @@ COST_MODEL         none                         JSON file of `CostModel` fields 
                                                 calibrated defaults
 =================  ===========================  ====================================================
 
+Every HTTP listener (coordinator, worker, node) bounds its clients (`sllm.runtime.http`):
+
+====================  =========  =============================================================
+Variable              Default    Meaning
+====================  =========  =============================================================
+HTTP_HEADER_TIMEOUT   ``10.0``   seconds a connection has to send a request's headers, > 0;
+                                 then it is closed
+HTTP_BODY_TIMEOUT     ``60.0``   seconds a request's body has to arrive once its headers are
+                                 in, > 0; then 408 and closed
+HTTP_MAX_CONNECTIONS  ``4096``   open connections per listener, >= 1; a new one beyond it is
+                                 closed at once
+====================  =========  =============================================================
+
 Ports are integers in 0..65535; 0 asks the OS for a free port (tests use it). A worker serves
 no HTTP of its own unless WORKER_HTTP_PORT is set (the container images set 8081). A variable
 set to the empty string counts as unset (Compose writes ``WORKER_ID=`` for "no value").
@@ -226,6 +239,19 @@ def _optional_path(raw: object) -> str | None:
     return raw.strip() or None
 
 
+# Every HTTP listener (coordinator, worker, node) bounds slow and idle-before-a-request
+# clients (`sllm.runtime.http`). Headers are one small write from any real client: 10 s
+# covers a congested mobile link many times over (nginx allows 60 s, Apache 20-40 s), and
+# a slowloris flood holds each socket no longer than that.
+HTTP_HEADER_TIMEOUT_S = 10.0
+# The largest body the front door takes is 4 MiB (`sllm.api.gateway.MAX_BODY_BYTES`): 60 s
+# lets it come at 560 kbit/s; a prompt of a few KB needs milliseconds.
+HTTP_BODY_TIMEOUT_S = 60.0
+# A streaming request holds one client connection, and on the front door one upstream to a
+# worker: 4096 clients use about 8200 descriptors, far under a container's usual
+# ``ulimit -n`` (1048576), and cover a front door over 50 workers of 8 slots and a queue of 64.
+HTTP_MAX_CONNECTIONS = 4096
+
 # A node contacts every seed while it knows no peer; a few per zone is plenty.
 SEED_NODES_MAX = 64
 
@@ -302,6 +328,9 @@ _VARIABLES: tuple[_Variable, ...] = (
     _Variable("model_catalog", "MODEL_CATALOG", _optional_path),
     _Variable("model_cache_dir", "MODEL_CACHE_DIR", _optional_path),
     _Variable("cost_model", "COST_MODEL", _optional_path),
+    _Variable("http_header_timeout", "HTTP_HEADER_TIMEOUT", _seconds(allow_zero=False)),
+    _Variable("http_body_timeout", "HTTP_BODY_TIMEOUT", _seconds(allow_zero=False)),
+    _Variable("http_max_connections", "HTTP_MAX_CONNECTIONS", _integer(1)),
 )
 _BY_FIELD: dict[str, _Variable] = {v.field: v for v in _VARIABLES}
 # Every variable a process reads, in table order.
@@ -391,6 +420,9 @@ class Settings:
     model_catalog: str | None = None
     model_cache_dir: str | None = None
     cost_model: str | None = None
+    http_header_timeout: float = HTTP_HEADER_TIMEOUT_S
+    http_body_timeout: float = HTTP_BODY_TIMEOUT_S
+    http_max_connections: int = HTTP_MAX_CONNECTIONS
 
     def __post_init__(self) -> None:
         given = {var.field: (var.field, getattr(self, var.field)) for var in _VARIABLES}

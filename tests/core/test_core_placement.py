@@ -362,6 +362,25 @@ def test_full_queues_are_rejected(name: str) -> None:
     assert coord.counters.rejected == 1
 
 
+@pytest.mark.parametrize("name", POLICY_NAMES)
+def test_no_ready_worker_is_not_saturation(name: str) -> None:
+    """Workers that said they are stopping stay in the view until their timeout, but a
+    request meets no full queue: the reason says "no ready workers" at once (503), and
+    "queues_full" (429) is kept for ready workers whose queues are full."""
+    coord = coordinator(name)
+    for i in range(3):
+        coord.handle(report(f"w{i}", models={MODEL: 0}), 0.0)
+    assert coord.place(request(rid="before"), 0.5).action == "serve"
+    for i in range(3):  # each sends its last report, as a stopping worker does
+        coord.handle(report(f"w{i}", ready=False, models={MODEL: 0}, seq=2), 1.0)
+    response = coord.place(request(rid="after"), 1.0 + TIMEOUT / 10)
+    assert (response.action, response.reason) == ("reject", "no_ready_workers")
+    assert len(coord.view) == 3  # still live: the reason is readiness, not liveness
+    # One ready worker back, with a full queue: that is saturation again.
+    coord.handle(report("w1", running=8, queue_depth=64, models={MODEL: 0}, seq=3), 1.5)
+    assert coord.place(request(rid="full"), 1.5).reason == "queues_full"
+
+
 def test_counters_and_responses() -> None:
     coord = coordinator("startup-aware")
     coord.handle(report("w", models={MODEL: 0}, port=9100, http_port=8100), 0.0)

@@ -93,7 +93,7 @@ async def test_coordinator_is_live_at_once_and_ready_once_a_worker_reports(event
         assert health.json()["status"] == "ok"
         not_ready = await client.get(url(coordinator, "/readyz"))
         assert not_ready.status_code == 503
-        assert not_ready.json()["reason"] == "no live workers"
+        assert not_ready.json()["reason"] == "no ready workers"
 
         await worker.start()
 
@@ -108,7 +108,7 @@ async def test_coordinator_is_live_at_once_and_ready_once_a_worker_reports(event
         assert worker.http is not None
         assert entry.report.http_port == worker.http.port
 
-        # A stopped worker goes out of the coordinator's readiness after WORKER_TIMEOUT.
+        # A stopped worker goes out of the coordinator's readiness with its last report.
         await worker.stop()
 
         async def not_ready_again() -> bool:

@@ -192,6 +192,19 @@ def test_a_graceful_leave_empties_the_views_at_once() -> None:
     assert took is not None and took < 2.0
 
 
+def test_a_leaving_node_places_nothing_on_itself_and_says_none_is_ready() -> None:
+    """A node alone whose worker is stopping: its front door, still serving until the
+    process stops, must not place on its own worker nor call that a full queue."""
+    net, hosts = make_cluster(1)
+    net.run_for(1.0)
+    node = hosts[0].node
+    placed = node.scheduler.place(ScheduleRequest("before", MODEL, 0, 10, 10), net.now)
+    assert placed.worker_id == node.node_id
+    node.leave(net.now)
+    refused = node.scheduler.place(ScheduleRequest("after", MODEL, 0, 10, 10), net.now)
+    assert (refused.action, refused.reason) == ("reject", "no_ready_workers")
+
+
 def test_probing_asks_candidates_then_decides_with_fresh_reports() -> None:
     net, hosts = make_cluster(6, probing=2)
     recorder = Recorder()

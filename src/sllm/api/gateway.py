@@ -23,7 +23,8 @@ Failure handling (DESIGN.md, data plane):
 
 Status codes: 400 bad body, 401 bad key (when API_KEYS is set; compared in constant
 time), 404 unknown model, 405 not a POST, 413 body over `MAX_BODY_BYTES`, 429 with
-``Retry-After`` when every queue is full, 503 when no worker is available, 504 when the
+``Retry-After`` when every ready worker's queue is full, 503 when no worker is available
+(none known, or none ready: every one stopping or starting), 504 when the
 worker does not answer in time. Every response carries ``x-request-id``
 (`sllm.api.request_id`), and the log lines of the request carry the same id, from
 ``request_routed`` to ``request_finished`` (exactly one per request).
@@ -451,6 +452,12 @@ def _rejection(decision: ScheduleResponse, model: str) -> ApiError:
             "every worker's queue is full; retry shortly",
             code="overloaded",
             retry_after_s=RETRY_AFTER_S,
+        )
+    if decision.reason == "no_ready_workers":
+        return ApiError(
+            503,
+            "no ready worker: every known worker is stopping or not ready yet",
+            code="no_worker",
         )
     if decision.reason == "model_too_large":
         return ApiError(

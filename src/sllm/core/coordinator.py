@@ -132,8 +132,7 @@ class Coordinator:
             return self._reject(request, "unknown_model")
         choice = self.policy.choose(self.view, request, model)
         if choice is None:
-            reason = "no_workers" if len(self.view) == 0 else "queues_full"
-            return self._reject(request, reason)
+            return self._reject(request, self._why_none_accepts())
         entry = choice.worker
         if model.size_bytes > entry.report.memory_total:
             # Workers are assumed alike: one too small to hold the weights means all are.
@@ -159,6 +158,21 @@ class Coordinator:
             min(choice.estimated_wait_s, 86_400.0),  # estimated_wait_s
             choice.reason,
         )
+
+    def _why_none_accepts(self) -> str:
+        """Why no worker took a request: none known, none ready, or every ready one full.
+
+        Only "queues_full" is saturation (429, retry shortly); a cluster whose workers are
+        all stopping or starting has nothing to wait for in line (503). The scan stops at
+        the first ready worker, which under saturation is the first one it looks at, so a
+        rejection stays O(1) when it matters; it walks the whole view only when no worker
+        is ready.
+        """
+        if len(self.view) == 0:
+            return "no_workers"
+        if not any(entry.report.ready for entry in self.view.entries()):
+            return "no_ready_workers"
+        return "queues_full"
 
     def _reject(self, request: ScheduleRequest, reason: str) -> ScheduleResponse:
         self.counters.rejected += 1

@@ -277,8 +277,14 @@ class Node:
         return sends
 
     def leave(self, now: float) -> list[Send]:
-        """Stop taking work and announce the leave; nothing is handled afterwards."""
+        """Stop taking work and announce the leave; nothing is handled afterwards.
+
+        The node's own view learns at once that its worker is not ready, so that its front
+        door, which serves until the process stops, places nothing on it (with no other
+        ready member, it answers "no_ready_workers").
+        """
         self.worker.ready = False
+        self.scheduler.view.apply_report(self._own_report(now), now)
         sends = self.membership.leave(now)
         self._left = True
         return sends

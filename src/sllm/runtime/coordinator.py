@@ -18,7 +18,12 @@ from collections.abc import Mapping, Sequence
 from sllm.core.coordinator import Coordinator, Notice
 from sllm.core.cost import CostModel, ModelInfo
 from sllm.logs import log_event
-from sllm.runtime.monitoring import HttpService, start_coordinator_http
+from sllm.runtime.monitoring import (
+    DEFAULT_HTTP_LIMITS,
+    HttpLimits,
+    HttpService,
+    start_coordinator_http,
+)
 from sllm.runtime.udp import Address, Endpoint
 from sllm.wire import Codec, Message, WorkerReport
 
@@ -47,12 +52,14 @@ class CoordinatorServer:
         seed: int | None = None,
         http_port: int | None = None,
         api_keys: frozenset[str] = frozenset(),
+        http_limits: HttpLimits = DEFAULT_HTTP_LIMITS,
     ) -> None:
         self.host = host
         self.port = port
         self.http_port = http_port  # None: no HTTP; 0: any free port
         self.http: HttpService | None = None
         self.api_keys = api_keys
+        self.http_limits = http_limits
         self.codec = codec
         self.core = Coordinator(
             policy, catalog, cost, worker_timeout, random.Random(seed), time.monotonic()
@@ -68,7 +75,9 @@ class CoordinatorServer:
     async def start(self) -> None:
         self.endpoint = await Endpoint.bind(self.codec, self.host, self.port, self._on_message)
         if self.http_port is not None:  # before `listening`, which launchers wait for
-            self.http = await start_coordinator_http(self, self.host, self.http_port, self.api_keys)
+            self.http = await start_coordinator_http(
+                self, self.host, self.http_port, self.api_keys, limits=self.http_limits
+            )
         host, port = self.endpoint.address
         log_event(
             log,

@@ -21,25 +21,56 @@ Endpoints:
 - ``GET /metrics``: the service's own `CollectorRegistry` (never the global one), in the
   Prometheus text format, or OpenMetrics when the scraper asks for it.
 
-Not handled yet: TLS, HTTP/2, compression of ``/metrics``.
+Slow clients and connection floods (`HttpLimits`: HTTP_HEADER_TIMEOUT, HTTP_BODY_TIMEOUT,
+HTTP_MAX_CONNECTIONS). uvicorn bounds only idle kept-alive connections; a client that
+opens a connection and sends its headers a byte at a time (slowloris) would hold its socket
+for ever. `guarded_protocol` extends uvicorn's httptools protocol:
+
+- **Headers.** A connection that has not sent a whole request head within the header
+  timeout is closed. The clock starts when the connection is made (for its first request)
+  or when a later request's first byte arrives on a kept-alive connection (the idle time
+  before it is uvicorn's keep-alive timeout, as before). The timer is armed only when the
+  headers did not come in the read that began them, so an ordinary request pays nothing.
+- **Body.** A request whose body has not fully arrived within the body timeout after its
+  headers gets 408 (OpenAI's error shape) when its response has not started, and the
+  connection is closed.
+- **Connections.** Beyond `HttpLimits.max_connections` open connections, a new one is
+  closed at once, before anything is read from it. Not 503: answering means reading the
+  request first, which costs exactly what a flood of slow clients holds (a socket, for
+  as long as they like), and a request written before the 503 arrives could turn the close
+  into a reset that loses the answer anyway. Clients retry a refused connection (the
+  `openai` client does, with backoff). uvicorn's own ``limit_concurrency`` is not used: it
+  answers 503 only once a request's headers are in, so it bounds nothing against clients
+  that never finish them.
+
+What was closed is logged as ``http_connections_closed`` with counts (header timeouts,
+body timeouts, refused over the limit, open now), at most once per
+`CLOSED_NOTICE_INTERVAL_S`, never a line per connection.
+
+Not handled yet: TLS, HTTP/2, compression of ``/metrics``, a minimum transfer rate for
+bodies (a body may trickle for the whole body timeout).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import socket
+import time
 from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass
 
 import uvicorn
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from sllm.logs import log_event
-from sllm.runtime.monitoring import Readiness
+from sllm.runtime.monitoring import DEFAULT_HTTP_LIMITS, HttpLimits, Readiness
 
 log = logging.getLogger("sllm.http")
 
@@ -55,9 +86,188 @@ BACKLOG = 2048
 # An idle kept-alive connection is closed after this long (uvicorn's default, named: the
 # front door's client drops its idle connections to workers before this).
 KEEP_ALIVE_S = 5
-# uvicorn's HTTP parser: httptools (in C), which the serve extra installs and the front
-# door's client to workers needs too; without it HTTP is off (`HTTP_MODULES`).
+# uvicorn's HTTP parser: httptools (in C; `guarded_protocol` extends its protocol), which
+# the serve extra installs and the front door's client to workers needs too; without it
+# HTTP is off (`HTTP_MODULES`).
 HTTP_PARSER = "httptools"
+
+
+# What was closed is logged at most this often: a flood of a thousand slow clients makes
+# one line with counts, and the first closing is logged at once.
+CLOSED_NOTICE_INTERVAL_S = 10.0
+# The answer to a request whose body did not arrive in time, in OpenAI's error shape.
+_BODY_TIMEOUT_BODY = json.dumps(
+    {
+        "error": {
+            "message": "the request body did not arrive in time",
+            "type": "invalid_request_error",
+            "param": None,
+            "code": "request_timeout",
+        }
+    }
+).encode()
+_BODY_TIMEOUT_RESPONSE = (
+    b"HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\n"
+    b"content-length: %d\r\nconnection: close\r\n\r\n" % len(_BODY_TIMEOUT_BODY)
+) + _BODY_TIMEOUT_BODY
+
+
+@dataclass(slots=True)
+class ClosedCounts:
+    """Connections closed for their clients' slowness or number."""
+
+    header_timeouts: int = 0
+    body_timeouts: int = 0
+    refused: int = 0  # over `HttpLimits.max_connections`
+
+    def total(self) -> int:
+        return self.header_timeouts + self.body_timeouts + self.refused
+
+
+class ConnectionGuard:
+    """One listener's open connections and what it closed, logged with counts."""
+
+    def __init__(self, service: str, limits: HttpLimits) -> None:
+        self.service = service
+        self.limits = limits
+        self.open = 0
+        self.closed = ClosedCounts()  # since the listener started
+        self._unlogged = ClosedCounts()
+        self._logged_at = -CLOSED_NOTICE_INTERVAL_S
+        self._flush: asyncio.TimerHandle | None = None
+
+    def admit(self) -> bool:
+        """Count a new connection in, or say it is one too many (and count that)."""
+        if self.open >= self.limits.max_connections:
+            self.note("refused")
+            return False
+        self.open += 1
+        return True
+
+    def release(self) -> None:
+        self.open -= 1
+
+    def note(self, kind: str) -> None:
+        """Count a closing of `kind` (a `ClosedCounts` field); log now or soon."""
+        setattr(self.closed, kind, getattr(self.closed, kind) + 1)
+        setattr(self._unlogged, kind, getattr(self._unlogged, kind) + 1)
+        if self._flush is not None:
+            return  # the line already due will carry it
+        wait = self._logged_at + CLOSED_NOTICE_INTERVAL_S - time.monotonic()
+        if wait <= 0:
+            self.log()
+        else:
+            self._flush = asyncio.get_running_loop().call_later(wait, self.log)
+
+    def log(self) -> None:
+        """Log the closings not logged yet, if any (also called once as the listener stops)."""
+        if self._flush is not None:
+            self._flush.cancel()
+            self._flush = None
+        unlogged = self._unlogged
+        if not unlogged.total():
+            return
+        self._unlogged = ClosedCounts()
+        self._logged_at = time.monotonic()
+        log_event(
+            log,
+            logging.WARNING,
+            "http_connections_closed",
+            service=self.service,
+            header_timeouts=unlogged.header_timeouts,
+            body_timeouts=unlogged.body_timeouts,
+            refused=unlogged.refused,
+            open=self.open,
+            max_connections=self.limits.max_connections,
+        )
+
+
+def guarded_protocol(guard: ConnectionGuard) -> type[HttpToolsProtocol]:
+    """uvicorn's httptools protocol with `guard`'s limits (see the module docstring)."""
+    header_timeout = guard.limits.header_timeout_s
+    body_timeout = guard.limits.body_timeout_s
+
+    class GuardedHttpToolsProtocol(HttpToolsProtocol):
+        _admitted = False
+        _in_head = False  # a request has begun and its headers are not all in
+        _in_body = False  # a request's headers are in and its body is not
+        _head_timer: asyncio.TimerHandle | None = None
+        _body_timer: asyncio.TimerHandle | None = None
+
+        def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+            if not guard.admit():
+                transport.close()
+                return
+            self._admitted = True
+            super().connection_made(transport)
+            # The first request's clock starts now: a client that sends nothing is slow too.
+            self._head_timer = self.loop.call_later(header_timeout, self._head_late)
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            if not self._admitted:
+                return  # refused: uvicorn never saw it
+            self._admitted = False
+            guard.release()
+            self._cancel_timers()
+            super().connection_lost(exc)
+
+        def data_received(self, data: bytes) -> None:
+            super().data_received(data)
+            # Timers only for a head or a body that did not come in one read.
+            if self._in_head:
+                if self._head_timer is None:
+                    self._head_timer = self.loop.call_later(header_timeout, self._head_late)
+            elif self._head_timer is not None:
+                self._head_timer.cancel()
+                self._head_timer = None
+            if self._in_body:
+                if self._body_timer is None:
+                    self._body_timer = self.loop.call_later(body_timeout, self._body_late)
+            elif self._body_timer is not None:
+                self._body_timer.cancel()
+                self._body_timer = None
+
+        def on_message_begin(self) -> None:
+            super().on_message_begin()
+            self._in_head = True
+
+        def on_headers_complete(self) -> None:
+            self._in_head = False
+            self._in_body = True
+            super().on_headers_complete()
+
+        def on_message_complete(self) -> None:
+            self._in_body = False
+            super().on_message_complete()
+
+        def _cancel_timers(self) -> None:
+            for timer in (self._head_timer, self._body_timer):
+                if timer is not None:
+                    timer.cancel()
+            self._head_timer = self._body_timer = None
+
+        def _head_late(self) -> None:
+            self._head_timer = None
+            if self.transport.is_closing():
+                return
+            guard.note("header_timeouts")
+            self.transport.close()
+
+        def _body_late(self) -> None:
+            self._body_timer = None
+            if self.transport.is_closing():
+                return
+            guard.note("body_timeouts")
+            cycle = self.cycle
+            if cycle is not None and not cycle.response_started:
+                # The app waits for the rest of the body; it will read a disconnect and
+                # must not answer over the 408.
+                cycle.disconnected = True
+                cycle.message_event.set()
+                self.transport.write(_BODY_TIMEOUT_RESPONSE)
+            self.transport.close()
+
+    return GuardedHttpToolsProtocol
 
 
 def create_app(
@@ -124,8 +334,11 @@ class HttpListener:
         port: int,
         registry: CollectorRegistry,
         readiness: Callable[[], Readiness],
+        *,
+        limits: HttpLimits = DEFAULT_HTTP_LIMITS,
     ) -> None:
         self.service = service
+        self.guard = ConnectionGuard(service, limits)
         self.host = host
         self.requested_port = port
         self.app = create_app(service, registry, readiness)
@@ -146,10 +359,12 @@ class HttpListener:
 
     @property
     def http_parser(self) -> str:
-        """The name of uvicorn's protocol class serving HTTP; "" before `start`."""
+        """The name of uvicorn's protocol class serving HTTP (the one `guarded_protocol`
+        extends); "" before `start`."""
         if self._server is None:
             return ""
-        return self._server.config.http_protocol_class.__name__
+        protocol = self._server.config.http_protocol_class
+        return next(c.__name__ for c in protocol.__mro__ if c.__module__.startswith("uvicorn."))
 
     async def start(self) -> None:
         """Bind (raising `OSError` when the port is taken) and start serving.
@@ -166,7 +381,7 @@ class HttpListener:
             log_level="warning",  # uvicorn's own INFO lines are not fixed event names
             access_log=False,
             server_header=False,
-            http=HTTP_PARSER,
+            http=guarded_protocol(self.guard),
             timeout_keep_alive=KEEP_ALIVE_S,
             timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
         )
@@ -209,5 +424,6 @@ class HttpListener:
                 pass
         if self._socket is not None:
             self._socket.close()
+        self.guard.log()
         for closer in self._closers:
             await closer()

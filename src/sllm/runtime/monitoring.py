@@ -32,6 +32,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
+from sllm.config import HTTP_BODY_TIMEOUT_S, HTTP_HEADER_TIMEOUT_S, HTTP_MAX_CONNECTIONS
 from sllm.logs import log_event
 
 if TYPE_CHECKING:
@@ -58,6 +59,24 @@ class Readiness:
     ready: bool
     reason: str = ""
 
+
+@dataclass(frozen=True, slots=True)
+class HttpLimits:
+    """How long an HTTP client may take to send a request, and how many may be connected
+    (HTTP_HEADER_TIMEOUT, HTTP_BODY_TIMEOUT, HTTP_MAX_CONNECTIONS; see `sllm.runtime.http`)."""
+
+    header_timeout_s: float = HTTP_HEADER_TIMEOUT_S
+    body_timeout_s: float = HTTP_BODY_TIMEOUT_S
+    max_connections: int = HTTP_MAX_CONNECTIONS
+
+    def __post_init__(self) -> None:
+        if not (self.header_timeout_s > 0 and self.body_timeout_s > 0):
+            raise ValueError("HTTP timeouts must be > 0")
+        if self.max_connections < 1:
+            raise ValueError("HTTP needs max_connections >= 1")
+
+
+DEFAULT_HTTP_LIMITS = HttpLimits()
 
 Register = Callable[["CollectorRegistry"], None]
 # Adds routes to the service's FastAPI app before it serves; may return a coroutine function
@@ -107,6 +126,8 @@ async def start_http(
     readiness: Callable[[], Readiness],
     register: Register,
     routes: Routes | None = None,
+    *,
+    limits: HttpLimits = DEFAULT_HTTP_LIMITS,
 ) -> HttpService | None:
     """Serve health, readiness and metrics on `host`:`port` (0: any free port).
 
@@ -124,7 +145,7 @@ async def start_http(
 
     registry = CollectorRegistry()
     register(registry)
-    listener = HttpListener(service, host, port, registry, readiness)
+    listener = HttpListener(service, host, port, registry, readiness, limits=limits)
     if routes is not None:
         closer = routes(listener.app)
         if closer is not None:
@@ -155,15 +176,31 @@ def live_workers(view: ClusterView, now: float) -> int:
     return sum(1 for entry in view.entries() if entry.last_seen > deadline)
 
 
+def ready_workers(view: ClusterView, now: float) -> int:
+    """Live workers whose last report says they take work (not stopping, not starting).
+
+    A worker that stops says so in its last report (``ready = false``) and stays in the
+    view until its timeout; counting it would keep the coordinator ready, and its front
+    door refusing with 429, for a whole WORKER_TIMEOUT after the last worker went.
+    """
+    deadline = now - view.worker_timeout
+    return sum(1 for entry in view.entries() if entry.last_seen > deadline and entry.report.ready)
+
+
 async def start_coordinator_http(
-    server: CoordinatorServer, host: str, port: int, api_keys: frozenset[str] = frozenset()
+    server: CoordinatorServer,
+    host: str,
+    port: int,
+    api_keys: frozenset[str] = frozenset(),
+    *,
+    limits: HttpLimits = DEFAULT_HTTP_LIMITS,
 ) -> HttpService | None:
-    """The coordinator's listener: the front door, ready while it knows a live worker."""
+    """The coordinator's listener: the front door, ready while a live worker is ready."""
 
     def readiness() -> Readiness:
-        if live_workers(server.core.view, time.monotonic()) > 0:
+        if ready_workers(server.core.view, time.monotonic()) > 0:
             return Readiness(True)
-        return Readiness(False, "no live workers")
+        return Readiness(False, "no ready workers")
 
     def register(registry: CollectorRegistry) -> None:
         from sllm.runtime.metrics import register_coordinator
@@ -175,7 +212,7 @@ async def start_coordinator_http(
 
         return install_front_door(app, server.core, server.log_notices, api_keys)
 
-    return await start_http(server.name, host, port, readiness, register, routes)
+    return await start_http(server.name, host, port, readiness, register, routes, limits=limits)
 
 
 def _accepting_work(server: WorkerServer | NodeServer) -> Callable[[], Readiness]:
@@ -187,7 +224,9 @@ def _accepting_work(server: WorkerServer | NodeServer) -> Callable[[], Readiness
     return readiness
 
 
-async def start_worker_http(server: WorkerServer, host: str, port: int) -> HttpService | None:
+async def start_worker_http(
+    server: WorkerServer, host: str, port: int, *, limits: HttpLimits = HttpLimits()
+) -> HttpService | None:
     """A worker's listener: ready while its state machine accepts work."""
     readiness = _accepting_work(server)
 
@@ -205,11 +244,16 @@ async def start_worker_http(server: WorkerServer, host: str, port: int) -> HttpS
         app.add_middleware(RequestIdMiddleware)
         app.include_router(worker_router(server.generation))
 
-    return await start_http(server.name, host, port, readiness, register, routes)
+    return await start_http(server.name, host, port, readiness, register, routes, limits=limits)
 
 
 async def start_node_http(
-    server: NodeServer, host: str, port: int, api_keys: frozenset[str] = frozenset()
+    server: NodeServer,
+    host: str,
+    port: int,
+    api_keys: frozenset[str] = frozenset(),
+    *,
+    limits: HttpLimits = DEFAULT_HTTP_LIMITS,
 ) -> HttpService | None:
     """A decentralized node's listener: the front door on /v1 (placing with the node's own
     view), its worker routes under ``/worker``, worker and gossip metrics. Ready while its
@@ -234,4 +278,4 @@ async def start_node_http(
             app, core.scheduler, server.log_notices, api_keys, upstream_prefix=WORKER_PREFIX
         )
 
-    return await start_http(server.name, host, port, readiness, register, routes)
+    return await start_http(server.name, host, port, readiness, register, routes, limits=limits)

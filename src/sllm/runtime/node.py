@@ -44,7 +44,7 @@ from sllm.core.node import Node, NodeConfig, Traffic
 from sllm.core.tiers import Tier
 from sllm.core.worker import WorkerResources
 from sllm.logs import log_event
-from sllm.runtime.monitoring import start_node_http
+from sllm.runtime.monitoring import DEFAULT_HTTP_LIMITS, HttpLimits, start_node_http
 from sllm.runtime.udp import Address, Endpoint
 from sllm.runtime.worker import WorkerServer
 from sllm.wire import Codec, InferenceRequest, Message
@@ -104,6 +104,7 @@ class NodeServer(WorkerServer):
         seed: int | None = None,
         http_port: int | None = None,
         api_keys: frozenset[str] = frozenset(),
+        http_limits: HttpLimits = DEFAULT_HTTP_LIMITS,
     ) -> None:
         # A node reports to no coordinator: its reports travel by gossip.
         super().__init__(
@@ -119,6 +120,7 @@ class NodeServer(WorkerServer):
             advertise_host=advertise_host,
             prestage=prestage,
             http_port=http_port,
+            http_limits=http_limits,
         )
         self.api_keys = api_keys
         self.config = config
@@ -149,7 +151,9 @@ class NodeServer(WorkerServer):
             worker=self.state,
         )
         if self.http_port is not None:  # before `listening`, which launchers wait for
-            self.http = await start_node_http(self, bound_host, self.http_port, self.api_keys)
+            self.http = await start_node_http(
+                self, bound_host, self.http_port, self.api_keys, limits=self.http_limits
+            )
             if self.http is not None:
                 self.core.http_port = self.http.port  # peers proxy to it
         log_event(

@@ -43,7 +43,7 @@ from sllm.core.worker import (
 from sllm.engines.sim import SimEngine, Timer, TimerKind, fire
 from sllm.logs import log_event
 from sllm.runtime.generation import HttpRequests, RealEngine
-from sllm.runtime.monitoring import HttpService, start_worker_http
+from sllm.runtime.monitoring import DEFAULT_HTTP_LIMITS, HttpLimits, HttpService, start_worker_http
 from sllm.runtime.udp import Address, Endpoint
 from sllm.store import ModelStore
 from sllm.wire import Codec, InferenceRequest, InferenceResult, Message
@@ -101,11 +101,13 @@ class WorkerServer:
         prestage: Tier | None = Tier.DISK,
         http_port: int | None = None,
         model_cache_dir: str | None = None,
+        http_limits: HttpLimits = DEFAULT_HTTP_LIMITS,
     ) -> None:
         self.host = host
         self.port = port
         self.http_port = http_port  # None: no HTTP; 0: any free port
         self.http: HttpService | None = None
+        self.http_limits = http_limits
         self.observer: WorkerObserver | None = None
         self._loads: dict[str, tuple[float, Tier]] = {}  # model -> (started, source)
         self.coordinator = coordinator
@@ -166,7 +168,9 @@ class WorkerServer:
     async def start(self) -> None:
         self.endpoint = await Endpoint.bind(self.codec, self.host, self.port, self._on_message)
         if self.http_port is not None:  # before `listening`, which launchers wait for
-            self.http = await start_worker_http(self, self.host, self.http_port)
+            self.http = await start_worker_http(
+                self, self.host, self.http_port, limits=self.http_limits
+            )
         host, port = self.endpoint.address
         log_event(
             log,
