@@ -49,25 +49,44 @@ JOIN_TIMEOUT_S = 10.0
 # -- the credential ------------------------------------------------------------------------
 
 
-def _signed(**changes: object) -> dict[str, object]:
-    request: dict[str, object] = {
-        "method": "POST",
-        "path": PATH,
-        "request_id": "req-1",
-        "body": BODY,
-    }
-    return {**request, **changes}
+def _sign(key: bytes = KEY) -> str:
+    return sign(key=key, method="POST", path=PATH, request_id="req-1", body=BODY, now=NOW)
 
 
-def _refusal(given: str, now: float = NOW, **changes: object) -> str:
+def _refusal(
+    given: str,
+    *,
+    now: float = NOW,
+    method: str = "POST",
+    path: str = PATH,
+    request_id: str = "req-1",
+    body: bytes = BODY,
+) -> str:
+    """Why `check` refuses `given` for this request (the one `_sign` signs, unless changed)."""
     with pytest.raises(CredentialRefused) as refused:
-        check(key=KEY, credential=given, now=now, **_signed(**changes))  # type: ignore[arg-type]
+        check(
+            key=KEY,
+            credential=given,
+            method=method,
+            path=path,
+            request_id=request_id,
+            body=body,
+            now=now,
+        )
     return refused.value.reason
 
 
 def test_a_credential_passes_for_its_request_only() -> None:
-    given = sign(key=KEY, now=NOW, **_signed())  # type: ignore[arg-type]
-    check(key=KEY, credential=given, now=NOW + 29.0, **_signed())  # type: ignore[arg-type]
+    given = _sign()
+    check(
+        key=KEY,
+        credential=given,
+        method="POST",
+        path=PATH,
+        request_id="req-1",
+        body=BODY,
+        now=NOW + credential.MAX_SKEW_S - 1,
+    )
     assert _refusal(given, body=BODY + b" ") == "bad_signature"
     assert _refusal(given, path="/v1/chat/completions") == "bad_signature"
     assert _refusal(given, request_id="req-2") == "bad_signature"
@@ -75,7 +94,7 @@ def test_a_credential_passes_for_its_request_only() -> None:
 
 
 def test_stale_forged_and_malformed_credentials_are_refused() -> None:
-    given = sign(key=KEY, now=NOW, **_signed())  # type: ignore[arg-type]
+    given = _sign()
     assert _refusal(given, now=NOW + credential.MAX_SKEW_S + 1) == "stale"
     assert _refusal(given, now=NOW - credential.MAX_SKEW_S - 1) == "stale"
     version, timestamp, mac = given.split(" ")
@@ -89,8 +108,7 @@ def test_stale_forged_and_malformed_credentials_are_refused() -> None:
 def test_the_http_key_is_not_the_datagram_key() -> None:
     assert KEY != SECRET
     assert worker_http_key(b"another secret") != KEY
-    with_datagram_key = sign(key=SECRET, now=NOW, **_signed())  # type: ignore[arg-type]
-    assert _refusal(with_datagram_key) == "bad_signature"
+    assert _refusal(_sign(key=SECRET)) == "bad_signature"
     with pytest.raises(ValueError):
         worker_http_key(b"")
 
