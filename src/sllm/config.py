@@ -21,7 +21,8 @@ WORKER_TIMEOUT     ``10.0``                     seconds of silence before a work
                                                 must exceed REPORT_INTERVAL
 WORKER_ID          auto                         see below
 LOG_FORMAT         ``text``                     ``text`` or ``json`` (for containers)
-CLUSTER_SECRET     none                         HMAC key for datagrams; never shown in repr/errors
+CLUSTER_SECRET     none                         HMAC key for datagrams and proxied requests;
+                                                never shown in repr/errors
 PLACEMENT_POLICY   ``startup-aware``            one of `POLICY_NAMES` (or the names passed in)
 HTTP_PORT          ``8080``                     HTTP health, metrics (and the front door)
 WORKER_HTTP_PORT   none                         a worker's own HTTP port (health, metrics);

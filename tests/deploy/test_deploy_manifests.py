@@ -252,15 +252,22 @@ def test_network_policies_allow_the_control_plane_and_http_only() -> None:
         for rule in find(docs, "NetworkPolicy", policy)["spec"].get(direction, []):
             peers = rule.get("from" if direction == "ingress" else "to") or [{}]
             for peer in peers:
-                app = peer.get("podSelector", {}).get("matchLabels", {}).get("app", "*")
+                labels = peer.get("podSelector", {}).get("matchLabels", {})
+                app = labels.get("app") or labels.get("app.kubernetes.io/name", "*")
+                # A pod selector alone means this namespace; with a namespace selector, any.
+                if "namespaceSelector" in peer:
+                    assert peer["namespaceSelector"] == {}, peer
+                    app = f"any namespace/{app}"
                 for port in rule["ports"]:
                     found.add((app, port["protocol"], port["port"]))
         return found
 
     assert rules("central-coordinator", "ingress") == {("worker", "UDP", 9000), ("*", "TCP", 8080)}
+    # A worker's HTTP serves models: only the front door and Prometheus reach it.
     assert rules("worker", "ingress") == {
         ("central-coordinator", "UDP", 8000),
-        ("*", "TCP", 8081),
+        ("central-coordinator", "TCP", 8081),
+        ("any namespace/prometheus", "TCP", 8081),
     }
     assert rules("worker", "egress") == {("central-coordinator", "UDP", 9000)}
     assert rules("central-coordinator", "egress") == {

@@ -7,6 +7,7 @@ it raises the error class a real client expects.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 
@@ -190,6 +191,34 @@ def test_a_clients_request_id_is_kept_and_a_bad_one_replaced(http, sim_cluster) 
     rejected = http.post("/v1/chat/completions", headers={**AUTH, "x-request-id": "x" * 200})
     assert rejected.status_code == 400
     assert rejected.headers["x-request-id"].startswith("req-")
+
+
+def test_concurrent_requests_with_one_client_id_are_all_served(sim_cluster) -> None:
+    """Each attempt reaches its worker under an id of its own: a client's id may repeat."""
+    shared = "client-repeats-this-id"
+    # Long enough (about half a second of decoding) that the six overlap on each worker.
+    body = {**CHAT, "max_tokens": 40}
+
+    async def send_all() -> list[httpx.Response]:
+        headers = {**AUTH, "x-request-id": shared}
+        async with httpx.AsyncClient(base_url=sim_cluster.base_url, timeout=30) as client:
+            sends = [client.post("/v1/chat/completions", json=body, headers=headers)]
+            sends += [
+                client.post("/v1/chat/completions", json={**body, "stream": True}, headers=headers)
+                for _ in range(5)
+            ]
+            return await asyncio.gather(*sends)
+
+    responses = asyncio.run(send_all())
+    assert [response.status_code for response in responses] == [200] * 6, [
+        response.text for response in responses
+    ]
+    assert all(response.headers["x-request-id"] == shared for response in responses)
+    assert responses[0].json()["id"] == shared
+    assert all(f'"id":"{shared}"' in response.text for response in responses[1:])
+    routed = sim_cluster.logged_now("request_routed", shared, count=6)
+    upstream_ids = {event["upstream_id"] for event in routed}
+    assert len(upstream_ids) == 6 and shared not in upstream_ids
 
 
 # -- the OpenAPI document ------------------------------------------------------------------

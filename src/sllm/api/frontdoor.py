@@ -2,9 +2,10 @@
 
 The gateway places requests with the process's own scheduler (the coordinator's core, or a
 node's local scheduler: same process, same event loop, no locks, no extra hop) and proxies
-them with one pooled HTTP client (`WorkerClient`), closed when the listener stops. On a
-node, its own worker routes move under `WORKER_PREFIX`, and the gateway proxies there on
-every node.
+them with one pooled HTTP client (`WorkerClient`), closed when the listener stops; with
+a cluster secret, the client signs every request for the workers (`sllm.api.credential`).
+On a node, its own worker routes move under `WORKER_PREFIX`, and the gateway proxies there
+on every node.
 The OpenAPI document of the API is served at ``/openapi.json`` and shipped as
 ``docs/openapi.json`` (`sllm openapi` writes it; a test keeps them equal).
 """
@@ -18,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 from fastapi import APIRouter, FastAPI
 from fastapi.openapi.utils import get_openapi
 
+from sllm.api.credential import worker_http_key
 from sllm.api.errors import install_error_handlers
 from sllm.api.gateway import CompletionLane, Gateway, GatewayConfig
 from sllm.api.request_id import RequestIdMiddleware
@@ -37,9 +39,15 @@ def install_front_door(
     log_notices: Callable[[list[Notice]], None],
     api_keys: frozenset[str],
     upstream_prefix: str = "",
+    cluster_secret: bytes | None = None,
 ) -> Callable[[], Awaitable[None]]:
-    """Add the `/v1` routes and `/openapi.json` to `app`; return the closer of the client."""
-    client = WorkerClient()
+    """Add the `/v1` routes and `/openapi.json` to `app`; return the closer of the client.
+
+    With `cluster_secret`, requests to workers carry the credential it derives.
+    """
+    client = WorkerClient(
+        credential_key=worker_http_key(cluster_secret) if cluster_secret else None
+    )
 
     def forget_worker(worker_id: str) -> None:
         log_notices(scheduler.forget(worker_id, time.monotonic()))

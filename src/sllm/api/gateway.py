@@ -27,7 +27,10 @@ time), 404 unknown model, 405 not a POST, 413 body over `MAX_BODY_BYTES`, 429 wi
 (none known, or none ready: every one stopping or starting), 504 when the
 worker does not answer in time. Every response carries ``x-request-id``
 (`sllm.api.request_id`), and the log lines of the request carry the same id, from
-``request_routed`` to ``request_finished`` (exactly one per request).
+``request_routed`` to ``request_finished`` (exactly one per request). Each attempt goes to
+its worker under a fresh id of its own (``upstream_id`` on ``request_routed`` and
+``upstream_failed``), so that clients sending one id many times do not collide on a worker.
+With a cluster secret, every attempt is signed for the worker (`sllm.api.credential`).
 
 The completion routes are the hot path, so they are served from the ASGI channel by
 `CompletionLane` rather than through FastAPI's routing (see `Gateway`); one watcher of
@@ -52,7 +55,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from sllm.api import sse
 from sllm.api.disconnect import ClientGone, unless_disconnected
 from sllm.api.errors import ApiError, invalid_request
-from sllm.api.request_id import header_of, request_id_in
+from sllm.api.request_id import header_of, new_request_id, request_id_in
 from sllm.api.schemas import ChatCompletionRequest, CompletionRequest, ModelCard, ModelList
 from sllm.api.worker_client import UpstreamResponse, WorkerClient
 from sllm.logs import log_event
@@ -199,7 +202,7 @@ class Gateway:
             if scope["method"] != "POST":
                 raise ApiError(405, f"{path} takes POST", code="method_not_allowed")
             self._authenticate(header_of(scope, b"authorization"))
-            body = _validated(schema, await _read_body(receive))
+            body = _validated(schema, await read_body(receive))
             if body.model not in self.model_names():
                 raise ApiError(
                     404,
@@ -279,9 +282,10 @@ class Gateway:
             if decision.action == "reject":
                 raise _rejection(decision, schedule.model)
             worker = (decision.host, decision.http_port, self.config.upstream_prefix + path)
+            upstream_id = new_request_id()  # the worker's key for this attempt
             started = time.monotonic()
             try:
-                upstream = await self._first_event(worker, request_id, body)
+                upstream = await self._first_event(worker, upstream_id, request_id, body)
             except (_UpstreamFailed, _UpstreamBusy) as failure:
                 last_error = str(failure)
                 timed_out = isinstance(failure, _UpstreamFailed) and failure.timed_out
@@ -294,6 +298,7 @@ class Gateway:
                     logging.WARNING,
                     "upstream_failed",
                     request_id=request_id,
+                    upstream_id=upstream_id,
                     worker=decision.worker_id,
                     attempt=attempt,
                     forgotten=not isinstance(failure, _UpstreamBusy),
@@ -305,6 +310,7 @@ class Gateway:
                 logging.INFO,
                 "request_routed",
                 request_id=request_id,
+                upstream_id=upstream_id,
                 model=schedule.model,
                 worker=decision.worker_id,
                 action=decision.action,
@@ -324,10 +330,10 @@ class Gateway:
         raise ApiError(503, f"no worker could serve the request ({last_error})", code="no_worker")
 
     async def _first_event(
-        self, worker: tuple[str, int, str], request_id: str, body: bytes
+        self, worker: tuple[str, int, str], upstream_id: str, request_id: str, body: bytes
     ) -> _Upstream:
-        """Send to one worker (host, port, path) and read until its first whole event,
-        within the deadline.
+        """Send to one worker (host, port, path) under `upstream_id`, and read until its
+        first whole event, within the deadline.
 
         Raises `_UpstreamFailed` or `_UpstreamBusy` for another try, or `ApiError` for a
         4xx that is the request's own fault. The response is closed unless handed over.
@@ -335,7 +341,9 @@ class Gateway:
         response: UpstreamResponse | None = None
         try:
             async with asyncio.timeout(self.config.first_byte_timeout_s):
-                response = await self.client.post(*worker, body, request_id)
+                response = await self.client.post(
+                    *worker, body, upstream_id, client_request_id=request_id
+                )
                 if response.status != 200:
                     raise _refusal(response.status, await response.read())
                 buffer = bytearray()
@@ -499,7 +507,7 @@ _STREAM_HEADERS = [(b"content-type", b"text/event-stream; charset=utf-8")]
 _JSON_HEADERS = [(b"content-type", b"application/json")]
 
 
-async def _read_body(receive: Receive) -> bytes:
+async def read_body(receive: Receive) -> bytes:
     """The whole request body; `ClientGone` if the client leaves first."""
     chunks: list[bytes] = []
     size = 0

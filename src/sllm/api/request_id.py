@@ -4,8 +4,12 @@
 put every streamed chunk through a memory stream). For each request it takes the client's
 ``x-request-id`` when it is a sane token, otherwise makes one, keeps it in the scope's
 state (`request_id_in` reads it) and sets the header on the response, whatever route or
-error handler produced it. The front door forwards the id to the worker, so the
-coordinator's and the worker's log lines of one request carry the same id.
+error handler produced it.
+
+The client's id is not the worker's key for the request: clients may send one id many
+times, at once too. The front door sends each attempt to its worker under a fresh id of its
+own (the worker's key, in its ``x-request-id``), with the client's id in `CLIENT_HEADER`
+(the id the worker's answer carries), and logs both on ``request_routed``.
 
 Not handled yet: W3C ``traceparent`` propagation.
 """
@@ -19,6 +23,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 HEADER = "x-request-id"
 _HEADER_BYTES = HEADER.encode()
+# From the front door to a worker: the id the client knows the request by.
+CLIENT_HEADER = "x-client-request-id"
 # A client's id is kept when it is a short token: it goes into log fields and headers, and
 # 128 characters is the wire codec's limit on ids.
 _ACCEPTED = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")

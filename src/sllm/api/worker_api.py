@@ -1,32 +1,50 @@
 """The worker's side of the OpenAI API: run one request here and stream it as SSE.
 
-The front door proxies to these routes; they can also be called directly (the gateway
-benchmark does, as its baseline). A request is admitted by the worker's state machine
-(bounded queue, slots, model tiers) before anything is sent back, so a worker that cannot
-take it answers with an error status and the front door places it elsewhere. Once it
-runs, every token is sent as it is generated; the last chunk carries ``finish_reason``
-and ``usage``, then ``data: [DONE]``. A client that goes away cancels the work: while the
-request waits for admission (`unless_disconnected`), and while it streams, including the
-case where the client left before the stream began (`Generation.close` then runs from
-the response itself, since the stream's own cleanup never started).
+The front door proxies to these routes. With a cluster secret they serve only requests
+that carry the front door's credential (`RequireCredential`, `sllm.api.credential`), and
+answer anything else with 401; without one they can also be called directly (the gateway
+benchmark does, as its baseline). The request's key on this worker is its
+``x-request-id`` (a fresh id per attempt from the front door); the chunks carry the id
+the client knows it by, when the front door names it (`CLIENT_HEADER`).
+
+A request is admitted by the worker's state machine (bounded queue, slots, model tiers)
+before anything is sent back, so a worker that cannot take it answers with an error
+status and the front door places it elsewhere. Once it runs, every token is sent as it is
+generated; the last chunk carries ``finish_reason`` and ``usage``, then ``data: [DONE]``.
+A client that goes away cancels the work: while the request waits for admission
+(`unless_disconnected`), and while it streams, including the case where the client left
+before the stream began (`Generation.close` then runs from the response itself, since the
+stream's own cleanup never started).
 """
 
 from __future__ import annotations
 
+import logging
+import time
 from collections.abc import AsyncIterator, Collection
 from typing import Protocol
 
 from fastapi import APIRouter, Request
 from fastapi.responses import StreamingResponse
-from starlette.types import Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from sllm.api import sse
+from sllm.api import credential, sse
 from sllm.api.disconnect import ClientGone, unless_disconnected
 from sllm.api.errors import ApiError
-from sllm.api.request_id import request_id_in
+from sllm.api.gateway import read_body
+from sllm.api.request_id import CLIENT_HEADER, accepted, header_of, request_id_in
 from sllm.api.schemas import ChatCompletionRequest, CompletionRequest
 from sllm.engines.base import GenerationParams
+from sllm.logs import log_event
 from sllm.runtime.generation import Generation
+
+log = logging.getLogger("sllm.http")
+
+# A refused request is logged at most once per reason per this many seconds: whoever
+# probes the port can send thousands a second, and the log must stay readable.
+REFUSAL_LOG_INTERVAL_S = 10.0
+_CREDENTIAL_HEADER = credential.HEADER.encode()
+_CLIENT_HEADER = CLIENT_HEADER.encode()
 
 
 class _GenerationResponse(StreamingResponse):
@@ -80,6 +98,7 @@ def worker_router(backend: GenerationBackend) -> APIRouter:
         params: GenerationParams,
     ) -> StreamingResponse:
         request_id = request_id_in(request.scope)
+        shown_id = accepted(header_of(request.scope, _CLIENT_HEADER)) or request_id
         try:
             generation = await unless_disconnected(
                 request.receive, backend.start(request_id, model, prompt, params)
@@ -87,7 +106,7 @@ def worker_router(backend: GenerationBackend) -> APIRouter:
         except ClientGone:  # `start` was cancelled, which withdrew the request
             raise ApiError(400, "the client closed the request") from None
         return _GenerationResponse(
-            _stream(kind, request_id, model, generation),
+            _stream(kind, shown_id, model, generation),
             generation,
             headers={"x-request-id": request_id},
         )
@@ -129,3 +148,81 @@ async def _stream(
         yield sse.chunk(kind, request_id, model, delta.text, finish, usage)
         yield sse.DONE
         return
+
+
+class RequireCredential:
+    """ASGI middleware: a request to a path under `prefix` needs the front door's credential.
+
+    Anything else is answered 401 in OpenAI's error shape, before a route sees it; other
+    paths (``/healthz``, ``/readyz``, ``/metrics``) pass untouched, for probes and
+    scrapers. It sits inside `RequestIdMiddleware`, whose id is the one the credential
+    signs. The body is read here (to check its digest) and handed on to the route.
+    """
+
+    def __init__(self, app: ASGIApp, key: bytes, prefix: str) -> None:
+        self.app = app
+        self.key = key
+        self.prefix = prefix
+        self._logged_at: dict[str, float] = {}
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not scope["path"].startswith(self.prefix):
+            await self.app(scope, receive, send)
+            return
+        request_id = request_id_in(scope)
+        given = header_of(scope, _CREDENTIAL_HEADER)
+        try:
+            if not given:  # refused before its body is read
+                raise credential.CredentialRefused("missing")
+            body = await read_body(receive)
+            credential.check(
+                key=self.key,
+                credential=given,
+                method=scope["method"],
+                path=scope["path"],
+                request_id=request_id,
+                body=body,
+                now=time.time(),
+            )
+        except credential.CredentialRefused as refused:
+            self._log_refusal(refused.reason, scope)
+            message = f"this route serves only requests from the front door ({refused.reason})"
+            failed = ApiError(401, message, code="invalid_credential")
+            await failed.response(request_id)(scope, receive, send)
+            return
+        except ApiError as error:  # the body is over the limit
+            await error.response(request_id)(scope, receive, send)
+            return
+        except ClientGone:
+            return
+        await self.app(scope, _replay(body, receive), send)
+
+    def _log_refusal(self, reason: str, scope: Scope) -> None:
+        now = time.monotonic()
+        if now - self._logged_at.get(reason, -REFUSAL_LOG_INTERVAL_S) < REFUSAL_LOG_INTERVAL_S:
+            return
+        self._logged_at[reason] = now
+        client = scope.get("client") or ("", 0)
+        log_event(
+            log,
+            logging.WARNING,
+            "credential_refused",
+            reason=reason,
+            path=scope["path"],
+            client=f"{client[0]}:{client[1]}",
+        )
+
+
+def _replay(body: bytes, receive: Receive) -> Receive:
+    """A `receive` that hands over `body` once, then whatever the client sends next (its
+    disconnect)."""
+    delivered = False
+
+    async def replayed() -> Message:
+        nonlocal delivered
+        if not delivered:
+            delivered = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return replayed

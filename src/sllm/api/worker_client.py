@@ -23,6 +23,9 @@ Theory of operation:
   undone) and wakes the reader. Past `READ_BUFFER_BYTES` unread, it pauses reading from
   the worker until the front door has sent it on, so a slow client cannot make the front
   door buffer a fast worker's whole answer.
+- **Credentials.** Built with a `credential_key` (derived from the cluster secret), the
+  client signs every request it sends (`sllm.api.credential`), so that a worker that has
+  the secret serves it.
 - **Failures** are `ConnectionError`s (`UpstreamClosed` for a connection that ended or an
   answer the parser refused, the OS's own for a refused connection) or `TimeoutError`
   (connecting took over `CONNECT_TIMEOUT_S`). Timeouts on reads are the gateway's.
@@ -38,6 +41,8 @@ from collections import deque
 
 import httptools
 
+from sllm.api import credential
+from sllm.api.request_id import CLIENT_HEADER
 from sllm.runtime.http import KEEP_ALIVE_S
 
 # Connections to workers: established quickly or not at all (the worker is then tried
@@ -205,22 +210,48 @@ class _Connection(asyncio.Protocol):
 class WorkerClient:
     """POSTs to workers whose answers are read as streams; `finish` each one exactly once."""
 
-    def __init__(self, max_keepalive_connections: int = MAX_KEEPALIVE_CONNECTIONS) -> None:
+    def __init__(
+        self,
+        max_keepalive_connections: int = MAX_KEEPALIVE_CONNECTIONS,
+        credential_key: bytes | None = None,
+    ) -> None:
         self.max_keepalive_connections = max_keepalive_connections
+        self.credential_key = credential_key  # None: requests go unsigned
         self.streams = 0  # posted and not finished yet
         self._idle: dict[tuple[str, int], deque[_Connection]] = {}
         self._idle_count = 0
         self._connections: set[_Connection] = set()
 
     async def post(
-        self, host: str, port: int, path: str, body: bytes, request_id: str
+        self,
+        host: str,
+        port: int,
+        path: str,
+        body: bytes,
+        request_id: str,
+        client_request_id: str = "",
     ) -> UpstreamResponse:
-        """Send `body` (JSON) to `path` on the worker at `host`:`port`; return its answer
-        once the headers are in."""
+        """Send `body` (JSON) to `path` on the worker at `host`:`port` under `request_id`
+        (the worker's key for it); return its answer once the headers are in.
+
+        `client_request_id`, when given, is the id the client knows the request by, which
+        the worker's answer carries.
+        """
+        extra = f"{CLIENT_HEADER}: {client_request_id}\r\n" if client_request_id else ""
+        if self.credential_key is not None:
+            signed = credential.sign(
+                key=self.credential_key,
+                method="POST",
+                path=path,
+                request_id=request_id,
+                body=body,
+                now=time.time(),
+            )
+            extra += f"{credential.HEADER}: {signed}\r\n"
         request = (
             f"POST {path} HTTP/1.1\r\nhost: {host}:{port}\r\n"
             f"content-type: application/json\r\ncontent-length: {len(body)}\r\n"
-            f"x-request-id: {request_id}\r\n\r\n"
+            f"x-request-id: {request_id}\r\n{extra}\r\n"
         ).encode("latin-1") + body
         key = (host, port)
         pooled = self._pooled(key)

@@ -59,7 +59,7 @@ import json
 import logging
 import socket
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import uvicorn
@@ -334,15 +334,17 @@ class HttpListener:
         port: int,
         registry: CollectorRegistry,
         readiness: Callable[[], Readiness],
+        also_on: Sequence[str] = (),
         *,
         limits: HttpLimits = DEFAULT_HTTP_LIMITS,
     ) -> None:
         self.service = service
         self.guard = ConnectionGuard(service, limits)
         self.host = host
+        self.also_on = [extra for extra in dict.fromkeys(also_on) if extra != host]
         self.requested_port = port
         self.app = create_app(service, registry, readiness)
-        self._socket: socket.socket | None = None
+        self._sockets: list[socket.socket] = []
         self._port = 0
         self._server: _Server | None = None
         self._task: asyncio.Task[None] | None = None
@@ -369,11 +371,18 @@ class HttpListener:
     async def start(self) -> None:
         """Bind (raising `OSError` when the port is taken) and start serving.
 
-        Connections are accepted into the socket's backlog from the moment it listens, so
-        the listener counts as up as soon as this returns.
+        `host` is bound first, then each address of `also_on` on the same port. Connections
+        are accepted into the socket's backlog from the moment it listens, so the listener
+        counts as up as soon as this returns.
         """
-        self._socket = bind_tcp(self.host, self.requested_port)
-        self._port = int(self._socket.getsockname()[1])
+        self._sockets = [bind_tcp(self.host, self.requested_port)]
+        self._port = int(self._sockets[0].getsockname()[1])
+        try:
+            for extra in self.also_on:
+                self._sockets.append(bind_tcp(extra, self._port))
+        except OSError:
+            self._close_sockets()
+            raise
         config = uvicorn.Config(
             self.app,
             lifespan="off",
@@ -387,7 +396,7 @@ class HttpListener:
         )
         config.load()  # here rather than in `serve`, to log the parser it chose
         self._server = _Server(config)
-        self._task = asyncio.create_task(self._server.serve(sockets=[self._socket]))
+        self._task = asyncio.create_task(self._server.serve(sockets=list(self._sockets)))
         self._task.add_done_callback(self._served)
         log_event(
             log,
@@ -397,7 +406,13 @@ class HttpListener:
             host=self.host,
             port=self.port,
             http_parser=self.http_parser,
+            **({"also_on": ",".join(self.also_on)} if self.also_on else {}),
         )
+
+    def _close_sockets(self) -> None:
+        for sock in self._sockets:
+            sock.close()
+        self._sockets = []
 
     def _served(self, task: asyncio.Task[None]) -> None:
         if not task.cancelled() and task.exception() is not None:
@@ -422,8 +437,7 @@ class HttpListener:
                 log_event(log, logging.WARNING, "http_stop_timed_out", service=self.service)
             except Exception:  # logged by `_served`; stopping goes on
                 pass
-        if self._socket is not None:
-            self._socket.close()
+        self._close_sockets()
         self.guard.log()
         for closer in self._closers:
             await closer()

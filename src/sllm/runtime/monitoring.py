@@ -19,8 +19,10 @@ already logged) and one ``await http.stop()`` from its ``stop``. The coordinator
 worker use `start_coordinator_http` and `start_worker_http`; another service (the
 decentralized node) calls `start_http` with its own readiness and collectors.
 
-Not handled yet: TLS, authentication of ``/metrics``, and serving HTTP on another address
-than the UDP socket's.
+Which addresses a worker's or a node's listener binds is theirs to choose
+(`sllm.runtime.worker.http_hosts`): without a cluster secret, not every interface.
+
+Not handled yet: TLS, authentication of ``/metrics``.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from __future__ import annotations
 import importlib
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -126,10 +128,12 @@ async def start_http(
     readiness: Callable[[], Readiness],
     register: Register,
     routes: Routes | None = None,
+    also_on: Sequence[str] = (),
     *,
     limits: HttpLimits = DEFAULT_HTTP_LIMITS,
 ) -> HttpService | None:
-    """Serve health, readiness and metrics on `host`:`port` (0: any free port).
+    """Serve health, readiness and metrics on `host`:`port` (0: any free port), and on the
+    same port of each address of `also_on`.
 
     `register` adds the service's collectors to a fresh registry of its own. Returns the
     running listener, or None when the ``serve`` extra is missing or the port cannot be
@@ -145,7 +149,9 @@ async def start_http(
 
     registry = CollectorRegistry()
     register(registry)
-    listener = HttpListener(service, host, port, registry, readiness, limits=limits)
+    listener = HttpListener(
+        service, host, port, registry, readiness, also_on=also_on, limits=limits
+    )
     if routes is not None:
         closer = routes(listener.app)
         if closer is not None:
@@ -210,9 +216,25 @@ async def start_coordinator_http(
     def routes(app: Any) -> Callable[[], Awaitable[None]]:
         from sllm.api.frontdoor import install_front_door
 
-        return install_front_door(app, server.core, server.log_notices, api_keys)
+        return install_front_door(
+            app, server.core, server.log_notices, api_keys, cluster_secret=server.codec.secret
+        )
 
     return await start_http(server.name, host, port, readiness, register, routes, limits=limits)
+
+
+def _require_credential(app: Any, secret: bytes | None, prefix: str) -> None:
+    """With a cluster secret, the model routes under `prefix` serve only the front door's
+    signed requests (`sllm.api.worker_api.RequireCredential`); without one, nothing to add.
+
+    Call it before the request-id middleware is added, so that it runs inside it.
+    """
+    if secret is None:
+        return
+    from sllm.api.credential import worker_http_key
+    from sllm.api.worker_api import RequireCredential
+
+    app.add_middleware(RequireCredential, key=worker_http_key(secret), prefix=prefix)
 
 
 def _accepting_work(server: WorkerServer | NodeServer) -> Callable[[], Readiness]:
@@ -225,9 +247,15 @@ def _accepting_work(server: WorkerServer | NodeServer) -> Callable[[], Readiness
 
 
 async def start_worker_http(
-    server: WorkerServer, host: str, port: int, *, limits: HttpLimits = HttpLimits()
+    server: WorkerServer,
+    host: str,
+    port: int,
+    also_on: Sequence[str] = (),
+    *,
+    limits: HttpLimits = DEFAULT_HTTP_LIMITS,
 ) -> HttpService | None:
-    """A worker's listener: ready while its state machine accepts work."""
+    """A worker's listener: ready while its state machine accepts work. With a cluster
+    secret its ``/v1`` routes serve only the front door's signed requests."""
     readiness = _accepting_work(server)
 
     def register(registry: CollectorRegistry) -> None:
@@ -241,10 +269,13 @@ async def start_worker_http(
         from sllm.api.worker_api import worker_router
 
         install_error_handlers(app)
-        app.add_middleware(RequestIdMiddleware)
+        _require_credential(app, server.codec.secret, "/v1/")
+        app.add_middleware(RequestIdMiddleware)  # added last: outside the credential check
         app.include_router(worker_router(server.generation))
 
-    return await start_http(server.name, host, port, readiness, register, routes, limits=limits)
+    return await start_http(
+        server.name, host, port, readiness, register, routes, also_on, limits=limits
+    )
 
 
 async def start_node_http(
@@ -252,11 +283,13 @@ async def start_node_http(
     host: str,
     port: int,
     api_keys: frozenset[str] = frozenset(),
+    also_on: Sequence[str] = (),
     *,
     limits: HttpLimits = DEFAULT_HTTP_LIMITS,
 ) -> HttpService | None:
     """A decentralized node's listener: the front door on /v1 (placing with the node's own
-    view), its worker routes under ``/worker``, worker and gossip metrics. Ready while its
+    view), its worker routes under ``/worker`` (with a cluster secret, only for signed
+    requests from the front doors), worker and gossip metrics. Ready while its
     worker accepts work: a node that has not met its peers yet still serves from its own
     worker, so readiness does not wait for them (seeds may include the node itself)."""
     assert server.core is not None, "start the node's core first"
@@ -274,8 +307,16 @@ async def start_node_http(
         from sllm.api.worker_api import worker_router
 
         app.include_router(worker_router(server.generation), prefix=WORKER_PREFIX)
+        _require_credential(app, server.codec.secret, WORKER_PREFIX + "/")
         return install_front_door(
-            app, core.scheduler, server.log_notices, api_keys, upstream_prefix=WORKER_PREFIX
+            app,
+            core.scheduler,
+            server.log_notices,
+            api_keys,
+            upstream_prefix=WORKER_PREFIX,
+            cluster_secret=server.codec.secret,
         )
 
-    return await start_http(server.name, host, port, readiness, register, routes, limits=limits)
+    return await start_http(
+        server.name, host, port, readiness, register, routes, also_on, limits=limits
+    )

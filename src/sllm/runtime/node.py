@@ -21,6 +21,9 @@ closing its socket, so peers drop it at once instead of suspecting it.
 With an `http_port` the node also serves the OpenAI front door on ``/v1`` (placing with
 its own view, without probing), its worker routes under ``/worker``, health, readiness and
 metrics including gossip members by state (`sllm.runtime.monitoring.start_node_http`).
+Without a cluster secret, a node bound to every interface serves HTTP only on its
+advertised address (where peers proxy to it) and loopback, and logs
+``cluster_unauthenticated`` (`sllm.runtime.worker.http_hosts`).
 
 Not handled yet: re-resolving seeds that change address later.
 """
@@ -46,7 +49,13 @@ from sllm.core.worker import WorkerResources
 from sllm.logs import log_event
 from sllm.runtime.monitoring import DEFAULT_HTTP_LIMITS, HttpLimits, start_node_http
 from sllm.runtime.udp import Address, Endpoint
-from sllm.runtime.worker import WorkerServer
+from sllm.runtime.worker import (
+    EVERY_INTERFACE,
+    WorkerServer,
+    host_address,
+    http_hosts,
+    warn_unauthenticated,
+)
 from sllm.wire import Codec, InferenceRequest, Message
 
 log = logging.getLogger("sllm.node")
@@ -150,9 +159,18 @@ class NodeServer(WorkerServer):
             wall_offset=time.time() - now,
             worker=self.state,
         )
+        signed = self.codec.secret is not None
+        hosts = http_hosts(bound_host, signed=signed, reached_at=advertised[0])
+        if not signed:
+            warn_unauthenticated(self.name, hosts if self.http_port is not None else ())
         if self.http_port is not None:  # before `listening`, which launchers wait for
             self.http = await start_node_http(
-                self, bound_host, self.http_port, self.api_keys, limits=self.http_limits
+                self,
+                hosts[0],
+                self.http_port,
+                self.api_keys,
+                also_on=hosts[1:],
+                limits=self.http_limits,
             )
             if self.http is not None:
                 self.core.http_port = self.http.port  # peers proxy to it
@@ -248,12 +266,9 @@ class NodeServer(WorkerServer):
     def _advertise_host(self, bound_host: str) -> str:
         if self.advertise_host:
             return self.advertise_host
-        if bound_host not in ("0.0.0.0", "::", ""):
+        if bound_host not in EVERY_INTERFACE:
             return bound_host
-        try:
-            return socket.gethostbyname(socket.gethostname())
-        except OSError:
-            return "127.0.0.1"
+        return host_address()
 
     async def _resolve(
         self, names: Sequence[tuple[str, int]]

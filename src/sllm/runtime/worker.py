@@ -13,6 +13,12 @@ stops placing work on it before the timeout would tell it so.
 With an `http_port` it also serves health, readiness and metrics
 (`sllm.runtime.monitoring`), advertises that port in its reports, and tells its `observer`
 (the metrics' histograms) how long each request and each model load took.
+
+Who reaches its HTTP side: with a cluster secret, its model routes serve only requests the
+front door signed (`sllm.api.credential`), and it binds BIND_HOST. Without one, anyone who
+reaches the port could use the models, so when BIND_HOST is every interface it binds only
+the address the coordinator reaches it on, plus loopback for health checks inside the
+container (`http_hosts`), and logs ``cluster_unauthenticated`` once at startup.
 """
 
 from __future__ import annotations
@@ -71,6 +77,52 @@ def _import_real_engine() -> None:
 
 # A lookup failure is logged once per this many seconds, not once per report.
 UNRESOLVED_LOG_PERIOD_S = 30.0
+# BIND_HOST values that mean every interface.
+EVERY_INTERFACE = frozenset({"0.0.0.0", "::", ""})
+# Where health checks inside the container or pod reach the listener (the images' own
+# HEALTHCHECK and Compose's ask 127.0.0.1).
+LOOPBACK = "127.0.0.1"
+
+
+def http_hosts(bind_host: str, *, signed: bool, reached_at: str) -> tuple[str, ...]:
+    """The addresses an HTTP listener of a worker or a node binds, first one first.
+
+    Signed (a cluster secret is set): `bind_host`, since every model route checks the
+    front door's credential. Unsigned and bound to every interface: only `reached_at`, the
+    address its peers reach it on, and loopback. An explicit `bind_host` is the operator's
+    choice and is kept.
+    """
+    if signed or bind_host not in EVERY_INTERFACE:
+        return (bind_host,)
+    return tuple(dict.fromkeys((reached_at, LOOPBACK)))
+
+
+def local_address_towards(address: Address) -> str:
+    """This host's address on the route to `address` (a UDP socket's connect sends nothing:
+    it only picks the route, and with it the source address)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        probe.connect(address)
+        return str(probe.getsockname()[0])
+
+
+def host_address() -> str:
+    """This host's name resolved (the pod IP in Kubernetes), or loopback."""
+    try:
+        return socket.gethostbyname(socket.gethostname())
+    except OSError:
+        return LOOPBACK
+
+
+def warn_unauthenticated(service: str, http: tuple[str, ...]) -> None:
+    log_event(
+        log,
+        logging.WARNING,
+        "cluster_unauthenticated",
+        service=service,
+        http_hosts=",".join(http),
+        hint="set CLUSTER_SECRET, the same on every process, to sign datagrams and "
+        "proxied requests",
+    )
 
 
 class WorkerObserver(Protocol):
@@ -167,9 +219,14 @@ class WorkerServer:
 
     async def start(self) -> None:
         self.endpoint = await Endpoint.bind(self.codec, self.host, self.port, self._on_message)
+        hosts = http_hosts(
+            self.host, signed=self.codec.secret is not None, reached_at=await self._reached_at()
+        )
+        if self.codec.secret is None:
+            warn_unauthenticated(self.name, hosts if self.http_port is not None else ())
         if self.http_port is not None:  # before `listening`, which launchers wait for
             self.http = await start_worker_http(
-                self, self.host, self.http_port, limits=self.http_limits
+                self, hosts[0], self.http_port, hosts[1:], limits=self.http_limits
             )
         host, port = self.endpoint.address
         log_event(
@@ -221,6 +278,21 @@ class WorkerServer:
             time.monotonic(), self.advertise_host, port, http_port, timestamp=time.time()
         )
         self.endpoint.send(report, target)
+
+    async def _reached_at(self) -> str:
+        """The address the coordinator reaches this worker on: the source address of its
+        reports (the coordinator takes that as the worker's address)."""
+        if self.codec.secret is not None or self.host not in EVERY_INTERFACE:
+            return self.host  # not needed: the bind address stays
+        if self.advertise_host:
+            return self.advertise_host
+        target = await self._resolve_coordinator()
+        if target is None:
+            return host_address()
+        try:
+            return local_address_towards(target)
+        except OSError:  # no route yet
+            return host_address()
 
     async def _resolve_coordinator(self) -> Address | None:
         host, port = self.coordinator
