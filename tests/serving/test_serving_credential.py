@@ -313,3 +313,14 @@ async def test_an_unsigned_worker_binds_http_where_its_coordinator_reaches_it(
     warnings = [r for r in caplog.records if r.getMessage() == "cluster_unauthenticated"]
     assert len(warnings) == 1
     assert warnings[0].__dict__["fields"]["http_hosts"] == "127.0.0.1"
+
+
+def test_a_worker_refusing_the_front_doors_credential_is_not_the_clients_401() -> None:
+    """A worker's 401 means the cluster disagrees on its secret (or a clock is off): the
+    front door tries elsewhere and, failing that, answers 503, never 401 for a good key."""
+    from sllm.api.gateway import _refusal as refusal_of_worker
+    from sllm.api.gateway import _UpstreamFailed
+
+    body = b'{"error": {"message": "missing or invalid credential", "code": "invalid_credential"}}'
+    assert isinstance(refusal_of_worker(401, body), _UpstreamFailed)
+    assert not isinstance(refusal_of_worker(400, body), _UpstreamFailed)  # the request's fault

@@ -440,7 +440,9 @@ def _refusal(status: int, body: bytes) -> Exception:
     detail = body.decode(errors="replace")[:200]
     if status == 429:
         return _UpstreamBusy(f"worker answered 429: {detail}")
-    if status >= 500 or status < 400:
+    if status >= 500 or status < 400 or status == 401:
+        # A 401 from a worker refused the front door's credential (another CLUSTER_SECRET,
+        # or a clock out of skew): the cluster's fault, not the client's key.
         return _UpstreamFailed(f"worker answered {status}: {detail}")
     try:  # the request's own fault: tell the client what the worker said
         error = json.loads(body)["error"]
