@@ -7,7 +7,9 @@ holds the secret (or replays what it captured) would send them:
   `Endpoint.unexpected`, and logged at most once per type every `LOG_INTERVAL_S` with the
   number suppressed since: the coordinator, a worker and a node alike.
 - A worker report captured on its way to a coordinator and replayed to the coordinator
-  that replaced it is refused as ``before_boot``, while a fresh report is accepted.
+  that replaced it is refused as ``before_boot``, while a fresh report is accepted. A
+  client (an endpoint without a handler) keeps accepting replies from a server whose
+  clock runs behind its own.
 """
 
 from __future__ import annotations
@@ -33,7 +35,14 @@ from sllm.runtime.metrics import register_coordinator
 from sllm.runtime.node import NodeServer
 from sllm.runtime.udp import Address, Endpoint
 from sllm.runtime.worker import WorkerServer
-from sllm.wire import Codec, ScheduleResponse, WorkerReport
+from sllm.wire import (
+    ClusterStateRequest,
+    ClusterStateResponse,
+    Codec,
+    Message,
+    ScheduleResponse,
+    WorkerReport,
+)
 from sllm.wire.codec import BOOT_SLACK_S
 
 SECRET = b"runtime-tests-cluster-secret-0002"
@@ -268,3 +277,54 @@ async def test_a_report_captured_before_a_restart_is_refused_by_the_new_coordina
             assert endpoint.rejects.total == 1
         finally:
             await second.stop()
+
+
+def page(request_id: str) -> ClusterStateResponse:
+    return ClusterStateResponse(
+        request_id=request_id,
+        policy="least-loaded",
+        active_workers=0,
+        total_requests=1,
+        cache_hits=2,
+        cold_starts=3,
+        rejected=4,
+        queue_depth_mean=0.5,
+        queue_depth_max=5,
+        gpu_utilization_mean=0.25,
+        uptime_s=6.0,
+        offset=0,
+        workers=(),
+    )
+
+
+async def test_only_servers_refuse_datagrams_stamped_before_they_started(eventually) -> None:
+    behind_s = 1.0  # a peer whose clock runs a second behind ours: well over BOOT_SLACK_S
+    received: list[Message] = []
+    server = await Endpoint.bind(
+        Codec(SECRET), "127.0.0.1", 0, lambda message, _: received.append(message)
+    )
+    client = await Endpoint.bind(Codec(SECRET), "127.0.0.1", 0)
+    codec = Codec(SECRET)
+    try:
+        with raw_socket() as peer:
+            peer.sendto(codec.encode(page("late"), time.time() - behind_s, 1), server.address)
+            await eventually(
+                lambda: server.rejects.counts["before_boot"] == 1, WAIT_S, "server refused it"
+            )
+            assert received == []
+
+            question = ClusterStateRequest(request_id="q-1", offset=0, limit=1)
+            asking = asyncio.create_task(
+                client.request(question, peer.getsockname(), ClusterStateResponse, WAIT_S)
+            )
+            loop = asyncio.get_running_loop()
+            datagram = await asyncio.wait_for(loop.sock_recv(peer, 65536), WAIT_S)
+            request = codec.decode(datagram, time.time())
+            assert isinstance(request, ClusterStateRequest)
+            peer.sendto(codec.encode(page("q-1"), time.time() - behind_s, 2), client.address)
+            reply = await asking  # request() has its own deadline
+            assert reply.request_id == "q-1"
+            assert client.rejects.total == 0
+    finally:
+        client.close()
+        server.close()

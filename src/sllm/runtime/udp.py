@@ -8,9 +8,9 @@ has no use for is counted and logged the same way, per type (`drop_unexpected`),
 peer can send those just as fast. A handler that raises is logged and the endpoint keeps
 serving: one bad message never takes a process down.
 
-When the socket is bound the endpoint tells its codec (`Codec.start_listening`), so a
-signed datagram captured before this process started is refused as ``before_boot``
-rather than replayed into an empty replay cache.
+When a server's socket is bound (an endpoint with a handler), the endpoint tells its codec
+(`Codec.start_listening`), so a signed datagram captured before this process started is
+refused as ``before_boot`` rather than replayed into an empty replay cache.
 
 `request` pairs a request with its reply by ``request_id``, with a deadline, for the
 clients; servers answer with `send`.
@@ -115,7 +115,12 @@ class Endpoint(asyncio.DatagramProtocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # The selector loop's datagram transport does not subclass DatagramTransport.
         self.transport = cast(asyncio.DatagramTransport, transport)
-        self.codec.start_listening(time.time())
+        if self.handler is not None:
+            # A server: refuse what was captured before it started. An endpoint without
+            # a handler only takes replies to its own requests, matched by a fresh
+            # request_id that no replay carries, so the floor would only cost a client
+            # whose clock runs ahead of the server's its first replies.
+            self.codec.start_listening(time.time())
 
     def datagram_received(self, data: bytes, addr: tuple[str | object, int]) -> None:
         self.received_bytes += len(data)

@@ -52,17 +52,19 @@ ever accepted twice. This is the anti-replay scheme of Kerberos authenticators (
 
 Restarts. The replay cache lives in memory, so a restarted receiver starts with an empty
 one, and a datagram captured before the restart would be fresh to it for up to
-``max_skew_s``. The runtime therefore calls `Codec.start_listening` when it binds the
-socket, and from then on a signed datagram stamped more than `BOOT_SLACK_S` before that
-moment is refused as ``before_boot``: it was sent before this receiver existed, so it was
-meant for an earlier process. Once ``max_skew_s`` has passed, the skew check refuses such
-timestamps anyway and this check never fires again. Nothing is written to disk (the
-shipped containers run with read-only root filesystems), and nothing changes on the wire.
-The cost: a sender whose clock runs behind the receiver's by more than `BOOT_SLACK_S` has
-its datagrams refused as ``before_boot`` until its clock passes the receiver's start, that
-is for at most its own skew. A boot epoch announced by the receiver was weighed and not
-taken: it needs a new envelope field (a wire version bump) and a round trip before a
-sender's first datagram counts, for fire-and-forget reports and for gossip with every peer.
+``max_skew_s``. The runtime therefore calls `Codec.start_listening` when it binds a
+server's socket (coordinator, worker, node), and from then on a signed datagram stamped
+more than `BOOT_SLACK_S` before that moment is refused as ``before_boot``: it was sent
+before this receiver existed, so it was meant for an earlier process. Once ``max_skew_s``
+has passed, the skew check refuses such timestamps anyway and this check never fires
+again. Nothing is written to disk (the shipped containers run with read-only root
+filesystems), and nothing changes on the wire. The cost: a sender whose clock runs behind
+the receiver's by more than `BOOT_SLACK_S` has its datagrams refused as ``before_boot``
+until its clock passes the receiver's start, that is for at most its own skew. A client
+endpoint does not call it: it takes only replies matched to its own fresh request ids. A
+boot epoch announced by the receiver was weighed and not taken: it needs a new envelope
+field (a wire version bump) and a round trip before a sender's first datagram counts, for
+fire-and-forget reports and for gossip with every peer.
 
 Not handled yet: confidentiality (messages are signed, not encrypted); per-node keys and
 key rotation (one shared secret, so any holder can speak for any node, and ``node_id`` is
