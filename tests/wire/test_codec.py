@@ -200,6 +200,7 @@ def test_reject_reasons_are_the_documented_set() -> None:
         "bad_signature",
         "stale",
         "replayed",
+        "before_boot",
     }
 
 
@@ -580,6 +581,41 @@ def test_replay_cache_is_hard_capped_and_never_accepts_a_replay() -> None:
         assert reject(data, receiver).reason in {"replayed", "stale"}
 
 
+def test_a_datagram_captured_before_a_restart_is_refused_by_the_new_process() -> None:
+    captured = signed(now=NOW, nonce=7)
+    before = Codec(secret=SECRET)
+    before.start_listening(NOW - 3600.0)
+    assert before.decode(captured, NOW) == SAMPLES["inference_request"]
+    # Restarted at NOW + 1: an empty replay cache, so only the start time can tell.
+    after = Codec(secret=SECRET)
+    after.start_listening(NOW + 1.0)
+    error = reject(captured, after, now=NOW + 2.0)
+    assert error.reason == "before_boot"
+    assert "1.000 s before this receiver started" in error.detail
+    assert after.decode(signed(now=NOW + 2.0, nonce=7), NOW + 2.0) == SAMPLES["inference_request"]
+    # Once max_skew_s has passed, the skew check refuses it as it would anywhere.
+    assert reject(captured, after, now=NOW + 31.0).reason == "stale"
+
+
+def test_before_boot_allows_the_slack_for_clock_skew_and_only_rises() -> None:
+    slack = codec_module.BOOT_SLACK_S
+    receiver = Codec(secret=SECRET)
+    receiver.start_listening(NOW)
+    # A sender whose clock runs just under the slack behind: accepted.
+    behind = signed(now=NOW - slack * 0.9, nonce=1)
+    assert receiver.decode(behind, NOW) == SAMPLES["inference_request"]
+    # Just over it: refused until its clock passes our start, then accepted.
+    assert reject(signed(now=NOW - slack * 1.1, nonce=2), receiver).reason == "before_boot"
+    assert receiver.decode(signed(now=NOW + 0.01, nonce=3), NOW) == SAMPLES["inference_request"]
+    # An earlier start does not lower the floor again.
+    receiver.start_listening(NOW - 100.0)
+    assert reject(signed(now=NOW - slack * 1.1, nonce=4), receiver).reason == "before_boot"
+    with pytest.raises(ValueError):
+        receiver.start_listening(math.nan)
+    # A codec that never listened (one that only sends) has no floor.
+    assert Codec(secret=SECRET).decode(signed(now=NOW - 20.0), NOW) == SAMPLES["inference_request"]
+
+
 def test_codec_rejects_bad_configuration() -> None:
     with pytest.raises(ValueError):
         Codec(secret=b"")
@@ -611,6 +647,15 @@ def test_reject_counter_rate_limits_per_reason() -> None:
     assert counter.counts["bad_signature"] == 8
     assert counter.counts["oversized"] == 1
     assert counter.total == 9
+
+
+def test_reject_counter_counts_other_keys_from_their_first() -> None:
+    counter = RejectCounter(keys=())  # unexpected message types, in `Endpoint.unexpected`
+    assert counter.counts == {}
+    assert counter.record("schedule_response", 1000.0) == 0
+    assert counter.record("schedule_response", 1001.0) is None
+    assert counter.record("worker_report", 1001.0) == 0
+    assert counter.counts == {"schedule_response": 2, "worker_report": 1}
 
 
 # -- properties ------------------------------------------------------------------------

@@ -1,7 +1,9 @@
 """The live coordinator: the core `Coordinator` behind a UDP socket on the real clock.
 
 It decodes each datagram, hands it to the core, sends the replies to the sender and logs
-what the core noticed. A timer expires silent workers. Everything it knows comes from
+what the core noticed (a valid message of a type it does not serve is counted and logged
+at most once per type every few seconds, like a rejected datagram). A timer expires
+silent workers. Everything it knows comes from
 worker reports, so restarting it loses nothing but its counters. With an `http_port` it
 also serves health, readiness and metrics (`sllm.runtime.monitoring`).
 """
@@ -109,7 +111,7 @@ class CoordinatorServer:
         assert self.endpoint is not None
         for reply in outcome.replies:
             self.endpoint.send(reply, sender)
-        self.log_notices(outcome.notices)
+        self.log_notices(outcome.notices, sender=sender)
 
     async def _expire_silent_workers(self) -> None:
         timeout = self.core.view.worker_timeout
@@ -118,7 +120,12 @@ class CoordinatorServer:
             await asyncio.sleep(period)
             self.log_notices(self.core.expire(time.monotonic()))
 
-    def log_notices(self, notices: Sequence[Notice]) -> None:
+    def log_notices(self, notices: Sequence[Notice], sender: Address | None = None) -> None:
+        """Log what the core noticed; unexpected messages are counted and rate-limited."""
         for notice in notices:
+            if notice.event == "unexpected_message" and self.endpoint is not None:
+                message_type = str(notice.fields["type"])
+                self.endpoint.drop_unexpected(message_type, sender, logger=log, level=logging.INFO)
+                continue
             level = logging.WARNING if notice.event == "worker_lost" else logging.INFO
             log_event(log, level, notice.event, **notice.fields)

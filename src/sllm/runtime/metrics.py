@@ -40,7 +40,9 @@ and ``sllm_request_queue_seconds`` (histograms of successful requests, by ``cold
 scrape target to its ``worker`` id. A worker names its own gauges ``sllm_worker_*`` so that
 they never mix with the coordinator's view of the same worker.
 
-Both: ``sllm_datagrams_rejected_total{reason}`` and the ``process_*`` metrics.
+Both: ``sllm_datagrams_rejected_total{reason}``, ``sllm_messages_unexpected_total{type}``
+(valid messages of a type the service does not handle, dropped) and the ``process_*``
+metrics.
 
 A decentralized node registers `GossipMembersCollector` for ``sllm_gossip_members{state}``
 (see its docstring), plus whichever of the above fit it.
@@ -148,10 +150,12 @@ class CoordinatorCollector(Collector):
 
 
 class RejectsCollector(Collector):
-    """``sllm_datagrams_rejected_total{reason}`` from an endpoint's reject counter."""
+    """``sllm_datagrams_rejected_total{reason}`` from an endpoint's reject counter, and
+    ``sllm_messages_unexpected_total{type}`` from its unexpected-message counter."""
 
-    def __init__(self, counts: RejectCounts) -> None:
+    def __init__(self, counts: RejectCounts, unexpected: RejectCounts | None = None) -> None:
         self.counts = counts
+        self.unexpected = unexpected
 
     def collect(self) -> Iterator[Metric]:
         rejected = CounterMetricFamily(
@@ -162,6 +166,15 @@ class RejectsCollector(Collector):
         for reason, count in sorted(self.counts().items()):
             rejected.add_metric((reason,), count)
         yield rejected
+        if self.unexpected is not None:
+            unexpected = CounterMetricFamily(
+                "sllm_messages_unexpected",
+                "Valid messages dropped because this service does not handle their type.",
+                labels=("type",),
+            )
+            for message_type, count in sorted(self.unexpected().items()):
+                unexpected.add_metric((message_type,), count)
+            yield unexpected
 
 
 class WorkerCollector(Collector):
@@ -285,7 +298,10 @@ def register_coordinator(registry: CollectorRegistry, server: CoordinatorServer)
     registry.register(CoordinatorCollector(server.core))
     registry.register(
         RejectsCollector(
-            _endpoint_rejects(lambda: server.endpoint.rejects.counts if server.endpoint else None)
+            _endpoint_rejects(lambda: server.endpoint.rejects.counts if server.endpoint else None),
+            unexpected=_endpoint_rejects(
+                lambda: server.endpoint.unexpected.counts if server.endpoint else None
+            ),
         )
     )
     ProcessCollector(registry=registry)
@@ -296,7 +312,10 @@ def register_worker(registry: CollectorRegistry, server: WorkerServer) -> None:
     registry.register(WorkerCollector(server.state))
     registry.register(
         RejectsCollector(
-            _endpoint_rejects(lambda: server.endpoint.rejects.counts if server.endpoint else None)
+            _endpoint_rejects(lambda: server.endpoint.rejects.counts if server.endpoint else None),
+            unexpected=_endpoint_rejects(
+                lambda: server.endpoint.unexpected.counts if server.endpoint else None
+            ),
         )
     )
     ProcessCollector(registry=registry)

@@ -217,7 +217,7 @@ class NodeServer(WorkerServer):
         if self.core is None:
             return
         self._send(self.core.handle(message, sender, time.monotonic()))
-        self.log_notices(self.core.take_notices())
+        self.log_notices(self.core.take_notices(), sender=sender)
         self._arm()
 
     def _tick(self) -> None:
@@ -249,10 +249,15 @@ class NodeServer(WorkerServer):
         for send in sends:
             self.endpoint.send(send.message, send.to)
 
-    def log_notices(self, notices: list[Notice]) -> None:
+    def log_notices(self, notices: list[Notice], sender: Address | None = None) -> None:
+        """Log what the core noticed; unexpected messages are counted and rate-limited."""
         for notice in notices:
             logger = gossip_log if notice.event in MEMBERSHIP_EVENTS else log
             level = NOTICE_LEVELS.get(notice.event, logging.INFO)
+            if notice.event == "unexpected_message" and self.endpoint is not None:
+                message_type = str(notice.fields["type"])
+                self.endpoint.drop_unexpected(message_type, sender, logger=logger, level=level)
+                continue
             log_event(logger, level, notice.event, node=self.state.worker_id, **notice.fields)
 
     async def _measure_forever(self) -> None:

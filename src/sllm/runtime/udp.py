@@ -3,8 +3,14 @@
 Every live service (coordinator, worker, the status client, the load generator) talks
 through one `Endpoint`. It owns the codec, so signing and validation happen in exactly
 one place, and it owns the reject counter, so every process counts bad input the same
-way and logs it at most once per reason every few seconds. A handler that raises is
-logged and the endpoint keeps serving: one bad message never takes a process down.
+way and logs it at most once per reason every few seconds. A valid message the service
+has no use for is counted and logged the same way, per type (`drop_unexpected`), since a
+peer can send those just as fast. A handler that raises is logged and the endpoint keeps
+serving: one bad message never takes a process down.
+
+When a server's socket is bound (an endpoint with a handler), the endpoint tells its codec
+(`Codec.start_listening`), so a signed datagram captured before this process started is
+refused as ``before_boot`` rather than replayed into an empty replay cache.
 
 `request` pairs a request with its reply by ``request_id``, with a deadline, for the
 clients; servers answer with `send`.
@@ -76,12 +82,15 @@ def shrink(message: Message) -> Message | None:
 
 
 class Endpoint(asyncio.DatagramProtocol):
-    """One bound UDP socket with a codec, a reject counter and reply matching."""
+    """One bound UDP socket with a codec, counters of what it dropped, and reply matching."""
 
     def __init__(self, codec: Codec, handler: Handler | None = None) -> None:
         self.codec = codec
         self.handler = handler
         self.rejects = RejectCounter()
+        # Valid messages the service dropped, by type. The types are the wire's own
+        # (MESSAGE_TYPES), so the keys are bounded; only those seen get a series.
+        self.unexpected = RejectCounter(keys=())
         self.transport: asyncio.DatagramTransport | None = None
         self.sent_bytes = 0
         self.received_bytes = 0
@@ -106,6 +115,12 @@ class Endpoint(asyncio.DatagramProtocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # The selector loop's datagram transport does not subclass DatagramTransport.
         self.transport = cast(asyncio.DatagramTransport, transport)
+        if self.handler is not None:
+            # A server: refuse what was captured before it started. An endpoint without
+            # a handler only takes replies to its own requests, matched by a fresh
+            # request_id that no replay carries, so the floor would only cost a client
+            # whose clock runs ahead of the server's its first replies.
+            self.codec.start_listening(time.time())
 
     def datagram_received(self, data: bytes, addr: tuple[str | object, int]) -> None:
         self.received_bytes += len(data)
@@ -144,6 +159,22 @@ class Endpoint(asyncio.DatagramProtocol):
                 detail=detail[:200],
                 suppressed=suppressed,
             )
+
+    def drop_unexpected(
+        self, message_type: str, sender: Address | None, *, logger: logging.Logger, level: int
+    ) -> None:
+        """Count a valid message of a type this service does not handle, and log it at most
+        once per type every `LOG_INTERVAL_S`, with how many went unlogged since.
+
+        The service's own `logger` and `level` keep the line where it always was; `sender`
+        is None when the service no longer knows it.
+        """
+        suppressed = self.unexpected.record(message_type, time.monotonic())
+        if suppressed is not None:
+            fields: dict[str, object] = {"type": message_type, "suppressed": suppressed}
+            if sender is not None:
+                fields["sender"] = f"{sender[0]}:{sender[1]}"
+            log_event(logger, level, "unexpected_message", **fields)
 
     def send(self, message: Message, address: Address) -> bool:
         """Encode and send; False (and a log line) when it could not be encoded or sent.

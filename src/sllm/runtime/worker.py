@@ -316,7 +316,8 @@ class WorkerServer:
 
     def _on_message(self, message: Message, sender: Address) -> None:
         if not isinstance(message, InferenceRequest):
-            log_event(log, logging.DEBUG, "unexpected_message", type=message.TYPE)
+            if self.endpoint is not None:
+                self.endpoint.drop_unexpected(message.TYPE, sender, logger=log, level=logging.DEBUG)
             return
         if self._is_real(message.model):
             # Real models stream over HTTP; the UDP data path is the sim engine's.

@@ -21,7 +21,8 @@ speaking another version is rejected with ``unknown_version`` and counted.
 Validation order on decode, cheapest and most hostile first:
 
 1. length, before a single byte is parsed (``oversized``);
-2. the signed envelope when a secret is set: magic, version, HMAC, clock skew, replay;
+2. the signed envelope when a secret is set: magic, version, HMAC, clock skew, replay,
+   then whether it was stamped before the receiver started (``before_boot``);
 3. parsing with a data-only parser, never pickle, marshal or eval (``bad_encoding``);
 4. the document: version, type name, then the exact field set of that type
    (``missing_field`` / ``unknown_field``);
@@ -49,11 +50,27 @@ raised past it, so under a flood older datagrams are rejected as ``stale`` rathe
 ever accepted twice. This is the anti-replay scheme of Kerberos authenticators (RFC 4120,
 3.2.3: a clock-skew window plus a cache of what was seen inside it).
 
+Restarts. The replay cache lives in memory, so a restarted receiver starts with an empty
+one, and a datagram captured before the restart would be fresh to it for up to
+``max_skew_s``. The runtime therefore calls `Codec.start_listening` when it binds a
+server's socket (coordinator, worker, node), and from then on a signed datagram stamped
+more than `BOOT_SLACK_S` before that moment is refused as ``before_boot``: it was sent
+before this receiver existed, so it was meant for an earlier process. Once ``max_skew_s``
+has passed, the skew check refuses such timestamps anyway and this check never fires
+again. Nothing is written to disk (the shipped containers run with read-only root
+filesystems), and nothing changes on the wire. The cost: a sender whose clock runs behind
+the receiver's by more than `BOOT_SLACK_S` has its datagrams refused as ``before_boot``
+until its clock passes the receiver's start, that is for at most its own skew. A client
+endpoint does not call it: it takes only replies matched to its own fresh request ids. A
+boot epoch announced by the receiver was weighed and not taken: it needs a new envelope
+field (a wire version bump) and a round trip before a sender's first datagram counts, for
+fire-and-forget reports and for gossip with every peer.
+
 Not handled yet: confidentiality (messages are signed, not encrypted); per-node keys and
 key rotation (one shared secret, so any holder can speak for any node, and ``node_id`` is
-not bound to the source address); a replay cache shared across restarts or processes (a
-datagram captured just before a restart can be replayed once within the skew window);
-compression; version negotiation.
+not bound to the source address); the receiver's identity is not in the MAC, so two live
+receivers that share the secret (say, two coordinators side by side) each accept the same
+captured datagram once; compression; version negotiation.
 """
 
 from __future__ import annotations
@@ -65,7 +82,7 @@ import json
 import math
 import struct
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, fields, is_dataclass
 from types import ModuleType
 from typing import Any, Final, Literal, get_args, get_origin, get_type_hints
@@ -96,6 +113,13 @@ DEFAULT_MAX_SKEW_S: Final = 30.0
 # for the default 30 s window, and about 45 MB at worst (measured ~165 bytes a pair). Only
 # datagrams that passed the HMAC are remembered, so an outsider cannot fill it.
 REPLAY_CACHE_MAX: Final = 2**18
+# A receiver refuses signed datagrams stamped more than this before it started listening
+# (``before_boot``). It only has to absorb clock skew, since a datagram sent before the
+# socket was bound never reached it: NTP or chrony keep hosts within milliseconds, so
+# 0.1 s is a hundredfold margin. It is also shorter than a process restart (the
+# interpreter and imports alone take about 0.25 s), so a datagram captured while the
+# previous process was still serving is older than the new process's start minus this.
+BOOT_SLACK_S: Final = 0.1
 
 # At most one log line per reject reason per this many seconds: a misconfigured or hostile
 # peer can send thousands of bad datagrams a second, and the log must stay readable.
@@ -116,6 +140,7 @@ RejectReason = Literal[
     "bad_signature",
     "stale",
     "replayed",
+    "before_boot",
 ]
 REJECT_REASONS: Final[tuple[RejectReason, ...]] = get_args(RejectReason)
 
@@ -556,6 +581,9 @@ class Codec:
         self._seen_order: deque[tuple[float, int]] = deque()
         # Lower edge of the replay window: never moves backwards.
         self._horizon = -math.inf
+        # Signed datagrams stamped before this were sent before we listened: see
+        # `start_listening`. Minus infinity until then (a codec used only to send).
+        self._started_floor = -math.inf
 
     @property
     def format(self) -> WireFormat:
@@ -572,6 +600,17 @@ class Codec:
     @property
     def replay_cache_size(self) -> int:
         return len(self._seen)
+
+    def start_listening(self, now: float) -> None:
+        """Refuse, as ``before_boot``, signed datagrams stamped before `now` - BOOT_SLACK_S.
+
+        Called with the wall clock when the socket is bound, so that a datagram captured
+        before a restart cannot be replayed to the new process, whose replay cache is
+        empty. The floor only ever rises.
+        """
+        if not math.isfinite(now):
+            raise ValueError(f"now must be finite, got {now}")
+        self._started_floor = max(self._started_floor, now - BOOT_SLACK_S)
 
     def encode(self, message: Message, now: float, nonce: int) -> bytes:
         """One datagram for `message`, signed with timestamp `now` and `nonce` if a secret is set.
@@ -668,6 +707,12 @@ class Codec:
             raise DecodeError(
                 "stale", f"timestamp {timestamp:.3f} is {now - timestamp:+.3f} s from now"
             )
+        if timestamp < self._started_floor:  # only within max_skew_s of the start
+            raise DecodeError(
+                "before_boot",
+                f"timestamp {timestamp:.3f} is {self._started_floor + BOOT_SLACK_S - timestamp:.3f}"
+                " s before this receiver started",
+            )
         key = (timestamp, nonce)
         if key in seen:
             raise DecodeError("replayed", f"timestamp {timestamp:.3f} nonce {nonce} seen before")
@@ -683,20 +728,28 @@ class Codec:
 
 
 class RejectCounter:
-    """Counts rejected datagrams by reason and rate-limits the log lines about them.
+    """Counts dropped datagrams by key and rate-limits the log lines about them.
+
+    The keys are reject reasons for datagrams the codec refused (the default), or message
+    types for valid messages a service has no use for (`Endpoint.unexpected`): either
+    way a peer can send thousands a second, and each key gets at most one line every
+    `log_interval_s`, saying how many went unlogged since. `keys` start at zero, so a
+    metric shows them before the first drop; other keys are counted from their first.
 
     Pure: the runtime passes `now`, asks `record`, and logs when told to.
     """
 
-    def __init__(self, log_interval_s: float = LOG_INTERVAL_S) -> None:
+    def __init__(
+        self, log_interval_s: float = LOG_INTERVAL_S, keys: Iterable[str] = REJECT_REASONS
+    ) -> None:
         self.log_interval_s = log_interval_s
-        self.counts: dict[str, int] = dict.fromkeys(REJECT_REASONS, 0)
+        self.counts: dict[str, int] = dict.fromkeys(keys, 0)
         self.total = 0
         self._last_logged: dict[str, float] = {}
         self._suppressed: dict[str, int] = {}
 
     def should_log(self, reason: str, now: float) -> bool:
-        """Whether a line about `reason` may be logged at `now` (changes nothing)."""
+        """Whether a line about `reason` (any key) may be logged at `now` (changes nothing)."""
         last = self._last_logged.get(reason)
         return last is None or now - last >= self.log_interval_s
 
