@@ -56,7 +56,7 @@ def test_the_fuzz_benchmark_finds_a_signed_coordinator_unharmed(tmp_path: object
 
 
 def test_the_chaos_benchmark_kills_workers_and_loses_no_request() -> None:
-    outcome = chaos.run(seconds=6.0, kill_every=2.0, seed=1, say=lambda line: None)
+    outcome = chaos.run(seconds=8.0, kill_every=1.5, seed=1, say=lambda line: None)
     assert outcome.kills >= 2
     assert outcome.outcomes.get("completed", 0) > 50
     assert outcome.passed, outcome.outcomes

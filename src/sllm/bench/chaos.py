@@ -35,6 +35,7 @@ import asyncio
 import contextlib
 import dataclasses
 import json
+import logging
 import random
 import signal
 import tempfile
@@ -203,6 +204,7 @@ async def _load_and_kill(
 ) -> Outcome:
     import httpx
 
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # not a line per request
     rng = random.Random(seed)
     outcomes: Counter[str] = Counter()
     url = cluster.front_door + "/v1/chat/completions"
