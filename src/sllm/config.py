@@ -19,7 +19,7 @@ WORKER_PORT        ``8000``                     worker UDP port
 REPORT_INTERVAL    ``1.0``                      seconds between worker reports, > 0
 WORKER_TIMEOUT     ``10.0``                     seconds of silence before a worker is dead;
                                                 must exceed REPORT_INTERVAL
-WORKER_ID          auto                         see below
+WORKER_ID          auto                         see below; letters, digits and ``._:-`` only
 LOG_FORMAT         ``text``                     ``text`` or ``json`` (for containers)
 CLUSTER_SECRET     none                         HMAC key for datagrams; never shown in repr/errors
 PLACEMENT_POLICY   ``startup-aware``            one of `POLICY_NAMES` (or the names passed in)
@@ -69,6 +69,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import socket
 import threading
 from collections.abc import Callable, Collection, Mapping
@@ -77,6 +78,7 @@ from typing import Any, cast
 
 from sllm.logs import FORMATS as LOG_FORMATS
 from sllm.logs import LEVELS as LOG_LEVELS
+from sllm.wire.messages import ID_CHARACTERS, ID_PATTERN
 
 MODES: tuple[str, ...] = ("local", "docker", "kubernetes")
 PRESTAGE_TIERS: tuple[str, ...] = ("none", "disk", "host")
@@ -204,6 +206,14 @@ def _token(max_len: int, *, allow_empty: bool = False) -> _Parser:
     return parse
 
 
+def _worker_id(raw: object) -> str:
+    """A worker id as the wire accepts it (`ID_PATTERN`), or "" for "derive it"."""
+    value = cast(str, _token(WORKER_ID_MAX_LEN, allow_empty=True)(raw))
+    if value and re.fullmatch(ID_PATTERN, value) is None:
+        raise ValueError(f"only the characters {ID_CHARACTERS} may appear in an id")
+    return value
+
+
 def _api_keys(raw: object) -> frozenset[str]:
     """``key1,key2`` -> the keys the front door accepts (empty: no authentication)."""
     if isinstance(raw, frozenset | set | tuple | list):
@@ -286,7 +296,7 @@ _VARIABLES: tuple[_Variable, ...] = (
     _Variable("report_interval", "REPORT_INTERVAL", _seconds(allow_zero=False)),
     _Variable("worker_timeout", "WORKER_TIMEOUT", _seconds(allow_zero=False)),
     # Empty means "derive it"; `Settings.__post_init__` does.
-    _Variable("worker_id", "WORKER_ID", _token(WORKER_ID_MAX_LEN, allow_empty=True)),
+    _Variable("worker_id", "WORKER_ID", _worker_id),
     _Variable("log_format", "LOG_FORMAT", _choice(LOG_FORMATS, "format")),
     _Variable("cluster_secret", "CLUSTER_SECRET", _secret, secret=True),
     # Membership in the policy table is checked by `from_env`, which knows the names in use.
