@@ -144,6 +144,7 @@ def run_coordinator(args: argparse.Namespace) -> int:
         seed=args.seed,
         http_port=settings.http_port,
         api_keys=settings.api_keys,
+        admission=settings.admission(settings.max_workers),
     )
     return run_service(server)
 
@@ -342,6 +343,7 @@ def run_node(args: argparse.Namespace) -> int:
         seed=args.seed,
         http_port=settings.worker_http_port,
         api_keys=settings.api_keys,
+        admission=settings.admission(settings.max_members),
     )
     return run_service(server)
 

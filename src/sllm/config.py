@@ -42,6 +42,14 @@ MODEL_CACHE_DIR    ``~/.cache/sllm/models``     a worker's local disk tier of ch
 COST_MODEL         none                         JSON file of `CostModel` fields to override
                                                 (``{"decode_overhead_s": 0.05}``); unset: the
                                                 calibrated defaults
+MAX_WORKERS        ``12000``                    workers a coordinator holds, >= 1; new ones
+                                                beyond it are refused until others expire
+MAX_MEMBERS        ``4000``                     gossip members a node holds (dead ones
+                                                included until forgotten), >= 1
+NEW_IDENTITY_RATE  ``10.0``                     new workers or members one source address may
+                                                announce per second after its burst, >= 0
+NEW_IDENTITY_BURST ``1000``                     new workers or members one source address may
+                                                announce at once, >= 1
 =================  ===========================  ====================================================
 
 Ports are integers in 0..65535; 0 asks the OS for a free port (tests use it). A worker serves
@@ -61,6 +69,10 @@ built from ``os.environ`` on first use, so importing this module never fails; an
 environment raises `ConfigError` where `config` is first used. `load_settings`, which the CLI
 calls once at start-up, also makes its result what `config` answers from then on.
 
+The last four bound what strangers can create when CLUSTER_SECRET is unset (anyone who
+reaches the UDP port can announce a worker or a member); see `sllm.core.admission` for why
+these defaults.
+
 Not handled yet: configuration files, reloading on change, reading CLUSTER_SECRET from a file,
 and a minimum strength for the secret.
 """
@@ -76,6 +88,13 @@ from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any, cast
 
+from sllm.core.admission import (
+    MAX_MEMBERS_DEFAULT,
+    MAX_WORKERS_DEFAULT,
+    NEW_IDENTITY_BURST_DEFAULT,
+    NEW_IDENTITY_RATE_DEFAULT,
+    Admission,
+)
 from sllm.logs import FORMATS as LOG_FORMATS
 from sllm.logs import LEVELS as LOG_LEVELS
 from sllm.wire.messages import ID_CHARACTERS, ID_PATTERN
@@ -171,6 +190,10 @@ def _seconds(*, allow_zero: bool) -> _Parser:
         return value
 
     return parse
+
+
+# A rate per second: a finite number >= 0, parsed like a duration that may be zero.
+_rate = _seconds(allow_zero=True)
 
 
 def _choice(names: Collection[str], what: str) -> _Parser:
@@ -312,6 +335,10 @@ _VARIABLES: tuple[_Variable, ...] = (
     _Variable("model_catalog", "MODEL_CATALOG", _optional_path),
     _Variable("model_cache_dir", "MODEL_CACHE_DIR", _optional_path),
     _Variable("cost_model", "COST_MODEL", _optional_path),
+    _Variable("max_workers", "MAX_WORKERS", _integer(1)),
+    _Variable("max_members", "MAX_MEMBERS", _integer(1)),
+    _Variable("new_identity_rate", "NEW_IDENTITY_RATE", _rate),
+    _Variable("new_identity_burst", "NEW_IDENTITY_BURST", _integer(1)),
 )
 _BY_FIELD: dict[str, _Variable] = {v.field: v for v in _VARIABLES}
 # Every variable a process reads, in table order.
@@ -401,6 +428,10 @@ class Settings:
     model_catalog: str | None = None
     model_cache_dir: str | None = None
     cost_model: str | None = None
+    max_workers: int = MAX_WORKERS_DEFAULT
+    max_members: int = MAX_MEMBERS_DEFAULT
+    new_identity_rate: float = NEW_IDENTITY_RATE_DEFAULT
+    new_identity_burst: int = NEW_IDENTITY_BURST_DEFAULT
 
     def __post_init__(self) -> None:
         given = {var.field: (var.field, getattr(self, var.field)) for var in _VARIABLES}
@@ -464,6 +495,15 @@ class Settings:
     def is_containerized(self) -> bool:
         """True in docker and kubernetes mode."""
         return self.deployment_mode in CONTAINER_MODES
+
+    def admission(self, capacity: int) -> Admission:
+        """Who may join a table of at most `capacity` workers or members (MAX_WORKERS or
+        MAX_MEMBERS), at NEW_IDENTITY_RATE and NEW_IDENTITY_BURST per source address."""
+        return Admission(
+            capacity=capacity,
+            per_source_per_s=self.new_identity_rate,
+            per_source_burst=self.new_identity_burst,
+        )
 
 
 _DEFAULTS: dict[str, object] = {f.name: f.default for f in fields(Settings)}

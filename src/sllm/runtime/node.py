@@ -37,6 +37,7 @@ from collections import deque
 from collections.abc import Mapping, Sequence
 
 from sllm.catalog import CatalogModel
+from sllm.core.admission import Admission
 from sllm.core.coordinator import Notice
 from sllm.core.cost import CostModel
 from sllm.core.membership import MEMBERSHIP_EVENTS, Send
@@ -104,6 +105,7 @@ class NodeServer(WorkerServer):
         seed: int | None = None,
         http_port: int | None = None,
         api_keys: frozenset[str] = frozenset(),
+        admission: Admission | None = None,
     ) -> None:
         # A node reports to no coordinator: its reports travel by gossip.
         super().__init__(
@@ -121,6 +123,7 @@ class NodeServer(WorkerServer):
             http_port=http_port,
         )
         self.api_keys = api_keys
+        self.admission = admission  # None: the default caps (sllm.core.admission)
         self.config = config
         self.seed_names = list(seeds)
         self.seed = seed
@@ -147,6 +150,7 @@ class NodeServer(WorkerServer):
             seeds=resolved,
             wall_offset=time.time() - now,
             worker=self.state,
+            admission=self.admission,
         )
         if self.http_port is not None:  # before `listening`, which launchers wait for
             self.http = await start_node_http(self, bound_host, self.http_port, self.api_keys)

@@ -187,6 +187,10 @@ class ClusterStateResponse(Message):
     uptime_s: float = field(metadata=_bounded(0.0, 1e12))
     offset: int = field(metadata=COUNT)
     workers: tuple[WorkerSummary, ...] = field(metadata={"max_len": STATE_PAGE_MAX_WORKERS})
+    # The cap on workers and the new workers refused since start (the cap was reached, or
+    # a source announced too many): so `status` shows when the view is not the cluster.
+    max_workers: int = field(default=0, metadata=COUNT)
+    refused_workers: int = field(default=0, metadata=COUNT)
 
 
 @record
@@ -392,6 +396,9 @@ class MemberStateResponse(Message):
     rejected_datagrams: int = field(metadata=COUNT)
     offset: int = field(metadata=COUNT)
     members: tuple[MemberSummary, ...] = field(metadata={"max_len": MEMBER_PAGE_MAX})
+    # The cap on members and the new members refused since start, as for workers above.
+    max_members: int = field(default=0, metadata=COUNT)
+    refused_members: int = field(default=0, metadata=COUNT)
 
 
 MESSAGE_TYPES: dict[str, type[Message]] = {
