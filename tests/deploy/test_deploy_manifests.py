@@ -171,7 +171,6 @@ def test_the_guides_files_and_names() -> None:
     assert pdb["spec"]["minAvailable"] == 2
     assert pdb["spec"]["selector"]["matchLabels"] == {"app": "worker"}
 
-
     worker = find(docs, "StatefulSet", "worker")
     anti = worker["spec"]["template"]["spec"]["affinity"]["podAntiAffinity"]
     term = anti["preferredDuringSchedulingIgnoredDuringExecution"][0]["podAffinityTerm"]
@@ -307,7 +306,7 @@ def test_compose_file_validates_with_docker_compose(monkeypatch: pytest.MonkeyPa
 
 def test_compose_refuses_to_run_without_a_cluster_secret(compose, missing_variable) -> None:
     for unset in ({}, {"CLUSTER_SECRET": ""}):
-        with pytest.raises(missing_variable, match="set CLUSTER_SECRET .* docs/deployment.md"):
+        with pytest.raises(missing_variable, match=r"set CLUSTER_SECRET .* docs/deployment\.md"):
             compose(unset)
     services = compose({"CLUSTER_SECRET": OPERATOR_SECRET})
     signed = [service for service in services.values() if service.dockerfile is not None]

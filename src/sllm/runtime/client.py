@@ -244,8 +244,7 @@ def render_gossip(gossip: dict[str, Any]) -> str:
         f"local health {gossip['local_health']}",
         f"traffic out {gossip['bytes_sent_per_s']:.0f} B/s in "
         f"{gossip['bytes_received_per_s']:.0f} B/s  rejected datagrams "
-        f"{gossip['rejected_datagrams']}  refused members {gossip['refused_members']} "
-        f"(at most {gossip['max_members']})",
+        f"{gossip['rejected_datagrams']}",
         f"{'MEMBER':<20} {'ADDRESS':<22} {'STATE':<8} {'INC':>4} {'INFO AGE':>9} "
         f"{'REPORT AGE':>11}",
     ]
@@ -255,6 +254,11 @@ def render_gossip(gossip: dict[str, Any]) -> str:
         lines.append(
             f"{member['id']:<20} {member['address']:<22} {member['state']:<8} "
             f"{member['incarnation']:>4} {member['info_age_s']:>8.1f}s {shown:>11}"
+        )
+    if gossip.get("refused_members"):
+        lines.append(
+            f"refused {gossip['refused_members']} new members (at most "
+            f"{gossip['max_members']} are held, and new ones per source address are rate-limited)"
         )
     if gossip.get("incomplete"):
         lines.append(f"INCOMPLETE: {gossip['incomplete']}")
