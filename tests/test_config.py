@@ -188,6 +188,8 @@ def test_timeout_rule_skipped_when_a_side_is_unparseable() -> None:
         ("WORKER_HTTP_PORT", "65536"),
         ("BIND_HOST", "two words"),
         ("WORKER_ID", "x" * 129),
+        ("WORKER_ID", "gpu/7"),
+        ("WORKER_ID", "gpu\u00e9"),
         ("PLACEMENT_POLICY", "fastest"),
     ],
 )

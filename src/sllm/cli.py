@@ -35,6 +35,8 @@ from sllm.sim import cli as sim_cli
 from sllm.wire import Codec
 
 EXIT_CONFIG = 2
+# `status` printed a listing that is not the whole cluster (see sllm.runtime.client).
+EXIT_INCOMPLETE = 3
 PRESTAGE = {"none": None, "disk": Tier.DISK, "host": Tier.HOST}
 
 ENVIRONMENT_HELP = """\
@@ -155,6 +157,7 @@ def run_coordinator(args: argparse.Namespace) -> int:
         http_port=settings.http_port,
         api_keys=settings.api_keys,
         http_limits=_http_limits(settings),
+        admission=settings.admission(settings.max_workers),
     )
     return run_service(server)
 
@@ -355,6 +358,7 @@ def run_node(args: argparse.Namespace) -> int:
         http_port=settings.worker_http_port,
         api_keys=settings.api_keys,
         http_limits=_http_limits(settings),
+        admission=settings.admission(settings.max_members),
     )
     return run_service(server)
 
@@ -421,7 +425,13 @@ def run_status(args: argparse.Namespace) -> int:
         print(render_table(state) + "\n" + render_gossip(state["gossip"]))
     else:
         print(render_table(state))
-    return 0
+    # Never a silent subset: say on stderr what is missing, and exit non-zero.
+    incomplete = [
+        part["incomplete"] for part in (state, state.get("gossip", {})) if part.get("incomplete")
+    ]
+    for reason in incomplete:
+        print(f"sllm status: incomplete: {reason}", file=sys.stderr)
+    return EXIT_INCOMPLETE if incomplete else 0
 
 
 def add_bench_parser(sub: Any) -> None:

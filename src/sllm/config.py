@@ -19,7 +19,7 @@ WORKER_PORT        ``8000``                     worker UDP port
 REPORT_INTERVAL    ``1.0``                      seconds between worker reports, > 0
 WORKER_TIMEOUT     ``10.0``                     seconds of silence before a worker is dead;
                                                 must exceed REPORT_INTERVAL
-WORKER_ID          auto                         see below
+WORKER_ID          auto                         see below; letters, digits and ``._:-`` only
 LOG_FORMAT         ``text``                     ``text`` or ``json`` (for containers)
 CLUSTER_SECRET     none                         HMAC key for datagrams and proxied requests;
                                                 never shown in repr/errors
@@ -43,6 +43,14 @@ MODEL_CACHE_DIR    ``~/.cache/sllm/models``     a worker's local disk tier of ch
 COST_MODEL         none                         JSON file of `CostModel` fields to override
                                                 (``{"decode_overhead_s": 0.05}``); unset: the
                                                 calibrated defaults
+MAX_WORKERS        ``12000``                    workers a coordinator holds, >= 1; new ones
+                                                beyond it are refused until others expire
+MAX_MEMBERS        ``4000``                     gossip members a node holds (dead ones
+                                                included until forgotten), >= 1
+NEW_IDENTITY_RATE  ``10.0``                     new workers or members one source address may
+                                                announce per second after its burst, >= 0
+NEW_IDENTITY_BURST ``1000``                     new workers or members one source address may
+                                                announce at once, >= 1
 =================  ===========================  ====================================================
 
 Every HTTP listener (coordinator, worker, node) bounds its clients (`sllm.runtime.http`):
@@ -75,6 +83,10 @@ built from ``os.environ`` on first use, so importing this module never fails; an
 environment raises `ConfigError` where `config` is first used. `load_settings`, which the CLI
 calls once at start-up, also makes its result what `config` answers from then on.
 
+The last four bound what strangers can create when CLUSTER_SECRET is unset (anyone who
+reaches the UDP port can announce a worker or a member); see `sllm.core.admission` for why
+these defaults.
+
 Not handled yet: configuration files, reloading on change, reading CLUSTER_SECRET from a file,
 and a minimum strength for the secret.
 """
@@ -83,14 +95,23 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import socket
 import threading
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any, cast
 
+from sllm.core.admission import (
+    MAX_MEMBERS_DEFAULT,
+    MAX_WORKERS_DEFAULT,
+    NEW_IDENTITY_BURST_DEFAULT,
+    NEW_IDENTITY_RATE_DEFAULT,
+    Admission,
+)
 from sllm.logs import FORMATS as LOG_FORMATS
 from sllm.logs import LEVELS as LOG_LEVELS
+from sllm.wire.messages import ID_CHARACTERS, ID_PATTERN
 
 MODES: tuple[str, ...] = ("local", "docker", "kubernetes")
 PRESTAGE_TIERS: tuple[str, ...] = ("none", "disk", "host")
@@ -185,6 +206,10 @@ def _seconds(*, allow_zero: bool) -> _Parser:
     return parse
 
 
+# A rate per second: a finite number >= 0, parsed like a duration that may be zero.
+_rate = _seconds(allow_zero=True)
+
+
 def _choice(names: Collection[str], what: str) -> _Parser:
     """Accept one of `names`, in any case; return it spelled as in `names`."""
     canonical = {name.casefold(): name for name in names}
@@ -216,6 +241,14 @@ def _token(max_len: int, *, allow_empty: bool = False) -> _Parser:
         return value
 
     return parse
+
+
+def _worker_id(raw: object) -> str:
+    """A worker id as the wire accepts it (`ID_PATTERN`), or "" for "derive it"."""
+    value = cast(str, _token(WORKER_ID_MAX_LEN, allow_empty=True)(raw))
+    if value and re.fullmatch(ID_PATTERN, value) is None:
+        raise ValueError(f"only the characters {ID_CHARACTERS} may appear in an id")
+    return value
 
 
 def _api_keys(raw: object) -> frozenset[str]:
@@ -313,7 +346,7 @@ _VARIABLES: tuple[_Variable, ...] = (
     _Variable("report_interval", "REPORT_INTERVAL", _seconds(allow_zero=False)),
     _Variable("worker_timeout", "WORKER_TIMEOUT", _seconds(allow_zero=False)),
     # Empty means "derive it"; `Settings.__post_init__` does.
-    _Variable("worker_id", "WORKER_ID", _token(WORKER_ID_MAX_LEN, allow_empty=True)),
+    _Variable("worker_id", "WORKER_ID", _worker_id),
     _Variable("log_format", "LOG_FORMAT", _choice(LOG_FORMATS, "format")),
     _Variable("cluster_secret", "CLUSTER_SECRET", _secret, secret=True),
     # Membership in the policy table is checked by `from_env`, which knows the names in use.
@@ -332,6 +365,10 @@ _VARIABLES: tuple[_Variable, ...] = (
     _Variable("http_header_timeout", "HTTP_HEADER_TIMEOUT", _seconds(allow_zero=False)),
     _Variable("http_body_timeout", "HTTP_BODY_TIMEOUT", _seconds(allow_zero=False)),
     _Variable("http_max_connections", "HTTP_MAX_CONNECTIONS", _integer(1)),
+    _Variable("max_workers", "MAX_WORKERS", _integer(1)),
+    _Variable("max_members", "MAX_MEMBERS", _integer(1)),
+    _Variable("new_identity_rate", "NEW_IDENTITY_RATE", _rate),
+    _Variable("new_identity_burst", "NEW_IDENTITY_BURST", _integer(1)),
 )
 _BY_FIELD: dict[str, _Variable] = {v.field: v for v in _VARIABLES}
 # Every variable a process reads, in table order.
@@ -424,6 +461,10 @@ class Settings:
     http_header_timeout: float = HTTP_HEADER_TIMEOUT_S
     http_body_timeout: float = HTTP_BODY_TIMEOUT_S
     http_max_connections: int = HTTP_MAX_CONNECTIONS
+    max_workers: int = MAX_WORKERS_DEFAULT
+    max_members: int = MAX_MEMBERS_DEFAULT
+    new_identity_rate: float = NEW_IDENTITY_RATE_DEFAULT
+    new_identity_burst: int = NEW_IDENTITY_BURST_DEFAULT
 
     def __post_init__(self) -> None:
         given = {var.field: (var.field, getattr(self, var.field)) for var in _VARIABLES}
@@ -487,6 +528,15 @@ class Settings:
     def is_containerized(self) -> bool:
         """True in docker and kubernetes mode."""
         return self.deployment_mode in CONTAINER_MODES
+
+    def admission(self, capacity: int) -> Admission:
+        """Who may join a table of at most `capacity` workers or members (MAX_WORKERS or
+        MAX_MEMBERS), at NEW_IDENTITY_RATE and NEW_IDENTITY_BURST per source address."""
+        return Admission(
+            capacity=capacity,
+            per_source_per_s=self.new_identity_rate,
+            per_source_burst=self.new_identity_burst,
+        )
 
 
 _DEFAULTS: dict[str, object] = {f.name: f.default for f in fields(Settings)}

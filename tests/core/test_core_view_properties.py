@@ -7,6 +7,7 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from sllm.core.admission import Admission
 from sllm.core.tiers import Tier
 from sllm.core.view import ClusterView, LoadIndex
 from sllm.wire.messages import WorkerReport
@@ -109,18 +110,41 @@ def check_view(view: ClusterView, live: dict[str, float]) -> None:
     assert {entry.worker_id for entry in turns if entry is not None} == set(live)
 
 
-@settings(max_examples=100, deadline=None)
-@given(view_ops)
-def test_cluster_view_indices_match_a_scan(ops: list[tuple[Any, ...]]) -> None:
-    view = ClusterView(TIMEOUT)
+SOURCES = ["10.0.0.1", "10.0.0.2", ""]  # "" skips the per-source limit, never the cap
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    view_ops,
+    st.integers(1, len(IDS) + 1),
+    st.integers(1, len(IDS) + 1),
+    st.lists(st.sampled_from(SOURCES), min_size=1, max_size=8),
+)
+def test_cluster_view_indices_match_a_scan(
+    ops: list[tuple[Any, ...]], capacity: int, burst: int, sources: list[str]
+) -> None:
+    # No refill, so the naive model of the per-source limit is a count of admissions.
+    admission = Admission(capacity=capacity, per_source_per_s=0.0, per_source_burst=burst)
+    view = ClusterView(TIMEOUT, admission)
     live: dict[str, float] = {}  # id -> last seen
+    admitted_from: dict[str, int] = {}  # source -> new workers it brought in
     now = 0.0
     seq = 0
-    for op in ops:
+    for step, op in enumerate(ops):
         if op[0] == "report":
             seq += 1
-            view.apply_report(make_report(op[1], seq, 1000.0 + seq, op[2]), now)
-            live[op[1]] = now
+            source = sources[step % len(sources)]
+            joined = view.apply_report(make_report(op[1], seq, 1000.0 + seq, op[2]), now, source)
+            if op[1] in live:
+                assert joined is False
+                live[op[1]] = now
+            elif len(live) >= capacity or (source and admitted_from.get(source, 0) >= burst):
+                assert joined is None
+            else:
+                assert joined is True
+                if source:
+                    admitted_from[source] = admitted_from.get(source, 0) + 1
+                live[op[1]] = now
         elif op[0] == "place":
             if op[1] in live:
                 view.record_placement(op[1], op[2], 3.0 if op[3] else 0.0)

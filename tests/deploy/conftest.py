@@ -26,7 +26,11 @@ import yaml
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = ROOT / "docker-compose.yml"
 
-_VARIABLE = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?:(:?-)([^}]*))?\}|\$([A-Za-z_]\w*)")
+_VARIABLE = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?:(:?[-?])([^}]*))?\}|\$([A-Za-z_]\w*)")
+
+
+class MissingVariable(Exception):
+    """Compose's ``${VAR:?message}`` with VAR unset or empty: Compose stops with `message`."""
 
 
 @dataclass
@@ -101,7 +105,9 @@ def parse_dockerfile(path: Path) -> Dockerfile:
 
 
 def interpolate(value: str, variables: Mapping[str, str]) -> str:
-    """Compose's ``${VAR}``, ``${VAR:-default}``, ``${VAR-default}``, ``$VAR`` and ``$$``."""
+    """Compose's ``${VAR}``, ``${VAR:-default}``, ``${VAR-default}``, ``${VAR:?message}``,
+    ``${VAR?message}``, ``$VAR`` and ``$$``; a required variable missing raises
+    `MissingVariable`."""
 
     def replace(match: re.Match[str]) -> str:
         if match.group(0) == "$$":
@@ -112,6 +118,10 @@ def interpolate(value: str, variables: Mapping[str, str]) -> str:
             return variables.get(name) or default
         if operator == "-":
             return variables.get(name, default)
+        if (operator == ":?" and not variables.get(name)) or (
+            operator == "?" and name not in variables
+        ):
+            raise MissingVariable(f"{name}: {default}")
         return variables.get(name, "")
 
     return _VARIABLE.sub(replace, value)
@@ -171,6 +181,12 @@ def compose_services(variables: Mapping[str, str] | None = None) -> dict[str, Co
 def compose() -> Callable[..., dict[str, ComposeService]]:
     """``compose(variables)``: the services of docker-compose.yml; see `compose_services`."""
     return compose_services
+
+
+@pytest.fixture
+def missing_variable() -> type[Exception]:
+    """What `compose` raises for a required variable that is not set (`MissingVariable`)."""
+    return MissingVariable
 
 
 @pytest.fixture

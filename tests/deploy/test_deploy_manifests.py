@@ -142,7 +142,7 @@ def test_kustomization_builds_and_its_output_validates(directory: Path) -> None:
 
 def test_the_overlays_copies_match_the_base() -> None:
     """The overlay cannot build on ../.. (kustomize refuses a base holding its overlay)."""
-    for name in ("namespace.yaml", "configmap.yaml", "secret.yaml"):
+    for name in ("namespace.yaml", "configmap.yaml"):
         assert documents(OVERLAY / name) == documents(K8S / name), name
     base = {doc["metadata"]["name"]: doc for doc in documents(K8S / "networkpolicy.yaml")}
     overlay = {doc["metadata"]["name"]: doc for doc in documents(OVERLAY / "networkpolicy.yaml")}
@@ -170,9 +170,6 @@ def test_the_guides_files_and_names() -> None:
     pdb = find(docs, "PodDisruptionBudget", "worker-pdb")
     assert pdb["spec"]["minAvailable"] == 2
     assert pdb["spec"]["selector"]["matchLabels"] == {"app": "worker"}
-
-    secret = find(docs, "Secret", "sllm-secrets")
-    assert set(secret["stringData"]) == {"CLUSTER_SECRET", "API_KEYS"}
 
     worker = find(docs, "StatefulSet", "worker")
     anti = worker["spec"]["template"]["spec"]["affinity"]["podAntiAffinity"]
@@ -221,13 +218,14 @@ def test_every_variable_is_a_setting_and_parses() -> None:
     """What a pod's environment would be parses into `Settings` (ConfigMap, then env)."""
     docs = all_documents()
     config = find(docs, "ConfigMap", "sllm-config")["data"]
-    secret = find(docs, "Secret", "sllm-secrets")["stringData"]
     known = SETTINGS_VARIABLES
     for workload in workloads(docs):
         for container in containers(workload):
-            env = {**config, **{k: v for k, v in secret.items() if k not in NOT_SETTINGS}}
+            env = dict(config)
             for variable in container["env"]:
                 value = variable.get("value", "")
+                if "valueFrom" in variable:  # the operator's Secret: a secret of its own
+                    value = OPERATOR_SECRET
                 value = value.replace("$(POD_NAME)", f"{workload['metadata']['name']}-0")
                 env[variable["name"]] = value
             unknown = set(env) - known - NOT_SETTINGS
@@ -301,16 +299,30 @@ def test_the_decentralized_overlay_seeds_nodes_through_the_headless_service() ->
 # -- Compose and Dockerfiles -------------------------------------------------------------
 
 
-def test_compose_file_validates_with_docker_compose() -> None:
+def test_compose_file_validates_with_docker_compose(monkeypatch: pytest.MonkeyPatch) -> None:
     tool = need("docker-compose", "apt-get install docker-compose")
+    monkeypatch.delenv("CLUSTER_SECRET", raising=False)
+    refused = run_tool(tool, "-f", "docker-compose.yml", "config", "-q")
+    assert refused.returncode != 0 and "set CLUSTER_SECRET" in refused.stderr
+    monkeypatch.setenv("CLUSTER_SECRET", OPERATOR_SECRET)
     checked = run_tool(tool, "-f", "docker-compose.yml", "config", "-q")
     assert checked.returncode == 0, checked.stderr
     profiles = run_tool(tool, "-f", "docker-compose.yml", "--profile", "monitoring", "config", "-q")
     assert profiles.returncode == 0, profiles.stderr
 
 
+def test_compose_refuses_to_run_without_a_cluster_secret(compose, missing_variable) -> None:
+    for unset in ({}, {"CLUSTER_SECRET": ""}):
+        with pytest.raises(missing_variable, match=r"set CLUSTER_SECRET .* docs/deployment\.md"):
+            compose(unset)
+    services = compose({"CLUSTER_SECRET": OPERATOR_SECRET})
+    signed = [service for service in services.values() if service.dockerfile is not None]
+    assert len(signed) == 3
+    assert all(service.environment["CLUSTER_SECRET"] == OPERATOR_SECRET for service in signed)
+
+
 def test_compose_services_are_the_guides(compose_file, compose) -> None:
-    services = compose()
+    services = compose({"CLUSTER_SECRET": OPERATOR_SECRET})
     assert {"central-coordinator", "worker-1", "worker"} <= set(services)
     network = compose_file["networks"]["sllm-network"]
     assert network["name"] == "sllm-network"
@@ -444,3 +456,28 @@ def test_kubernetes_scrape_config_keeps_the_http_ports_of_sllm_pods() -> None:
         ("node", "10.0.0.1:8080", "/metrics"),
         ("worker", "10.0.0.1:8081", "/metrics"),
     ]
+
+
+# -- the cluster secret: the operator's, required, never shipped -------------------------
+
+OPERATOR_SECRET = "a-secret-the-operator-created-0123"
+
+
+def test_no_secret_is_shipped_so_apply_never_overwrites_the_operators() -> None:
+    for path in manifest_files():
+        kinds = [doc["kind"] for doc in documents(path)]
+        assert "Secret" not in kinds, path
+    for directory in (K8S, OVERLAY):
+        listed = yaml.safe_load((directory / "kustomization.yaml").read_text())["resources"]
+        assert all("secret" not in name for name in listed), directory
+
+
+def test_every_pod_requires_the_cluster_secret_from_the_operators_secret() -> None:
+    for workload in workloads(all_documents()):
+        for container in containers(workload):
+            name = workload["metadata"]["name"]
+            variables = {variable["name"]: variable for variable in container["env"]}
+            reference = variables["CLUSTER_SECRET"]["valueFrom"]["secretKeyRef"]
+            assert reference["name"] == "sllm-secrets", name
+            assert reference["key"] == "CLUSTER_SECRET", name
+            assert reference.get("optional", False) is False, name  # no secret: no pod

@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from sllm.core.admission import NOTICE_INTERVAL_S, Admission
 from sllm.core.membership import (
     Broadcasts,
     GossipConfig,
@@ -20,7 +21,15 @@ from sllm.core.membership import (
     encoded_size,
 )
 from sllm.core.testing import InMemoryNetwork, membership_cluster, node_address, node_id
-from sllm.wire import Codec, GossipPing, GossipSync, MemberUpdate
+from sllm.wire import (
+    Codec,
+    GossipAck,
+    GossipPing,
+    GossipPingReq,
+    GossipPush,
+    GossipSync,
+    MemberUpdate,
+)
 from sllm.wire.codec import MAX_DATAGRAM_BYTES
 
 SECRET = b"gossip-tests-secret"
@@ -419,3 +428,106 @@ def test_pings_to_a_suspect_carry_the_suspicion_first() -> None:
     assert isinstance(ping.message, GossipPing)
     first = ping.message.members[0]
     assert (first.node_id, first.state) == ("a", MemberState.SUSPECT)
+
+
+# -- bounded state: ping-req relays, the member cap, new members per source ----------------
+#
+# Fake members and senders here are on loopback addresses, as everywhere in the tests.
+
+RELAY_SENDER = ("127.0.0.2", 7946)
+
+
+def ping_req(target: str, host: str = "127.0.0.77", port: int = 9) -> GossipPingReq:
+    return GossipPingReq(5, "asker", target, host, port, (), ())
+
+
+def test_a_ping_req_for_a_stranger_is_not_relayed() -> None:
+    me = lone()
+    sends = me.handle(ping_req("ghost"), RELAY_SENDER, 0.0)
+    assert sends == []
+    assert me.counters.relays_declined == 1
+    assert "ghost" not in me.members
+    assert all(send.to[0] != "127.0.0.77" for send in me.tick(5.0))
+
+
+def test_a_ping_req_for_a_dead_member_is_not_relayed() -> None:
+    me = lone()
+    me.apply(MemberUpdate("gone", "127.0.0.9", 9, 1, int(MemberState.ALIVE), ""), 0.0)
+    me.apply(MemberUpdate("gone", "127.0.0.9", 9, 1, int(MemberState.DEAD), "y"), 0.5)
+    assert me.handle(ping_req("gone", "127.0.0.9"), RELAY_SENDER, 1.0) == []
+
+
+@pytest.mark.parametrize("state", [MemberState.ALIVE, MemberState.SUSPECT])
+def test_a_ping_req_is_relayed_to_a_live_member_at_the_address_known_here(
+    state: MemberState,
+) -> None:
+    me = lone()
+    me.apply(MemberUpdate("x", "127.0.0.9", 9, 0, int(MemberState.ALIVE), ""), 0.0)
+    if state is MemberState.SUSPECT:
+        me.apply(MemberUpdate("x", "127.0.0.9", 9, 0, int(state), "y"), 0.1)
+    # The request names another address: the relay pings the one it knows.
+    sends = me.handle(ping_req("x", "127.0.0.77", 7), RELAY_SENDER, 1.0)
+    assert [(send.to, type(send.message)) for send in sends] == [(("127.0.0.9", 9), GossipPing)]
+    # ... and relays the target's ack back to the requester.
+    ping = sends[0].message
+    assert isinstance(ping, GossipPing)
+    back = me.handle(GossipAck(ping.seq, "x", (), ()), ("127.0.0.9", 9), 1.1)
+    assert [send.to for send in back] == [RELAY_SENDER]
+
+
+def strangers(count: int, first: int = 0) -> tuple[MemberUpdate, ...]:
+    return tuple(
+        MemberUpdate(f"fake-{i}", f"127.0.{i // 250}.{i % 250 + 1}", 9, 0, 0, "")
+        for i in range(first, first + count)
+    )
+
+
+def bounded(capacity: int, rate: float = 1.0, burst: int = 1000) -> Membership:
+    admission = Admission(capacity=capacity, per_source_per_s=rate, per_source_burst=burst)
+    return Membership("me", ("127.0.0.1", 1), random.Random(0), 0.0, CONFIG, admission=admission)
+
+
+def test_the_member_list_stops_at_its_cap_and_known_members_still_change() -> None:
+    me = bounded(capacity=10)
+    for batch in range(5):  # 120 strangers from 5 senders
+        push = GossipPush(f"peer-{batch}", strangers(24, 24 * batch), ())
+        me.handle(push, (f"127.0.1.{batch + 1}", 7946), 0.0)
+    assert len(me.members) == 10  # "me" and the first nine strangers
+    assert me.admission.refused_full == 111
+    notices = [notice for notice in me.take_notices() if notice.event == "identities_refused"]
+    assert len(notices) == 1  # one notice for the whole flood (at its first refusal), not 111
+    assert notices[0].fields["refused"] == 1
+    me.apply(strangers(1, 500)[0], NOTICE_INTERVAL_S)  # the next one tells the rest
+    later = [notice for notice in me.take_notices() if notice.event == "identities_refused"]
+    assert [notice.fields["refused"] for notice in later] == [111]
+    # A known member is never refused: its suspicion and refutation go through.
+    me.apply(MemberUpdate("fake-0", "127.0.0.1", 9, 0, int(MemberState.SUSPECT), "y"), 1.0)
+    assert me.members["fake-0"].state is MemberState.SUSPECT
+    me.apply(MemberUpdate("fake-0", "127.0.0.1", 9, 1, int(MemberState.ALIVE), ""), 2.0)
+    assert me.members["fake-0"].state is MemberState.ALIVE
+
+
+def test_forgetting_the_dead_makes_room_for_new_members() -> None:
+    me = bounded(capacity=3)
+    for update in strangers(2):
+        me.apply(update, 0.0)
+    me.apply(strangers(1, 5)[0], 0.0)
+    assert "fake-5" not in me.members  # full
+    me.apply(MemberUpdate("fake-0", "127.0.0.1", 9, 0, int(MemberState.DEAD), "y"), 1.0)
+    me.tick(1.0 + CONFIG.dead_retention_s)  # the tombstone goes
+    assert "fake-0" not in me.members
+    me.apply(strangers(1, 5)[0], 2.0 + CONFIG.dead_retention_s)
+    assert "fake-5" in me.members
+
+
+def test_one_source_introduces_new_members_only_at_its_rate() -> None:
+    me = bounded(capacity=1000, rate=2.0, burst=5)
+    me.handle(GossipPush("peer-a", strangers(24), ()), ("127.0.1.1", 7946), 0.0)
+    assert len(me.members) == 1 + 5  # the burst
+    assert me.admission.refused_rate == 19
+    # Another source has its own bucket.
+    me.handle(GossipPush("peer-b", strangers(24, 100), ()), ("127.0.1.2", 7946), 0.0)
+    assert len(me.members) == 1 + 10
+    # Half a second later, source a may introduce one more (2 a second).
+    me.handle(GossipPush("peer-a", strangers(24, 200), ()), ("127.0.1.1", 7946), 0.5)
+    assert len(me.members) == 1 + 11

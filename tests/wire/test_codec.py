@@ -36,6 +36,7 @@ from sllm.wire import (
 )
 from sllm.wire import codec as codec_module
 from sllm.wire.messages import (
+    ID_MAX_LEN,
     MEMBER_PAGE_MAX,
     REPORT_MAX_MODELS,
     STATE_PAGE_MAX_WORKERS,
@@ -386,6 +387,11 @@ def test_duplicate_field_inside_the_body_is_rejected() -> None:
         ({"models": {"facebook/opt-1.3b": True}}, "bad_type", "models"),
         ({"node_id": "n" * 129}, "out_of_range", "node_id"),
         ({"node_id": "\ud800"}, "bad_encoding", "node_id"),
+        ({"node_id": ""}, "out_of_range", "node_id"),
+        ({"node_id": "worker 1"}, "out_of_range", "node_id"),
+        ({"node_id": "worker-1\n"}, "out_of_range", "node_id"),
+        ({"node_id": "w\u00e9"}, "out_of_range", "node_id"),
+        ({"node_id": "w/1"}, "out_of_range", "node_id"),
         ({"port": 70000}, "out_of_range", "port"),
         ({"port": -1}, "out_of_range", "port"),
         ({"gpu_utilization": 1.5}, "out_of_range", "gpu_utilization"),
@@ -742,6 +748,9 @@ def _strategy(cls: type[Any]) -> st.SearchStrategy[Any]:
             kwargs[f.name] = st.floats(meta["min"], meta["max"])
         elif hint is str and "choices" in meta:
             kwargs[f.name] = st.sampled_from(meta["choices"])
+        elif hint is str and "pattern" in meta:
+            pattern = st.from_regex(f"\\A{meta['pattern']}\\Z")
+            kwargs[f.name] = pattern.filter(lambda text, most=meta["max_len"]: len(text) <= most)
         elif hint is str:
             kwargs[f.name] = st.text(max_size=meta["max_len"])
         elif get_origin(hint) is dict:
@@ -797,3 +806,29 @@ def test_codec_reads_no_clock_randomness_or_sockets() -> None:
             imported.add(node.module.split(".")[0])
     assert "json" in imported  # the scan sees imports at all
     assert imported.isdisjoint({"time", "random", "socket", "asyncio", "pickle", "marshal"})
+
+
+# Fields that name a worker or a node, in every message that carries one.
+ID_FIELDS = frozenset({"node_id", "worker_id", "source", "target", "origin"})
+
+
+def test_every_worker_or_node_id_on_the_wire_has_the_id_pattern() -> None:
+    seen = 0
+    for cls in [*MESSAGE_TYPES.values(), MemberUpdate, MemberSummary, WorkerSummary]:
+        for f in dataclasses.fields(cls):
+            if f.name in ID_FIELDS:
+                seen += 1
+                assert "pattern" in f.metadata, f"{cls.__name__}.{f.name}"
+    assert seen >= 16
+
+
+def test_an_id_of_the_id_characters_at_the_longest_length_is_accepted() -> None:
+    longest = "a-Z_0.9:" * (ID_MAX_LEN // 8)
+    data = tamper(SMALL_REPORT, node_id=longest)
+    assert Codec().decode(data, NOW).node_id == longest
+
+
+def test_a_gossip_push_from_a_source_outside_the_id_characters_is_rejected() -> None:
+    push = GossipPush("node-1", (), ())
+    data = Codec().encode(push, NOW, 0).replace(b'"node-1"', b'"node 1"')
+    assert reject(data).reason == "out_of_range"

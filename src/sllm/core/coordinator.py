@@ -6,6 +6,11 @@ state. It returns what to send back to the sender plus notices for the runtime t
 (the core never logs). `expire(now)` drops silent workers; the runtime calls it at
 `next_deadline()`.
 
+A report is all it takes to join, so new workers are admitted by `sllm.core.admission`:
+the view holds at most `Admission.capacity` workers (MAX_WORKERS) and each source address
+may announce new ones only so fast (NEW_IDENTITY_RATE); refusals are counted in the cluster
+state and noticed at most once per interval. Known workers are never refused.
+
 Its state is soft: a restarted coordinator learns every worker again from the next round
 of reports, within one REPORT_INTERVAL. Only the counters start again from zero.
 """
@@ -17,6 +22,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from itertools import islice
 
+from sllm.core.admission import REFUSED_EVENT, Admission
 from sllm.core.cost import CostModel, ModelInfo
 from sllm.core.placement import make_policy
 from sllm.core.tiers import GPU
@@ -82,21 +88,30 @@ class Coordinator:
         worker_timeout: float,
         rng: random.Random,
         started_at: float,
+        admission: Admission | None = None,
     ) -> None:
-        self.view = ClusterView(worker_timeout)
+        self.view = ClusterView(worker_timeout, admission)
         self.policy = make_policy(policy, cost, rng)
         self.catalog = catalog
         self.cost = cost
         self.counters = Counters()
         self.started_at = started_at
 
-    def handle(self, message: Message, now: float) -> Outcome:
+    def handle(self, message: Message, now: float, source: str = "") -> Outcome:
+        """`source`: the sender's address (host), for the limit on new workers per source;
+        a driver that does not know it passes nothing, and only the cap applies."""
         if isinstance(message, WorkerReport):
             self.counters.reports += 1
-            if self.view.apply_report(message, now):
-                joined = Notice("worker_joined", {"worker": message.node_id, "port": message.port})
-                return Outcome(notices=(joined,))
-            return NOTHING
+            joined = self.view.apply_report(message, now, source)
+            if joined is False:
+                return NOTHING
+            if joined:
+                notice = Notice("worker_joined", {"worker": message.node_id, "port": message.port})
+                return Outcome(notices=(notice,))
+            refused = self.view.admission.notice("worker", now)  # at most one per interval
+            if refused is None:
+                return NOTHING
+            return Outcome(notices=(Notice(REFUSED_EVENT, refused),))
         if isinstance(message, ScheduleRequest):
             notices = self.expire(now)  # or `place` drops them unannounced
             return Outcome((self.place(message, now),), notices)
@@ -216,4 +231,6 @@ class Coordinator:
                 )
                 for entry in page
             ),
+            max_workers=self.view.admission.capacity,
+            refused_workers=self.view.admission.refused,
         )

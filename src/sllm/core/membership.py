@@ -72,6 +72,13 @@ alive member, which merges it and answers with its own sample. It repairs what p
 missed. Each sync is one datagram each way whatever N, so per-node bandwidth stays bounded:
 the price is that repairing a specific entry takes O(N / sample) exchanges at large N.
 
+**Bounded state** (without a cluster secret anyone may gossip). A member is created only by
+an ``alive`` update about a stranger, and only if `sllm.core.admission` admits it: the
+member list holds at most ``MAX_MEMBERS`` entries (tombstones included) and each source
+address may introduce new members only so fast. A ``gossip_ping_req`` is relayed only to a
+member known here as alive or suspect, at the address known here: a relay never sends to
+an address a request names, so a node cannot be used as a reflector.
+
 **Join, rejoin, partitions, leave.** A node joins by syncing with its seed addresses, and
 keeps doing so every ``rejoin_interval`` while it knows no other live member. Dead members
 are remembered for ``dead_retention`` (so stale gossip cannot resurrect them: an alive
@@ -130,6 +137,7 @@ from dataclasses import dataclass
 from enum import IntEnum
 from typing import Generic, TypeVar
 
+from sllm.core.admission import MAX_MEMBERS_DEFAULT, REFUSED_EVENT, Admission
 from sllm.core.coordinator import Notice
 from sllm.wire.codec import MAX_DATAGRAM_BYTES, SIGNED_OVERHEAD_BYTES, json_size, wire_body
 from sllm.wire.messages import (
@@ -309,6 +317,7 @@ class GossipCounters:
     deaths: int = 0  # members this node saw declared dead
     messages_in: int = 0
     messages_out: int = 0
+    relays_declined: int = 0  # ping-reqs for a target not known here as alive or suspect
 
 
 # -- dissemination queue -----------------------------------------------------------------
@@ -470,8 +479,12 @@ class Membership:
         now: float,
         config: GossipConfig | None = None,
         seeds: Iterable[Address] = (),
+        admission: Admission | None = None,
     ) -> None:
         self.node_id = node_id
+        # Who may become a member: a cap on the member list and a rate of new members per
+        # source address (the sender of the gossip that names them).
+        self.admission = admission or Admission(capacity=MAX_MEMBERS_DEFAULT)
         self.address = address
         self.config = config or GossipConfig()
         self.rng = rng
@@ -580,7 +593,7 @@ class Membership:
         if isinstance(message, GossipPing | GossipAck | GossipPingReq | GossipSync | GossipPush):
             if message.source == self.node_id:
                 return []  # our own datagram came back (a seed list naming us)
-            self._merge(message.members, message.reports, now)
+            self._merge(message.members, message.reports, now, sender[0])
             self._heard(message.source, now)
         sends: list[Send] = []
         if isinstance(message, GossipPing):
@@ -662,15 +675,23 @@ class Membership:
     # -- merging updates ---------------------------------------------------------------
 
     def _merge(
-        self, members: Iterable[MemberUpdate], reports: Iterable[WorkerReport], now: float
+        self,
+        members: Iterable[MemberUpdate],
+        reports: Iterable[WorkerReport],
+        now: float,
+        source: str,
     ) -> None:
         for update in members:
-            self.apply(update, now)
+            self.apply(update, now, source)
         for report in reports:
             self._apply_report(report)
 
-    def apply(self, update: MemberUpdate, now: float) -> None:
-        """Take one membership update in, by SWIM's incarnation rules."""
+    def apply(self, update: MemberUpdate, now: float, source: str = "") -> None:
+        """Take one membership update in, by SWIM's incarnation rules.
+
+        `source` is the host the update came from: a stranger it names joins only if
+        `admission` lets it (the list is not full, the source is not over its rate).
+        """
         if update.node_id == self.node_id:
             self._about_self(update, now)
             return
@@ -678,7 +699,12 @@ class Membership:
         state = MemberState(update.state)
         if state is MemberState.ALIVE:
             if member is None:
-                self._add(update, now)
+                if self.admission.admit(size=len(self.members), source=source, now=now):
+                    self._add(update, now)
+                else:
+                    refused = self.admission.notice("member", now)  # one per interval
+                    if refused is not None:
+                        self._notices.append(Notice(REFUSED_EVENT, refused))
             elif update.incarnation > member.incarnation:
                 self._revive(member, update, now)
             return
@@ -944,6 +970,18 @@ class Membership:
     def _on_ping_req(
         self, request: GossipPingReq, sender: Address, now: float, sends: list[Send]
     ) -> None:
+        """Probe `request.target` for the sender, if it is a member this node knows alive or
+        suspect, at the address this node knows for it.
+
+        Never at an address the request names alone: anyone can send a ping-req, and
+        relaying to its address would make this node send datagrams wherever a stranger
+        likes. A requester whose view is newer than ours (a target known here as dead, or
+        not yet) gets no relay and no nack: it has other relays, and its own probe.
+        """
+        target = self.members.get(request.target)
+        if target is None or target.state not in LIVE_STATES or target.node_id == self.node_id:
+            self.counters.relays_declined += 1
+            return
         self._seq += 1
         timeout = self.config.probe_timeout_s * self._scale()
         self._relays[self._seq] = _Relay(
@@ -953,11 +991,7 @@ class Membership:
             now + timeout * self.config.nack_ratio,
             now + 2 * timeout,
         )
-        target = self.members.get(request.target)
-        address = (request.target_host, request.target_port)
-        if target is None:
-            target = Member(request.target, address, 0, MemberState.ALIVE, "", now, now)
-        sends.append(self._ping(self._seq, target, address))
+        sends.append(self._ping(self._seq, target))
 
     def _check_relays(self, now: float, sends: list[Send]) -> None:
         for seq, relay in list(self._relays.items()):
@@ -1103,11 +1137,11 @@ class Membership:
                 break
             sends.append(Send(peer.address, GossipPush(self.node_id, tuple(members), reports)))
 
-    def _ping(self, seq: int, target: Member, address: Address | None = None) -> Send:
+    def _ping(self, seq: int, target: Member) -> Send:
         fixed = json_size({"seq": seq, "source": self.node_id, "target": target.node_id})
         members, reports = self._piggyback(fixed, target.node_id)
         ping = GossipPing(seq, self.node_id, target.node_id, tuple(members), reports)
-        return Send(address or target.address, ping)
+        return Send(target.address, ping)
 
     def _ack(self, seq: int, to: Address, destination: str) -> Send:
         members, reports = self._piggyback(

@@ -49,6 +49,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from itertools import islice
 
+from sllm.core.admission import Admission
 from sllm.core.coordinator import Coordinator, Notice
 from sllm.core.cost import CostModel, ModelInfo
 from sllm.core.membership import (
@@ -181,9 +182,11 @@ class Node:
         http_port: int = 0,
         wall_offset: float = 0.0,
         worker: WorkerState | None = None,
+        admission: Admission | None = None,
     ) -> None:
         """`worker` is the runtime's own worker state, when it already made one; else the
-        node makes one from `resources` and `preloaded`."""
+        node makes one from `resources` and `preloaded`. `admission` bounds the member
+        list (MAX_MEMBERS, NEW_IDENTITY_RATE)."""
         self.node_id = node_id
         self.address = address
         self.config = config or NodeConfig()
@@ -201,6 +204,7 @@ class Node:
             now,
             self.config.gossip,
             seeds,
+            admission,
         )
         self.scheduler = Coordinator(
             self.config.policy,
@@ -209,6 +213,8 @@ class Node:
             self.config.report_stale_s,
             random.Random(rng.getrandbits(64)),
             now,
+            # Reports come from members only, so the member list bounds the view already.
+            admission=Admission(capacity=self.membership.admission.capacity),
         )
         self.traffic = Traffic()
         self.probing = ProbingCounters()
@@ -432,6 +438,8 @@ class Node:
             rejected_datagrams=self.traffic.rejected_datagrams,
             offset=request.offset,
             members=tuple(summaries),
+            max_members=membership.admission.capacity,
+            refused_members=membership.admission.refused,
         )
 
 

@@ -10,6 +10,10 @@ without scanning the cluster:
 **Liveness.** A worker is live while its last report is younger than ``worker_timeout``.
 Entries are kept in last-report order, so expiry pops from the front: O(expired), not O(N).
 
+**Bounded.** A report is all it takes to become a worker, so a new worker passes
+`sllm.core.admission` first: a cap on the view's size and a rate of new workers per source
+address. The check runs only on the branch that adds a worker, never for a known one.
+
 **Decisions count their own effect.** Each placement adds one to the chosen worker's
 ``pending`` count and, for a cold start, marks the model as arriving on its GPU, so a burst
 between two reports spreads out instead of landing on one "least loaded" worker. The next
@@ -40,6 +44,7 @@ from dataclasses import dataclass, field
 from itertools import islice
 from typing import Generic, TypeVar
 
+from sllm.core.admission import MAX_WORKERS_DEFAULT, Admission
 from sllm.core.tiers import GPU, REMOTE, Tier
 from sllm.wire.messages import WorkerReport
 
@@ -164,8 +169,10 @@ def indexed_models(report: WorkerReport) -> list[tuple[str, int]]:
 class ClusterView:
     """Live workers, their last reports and the indices placement needs."""
 
-    def __init__(self, worker_timeout: float) -> None:
+    def __init__(self, worker_timeout: float, admission: Admission | None = None) -> None:
         self.worker_timeout = worker_timeout
+        # Who may join: a cap on workers and a rate of new ones per source address.
+        self.admission = admission or Admission(capacity=MAX_WORKERS_DEFAULT)
         self._entries: OrderedDict[str, WorkerEntry] = OrderedDict()  # oldest report first
         self.by_load: LoadIndex[WorkerEntry] = LoadIndex()  # accepting workers
         # By tier value (GPU = 0, HOST = 1): model -> accepting workers holding it there.
@@ -203,12 +210,15 @@ class ClusterView:
 
     # -- reports and liveness -------------------------------------------------------
 
-    def apply_report(self, report: WorkerReport, now: float) -> bool:
-        """Take a report in; return True when it introduces a worker the view did not know.
+    def apply_report(self, report: WorkerReport, now: float, source: str = "") -> bool | None:
+        """Take a report in; return True when it introduces a worker the view did not know,
+        None when such a worker is refused (`admission`: the view is full, or `source`, the
+        address the report came from, announced too many new workers lately), else False.
 
         A report older than the one held (lower sequence and not newer in time) is a
         reordered duplicate and is ignored. A restarted worker starts its sequence again
-        but its timestamp moves on, so it is accepted.
+        but its timestamp moves on, so it is accepted. Only a new worker meets the
+        admission check: a known one is never refused.
         """
         entry = self._entries.get(report.node_id)
         if entry is not None:
@@ -253,6 +263,8 @@ class ClusterView:
                 else:
                     self._unindex(entry)
             return False
+        if not self.admission.admit(size=len(self._entries), source=source, now=now):
+            return None
         entry = WorkerEntry(report=report, last_seen=now, indexed=indexed_models(report))
         self._entries[report.node_id] = entry
         self._live_pos[report.node_id] = len(self._live_ids)

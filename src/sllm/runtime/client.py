@@ -3,6 +3,12 @@
 `get_cluster_state` is what `sllm status` prints and what the simulation samples. A page
 holds a handful of workers so that every reply fits one datagram; the client walks the
 pages until it has every worker the coordinator counted.
+
+A listing is never a silent subset. Pages are cut by offset from a list that may change
+between two pages (workers join and expire), a page may go unanswered, and the walk stops
+after `MAX_PAGES`. So the result says whether it is ``complete``: every page counted the
+same number of workers, and the listing holds exactly that many distinct ones. When it is
+not, ``incomplete`` says why, and `sllm status` prints that and exits non-zero.
 """
 
 from __future__ import annotations
@@ -27,20 +33,51 @@ MAX_PAGES = 10_000
 
 
 async def get_cluster_state(
-    endpoint: Endpoint, coordinator: Address, timeout: float = 2.0
+    endpoint: Endpoint, coordinator: Address, timeout: float = 2.0, pages: int = MAX_PAGES
 ) -> dict[str, Any]:
-    """The whole cluster state as a JSON-ready dict (the `status --json` format)."""
+    """The whole cluster state as a JSON-ready dict (the `status --json` format).
+
+    Raises TimeoutError when the first page goes unanswered; a later page that does is
+    reported in ``incomplete`` with what was listed so far.
+    """
     first: ClusterStateResponse | None = None
     workers: list[WorkerSummary] = []
-    for _ in range(MAX_PAGES):
+    totals: list[int] = []
+    stopped: str | None = None
+    for _ in range(pages):
         request = ClusterStateRequest(secrets.token_hex(8), len(workers), STATE_PAGE_MAX_WORKERS)
-        page = await endpoint.request(request, coordinator, ClusterStateResponse, timeout)
+        try:
+            page = await endpoint.request(request, coordinator, ClusterStateResponse, timeout)
+        except TimeoutError:
+            if first is None:
+                raise
+            stopped = f"no answer for the page at offset {len(workers)} within {timeout:g}s"
+            break
         first = first or page
+        totals.append(page.active_workers)
         workers.extend(page.workers)
         if not page.workers or len(workers) >= page.active_workers:
             break
+    else:
+        stopped = f"stopped after {pages} pages"
     assert first is not None
-    return state_as_dict(first, workers)
+    state = state_as_dict(first, workers)
+    ids = [worker.worker_id for worker in workers]
+    state.update(listing(ids, totals, stopped, "workers"))
+    return state
+
+
+def listing(ids: list[str], totals: list[int], stopped: str | None, what: str) -> dict[str, Any]:
+    """Whether a paged listing of `ids` is complete, given the totals each page counted."""
+    distinct = len(set(ids))
+    incomplete = stopped
+    if incomplete is None and (len(set(totals)) > 1 or distinct != len(ids)):
+        incomplete = f"the {what} changed while paging (counted {totals[0]}, then {totals[-1]})"
+    if incomplete is None and distinct != totals[-1]:
+        incomplete = f"the pages held {distinct} {what} of {totals[-1]} counted"
+    if incomplete is not None:
+        incomplete = f"listed {distinct} of {totals[-1]} {what}: {incomplete}"
+    return {"complete": incomplete is None, "listed": distinct, "incomplete": incomplete}
 
 
 def state_as_dict(summary: ClusterStateResponse, workers: list[WorkerSummary]) -> dict[str, Any]:
@@ -53,6 +90,8 @@ def state_as_dict(summary: ClusterStateResponse, workers: list[WorkerSummary]) -
         "cache_hits": summary.cache_hits,
         "cold_starts": summary.cold_starts,
         "rejected": summary.rejected,
+        "max_workers": summary.max_workers,
+        "refused_workers": summary.refused_workers,
         "cache_hit_rate": summary.cache_hits / placed if placed else 0.0,
         "queue_depth": {
             "mean": summary.queue_depth_mean,
@@ -88,6 +127,13 @@ def render_table(state: dict[str, Any]) -> str:
         f"queue depth mean {state['queue_depth']['mean']:.2f} max {state['queue_depth']['max']}  "
         f"gpu utilization mean {state['gpu_utilization']['mean']:.1%}",
     ]
+    if state.get("refused_workers"):
+        lines.append(
+            f"refused {state['refused_workers']} new workers (at most {state['max_workers']} "
+            "are held, and new ones per source address are rate-limited)"
+        )
+    if state.get("incomplete"):
+        lines.append(f"INCOMPLETE: {state['incomplete']}")
     header = f"{'WORKER':<20} {'ADDRESS':<22} {'QUEUE':>5} {'RUN':>4} {'GPU':>5} {'AGE':>6}  MODELS"
     lines.append(header)
     for worker in state["workers"]:
@@ -113,8 +159,8 @@ async def get_node_state(endpoint: Endpoint, node: Address, timeout: float = 2.0
     bytes sent and received per second, and rejected datagrams.
     """
     state = await get_cluster_state(endpoint, node, timeout)
-    summary, members = await get_members(endpoint, node, timeout)
-    state["gossip"] = gossip_as_dict(summary, members)
+    summary, members, complete = await walk_members(endpoint, node, timeout)
+    state["gossip"] = gossip_as_dict(summary, members) | complete
     return state
 
 
@@ -122,18 +168,38 @@ async def get_members(
     endpoint: Endpoint, node: Address, timeout: float = 2.0, pages: int = MAX_PAGES
 ) -> tuple[MemberStateResponse, list[MemberSummary]]:
     """A node's gossip counters and its members sorted by id (at most `pages` pages)."""
+    summary, members, _ = await walk_members(endpoint, node, timeout, pages)
+    return summary, members
+
+
+async def walk_members(
+    endpoint: Endpoint, node: Address, timeout: float = 2.0, pages: int = MAX_PAGES
+) -> tuple[MemberStateResponse, list[MemberSummary], dict[str, Any]]:
+    """`get_members`, plus whether the list is complete (`listing`)."""
     first: MemberStateResponse | None = None
     members: list[MemberSummary] = []
+    totals: list[int] = []
+    stopped: str | None = None
     for _ in range(pages):
         request = MemberStateRequest(secrets.token_hex(8), len(members), MEMBER_PAGE_MAX)
-        page = await endpoint.request(request, node, MemberStateResponse, timeout)
+        try:
+            page = await endpoint.request(request, node, MemberStateResponse, timeout)
+        except TimeoutError:
+            if first is None:
+                raise
+            stopped = f"no answer for the page at offset {len(members)} within {timeout:g}s"
+            break
         first = first or page
         members.extend(page.members)
         total = page.alive + page.suspect + page.dead + page.left
+        totals.append(total)
         if not page.members or len(members) >= total:
             break
+    else:
+        stopped = f"stopped after {pages} pages"
     assert first is not None
-    return first, members
+    ids = [member.node_id for member in members]
+    return first, members, listing(ids, totals, stopped, "members")
 
 
 def gossip_as_dict(summary: MemberStateResponse, members: list[MemberSummary]) -> dict[str, Any]:
@@ -152,6 +218,8 @@ def gossip_as_dict(summary: MemberStateResponse, members: list[MemberSummary]) -
         "bytes_sent_per_s": round(summary.bytes_sent_per_s, 1),
         "bytes_received_per_s": round(summary.bytes_received_per_s, 1),
         "rejected_datagrams": summary.rejected_datagrams,
+        "max_members": summary.max_members,
+        "refused_members": summary.refused_members,
         "member_list": [
             {
                 "id": m.node_id,
@@ -187,4 +255,11 @@ def render_gossip(gossip: dict[str, Any]) -> str:
             f"{member['id']:<20} {member['address']:<22} {member['state']:<8} "
             f"{member['incarnation']:>4} {member['info_age_s']:>8.1f}s {shown:>11}"
         )
+    if gossip.get("refused_members"):
+        lines.append(
+            f"refused {gossip['refused_members']} new members (at most "
+            f"{gossip['max_members']} are held, and new ones per source address are rate-limited)"
+        )
+    if gossip.get("incomplete"):
+        lines.append(f"INCOMPLETE: {gossip['incomplete']}")
     return "\n".join(lines)

@@ -17,6 +17,7 @@ import random
 import time
 from collections.abc import Mapping, Sequence
 
+from sllm.core.admission import Admission
 from sllm.core.coordinator import Coordinator, Notice
 from sllm.core.cost import CostModel, ModelInfo
 from sllm.logs import log_event
@@ -55,6 +56,7 @@ class CoordinatorServer:
         http_port: int | None = None,
         api_keys: frozenset[str] = frozenset(),
         http_limits: HttpLimits = DEFAULT_HTTP_LIMITS,
+        admission: Admission | None = None,
     ) -> None:
         self.host = host
         self.port = port
@@ -64,7 +66,13 @@ class CoordinatorServer:
         self.http_limits = http_limits
         self.codec = codec
         self.core = Coordinator(
-            policy, catalog, cost, worker_timeout, random.Random(seed), time.monotonic()
+            policy,
+            catalog,
+            cost,
+            worker_timeout,
+            random.Random(seed),
+            time.monotonic(),
+            admission=admission,
         )
         self.endpoint: Endpoint | None = None
         self._expiry: asyncio.Task[None] | None = None
@@ -90,6 +98,7 @@ class CoordinatorServer:
             port=port,
             policy=self.core.policy.name,
             worker_timeout_s=self.core.view.worker_timeout,
+            max_workers=self.core.view.admission.capacity,
             signed=self.codec.secret is not None,
         )
         self._expiry = asyncio.create_task(self._expire_silent_workers())
@@ -107,7 +116,7 @@ class CoordinatorServer:
         if isinstance(message, WorkerReport) and not message.host:
             # The worker let us fill in its address: the one its datagram came from.
             message = dataclasses.replace(message, host=sender[0])
-        outcome = self.core.handle(message, time.monotonic())
+        outcome = self.core.handle(message, time.monotonic(), source=sender[0])
         assert self.endpoint is not None
         for reply in outcome.replies:
             self.endpoint.send(reply, sender)

@@ -40,6 +40,7 @@ from collections import deque
 from collections.abc import Mapping, Sequence
 
 from sllm.catalog import CatalogModel
+from sllm.core.admission import Admission
 from sllm.core.coordinator import Notice
 from sllm.core.cost import CostModel
 from sllm.core.membership import MEMBERSHIP_EVENTS, Send
@@ -114,6 +115,7 @@ class NodeServer(WorkerServer):
         http_port: int | None = None,
         api_keys: frozenset[str] = frozenset(),
         http_limits: HttpLimits = DEFAULT_HTTP_LIMITS,
+        admission: Admission | None = None,
     ) -> None:
         # A node reports to no coordinator: its reports travel by gossip.
         super().__init__(
@@ -132,6 +134,7 @@ class NodeServer(WorkerServer):
             http_limits=http_limits,
         )
         self.api_keys = api_keys
+        self.admission = admission  # None: the default caps (sllm.core.admission)
         self.config = config
         self.seed_names = list(seeds)
         self.seed = seed
@@ -158,6 +161,7 @@ class NodeServer(WorkerServer):
             seeds=resolved,
             wall_offset=time.time() - now,
             worker=self.state,
+            admission=self.admission,
         )
         signed = self.codec.secret is not None
         hosts = http_hosts(bound_host, signed=signed, reached_at=advertised[0])

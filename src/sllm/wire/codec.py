@@ -28,7 +28,8 @@ Validation order on decode, cheapest and most hostile first:
    (``missing_field`` / ``unknown_field``);
 5. each field against its annotation (``bad_type``; a bool is not an int, an int is a
    float) and against the bounds in its metadata (``out_of_range``; floats must be finite;
-   a string holding a lone surrogate is ``bad_encoding``).
+   worker and node ids must match ``ID_PATTERN``; a string holding a lone surrogate is
+   ``bad_encoding``).
 
 Encoding runs the very same validators, so a message we send is one we would accept. The
 validators are compiled once per class from the dataclass annotations and metadata, and a
@@ -80,6 +81,7 @@ import hmac
 import importlib
 import json
 import math
+import re
 import struct
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
@@ -225,6 +227,8 @@ def _str_check(owner: str, meta: Mapping[str, Any]) -> _Check:
     max_len: int | None = meta.get("max_len")
     if choices is None and max_len is None:
         raise TypeError(f"{owner}: a str wire field needs 'max_len' or 'choices' metadata")
+    pattern: str | None = meta.get("pattern")
+    matches = None if pattern is None else re.compile(pattern).fullmatch
 
     def check(value: object) -> object:
         if not isinstance(value, str):
@@ -234,6 +238,9 @@ def _str_check(owner: str, meta: Mapping[str, Any]) -> _Check:
         if max_len is not None and len(value) > max_len:
             raise _Invalid("out_of_range", f"{len(value)} characters > {max_len}")
         _check_text(value)
+        if matches is not None and matches(value) is None:
+            # Checked after the length, so the regular expression never sees a long string.
+            raise _Invalid("out_of_range", f"{_excerpt(value)} does not match {pattern}")
         return value
 
     return check

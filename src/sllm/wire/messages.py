@@ -11,6 +11,7 @@ to the field it limits:
 - ``min`` / ``max``: numeric bounds, inclusive;
 - ``max_len``: the longest string, or the most entries in a mapping or tuple;
 - ``key_max_len``: the longest key of a mapping (a mapping's ``min``/``max`` bound its values);
+- ``pattern``: a regular expression a string must match whole (worker and node ids);
 - ``choices``: the strings a field may hold.
 
 Tiers are small integers (see `sllm.core.tiers.Tier`): 0 GPU, 1 host memory,
@@ -27,6 +28,12 @@ from sllm.records import record
 # Why these numbers: an id is a hostname, a UUID or a pod name, and 128 covers all
 # three; a model name is a Hugging Face style "org/name-size-variant".
 ID_MAX_LEN = 128
+# The characters of a worker or node id. Hostnames and pod names (RFC 1123), UUIDs and
+# ``worker-<host>-<pid>`` use only these; anything else (spaces, quotes, control or
+# non-ASCII characters) is refused at decode, so an id is safe in a log line, a metric
+# label and a status column, and one identity has one spelling.
+ID_CHARACTERS = "A-Za-z0-9._:-"
+ID_PATTERN = f"[{ID_CHARACTERS}]+"
 MODEL_NAME_MAX_LEN = 96
 REASON_MAX_LEN = 160
 # A report names at most this many models. A worker with more summarizes: it keeps
@@ -61,6 +68,11 @@ def _text(max_len: int) -> dict[str, Any]:
     return {"max_len": max_len}
 
 
+def _identity(*, optional: bool = False) -> dict[str, Any]:
+    """A worker or node id: `ID_PATTERN`, at most `ID_MAX_LEN`; `optional` allows ""."""
+    return {"max_len": ID_MAX_LEN, "pattern": f"(?:{ID_PATTERN})?" if optional else ID_PATTERN}
+
+
 PORT = _bounded(0, 65535)
 COUNT = _bounded(0, COUNT_MAX)
 FRACTION = _bounded(0.0, 1.0)
@@ -87,7 +99,7 @@ class WorkerReport(Message):
     """A worker's soft state, sent every REPORT_INTERVAL; the coordinator's whole view."""
 
     TYPE: ClassVar[str] = "worker_report"
-    node_id: str = field(metadata=_text(ID_MAX_LEN))
+    node_id: str = field(metadata=_identity())
     host: str = field(metadata=_text(ID_MAX_LEN))
     port: int = field(metadata=PORT)
     http_port: int = field(metadata=PORT)
@@ -124,7 +136,7 @@ class ScheduleResponse(Message):
 
     TYPE: ClassVar[str] = "schedule_response"
     request_id: str = field(metadata=_text(ID_MAX_LEN))
-    worker_id: str = field(metadata=_text(ID_MAX_LEN))
+    worker_id: str = field(metadata=_identity(optional=True))
     host: str = field(metadata=_text(ID_MAX_LEN))
     port: int = field(metadata=PORT)
     http_port: int = field(metadata=PORT)
@@ -147,7 +159,7 @@ class ClusterStateRequest(Message):
 class WorkerSummary:
     """One worker as `status` shows it (nested inside ClusterStateResponse)."""
 
-    worker_id: str = field(metadata=_text(ID_MAX_LEN))
+    worker_id: str = field(metadata=_identity())
     host: str = field(metadata=_text(ID_MAX_LEN))
     port: int = field(metadata=PORT)
     models: dict[str, int] = field(metadata=MODEL_TIERS)
@@ -175,6 +187,10 @@ class ClusterStateResponse(Message):
     uptime_s: float = field(metadata=_bounded(0.0, 1e12))
     offset: int = field(metadata=COUNT)
     workers: tuple[WorkerSummary, ...] = field(metadata={"max_len": STATE_PAGE_MAX_WORKERS})
+    # The cap on workers and the new workers refused since start (the cap was reached, or
+    # a source announced too many): so `status` shows when the view is not the cluster.
+    max_workers: int = field(default=0, metadata=COUNT)
+    refused_workers: int = field(default=0, metadata=COUNT)
 
 
 @record
@@ -197,7 +213,7 @@ class InferenceResult(Message):
 
     TYPE: ClassVar[str] = "inference_result"
     request_id: str = field(metadata=_text(ID_MAX_LEN))
-    worker_id: str = field(metadata=_text(ID_MAX_LEN))
+    worker_id: str = field(metadata=_identity(optional=True))
     ok: bool
     reason: str = field(metadata=_text(REASON_MAX_LEN))
     cold_start: bool
@@ -232,12 +248,12 @@ class MemberUpdate:
     independent suspicions by it); it is empty for alive and left.
     """
 
-    node_id: str = field(metadata=_text(ID_MAX_LEN))
+    node_id: str = field(metadata=_identity())
     host: str = field(metadata=_text(ID_MAX_LEN))
     port: int = field(metadata=PORT)
     incarnation: int = field(metadata=COUNT)
     state: int = field(metadata=MEMBER_STATE)
-    origin: str = field(metadata=_text(ID_MAX_LEN))
+    origin: str = field(metadata=_identity(optional=True))
 
 
 _MEMBERS = {"max_len": PIGGYBACK_MAX_MEMBERS}
@@ -250,8 +266,8 @@ class GossipPing(Message):
 
     TYPE: ClassVar[str] = "gossip_ping"
     seq: int = field(metadata=SEQ)
-    source: str = field(metadata=_text(ID_MAX_LEN))
-    target: str = field(metadata=_text(ID_MAX_LEN))
+    source: str = field(metadata=_identity())
+    target: str = field(metadata=_identity())
     members: tuple[MemberUpdate, ...] = field(metadata=_MEMBERS)
     reports: tuple[WorkerReport, ...] = field(metadata=_REPORTS)
 
@@ -262,7 +278,7 @@ class GossipAck(Message):
 
     TYPE: ClassVar[str] = "gossip_ack"
     seq: int = field(metadata=SEQ)
-    source: str = field(metadata=_text(ID_MAX_LEN))
+    source: str = field(metadata=_identity())
     members: tuple[MemberUpdate, ...] = field(metadata=_MEMBERS)
     reports: tuple[WorkerReport, ...] = field(metadata=_REPORTS)
 
@@ -273,8 +289,8 @@ class GossipPingReq(Message):
 
     TYPE: ClassVar[str] = "gossip_ping_req"
     seq: int = field(metadata=SEQ)
-    source: str = field(metadata=_text(ID_MAX_LEN))
-    target: str = field(metadata=_text(ID_MAX_LEN))
+    source: str = field(metadata=_identity())
+    target: str = field(metadata=_identity())
     target_host: str = field(metadata=_text(ID_MAX_LEN))
     target_port: int = field(metadata=PORT)
     members: tuple[MemberUpdate, ...] = field(metadata=_MEMBERS)
@@ -287,7 +303,7 @@ class GossipNack(Message):
 
     TYPE: ClassVar[str] = "gossip_nack"
     seq: int = field(metadata=SEQ)
-    source: str = field(metadata=_text(ID_MAX_LEN))
+    source: str = field(metadata=_identity())
 
 
 @record
@@ -298,7 +314,7 @@ class GossipSync(Message):
     """
 
     TYPE: ClassVar[str] = "gossip_sync"
-    source: str = field(metadata=_text(ID_MAX_LEN))
+    source: str = field(metadata=_identity())
     reply: bool
     members: tuple[MemberUpdate, ...] = field(metadata=_MEMBERS)
     reports: tuple[WorkerReport, ...] = field(metadata=_REPORTS)
@@ -309,7 +325,7 @@ class GossipPush(Message):
     """memberlist's gossip round: queued updates pushed to a few random members, no reply."""
 
     TYPE: ClassVar[str] = "gossip_push"
-    source: str = field(metadata=_text(ID_MAX_LEN))
+    source: str = field(metadata=_identity())
     members: tuple[MemberUpdate, ...] = field(metadata=_MEMBERS)
     reports: tuple[WorkerReport, ...] = field(metadata=_REPORTS)
 
@@ -350,7 +366,7 @@ class MemberSummary:
     `reported`.
     """
 
-    node_id: str = field(metadata=_text(ID_MAX_LEN))
+    node_id: str = field(metadata=_identity())
     host: str = field(metadata=_text(ID_MAX_LEN))
     port: int = field(metadata=PORT)
     state: int = field(metadata=MEMBER_STATE)
@@ -366,7 +382,7 @@ class MemberStateResponse(Message):
 
     TYPE: ClassVar[str] = "member_state_response"
     request_id: str = field(metadata=_text(ID_MAX_LEN))
-    node_id: str = field(metadata=_text(ID_MAX_LEN))
+    node_id: str = field(metadata=_identity())
     incarnation: int = field(metadata=COUNT)
     alive: int = field(metadata=COUNT)
     suspect: int = field(metadata=COUNT)
@@ -380,6 +396,9 @@ class MemberStateResponse(Message):
     rejected_datagrams: int = field(metadata=COUNT)
     offset: int = field(metadata=COUNT)
     members: tuple[MemberSummary, ...] = field(metadata={"max_len": MEMBER_PAGE_MAX})
+    # The cap on members and the new members refused since start, as for workers above.
+    max_members: int = field(default=0, metadata=COUNT)
+    refused_members: int = field(default=0, metadata=COUNT)
 
 
 MESSAGE_TYPES: dict[str, type[Message]] = {
