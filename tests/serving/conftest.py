@@ -110,6 +110,9 @@ class ServingCluster:
     workers: dict[str, ServiceProcess] = field(default_factory=dict)
     background: BackgroundCluster | None = None  # set when it runs on a loop of its own
     _udp: Endpoint | None = None
+    # Each service's HTTP port, read from its log once: only the last lines are kept, and
+    # a test that sends many requests pushes the ``http_listening`` line out.
+    _http_ports: dict[str, int] = field(default_factory=dict)
 
     def run(self, work: Coroutine[Any, Any, T], timeout: float = 30.0) -> T:
         """Run `work` (such as `state()`) on the background cluster's loop, from a test."""
@@ -120,10 +123,16 @@ class ServingCluster:
     def marker(self) -> str:
         return self.env[MARKER_VARIABLE]
 
+    def _http_port_of(self, service: ServiceProcess) -> int:
+        if service.name not in self._http_ports:
+            listening = events_of(service, "http_listening")
+            self._http_ports[service.name] = int(listening[0]["port"])
+        return self._http_ports[service.name]
+
     @property
     def http_port(self) -> int:
         assert self.coordinator is not None
-        return int(events_of(self.coordinator, "http_listening")[0]["port"])
+        return self._http_port_of(self.coordinator)
 
     @property
     def base_url(self) -> str:
@@ -134,8 +143,7 @@ class ServingCluster:
         return self.base_url + "/v1"
 
     def worker_url(self, name: str) -> str:
-        port = int(events_of(self.workers[name], "http_listening")[0]["port"])
-        return f"http://127.0.0.1:{port}"
+        return f"http://127.0.0.1:{self._http_port_of(self.workers[name])}"
 
     def coordinator_events(self, name: str, request_id: str | None = None) -> list[dict[str, Any]]:
         assert self.coordinator is not None
@@ -171,6 +179,14 @@ class ServingCluster:
         )
         await asyncio.gather(*(self.start_worker(name, env) for name, env in workers.items()))
         await self.wait_joined(set(workers))
+        services = [self.coordinator, *self.workers.values()]
+        await wait_for(
+            lambda: all(events_of(service, "http_listening") for service in services),
+            JOIN_TIMEOUT_S,
+            "every service listening on HTTP",
+        )
+        for service in services:
+            self._http_port_of(service)  # read now, while the line is kept
 
     async def start_worker(self, name: str, env: Mapping[str, str] | None = None) -> None:
         assert self.coordinator is not None

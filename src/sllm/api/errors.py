@@ -2,7 +2,8 @@
 
 `ApiError` is raised anywhere in a request's handling; the app turns it into the JSON
 body and status (and ``Retry-After`` for 429). Validation failures from pydantic become
-400s that name the first bad field.
+400s that name the first bad field and say what it must be, with the value given
+(`invalid_request`).
 
 This module imports only the standard library at load time (the worker's runtime raises
 `ApiError` and must import on a bare python3); FastAPI is imported where it is used.
@@ -23,6 +24,7 @@ TYPES = {
     401: "authentication_error",
     404: "not_found_error",
     405: "invalid_request_error",
+    408: "invalid_request_error",
     413: "invalid_request_error",
     429: "rate_limit_error",
     502: "api_error",
@@ -84,11 +86,113 @@ def install_error_handlers(app: FastAPI) -> None:
 
 
 def invalid_request(problems: Sequence[Any]) -> ApiError:
-    """The 400 for a body pydantic refused, naming its first problem (as FastAPI lists them
-    for a route's body, or as a model's own validation does)."""
-    first = problems[0] if problems else {}
-    location = [str(part) for part in first.get("loc", ()) if part != "body"]
-    message = first.get("msg", "invalid request")
+    """The 400 for a body pydantic refused (as FastAPI lists a route's body problems, or as
+    a model's own validation does), naming the field and the value in plain words:
+    ``max_tokens must be an integer, got 4.0``.
+
+    Pydantic lists a problem for each member of a union (``stop`` is a string or a list),
+    with the member in the location. The field's problems are read together: the deepest
+    wins (the member the value got furthest into), a broken limit beats a wrong type (the
+    value had the member's type), and wrong types left are joined with "or".
+    """
+    if not problems:
+        return ApiError(400, "invalid request", code="invalid_request")
+    first = problems[0]
     if first.get("type") == "json_invalid":
-        message = "the request body is not valid JSON"
-    return ApiError(400, message, code="invalid_request", param=".".join(location) or None)
+        return ApiError(400, "the request body is not valid JSON", code="invalid_request")
+    field = _path(first)[:1]
+    same_field = [problem for problem in problems if _path(problem)[:1] == field]
+    depth = max(len(_path(problem)) for problem in same_field)
+    deepest = [problem for problem in same_field if len(_path(problem)) == depth]
+    limits = [problem for problem in deepest if problem.get("type") not in _WRONG_TYPES]
+    chosen = limits or deepest
+    param = ".".join(_path(chosen[0])) or None
+    phrases = list(dict.fromkeys(_phrase(problem) for problem in chosen))  # once each
+    if len(phrases) > 1 and all(phrase.startswith(_MUST_BE) for phrase in phrases):
+        phrases = [_MUST_BE + " or ".join(phrase.removeprefix(_MUST_BE) for phrase in phrases)]
+    message = f"{param or 'the request body'} {' or '.join(phrases)}"
+    if chosen[0].get("type") != "missing":
+        message += f", got {_shown(chosen[0].get('input'))}"
+    return ApiError(400, message, code="invalid_request", param=param)
+
+
+# What pydantic names a union's member in a location ("stop" -> "list[str]" -> 1): not a
+# field of the request, so left out of the field's name.
+_UNION_MEMBERS = frozenset({"str", "int", "float", "bool", "none", "list", "dict"})
+# Problems that mean the value is not of the type at all (rather than out of its limits).
+_WRONG_TYPES = frozenset(
+    {
+        "string_type",
+        "int_type",
+        "int_from_float",
+        "int_parsing",
+        "float_type",
+        "float_parsing",
+        "bool_type",
+        "bool_parsing",
+        "list_type",
+        "dict_type",
+        "model_type",
+        "model_attributes_type",
+        "none_required",
+    }
+)
+# Each pydantic problem type in a user's words, after the field's name; ``{...}`` are
+# filled from the problem's context. Any other type keeps pydantic's own message.
+_PHRASES = {
+    "missing": "is required",
+    "string_type": "must be a string",
+    "int_type": "must be an integer",
+    "int_from_float": "must be an integer",
+    "int_parsing": "must be an integer",
+    "float_type": "must be a number",
+    "float_parsing": "must be a number",
+    "finite_number": "must be a finite number",
+    "bool_type": "must be a boolean (true or false)",
+    "bool_parsing": "must be a boolean (true or false)",
+    "list_type": "must be an array",
+    "dict_type": "must be a JSON object",
+    "model_type": "must be a JSON object",
+    "model_attributes_type": "must be a JSON object",
+    "none_required": "must be null",
+    "greater_than": "must be greater than {gt}",
+    "greater_than_equal": "must be at least {ge}",
+    "less_than": "must be less than {lt}",
+    "less_than_equal": "must be at most {le}",
+    "too_short": "must have at least {min_length} item(s)",
+    "too_long": "must have at most {max_length} item(s)",
+    "string_too_short": "must be at least {min_length} character(s) long",
+    "string_too_long": "must be at most {max_length} characters long",
+    "literal_error": "must be one of {expected}",
+    "value_error": "{error}",
+}
+_MUST_BE = "must be "
+# A value is quoted in a message up to this many characters: enough to recognise it.
+_SHOWN_CHARS = 60
+
+
+def _path(problem: Any) -> list[str]:
+    """The problem's field as names and list indices, without "body" or union members."""
+    parts = [str(part) for part in problem.get("loc", ()) if part != "body"]
+    return [part for part in parts if part not in _UNION_MEMBERS and "[" not in part]
+
+
+def _phrase(problem: Any) -> str:
+    template = _PHRASES.get(problem.get("type", ""))
+    context = problem.get("ctx") or {}
+    if template is not None:
+        try:
+            return template.format(**{key: str(value) for key, value in context.items()})
+        except (KeyError, IndexError):
+            pass
+    message = str(problem.get("msg", "is not valid"))
+    return message.replace("Input should be", "must be", 1)
+
+
+def _shown(value: Any) -> str:
+    """`value` as JSON (``NaN`` as the client wrote it), cut to `_SHOWN_CHARS`."""
+    try:
+        text = json.dumps(value, ensure_ascii=False)
+    except (TypeError, ValueError):
+        text = repr(value)
+    return text if len(text) <= _SHOWN_CHARS else text[: _SHOWN_CHARS - 3] + "..."

@@ -7,7 +7,9 @@ a cluster secret, the client signs every request for the workers (`sllm.api.cred
 On a node, its own worker routes move under `WORKER_PREFIX`, and the gateway proxies there
 on every node.
 The OpenAPI document of the API is served at ``/openapi.json`` and shipped as
-``docs/openapi.json`` (`sllm openapi` writes it; a test keeps them equal).
+``docs/openapi.json`` (`sllm openapi` writes it; a test keeps them equal). It lists, for
+each route, exactly the statuses the server can answer, each with OpenAI's error body
+(`tests/serving/test_serving_openapi.py` sends requests built from it to check that).
 """
 
 from __future__ import annotations
@@ -69,7 +71,36 @@ def install_front_door(
 
 
 def openapi_document(router: APIRouter) -> dict[str, Any]:
-    return get_openapi(title=API_TITLE, version="1", routes=router.routes)
+    """The document of `router`'s routes, stating only what the server does.
+
+    FastAPI lists a 422 on every route with a body, but the front door answers a bad body
+    with a 400 in OpenAI's shape (`sllm.api.errors`), so the 422 and its schemas go. The
+    `/v1` routes take a bearer key (required only when the server sets ``API_KEYS``).
+    """
+    document = get_openapi(title=API_TITLE, version="1", routes=router.routes)
+    for path, operations in document["paths"].items():
+        for operation in operations.values():
+            operation["responses"].pop(_UNSENT_STATUS, None)
+            if path.startswith("/v1/"):
+                operation["security"] = [{_KEY_SCHEME: []}]
+    components = document.setdefault("components", {})
+    schemas = components.get("schemas", {})
+    for name in _UNSENT_SCHEMAS:
+        schemas.pop(name, None)
+    components["securitySchemes"] = {
+        _KEY_SCHEME: {
+            "type": "http",
+            "scheme": "bearer",
+            "description": "One of the server's API_KEYS; any key, or none, when it sets none.",
+        }
+    }
+    return document
+
+
+# FastAPI's validation error, never sent: the error handlers answer 400 instead.
+_UNSENT_STATUS = "422"
+_UNSENT_SCHEMAS = ("HTTPValidationError", "ValidationError")
+_KEY_SCHEME = "apiKey"
 
 
 def shipped_openapi() -> dict[str, Any]:

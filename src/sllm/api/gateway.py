@@ -21,15 +21,17 @@ Failure handling (DESIGN.md, data plane):
   the upstream request is closed, which cancels it on the worker. The upstream response is
   closed however the client's response ends, even when it never started streaming.
 
-Status codes: 400 bad body, 401 bad key (when API_KEYS is set; compared in constant
-time), 404 unknown model, 405 not a POST, 413 body over `MAX_BODY_BYTES`, 429 with
-``Retry-After`` when every ready worker's queue is full, 503 when no worker is available
-(none known, or none ready: every one stopping or starting), 504 when the
-worker does not answer in time. Every response carries ``x-request-id``
+Status codes: 400 bad body, 401 bad key (when API_KEYS is set; compared in constant time),
+404 unknown model, 405 not a POST, 408 body late (sent by the listener,
+`sllm.runtime.http`), 413 body over `MAX_BODY_BYTES`, 429 with ``Retry-After`` when every
+ready worker's queue is full, 503 when no worker is available (none known, or none ready:
+every one stopping or starting), 502 when it failed before the answer was complete, 504
+when the worker does not answer in time. Every response carries ``x-request-id``
 (`sllm.api.request_id`), and the log lines of the request carry the same id, from
 ``request_routed`` to ``request_finished`` (exactly one per request). Each attempt goes to
 its worker under a fresh id of its own (``upstream_id`` on ``request_routed`` and
-``upstream_failed``), so that clients sending one id many times do not collide on a worker.
+``upstream_failed``), so that clients sending one id many times do not collide on a
+worker.
 With a cluster secret, every attempt is signed for the worker (`sllm.api.credential`).
 
 The completion routes are the hot path, so they are served from the ASGI channel by
@@ -46,6 +48,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Callable, Collection
 from dataclasses import dataclass
+from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
@@ -56,7 +59,13 @@ from sllm.api import sse
 from sllm.api.disconnect import ClientGone, unless_disconnected
 from sllm.api.errors import ApiError, invalid_request
 from sllm.api.request_id import header_of, new_request_id, request_id_in
-from sllm.api.schemas import ChatCompletionRequest, CompletionRequest, ModelCard, ModelList
+from sllm.api.schemas import (
+    ChatCompletionRequest,
+    CompletionRequest,
+    ErrorResponse,
+    ModelCard,
+    ModelList,
+)
 from sllm.api.worker_client import UpstreamResponse, WorkerClient
 from sllm.logs import log_event
 from sllm.wire import ScheduleRequest, ScheduleResponse
@@ -163,13 +172,21 @@ class Gateway:
         self.router.add_api_route("/v1/models", self.list_models, methods=["GET"])
 
     def documented(self) -> APIRouter:
-        """`router`'s routes and the lane's, each lane route with the body it validates."""
+        """`router`'s routes and the lane's, each lane route with the body it validates, and
+        each route with exactly the error statuses it can answer."""
         router = APIRouter()
-        router.include_router(self.router)
-        router.add_api_route(
-            "/v1/chat/completions", chat_completions, methods=["POST"], response_model=None
-        )
-        router.add_api_route("/v1/completions", completions, methods=["POST"], response_model=None)
+        router.include_router(self.router, responses=_documented_errors(MODELS_ERRORS))
+        for path, endpoint in (
+            ("/v1/chat/completions", chat_completions),
+            ("/v1/completions", completions),
+        ):
+            router.add_api_route(
+                path,
+                endpoint,
+                methods=["POST"],
+                response_model=None,
+                responses={200: _COMPLETION_ANSWER, **_documented_errors(COMPLETION_ERRORS)},
+            )
         return router
 
     async def list_models(self, request: Request) -> ModelList:
@@ -540,14 +557,57 @@ def _validated(
 # The lane's routes as the OpenAPI document describes them (`Gateway.documented`): FastAPI
 # takes a route's body schema from its endpoint's signature and its description from the
 # docstring. `CompletionLane` serves these paths, so the endpoints are never called.
-_ANSWERS = """
+
+# The error statuses each route can answer, and why: the document lists exactly these
+# (a test sends it requests built from the document and checks every status against it).
+# A completion route also answers 405 to any method but POST, which no operation holds.
+COMPLETION_ERRORS = {
+    400: "The body is not valid (the message names the field), or the model fits on no worker.",
+    401: "The API key is missing or wrong (when the server sets `API_KEYS`).",
+    404: "No such model.",
+    # Sent by the HTTP listener itself (`sllm.runtime.http`), before the body is parsed.
+    408: "The body did not arrive within `HTTP_BODY_TIMEOUT` seconds of the headers.",
+    413: f"The body is over {MAX_BODY_BYTES} bytes.",
+    429: "Every ready worker's queue is full: retry after `Retry-After` seconds.",
+    502: "The worker failed before the answer was complete (`stream: false`).",
+    503: "No worker is ready (none known, or every one stopping).",
+    504: "No worker answered in time.",
+}
+MODELS_ERRORS = {401: COMPLETION_ERRORS[401]}
+_COMPLETION_ANSWER = {
+    "description": "One JSON body with `usage`; with `stream: true`, server-sent events.",
+    "content": {"text/event-stream": {"schema": {"type": "string"}}},
+}
+
+_ANSWERS = (
+    """
 
 With `stream: true` the answer is server-sent events (`data:` chunks, then
 `data: [DONE]`), ending with an `{"error": ...}` event if the worker fails mid-stream;
-otherwise one JSON body with `usage`. Errors are OpenAI's error JSON: 400 bad body, 401
-bad key, 404 unknown model, 413 body too large, 429 every queue full (with `Retry-After`),
-502 the worker failed, 503 no worker, 504 no answer in time. Every answer carries
-`x-request-id`."""
+otherwise one JSON body with `usage`. Errors are OpenAI's error JSON (`ErrorResponse`):
+"""
+    + "".join(f"\n- {status}: {why}" for status, why in COMPLETION_ERRORS.items())
+    + """
+
+Every answer carries `x-request-id`."""
+)
+
+
+def _documented_errors(errors: dict[int, str]) -> dict[int | str, dict[str, Any]]:
+    """FastAPI's ``responses`` for these error statuses: OpenAI's error body, and
+    ``Retry-After`` on 429."""
+    documented: dict[int | str, dict[str, Any]] = {}
+    for status, why in errors.items():
+        documented[status] = {"model": ErrorResponse, "description": why}
+        if status == 429:
+            documented[status]["headers"] = {
+                "Retry-After": {
+                    "description": "Seconds to wait before trying again.",
+                    "required": True,
+                    "schema": {"type": "integer"},
+                }
+            }
+    return documented
 
 
 async def chat_completions(body: ChatCompletionRequest, request: Request) -> Response:

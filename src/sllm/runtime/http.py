@@ -69,6 +69,7 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from sllm.api.errors import ApiError
 from sllm.logs import log_event
 from sllm.runtime.monitoring import DEFAULT_HTTP_LIMITS, HttpLimits, Readiness
 
@@ -97,14 +98,7 @@ HTTP_PARSER = "httptools"
 CLOSED_NOTICE_INTERVAL_S = 10.0
 # The answer to a request whose body did not arrive in time, in OpenAI's error shape.
 _BODY_TIMEOUT_BODY = json.dumps(
-    {
-        "error": {
-            "message": "the request body did not arrive in time",
-            "type": "invalid_request_error",
-            "param": None,
-            "code": "request_timeout",
-        }
-    }
+    ApiError(408, "the request body did not arrive in time", code="request_timeout").body()
 ).encode()
 _BODY_TIMEOUT_RESPONSE = (
     b"HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\n"
