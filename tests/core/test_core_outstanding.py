@@ -8,6 +8,7 @@ import pytest
 from sllm.core.outstanding import (
     NO_RESULT,
     RETRIES_EXHAUSTED,
+    STALE_PLACEMENT_DELAY_S,
     WORKER_LOST,
     Fail,
     OutstandingRequests,
@@ -36,11 +37,13 @@ def test_a_dead_worker_retries_what_it_queued_and_fails_what_it_ran() -> None:
     assert held.worker_lost("w2") == [Retry("elsewhere", "w2")]  # it never started on w2
 
 
-def test_a_request_placed_on_a_worker_already_lost_is_retried_at_once() -> None:
-    held = OutstandingRequests()
+def test_a_request_placed_on_a_worker_already_lost_is_asked_for_again_later() -> None:
+    held = OutstandingRequests(max_placements=1)
     held.worker_lost("w1")
     held.begin("r", now=0.0)
-    assert held.placed("r", "w1") == Retry("r", "w1")
+    for _ in range(3):  # the scheduler has not heard yet: no placement is used up
+        assert held.placed("r", "w1") == Retry("r", "w1", STALE_PLACEMENT_DELAY_S)
+    assert held.retried == 0 and held.worker_of("r") == ""
     # Heard from again (a restart, a false suspicion): placements there stand.
     held.worker_back("w1")
     assert held.placed("r", "w1") is None

@@ -206,6 +206,8 @@ class Driver:
                 answer_future.set_result(verdict)
             answer = await answer_future
             if isinstance(answer, Retry):
+                if answer.after_s > 0:
+                    await asyncio.sleep(answer.after_s)
                 continue
             if isinstance(answer, Fail):
                 return RequestOutcome(request_id, model, False, answer.reason, answer.worker_id)
