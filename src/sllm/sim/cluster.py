@@ -63,9 +63,9 @@ from typing import Any
 from sllm.catalog import SERVED_MODELS, served_catalog
 from sllm.core.coordinator import Coordinator, Notice
 from sllm.core.cost import CostModel, ModelInfo
+from sllm.core.outstanding import Decision, Fail, OutstandingRequests
 from sllm.core.tiers import Tier
 from sllm.core.view import ClusterView
-from sllm.core.outstanding import Decision, Fail, OutstandingRequests
 from sllm.core.worker import (
     Action,
     Finished,
@@ -312,9 +312,13 @@ class WorkerHost:
         self._carry_out(self.state.tick(self.kernel.now))
 
     def _send_started(self, request_id: str) -> None:
+        """Tell the requester its request started. Instant delivery (see `sllm.sim.network`):
+        its sub-millisecond transit matters only to a worker that dies within it, and
+        leaving it out spares an event per request."""
         requester = self._requesters.get(request_id)
         if requester is not None:
-            self.network.send(self.name, requester, InferenceStarted(request_id, self.name))
+            started = InferenceStarted(request_id, self.name)
+            self.network.send(self.name, requester, started, False)  # transit=False
 
     def _send_result(self, finished: Finished) -> None:
         requester = self._requesters.pop(finished.request_id, None)
