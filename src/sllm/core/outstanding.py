@@ -18,8 +18,9 @@ notice is lost, `expire` fails it with ``no_result`` then, so no client waits pa
 
 A request placed on a worker already known lost (a scheduler that has not heard of the
 death yet) is asked for again after `STALE_PLACEMENT_DELAY_S`; that placement does not
-count against `MAX_PLACEMENTS`, and the deadline still bounds the loop. A lost worker is forgotten when it is heard from again
-(`worker_back`: a restarted process, or a false suspicion).
+count against `MAX_PLACEMENTS`, and the deadline still bounds the loop. A lost worker is
+forgotten when it is heard from again (`worker_back`: a restarted process, or a false
+suspicion).
 
 Like every core object it is sans-I/O: the driver passes ``now`` and carries out the
 decisions it gets back. Not handled yet: cancelling a request on a worker that was

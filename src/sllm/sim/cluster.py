@@ -23,9 +23,13 @@ faults, in a fraction of real time, and get the very report the live driver
 
 Every request ends exactly once: completed, or failed with a reason (``rejected: ...``
 from the coordinator; the worker's own reason; ``no_decision`` when no schedule reply
-comes within `SCHEDULE_TIMEOUT_S`; ``no_result`` when no result comes within
-`RESULT_TIMEOUT_S` of the decision, the case of a lost datagram or a dead worker; and
-``unfinished`` for what is still running when the drain ends).
+comes within `SCHEDULE_TIMEOUT_S`; ``worker_lost`` when the worker it had started on
+was declared dead; ``retries_exhausted`` after three placements on dying workers;
+``no_result`` when no answer comes within `RESULT_TIMEOUT_S` of its arrival, the case
+of a lost datagram or a death nobody noticed; and ``unfinished`` for what is still
+running when the drain ends). A request queued on a worker declared dead is placed
+again (the client holds every request in `sllm.core.outstanding`, as the live driver
+does, and hears of a lost worker with the first scheduler's notice: `tell_client`).
 
 Differences from the live driver, all deliberate:
 
@@ -34,8 +38,9 @@ Differences from the live driver, all deliberate:
 - samples read the coordinator's view directly instead of paging through
   ClusterStateRequests, so measuring costs no datagrams (a dead coordinator still
   counts as a missed sample);
-- the client gives up on a result after `RESULT_TIMEOUT_S` (the live client waits an
-  hour) so that requests on a crashed worker fail when they fail, not at the end;
+- the client hears of a lost worker with the first scheduler's notice, where the live
+  driver polls for it every `WATCH_PERIOD_S`; a start acknowledgement arrives at once,
+  like a report;
 - a worker report reaches the coordinator the instant it is sent, with every other
   property of a datagram (`sllm.sim.network`, "Instant delivery"): its transit, well
   under a millisecond, is not simulated.
@@ -63,7 +68,7 @@ from typing import Any
 from sllm.catalog import SERVED_MODELS, served_catalog
 from sllm.core.coordinator import Coordinator, Notice
 from sllm.core.cost import CostModel, ModelInfo
-from sllm.core.outstanding import Decision, Fail, OutstandingRequests
+from sllm.core.outstanding import REQUEST_DEADLINE_S, Decision, Fail, OutstandingRequests
 from sllm.core.tiers import Tier
 from sllm.core.view import ClusterView
 from sllm.core.worker import (
@@ -105,10 +110,8 @@ from sllm.workload import Arrival
 COORDINATOR = "coordinator"
 CLIENT = "client"
 WORKER_PORT = 8000  # every simulated worker listens on the live default port
-# Longer than any legitimate wait: the largest catalog model (70.6B, 141 GB) loads from
-# the remote store in about 114 s, behind a full queue of 64 requests. Only a lost result
-# datagram or a crashed worker runs into it.
-RESULT_TIMEOUT_S = 300.0
+# The client's deadline per request, the live driver's (see `sllm.core.outstanding`).
+RESULT_TIMEOUT_S = REQUEST_DEADLINE_S
 
 # Notices that tell the client a worker is lost, or back (coordinator's, then gossip's).
 LOST_EVENTS = frozenset({"worker_lost", "member_dead", "member_left"})
