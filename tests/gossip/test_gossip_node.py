@@ -161,12 +161,18 @@ def test_a_dead_member_leaves_every_view_when_membership_says_so() -> None:
     net.crash(victim.node.address)
     others = [h for h in hosts if h is not victim]
     bound = others[0].node.config.gossip.detection_bound(8)
-    took = net.run_until_true(
-        lambda: all(victim.node.node_id not in h.node.scheduler.view for h in others),
-        timeout=bound,
-        step=0.1,
-    )
+
+    def dead_everywhere() -> bool:
+        for host in others:
+            member = host.node.membership.get(victim.node.node_id)
+            if member is None or member.state is not MemberState.DEAD:
+                return False
+        return True
+
+    # A suspect is out of the views already (placement skips it); dead, it stays out.
+    took = net.run_until_true(dead_everywhere, timeout=bound, step=0.1)
     assert took is not None
+    assert all(victim.node.node_id not in h.node.scheduler.view for h in others)
     # Long before the view's own report timeout (a backstop of 60 s).
     assert took < others[0].node.config.report_stale_s
     for host in others:
@@ -331,3 +337,31 @@ def test_a_member_wrongly_declared_dead_is_back_in_every_view_with_its_refutatio
     took = net.run_until_true(lambda: views_complete(hosts), timeout=30.0, step=0.1)
     assert victim.membership.counters.refuted >= 1
     assert took is not None and took < 2.0
+
+
+def test_placement_skips_a_suspect_member_until_it_proves_alive() -> None:
+    net, hosts = make_cluster(6, gossip=GossipConfig(sync_interval_s=60.0))
+    recorder = Recorder()
+    net.add(CLIENT, recorder)
+    assert net.run_until_true(lambda: views_complete(hosts), timeout=30.0)
+    scheduler, suspect = hosts[0].node, hosts[3].node
+    member = scheduler.membership.get(suspect.node_id)
+    assert member is not None
+    rumour = MemberUpdate(
+        suspect.node_id, *suspect.address, member.incarnation, int(MemberState.SUSPECT), "n0001"
+    )
+    scheduler.membership.apply(rumour, net.now)
+    scheduler.tick(net.now)  # the notice reaches the view
+    assert scheduler.membership.get(suspect.node_id).state is MemberState.SUSPECT  # type: ignore[union-attr]
+    assert suspect.node_id not in scheduler.scheduler.view
+    decisions = [
+        ask(net, hosts[0], ScheduleRequest(f"s{i}", MODEL, 0, 128, 16), recorder) for i in range(12)
+    ]
+    chosen = {d.worker_id for d in decisions if isinstance(d, ScheduleResponse)}
+    assert len(chosen) >= 2 and suspect.node_id not in chosen
+    # The suspect refutes; its report goes back into the view with the refutation.
+    took = net.run_until_true(
+        lambda: suspect.node_id in scheduler.scheduler.view, timeout=10.0, step=0.05
+    )
+    assert took is not None
+    assert scheduler.membership.get(suspect.node_id).state is MemberState.ALIVE  # type: ignore[union-attr]

@@ -22,7 +22,10 @@ from sllm.sim.decentralized import DecentralizedCluster
 from sllm.sim.faults import KILL_WORKER, RESTART_WORKER, Fault, random_faults, random_link
 from sllm.workload import Arrival
 
-KNOWN_REASONS = ("no_decision", "no_result", "unfinished", "queue_full", "rejected: ")
+KNOWN_REASONS = (
+    *("no_decision", "no_result", "unfinished", "queue_full", "rejected: "),
+    *("worker_lost", "retries_exhausted"),
+)
 DST_SEEDS = range(20)
 DURATION_S = 40.0
 FAULTS_END_S = 15.0

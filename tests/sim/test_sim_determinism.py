@@ -65,6 +65,8 @@ def test_the_report_has_the_live_scripts_keys_plus_events_and_wall_seconds() -> 
         "completed",
         "failed",
         "failures",
+        "retried",
+        "lost",
         "cache_hit_rate",
         "cold_starts",
         "latency",

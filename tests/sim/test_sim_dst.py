@@ -25,7 +25,10 @@ DURATION_S = 40.0
 FAULTS_END_S = 20.0
 REPORT_INTERVAL_S = 1.0
 WORKER_TIMEOUT_S = 4.0
-KNOWN_REASONS = ("no_decision", "no_result", "unfinished", "queue_full", "rejected: ")
+KNOWN_REASONS = (
+    *("no_decision", "no_result", "unfinished", "queue_full", "rejected: "),
+    *("worker_lost", "retries_exhausted"),
+)
 
 
 def run_seed(seed: int) -> None:

@@ -27,6 +27,7 @@ from sllm.wire import (
     EncodeError,
     InferenceRequest,
     InferenceResult,
+    InferenceStarted,
     Message,
     RejectCounter,
     ScheduleRequest,
@@ -131,6 +132,7 @@ SAMPLES: dict[str, Message] = {
     "cluster_state_response": full_page(),
     "inference_request": InferenceRequest("req-3", "facebook/opt-1.3b", 100, 20),
     "inference_result": InferenceResult("req-3", "worker-1", True, "", False, 0.01, 0.2, 1.5),
+    "inference_started": InferenceStarted(request_id="req-3", worker_id="worker-1"),
 }
 
 

@@ -16,9 +16,11 @@ as a worker process does (`sllm.runtime.worker.RequestRunner`).
 Theory of operation
 -------------------
 **The view follows membership.** A load report enters the view only while gossip holds its
-sender alive or suspect; a member declared dead or gone is removed from the view at once,
-rather than after a report timeout (the view's own timeout, `NodeConfig.report_stale_s`,
-is only a backstop for a live member whose reports stopped coming).
+sender alive; a member declared dead or gone is removed from the view at once, rather
+than after a report timeout (the view's own timeout, `NodeConfig.report_stale_s`, is
+only a backstop for a live member whose reports stopped coming). A suspect member is
+set aside: its latest report waits out of the view, so placement skips it, and goes
+back in the moment the member is alive again (it refuted, or the suspicion was wrong).
 
 **Own reports.** Every ``report_interval_s`` the node applies its own fresh report to its
 view, and gossips it when something placement cares about changed (models, queue,
@@ -222,6 +224,10 @@ class Node:
         self._probe_of: dict[str, str] = {}  # probe request id -> schedule request id
         self._probe_seq = 0
         self._notices: list[Notice] = []
+        # Suspect members' last reports, out of the view: a request placed on a member
+        # that then dies waits for the dead notice to be placed again (seconds), so
+        # placement avoids the members most likely to die next.
+        self._suspects: dict[str, WorkerReport] = {}
         self._published: tuple[object, ...] | None = None
         self._published_at = now
         self._published_to = 0  # live members when the report was last gossiped
@@ -298,17 +304,38 @@ class Node:
     # -- gossip into the view ----------------------------------------------------------
 
     def _absorb(self, now: float) -> None:
-        """Apply what gossip learned: fresh reports in, dead or departed members out."""
+        """Apply what gossip learned: fresh reports in, dead or departed members out, and
+        suspect members set aside (placement skips them) until they prove alive."""
         view = self.scheduler.view
-        for report in self.membership.take_reports():
-            if self.membership.is_live(report.node_id):
+        membership = self.membership
+        set_aside = self._suspects
+        for report in membership.take_reports():
+            if not membership.is_live(report.node_id):
+                continue
+            self.scheduler.counters.reports += 1
+            if report.node_id in set_aside:
+                set_aside[report.node_id] = report  # the latest, for when it proves alive
+            else:
                 view.apply_report(report, now)
-                self.scheduler.counters.reports += 1
-        for notice in self.membership.take_notices():
-            if notice.event in ("member_dead", "member_left", "member_forgotten"):
-                member = str(notice.fields.get("member", ""))
-                view.remove(member)
+        for notice in membership.take_notices():
+            event = notice.event
+            member_id = str(notice.fields.get("member", ""))
+            if event in ("member_dead", "member_left", "member_forgotten"):
+                view.remove(member_id)
+                set_aside.pop(member_id, None)
+            elif event == "member_suspect" and member_id != self.node_id:
+                entry = view.get(member_id)
+                if entry is not None:
+                    set_aside[member_id] = entry.report
+                    view.remove(member_id)
             self._notices.append(notice)
+        if set_aside:
+            for member_id in [m for m in set_aside if self._alive(m)]:
+                view.apply_report(set_aside.pop(member_id), now)
+
+    def _alive(self, member_id: str) -> bool:
+        member = self.membership.get(member_id)
+        return member is not None and member.state is MemberState.ALIVE
 
     def _own_report(self, now: float) -> WorkerReport:
         host, port = self.address
@@ -377,7 +404,8 @@ class Node:
     def _probe_reply(self, reply: LoadProbeReply, now: float) -> list[Send]:
         self.probing.replies += 1
         for report in reply.reports:
-            if self.membership.is_live(report.node_id) and report.node_id != self.node_id:
+            node_id = report.node_id
+            if self.membership.is_live(node_id) and node_id not in (self.node_id, *self._suspects):
                 self.scheduler.view.apply_report(report, now)
         request_id = self._probe_of.pop(reply.request_id, None)
         pending = self._pending.get(request_id) if request_id is not None else None

@@ -18,10 +18,11 @@ import contextlib
 import signal
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from sllm.config import POLICY_NAMES
+from sllm.core.outstanding import NO_RESULT, Decision, Fail, OutstandingRequests, Retry
 from sllm.experiments.launcher import ServiceProcess
 from sllm.experiments.options import (
     add_run_arguments,
@@ -37,7 +38,15 @@ from sllm.experiments.report import (
 )
 from sllm.runtime.client import get_cluster_state, render_table
 from sllm.runtime.udp import Address, Endpoint
-from sllm.wire import Codec, InferenceRequest, InferenceResult, ScheduleRequest, ScheduleResponse
+from sllm.wire import (
+    Codec,
+    InferenceRequest,
+    InferenceResult,
+    InferenceStarted,
+    Message,
+    ScheduleRequest,
+    ScheduleResponse,
+)
 from sllm.workload import Arrival
 
 STATUS_PRINT_PERIOD_S = 10.0
@@ -81,11 +90,26 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# Workers a liveness poll found alive, and those it found lost (dead or gone).
+Liveness = tuple[set[str], set[str]]
+LivenessPoll = Callable[[], Awaitable[Liveness | None]]
+# How often the driver asks whether the workers holding its requests still live: a
+# fraction of the detection time (a few seconds of gossip, or WORKER_TIMEOUT), so that a
+# request stuck on a dead worker is retried within a second of the cluster noticing.
+WATCH_PERIOD_S = 0.5
+
+
 class Driver:
     """Replays a workload against a live scheduler and records what clients see.
 
     The scheduler is the coordinator, or, with `pick_scheduler`, whatever it returns for
     each request and each state sample (the decentralized script: a random live node).
+
+    Each request is held in `outstanding` (`sllm.core.outstanding`) from its arrival to
+    its answer. Every `WATCH_PERIOD_S` the driver asks `liveness` which workers live
+    (default: the ones the coordinator's state lists) and tells `outstanding` of every
+    worker lost: a request queued there is placed again, one running there fails with
+    ``worker_lost``, and one unanswered past its deadline fails with ``no_result``.
     """
 
     def __init__(
@@ -93,15 +117,22 @@ class Driver:
         endpoint: Endpoint,
         coordinator: Address,
         pick_scheduler: Callable[[], Address] | None = None,
+        liveness: LivenessPoll | None = None,
     ) -> None:
         self.endpoint = endpoint
         self.coordinator = coordinator
         self.pick_scheduler = pick_scheduler or (lambda: coordinator)
+        self.liveness = liveness or self._coordinator_liveness
         self.outcomes: list[RequestOutcome] = []
         self.samples: dict[str, WorkerSamples] = {}
         self.active_workers = 0
         self.missed_samples = 0  # cluster-state samples the coordinator did not answer
         self.in_flight: set[asyncio.Task[None]] = set()
+        self.outstanding = OutstandingRequests()
+        self._answers: dict[str, asyncio.Future[InferenceResult | Decision]] = {}
+        self._placed_on: set[str] = set()  # every worker a decision named
+        self._absent: set[str] = set()  # workers missing from the last coordinator state
+        endpoint.handler = self._on_message
 
     async def replay(self, arrivals: Sequence[Arrival], stop: asyncio.Event) -> None:
         start = time.monotonic()
@@ -116,53 +147,112 @@ class Driver:
             self.in_flight.add(task)
             task.add_done_callback(self.in_flight.discard)
 
+    def _on_message(self, message: Message, sender: Address) -> None:
+        if isinstance(message, InferenceStarted):
+            self.outstanding.started(message.request_id, message.worker_id)
+        elif isinstance(message, InferenceResult):
+            self._answer(message.request_id, message)
+
+    def _answer(self, request_id: str, answer: InferenceResult | Decision) -> None:
+        future = self._answers.get(request_id)
+        if future is not None and not future.done():
+            future.set_result(answer)
+
     async def run_request(self, request_id: str, arrival: Arrival) -> None:
         started = time.monotonic()
+        self.outstanding.begin(request_id, started)
+        try:
+            outcome = await self._run_request(request_id, arrival, started)
+        except asyncio.CancelledError:
+            worker_id = self.outstanding.worker_of(request_id)
+            self.outcomes.append(
+                RequestOutcome(request_id, arrival.model, False, "unfinished", worker_id)
+            )
+            raise
+        finally:
+            self.outstanding.end(request_id)
+            self._answers.pop(request_id, None)
+        self.outcomes.append(outcome)
+
+    async def _run_request(
+        self, request_id: str, arrival: Arrival, started: float
+    ) -> RequestOutcome:
+        """Schedule, send, await the answer; again for as long as `outstanding` retries."""
+        model = arrival.model
         schedule = ScheduleRequest(
-            request_id, arrival.model, 0, arrival.prompt_tokens, arrival.output_tokens
+            request_id, model, 0, arrival.prompt_tokens, arrival.output_tokens
         )
-        try:
-            decision = await self.endpoint.request(
-                schedule, self.pick_scheduler(), ScheduleResponse, SCHEDULE_TIMEOUT_S
-            )
-        except TimeoutError:
-            self.outcomes.append(RequestOutcome(request_id, arrival.model, False, "no_decision"))
-            return
-        except asyncio.CancelledError:
-            self.outcomes.append(RequestOutcome(request_id, arrival.model, False, "unfinished"))
-            raise
-        if decision.action == "reject":
-            self.outcomes.append(
-                RequestOutcome(request_id, arrival.model, False, f"rejected: {decision.reason}")
-            )
-            return
-        scheduled = time.monotonic()
-        request = InferenceRequest(
-            request_id, arrival.model, arrival.prompt_tokens, arrival.output_tokens
-        )
-        try:
-            result = await self.endpoint.request(
-                request, (decision.host, decision.port), InferenceResult, timeout=3600.0
-            )
-        except asyncio.CancelledError:
-            self.outcomes.append(
-                RequestOutcome(request_id, arrival.model, False, "unfinished", decision.worker_id)
-            )
-            raise
-        finished = time.monotonic()
-        self.outcomes.append(
-            RequestOutcome(
+        request = InferenceRequest(request_id, model, arrival.prompt_tokens, arrival.output_tokens)
+        loop = asyncio.get_running_loop()
+        while True:
+            try:
+                decision = await self.endpoint.request(
+                    schedule, self.pick_scheduler(), ScheduleResponse, SCHEDULE_TIMEOUT_S
+                )
+            except TimeoutError:
+                return RequestOutcome(request_id, model, False, "no_decision")
+            if decision.action == "reject":
+                return RequestOutcome(request_id, model, False, f"rejected: {decision.reason}")
+            if request_id not in self.outstanding:  # its deadline passed meanwhile
+                return RequestOutcome(request_id, model, False, NO_RESULT)
+            scheduled = time.monotonic()
+            answer_future: asyncio.Future[InferenceResult | Decision] = loop.create_future()
+            self._answers[request_id] = answer_future
+            self._placed_on.add(decision.worker_id)
+            verdict = self.outstanding.placed(request_id, decision.worker_id)
+            if verdict is None:
+                self.endpoint.send(request, (decision.host, decision.port))
+            else:
+                answer_future.set_result(verdict)
+            answer = await answer_future
+            if isinstance(answer, Retry):
+                if answer.after_s > 0:
+                    await asyncio.sleep(answer.after_s)
+                continue
+            if isinstance(answer, Fail):
+                return RequestOutcome(request_id, model, False, answer.reason, answer.worker_id)
+            return RequestOutcome(
                 request_id,
-                arrival.model,
-                result.ok,
-                result.reason,
-                result.worker_id,
-                result.cold_start,
-                queue_s=result.queue_s,
-                ttft_s=(scheduled - started) + result.ttft_s,
-                e2e_s=finished - started,
+                model,
+                answer.ok,
+                answer.reason,
+                answer.worker_id,
+                answer.cold_start,
+                queue_s=answer.queue_s,
+                ttft_s=(scheduled - started) + answer.ttft_s,
+                e2e_s=time.monotonic() - started,
             )
-        )
+
+    async def watch_forever(self) -> None:
+        """Tell `outstanding` which workers live and the time, every `WATCH_PERIOD_S`."""
+        while True:
+            await asyncio.sleep(WATCH_PERIOD_S)
+            await self.watch_once()
+
+    async def watch_once(self) -> None:
+        decisions: list[Decision] = []
+        with contextlib.suppress(TimeoutError, OSError):
+            liveness = await self.liveness()
+            if liveness is not None:
+                alive, lost = liveness
+                for worker_id in alive:
+                    self.outstanding.worker_back(worker_id)
+                for worker_id in sorted(lost):
+                    decisions.extend(self.outstanding.worker_lost(worker_id))
+        decisions.extend(self.outstanding.expire(time.monotonic()))
+        for decision in decisions:
+            self._answer(decision.request_id, decision)
+
+    async def _coordinator_liveness(self) -> Liveness:
+        """Alive: the workers the coordinator's state lists. Lost: a worker a decision
+        named that two states in a row lack (one could miss it while paging as the
+        coordinator drops another)."""
+        state = await get_cluster_state(self.endpoint, self.coordinator)
+        alive = {str(worker["id"]) for worker in state["workers"]}
+        absent = self._placed_on - alive
+        lost = absent & self._absent
+        self._absent = absent
+        return alive, lost
 
     async def sample_forever(self) -> None:
         """Sample every worker's queue depth and utilization; print the state every 10 s."""
@@ -227,6 +317,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     services: list[ServiceProcess] = []
     endpoint: Endpoint | None = None
     sampler: asyncio.Task[None] | None = None
+    watcher: asyncio.Task[None] | None = None
     try:
         print(
             f"starting coordinator ({args.policy}) and {args.workers} workers on 127.0.0.1; "
@@ -281,6 +372,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         driver.active_workers = await wait_for_workers(endpoint, address, args.workers)
         print(f"coordinator sees {driver.active_workers} workers; replaying workload", flush=True)
         sampler = asyncio.create_task(driver.sample_forever())
+        watcher = asyncio.create_task(driver.watch_forever())
         await driver.replay(arrivals, stop)
         if driver.in_flight and not stop.is_set():
             await wait_for_drain(driver.in_flight, stop, args.drain)
@@ -299,11 +391,13 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 "interrupted": stop.is_set(),
                 "missed_state_samples": driver.missed_samples,
             },
+            retried=driver.outstanding.retried,
         )
     finally:
-        if sampler is not None:
-            sampler.cancel()
-            await asyncio.gather(sampler, return_exceptions=True)
+        tasks = [task for task in (sampler, watcher) if task is not None]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
         if endpoint is not None:
             endpoint.close()
         await asyncio.gather(*(service.stop() for service in services))

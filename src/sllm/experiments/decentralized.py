@@ -10,8 +10,11 @@ node's view; at the end it prints the same report, with the same JSON keys, plus
 ``--kill K`` kills K random nodes (SIGKILL: no goodbye) halfway through the arrivals and
 measures recovery: the time until every live node's membership has dropped every killed
 node (marked dead), against the stated detection bound (`GossipConfig.detection_bound`).
-Requests sent to a killed node before the others noticed fail; they are counted in the
-report's failures.
+The load generator holds every request until its answer (`Driver`): it asks a random
+live node's membership every `WATCH_PERIOD_S`, and when a node it sent requests to is
+declared dead, it places again those that had not started there and fails those that
+had (``worker_lost``). The report counts both (``retried``, ``failures``), and ``lost``
+(requests that got no answer) must be 0.
 
 Client-side timings are as in the centralized script: time to first token = the
 scheduling round trip + the worker's own time to first token. State samples come from a
@@ -34,7 +37,7 @@ from typing import Any
 
 from sllm.config import POLICY_NAMES
 from sllm.core.membership import GossipConfig
-from sllm.experiments.centralized import Driver, wait_for_drain
+from sllm.experiments.centralized import Driver, Liveness, wait_for_drain
 from sllm.experiments.launcher import ServiceProcess
 from sllm.experiments.options import (
     add_run_arguments,
@@ -231,6 +234,16 @@ async def wait_for_convergence(
     return None
 
 
+async def membership_liveness(endpoint: Endpoint, node: Address) -> Liveness | None:
+    """Alive (alive or suspect) and lost (dead or left) members, as `node` sees them."""
+    view = (await member_states(endpoint, [node]))[node]
+    if view is None:
+        return None
+    alive = {member for member, state in view.items() if state in ("alive", "suspect")}
+    lost = {member for member, state in view.items() if state in ("dead", "left")}
+    return alive, lost
+
+
 class Cluster:
     """The node processes of one run, and which of them are still alive."""
 
@@ -343,6 +356,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     endpoint: Endpoint | None = None
     sampler: asyncio.Task[None] | None = None
     killer: asyncio.Task[dict[str, Any]] | None = None
+    watcher: asyncio.Task[None] | None = None
     gossip = gossip_config(args)
     try:
         print(
@@ -359,14 +373,19 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         if converged is None:
             raise RuntimeError(f"the nodes did not converge within {JOIN_TIMEOUT_S:g} s")
         rng = random.Random(args.seed)
+        watch_rng = random.Random(args.seed + 2)  # +1 picks the victims
         driver = Driver(
             endpoint,
             cluster.addresses["node-0"],
             pick_scheduler=lambda: rng.choice(cluster.live_addresses()),
+            liveness=lambda: membership_liveness(
+                endpoint, watch_rng.choice(cluster.live_addresses())
+            ),
         )
         driver.active_workers = args.nodes
         print(f"all {args.nodes} nodes see each other after {converged:.2f}s", flush=True)
         sampler = asyncio.create_task(driver.sample_forever())
+        watcher = asyncio.create_task(driver.watch_forever())
         if args.kill:
             killer = asyncio.create_task(
                 kill_and_measure(
@@ -408,9 +427,10 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 "kill": kill_result,
                 "gossip": gossip_summary,
             },
+            retried=driver.outstanding.retried,
         )
     finally:
-        tasks: list[asyncio.Task[Any]] = [t for t in (sampler, killer) if t is not None]
+        tasks: list[asyncio.Task[Any]] = [t for t in (sampler, killer, watcher) if t is not None]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)

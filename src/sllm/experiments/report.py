@@ -3,7 +3,7 @@
 A driver records each request's outcome and samples each worker's queue depth and GPU
 utilization over time; `build_report` turns those into the JSON every experiment writes
 and `render_report` into the text the scripts print. Keeping one builder means the keys
-(`requests`, `completed`, `failed`, `cache_hit_rate`, `cold_starts`, `latency`,
+(`requests`, `completed`, `failed`, `retried`, `lost`, `cache_hit_rate`, `cold_starts`, `latency`,
 `workers`) cannot drift between the live system and the simulator.
 """
 
@@ -22,6 +22,10 @@ from typing import Any
 from sllm.records import record
 
 PERCENTILES = (50, 95, 99)
+# Failure reasons that mean the client got no answer from the system: no decision, no
+# result by the deadline, or still waiting when the drain ended. A run that loses no
+# request to a dead worker has none of them.
+NO_ANSWER_REASONS = frozenset({"no_decision", "no_result", "unfinished"})
 
 
 @record
@@ -90,8 +94,13 @@ def build_report(
     samples: Mapping[str, WorkerSamples],
     active_workers: int,
     extra: Mapping[str, Any] | None = None,
+    retried: int = 0,
 ) -> dict[str, Any]:
-    """The run's JSON report. `extra` keys (policy, seed, duration, ...) come first."""
+    """The run's JSON report. `extra` keys (policy, seed, duration, ...) come first.
+
+    `retried` counts placements after a request's first (its worker died before it
+    started); ``lost`` counts the failures in `NO_ANSWER_REASONS`.
+    """
     completed = [o for o in outcomes if o.ok]
     failed = [o for o in outcomes if not o.ok]
     cold = sum(1 for o in completed if o.cold_start)
@@ -116,6 +125,8 @@ def build_report(
             "completed": len(completed),
             "failed": len(failed),
             "failures": dict(sorted(Counter(o.reason or "unknown" for o in failed).items())),
+            "retried": retried,
+            "lost": sum(1 for o in failed if o.reason in NO_ANSWER_REASONS),
             "cache_hit_rate": round((len(completed) - cold) / len(completed), 6)
             if completed
             else 0.0,
@@ -156,6 +167,7 @@ def render_report(report: Mapping[str, Any]) -> str:
             if report["failures"]
             else ""
         ),
+        f"retried {report.get('retried', 0)}  lost (no answer) {report.get('lost', 0)}",
         f"cache hit rate {report['cache_hit_rate']:.1%}  cold starts {report['cold_starts']}  "
         f"active workers {report['active_workers']}",
         f"{'latency (s)':<12} {'p50':>9} {'p95':>9} {'p99':>9}",

@@ -94,7 +94,8 @@ class Endpoint(asyncio.DatagramProtocol):
         self.transport: asyncio.DatagramTransport | None = None
         self.sent_bytes = 0
         self.received_bytes = 0
-        self._waiting: dict[str, asyncio.Future[Message]] = {}
+        # request id -> (the reply's future, the reply's type)
+        self._waiting: dict[str, tuple[asyncio.Future[Message], type[Message]]] = {}
 
     @classmethod
     async def bind(
@@ -131,10 +132,13 @@ class Endpoint(asyncio.DatagramProtocol):
             self._count_reject(error.reason, sender, str(error))
             return
         request_id = getattr(message, "request_id", None)
-        waiter = self._waiting.pop(request_id, None) if isinstance(request_id, str) else None
-        if waiter is not None:
-            if not waiter.done():
-                waiter.set_result(message)
+        waiter = self._waiting.get(request_id) if isinstance(request_id, str) else None
+        # Only the awaited type answers a request: a worker's ``inference_started`` shares
+        # its request id with the ``inference_result`` a caller waits for.
+        if waiter is not None and isinstance(message, waiter[1]):
+            del self._waiting[str(request_id)]
+            if not waiter[0].done():
+                waiter[0].set_result(message)
             return
         if self.handler is None:
             return
@@ -207,12 +211,12 @@ class Endpoint(asyncio.DatagramProtocol):
     ) -> ReplyT:
         """Send `message` and wait for the reply with the same request_id.
 
-        Raises TimeoutError after `timeout` seconds and TypeError if the peer answered
-        with another message type.
+        Raises TimeoutError after `timeout` seconds. A message of another type with the
+        same request_id goes to the handler, as any other message does.
         """
         request_id = getattr(message, "request_id")  # noqa: B009 - every request type has one
         future: asyncio.Future[Message] = asyncio.get_running_loop().create_future()
-        self._waiting[request_id] = future
+        self._waiting[request_id] = (future, reply_type)
         try:
             if not self.send(message, address):
                 raise ConnectionError(f"could not send {message.TYPE} to {address}")
@@ -224,7 +228,7 @@ class Endpoint(asyncio.DatagramProtocol):
         return reply
 
     def close(self) -> None:
-        for future in self._waiting.values():
+        for future, _ in self._waiting.values():
             future.cancel()
         self._waiting.clear()
         if self.transport is not None:

@@ -1,9 +1,11 @@
 """The live worker: a `WorkerState` on the real clock, reporting to the coordinator over UDP.
 
 It reports its state every REPORT_INTERVAL (and once at start, so a coordinator learns it
-at once), runs inference requests that arrive as datagrams, and carries out the state
-machine's actions with an engine. With the sim engine a load or a request is a timer on
-the event loop; its length comes from the same cost model the simulator uses.
+at once), runs inference requests that arrive as datagrams (telling the sender with an
+``inference_started`` when each starts, and an ``inference_result`` when it ends), and
+carries out the state machine's actions with an engine. With the sim engine a load or a
+request is a timer on the event loop; its length comes from the same cost model the
+simulator uses.
 
 The coordinator's name is resolved again before every report, so a coordinator that
 comes back at a new address (a restarted container) is found without restarting workers.
@@ -52,7 +54,7 @@ from sllm.runtime.generation import HttpRequests, RealEngine
 from sllm.runtime.monitoring import DEFAULT_HTTP_LIMITS, HttpLimits, HttpService, start_worker_http
 from sllm.runtime.udp import Address, Endpoint
 from sllm.store import ModelStore
-from sllm.wire import Codec, InferenceRequest, InferenceResult, Message
+from sllm.wire import Codec, InferenceRequest, InferenceResult, InferenceStarted, Message
 
 log = logging.getLogger("sllm.worker")
 
@@ -341,9 +343,11 @@ class WorkerServer:
                 if self.observer is not None:
                     self.observer.finished(action)
                 continue
-            if isinstance(action, StartRequest) and self.generation.owns(action.request_id):
-                self.generation.on_start(action)  # the HTTP stream drives it from here
-                continue
+            if isinstance(action, StartRequest):
+                if self.generation.owns(action.request_id):
+                    self.generation.on_start(action)  # the HTTP stream drives it from here
+                    continue
+                self._send_started(action.request_id)
             if isinstance(action, StartLoad):
                 self._loads[action.model] = (time.monotonic(), action.source)
                 if self._is_real(action.model):
@@ -427,6 +431,14 @@ class WorkerServer:
     def _expire_idle(self) -> None:
         self._keep_alive = None
         self._carry_out(self.state.tick(time.monotonic()))
+
+    def _send_started(self, request_id: str) -> None:
+        """Tell the requester its request runs: if this worker dies now, it must not be
+        placed again (`sllm.core.outstanding`)."""
+        requester = self._requesters.get(request_id)
+        if requester is None or self.endpoint is None:
+            return
+        self.endpoint.send(InferenceStarted(request_id, self.state.worker_id), requester)
 
     def _send_result(self, finished: Finished) -> None:
         requester = self._requesters.pop(finished.request_id, None)

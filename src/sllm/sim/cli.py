@@ -103,7 +103,7 @@ def build_arguments(parser: argparse.ArgumentParser) -> None:
         "--result-timeout",
         type=float,
         default=RESULT_TIMEOUT_S,
-        help="seconds the client waits for a result after the decision",
+        help="seconds the client waits for an answer after a request's arrival",
     )
 
     network = parser.add_argument_group("network")

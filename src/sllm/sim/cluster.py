@@ -23,9 +23,13 @@ faults, in a fraction of real time, and get the very report the live driver
 
 Every request ends exactly once: completed, or failed with a reason (``rejected: ...``
 from the coordinator; the worker's own reason; ``no_decision`` when no schedule reply
-comes within `SCHEDULE_TIMEOUT_S`; ``no_result`` when no result comes within
-`RESULT_TIMEOUT_S` of the decision, the case of a lost datagram or a dead worker; and
-``unfinished`` for what is still running when the drain ends).
+comes within `SCHEDULE_TIMEOUT_S`; ``worker_lost`` when the worker it had started on
+was declared dead; ``retries_exhausted`` after three placements on dying workers;
+``no_result`` when no answer comes within `RESULT_TIMEOUT_S` of its arrival, the case
+of a lost datagram or a death nobody noticed; and ``unfinished`` for what is still
+running when the drain ends). A request queued on a worker declared dead is placed
+again (the client holds every request in `sllm.core.outstanding`, as the live driver
+does, and hears of a lost worker with the first scheduler's notice: `tell_client`).
 
 Differences from the live driver, all deliberate:
 
@@ -34,8 +38,9 @@ Differences from the live driver, all deliberate:
 - samples read the coordinator's view directly instead of paging through
   ClusterStateRequests, so measuring costs no datagrams (a dead coordinator still
   counts as a missed sample);
-- the client gives up on a result after `RESULT_TIMEOUT_S` (the live client waits an
-  hour) so that requests on a crashed worker fail when they fail, not at the end;
+- the client hears of a lost worker with the first scheduler's notice, where the live
+  driver polls for it every `WATCH_PERIOD_S`; a start acknowledgement arrives at once,
+  like a report;
 - a worker report reaches the coordinator the instant it is sent, with every other
   property of a datagram (`sllm.sim.network`, "Instant delivery"): its transit, well
   under a millisecond, is not simulated.
@@ -63,11 +68,13 @@ from typing import Any
 from sllm.catalog import SERVED_MODELS, served_catalog
 from sllm.core.coordinator import Coordinator, Notice
 from sllm.core.cost import CostModel, ModelInfo
+from sllm.core.outstanding import REQUEST_DEADLINE_S, Decision, Fail, OutstandingRequests
 from sllm.core.tiers import Tier
 from sllm.core.view import ClusterView
 from sllm.core.worker import (
     Action,
     Finished,
+    StartRequest,
     WorkerResources,
     WorkerState,
     prestaged,
@@ -93,6 +100,7 @@ from sllm.sim.network import CONTROL, DATA, PLANES, LinkModel, Network, Sizer
 from sllm.wire import (
     InferenceRequest,
     InferenceResult,
+    InferenceStarted,
     Message,
     ScheduleRequest,
     ScheduleResponse,
@@ -102,10 +110,12 @@ from sllm.workload import Arrival
 COORDINATOR = "coordinator"
 CLIENT = "client"
 WORKER_PORT = 8000  # every simulated worker listens on the live default port
-# Longer than any legitimate wait: the largest catalog model (70.6B, 141 GB) loads from
-# the remote store in about 114 s, behind a full queue of 64 requests. Only a lost result
-# datagram or a crashed worker runs into it.
-RESULT_TIMEOUT_S = 300.0
+# The client's deadline per request, the live driver's (see `sllm.core.outstanding`).
+RESULT_TIMEOUT_S = REQUEST_DEADLINE_S
+
+# Notices that tell the client a worker is lost, or back (coordinator's, then gossip's).
+LOST_EVENTS = frozenset({"worker_lost", "member_dead", "member_left"})
+BACK_EVENTS = frozenset({"worker_joined", "member_joined", "member_alive", "member_rejoined"})
 
 # Request phases on the client.
 _SCHEDULING = 0
@@ -282,6 +292,8 @@ class WorkerHost:
             if type(action) is Finished:
                 self._send_result(action)
                 continue  # a result takes no simulated time
+            if type(action) is StartRequest:
+                self._send_started(action.request_id)
             for timer in self.engine.timers(action):
                 schedule(timer.delay_s, self._fire, (epoch, timer))
         deadline = self.state.next_deadline()
@@ -302,6 +314,15 @@ class WorkerHost:
         self._wake = None
         self._carry_out(self.state.tick(self.kernel.now))
 
+    def _send_started(self, request_id: str) -> None:
+        """Tell the requester its request started. Instant delivery (see `sllm.sim.network`):
+        its sub-millisecond transit matters only to a worker that dies within it, and
+        leaving it out spares an event per request."""
+        requester = self._requesters.get(request_id)
+        if requester is not None:
+            started = InferenceStarted(request_id, self.name)
+            self.network.send(self.name, requester, started, False)  # transit=False
+
     def _send_result(self, finished: Finished) -> None:
         requester = self._requesters.pop(finished.request_id, None)
         if requester is None:
@@ -313,7 +334,7 @@ class WorkerHost:
 class _Pending:
     """A request the client has not seen end yet."""
 
-    __slots__ = ("arrival", "phase", "request_id", "scheduled", "started", "worker_id")
+    __slots__ = ("arrival", "phase", "request_id", "scheduled", "started")
 
     def __init__(self, request_id: str, arrival: Arrival, started: float) -> None:
         self.request_id = request_id
@@ -321,7 +342,6 @@ class _Pending:
         self.started = started
         self.scheduled = 0.0
         self.phase = _SCHEDULING
-        self.worker_id = ""
 
 
 class Client:
@@ -340,13 +360,14 @@ class Client:
         self.spans: list[tuple[float, float]] = []
         config = cluster.config
         self.schedule_timeout_s = config.schedule_timeout_s
-        self.result_timeout_s = config.result_timeout_s
-        # Deadlines in send order (timeouts are constant, so they are sorted); one armed
-        # timer per queue, re-armed at the oldest unanswered request's deadline.
+        # Every request from arrival to answer: the worker holding it, whether it started,
+        # what to do when that worker is lost, and the deadline (`result_timeout_s`).
+        self.outstanding = OutstandingRequests(deadline_s=config.result_timeout_s)
+        # Decision deadlines in send order (the timeout is constant, so they are sorted);
+        # one armed timer, re-armed at the oldest unanswered request's deadline.
         self._awaiting_decision: deque[tuple[float, str]] = deque()
-        self._awaiting_result: deque[tuple[float, str]] = deque()
         self._decision_timer = False
-        self._result_timer = False
+        self._deadline_timer = False
         self.network.attach(CLIENT, self.receive)
 
     @property
@@ -362,8 +383,22 @@ class Client:
         arrival = self.arrivals[index]
         request_id = f"r{index:07d}"
         now = self.kernel.now
-        self.pending[request_id] = _Pending(request_id, arrival, now)
+        pending = _Pending(request_id, arrival, now)
+        self.pending[request_id] = pending
         self.issued += 1
+        self.outstanding.begin(request_id, now)
+        if not self._deadline_timer:
+            self._deadline_timer = True
+            self.kernel.at(now + self.outstanding.deadline_s, self._deadlines, None)
+        self._ask(pending)
+        index += 1
+        if index < len(self.arrivals):
+            self.kernel.at(self.t0 + self.arrivals[index].time_s, self._arrive, index)
+
+    def _ask(self, pending: _Pending) -> None:
+        """Ask a scheduler where to run the request (again, after a retry)."""
+        arrival = pending.arrival
+        request_id = pending.request_id
         self.network.send(
             CLIENT,
             self.cluster.scheduler(),
@@ -371,19 +406,53 @@ class Client:
                 request_id, arrival.model, 0, arrival.prompt_tokens, arrival.output_tokens
             ),
         )
-        self._awaiting_decision.append((now + self.schedule_timeout_s, request_id))
+        self._awaiting_decision.append((self.kernel.now + self.schedule_timeout_s, request_id))
         if not self._decision_timer:
             self._decision_timer = True
             self.kernel.schedule(self.schedule_timeout_s, self._decision_timeouts, None)
-        index += 1
-        if index < len(self.arrivals):
-            self.kernel.at(self.t0 + self.arrivals[index].time_s, self._arrive, index)
 
     def receive(self, message: Message, source: str) -> None:
-        if type(message) is ScheduleResponse:
+        if type(message) is InferenceStarted:
+            self.outstanding.started(message.request_id, message.worker_id)
+        elif type(message) is ScheduleResponse:
             self._decided(message)
         elif type(message) is InferenceResult:
             self._finished(message)
+
+    def worker_lost(self, worker_id: str) -> None:
+        """The cluster declared `worker_id` dead: retry or fail what it held."""
+        for decision in self.outstanding.worker_lost(worker_id):
+            self._carry_out(decision)
+
+    def worker_back(self, worker_id: str) -> None:
+        self.outstanding.worker_back(worker_id)
+
+    def _carry_out(self, decision: Decision) -> None:
+        pending = self.pending.get(decision.request_id)
+        if pending is None:
+            return
+        if isinstance(decision, Fail):
+            self._end(
+                pending,
+                RequestOutcome(
+                    pending.request_id,
+                    pending.arrival.model,
+                    False,
+                    decision.reason,
+                    decision.worker_id,
+                ),
+            )
+            return
+        pending.phase = _SCHEDULING
+        if decision.after_s > 0:
+            self.kernel.schedule(decision.after_s, self._ask_again, pending.request_id)
+        else:
+            self._ask(pending)
+
+    def _ask_again(self, request_id: str) -> None:
+        pending = self.pending.get(request_id)
+        if pending is not None and pending.phase == _SCHEDULING:
+            self._ask(pending)
 
     def _decided(self, decision: ScheduleResponse) -> None:
         pending = self.pending.get(decision.request_id)
@@ -398,10 +467,12 @@ class Client:
                 ),
             )
             return
-        now = self.kernel.now
         pending.phase = _RUNNING
-        pending.scheduled = now
-        pending.worker_id = decision.worker_id
+        pending.scheduled = self.kernel.now
+        verdict = self.outstanding.placed(pending.request_id, decision.worker_id)
+        if verdict is not None:
+            self._carry_out(verdict)
+            return
         self.network.send(
             CLIENT,
             decision.host,
@@ -409,15 +480,11 @@ class Client:
                 pending.request_id, arrival.model, arrival.prompt_tokens, arrival.output_tokens
             ),
         )
-        self._awaiting_result.append((now + self.result_timeout_s, pending.request_id))
-        if not self._result_timer:
-            self._result_timer = True
-            self.kernel.schedule(self.result_timeout_s, self._result_timeouts, None)
 
     def _finished(self, result: InferenceResult) -> None:
         pending = self.pending.get(result.request_id)
-        if pending is None or pending.phase != _RUNNING:
-            return
+        if pending is None:
+            return  # a duplicate, or a late answer: the first one counts
         now = self.kernel.now
         self._end(
             pending,
@@ -436,6 +503,7 @@ class Client:
 
     def _end(self, pending: _Pending, outcome: RequestOutcome) -> None:
         del self.pending[pending.request_id]
+        self.outstanding.end(pending.request_id)
         self.outcomes.append(outcome)
         self.spans.append((pending.arrival.time_s, self.kernel.now - self.t0))
 
@@ -444,10 +512,14 @@ class Client:
             self._awaiting_decision, _SCHEDULING, "no_decision", self._decision_timeouts
         )
 
-    def _result_timeouts(self, _: None) -> None:
-        self._result_timer = self._expire_queue(
-            self._awaiting_result, _RUNNING, "no_result", self._result_timeouts
-        )
+    def _deadlines(self, _: None) -> None:
+        """Fail what is past its deadline; re-arm at the next one."""
+        for failed in self.outstanding.expire(self.kernel.now):
+            self._carry_out(failed)
+        deadline = self.outstanding.next_deadline()
+        self._deadline_timer = deadline is not None
+        if deadline is not None:
+            self.kernel.at(deadline, self._deadlines, None)
 
     def _expire_queue(
         self,
@@ -471,7 +543,7 @@ class Client:
             queue.popleft()
             self._end(
                 pending,
-                RequestOutcome(request_id, pending.arrival.model, False, reason, pending.worker_id),
+                RequestOutcome(request_id, pending.arrival.model, False, reason),
             )
         return False
 
@@ -485,7 +557,7 @@ class Client:
                     pending.arrival.model,
                     False,
                     "unfinished",
-                    pending.worker_id,
+                    self.outstanding.worker_of(pending.request_id),
                 ),
             )
 
@@ -557,6 +629,18 @@ class SimulatedCluster:
 
     def sample(self) -> None:
         raise NotImplementedError
+
+    def tell_client(self, event: str, worker_id: str) -> None:
+        """Pass a scheduler's word on a worker's liveness to the client, which holds the
+        requests: the live driver polls for the same word (`Driver.watch_forever`); here
+        it comes with the first scheduler's notice, at no cost in datagrams."""
+        client = self.client
+        if client is None:
+            return
+        if event in LOST_EVENTS:
+            client.worker_lost(worker_id)
+        elif event in BACK_EVENTS:
+            client.worker_back(worker_id)
 
     def membership_section(self) -> dict[str, Any]:
         raise NotImplementedError
@@ -692,7 +776,13 @@ class SimulatedCluster:
         }
         report_extra.update(self.report_extra())
         report_extra.update(extra or {})
-        report = build_report(client.outcomes, self.samples, self.active_workers, report_extra)
+        report = build_report(
+            client.outcomes,
+            self.samples,
+            self.active_workers,
+            report_extra,
+            retried=client.outstanding.retried,
+        )
         report["events"] = kernel.events
         report["simulation"] = self._simulation_section(simulated)
         report["wall_seconds"] = round(wall, 3)
@@ -793,7 +883,9 @@ class CentralizedCluster(SimulatedCluster):
     def notice(self, notices: Sequence[Notice]) -> None:
         now = self.now
         for notice in notices:
-            self.notices.append((now, notice.event, str(notice.fields.get("worker", ""))))
+            worker_id = str(notice.fields.get("worker", ""))
+            self.notices.append((now, notice.event, worker_id))
+            self.tell_client(notice.event, worker_id)
 
     def known_workers(self) -> list[str]:
         """Workers in the coordinator's view, sorted (empty while it is down)."""

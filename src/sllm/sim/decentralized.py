@@ -198,7 +198,9 @@ class DecentralizedCluster(SimulatedCluster):
         now = self.now
         for notice in notices:
             if notice.event in MEMBER_EVENTS:  # counted in the report
-                self.notices.append((now, notice.event, str(notice.fields.get("member", ""))))
+                member = str(notice.fields.get("member", ""))
+                self.notices.append((now, notice.event, member))
+                self.tell_client(notice.event, member)
 
     def known_members(self, name: str) -> list[str]:
         """The members node `name` holds alive or suspect, sorted (empty while it is down)."""

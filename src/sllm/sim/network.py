@@ -76,6 +76,7 @@ from sllm.wire.messages import (
     ClusterStateResponse,
     InferenceRequest,
     InferenceResult,
+    InferenceStarted,
     ScheduleRequest,
     ScheduleResponse,
     WorkerReport,
@@ -104,6 +105,7 @@ PLANE_OF: dict[type[Message], int] = {
     ClusterStateResponse: CONTROL,
     InferenceRequest: DATA,
     InferenceResult: DATA,
+    InferenceStarted: DATA,
 }
 
 Handler = Callable[[Message, str], None]

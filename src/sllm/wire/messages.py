@@ -222,6 +222,19 @@ class InferenceResult(Message):
     e2e_s: float = field(metadata=SECONDS)
 
 
+@record
+class InferenceStarted(Message):
+    """A worker began running a request sent by datagram (told to the same address).
+
+    Why: when a worker dies, its client retries what had not started yet and fails what
+    had (`sllm.core.outstanding`); this is how the client tells the two apart.
+    """
+
+    TYPE: ClassVar[str] = "inference_started"
+    request_id: str = field(metadata=_text(ID_MAX_LEN))
+    worker_id: str = field(metadata=_text(ID_MAX_LEN))
+
+
 # -- gossip (decentralized mode; see sllm.core.membership) --------------------------------
 #
 # Member states on the wire, like tiers: 0 alive, 1 suspect, 2 dead, 3 left.
@@ -411,6 +424,7 @@ MESSAGE_TYPES: dict[str, type[Message]] = {
         ClusterStateResponse,
         InferenceRequest,
         InferenceResult,
+        InferenceStarted,
         GossipPing,
         GossipAck,
         GossipPingReq,
