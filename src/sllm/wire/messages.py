@@ -232,7 +232,7 @@ class InferenceStarted(Message):
 
     TYPE: ClassVar[str] = "inference_started"
     request_id: str = field(metadata=_text(ID_MAX_LEN))
-    worker_id: str = field(metadata=_text(ID_MAX_LEN))
+    worker_id: str = field(metadata=_identity())
 
 
 # -- gossip (decentralized mode; see sllm.core.membership) --------------------------------
