@@ -15,10 +15,11 @@ per run, this process sends them datagrams as fast as it makes them, in batches 
   or added, or the version or type changed; signed with the right key when the target
   has one, so what the parser behind the HMAC does is fuzzed too;
 - with a secret, four kinds that must never get in: ``forged`` (signed with another key),
-  ``replayed`` (a datagram the target accepted, sent again), ``stale`` (signed with the
-  right key, timestamped an hour away), ``unsigned`` (no envelope). Each forged, stale or
-  unsigned one carries an identity of its own (a worker report, or a gossip push with a
-  member, named ``forged-N``), so one that got in would show in the target's view.
+  ``replayed`` (a valid datagram sent before, as ``replay_source``, sent again),
+  ``stale`` (signed with the right key, timestamped an hour away), ``unsigned`` (no
+  envelope). Each forged, stale or unsigned one carries an identity of its own (a worker
+  report, or a gossip push with a member, named ``forged-N``), so one that got in would
+  show in the target's view.
 
 **What is checked** after each run: the process is still running; it answers a status
 request (the coordinator's cluster state, the node's members); no handler raised (the
@@ -52,7 +53,7 @@ import socket
 import tempfile
 import time
 import urllib.request
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -78,6 +79,11 @@ WRONG_SECRET = "not-the-cluster-secret-0123456789abcd"
 LOOPBACK = "127.0.0.1"
 # A signed datagram this far from the receiver's clock is outside any skew window.
 STALE_OFFSET_S = 3600.0
+# Replays copy one of the last REPLAY_SOURCES valid datagrams sent; one replay draw in
+# REPLAY_SOURCE_SHARE sends a new one instead, so the copies stay inside the skew window
+# (where only the replay cache can refuse them) rather than ageing into ``stale``.
+REPLAY_SOURCES = 64
+REPLAY_SOURCE_SHARE = 1 / 32
 START_TIMEOUT_S = 30.0
 STATUS_TIMEOUT_S = 2.0
 STATUS_TRIES = 3
@@ -208,13 +214,18 @@ class Fuzzer:
         self.members: list[MemberUpdate] = [
             _instance(self.rng, MemberUpdate) for _ in range(POOL // 8)
         ]
-        self.accepted_once: list[bytes] = []  # signed datagrams to replay
+        # Valid signed datagrams sent once, the newest last, to be sent again.
+        self.replay_sources: deque[bytes] = deque(maxlen=REPLAY_SOURCES)
         self.kinds = KINDS_SIGNED if self.signed else KINDS_UNSIGNED
 
     def batch(self, size: int = BATCH) -> list[bytes]:
         out = []
         for _ in range(size):
             kind = self.rng.choice(self.kinds)
+            if kind == "replayed" and (
+                not self.replay_sources or self.rng.random() < REPLAY_SOURCE_SHARE
+            ):
+                kind = "replay_source"
             data = self._make(kind)
             if data is None:
                 continue
@@ -231,12 +242,13 @@ class Fuzzer:
             return self._checked(self._damage(self._valid(now)), now)
         if kind == "malformed":
             return self._checked(self._malformed(now), now)
+        if kind == "replay_source":  # valid, sent once as itself; then replayed
+            valid = self._checked(self._valid(now), now)
+            if valid is not None:
+                self.replay_sources.append(valid)
+            return valid
         if kind == "replayed":
-            if not self.accepted_once:
-                valid = self._valid(now)
-                self.accepted_once.append(valid)
-                return self._checked(valid, now)  # sent once as itself, then replayed
-            return self.rng.choice(self.accepted_once[-64:])
+            return self.rng.choice(self.replay_sources)
         message = self._intruder()
         if kind == "forged":
             return self.forger.encode(message, now, self.rng.getrandbits(64))
