@@ -31,6 +31,7 @@ from sllm.experiments.options import (
     options_from_args,
 )
 from sllm.experiments.report import (
+    UNFINISHED,
     RequestOutcome,
     WorkerSamples,
     build_report,
@@ -166,7 +167,7 @@ class Driver:
         except asyncio.CancelledError:
             worker_id = self.outstanding.worker_of(request_id)
             self.outcomes.append(
-                RequestOutcome(request_id, arrival.model, False, "unfinished", worker_id)
+                RequestOutcome(request_id, arrival.model, False, UNFINISHED, worker_id)
             )
             raise
         finally:

@@ -3,8 +3,9 @@
 A driver records each request's outcome and samples each worker's queue depth and GPU
 utilization over time; `build_report` turns those into the JSON every experiment writes
 and `render_report` into the text the scripts print. Keeping one builder means the keys
-(`requests`, `completed`, `failed`, `retried`, `lost`, `cache_hit_rate`, `cold_starts`, `latency`,
-`workers`) cannot drift between the live system and the simulator.
+(`requests`, `completed`, `failed`, `retried`, `lost`, `unfinished`, `cache_hit_rate`,
+`cold_starts`, `latency`, `workers`) cannot drift between the live system and the
+simulator.
 """
 
 from __future__ import annotations
@@ -22,10 +23,14 @@ from typing import Any
 from sllm.records import record
 
 PERCENTILES = (50, 95, 99)
-# Failure reasons that mean the client got no answer from the system: no decision, no
-# result by the deadline, or still waiting when the drain ended. A run that loses no
-# request to a dead worker has none of them.
-NO_ANSWER_REASONS = frozenset({"no_decision", "no_result", "unfinished"})
+# Failure reasons that mean the system gave the client no answer within its bounds: no
+# decision, or no result by the request's deadline. A run that loses no request to a dead
+# worker has none of them.
+NO_ANSWER_REASONS = frozenset({"no_decision", "no_result"})
+# The reason of a request the run itself cut off: still queued or running, on a worker
+# nobody declared lost, when the drain after the last arrival ended. Counted apart from
+# the lost ones: the system had not failed it, the experiment stopped waiting.
+UNFINISHED = "unfinished"
 
 
 @record
@@ -99,7 +104,8 @@ def build_report(
     """The run's JSON report. `extra` keys (policy, seed, duration, ...) come first.
 
     `retried` counts placements after a request's first (its worker died before it
-    started); ``lost`` counts the failures in `NO_ANSWER_REASONS`.
+    started); ``lost`` counts the failures in `NO_ANSWER_REASONS`, and ``unfinished`` the
+    requests the run's end cut off (`UNFINISHED`).
     """
     completed = [o for o in outcomes if o.ok]
     failed = [o for o in outcomes if not o.ok]
@@ -127,6 +133,7 @@ def build_report(
             "failures": dict(sorted(Counter(o.reason or "unknown" for o in failed).items())),
             "retried": retried,
             "lost": sum(1 for o in failed if o.reason in NO_ANSWER_REASONS),
+            "unfinished": sum(1 for o in failed if o.reason == UNFINISHED),
             "cache_hit_rate": round((len(completed) - cold) / len(completed), 6)
             if completed
             else 0.0,
@@ -167,7 +174,8 @@ def render_report(report: Mapping[str, Any]) -> str:
             if report["failures"]
             else ""
         ),
-        f"retried {report.get('retried', 0)}  lost (no answer) {report.get('lost', 0)}",
+        f"retried {report.get('retried', 0)}  lost (no answer) {report.get('lost', 0)}  "
+        f"unfinished when the run ended {report.get('unfinished', 0)}",
         f"cache hit rate {report['cache_hit_rate']:.1%}  cold starts {report['cold_starts']}  "
         f"active workers {report['active_workers']}",
         f"{'latency (s)':<12} {'p50':>9} {'p95':>9} {'p99':>9}",

@@ -83,7 +83,7 @@ from sllm.core.worker import (
 from sllm.engines.sim import SimEngine, Timer, fire
 from sllm.experiments.centralized import SAMPLE_PERIOD_S, SCHEDULE_TIMEOUT_S
 from sllm.experiments.options import DEFAULT_DRAIN_S
-from sllm.experiments.report import RequestOutcome, WorkerSamples, build_report
+from sllm.experiments.report import UNFINISHED, RequestOutcome, WorkerSamples, build_report
 from sllm.runtime.coordinator import EXPIRY_CHECKS_PER_TIMEOUT, EXPIRY_MIN_PERIOD_S
 from sllm.sim.faults import (
     HEAL,
@@ -556,7 +556,7 @@ class Client:
                     pending.request_id,
                     pending.arrival.model,
                     False,
-                    "unfinished",
+                    UNFINISHED,
                     self.outstanding.worker_of(pending.request_id),
                 ),
             )
