@@ -6,6 +6,9 @@ them with one pooled HTTP client (`WorkerClient`), closed when the listener stop
 a cluster secret, the client signs every request for the workers (`sllm.api.credential`).
 On a node, its own worker routes move under `WORKER_PREFIX`, and the gateway proxies there
 on every node.
+Before each placement the scheduler's view is expired with its notices logged, so that a
+worker expired by a placement is announced as ``worker_lost`` like one expired by the
+coordinator's timer (the service then tells the gateway, `Gateway.worker_lost`).
 The OpenAPI document of the API is served at ``/openapi.json`` and shipped as
 ``docs/openapi.json`` (`sllm openapi` writes it; a test keeps them equal). It lists, for
 each route, exactly the statuses the server can answer, each with OpenAI's error body
@@ -15,7 +18,7 @@ each route, exactly the statuses the server can answer, each with OpenAI's error
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from fastapi import APIRouter, FastAPI
@@ -26,6 +29,7 @@ from sllm.api.errors import install_error_handlers
 from sllm.api.gateway import CompletionLane, Gateway, GatewayConfig
 from sllm.api.request_id import RequestIdMiddleware
 from sllm.api.worker_client import WorkerClient
+from sllm.wire import ScheduleRequest, ScheduleResponse
 
 if TYPE_CHECKING:
     from sllm.core.coordinator import Coordinator, Notice
@@ -42,8 +46,9 @@ def install_front_door(
     api_keys: frozenset[str],
     upstream_prefix: str = "",
     cluster_secret: bytes | None = None,
-) -> Callable[[], Awaitable[None]]:
-    """Add the `/v1` routes and `/openapi.json` to `app`; return the closer of the client.
+) -> Gateway:
+    """Add the `/v1` routes and `/openapi.json` to `app`; return the gateway (close its
+    `client` when the listener stops).
 
     With `cluster_secret`, requests to workers carry the credential it derives.
     """
@@ -54,8 +59,15 @@ def install_front_door(
     def forget_worker(worker_id: str) -> None:
         log_notices(scheduler.forget(worker_id, time.monotonic()))
 
+    def place(request: ScheduleRequest) -> ScheduleResponse:
+        now = time.monotonic()
+        expired = scheduler.expire(now)  # `place` would drop them unannounced
+        if expired:
+            log_notices(list(expired))
+        return scheduler.place(request, now)
+
     gateway = Gateway(
-        place=lambda request: scheduler.place(request, time.monotonic()),
+        place=place,
         forget_worker=forget_worker,
         model_names=lambda: scheduler.catalog.keys(),
         client=client,
@@ -67,7 +79,7 @@ def install_front_door(
     app.include_router(gateway.router)
     document = openapi_document(gateway.documented())
     app.add_api_route("/openapi.json", lambda: document, methods=["GET"])
-    return client.close
+    return gateway
 
 
 def openapi_document(router: APIRouter) -> dict[str, Any]:

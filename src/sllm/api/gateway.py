@@ -17,9 +17,21 @@ Failure handling (DESIGN.md, data plane):
   client as the worker said it;
 - the worker fails after the first byte: the stream ends with an explicit error event
   (``{"error": ...}``), never a silent truncation (OpenAI clients raise on it);
+- the scheduler declares the worker lost (a coordinator's ``worker_lost``: no report for
+  WORKER_TIMEOUT; a node's ``member_dead``) while requests are in flight on it: a worker
+  that froze or lost its network keeps its sockets open, so without this a request would
+  wait `FIRST_BYTE_TIMEOUT_S` for its first byte, or a stream `READ_TIMEOUT_S` of silence.
+  The gateway keeps its attempts in flight by worker id (`InFlight`); the runtime calls
+  `Gateway.worker_lost`, and at once every request still waiting for that worker's first
+  byte is placed again (its upstream connection closed), and every stream relaying from
+  it ends with an error event saying the worker was lost (``stream: false``: a 502 with
+  the same message, code ``worker_lost``);
 - the client disconnects, while the request waits for its first byte or while it streams:
   the upstream request is closed, which cancels it on the worker. The upstream response is
   closed however the client's response ends, even when it never started streaming.
+
+What happens to requests after placement is counted for ``/metrics`` (`Gateway.retries`
+and `Gateway.failed`, by reason; see `RETRY_REASONS` and `FAILURE_REASONS`).
 
 Status codes: 400 bad body, 401 bad key (when API_KEYS is set; compared in constant time),
 404 unknown model, 405 not a POST, 408 body late (sent by the listener,
@@ -95,12 +107,91 @@ class GatewayConfig:
     upstream_prefix: str = ""
 
 
+# Why a request was placed again before its first byte: the worker failed (refused,
+# reset, a 5xx, a first-byte timeout), answered 429, or was declared lost meanwhile.
+RETRY_REASONS = ("worker_failed", "worker_busy", "worker_lost")
+# Why a placed request failed: its worker was declared lost mid-stream, its stream broke,
+# it timed out (no first byte from any try, or READ_TIMEOUT_S of silence mid-stream), no
+# worker was left to place it on, or every try met a full queue.
+FAILURE_REASONS = ("worker_lost", "stream_broken", "timeout", "no_worker", "overloaded")
+
+
+@dataclass(eq=False, slots=True)
+class Attempt:
+    """One try of a request on one worker, which the scheduler may declare lost meanwhile.
+
+    `deadline` is the timeout of the wait under way on that worker, if any: losing the
+    worker moves it to now, so the wait ends at once as if it had timed out, and `lost`
+    tells the two apart.
+    """
+
+    worker_id: str
+    lost: bool = False
+    deadline: asyncio.Timeout | None = None
+
+    def lose(self) -> None:
+        self.lost = True
+        deadline = self.deadline
+        if deadline is not None and not deadline.expired():
+            deadline.reschedule(asyncio.get_running_loop().time())
+
+    def lost_error(self) -> WorkerLost:
+        return WorkerLost(f"worker {self.worker_id} was lost (declared dead by the scheduler)")
+
+
+class WorkerLost(ConnectionError):
+    """The scheduler declared the worker of an attempt lost while it was in flight."""
+
+
+class InFlight:
+    """The front door's attempts in flight, by the worker they wait on or stream from.
+
+    Starting and ending an attempt is a dict and a set operation: no scan per event, so
+    the hot path stays cheap; only losing a worker walks its own attempts.
+    """
+
+    def __init__(self) -> None:
+        self._by_worker: dict[str, set[Attempt]] = {}
+
+    def start(self, worker_id: str) -> Attempt:
+        attempt = Attempt(worker_id)
+        attempts = self._by_worker.get(worker_id)
+        if attempts is None:
+            self._by_worker[worker_id] = {attempt}
+        else:
+            attempts.add(attempt)
+        return attempt
+
+    def end(self, attempt: Attempt) -> None:
+        attempts = self._by_worker.get(attempt.worker_id)
+        if attempts is None:
+            return  # its worker was lost: the attempt left with it
+        attempts.discard(attempt)
+        if not attempts:
+            del self._by_worker[attempt.worker_id]
+
+    def lose(self, worker_id: str) -> int:
+        """End the waits of every attempt on `worker_id`; how many there were."""
+        attempts = self._by_worker.pop(worker_id, ())
+        for attempt in attempts:
+            attempt.lose()
+        return len(attempts)
+
+    def on(self, worker_id: str) -> int:
+        """Attempts in flight on `worker_id`."""
+        return len(self._by_worker.get(worker_id, ()))
+
+    def __len__(self) -> int:
+        return sum(len(attempts) for attempts in self._by_worker.values())
+
+
 class _UpstreamFailed(Exception):
     """The chosen worker failed before the first byte: forget it and try another one."""
 
-    def __init__(self, reason: str, timed_out: bool = False) -> None:
+    def __init__(self, reason: str, timed_out: bool = False, lost: bool = False) -> None:
         super().__init__(reason)
         self.timed_out = timed_out
+        self.lost = lost  # declared lost by the scheduler: forgotten already
 
 
 class _UpstreamBusy(Exception):
@@ -115,6 +206,8 @@ class _Upstream:
     response: UpstreamResponse
     buffer: bytearray
     first: bytes
+    attempt: Attempt
+    in_flight: InFlight
     closed: bool = False
 
     async def events(self) -> AsyncIterator[bytes]:
@@ -124,9 +217,19 @@ class _Upstream:
         chunk, and several that arrived together are not split again.
         """
         yield self.first
+        attempt = self.attempt
         while True:
-            async with asyncio.timeout(READ_TIMEOUT_S):
-                piece = await self.response.readany()
+            if attempt.lost:
+                raise attempt.lost_error()
+            try:
+                async with asyncio.timeout(READ_TIMEOUT_S) as attempt.deadline:
+                    piece = await self.response.readany()
+            except TimeoutError:
+                if attempt.lost:
+                    raise attempt.lost_error() from None
+                raise
+            finally:
+                attempt.deadline = None
             if not piece:
                 if self.buffer.strip():
                     raise ConnectionError("stream ended inside an event")
@@ -142,6 +245,7 @@ class _Upstream:
         """Close the response once, however many ways its end is noticed."""
         if not self.closed:
             self.closed = True
+            self.in_flight.end(self.attempt)
             self.client.finish(self.response)
 
 
@@ -168,6 +272,10 @@ class Gateway:
         self.model_names = model_names
         self.client = client
         self.config = config
+        self.in_flight = InFlight()
+        # What happened to placed requests, by reason, read by /metrics at scrape time.
+        self.retries: dict[str, int] = dict.fromkeys(RETRY_REASONS, 0)
+        self.failed: dict[str, int] = dict.fromkeys(FAILURE_REASONS, 0)
         self.router = APIRouter()
         self.router.add_api_route("/v1/models", self.list_models, methods=["GET"])
 
@@ -188,6 +296,17 @@ class Gateway:
                 responses={200: _COMPLETION_ANSWER, **_documented_errors(COMPLETION_ERRORS)},
             )
         return router
+
+    def worker_lost(self, worker_id: str) -> int:
+        """The scheduler declared `worker_id` lost: end every wait on it now (requests not
+        started are placed again, streams end with an error). Returns how many there were.
+
+        Called by the runtime, on the event loop, where it handles the scheduler's notices.
+        """
+        return self.in_flight.lose(worker_id)
+
+    def _count(self, counts: dict[str, int], reason: str) -> None:
+        counts[reason] = counts.get(reason, 0) + 1
 
     async def list_models(self, request: Request) -> ModelList:
         self._authenticate(request.headers.get("authorization", ""))
@@ -265,12 +384,12 @@ class Gateway:
         try:
             if body.stream:
                 return await self._relay(request_id, upstream, send)
-            folded = await self._fold(request_id, upstream)
+            folded, code = await self._fold(request_id, upstream)
         finally:  # however it ends; a stream still running is cancelled on the worker
             upstream.close()
         if folded.error is not None:
             message = str(folded.error.get("message", "worker failed"))
-            raise ApiError(502, message, code="worker_failed")
+            raise ApiError(502, message, code=code)
         answer = json.dumps(folded.response(kind, request_id, body.model)).encode()
         await send({"type": "http.response.start", "status": 200, "headers": _JSON_HEADERS})
         await send({"type": "http.response.body", "body": answer})
@@ -297,18 +416,27 @@ class Gateway:
         for attempt in range(1, self.config.max_attempts + 1):
             decision = self.place(schedule)
             if decision.action == "reject":
-                raise _rejection(decision, schedule.model)
+                rejection = _rejection(decision, schedule.model)
+                if attempt > 1 and rejection.code in self.failed:  # placed before, now not
+                    self._count(self.failed, str(rejection.code))
+                raise rejection
             worker = (decision.host, decision.http_port, self.config.upstream_prefix + path)
             upstream_id = new_request_id()  # the worker's key for this attempt
             started = time.monotonic()
             try:
-                upstream = await self._first_event(worker, upstream_id, request_id, body)
+                upstream = await self._first_event(
+                    worker, upstream_id, request_id, body, decision.worker_id
+                )
             except (_UpstreamFailed, _UpstreamBusy) as failure:
                 last_error = str(failure)
                 timed_out = isinstance(failure, _UpstreamFailed) and failure.timed_out
                 if isinstance(failure, _UpstreamBusy):
                     busy += 1
+                    self._count(self.retries, "worker_busy")
+                elif failure.lost:  # the scheduler has dropped it already
+                    self._count(self.retries, "worker_lost")
                 else:
+                    self._count(self.retries, "worker_failed")
                     self.forget_worker(decision.worker_id)
                 log_event(
                     log,
@@ -336,6 +464,7 @@ class Gateway:
             )
             return upstream
         if busy == self.config.max_attempts:
+            self._count(self.failed, "overloaded")
             raise ApiError(
                 429,
                 "every worker tried has a full queue; retry shortly",
@@ -343,21 +472,31 @@ class Gateway:
                 retry_after_s=RETRY_AFTER_S,
             )
         if timed_out:
+            self._count(self.failed, "timeout")
             raise ApiError(504, f"no worker answered in time ({last_error})", code="timeout")
+        self._count(self.failed, "no_worker")
         raise ApiError(503, f"no worker could serve the request ({last_error})", code="no_worker")
 
     async def _first_event(
-        self, worker: tuple[str, int, str], upstream_id: str, request_id: str, body: bytes
+        self,
+        worker: tuple[str, int, str],
+        upstream_id: str,
+        request_id: str,
+        body: bytes,
+        worker_id: str,
     ) -> _Upstream:
         """Send to one worker (host, port, path) under `upstream_id`, and read until its
-        first whole event, within the deadline.
+        first whole event, within the deadline, or until `worker_id` is declared lost.
 
         Raises `_UpstreamFailed` or `_UpstreamBusy` for another try, or `ApiError` for a
-        4xx that is the request's own fault. The response is closed unless handed over.
+        4xx that is the request's own fault. The response is closed unless handed over,
+        and the attempt stays in flight only while its stream does.
         """
         response: UpstreamResponse | None = None
+        attempt = self.in_flight.start(worker_id)
+        handed = False
         try:
-            async with asyncio.timeout(self.config.first_byte_timeout_s):
+            async with asyncio.timeout(self.config.first_byte_timeout_s) as attempt.deadline:
                 response = await self.client.post(
                     *worker, body, upstream_id, client_request_id=request_id
                 )
@@ -369,19 +508,27 @@ class Gateway:
                     if not piece:
                         raise _UpstreamFailed("worker closed the stream before any event")
                     buffer.extend(piece)
-                first = bytes(buffer[: end + 2])
-                del buffer[: end + 2]
-                opened = _Upstream(self.client, response, buffer, first)
-                response = None  # handed over
-                return opened
-        except TimeoutError as error:  # connecting, or the first event
+            attempt.deadline = None
+            if attempt.lost:  # lost as the first event came: place it again all the same
+                raise TimeoutError
+            first = bytes(buffer[: end + 2])
+            del buffer[: end + 2]
+            opened = _Upstream(self.client, response, buffer, first, attempt, self.in_flight)
+            handed = True  # the response and the attempt: `_Upstream.close` ends both
+            return opened
+        except TimeoutError as error:  # connecting, or the first event, or lost
+            if attempt.lost:
+                raise _UpstreamFailed(str(attempt.lost_error()), lost=True) from None
             reason = str(error) or "worker timed out before the first event"
             raise _UpstreamFailed(reason, timed_out=True) from None
         except OSError as error:  # refused, reset, closed, unreachable
             raise _UpstreamFailed(f"{type(error).__name__}: {error}") from None
         finally:
-            if response is not None:
-                self.client.finish(response)
+            attempt.deadline = None
+            if not handed:
+                self.in_flight.end(attempt)
+                if response is not None:
+                    self.client.finish(response)
 
     async def _relay(self, request_id: str, upstream: _Upstream, send: Send) -> tuple[int, str]:
         """Forward events to the client; end a broken stream with an explicit error event.
@@ -403,19 +550,37 @@ class Gateway:
             if not done:
                 raise ConnectionError("worker stream ended without [DONE]")
         except (ConnectionError, TimeoutError) as error:
-            reason = str(error) or type(error).__name__
-            log_event(log, logging.WARNING, "stream_broken", request_id=request_id, error=reason)
-            failed = ApiError(502, f"the worker failed mid-stream: {reason}", code="worker_failed")
+            code, reason = self._broken(request_id, error)
+            failed = ApiError(502, f"the worker failed mid-stream: {reason}", code=code)
             await send({"type": "http.response.body", "body": failed.sse(), "more_body": False})
             return 502, reason
         upstream.close()
         await send({"type": "http.response.body", "body": done, "more_body": False})
         return 200, ""
 
-    async def _fold(self, request_id: str, upstream: _Upstream) -> sse.Folded:
-        """The worker's stream folded into one response; read to its end, so that its
-        connection goes back to the pool when it is closed."""
+    def _broken(self, request_id: str, error: Exception) -> tuple[str, str]:
+        """Count and log a stream that broke after its first event; its error code and
+        reason for the client."""
+        reason = str(error) or type(error).__name__
+        code = "worker_failed"
+        if isinstance(error, WorkerLost):
+            code = cause = "worker_lost"
+        elif isinstance(error, TimeoutError):
+            cause = "timeout"
+        else:
+            cause = "stream_broken"
+        self._count(self.failed, cause)
+        log_event(
+            log, logging.WARNING, "stream_broken", request_id=request_id, error=reason, cause=cause
+        )
+        return code, reason
+
+    async def _fold(self, request_id: str, upstream: _Upstream) -> tuple[sse.Folded, str]:
+        """The worker's stream folded into one response, and the error code for a 502 if it
+        failed; read to its end, so that its connection goes back to the pool when it is
+        closed."""
         folded = sse.Folded()
+        code = "worker_failed"
         try:
             async for run in upstream.events():
                 for event in sse.events(bytearray(run)):
@@ -428,21 +593,14 @@ class Gateway:
                     if payload is not None:
                         folded.feed(payload)
             if not folded.done and folded.error is None:
+                self._count(self.failed, "stream_broken")
                 folded.error = {"message": "worker stream ended without [DONE]"}
         except (ConnectionError, TimeoutError) as error:
             if folded.done:  # what the client needs has all come
-                return folded
-            log_event(
-                log,
-                logging.WARNING,
-                "stream_broken",
-                request_id=request_id,
-                error=str(error) or type(error).__name__,
-            )
-            folded.error = {
-                "message": f"the worker failed mid-request: {error or type(error).__name__}"
-            }
-        return folded
+                return folded, code
+            code, reason = self._broken(request_id, error)
+            folded.error = {"message": f"the worker failed mid-request: {reason}"}
+        return folded, code
 
 
 DONE_LINE = sse.DONE.strip()

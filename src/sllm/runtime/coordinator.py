@@ -3,7 +3,9 @@
 It decodes each datagram, hands it to the core, sends the replies to the sender and logs
 what the core noticed (a valid message of a type it does not serve is counted and logged
 at most once per type every few seconds, like a rejected datagram). A timer expires
-silent workers. Everything it knows comes from
+silent workers. A worker declared lost (``worker_lost``) is also told to the front door
+(`front_door`), which ends the waits of its requests in flight there at once. Everything
+it knows comes from
 worker reports, so restarting it loses nothing but its counters. With an `http_port` it
 also serves health, readiness and metrics (`sllm.runtime.monitoring`).
 """
@@ -23,6 +25,7 @@ from sllm.core.cost import CostModel, ModelInfo
 from sllm.logs import log_event
 from sllm.runtime.monitoring import (
     DEFAULT_HTTP_LIMITS,
+    FrontDoor,
     HttpLimits,
     HttpService,
     start_coordinator_http,
@@ -62,6 +65,7 @@ class CoordinatorServer:
         self.port = port
         self.http_port = http_port  # None: no HTTP; 0: any free port
         self.http: HttpService | None = None
+        self.front_door: FrontDoor | None = None  # set when the HTTP listener installs it
         self.api_keys = api_keys
         self.http_limits = http_limits
         self.codec = codec
@@ -130,11 +134,15 @@ class CoordinatorServer:
             self.log_notices(self.core.expire(time.monotonic()))
 
     def log_notices(self, notices: Sequence[Notice], sender: Address | None = None) -> None:
-        """Log what the core noticed; unexpected messages are counted and rate-limited."""
+        """Log what the core noticed; unexpected messages are counted and rate-limited, and
+        a lost worker is told to the front door."""
         for notice in notices:
             if notice.event == "unexpected_message" and self.endpoint is not None:
                 message_type = str(notice.fields["type"])
                 self.endpoint.drop_unexpected(message_type, sender, logger=log, level=logging.INFO)
                 continue
-            level = logging.WARNING if notice.event == "worker_lost" else logging.INFO
+            lost = notice.event == "worker_lost"
+            level = logging.WARNING if lost else logging.INFO
             log_event(log, level, notice.event, **notice.fields)
+            if lost and self.front_door is not None:
+                self.front_door.worker_lost(str(notice.fields["worker"]))

@@ -47,6 +47,13 @@ metrics.
 A decentralized node registers `GossipMembersCollector` for ``sllm_gossip_members{state}``
 (see its docstring), plus whichever of the above fit it.
 
+The front door, on the coordinator and on each node (`FrontDoorCollector`):
+``sllm_frontdoor_retries_total{reason}`` (requests placed again before their first byte:
+``worker_failed``, ``worker_busy``, ``worker_lost``) and
+``sllm_frontdoor_requests_failed_total{reason}`` (requests that failed after placement:
+``worker_lost``, ``stream_broken``, ``timeout``, ``no_worker``, ``overloaded``; see
+`sllm.api.gateway`).
+
 Not handled yet: exemplars, and per-model latency histograms (a label per model multiplies
 the series by the catalog size; add it when the catalog is small and fixed).
 """
@@ -69,6 +76,7 @@ from sllm.runtime.monitoring import live_workers
 
 if TYPE_CHECKING:
     from sllm.runtime.coordinator import CoordinatorServer
+    from sllm.runtime.monitoring import FrontDoor
     from sllm.runtime.worker import WorkerServer
 
 # Time to first token runs from ~20 ms (a warm small model) to minutes (a 70B model cold
@@ -289,6 +297,37 @@ class GossipMembersCollector(Collector):
         yield members
 
 
+class FrontDoorCollector(Collector):
+    """The front door's retries and failures by reason, read from it at scrape time.
+
+    `front_door` returns the service's front door, or None before it is installed (then
+    the two counters are yielded empty).
+    """
+
+    def __init__(self, front_door: Callable[[], FrontDoor | None]) -> None:
+        self.front_door = front_door
+
+    def collect(self) -> Iterator[Metric]:
+        front_door = self.front_door()
+        retries = CounterMetricFamily(
+            "sllm_frontdoor_retries",
+            "Requests placed again before their first byte, by reason.",
+            labels=("reason",),
+        )
+        failed = CounterMetricFamily(
+            "sllm_frontdoor_requests_failed",
+            "Requests that failed after placement, by reason.",
+            labels=("reason",),
+        )
+        if front_door is not None:
+            for reason, count in sorted(front_door.retries.items()):
+                retries.add_metric((reason,), count)
+            for reason, count in sorted(front_door.failed.items()):
+                failed.add_metric((reason,), count)
+        yield retries
+        yield failed
+
+
 def _endpoint_rejects(get: Callable[[], Mapping[str, int] | None]) -> RejectCounts:
     return lambda: get() or {}
 
@@ -296,6 +335,7 @@ def _endpoint_rejects(get: Callable[[], Mapping[str, int] | None]) -> RejectCoun
 def register_coordinator(registry: CollectorRegistry, server: CoordinatorServer) -> None:
     """The coordinator's metrics, into its own `registry`."""
     registry.register(CoordinatorCollector(server.core))
+    registry.register(FrontDoorCollector(lambda: server.front_door))
     registry.register(
         RejectsCollector(
             _endpoint_rejects(lambda: server.endpoint.rejects.counts if server.endpoint else None),

@@ -19,6 +19,10 @@ already logged) and one ``await http.stop()`` from its ``stop``. The coordinator
 worker use `start_coordinator_http` and `start_worker_http`; another service (the
 decentralized node) calls `start_http` with its own readiness and collectors.
 
+A service with the front door (the coordinator, a node) keeps it as ``front_door`` (a
+`FrontDoor`): it tells it when the scheduler declares a worker lost, so that requests in
+flight there are placed again or ended at once, and ``/metrics`` reads its counts.
+
 Which addresses a worker's or a node's listener binds is theirs to choose
 (`sllm.runtime.worker.http_hosts`): without a cluster secret, not every interface.
 
@@ -30,7 +34,7 @@ from __future__ import annotations
 import importlib
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -79,6 +83,25 @@ class HttpLimits:
 
 
 DEFAULT_HTTP_LIMITS = HttpLimits()
+
+
+class FrontDoor(Protocol):
+    """What a service holds of its front door (`sllm.api.gateway.Gateway`)."""
+
+    @property
+    def retries(self) -> Mapping[str, int]:
+        """Requests placed again before their first byte, by reason."""
+        ...
+
+    @property
+    def failed(self) -> Mapping[str, int]:
+        """Requests that failed after placement, by reason."""
+        ...
+
+    def worker_lost(self, worker_id: str) -> int:
+        """The scheduler declared `worker_id` lost: end the waits on it; how many."""
+        ...
+
 
 Register = Callable[["CollectorRegistry"], None]
 # Adds routes to the service's FastAPI app before it serves; may return a coroutine function
@@ -216,9 +239,11 @@ async def start_coordinator_http(
     def routes(app: Any) -> Callable[[], Awaitable[None]]:
         from sllm.api.frontdoor import install_front_door
 
-        return install_front_door(
+        gateway = install_front_door(
             app, server.core, server.log_notices, api_keys, cluster_secret=server.codec.secret
         )
+        server.front_door = gateway
+        return gateway.client.close
 
     return await start_http(server.name, host, port, readiness, register, routes, limits=limits)
 
@@ -297,10 +322,15 @@ async def start_node_http(
     readiness = _accepting_work(server)
 
     def register(registry: CollectorRegistry) -> None:
-        from sllm.runtime.metrics import GossipMembersCollector, register_worker
+        from sllm.runtime.metrics import (
+            FrontDoorCollector,
+            GossipMembersCollector,
+            register_worker,
+        )
 
         register_worker(registry, server)
         registry.register(GossipMembersCollector(core.membership.counts))
+        registry.register(FrontDoorCollector(lambda: server.front_door))
 
     def routes(app: Any) -> Callable[[], Awaitable[None]]:
         from sllm.api.frontdoor import WORKER_PREFIX, install_front_door
@@ -308,7 +338,7 @@ async def start_node_http(
 
         app.include_router(worker_router(server.generation), prefix=WORKER_PREFIX)
         _require_credential(app, server.codec.secret, WORKER_PREFIX + "/")
-        return install_front_door(
+        gateway = install_front_door(
             app,
             core.scheduler,
             server.log_notices,
@@ -316,6 +346,8 @@ async def start_node_http(
             upstream_prefix=WORKER_PREFIX,
             cluster_secret=server.codec.secret,
         )
+        server.front_door = gateway
+        return gateway.client.close
 
     return await start_http(
         server.name, host, port, readiness, register, routes, also_on, limits=limits

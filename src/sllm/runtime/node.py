@@ -21,6 +21,8 @@ closing its socket, so peers drop it at once instead of suspecting it.
 With an `http_port` the node also serves the OpenAI front door on ``/v1`` (placing with
 its own view, without probing), its worker routes under ``/worker``, health, readiness and
 metrics including gossip members by state (`sllm.runtime.monitoring.start_node_http`).
+A member declared dead (``member_dead``; suspicion only steers placement away) is told to
+that front door (`front_door`), which ends the waits of its requests in flight there.
 Without a cluster secret, a node bound to every interface serves HTTP only on its
 advertised address (where peers proxy to it) and loopback, and logs
 ``cluster_unauthenticated`` (`sllm.runtime.worker.http_hosts`).
@@ -48,7 +50,7 @@ from sllm.core.node import Node, NodeConfig, Traffic
 from sllm.core.tiers import Tier
 from sllm.core.worker import WorkerResources
 from sllm.logs import log_event
-from sllm.runtime.monitoring import DEFAULT_HTTP_LIMITS, HttpLimits, start_node_http
+from sllm.runtime.monitoring import DEFAULT_HTTP_LIMITS, FrontDoor, HttpLimits, start_node_http
 from sllm.runtime.udp import Address, Endpoint
 from sllm.runtime.worker import (
     EVERY_INTERFACE,
@@ -134,6 +136,7 @@ class NodeServer(WorkerServer):
             http_limits=http_limits,
         )
         self.api_keys = api_keys
+        self.front_door: FrontDoor | None = None  # set when the HTTP listener installs it
         self.admission = admission  # None: the default caps (sllm.core.admission)
         self.config = config
         self.seed_names = list(seeds)
@@ -254,7 +257,8 @@ class NodeServer(WorkerServer):
             self.endpoint.send(send.message, send.to)
 
     def log_notices(self, notices: list[Notice], sender: Address | None = None) -> None:
-        """Log what the core noticed; unexpected messages are counted and rate-limited."""
+        """Log what the core noticed; unexpected messages are counted and rate-limited, and
+        a dead member is told to the front door."""
         for notice in notices:
             logger = gossip_log if notice.event in MEMBERSHIP_EVENTS else log
             level = NOTICE_LEVELS.get(notice.event, logging.INFO)
@@ -263,6 +267,8 @@ class NodeServer(WorkerServer):
                 self.endpoint.drop_unexpected(message_type, sender, logger=logger, level=level)
                 continue
             log_event(logger, level, notice.event, node=self.state.worker_id, **notice.fields)
+            if notice.event == "member_dead" and self.front_door is not None:
+                self.front_door.worker_lost(str(notice.fields["member"]))
 
     async def _measure_forever(self) -> None:
         while True:
