@@ -67,6 +67,7 @@ def test_the_report_has_the_live_scripts_keys_plus_events_and_wall_seconds() -> 
         "failures",
         "retried",
         "lost",
+        "unfinished",
         "cache_hit_rate",
         "cold_starts",
         "latency",
