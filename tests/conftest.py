@@ -118,8 +118,16 @@ def _check_status(state: dict[str, Any], worker_ids: Iterable[str]) -> None:
     assert state["active_workers"] == len(ids)
     assert isinstance(state["total_requests"], int)
     assert state["total_requests"] >= 0
-    assert isinstance(state["cache_hit_rate"], float)
-    assert 0.0 <= state["cache_hit_rate"] <= 1.0
+    # The placement figures, under their names and the seed's (`sllm.core.measures`).
+    assert isinstance(state["warm_placement_rate"], float)
+    assert 0.0 <= state["warm_placement_rate"] <= 1.0
+    assert state["cache_hit_rate"] == state["warm_placement_rate"]
+    assert state["cache_hits"] == state["warm_placements"]
+    placements = state["warm_placements"] + state["cold_placements"]
+    assert state["warm_placement_rate"] == (
+        state["warm_placements"] / placements if placements else 0.0
+    )
+    assert "cold_starts" not in state  # the run report's name, for requests that waited
     queue = state["queue_depth"]
     assert sorted(queue["per_worker"]) == ids
     assert all(isinstance(depth, int) and depth >= 0 for depth in queue["per_worker"].values())

@@ -396,8 +396,8 @@ def test_counters_and_responses() -> None:
     assert rejected.action == "reject"
     counters = coord.counters
     assert (counters.reports, counters.requests) == (1, 3)
-    assert (counters.cache_hits, counters.cold_starts, counters.rejected) == (1, 1, 1)
-    assert counters.cache_hit_rate == 0.5
+    assert (counters.warm_placements, counters.cold_placements, counters.rejected) == (1, 1, 1)
+    assert counters.warm_placement_rate == 0.5
     assert counters.by_action == {
         (MODEL, "serve"): 1,
         (OTHER, "cold_start"): 1,
@@ -463,7 +463,7 @@ def test_cluster_state_pages_sorted_by_id() -> None:
     assert first.policy == "seed"
     assert first.active_workers == 6
     assert first.total_requests == 1
-    assert first.cache_hits + first.cold_starts == 1
+    assert first.cache_hits + first.cold_starts == 1  # the wire's names for the placements
     assert first.queue_depth_mean == pytest.approx(sum(range(6)) / 6)
     assert first.queue_depth_max == 5
     assert first.gpu_utilization_mean == pytest.approx(sum(i / 10 for i in range(6)) / 6)

@@ -154,8 +154,8 @@ async def test_metrics_read_the_core_and_a_request_feeds_the_histograms(eventual
         found = samples(response.text)
         counters = coordinator.core.counters
         assert found[("sllm_requests_total", (("action", "cold_start"), ("model", MODEL)))] == 1
-        assert found[("sllm_cache_hits_total", ())] == counters.cache_hits
-        assert found[("sllm_cold_starts_total", ())] == counters.cold_starts == 1
+        assert found[("sllm_cache_hits_total", ())] == counters.warm_placements
+        assert found[("sllm_cold_placements_total", ())] == counters.cold_placements == 1
         assert found[("sllm_worker_reports_total", ())] == counters.reports > 0
         assert found[("sllm_active_workers", ())] == 1
         assert ("sllm_worker_queue_depth", (("worker", "w1"),)) in found

@@ -187,7 +187,7 @@ async def test_prometheus_scrapes_the_guides_metrics(live_env, eventually, tmp_p
             )
             expectations = {
                 f'sllm_requests_total{{model="{MODEL}",action="cold_start"}}': 1,
-                "sllm_cold_starts_total": 1,
+                "sllm_cold_placements_total": 1,
                 "sllm_cache_hits_total": 0,
                 "sum(sllm_request_ttft_seconds_count)": 1,
                 "sum(sllm_request_duration_seconds_count)": 1,
@@ -240,11 +240,17 @@ def test_the_dashboard_covers_the_guides_metrics() -> None:
         "sllm_active_workers",
         "sllm_requests_total",
         "sllm_cache_hits_total",
-        "sllm_cold_starts_total",
+        "sllm_cold_placements_total",
         "sllm_worker_queue_depth",
         "sllm_gpu_utilization",
         "sllm_request_ttft_seconds_bucket",
+        'sllm_request_duration_seconds_count{cold_start="false"}',  # the warm start rate
     ):
         assert metric in exprs, metric
     titles = {panel["title"] for panel in json.loads(DASHBOARD.read_text())["panels"]}
-    assert {"Active workers", "Cache hit rate", "Queue depth distribution"} <= titles
+    assert {
+        "Active workers",
+        "Warm placement rate (cache hit rate)",
+        "Warm placement rate and warm start rate",
+        "Queue depth distribution",
+    } <= titles

@@ -149,7 +149,7 @@ async def test_cluster_state_pages_through_every_worker(local_cluster, check_sta
         for index in range(10):
             server.core.handle(synthetic_report(index, {MODEL: 0}), time.monotonic())
         # One placement: least-loaded picks synthetic-00 (load 0), which has MODEL on its
-        # GPU, so the request is a cache hit.
+        # GPU, so the request is a warm placement.
         decision = await cluster.client.request(
             ScheduleRequest("one", MODEL, 0, 64, 8), cluster.address, ScheduleResponse, 2.0
         )
@@ -162,7 +162,8 @@ async def test_cluster_state_pages_through_every_worker(local_cluster, check_sta
     check_status(state, ids)
     assert offsets == [0, 4, 8]  # pages of STATE_PAGE_MAX_WORKERS
     assert state["total_requests"] == 1
-    assert state["cache_hit_rate"] == 1.0
+    assert (state["warm_placements"], state["cold_placements"]) == (1, 0)
+    assert state["warm_placement_rate"] == state["cache_hit_rate"] == 1.0
     assert state["queue_depth"]["per_worker"] == {f"synthetic-{i:02d}": i for i in range(10)}
     assert state["queue_depth"]["mean"] == 4.5
     assert state["queue_depth"]["max"] == 9

@@ -24,6 +24,7 @@ from itertools import islice
 
 from sllm.core.admission import REFUSED_EVENT, Admission
 from sllm.core.cost import CostModel, ModelInfo
+from sllm.core.measures import warm_placement_rate
 from sllm.core.placement import make_policy
 from sllm.core.tiers import GPU
 from sllm.core.view import ClusterView
@@ -62,19 +63,24 @@ NOTHING = Outcome()
 
 @dataclass(slots=True)
 class Counters:
-    """Decisions since this coordinator started."""
+    """Decisions since this coordinator started.
+
+    Placements, not requests: `warm_placements` counts the ones onto a worker with the
+    model on (or arriving on) its GPU, `cold_placements` the others. A request placed
+    where its model is still arriving is a warm placement that waits for the load, a cold
+    start to its client (`sllm.core.measures` defines both measures).
+    """
 
     reports: int = 0
     requests: int = 0
-    cache_hits: int = 0  # placed where the model is (or is arriving) on the GPU
-    cold_starts: int = 0
+    warm_placements: int = 0
+    cold_placements: int = 0
     rejected: int = 0
     by_action: dict[tuple[str, str], int] = field(default_factory=dict)  # (model, action)
 
     @property
-    def cache_hit_rate(self) -> float:
-        placed = self.cache_hits + self.cold_starts
-        return self.cache_hits / placed if placed else 0.0
+    def warm_placement_rate(self) -> float:
+        return warm_placement_rate(self.warm_placements, self.cold_placements)
 
 
 class Coordinator:
@@ -155,10 +161,10 @@ class Coordinator:
         cold = choice.tier is not GPU
         new_load_s = 0.0
         if cold:
-            self.counters.cold_starts += 1
+            self.counters.cold_placements += 1
             new_load_s = self.cost.load_time(model.size_bytes, choice.tier)
         else:
-            self.counters.cache_hits += 1
+            self.counters.warm_placements += 1
         self.view.record_placement(entry.worker_id, request.model, new_load_s)
         action = "cold_start" if cold else "serve"
         self._count(request.model, action)
@@ -210,8 +216,8 @@ class Coordinator:
             policy=self.policy.name,
             active_workers=len(entries),
             total_requests=self.counters.requests,
-            cache_hits=self.counters.cache_hits,
-            cold_starts=self.counters.cold_starts,
+            cache_hits=self.counters.warm_placements,
+            cold_starts=self.counters.cold_placements,
             rejected=self.counters.rejected,
             queue_depth_mean=sum(depths) / len(depths) if depths else 0.0,
             queue_depth_max=max(depths, default=0),

@@ -22,6 +22,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from sllm.config import POLICY_NAMES
+from sllm.core.measures import Placements
 from sllm.core.outstanding import NO_RESULT, Decision, Fail, OutstandingRequests, Retry
 from sllm.experiments.launcher import ServiceProcess
 from sllm.experiments.options import (
@@ -37,7 +38,7 @@ from sllm.experiments.report import (
     build_report,
     run_and_report,
 )
-from sllm.runtime.client import get_cluster_state, render_table
+from sllm.runtime.client import get_cluster_state, placements_in, render_table
 from sllm.runtime.udp import Address, Endpoint
 from sllm.wire import (
     Codec,
@@ -54,13 +55,18 @@ STATUS_PRINT_PERIOD_S = 10.0
 SAMPLE_PERIOD_S = 1.0
 SCHEDULE_TIMEOUT_S = 2.0
 JOIN_TIMEOUT_S = 15.0
+# How long the final report waits for a scheduler's counters: hundreds of loopback round
+# trips, and short enough that a dead node among many delays the report by seconds at most.
+FINAL_STATE_TIMEOUT_S = 0.5
+FINAL_STATE_HEADER = "--- cluster state at the end of the run ---"
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="centralized_simulation.py",
         description="Run a coordinator and N workers on 127.0.0.1 (separate processes, real "
-        "UDP, sim engine) under a workload, and report latency, cache hits and balance.",
+        "UDP, sim engine) under a workload, and report latency, warm starts and placements "
+        "and balance.",
     )
     parser.add_argument("--workers", type=int, default=5, help="number of workers (default 5)")
     parser.add_argument(
@@ -289,6 +295,37 @@ async def wait_for_workers(endpoint: Endpoint, coordinator: Address, count: int)
     return known
 
 
+async def read_placements(endpoint: Endpoint, schedulers: Sequence[Address]) -> Placements | None:
+    """The warm and cold placements the schedulers counted, summed; None if none answered.
+
+    For the final report, beside the warm start rate counted from the outcomes. A
+    decentralized node counts only its own decisions, so the cluster's figures are the sum
+    over the nodes; a node that is dead or silent is left out, with its decisions.
+    """
+    total, answered = Placements(), 0
+    for address in schedulers:
+        try:
+            state = await get_cluster_state(endpoint, address, FINAL_STATE_TIMEOUT_S, pages=1)
+        except (TimeoutError, OSError):
+            continue
+        answered += 1
+        total += placements_in(state)
+    return total if answered else None
+
+
+async def print_final_state(endpoint: Endpoint, coordinator: Address) -> Placements | None:
+    """Print the coordinator's state once more after the drain, as the periodic block
+    does, and return its placements for the final report: one read, so the two print the
+    same warm placement figures. None when the coordinator does not answer."""
+    try:
+        state = await get_cluster_state(endpoint, coordinator, FINAL_STATE_TIMEOUT_S)
+    except (TimeoutError, OSError):
+        return None
+    print(f"\n{FINAL_STATE_HEADER}")
+    print(render_table(state), flush=True)
+    return placements_in(state)
+
+
 async def wait_for_drain(
     tasks: set[asyncio.Task[None]], stop: asyncio.Event, timeout: float
 ) -> None:
@@ -380,6 +417,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         for task in list(driver.in_flight):
             task.cancel()
         await asyncio.gather(*driver.in_flight, return_exceptions=True)
+        sampler.cancel()  # so that no periodic block prints inside the final one
+        placements = await print_final_state(endpoint, address)
         return build_report(
             driver.outcomes,
             driver.samples,
@@ -393,6 +432,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 "missed_state_samples": driver.missed_samples,
             },
             retried=driver.outstanding.retried,
+            placements=placements,
         )
     finally:
         tasks = [task for task in (sampler, watcher) if task is not None]

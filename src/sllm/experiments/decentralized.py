@@ -37,7 +37,7 @@ from typing import Any
 
 from sllm.config import POLICY_NAMES
 from sllm.core.membership import GossipConfig
-from sllm.experiments.centralized import Driver, Liveness, wait_for_drain
+from sllm.experiments.centralized import Driver, Liveness, read_placements, wait_for_drain
 from sllm.experiments.launcher import ServiceProcess
 from sllm.experiments.options import (
     add_run_arguments,
@@ -65,7 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="decentralized_simulation.py",
         description="Run N decentralized nodes on 127.0.0.1 (separate processes, real UDP, "
         "gossip membership, sim engine) under a workload, each request sent to a random "
-        "node, and report latency, cache hits, balance and failure recovery.",
+        "node, and report latency, warm starts and placements, balance and failure recovery.",
     )
     parser.add_argument("--nodes", type=int, default=5, help="number of nodes (default 5)")
     parser.add_argument(
@@ -409,6 +409,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             kill_result = await killer
             kill_result["detection_bound_s"] = round(gossip.detection_bound(args.nodes), 3)
         gossip_summary = await summarize_gossip(endpoint, cluster)
+        placements = await read_placements(endpoint, cluster.live_addresses())
         return build_report(
             driver.outcomes,
             driver.samples,
@@ -428,6 +429,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 "gossip": gossip_summary,
             },
             retried=driver.outstanding.retried,
+            placements=placements,
         )
     finally:
         tasks: list[asyncio.Task[Any]] = [t for t in (sampler, killer, watcher) if t is not None]

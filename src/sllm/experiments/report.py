@@ -3,9 +3,14 @@
 A driver records each request's outcome and samples each worker's queue depth and GPU
 utilization over time; `build_report` turns those into the JSON every experiment writes
 and `render_report` into the text the scripts print. Keeping one builder means the keys
-(`requests`, `completed`, `failed`, `retried`, `lost`, `unfinished`, `cache_hit_rate`,
+(`requests`, `completed`, `failed`, `retried`, `lost`, `unfinished`, `warm_start_rate`,
 `cold_starts`, `latency`, `workers`) cannot drift between the live system and the
 simulator.
+
+Two measures of "was the model already there" sit side by side (`sllm.core.measures`
+defines both): the warm start rate and cold starts, counted here from the completed
+requests, and, when the driver hands in its schedulers' counters, the warm placement rate
+with warm and cold placements, the figures the periodic status prints.
 """
 
 from __future__ import annotations
@@ -20,6 +25,14 @@ from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from sllm.core.measures import (
+    COLD_PLACEMENTS,
+    COLD_STARTS,
+    WARM_PLACEMENT_RATE,
+    WARM_START_RATE,
+    Placements,
+    warm_start_rate,
+)
 from sllm.records import record
 
 PERCENTILES = (50, 95, 99)
@@ -100,12 +113,14 @@ def build_report(
     active_workers: int,
     extra: Mapping[str, Any] | None = None,
     retried: int = 0,
+    placements: Placements | None = None,
 ) -> dict[str, Any]:
     """The run's JSON report. `extra` keys (policy, seed, duration, ...) come first.
 
     `retried` counts placements after a request's first (its worker died before it
     started); ``lost`` counts the failures in `NO_ANSWER_REASONS`, and ``unfinished`` the
-    requests the run's end cut off (`UNFINISHED`).
+    requests the run's end cut off (`UNFINISHED`). `placements` are the schedulers'
+    counters at the end of the run, when the driver could read them.
     """
     completed = [o for o in outcomes if o.ok]
     failed = [o for o in outcomes if not o.ok]
@@ -134,9 +149,7 @@ def build_report(
             "retried": retried,
             "lost": sum(1 for o in failed if o.reason in NO_ANSWER_REASONS),
             "unfinished": sum(1 for o in failed if o.reason == UNFINISHED),
-            "cache_hit_rate": round((len(completed) - cold) / len(completed), 6)
-            if completed
-            else 0.0,
+            "warm_start_rate": round(warm_start_rate(len(completed), cold), 6),
             "cold_starts": cold,
             "latency": {
                 "queue": _distribution([o.queue_s for o in completed]),
@@ -152,6 +165,10 @@ def build_report(
             },
         }
     )
+    if placements is not None:
+        report["warm_placement_rate"] = round(placements.rate, 6)
+        report["warm_placements"] = placements.warm
+        report["cold_placements"] = placements.cold
     return report
 
 
@@ -175,11 +192,20 @@ def render_report(report: Mapping[str, Any]) -> str:
             else ""
         ),
         f"retried {report.get('retried', 0)}  lost (no answer) {report.get('lost', 0)}  "
-        f"unfinished when the run ended {report.get('unfinished', 0)}",
-        f"cache hit rate {report['cache_hit_rate']:.1%}  cold starts {report['cold_starts']}  "
+        f"unfinished when the run ended {report.get('unfinished', 0)}  "
         f"active workers {report['active_workers']}",
-        f"{'latency (s)':<12} {'p50':>9} {'p95':>9} {'p99':>9}",
+        f"{WARM_START_RATE} {report['warm_start_rate']:.1%}  "
+        f"{COLD_STARTS} {report['cold_starts']} of {report['completed']} completed requests "
+        "(waited for a model load)",
     ]
+    if "warm_placement_rate" in report:
+        placed = report["warm_placements"] + report["cold_placements"]
+        lines.append(
+            f"{WARM_PLACEMENT_RATE} {report['warm_placement_rate']:.1%}  "
+            f"{COLD_PLACEMENTS} {report['cold_placements']} of {placed} placements "
+            "(placed where the model had to be loaded)"
+        )
+    lines.append(f"{'latency (s)':<12} {'p50':>9} {'p95':>9} {'p99':>9}")
     for name in ("queue", "ttft", "e2e"):
         row = latency[name]
         lines.append(f"{name:<12} {row['p50']:>9.3f} {row['p95']:>9.3f} {row['p99']:>9.3f}")

@@ -10,7 +10,8 @@ Every experiment has a centralized arm (`sllm.sim.cluster`) and a decentralized 
 the JSON under ``"centralized"`` and ``"decentralized"``.
 
 - **exp1, performance**: every placement policy on the same workload, in both
-  architectures: cache hit rate, cold starts, TTFT and end-to-end distributions (CDF
+  architectures: warm start rate and cold starts, warm placement rate, TTFT and
+  end-to-end distributions (CDF
   plots), against the guide's ``seed`` policy as the baseline.
 - **exp2, fault tolerance**: centralized, the coordinator is killed mid-run and restarted
   (and, as a second arm, a quarter of the workers are killed for good); decentralized, the
@@ -43,6 +44,7 @@ from pathlib import Path
 from typing import Any
 
 from sllm.config import POLICY_NAMES
+from sllm.core.measures import COLD_STARTS, WARM_PLACEMENT_RATE, WARM_START_RATE
 from sllm.core.tiers import Tier
 from sllm.experiments import plots
 from sllm.experiments.options import WorkloadOptions, make_workload
@@ -160,8 +162,9 @@ def summarize(result: SimResult) -> dict[str, Any]:
         "completed": completed,
         "failed": report["failed"],
         "failures": report["failures"],
-        "cache_hit_rate": report["cache_hit_rate"],
+        "warm_start_rate": report["warm_start_rate"],
         "cold_starts": report["cold_starts"],
+        "warm_placement_rate": report.get("warm_placement_rate"),
         "cold_start_rate": round(report["cold_starts"] / completed, 6) if completed else 0.0,
         "ttft": report["latency"]["ttft"],
         "e2e": report["latency"]["e2e"],
@@ -180,6 +183,10 @@ def ratio(value: float, baseline: float) -> float | None:
 
 def fmt(value: float | None, digits: int = 3) -> str:
     return "n/a" if value is None else f"{value:.{digits}f}"
+
+
+def percent(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.1%}"
 
 
 def table(header: Sequence[str], rows: Iterable[Sequence[object]]) -> list[str]:
@@ -266,8 +273,8 @@ def exp1(ctx: Context) -> None:
                 "ttft_p99": ratio(summary["ttft"]["p99"], base["ttft"]["p99"]),
                 "e2e_p50": ratio(summary["e2e"]["p50"], base["e2e"]["p50"]),
                 "e2e_p99": ratio(summary["e2e"]["p99"], base["e2e"]["p99"]),
-                "cache_hit_rate_delta": round(
-                    summary["cache_hit_rate"] - base["cache_hit_rate"], 6
+                "warm_start_rate_delta": round(
+                    summary["warm_start_rate"] - base["warm_start_rate"], 6
                 ),
             }
         summaries[mode] = by_policy
@@ -297,8 +304,9 @@ def exp1(ctx: Context) -> None:
                     "policy",
                     "completed",
                     "failed",
-                    "cache hit rate",
-                    "cold starts",
+                    WARM_START_RATE,
+                    COLD_STARTS,
+                    WARM_PLACEMENT_RATE,
                     "TTFT p50 (s)",
                     "TTFT p99 (s)",
                     "e2e p50 (s)",
@@ -311,8 +319,9 @@ def exp1(ctx: Context) -> None:
                         policy,
                         s["completed"],
                         s["failed"],
-                        f"{s['cache_hit_rate']:.1%}",
+                        f"{s['warm_start_rate']:.1%}",
                         s["cold_starts"],
+                        percent(s["warm_placement_rate"]),
                         fmt(s["ttft"]["p50"]),
                         fmt(s["ttft"]["p99"]),
                         fmt(s["e2e"]["p50"]),
@@ -330,12 +339,17 @@ def exp1(ctx: Context) -> None:
         "## Decentralized against centralized",
         "",
         *table(
-            ["policy", "cache hit rate (cen / dec)", "TTFT p99 dec / cen", "e2e p99 dec / cen"],
+            [
+                "policy",
+                f"{WARM_START_RATE} (cen / dec)",
+                "TTFT p99 dec / cen",
+                "e2e p99 dec / cen",
+            ],
             [
                 (
                     policy,
-                    f"{central[policy]['cache_hit_rate']:.1%} / "
-                    f"{gossip[policy]['cache_hit_rate']:.1%}",
+                    f"{central[policy]['warm_start_rate']:.1%} / "
+                    f"{gossip[policy]['warm_start_rate']:.1%}",
                     fmt(ratio(gossip[policy]["ttft"]["p99"], central[policy]["ttft"]["p99"]), 2),
                     fmt(ratio(gossip[policy]["e2e"]["p99"], central[policy]["e2e"]["p99"]), 2),
                 )
@@ -357,15 +371,15 @@ def exp1(ctx: Context) -> None:
 
             ctx.plot(f"{kind}-cdf{tag(mode)}", draw_cdf)
         bars = {
-            "cache hit rate": [s["cache_hit_rate"] for s in by_policy.values()],
-            "cold starts": [s["cold_starts"] for s in by_policy.values()],
+            WARM_START_RATE: [s["warm_start_rate"] for s in by_policy.values()],
+            COLD_STARTS: [s["cold_starts"] for s in by_policy.values()],
         }
 
         def draw_bars(
             path: Path,
             bars: dict[str, list[float]] = bars,
             policies: Sequence[str] = tuple(by_policy),
-            title: str = f"exp1: cache hits and cold starts per policy ({mode})",
+            title: str = f"exp1: warm start rate and cold starts per policy ({mode})",
         ) -> Path:
             return plots.bars(path, policies, bars, title)
 

@@ -14,8 +14,15 @@ not, ``incomplete`` says why, and `sllm status` prints that and exits non-zero.
 from __future__ import annotations
 
 import secrets
+from collections.abc import Mapping
 from typing import Any
 
+from sllm.core.measures import (
+    COLD_PLACEMENTS,
+    WARM_PLACEMENT_RATE,
+    Placements,
+    warm_placement_rate,
+)
 from sllm.core.tiers import Tier
 from sllm.runtime.udp import Address, Endpoint
 from sllm.wire import (
@@ -81,18 +88,26 @@ def listing(ids: list[str], totals: list[int], stopped: str | None, what: str) -
 
 
 def state_as_dict(summary: ClusterStateResponse, workers: list[WorkerSummary]) -> dict[str, Any]:
-    placed = summary.cache_hits + summary.cold_starts
+    """The `status --json` shape. Its figures are the scheduler's placements
+    (`sllm.core.measures`); ``cache_hits`` and ``cache_hit_rate`` are the seed's names for
+    the warm placements and their rate, kept for the scripts that read them. There is no
+    ``cold_starts`` key: that name is the run report's, for requests that waited for a load.
+    """
+    warm, cold = summary.cache_hits, summary.cold_starts  # the wire's names for placements
+    rate = warm_placement_rate(warm, cold)
     return {
         "policy": summary.policy,
         "uptime_s": round(summary.uptime_s, 3),
         "active_workers": summary.active_workers,
         "total_requests": summary.total_requests,
-        "cache_hits": summary.cache_hits,
-        "cold_starts": summary.cold_starts,
+        "warm_placements": warm,
+        "cold_placements": cold,
+        "warm_placement_rate": rate,
+        "cache_hits": warm,
+        "cache_hit_rate": rate,
         "rejected": summary.rejected,
         "max_workers": summary.max_workers,
         "refused_workers": summary.refused_workers,
-        "cache_hit_rate": summary.cache_hits / placed if placed else 0.0,
         "queue_depth": {
             "mean": summary.queue_depth_mean,
             "max": summary.queue_depth_max,
@@ -117,12 +132,18 @@ def state_as_dict(summary: ClusterStateResponse, workers: list[WorkerSummary]) -
     }
 
 
+def placements_in(state: Mapping[str, Any]) -> Placements:
+    """The warm and cold placements of a `status --json` state."""
+    return Placements(warm=state["warm_placements"], cold=state["cold_placements"])
+
+
 def render_table(state: dict[str, Any]) -> str:
     """A human-readable `status`: the totals, then one line per worker."""
     lines = [
         f"policy {state['policy']}  up {state['uptime_s']:.0f}s  "
         f"active workers {state['active_workers']}  requests {state['total_requests']}  "
-        f"cache hit rate {state['cache_hit_rate']:.1%}  cold starts {state['cold_starts']}  "
+        f"{WARM_PLACEMENT_RATE} {state['warm_placement_rate']:.1%}  "
+        f"{COLD_PLACEMENTS} {state['cold_placements']}  "
         f"rejected {state['rejected']}",
         f"queue depth mean {state['queue_depth']['mean']:.2f} max {state['queue_depth']['max']}  "
         f"gpu utilization mean {state['gpu_utilization']['mean']:.1%}",

@@ -20,9 +20,11 @@ Coordinator (`register_coordinator`):
 =====================================  =========  ============================================
 ``sllm_requests_total``                counter    placement decisions by ``model`` and
                                                   ``action`` (serve, cold_start, reject)
-``sllm_cache_hits_total``              counter    placed where the model is (or is arriving)
-                                                  on the GPU
-``sllm_cold_starts_total``             counter    placed where the model must be loaded
+``sllm_cache_hits_total``              counter    warm placements: placed where the model
+                                                  is (or is arriving) on the GPU; the seed's
+                                                  "cache hit rate" is the warm placement rate
+``sllm_cold_placements_total``         counter    cold placements: placed where the model
+                                                  must be loaded
 ``sllm_worker_reports_total``          counter    worker reports received
 ``sllm_active_workers``                gauge      live workers in the view
 ``sllm_worker_queue_depth``            gauge      queued requests per ``worker``, as reported
@@ -32,7 +34,8 @@ Coordinator (`register_coordinator`):
 =====================================  =========  ============================================
 
 Worker (`register_worker`): ``sllm_request_ttft_seconds``, ``sllm_request_duration_seconds``
-and ``sllm_request_queue_seconds`` (histograms of successful requests, by ``cold_start``),
+and ``sllm_request_queue_seconds`` (histograms of successful requests, by ``cold_start``:
+whether the request waited for a model load, so their counts give the warm start rate),
 ``sllm_model_load_seconds`` (histogram by source ``tier``), ``sllm_worker_ready``,
 ``sllm_worker_queued_requests``, ``sllm_worker_running_requests``, ``sllm_worker_slots``,
 ``sllm_worker_gpu_memory_used_bytes``, ``sllm_worker_gpu_memory_bytes`` and
@@ -112,14 +115,14 @@ class CoordinatorCollector(Collector):
             requests.add_metric((model, action), count)
         yield requests
         yield CounterMetricFamily(
-            "sllm_cache_hits",
-            "Requests placed where the model is, or is arriving, on the GPU.",
-            value=counters.cache_hits,
+            "sllm_cache_hits",  # the seed's name, kept: the warm placements
+            "Warm placements: requests placed where the model is, or is arriving, on the GPU.",
+            value=counters.warm_placements,
         )
         yield CounterMetricFamily(
-            "sllm_cold_starts",
-            "Requests placed where the model must first be loaded.",
-            value=counters.cold_starts,
+            "sllm_cold_placements",
+            "Cold placements: requests placed where the model must first be loaded.",
+            value=counters.cold_placements,
         )
         yield CounterMetricFamily(
             "sllm_worker_reports", "Worker reports received.", value=counters.reports

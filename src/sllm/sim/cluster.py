@@ -68,6 +68,7 @@ from typing import Any
 from sllm.catalog import SERVED_MODELS, served_catalog
 from sllm.core.coordinator import Coordinator, Notice
 from sllm.core.cost import CostModel, ModelInfo
+from sllm.core.measures import Placements
 from sllm.core.outstanding import REQUEST_DEADLINE_S, Decision, Fail, OutstandingRequests
 from sllm.core.tiers import Tier
 from sllm.core.view import ClusterView
@@ -649,6 +650,11 @@ class SimulatedCluster:
         """Keys the architecture adds to the report (after the shared ones)."""
         return {}
 
+    def placements(self) -> Placements | None:
+        """The warm and cold placements the live schedulers counted, as the live driver
+        reads them at the end of a run; None when no scheduler is up."""
+        return None
+
     # -- time --------------------------------------------------------------------------
 
     @property
@@ -782,6 +788,7 @@ class SimulatedCluster:
             self.active_workers,
             report_extra,
             retried=client.outstanding.retried,
+            placements=self.placements(),
         )
         report["events"] = kernel.events
         report["simulation"] = self._simulation_section(simulated)
@@ -910,6 +917,13 @@ class CentralizedCluster(SimulatedCluster):
         if notices:
             self.notice(notices)
         self.record_view(core.view)
+
+    def placements(self) -> Placements | None:
+        core = self.coordinator.core
+        if core is None:
+            return None
+        counters = core.counters
+        return Placements(warm=counters.warm_placements, cold=counters.cold_placements)
 
     def membership_section(self) -> dict[str, Any]:
         joined = sum(1 for _, event, _ in self.notices if event == "worker_joined")

@@ -45,6 +45,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from sllm.core.coordinator import Notice
+from sllm.core.measures import Placements
 from sllm.core.membership import MEMBER_EVENTS, Address, GossipConfig, Send
 from sllm.core.node import Node, NodeConfig
 from sllm.sim.cluster import (
@@ -223,6 +224,17 @@ class DecentralizedCluster(SimulatedCluster):
         node = self._sampler_rng.choice(live)
         node.scheduler.expire(self.kernel.now)  # `cluster_state` expires first, too
         self.record_view(node.scheduler.view)
+
+    def placements(self) -> Placements | None:
+        """Summed over the live nodes, each of which counts only its own decisions."""
+        live = [host.node for host in self.nodes if host.node is not None]
+        if not live:
+            return None
+        counters = [node.scheduler.counters for node in live]
+        return sum(
+            (Placements(warm=c.warm_placements, cold=c.cold_placements) for c in counters),
+            Placements(),
+        )
 
     def membership_section(self) -> dict[str, Any]:
         counts = Counter(event for _, event, _ in self.notices)

@@ -178,6 +178,10 @@ class ClusterStateResponse(Message):
     policy: str = field(metadata=_text(ID_MAX_LEN))
     active_workers: int = field(metadata=COUNT)
     total_requests: int = field(metadata=COUNT)
+    # Placements, not requests: warm placements (the model on, or arriving on, the GPU)
+    # and cold placements (`sllm.core.measures`). Wire version 1 named them so, and a field
+    # renamed on the wire is refused by every peer of that version, so the names stay;
+    # everything that reads them (`sllm.runtime.client.state_as_dict`) shows the new ones.
     cache_hits: int = field(metadata=COUNT)
     cold_starts: int = field(metadata=COUNT)
     rejected: int = field(metadata=COUNT)
