@@ -165,9 +165,10 @@ def run_coordinator(args: argparse.Namespace) -> int:
 def add_worker_parser(sub: Any) -> None:
     parser = sub.add_parser(
         "worker",
-        help="run a worker (sim engine) that reports to the coordinator",
+        help="run a worker that reports to the coordinator",
         description="Run a worker: it reports its queue and model tiers every "
-        "REPORT_INTERVAL and runs the requests placed on it with the sim engine.",
+        "REPORT_INTERVAL and runs the requests placed on it with each model's engine "
+        "(the sim engine unless MODEL_CATALOG names another).",
         epilog=ENVIRONMENT_HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
