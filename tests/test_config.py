@@ -13,7 +13,6 @@ import pytest
 import sllm
 from sllm import config as config_module
 from sllm.config import (
-    POLICY_NAMES,
     ConfigError,
     LazySettings,
     Settings,
@@ -67,7 +66,6 @@ def test_defaults() -> None:
     assert s.queue_capacity == 64
     assert s.worker_slots == 8
     assert s.worker_id  # derived, never empty
-    assert "startup-aware" in POLICY_NAMES
 
 
 def test_every_variable_parsed() -> None:

@@ -13,7 +13,7 @@ A catalog file is JSON (``.json``) or TOML (``.toml``) with a list of models::
     [[models]]
     name = "tiny-llama"
     source = "/srv/models/tiny-llama"       # a directory, or an http(s):// URL of one
-    engine = "transformers"                 # or "sim"
+    engine = "transformers"                 # a registered engine; default "sim"
     params_b = 0.001                        # optional for real models
     options = { dtype = "float32" }         # engine options, passed through
     files = [
@@ -21,7 +21,9 @@ A catalog file is JSON (``.json``) or TOML (``.toml``) with a list of models::
       { path = "config.json", size = 612, sha256 = "cd34..." },
     ]
 
-A model's size is the sum of its files (or ``size_bytes`` for a sim model with no
+An ``engine`` must be in the registry of engines (`sllm.engines.registry`); a model of an
+engine that needs checkpoints (transformers) must name its source and files. A model's
+size is the sum of its files (or ``size_bytes`` for a sim model with no
 files). `sllm make-test-model DIR` writes such an entry for the tiny test model.
 Every problem in a file is reported at once, in one `CatalogError`.
 """
@@ -36,11 +38,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from sllm.engines.registry import ENGINES, UnknownEngine, engine_class
 from sllm.workload.catalog import ModelSpec, default_catalog
 
 # Enough for every demo and test workload: 64 = the 11 base sizes and their fine-tunes.
 SERVED_MODELS = 64
-ENGINES = ("sim", "transformers")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,95}$")
 
@@ -131,8 +133,9 @@ def _parse_model(entry: object, where: str, problems: list[str]) -> CatalogModel
             f"{where}.name: expected a model name (letters, digits, ._/-), got {name!r}"
         )
     engine = entry.get("engine", "sim")
-    if engine not in ENGINES:
-        problems.append(f"{where}.engine: {engine!r} is not one of {', '.join(ENGINES)}")
+    registered = isinstance(engine, str) and engine in ENGINES
+    if not registered:
+        problems.append(f"{where}.engine: {UnknownEngine(str(name), str(engine))}")
     source = entry.get("source", "")
     if not isinstance(source, str):
         problems.append(f"{where}.source: expected a directory or URL string")
@@ -150,8 +153,8 @@ def _parse_model(entry: object, where: str, problems: list[str]) -> CatalogModel
     params = entry.get("params_b", size / 2e9 if size_ok else 1.0)
     if isinstance(params, bool) or not isinstance(params, int | float) or params <= 0:
         problems.append(f"{where}.params_b: expected a positive number, got {params!r}")
-    if engine == "transformers" and (not source or not files):
-        problems.append(f"{where}: a transformers model needs a source and its files")
+    if registered and engine_class(engine).needs_checkpoint and (not source or not files):
+        problems.append(f"{where}: a {engine} model needs a source and its files")
     if len(problems) > before:
         return None
     assert isinstance(name, str) and isinstance(size, int) and isinstance(source, str)

@@ -19,7 +19,7 @@ from sllm.config import ConfigError, Settings, load_settings
 from sllm.core.cost import CostModel
 from sllm.core.membership import GossipConfig
 from sllm.core.node import NodeConfig, ProbingConfig
-from sllm.core.placement import POLICY_NAMES
+from sllm.core.placement import policy_names
 from sllm.core.tiers import Tier
 from sllm.core.worker import WorkerResources
 from sllm.experiments import suite as experiment_suite
@@ -54,7 +54,7 @@ environment (flags win over these; see docs or `sllm.config` for all):
 def _settings(overrides: dict[str, object]) -> Settings:
     """Settings from flags and environment, or exit 2 with every problem listed."""
     try:
-        settings = load_settings(overrides, policy_names=POLICY_NAMES)
+        settings = load_settings(overrides)
     except ConfigError as error:
         print(f"sllm: {error}", file=sys.stderr)  # str(error) starts "invalid configuration:"
         raise SystemExit(EXIT_CONFIG) from None
@@ -121,7 +121,7 @@ def add_coordinator_parser(sub: Any) -> None:
     parser.add_argument("--host", help="address to bind (BIND_HOST, default 0.0.0.0)")
     parser.add_argument("--port", help="UDP port (COORDINATOR_PORT, default 9000; 0 = any)")
     parser.add_argument(
-        "--policy", choices=POLICY_NAMES, help="placement policy (PLACEMENT_POLICY)"
+        "--policy", choices=policy_names(), help="placement policy (PLACEMENT_POLICY)"
     )
     parser.add_argument("--worker-timeout", help="seconds of silence before a worker is dropped")
     parser.add_argument(
@@ -165,9 +165,10 @@ def run_coordinator(args: argparse.Namespace) -> int:
 def add_worker_parser(sub: Any) -> None:
     parser = sub.add_parser(
         "worker",
-        help="run a worker (sim engine) that reports to the coordinator",
+        help="run a worker that reports to the coordinator",
         description="Run a worker: it reports its queue and model tiers every "
-        "REPORT_INTERVAL and runs the requests placed on it with the sim engine.",
+        "REPORT_INTERVAL and runs the requests placed on it with each model's engine "
+        "(the sim engine unless MODEL_CATALOG names another).",
         epilog=ENVIRONMENT_HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -257,7 +258,7 @@ def add_node_parser(sub: Any) -> None:
         "--advertise-host", default="", help="address peers reach us at (default: bound host)"
     )
     parser.add_argument(
-        "--policy", choices=POLICY_NAMES, help="placement policy (PLACEMENT_POLICY)"
+        "--policy", choices=policy_names(), help="placement policy (PLACEMENT_POLICY)"
     )
     parser.add_argument("--report-interval", help="seconds between own load reports")
     parser.add_argument(

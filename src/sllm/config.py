@@ -23,7 +23,7 @@ WORKER_ID          auto                         see below; letters, digits and `
 LOG_FORMAT         ``text``                     ``text`` or ``json`` (for containers)
 CLUSTER_SECRET     none                         HMAC key for datagrams and proxied requests;
                                                 never shown in repr/errors
-PLACEMENT_POLICY   ``startup-aware``            one of `POLICY_NAMES` (or the names passed in)
+PLACEMENT_POLICY   ``startup-aware``            a policy of `sllm.core.placement.POLICIES`
 HTTP_PORT          ``8080``                     HTTP health, metrics (and the front door)
 WORKER_HTTP_PORT   none                         a worker's own HTTP port (health, metrics);
                                                 unset means none
@@ -109,6 +109,7 @@ from sllm.core.admission import (
     NEW_IDENTITY_RATE_DEFAULT,
     Admission,
 )
+from sllm.core.placement import policy_names as placement_policy_names
 from sllm.logs import FORMATS as LOG_FORMATS
 from sllm.logs import LEVELS as LOG_LEVELS
 from sllm.wire.messages import ID_CHARACTERS, ID_PATTERN
@@ -116,14 +117,6 @@ from sllm.wire.messages import ID_CHARACTERS, ID_PATTERN
 MODES: tuple[str, ...] = ("local", "docker", "kubernetes")
 PRESTAGE_TIERS: tuple[str, ...] = ("none", "disk", "host")
 CONTAINER_MODES: frozenset[str] = frozenset({"docker", "kubernetes"})
-POLICY_NAMES: tuple[str, ...] = (
-    "seed",
-    "least-loaded",
-    "round-robin",
-    "random",
-    "power-of-two",
-    "startup-aware",
-)
 
 PORT_MAX = 65535
 # A worker id travels in every report and gossip message; 128 characters holds a hostname, a
@@ -482,15 +475,16 @@ class Settings:
         env: Mapping[str, str] | None = None,
         overrides: Mapping[str, object] | None = None,
         *,
-        policy_names: Collection[str] = POLICY_NAMES,
+        policy_names: Collection[str] | None = None,
     ) -> Settings:
         """Build settings from `env` (default ``os.environ``) and then `overrides`.
 
         `overrides` maps field names to CLI flag values; None means the flag was not given. A
         flag value may be a string (parsed like the variable) or already typed. In errors a flag
         is named ``--field-name`` (``--report-interval``). `policy_names` are the placement
-        policies PLACEMENT_POLICY may name. Raises `ConfigError` listing every bad value, and
-        TypeError for an override key that is not a field (a bug in the caller, not bad input).
+        policies PLACEMENT_POLICY may name (default: the registry's, read now). Raises
+        `ConfigError` listing every bad value, and TypeError for an override key that is not a
+        field (a bug in the caller, not bad input).
         """
         env = os.environ if env is None else env
         overrides = {} if overrides is None else overrides
@@ -511,7 +505,8 @@ class Settings:
                 "PLACEMENT_POLICY (default)",
                 _DEFAULTS["placement_policy"],
             )
-        policy = _choice(policy_names, "placement policy")
+        names = placement_policy_names() if policy_names is None else policy_names
+        policy = _choice(names, "placement policy")
         values, problems = _check(given, _DEFAULTS, {"placement_policy": policy})
         if problems:
             raise ConfigError(problems)
@@ -587,7 +582,7 @@ config: Settings = cast(Settings, _lazy)
 def load_settings(
     overrides: Mapping[str, object] | None = None,
     *,
-    policy_names: Collection[str] = POLICY_NAMES,
+    policy_names: Collection[str] | None = None,
 ) -> Settings:
     """Build the process's settings from ``os.environ`` and the CLI flags in `overrides`.
 

@@ -14,10 +14,10 @@ from sllm.core.coordinator import Coordinator
 from sllm.core.cost import CostModel
 from sllm.core.placement import (
     CANDIDATES_PER_TIER,
-    POLICY_NAMES,
     Estimator,
     PlacementPolicy,
     make_policy,
+    policy_names,
 )
 from sllm.core.tiers import Tier
 from sllm.core.view import ClusterView, WorkerEntry
@@ -103,7 +103,7 @@ def place_many(coord: Coordinator, count: int, model: str = MODEL, now: float = 
 
 
 def test_make_policy_knows_every_name() -> None:
-    assert set(POLICY_NAMES) == {
+    assert set(policy_names()) == {
         "seed",
         "least-loaded",
         "round-robin",
@@ -111,7 +111,7 @@ def test_make_policy_knows_every_name() -> None:
         "power-of-two",
         "startup-aware",
     }
-    for name in POLICY_NAMES:
+    for name in policy_names():
         assert policy(name).name == name
     with pytest.raises(KeyError, match="startup-aware"):
         policy("best-effort")
@@ -341,7 +341,7 @@ def test_unknown_model_is_rejected() -> None:
     assert coord.counters.by_action == {("unknown", "reject"): 1}
 
 
-@pytest.mark.parametrize("name", POLICY_NAMES)
+@pytest.mark.parametrize("name", policy_names())
 def test_no_workers_is_rejected(name: str) -> None:
     coord = coordinator(name)
     assert coord.place(request(), 0.0).reason == "no_workers"
@@ -351,7 +351,7 @@ def test_no_workers_is_rejected(name: str) -> None:
     assert coord.place(request(), TIMEOUT + 1.0).reason == "no_workers"
 
 
-@pytest.mark.parametrize("name", POLICY_NAMES)
+@pytest.mark.parametrize("name", policy_names())
 def test_full_queues_are_rejected(name: str) -> None:
     coord = coordinator(name)
     for i in range(4):
@@ -362,7 +362,7 @@ def test_full_queues_are_rejected(name: str) -> None:
     assert coord.counters.rejected == 1
 
 
-@pytest.mark.parametrize("name", POLICY_NAMES)
+@pytest.mark.parametrize("name", policy_names())
 def test_no_ready_worker_is_not_saturation(name: str) -> None:
     """Workers that said they are stopping stay in the view until their timeout, but a
     request meets no full queue: the reason says "no ready workers" at once (503), and

@@ -31,7 +31,7 @@ from typing import Any
 
 from sllm.core.coordinator import Coordinator
 from sllm.core.cost import CostModel
-from sllm.core.placement import POLICY_NAMES
+from sllm.core.placement import policy_names
 from sllm.core.tiers import Tier
 from sllm.runtime.coordinator import CoordinatorServer
 from sllm.wire import Codec, ScheduleRequest, WorkerReport
@@ -194,15 +194,16 @@ def add_parser(sub: Any) -> None:
     parser.add_argument(
         "--sizes", type=lambda s: [int(x) for x in s.split(",")], default=list(SIZES)
     )
-    parser.add_argument("--policies", type=lambda s: s.split(","), default=list(POLICY_NAMES))
+    parser.add_argument("--policies", type=lambda s: s.split(","), default=list(policy_names()))
     parser.add_argument("--no-udp", action="store_true", help="skip the UDP intake measurement")
     parser.set_defaults(run=main)
 
 
 def main(args: argparse.Namespace) -> int:
-    unknown = [p for p in args.policies if p not in POLICY_NAMES]
+    known = policy_names()
+    unknown = [p for p in args.policies if p not in known]
     if unknown:
-        print(f"unknown policies: {', '.join(unknown)}; choose from {', '.join(POLICY_NAMES)}")
+        print(f"unknown policies: {', '.join(unknown)}; choose from {', '.join(known)}")
         return 2
     report = run(args.sizes, args.policies, not args.no_udp, quiet=args.json)
     if args.json:

@@ -33,7 +33,7 @@ Not handled yet: live migration (the ``migrate`` action ServerlessLLM adds) is n
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from typing import Protocol
 
 from sllm.core.cost import CostModel, ModelInfo, ModelTiming
@@ -299,7 +299,10 @@ def _fallback(
 
 PolicyFactory = Callable[[Estimator, random.Random], PlacementPolicy]
 
-POLICIES: Mapping[str, PolicyFactory] = {
+# The one registry of policies: the configuration, the CLI, the simulator, the experiments,
+# the coordinator and every node read it (through `policy_names` and `make_policy`), so a
+# policy added here is accepted and run everywhere.
+POLICIES: dict[str, PolicyFactory] = {
     "seed": lambda estimator, rng: Seed(estimator),
     "least-loaded": lambda estimator, rng: LeastLoaded(estimator),
     "round-robin": lambda estimator, rng: RoundRobin(estimator),
@@ -307,7 +310,15 @@ POLICIES: Mapping[str, PolicyFactory] = {
     "power-of-two": PowerOfTwo,
     "startup-aware": lambda estimator, rng: StartupAware(estimator),
 }
-POLICY_NAMES = tuple(POLICIES)
+
+
+def policy_names() -> tuple[str, ...]:
+    """The registered policies, in the registry's order.
+
+    Read when needed (a parser, a configuration check), never copied at import, so that a
+    policy added to `POLICIES` is offered by every consumer at once.
+    """
+    return tuple(POLICIES)
 
 
 def make_policy(name: str, cost: CostModel, rng: random.Random) -> PlacementPolicy:

@@ -1,8 +1,47 @@
-"""What every engine agrees on: generation parameters and the deltas a stream yields."""
+"""What every engine agrees on: the `Engine` protocol, its parameters and its deltas.
+
+An engine carries out, for the models that name it in the catalog, what a worker's state
+machine decides: it loads a model from the tier the state machine names, evicts it, turns
+a prompt into tokens and streams a completion as `Delta`s. The worker reaches engines only
+through this protocol and the registry (`sllm.engines.registry`), so a new engine (vLLM,
+say) is one module and one registry entry; the worker, the catalog and the HTTP routes do
+not change.
+
+Each engine class declares, without being built:
+
+- `execution`: where its work runs. ``EVENT_LOOP``: it never blocks, its loads and tokens
+  are timers on the worker's event loop (the sim engine). ``THREAD``: it blocks (file
+  reads, forward passes), so every call runs in a worker thread or a child process, and
+  its `warm_up` (slow imports) runs once at start, off the loop;
+- `honoured_params`: the request parameters (fields of `GenerationParams`) it honours;
+  the front door can refuse the others by name;
+- `needs_checkpoint`: its models have a source and checkpoint files, fetched into the
+  worker's disk cache (`sllm.store`); without it a model is only a size;
+- `serves_datagrams`: it can run a request that carries only token counts (the UDP data
+  path of the simulator's and the experiments' clients), timed by the cost model.
+
+Not handled yet: an engine that batches requests across calls (continuous batching) has
+no way to say so; each `generate` is one request.
+"""
 
 from __future__ import annotations
 
+from collections.abc import AsyncGenerator, Mapping, Sequence
 from dataclasses import dataclass
+from enum import Enum
+from typing import TYPE_CHECKING, ClassVar, Protocol
+
+from sllm.core.tiers import Tier
+
+if TYPE_CHECKING:
+    from sllm.catalog import CatalogModel
+    from sllm.core.cost import CostModel
+    from sllm.store import ModelStore
+
+# A prompt as the OpenAI API carries it: completion text, or chat messages.
+Prompt = str | Sequence[Mapping[str, str]]
+# A prompt's tokens before an engine counts them (about four characters a token in English).
+CHARS_PER_TOKEN = 4
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,3 +63,72 @@ class Delta:
     text: str
     finish_reason: str | None = None
     completion_tokens: int = 0
+
+
+class Execution(Enum):
+    EVENT_LOOP = "event_loop"  # never blocks: timers on the worker's event loop
+    THREAD = "thread"  # blocks: each call in a worker thread (or a child process)
+
+
+@dataclass(frozen=True, slots=True)
+class EngineContext:
+    """What a worker hands an engine it builds."""
+
+    catalog: Mapping[str, CatalogModel]
+    cost: CostModel
+    store: ModelStore | None  # the disk tier; None when no served model needs checkpoints
+
+
+class Engine(Protocol):
+    """What a worker asks of an engine. Every method may be called for any model of the
+    catalog that names this engine; `generate` and `encode_prompt` only once it is loaded."""
+
+    execution: ClassVar[Execution]
+    honoured_params: ClassVar[frozenset[str]]
+    needs_checkpoint: ClassVar[bool]
+    serves_datagrams: ClassVar[bool]
+
+    @classmethod
+    def build(cls, context: EngineContext) -> Engine:
+        """A new engine for one worker; cheap (slow set-up waits for `warm_up` or first use)."""
+        ...
+
+    def warm_up(self) -> None:
+        """Slow one-time preparation (imports), so the first cold start does not time it.
+        Blocking; called once, off the event loop, for ``THREAD`` engines."""
+        ...
+
+    async def load(self, model: str, source: Tier) -> None:
+        """Bring `model` onto the GPU from `source`; raises when it cannot."""
+        ...
+
+    async def evict(self, model: str, source: Tier, destination: Tier) -> None:
+        """Move `model` from `source` down to `destination`, as the state machine decided."""
+        ...
+
+    async def encode_prompt(self, model: str, prompt: Prompt) -> Sequence[int]:
+        """The prompt's token ids (their count is the request's prompt tokens)."""
+        ...
+
+    def generate(
+        self,
+        model: str,
+        prompt_ids: Sequence[int],
+        params: GenerationParams,
+        *,
+        batch_size: int,
+    ) -> AsyncGenerator[Delta, None]:
+        """Stream the completion; the last delta has a `finish_reason`. Closing the
+        iterator early cancels the generation (between two tokens at the latest).
+        `batch_size` is how many requests the worker was running when this one started."""
+        ...
+
+
+def prompt_text(prompt: Prompt) -> str:
+    """The text of a prompt: itself, or its messages' contents joined."""
+    return prompt if isinstance(prompt, str) else " ".join(m["content"] for m in prompt)
+
+
+def estimate_prompt_tokens(prompt: Prompt) -> int:
+    """The prompt's tokens before an engine counts them: `CHARS_PER_TOKEN` a token, at least 1."""
+    return max(1, len(prompt_text(prompt)) // CHARS_PER_TOKEN)

@@ -9,18 +9,41 @@ the simulator, the largest source of events after the network. The live worker
 runs these timers on the asyncio loop; the simulator puts them on its event heap. Both
 use this one mapping, so a simulated request takes exactly as long as a live one.
 
-A real engine (loading safetensors, generating tokens) replaces this module, not the
-worker state machine.
+The same class is the ``sim`` engine of the registry (`sllm.engines.base.Engine`), for
+requests that reach a live worker over HTTP: a load sleeps its load time, a prompt is
+`CHARS_PER_TOKEN` characters a token, and a completion streams placeholder words, the
+first after the prefill, then one per decode step at the batch size the request started
+with. It always generates ``max_tokens`` tokens and honours no other parameter. It runs on
+the worker's event loop and never blocks.
+
+A real engine (loading safetensors, generating tokens) is another entry of the registry,
+not a change to the worker state machine.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import asyncio
+import time
+from collections.abc import AsyncGenerator, Mapping, Sequence
 from enum import Enum
+from typing import TYPE_CHECKING, ClassVar
 
 from sllm.core.cost import CostModel, ModelInfo, ModelTiming
+from sllm.core.tiers import Tier
 from sllm.core.worker import Action, StartLoad, StartRequest, WorkerState
+from sllm.engines.base import (
+    Delta,
+    Engine,
+    EngineContext,
+    Execution,
+    GenerationParams,
+    Prompt,
+    estimate_prompt_tokens,
+)
 from sllm.records import record
+
+# Placeholder text for a served request: one word per simulated token.
+SIM_WORDS = ("lorem", "ipsum", "dolor", "sit", "amet", "consectetur", "adipiscing", "elit")
 
 
 class TimerKind(Enum):
@@ -42,7 +65,12 @@ class Timer:
 
 
 class SimEngine:
-    """Maps actions to timers with the cost model."""
+    """Maps actions to timers with the cost model; the registry's ``sim`` engine."""
+
+    execution: ClassVar[Execution] = Execution.EVENT_LOOP
+    honoured_params: ClassVar[frozenset[str]] = frozenset({"max_tokens"})
+    needs_checkpoint: ClassVar[bool] = False
+    serves_datagrams: ClassVar[bool] = True
 
     def __init__(self, catalog: Mapping[str, ModelInfo], cost: CostModel) -> None:
         self.catalog = catalog
@@ -66,6 +94,43 @@ class SimEngine:
             return [Timer(load_s, _LOAD_DONE, action.model)]
         return []  # evictions and cancellations take no simulated time
 
+    # -- the Engine protocol, for a live worker's HTTP requests ---------------------------
+
+    @classmethod
+    def build(cls, context: EngineContext) -> SimEngine:
+        return cls(context.catalog, context.cost)
+
+    def warm_up(self) -> None:
+        """Nothing to prepare."""
+
+    async def load(self, model: str, source: Tier) -> None:
+        await asyncio.sleep(self.timing(model).load_s[source])
+
+    async def evict(self, model: str, source: Tier, destination: Tier) -> None:
+        """An eviction takes no simulated time."""
+
+    async def encode_prompt(self, model: str, prompt: Prompt) -> Sequence[int]:
+        """Placeholder ids, as many as the estimate (there is no tokenizer)."""
+        return range(estimate_prompt_tokens(prompt))
+
+    async def generate(
+        self,
+        model: str,
+        prompt_ids: Sequence[int],
+        params: GenerationParams,
+        *,
+        batch_size: int,
+    ) -> AsyncGenerator[Delta, None]:
+        ttft, e2e = self.timing(model).service_time(len(prompt_ids), params.max_tokens, batch_size)
+        step = (e2e - ttft) / max(1, params.max_tokens - 1)
+        began = time.monotonic()
+        for index in range(params.max_tokens):
+            delay = began + ttft + index * step - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            yield Delta(SIM_WORDS[index % len(SIM_WORDS)] + " ", completion_tokens=index + 1)
+        yield Delta("", "length", params.max_tokens)
+
 
 def fire(worker: WorkerState, timer: Timer, now: float) -> list[Action]:
     """Deliver a due timer to the worker; return what the worker decides next."""
@@ -74,3 +139,7 @@ def fire(worker: WorkerState, timer: Timer, now: float) -> list[Action]:
     # The request started `delay_s` before now; its first token came `first_token_s` after.
     worker.first_token(timer.key, now - (timer.delay_s - timer.first_token_s))
     return worker.request_done(timer.key, now)
+
+
+if TYPE_CHECKING:  # mypy checks here that the class implements the protocol
+    _IMPLEMENTS: type[Engine] = SimEngine

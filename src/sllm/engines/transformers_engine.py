@@ -12,7 +12,9 @@ It carries out a worker's actions for real:
 - **generate** streams tokens one at a time with a KV cache, honouring ``max_tokens``,
   ``temperature``, ``top_p``, ``stop`` and ``seed``, and counts real tokens.
 
-All methods block: the runtime calls them from worker threads. A model is used by one
+`TransformersEngine`'s methods block. The registry's ``transformers`` engine is
+`Transformers`, which runs each of them in a worker thread (`sllm.engines.threaded`) and
+builds the blocking engine, importing torch, on first use. A model is used by one
 generation at a time per call; concurrent requests on one model each run their own
 forward passes (no continuous batching yet).
 
@@ -23,12 +25,13 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass, field, fields
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from sllm.catalog import CatalogModel
 from sllm.core.tiers import Tier
-from sllm.engines.base import Delta, GenerationParams
+from sllm.engines.base import Delta, Engine, EngineContext, Execution, GenerationParams
+from sllm.engines.threaded import InThread
 from sllm.store import ModelStore
 
 
@@ -190,6 +193,29 @@ class TransformersEngine:
         yield Delta("", finish_reason=finish, completion_tokens=len(generated))
 
 
+class Transformers(InThread):
+    """The registry's ``transformers`` engine: `TransformersEngine` in worker threads."""
+
+    execution: ClassVar[Execution] = Execution.THREAD
+    honoured_params: ClassVar[frozenset[str]] = frozenset(f.name for f in fields(GenerationParams))
+    needs_checkpoint: ClassVar[bool] = True
+    serves_datagrams: ClassVar[bool] = False
+
+    @classmethod
+    def build(cls, context: EngineContext) -> Transformers:
+        store = context.store
+        if store is None:
+            raise ValueError("the transformers engine needs the worker's model store")
+        return cls(lambda: TransformersEngine(context.catalog, store))
+
+    def warm_up(self) -> None:
+        """Import torch and transformers (several seconds of CPU)."""
+        import transformers
+
+        transformers.AutoModelForCausalLM  # noqa: B018 (a lazy module: this imports it)
+        self.blocking()
+
+
 def _cache_argument(network: Any) -> str:
     """The forward() keyword for the KV cache: `cache` in new transformers, else the old name."""
     import inspect
@@ -219,3 +245,7 @@ def _sample(logits: Any, params: GenerationParams, generator: Any) -> int:
         choice = torch.multinomial(sorted_probs / sorted_probs.sum(), 1, generator=generator)
         return int(order[choice].item())
     return int(torch.multinomial(probs, 1, generator=generator).item())
+
+
+if TYPE_CHECKING:  # mypy checks here that the class implements the protocol
+    _IMPLEMENTS: type[Engine] = Transformers

@@ -21,11 +21,11 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
-from sllm.config import POLICY_NAMES
 from sllm.core.measures import Placements
 from sllm.core.outstanding import NO_RESULT, Decision, Fail, OutstandingRequests, Retry
 from sllm.experiments.launcher import ServiceProcess
 from sllm.experiments.options import (
+    add_policy_argument,
     add_run_arguments,
     add_workload_arguments,
     make_workload,
@@ -81,12 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=8001,
         help="worker i listens on this + i (default 8001; 0 = any free port)",
     )
-    parser.add_argument(
-        "--policy",
-        choices=POLICY_NAMES,
-        default="startup-aware",
-        help="placement policy (default startup-aware)",
-    )
+    add_policy_argument(parser, help="placement policy (default startup-aware)")
     add_run_arguments(parser)
     parser.add_argument(
         "--report-interval", type=float, default=1.0, help="worker report period (s)"

@@ -35,11 +35,11 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from sllm.config import POLICY_NAMES
 from sllm.core.membership import GossipConfig
 from sllm.experiments.centralized import Driver, Liveness, read_placements, wait_for_drain
 from sllm.experiments.launcher import ServiceProcess
 from sllm.experiments.options import (
+    add_policy_argument,
     add_run_arguments,
     add_workload_arguments,
     make_workload,
@@ -77,12 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=7001,
         help="node i listens on this + i (default 7001; 0 = any free port)",
     )
-    parser.add_argument(
-        "--policy",
-        choices=POLICY_NAMES,
-        default="startup-aware",
-        help="placement policy on every node (default startup-aware)",
-    )
+    add_policy_argument(parser, help="placement policy on every node (default startup-aware)")
     parser.add_argument(
         "--kill", type=int, default=0, metavar="K", help="kill K random nodes halfway (default 0)"
     )

@@ -1,5 +1,8 @@
 """Workload options shared by every driver: the same flags build the same requests.
 
+The ``--policy`` flag is here too (`add_policy_argument`): the simulator and both live
+experiments offer exactly the registry's policies.
+
 `centralized_simulation.py`, and later the decentralized script and the simulator, take
 these flags, so one seed and one set of flags give one workload whatever runs it.
 """
@@ -10,6 +13,7 @@ import argparse
 import random
 from dataclasses import dataclass
 
+from sllm.core.placement import policy_names
 from sllm.workload import (
     Arrival,
     GammaProcess,
@@ -49,6 +53,12 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--drain", type=float, default=DEFAULT_DRAIN_S, help="seconds to let requests finish"
     )
+
+
+def add_policy_argument(parser: argparse.ArgumentParser, *, help: str) -> None:
+    """``--policy``, one of the registry's policies (`sllm.core.placement.POLICIES`), read
+    when the parser is built, so the simulator and every experiment offer the same ones."""
+    parser.add_argument("--policy", choices=policy_names(), default="startup-aware", help=help)
 
 
 def add_workload_arguments(parser: argparse.ArgumentParser) -> None:

@@ -43,8 +43,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sllm.config import POLICY_NAMES
 from sllm.core.measures import COLD_STARTS, WARM_PLACEMENT_RATE, WARM_START_RATE
+from sllm.core.placement import policy_names
 from sllm.core.tiers import Tier
 from sllm.experiments import plots
 from sllm.experiments.options import WorkloadOptions, make_workload
@@ -253,13 +253,13 @@ DECENTRALIZED_NOTE = (
 def exp1(ctx: Context) -> None:
     workers, models, rate, duration = (4, 4, 3.0, 60.0) if ctx.quick else (16, 10, 8.0, 900.0)
     options = WorkloadOptions(duration_s=duration, seed=ctx.seed, rate_rps=rate, models=models)
-    ctx.runs_total = len(POLICY_NAMES) * len(MODES)
+    ctx.runs_total = len(policy_names()) * len(MODES)
     runs = {
         mode: {
             policy: ctx.simulate(
                 ClusterConfig(workers=workers, policy=policy, seed=ctx.seed), options, mode=mode
             )
-            for policy in POLICY_NAMES
+            for policy in policy_names()
         }
         for mode in MODES
     }
@@ -353,7 +353,7 @@ def exp1(ctx: Context) -> None:
                     fmt(ratio(gossip[policy]["ttft"]["p99"], central[policy]["ttft"]["p99"]), 2),
                     fmt(ratio(gossip[policy]["e2e"]["p99"], central[policy]["e2e"]["p99"]), 2),
                 )
-                for policy in POLICY_NAMES
+                for policy in policy_names()
             ],
         ),
     ]
@@ -659,7 +659,7 @@ def spread_over_time(
 def exp3(ctx: Context) -> None:
     workers, models, rate, duration = (4, 4, 6.0, 60.0) if ctx.quick else (16, 8, 24.0, 300.0)
     options = WorkloadOptions(duration_s=duration, seed=ctx.seed, rate_rps=rate, models=models)
-    ctx.runs_total = len(POLICY_NAMES) * len(MODES)
+    ctx.runs_total = len(policy_names()) * len(MODES)
     arms: dict[str, dict[str, Any]] = {}
     markdown = [
         "# exp3: how evenly the load spreads",
@@ -674,7 +674,7 @@ def exp3(ctx: Context) -> None:
     for mode in MODES:
         out: dict[str, Any] = {}
         spreads: dict[str, dict[str, tuple[list[float], list[float]]]] = {"queue": {}, "util": {}}
-        for policy in POLICY_NAMES:
+        for policy in policy_names():
             config = ClusterConfig(
                 workers=workers, policy=policy, seed=ctx.seed, record_series=True
             )

@@ -2,40 +2,28 @@
 
 A request is submitted to the worker's `WorkerState` like any other, so it waits in the
 same bounded queue, for the same slots and the same model loads. When the state machine
-starts it (`StartRequest`), tokens are produced by the model's engine:
-
-- **sim**: the cost model's timing (first token after the prefill, then one token per
-  decode step at the batch size it started with), with placeholder words as text; it
-  always generates ``max_tokens`` tokens and ignores ``stop``, ``temperature`` and ``seed``;
-- **transformers**: real generation in a worker thread, token by token, through a queue
-  into the event loop.
+starts it (`StartRequest`), its model's engine (`sllm.engines.base.Engine`, from the
+registry) counts the prompt's tokens and streams the completion; this module does not know
+which engine that is.
 
 The stream's end reports ``request_done`` to the state machine; a client that goes away
-reports ``cancel``, which also stops a real generation between two tokens. Exactly one of
-the two is reported per request, whether the stream ran to its end, broke, or never began.
+reports ``cancel``, and closing the engine's stream stops its generation between two
+tokens. Exactly one of the two is reported per request, whether the stream ran to its
+end, broke, or never began.
 """
 
 from __future__ import annotations
 
 import asyncio
-import threading
 import time
-from collections.abc import AsyncIterator, Callable, Collection, Iterator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Collection, Mapping
 from dataclasses import dataclass
-from typing import Protocol
 
 from sllm.api.errors import ApiError
 from sllm.catalog import CatalogModel
-from sllm.core.cost import CostModel
-from sllm.core.tiers import Tier
 from sllm.core.worker import Action, Finished, StartRequest, WorkerState
-from sllm.engines.base import Delta, GenerationParams
+from sllm.engines.base import Delta, Engine, GenerationParams, Prompt, estimate_prompt_tokens
 from sllm.wire import InferenceRequest
-
-# Placeholder text for the sim engine: one word per simulated token.
-SIM_WORDS = ("lorem", "ipsum", "dolor", "sit", "amet", "consectetur", "adipiscing", "elit")
-# A prompt's tokens before an engine counts them (about four characters a token in English).
-CHARS_PER_TOKEN = 4
 
 REJECTIONS = {
     "queue_full": (429, "this worker's queue is full"),
@@ -58,24 +46,6 @@ class Generation:
     close: Callable[[], None]
 
 
-class RealEngine(Protocol):
-    """What the worker needs of a real engine (`sllm.engines.transformers_engine`)."""
-
-    def load(self, name: str, source: Tier) -> None: ...
-
-    def evict(self, name: str, source: Tier, destination: Tier) -> None: ...
-
-    def encode_prompt(self, name: str, prompt: str | list[dict[str, str]]) -> list[int]: ...
-
-    def generate(
-        self,
-        name: str,
-        prompt_ids: list[int],
-        params: GenerationParams,
-        cancelled: Callable[[], bool],
-    ) -> Iterator[Delta]: ...
-
-
 class HttpRequests:
     """The worker's `GenerationBackend`: HTTP requests through the state machine."""
 
@@ -83,15 +53,13 @@ class HttpRequests:
         self,
         state: WorkerState,
         catalog: Mapping[str, CatalogModel],
-        cost: CostModel,
+        engines: Mapping[str, Engine],
         carry_out: Callable[[list[Action]], None],
-        real_engine: Callable[[], RealEngine],
     ) -> None:
         self.state = state
         self.catalog = catalog
-        self.cost = cost
+        self.engines = engines  # by engine name: one for each engine the catalog names
         self.carry_out = carry_out
-        self.real_engine = real_engine
         self._admitted: dict[str, asyncio.Future[StartRequest]] = {}
 
     def model_names(self) -> Collection[str]:
@@ -116,15 +84,14 @@ class HttpRequests:
         self,
         request_id: str,
         model: str,
-        prompt: str | list[dict[str, str]],
+        prompt: Prompt,
         params: GenerationParams,
     ) -> Generation:
         if model not in self.catalog:
             raise ApiError(404, f"model {model!r} does not exist", code="model_not_found")
         if request_id in self._admitted:
             raise ApiError(400, f"request id {request_id!r} is already in use", code="duplicate_id")
-        text = prompt if isinstance(prompt, str) else " ".join(m["content"] for m in prompt)
-        estimate = max(1, len(text) // CHARS_PER_TOKEN)
+        estimate = estimate_prompt_tokens(prompt)
         waiter: asyncio.Future[StartRequest] = asyncio.get_running_loop().create_future()
         self._admitted[request_id] = waiter
         submitted = InferenceRequest(request_id, model, estimate, params.max_tokens)
@@ -150,25 +117,21 @@ class HttpRequests:
             else:
                 self.carry_out(self.state.cancel(request_id, now))
 
-        spec = self.catalog[model]
+        engine = self.engines[self.catalog[model].engine]
         try:
-            if spec.engine == "transformers":
-                engine = self.real_engine()
-                prompt_ids = await asyncio.to_thread(engine.encode_prompt, model, prompt)
-                deltas = self._real_deltas(engine, model, prompt_ids, params)
-                prompt_tokens = len(prompt_ids)
-            else:
-                deltas = self._sim_deltas(spec, started, estimate, params)
-                prompt_tokens = estimate
+            prompt_ids = await engine.encode_prompt(model, prompt)
+            deltas = engine.generate(model, prompt_ids, params, batch_size=started.batch_size)
         except BaseException:
             end(False)
             raise
-        return Generation(prompt_tokens, self._tracked(request_id, deltas, end), lambda: end(False))
+        tracked = self._tracked(request_id, deltas, end)
+        return Generation(len(prompt_ids), tracked, lambda: end(False))
 
     async def _tracked(
-        self, request_id: str, deltas: AsyncIterator[Delta], end: Callable[[bool], None]
+        self, request_id: str, deltas: AsyncGenerator[Delta, None], end: Callable[[bool], None]
     ) -> AsyncIterator[Delta]:
-        """Report the first token and the end (or the cancellation) to the state machine."""
+        """Report the first token and the end (or the cancellation) to the state machine,
+        and close the engine's stream however this one ends (which stops its generation)."""
         first = True
         try:
             async for delta in deltas:
@@ -180,48 +143,4 @@ class HttpRequests:
                 yield delta
         finally:
             end(False)  # a no-op once it finished
-
-    async def _sim_deltas(
-        self,
-        spec: CatalogModel,
-        started: StartRequest,
-        prompt_tokens: int,
-        params: GenerationParams,
-    ) -> AsyncIterator[Delta]:
-        ttft, e2e = self.cost.service_time(
-            spec, prompt_tokens, params.max_tokens, started.batch_size
-        )
-        step = (e2e - ttft) / max(1, params.max_tokens - 1)
-        began = time.monotonic()
-        for index in range(params.max_tokens):
-            delay = began + ttft + index * step - time.monotonic()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            yield Delta(SIM_WORDS[index % len(SIM_WORDS)] + " ", completion_tokens=index + 1)
-        yield Delta("", "length", params.max_tokens)
-
-    async def _real_deltas(
-        self, engine: RealEngine, model: str, prompt_ids: list[int], params: GenerationParams
-    ) -> AsyncIterator[Delta]:
-        loop = asyncio.get_running_loop()
-        queue: asyncio.Queue[Delta | BaseException | None] = asyncio.Queue()
-        stop = threading.Event()
-
-        def produce() -> None:
-            try:
-                for delta in engine.generate(model, prompt_ids, params, stop.is_set):
-                    loop.call_soon_threadsafe(queue.put_nowait, delta)
-            except BaseException as error:  # handed to the stream, which ends with an error
-                loop.call_soon_threadsafe(queue.put_nowait, error)
-            finally:
-                loop.call_soon_threadsafe(queue.put_nowait, None)
-
-        producer = loop.run_in_executor(None, produce)
-        try:
-            while (item := await queue.get()) is not None:
-                if isinstance(item, BaseException):
-                    raise item
-                yield item
-        finally:
-            stop.set()
-            await asyncio.shield(producer)
+            await deltas.aclose()

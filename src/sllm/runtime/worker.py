@@ -3,9 +3,13 @@
 It reports its state every REPORT_INTERVAL (and once at start, so a coordinator learns it
 at once), runs inference requests that arrive as datagrams (telling the sender with an
 ``inference_started`` when each starts, and an ``inference_result`` when it ends), and
-carries out the state machine's actions with an engine. With the sim engine a load or a
-request is a timer on the event loop; its length comes from the same cost model the
-simulator uses.
+carries out the state machine's actions with the engine each model's catalog entry names,
+looked up in the registry (`sllm.engines.registry`): loads and evictions through the
+`Engine` protocol, HTTP requests through `sllm.runtime.generation`. A model whose engine
+is not registered stops the worker at construction (`UnknownEngine`). Datagram requests
+carry no prompt, so only an engine that ``serves_datagrams`` (the sim engine) runs them:
+each is a timer on the event loop, its length from the same cost model the simulator
+uses; any other engine's model answers ``use_http``.
 
 The coordinator's name is resolved again before every report, so a coordinator that
 comes back at a new address (a restarted container) is found without restarting workers.
@@ -31,8 +35,8 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Mapping
-from typing import Protocol
+from collections.abc import Callable, Coroutine, Mapping
+from typing import Any, Protocol
 
 from sllm.catalog import CatalogModel
 from sllm.core.cost import CostModel
@@ -48,9 +52,11 @@ from sllm.core.worker import (
     prestaged,
     result_message,
 )
-from sllm.engines.sim import SimEngine, Timer, TimerKind, fire
+from sllm.engines.base import Engine, EngineContext, Execution
+from sllm.engines.registry import build_engines, engines_for
+from sllm.engines.sim import SimEngine, Timer, fire
 from sllm.logs import log_event
-from sllm.runtime.generation import HttpRequests, RealEngine
+from sllm.runtime.generation import HttpRequests
 from sllm.runtime.monitoring import DEFAULT_HTTP_LIMITS, HttpLimits, HttpService, start_worker_http
 from sllm.runtime.udp import Address, Endpoint
 from sllm.store import ModelStore
@@ -61,20 +67,12 @@ log = logging.getLogger("sllm.worker")
 DEFAULT_CACHE_DIR = os.path.join(os.path.expanduser("~"), ".cache", "sllm", "models")
 
 
-def _has_real(catalog: Mapping[str, CatalogModel]) -> bool:
-    return any(model.engine != "sim" for model in catalog.values())
-
-
-def _import_real_engine() -> None:
-    """Import the real engine's libraries (several seconds of CPU for transformers)."""
+def _warm_up(name: str, engine: Engine) -> None:
+    """Run an engine's slow preparation (for transformers, seconds of imports)."""
     try:
-        import transformers
-
-        import sllm.engines.transformers_engine  # noqa: F401
-
-        transformers.AutoModelForCausalLM  # noqa: B018 (a lazy module: this imports it)
-    except ImportError as error:  # the first load reports it where it matters
-        log_event(log, logging.WARNING, "real_engine_unavailable", error=str(error))
+        engine.warm_up()
+    except Exception as error:  # the first load reports it where it matters
+        log_event(log, logging.WARNING, "engine_unavailable", engine=name, error=str(error))
 
 
 # A lookup failure is logged once per this many seconds, not once per report.
@@ -136,7 +134,7 @@ class WorkerObserver(Protocol):
 
 
 class WorkerServer:
-    """Runs requests with the sim engine and reports to the coordinator until stopped."""
+    """Runs requests with the catalog's engines and reports to the coordinator until stopped."""
 
     name = "worker"
 
@@ -169,23 +167,22 @@ class WorkerServer:
         self.report_interval = report_interval
         self.advertise_host = advertise_host
         self.catalog = catalog
-        self.store = (
-            ModelStore(model_cache_dir or DEFAULT_CACHE_DIR) if _has_real(catalog) else None
-        )
+        classes = engines_for(catalog.values())  # raises UnknownEngine, naming the model
+        checkpointed = {name for name, cls in classes.items() if cls.needs_checkpoint}
+        self.store = ModelStore(model_cache_dir or DEFAULT_CACHE_DIR) if checkpointed else None
         self.state = WorkerState(
             worker_id,
             resources,
             catalog,
             cost,
-            self._found_at_start(resources, prestage),
+            self._found_at_start(resources, prestage, checkpointed),
             now=time.monotonic(),
         )
-        self.engine = SimEngine(catalog, cost)
-        self._real: RealEngine | None = None
-        self._real_lock = threading.Lock()
-        self.generation = HttpRequests(
-            self.state, catalog, cost, self._carry_out, self._real_engine
-        )
+        # By engine name: one engine for each engine the catalog names.
+        self.engines = build_engines(classes, EngineContext(catalog, cost, self.store))
+        self.datagram_timers = SimEngine(catalog, cost)  # datagram requests: cost-model timers
+        self._engine_calls: set[asyncio.Task[None]] = set()  # loads and evictions under way
+        self.generation = HttpRequests(self.state, catalog, self.engines, self._carry_out)
         self.endpoint: Endpoint | None = None
         self._reporter: asyncio.Task[None] | None = None
         self._requesters: dict[str, Address] = {}
@@ -197,27 +194,21 @@ class WorkerServer:
         assert self.endpoint is not None
         return self.endpoint.address
 
-    def _found_at_start(self, resources: WorkerResources, prestage: Tier | None) -> dict[str, Tier]:
-        """Where checkpoints are at start: sim models as prestaged, real ones as on disk."""
-        simulated = {name: m for name, m in self.catalog.items() if m.engine == "sim"}
-        found = prestaged(simulated, resources, prestage)
+    def _found_at_start(
+        self, resources: WorkerResources, prestage: Tier | None, checkpointed: set[str]
+    ) -> dict[str, Tier]:
+        """Where checkpoints are at start: models of engines with checkpoint files as the
+        disk cache holds them, the others (sizes only) as prestaged."""
+        sized = {name: m for name, m in self.catalog.items() if m.engine not in checkpointed}
+        found = prestaged(sized, resources, prestage)
         if self.store is not None:
-            found.update(dict.fromkeys(self.store.cached(dict(self.catalog)), Tier.DISK))
+            with_files = {n: m for n, m in self.catalog.items() if m.engine in checkpointed}
+            found.update(dict.fromkeys(self.store.cached(with_files), Tier.DISK))
         return found
 
-    def _real_engine(self) -> RealEngine:
-        """The transformers engine, built on first use (from any thread, once)."""
-        with self._real_lock:
-            if self._real is None:
-                from sllm.engines.transformers_engine import TransformersEngine
-
-                assert self.store is not None
-                self._real = TransformersEngine(self.catalog, self.store)
-            return self._real
-
-    def _is_real(self, model: str) -> bool:
+    def _engine_of(self, model: str) -> Engine | None:
         spec = self.catalog.get(model)
-        return spec is not None and spec.engine != "sim"
+        return None if spec is None else self.engines[spec.engine]
 
     async def start(self) -> None:
         self.endpoint = await Endpoint.bind(self.codec, self.host, self.port, self._on_message)
@@ -242,11 +233,14 @@ class WorkerServer:
             coordinator=f"{self.coordinator[0]}:{self.coordinator[1]}",
         )
         self._reporter = asyncio.create_task(self._report_forever())
-        if self.store is not None:
-            # torch and transformers take seconds of CPU to import: do it now, off the event
-            # loop, rather than in the first cold start (which would then time the import).
-            # A daemon thread: a worker stopped meanwhile exits without waiting for it.
-            threading.Thread(target=_import_real_engine, name="import-torch", daemon=True).start()
+        for name, engine in self.engines.items():
+            if engine.execution is Execution.THREAD:
+                # torch and transformers take seconds of CPU to import: do it now, off the
+                # event loop, rather than in the first cold start (which would then time the
+                # import). A daemon thread: a worker stopped meanwhile exits without waiting.
+                threading.Thread(
+                    target=_warm_up, args=(name, engine), name=f"warm-up-{name}", daemon=True
+                ).start()
 
     async def stop(self) -> None:
         if self._reporter is not None:
@@ -254,6 +248,8 @@ class WorkerServer:
             await asyncio.gather(self._reporter, return_exceptions=True)
         if self._keep_alive is not None:
             self._keep_alive.cancel()
+        for call in list(self._engine_calls):
+            call.cancel()  # a load sleeping its simulated time; a thread runs on to its end
         self.state.ready = False
         await self._send_report()  # tell the coordinator at once that we are going
         if self.endpoint is not None:
@@ -321,8 +317,9 @@ class WorkerServer:
             if self.endpoint is not None:
                 self.endpoint.drop_unexpected(message.TYPE, sender, logger=log, level=logging.DEBUG)
             return
-        if self._is_real(message.model):
-            # Real models stream over HTTP; the UDP data path is the sim engine's.
+        engine = self._engine_of(message.model)
+        if engine is not None and not engine.serves_datagrams:
+            # A datagram carries no prompt: this model's engine streams over HTTP only.
             refusal = InferenceResult(
                 message.request_id, self.state.worker_id, False, "use_http", False, 0.0, 0.0, 0.0
             )
@@ -350,10 +347,9 @@ class WorkerServer:
                 self._send_started(action.request_id)
             if isinstance(action, StartLoad):
                 self._loads[action.model] = (time.monotonic(), action.source)
-                if self._is_real(action.model):
-                    self._load_for_real(action)
-                    continue
-            elif isinstance(action, Evict):
+                self._load(action)
+                continue
+            if isinstance(action, Evict):
                 log_event(
                     log,
                     logging.INFO,
@@ -362,22 +358,34 @@ class WorkerServer:
                     source=action.source.name,
                     destination=action.destination.name,
                 )
-                if self._is_real(action.model):
-                    self._evict_for_real(action)
+                self._evict(action)
                 continue
-            for timer in self.engine.timers(action):
+            for timer in self.datagram_timers.timers(action):
                 loop.call_later(timer.delay_s, self._fire, timer)
         self._schedule_keep_alive()
 
-    def _load_for_real(self, action: StartLoad) -> None:
-        def load() -> None:  # in a thread: the first use imports torch
-            self._real_engine().load(action.model, action.source)
+    def _call_engine(
+        self,
+        call: Coroutine[Any, Any, None],
+        done: Callable[[BaseException | None], None],
+    ) -> None:
+        """Run an engine's load or eviction as a task; `done` gets its error, or None."""
+        task = asyncio.get_running_loop().create_task(call)
+        self._engine_calls.add(task)
 
-        loading = asyncio.get_running_loop().run_in_executor(None, load)
+        def finished(task: asyncio.Task[None]) -> None:
+            self._engine_calls.discard(task)
+            if not task.cancelled():  # cancelled: the worker is stopping
+                done(task.exception())
 
-        def done(future: asyncio.Future[None]) -> None:
+        task.add_done_callback(finished)
+
+    def _load(self, action: StartLoad) -> None:
+        engine = self._engine_of(action.model)
+        assert engine is not None  # the state machine loads only catalog models
+
+        def done(error: BaseException | None) -> None:
             now = time.monotonic()
-            error = future.exception()
             if error is None:
                 self._carry_out(self._loaded(action.model, now))
                 return
@@ -385,25 +393,19 @@ class WorkerServer:
             log_event(log, logging.ERROR, "model_load_failed", model=action.model, error=str(error))
             self._carry_out(self.state.load_failed(action.model, now, str(error)[:100]))
 
-        loading.add_done_callback(done)
+        self._call_engine(engine.load(action.model, action.source), done)
 
-    def _evict_for_real(self, action: Evict) -> None:
-        def evict() -> None:
-            self._real_engine().evict(action.model, action.source, action.destination)
+    def _evict(self, action: Evict) -> None:
+        engine = self._engine_of(action.model)
+        assert engine is not None
 
-        evicting = asyncio.get_running_loop().run_in_executor(None, evict)
-
-        def done(future: asyncio.Future[None]) -> None:
-            if future.exception() is not None:
+        def done(error: BaseException | None) -> None:
+            if error is not None:
                 log_event(
-                    log,
-                    logging.ERROR,
-                    "model_evict_failed",
-                    model=action.model,
-                    error=str(future.exception()),
+                    log, logging.ERROR, "model_evict_failed", model=action.model, error=str(error)
                 )
 
-        evicting.add_done_callback(done)
+        self._call_engine(engine.evict(action.model, action.source, action.destination), done)
 
     def _loaded(self, model: str, now: float) -> list[Action]:
         """A load finished: time it for the metrics, then tell the state machine."""
@@ -413,11 +415,8 @@ class WorkerServer:
         return self.state.load_done(model, now)
 
     def _fire(self, timer: Timer) -> None:
-        now = time.monotonic()
-        if timer.kind is TimerKind.LOAD_DONE:
-            self._carry_out(self._loaded(timer.key, now))
-            return
-        self._carry_out(fire(self.state, timer, now))
+        """A datagram request's timer is due (loads are the engines', not timers)."""
+        self._carry_out(fire(self.state, timer, time.monotonic()))
 
     def _schedule_keep_alive(self) -> None:
         deadline = self.state.next_deadline()

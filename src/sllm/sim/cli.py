@@ -24,11 +24,11 @@ import argparse
 import sys
 from typing import Any
 
-from sllm.config import POLICY_NAMES
 from sllm.core.tiers import Tier
 from sllm.core.worker import WorkerResources
 from sllm.experiments.options import (
     DEFAULT_DRAIN_S,
+    add_policy_argument,
     add_workload_arguments,
     make_workload,
     options_from_args,
@@ -74,9 +74,7 @@ def add_parser(sub: Any) -> None:
 def build_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--mode", choices=MODES, default="centralized", help="architecture")
     parser.add_argument("--workers", type=int, default=5, help="number of workers (default 5)")
-    parser.add_argument(
-        "--policy", choices=POLICY_NAMES, default="startup-aware", help="placement policy"
-    )
+    add_policy_argument(parser, help="placement policy (default startup-aware)")
     parser.add_argument(
         "--duration", type=float, default=30.0, help="seconds of arrivals (default 30)"
     )
