@@ -95,7 +95,12 @@ def test_every_variable_parsed() -> None:
 
 def test_choices_are_case_insensitive_and_normalized() -> None:
     s = Settings.from_env(
-        {"DEPLOYMENT_MODE": "Kubernetes", "LOG_LEVEL": "warning", "LOG_FORMAT": "JSON"}
+        {
+            "DEPLOYMENT_MODE": "Kubernetes",
+            "LOG_LEVEL": "warning",
+            "LOG_FORMAT": "JSON",
+            "ALLOW_UNAUTHENTICATED": "TRUE",
+        }
     )
     assert (s.deployment_mode, s.log_level, s.log_format) == ("kubernetes", "WARNING", "json")
 
@@ -235,11 +240,13 @@ def test_worker_id_override_beats_env() -> None:
 
 def test_kubernetes_mode_uses_the_hostname(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(socket, "gethostname", lambda: "sllm-worker-3")
-    s = Settings.from_env({"DEPLOYMENT_MODE": "kubernetes"})
+    s = Settings.from_env({"DEPLOYMENT_MODE": "kubernetes", "CLUSTER_SECRET": "s3cret-value"})
     assert s.get_worker_id() == "sllm-worker-3"
     local = Settings.from_env({})
     assert local.get_worker_id() == f"worker-sllm-worker-3-{os.getpid()}"
-    pinned = Settings.from_env({"DEPLOYMENT_MODE": "kubernetes", "WORKER_ID": "w1"})
+    pinned = Settings.from_env(
+        {"DEPLOYMENT_MODE": "kubernetes", "WORKER_ID": "w1", "CLUSTER_SECRET": "s3cret-value"}
+    )
     assert pinned.get_worker_id() == "w1"
 
 
@@ -247,7 +254,8 @@ def test_kubernetes_mode_uses_the_hostname(monkeypatch: pytest.MonkeyPatch) -> N
     ("mode", "expected"), [("local", False), ("docker", True), ("kubernetes", True)]
 )
 def test_is_containerized(mode: str, expected: bool) -> None:
-    assert Settings.from_env({"DEPLOYMENT_MODE": mode}).is_containerized() is expected
+    env = {"DEPLOYMENT_MODE": mode, "CLUSTER_SECRET": "s3cret-value"}
+    assert Settings.from_env(env).is_containerized() is expected
 
 
 def test_get_coordinator_address() -> None:
@@ -281,7 +289,7 @@ def test_lazy_settings_build_once() -> None:
 
     def load() -> Settings:
         calls.append(1)
-        return Settings.from_env({"DEPLOYMENT_MODE": "docker"})
+        return Settings.from_env({"DEPLOYMENT_MODE": "docker", "CLUSTER_SECRET": "s3cret-value"})
 
     lazy = LazySettings(load)
     assert lazy.is_containerized()
@@ -317,3 +325,27 @@ def test_import_never_raises_on_a_bad_environment() -> None:
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "2"
+
+
+@pytest.mark.parametrize("mode", ["docker", "kubernetes"])
+def test_a_container_mode_needs_a_cluster_secret_unless_told_otherwise(mode: str) -> None:
+    """An orchestrated cluster with an empty secret (an old manifest's Secret, an unset
+    variable) would run unauthenticated with only a warning: it stops at startup instead."""
+    for env in ({"DEPLOYMENT_MODE": mode}, {"DEPLOYMENT_MODE": mode, "CLUSTER_SECRET": ""}):
+        with pytest.raises(ConfigError) as raised:
+            Settings.from_env(env)
+        assert "CLUSTER_SECRET" in str(raised.value)
+        assert "ALLOW_UNAUTHENTICATED" in str(raised.value)
+    allowed = Settings.from_env({"DEPLOYMENT_MODE": mode, "ALLOW_UNAUTHENTICATED": "yes"})
+    assert allowed.cluster_secret is None and allowed.allow_unauthenticated
+    with pytest.raises(ConfigError, match="ALLOW_UNAUTHENTICATED='maybe': not true or false"):
+        Settings.from_env({"ALLOW_UNAUTHENTICATED": "maybe"})
+    assert Settings.from_env({}).cluster_secret is None  # local mode: a warning only
+
+
+def test_a_hostname_outside_the_id_characters_still_makes_a_valid_worker_id(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(socket, "gethostname", lambda: "Johns MacBook Pro")
+    assert default_worker_id("local") == f"worker-Johns-MacBook-Pro-{os.getpid()}"
+    assert default_worker_id("kubernetes") == "Johns-MacBook-Pro"

@@ -22,7 +22,10 @@ WORKER_TIMEOUT     ``10.0``                     seconds of silence before a work
 WORKER_ID          auto                         see below; letters, digits and ``._:-`` only
 LOG_FORMAT         ``text``                     ``text`` or ``json`` (for containers)
 CLUSTER_SECRET     none                         HMAC key for datagrams and proxied requests;
-                                                never shown in repr/errors
+                                                never shown in repr/errors; required in docker
+                                                and kubernetes mode (see below)
+ALLOW_UNAUTHENTICATED ``false``                 ``true``: run docker or kubernetes mode without
+                                                CLUSTER_SECRET (tests, a trusted network)
 PLACEMENT_POLICY   ``startup-aware``            a policy of `sllm.core.placement.POLICIES`
 HTTP_PORT          ``8080``                     HTTP health, metrics (and the front door)
 WORKER_HTTP_PORT   none                         a worker's own HTTP port (health, metrics);
@@ -83,6 +86,11 @@ built from ``os.environ`` on first use, so importing this module never fails; an
 environment raises `ConfigError` where `config` is first used. `load_settings`, which the CLI
 calls once at start-up, also makes its result what `config` answers from then on.
 
+In docker and kubernetes mode a missing or empty CLUSTER_SECRET stops startup unless
+ALLOW_UNAUTHENTICATED is true: a container orchestrated with an empty secret (an old
+manifest's, an unset variable) would otherwise run a cluster anyone on its network can
+join, with only a warning in its log.
+
 The last four bound what strangers can create when CLUSTER_SECRET is unset (anyone who
 reaches the UDP port can announce a worker or a member); see `sllm.core.admission` for why
 these defaults.
@@ -117,6 +125,9 @@ from sllm.wire.messages import ID_CHARACTERS, ID_PATTERN
 MODES: tuple[str, ...] = ("local", "docker", "kubernetes")
 PRESTAGE_TIERS: tuple[str, ...] = ("none", "disk", "host")
 CONTAINER_MODES: frozenset[str] = frozenset({"docker", "kubernetes"})
+
+# A character a worker or node id may not hold (the wire's `ID_CHARACTERS`).
+_ID_OUTSIDE = re.compile(f"[^{ID_CHARACTERS}]")
 
 PORT_MAX = 65535
 # A worker id travels in every report and gossip message; 128 characters holds a hostname, a
@@ -313,6 +324,23 @@ def _seed_nodes(raw: object) -> tuple[tuple[str, int], ...]:
     return tuple(seeds)
 
 
+_TRUE = frozenset({"true", "1", "yes", "on"})
+_FALSE = frozenset({"false", "0", "no", "off"})
+
+
+def _flag(raw: object) -> bool:
+    """``true``/``false`` (or 1/0, yes/no, on/off, in any case), or already a bool."""
+    if isinstance(raw, bool):
+        return raw
+    if isinstance(raw, str):
+        word = raw.strip().casefold()
+        if word in _TRUE:
+            return True
+        if word in _FALSE:
+            return False
+    raise ValueError("not true or false")
+
+
 def _secret(raw: object) -> str | None:
     if raw is None:
         return None
@@ -342,6 +370,7 @@ _VARIABLES: tuple[_Variable, ...] = (
     _Variable("worker_id", "WORKER_ID", _worker_id),
     _Variable("log_format", "LOG_FORMAT", _choice(LOG_FORMATS, "format")),
     _Variable("cluster_secret", "CLUSTER_SECRET", _secret, secret=True),
+    _Variable("allow_unauthenticated", "ALLOW_UNAUTHENTICATED", _flag),
     # Membership in the policy table is checked by `from_env`, which knows the names in use.
     _Variable("placement_policy", "PLACEMENT_POLICY", _token(64)),
     _Variable("http_port", "HTTP_PORT", _port),
@@ -407,12 +436,27 @@ def _check(
                 f"{label('worker_timeout')}={timeout!r}: must exceed "
                 f"{label('report_interval')}={interval!r}"
             )
+    if not failed & {"deployment_mode", "cluster_secret", "allow_unauthenticated"}:
+        mode = effective("deployment_mode")
+        if (
+            mode in CONTAINER_MODES
+            and not effective("cluster_secret")
+            and not effective("allow_unauthenticated")
+        ):
+            problems.append(
+                f"{label('cluster_secret')}: required in {mode} mode (empty counts as unset); "
+                "set ALLOW_UNAUTHENTICATED=true to run a cluster without one"
+            )
     return values, problems
 
 
 def default_worker_id(mode: str) -> str:
-    """The worker id when WORKER_ID is not set: the pod name in kubernetes, else host and pid."""
-    hostname = socket.gethostname().strip() or "localhost"
+    """The worker id when WORKER_ID is not set: the pod name in kubernetes, else host and pid.
+
+    A hostname may hold characters an id may not ("Johns MacBook Pro"): each becomes "-", so
+    the id passes the wire's check rather than making every report fail to encode.
+    """
+    hostname = _ID_OUTSIDE.sub("-", socket.gethostname().strip()) or "localhost"
     if mode == "kubernetes":
         return hostname[:WORKER_ID_MAX_LEN]
     suffix = f"-{os.getpid()}"
@@ -439,6 +483,7 @@ class Settings:
     worker_id: str = ""
     log_format: str = "text"
     cluster_secret: str | None = field(default=None, repr=False)
+    allow_unauthenticated: bool = False
     placement_policy: str = "startup-aware"
     http_port: int = 8080
     worker_http_port: int | None = None

@@ -15,8 +15,8 @@ import httpx
 import openai
 import pytest
 
+from sllm.api.body import MAX_BODY_BYTES
 from sllm.api.frontdoor import shipped_openapi
-from sllm.api.gateway import MAX_BODY_BYTES
 
 pytestmark = pytest.mark.integration
 

@@ -68,6 +68,7 @@ from pydantic import ValidationError
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from sllm.api import sse
+from sllm.api.body import MAX_BODY_BYTES, read_body
 from sllm.api.disconnect import ClientGone, unless_disconnected
 from sllm.api.errors import ApiError, invalid_request
 from sllm.api.request_id import header_of, new_request_id, request_id_in
@@ -677,30 +678,8 @@ COMPLETION_ROUTES: dict[str, tuple[sse.Kind, type[ChatCompletionRequest | Comple
     "/v1/chat/completions": ("chat", ChatCompletionRequest),
     "/v1/completions": ("completion", CompletionRequest),
 }
-# A body larger than this is refused (413) before it is parsed: a prompt of the longest
-# context any catalog model takes is well under it.
-MAX_BODY_BYTES = 4 * 1024 * 1024
 _STREAM_HEADERS = [(b"content-type", b"text/event-stream; charset=utf-8")]
 _JSON_HEADERS = [(b"content-type", b"application/json")]
-
-
-async def read_body(receive: Receive) -> bytes:
-    """The whole request body; `ClientGone` if the client leaves first."""
-    chunks: list[bytes] = []
-    size = 0
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            raise ClientGone
-        chunk = message.get("body", b"")
-        size += len(chunk)
-        if size > MAX_BODY_BYTES:
-            raise ApiError(
-                413, f"the request body is over {MAX_BODY_BYTES} bytes", code="request_too_large"
-            )
-        chunks.append(chunk)
-        if not message.get("more_body", False):
-            return b"".join(chunks)
 
 
 def _validated(

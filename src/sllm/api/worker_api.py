@@ -22,27 +22,26 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import AsyncIterator, Collection
-from typing import Protocol
+from typing import Protocol, get_args
 
 from fastapi import APIRouter, Request
 from fastapi.responses import StreamingResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from sllm.api import credential, sse
+from sllm.api.body import read_body
+from sllm.api.credential import RefusalReason
 from sllm.api.disconnect import ClientGone, unless_disconnected
 from sllm.api.errors import ApiError
-from sllm.api.gateway import read_body
 from sllm.api.request_id import CLIENT_HEADER, accepted, header_of, request_id_in
 from sllm.api.schemas import ChatCompletionRequest, CompletionRequest
 from sllm.engines.base import GenerationParams
 from sllm.logs import log_event
 from sllm.runtime.generation import Generation
+from sllm.wire.codec import RejectCounter
 
 log = logging.getLogger("sllm.http")
 
-# A refused request is logged at most once per reason per this many seconds: whoever
-# probes the port can send thousands a second, and the log must stay readable.
-REFUSAL_LOG_INTERVAL_S = 10.0
 _CREDENTIAL_HEADER = credential.HEADER.encode()
 _CLIENT_HEADER = CLIENT_HEADER.encode()
 
@@ -163,7 +162,9 @@ class RequireCredential:
         self.app = app
         self.key = key
         self.prefix = prefix
-        self._logged_at: dict[str, float] = {}
+        # Refusals by reason, and at most one log line per reason every LOG_INTERVAL_S
+        # with the count suppressed since: anyone who reaches the port can send thousands.
+        self.refusals = RejectCounter(keys=get_args(RefusalReason))
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or not scope["path"].startswith(self.prefix):
@@ -198,10 +199,9 @@ class RequireCredential:
         await self.app(scope, _replay(body, receive), send)
 
     def _log_refusal(self, reason: str, scope: Scope) -> None:
-        now = time.monotonic()
-        if now - self._logged_at.get(reason, -REFUSAL_LOG_INTERVAL_S) < REFUSAL_LOG_INTERVAL_S:
+        suppressed = self.refusals.record(reason, time.monotonic())
+        if suppressed is None:
             return
-        self._logged_at[reason] = now
         client = scope.get("client") or ("", 0)
         log_event(
             log,
@@ -210,6 +210,7 @@ class RequireCredential:
             reason=reason,
             path=scope["path"],
             client=f"{client[0]}:{client[1]}",
+            suppressed=suppressed,
         )
 
 

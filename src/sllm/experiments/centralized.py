@@ -245,11 +245,14 @@ class Driver:
         for decision in decisions:
             self._answer(decision.request_id, decision)
 
-    async def _coordinator_liveness(self) -> Liveness:
+    async def _coordinator_liveness(self) -> Liveness | None:
         """Alive: the workers the coordinator's state lists. Lost: a worker a decision
         named that two states in a row lack (one could miss it while paging as the
-        coordinator drops another)."""
+        coordinator drops another). None, deciding nothing, when the listing is incomplete
+        (a page went unanswered): a worker missing from it may well be alive."""
         state = await get_cluster_state(self.endpoint, self.coordinator)
+        if not state["complete"]:
+            return None
         alive = {str(worker["id"]) for worker in state["workers"]}
         absent = self._placed_on - alive
         lost = absent & self._absent

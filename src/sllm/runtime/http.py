@@ -72,6 +72,7 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from sllm.api.errors import ApiError
 from sllm.logs import log_event
 from sllm.runtime.monitoring import DEFAULT_HTTP_LIMITS, HttpLimits, Readiness
+from sllm.wire.codec import RejectCounter
 
 log = logging.getLogger("sllm.http")
 
@@ -292,6 +293,39 @@ def create_app(
     return app
 
 
+class _RateLimitedLog(logging.Filter):
+    """Passes each of uvicorn's log messages at most once per `LOG_INTERVAL_S`.
+
+    uvicorn logs a WARNING for every malformed request ("Invalid HTTP request received."):
+    a client sending garbage as fast as it can would flood the log, as hostile datagrams
+    would without the codec's `RejectCounter`, which this reuses. Keyed by the message's
+    template, so the keys are bounded by uvicorn's code, not by what clients send; a
+    passed line carries how many like it were suppressed before it.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.counter = RejectCounter(keys=())
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        suppressed = self.counter.record(str(record.msg), time.monotonic())
+        if suppressed is None:
+            return False
+        if suppressed:
+            record.msg = f"{record.msg} ({suppressed} like it suppressed)"
+        return True
+
+
+_UVICORN_LOG_LIMIT = _RateLimitedLog()
+
+
+def limit_uvicorn_log() -> None:
+    """Rate-limit uvicorn's own log lines (once per process, however many listeners)."""
+    logger = logging.getLogger("uvicorn.error")
+    if _UVICORN_LOG_LIMIT not in logger.filters:
+        logger.addFilter(_UVICORN_LOG_LIMIT)
+
+
 class _Server(uvicorn.Server):
     """uvicorn's server without its signal handlers: the hosting service owns the signals."""
 
@@ -385,10 +419,14 @@ class HttpListener:
             access_log=False,
             server_header=False,
             http=guarded_protocol(self.guard),
+            # No WebSocket routes: an Upgrade request is answered as plain HTTP, and a
+            # connection never leaves the guarded protocol (which counts it until it ends).
+            ws="none",
             timeout_keep_alive=KEEP_ALIVE_S,
             timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
         )
         config.load()  # here rather than in `serve`, to log the parser it chose
+        limit_uvicorn_log()
         self._server = _Server(config)
         self._task = asyncio.create_task(self._server.serve(sockets=list(self._sockets)))
         self._task.add_done_callback(self._served)
