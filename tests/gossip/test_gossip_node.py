@@ -23,6 +23,7 @@ from sllm.wire import (
     ClusterStateRequest,
     ClusterStateResponse,
     Codec,
+    GossipPush,
     InferenceRequest,
     LoadProbe,
     LoadProbeReply,
@@ -37,7 +38,7 @@ CATALOG = served_catalog()
 COST = CostModel()
 MODEL = "llama-3.2-1b"
 RESOURCES = WorkerResources(slots=2, queue_capacity=16)
-CLIENT = ("192.168.0.1", 5000)
+CLIENT = ("127.0.0.200", 5000)
 
 
 def make_cluster(
@@ -295,7 +296,7 @@ def test_member_state_pages_and_counts() -> None:
 
 def test_gossiped_reports_are_trimmed_to_fit() -> None:
     report = Node(
-        "x", ("10.0.0.1", 1), CATALOG, COST, random.Random(0), 0.0,
+        "x", ("127.0.0.1", 1), CATALOG, COST, random.Random(0), 0.0,
         resources=RESOURCES, preloaded=prestaged(CATALOG, RESOURCES, Tier.DISK),
     )._own_report(0.0)  # fmt: skip
     trimmed = trim_report(report)
@@ -365,3 +366,24 @@ def test_placement_skips_a_suspect_member_until_it_proves_alive() -> None:
     )
     assert took is not None
     assert scheduler.membership.get(suspect.node_id).state is MemberState.ALIVE  # type: ignore[union-attr]
+
+
+def test_a_suspects_report_stays_out_of_the_view_though_it_had_no_entry() -> None:
+    """A suspicion set aside only the entry the view held then; a report arriving later
+    from the suspect (gossip still carries them) must not put it back before it refutes."""
+    net, hosts = make_cluster(3, gossip=GossipConfig(sync_interval_s=60.0))
+    assert net.run_until_true(lambda: views_complete(hosts), timeout=30.0)
+    scheduler, suspect = hosts[0].node, hosts[2].node
+    member = scheduler.membership.get(suspect.node_id)
+    assert member is not None
+    scheduler.scheduler.view.remove(suspect.node_id)  # no entry when the suspicion comes
+    rumour = MemberUpdate(
+        suspect.node_id, *suspect.address, member.incarnation, int(MemberState.SUSPECT), "n0001"
+    )
+    scheduler.membership.apply(rumour, net.now)
+    scheduler.tick(net.now)
+    report = suspect.worker.report(net.now, *suspect.address, timestamp=net.now)
+    push = GossipPush(source=hosts[1].node.node_id, members=(), reports=(report,))
+    scheduler.handle(push, hosts[1].node.address, net.now)
+    assert scheduler.membership.get(suspect.node_id).state is MemberState.SUSPECT  # type: ignore[union-attr]
+    assert suspect.node_id not in scheduler.scheduler.view

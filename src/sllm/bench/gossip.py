@@ -212,7 +212,7 @@ def measure_probing(
         requests.append((at, InferenceRequest(f"r{index}", rng.choice(models), 256, 64)))
     addresses = [host.node.address for host in hosts]
     client = ClientHost(random.Random(seed + 1), lambda: addresses, requests)
-    net.add(("192.168.0.1", 5000), client)
+    net.add(("127.0.0.200", 5000), client)
     net.run_for(duration + 60.0)
     outcomes = list(client.outcomes.values())
     done = [o for o in outcomes if o.ok]

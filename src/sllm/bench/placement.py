@@ -58,7 +58,7 @@ def synthetic_report(
     running = rng.randint(0, 8)
     return WorkerReport(
         node_id=worker_id,
-        host="10.0.0.1",
+        host="127.0.0.1",
         port=8000,
         http_port=0,
         models=models,

@@ -310,11 +310,12 @@ class Node:
         membership = self.membership
         set_aside = self._suspects
         for report in membership.take_reports():
-            if not membership.is_live(report.node_id):
+            node_id = report.node_id
+            if not membership.is_live(node_id):
                 continue
             self.scheduler.counters.reports += 1
-            if report.node_id in set_aside:
-                set_aside[report.node_id] = report  # the latest, for when it proves alive
+            if node_id in set_aside or (node_id != self.node_id and not self._alive(node_id)):
+                set_aside[node_id] = report  # the latest, for when it proves alive
             else:
                 view.apply_report(report, now)
         for notice in membership.take_notices():
@@ -405,7 +406,7 @@ class Node:
         self.probing.replies += 1
         for report in reply.reports:
             node_id = report.node_id
-            if self.membership.is_live(node_id) and node_id not in (self.node_id, *self._suspects):
+            if node_id != self.node_id and self._alive(node_id):  # suspects stay set aside
                 self.scheduler.view.apply_report(report, now)
         request_id = self._probe_of.pop(reply.request_id, None)
         pending = self._pending.get(request_id) if request_id is not None else None
