@@ -60,7 +60,25 @@ def test_a_member_page_and_a_probe_reply_shrink_to_fit() -> None:
         MemberSummary(f"{LONG}-{i}", LONG, 7946, 0, 1, 0.5, True, 0.5)
         for i in range(MEMBER_PAGE_MAX)
     )
-    page = MemberStateResponse("r", LONG, 1, 5, 0, 0, 0, 0, 0, 0, 1.0, 1.0, 0, 0, summaries)
+    page = MemberStateResponse(
+        request_id="r",
+        node_id=LONG,
+        incarnation=1,
+        alive=5,
+        suspect=0,
+        dead=0,
+        left=0,
+        false_suspicions=0,
+        refuted=0,
+        local_health=0,
+        bytes_sent_per_s=1.0,
+        bytes_received_per_s=1.0,
+        rejected_datagrams=0,
+        offset=0,
+        members=summaries,
+        max_members=4_000,
+        refused_members=0,
+    )
     message, _ = fitted(page)
     assert isinstance(message, MemberStateResponse)
     assert 1 <= len(message.members) < MEMBER_PAGE_MAX

@@ -294,6 +294,8 @@ def page(request_id: str) -> ClusterStateResponse:
         uptime_s=6.0,
         offset=0,
         workers=(),
+        max_workers=7,
+        refused_workers=8,
     )
 
 

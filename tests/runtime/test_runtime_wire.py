@@ -183,7 +183,23 @@ def big_page() -> ClusterStateResponse:
         )
         for i in range(STATE_PAGE_MAX_WORKERS)
     )
-    return ClusterStateResponse("page", "least-loaded", 9, 0, 0, 0, 0, 0.0, 0, 0.0, 1.0, 5, workers)
+    return ClusterStateResponse(
+        request_id="page",
+        policy="least-loaded",
+        active_workers=9,
+        total_requests=0,
+        cache_hits=0,
+        cold_starts=0,
+        rejected=0,
+        queue_depth_mean=0.0,
+        queue_depth_max=0,
+        gpu_utilization_mean=0.0,
+        uptime_s=1.0,
+        offset=5,
+        workers=workers,
+        max_workers=12_000,
+        refused_workers=0,
+    )
 
 
 async def test_oversized_messages_shrink_until_they_fit(eventually) -> None:

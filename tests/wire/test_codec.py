@@ -119,6 +119,8 @@ def full_page() -> ClusterStateResponse:
         uptime_s=123_456.789012,
         offset=60,
         workers=tuple(summary(i) for i in range(STATE_PAGE_MAX_WORKERS)),
+        max_workers=12_000,
+        refused_workers=123_456,
     )
 
 
@@ -158,6 +160,7 @@ def member_page() -> MemberStateResponse:
                           i, 1.25, True, 0.5)
             for i in range(MEMBER_PAGE_MAX)
         ),
+        4_000, 123_456,
     )  # fmt: skip
 
 

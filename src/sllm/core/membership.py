@@ -181,8 +181,8 @@ class MemberState(IntEnum):
 
 
 LIVE_STATES = frozenset({MemberState.ALIVE, MemberState.SUSPECT})
-# The notices membership gives about other members, and all it gives ("left_cluster" is
-# this node's own leave).
+# The notices membership gives about other members. Besides these it gives "left_cluster"
+# (this node's own leave) and the admission's "identities_refused" (new members refused).
 MEMBER_EVENTS = frozenset(
     {
         "member_joined",
@@ -195,7 +195,7 @@ MEMBER_EVENTS = frozenset(
         "suspicion_refuted",
     }
 )
-MEMBERSHIP_EVENTS = MEMBER_EVENTS | {"left_cluster"}
+MEMBERSHIP_EVENTS = MEMBER_EVENTS | {"left_cluster", REFUSED_EVENT}
 ALIVE_ONLY = frozenset({MemberState.ALIVE})
 
 

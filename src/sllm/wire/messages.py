@@ -193,8 +193,10 @@ class ClusterStateResponse(Message):
     workers: tuple[WorkerSummary, ...] = field(metadata={"max_len": STATE_PAGE_MAX_WORKERS})
     # The cap on workers and the new workers refused since start (the cap was reached, or
     # a source announced too many): so `status` shows when the view is not the cluster.
-    max_workers: int = field(default=0, metadata=COUNT)
-    refused_workers: int = field(default=0, metadata=COUNT)
+    # Like every field, required: the wire keeps no optional fields (a peer of another
+    # release fails with ``missing_field``, loudly; docs/operations.md, upgrades).
+    max_workers: int = field(metadata=COUNT)
+    refused_workers: int = field(metadata=COUNT)
 
 
 @record
@@ -414,8 +416,8 @@ class MemberStateResponse(Message):
     offset: int = field(metadata=COUNT)
     members: tuple[MemberSummary, ...] = field(metadata={"max_len": MEMBER_PAGE_MAX})
     # The cap on members and the new members refused since start, as for workers above.
-    max_members: int = field(default=0, metadata=COUNT)
-    refused_members: int = field(default=0, metadata=COUNT)
+    max_members: int = field(metadata=COUNT)
+    refused_members: int = field(metadata=COUNT)
 
 
 MESSAGE_TYPES: dict[str, type[Message]] = {
