@@ -154,7 +154,10 @@ def _classify_body(status: int, content: bytes) -> str:
         return "front_door_failed"
     if status != 200:
         return "refused" if isinstance(answer, dict) and "error" in answer else "front_door_failed"
-    tokens = answer.get("usage", {}).get("completion_tokens", 0)
+    try:
+        tokens = answer.get("usage", {}).get("completion_tokens", 0)
+    except AttributeError:  # not an object
+        return "front_door_failed"
     return "completed" if tokens == TOKENS else "duplicated" if tokens > TOKENS else "truncated"
 
 
@@ -168,12 +171,15 @@ async def _classify_stream(lines: Any) -> str:
         if data == "[DONE]":
             done += 1
             continue
-        event = json.loads(data)
-        if "error" in event:
-            return "error_event"
+        try:
+            event = json.loads(data)
+            if "error" in event:
+                return "error_event"
+            content = event["choices"][0].get("delta", {}).get("content")
+        except (ValueError, KeyError, IndexError, TypeError, AttributeError):
+            return "front_door_failed"  # an event that is not OpenAI's chunk
         if done:
             return "duplicated"  # anything after [DONE]
-        content = event["choices"][0].get("delta", {}).get("content")
         if content:
             tokens += 1
     if done > 1 or tokens > TOKENS:

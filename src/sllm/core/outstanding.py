@@ -133,6 +133,8 @@ class OutstandingRequests:
         request = self._requests.get(request_id)
         if request is None:
             return None
+        if worker_id in self._lost:  # not a real placement: it never leaves the client
+            return Retry(request_id, worker_id, STALE_PLACEMENT_DELAY_S)
         request.placements += 1
         request.worker_id = worker_id
         request.started = False
@@ -140,11 +142,6 @@ class OutstandingRequests:
         if holding is None:
             holding = self._by_worker[worker_id] = set()
         holding.add(request_id)
-        if worker_id in self._lost:
-            request.placements -= 1  # not a real placement: it never left the client
-            self._release(request_id, worker_id)
-            request.worker_id = ""
-            return Retry(request_id, worker_id, STALE_PLACEMENT_DELAY_S)
         return None
 
     def started(self, request_id: str, worker_id: str) -> None:

@@ -78,8 +78,10 @@ def listing(ids: list[str], totals: list[int], stopped: str | None, what: str) -
     """Whether a paged listing of `ids` is complete, given the totals each page counted."""
     distinct = len(set(ids))
     incomplete = stopped
-    if incomplete is None and (len(set(totals)) > 1 or distinct != len(ids)):
+    if incomplete is None and len(set(totals)) > 1:
         incomplete = f"the {what} changed while paging (counted {totals[0]}, then {totals[-1]})"
+    if incomplete is None and distinct != len(ids):
+        incomplete = f"{len(ids) - distinct} {what} listed twice (the order moved while paging)"
     if incomplete is None and distinct != totals[-1]:
         incomplete = f"the pages held {distinct} {what} of {totals[-1]} counted"
     if incomplete is not None:

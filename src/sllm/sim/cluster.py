@@ -322,7 +322,7 @@ class WorkerHost:
         requester = self._requesters.get(request_id)
         if requester is not None:
             started = InferenceStarted(request_id, self.name)
-            self.network.send(self.name, requester, started, False)  # transit=False
+            self.network.send(self.name, requester, started, transit=False)
 
     def _send_result(self, finished: Finished) -> None:
         requester = self._requesters.pop(finished.request_id, None)
