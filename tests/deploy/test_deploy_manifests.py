@@ -368,7 +368,10 @@ def test_dockerfile(path: str, dockerfile) -> None:
     assert parsed.entrypoint[:3] == ["python", "-m", "sllm"]
     assert parsed.env["LOG_FORMAT"] == "json"
     assert parsed.env["DEPLOYMENT_MODE"] == "docker"
-    Settings.from_env(parsed.env)
+    # The image runs only with the secret its orchestrator gives it (or an explicit opt-out).
+    with pytest.raises(ConfigError, match="CLUSTER_SECRET"):
+        Settings.from_env(parsed.env)
+    Settings.from_env({**parsed.env, "CLUSTER_SECRET": "given-by-the-orchestrator"})
     ignored = [
         line.strip()
         for line in (ROOT / ".dockerignore").read_text().splitlines()
