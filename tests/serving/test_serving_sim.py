@@ -55,15 +55,17 @@ def test_chat_completion_streams_one_chunk_per_token(client) -> None:
         messages=[{"role": "user", "content": "stream"}],
         max_tokens=7,
         stream=True,
+        stream_options={"include_usage": True},
     )
-    chunks = list(stream)
+    *chunks, usage = list(stream)
     texts = [c.choices[0].delta.content for c in chunks if c.choices[0].delta.content]
     assert len(texts) == 7  # one chunk per generated token, as it was generated
     assert chunks[-1].choices[0].finish_reason == "length"
     assert all(c.choices[0].finish_reason is None for c in chunks[:-1])
-    assert chunks[-1].usage is not None
-    assert chunks[-1].usage.completion_tokens == 7
-    assert len({c.id for c in chunks}) == 1
+    assert all(c.usage is None for c in chunks)
+    assert usage.choices == [] and usage.usage is not None  # asked for: a chunk of its own
+    assert usage.usage.completion_tokens == 7
+    assert len({c.id for c in [*chunks, usage]}) == 1
 
 
 def test_legacy_completion_streamed_and_not(client) -> None:
