@@ -69,14 +69,18 @@ def test_chat_completion_streams_one_chunk_per_token(client) -> None:
 
 
 def test_legacy_completion_streamed_and_not(client) -> None:
-    whole = client.completions.create(model=SIM_MODEL, prompt="Once upon a time", max_tokens=5)
+    whole = client.completions.create(
+        model=SIM_MODEL, prompt="Once upon a time", max_tokens=5, temperature=0
+    )
     assert len(whole.choices[0].text.split()) == 5
     assert whole.usage.completion_tokens == 5
     assert whole.usage.prompt_tokens == len("Once upon a time") // 4  # the sim's estimate
     assert whole.choices[0].finish_reason == "length"
 
     pieces = list(
-        client.completions.create(model=SIM_MODEL, prompt="Once", max_tokens=4, stream=True)
+        client.completions.create(
+            model=SIM_MODEL, prompt="Once", max_tokens=4, stream=True, temperature=0
+        )
     )
     assert "".join(p.choices[0].text for p in pieces).split() == whole.choices[0].text.split()[:4]
     assert pieces[-1].choices[0].finish_reason == "length"
