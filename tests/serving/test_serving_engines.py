@@ -103,7 +103,13 @@ def test_every_engine_honours_only_parameters_that_exist() -> None:
     known = {field.name for field in dataclasses.fields(GenerationParams)}
     for name in engine_names():
         assert engine_class(name).honoured_params <= known, name
-    assert engine_class("sim").honoured_params == {"max_tokens"}
+    assert engine_class("sim").honoured_params == {
+        "max_tokens",
+        "temperature",
+        "top_p",
+        "seed",
+        "stop",
+    }
     assert engine_class("transformers").honoured_params == known
 
 
@@ -212,7 +218,11 @@ async def test_a_registered_engine_serves_through_the_workers_http_route(
         )
         async with client:
             stream = await client.completions.create(
-                model=TEST_MODEL, prompt="count these four words", max_tokens=4, stream=True
+                model=TEST_MODEL,
+                prompt="count these four words",
+                max_tokens=4,
+                stream=True,
+                stream_options={"include_usage": True},
             )
             chunks = [chunk async for chunk in stream]
     finally:
@@ -220,7 +230,8 @@ async def test_a_registered_engine_serves_through_the_workers_http_route(
         coordinator.close()
     text = "".join(choice.text for chunk in chunks for choice in chunk.choices)
     assert text == "fixed words from a "
-    assert chunks[-1].choices[0].finish_reason == "length"
+    assert chunks[-2].choices[0].finish_reason == "length"
+    assert chunks[-1].choices == []  # the usage chunk the request asked for
     usage = chunks[-1].usage
     assert usage is not None
     assert (usage.prompt_tokens, usage.completion_tokens) == (4, 4)

@@ -99,6 +99,7 @@ async def test_a_worker_dying_before_the_first_byte_is_retried_elsewhere(
                 model=MODEL,
                 messages=[{"role": "user", "content": "hello"}],
                 max_tokens=4,
+                temperature=0,  # the sim's fixed words
                 stream=True,
                 extra_headers={"x-request-id": "waiting"},
             )

@@ -90,6 +90,7 @@ async def test_a_request_waiting_on_a_frozen_worker_is_placed_again_at_once(
                 model=MODEL,
                 messages=[{"role": "user", "content": "hello"}],
                 max_tokens=4,
+                temperature=0,  # the sim's fixed words
                 extra_headers={"x-request-id": "waiting"},
             )
         )

@@ -68,7 +68,10 @@ class FakeWorker:
             )
             events = [sse.chunk("completion", "up", MODEL, "hello")]
             if self.mode == "whole":
-                events += [sse.chunk("completion", "up", MODEL, "", "stop", sse.usage(1, 1))]
+                events += [
+                    sse.chunk("completion", "up", MODEL, "", "stop"),
+                    sse.usage_chunk("completion", "up", MODEL, sse.usage(1, 1)),
+                ]
                 events.append(sse.DONE)
             for event in events:
                 writer.write(b"%x\r\n%s\r\n" % (len(event), event))

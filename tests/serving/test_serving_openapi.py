@@ -25,7 +25,9 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from sllm.api.errors import TYPES, invalid_request
+from sllm.api.params import FRONT_DOOR, PARAMETERS, refusal
 from sllm.api.schemas import ChatCompletionRequest, CompletionRequest
+from sllm.engines.sim import SimEngine
 
 ROOT = Path(__file__).resolve().parents[2]
 API_KEY = "serving-test-key-1"  # the `sim_cluster` fixture's key
@@ -33,6 +35,8 @@ AUTH = {"Authorization": f"Bearer {API_KEY}"}
 SIM_MODEL = "llama-3.2-1b"  # prestaged in host memory by the cluster: a load of 0.6 s
 CHAT = '"model": "llama-3.2-1b", "messages": [{"role": "user", "content": "hi"}]'
 COMPLETION_STATUSES = {"200", "400", "401", "404", "408", "413", "429", "502", "503", "504"}
+# The bodies each completion route validates, to say which valid bodies the sim refuses.
+BODIES = {"/v1/chat/completions": ChatCompletionRequest, "/v1/completions": CompletionRequest}
 # Enough requests to meet every kind of body and mutation more than once, in about 10 s.
 EXAMPLES = 150
 # A request to a served model asks for at most this many tokens, so it ends in milliseconds.
@@ -138,6 +142,7 @@ def test_the_document_lists_the_statuses_the_server_sends_and_no_422() -> None:
     for path in ("/v1/chat/completions", "/v1/completions"):
         assert set(paths[path]["post"]["responses"]) == COMPLETION_STATUSES
     assert set(paths["/v1/models"]["get"]["responses"]) == {"200", "401"}
+    assert set(paths["/v1/models/{model_id}"]["get"]["responses"]) == {"200", "401", "404"}
     for operations in paths.values():
         for operation in operations.values():
             assert operation["security"] == [{"apiKey": []}]
@@ -173,6 +178,7 @@ _KEYWORDS = frozenset(
         "maxItems",
         "properties",
         "required",
+        "additionalProperties",
     }
 )
 _JSON_TYPES = ("null", "boolean", "integer", "number", "string", "array", "object")
@@ -297,6 +303,8 @@ class Schemas:
             choices.append(st.tuples(self.invalid(schema["items"])).map(list))
         if kind == "object":
             properties = schema.get("properties", {})
+            if schema.get("additionalProperties") is False:  # a field it does not declare
+                choices.append(self.valid(schema).map(lambda body: {**body, "not_a_field": 1}))
             for name in schema.get("required", ()):
                 choices.append(self.valid(schema).map(lambda body, name=name: _without(body, name)))
             for name, value in properties.items():
@@ -333,6 +341,11 @@ class Call:
     expected: frozenset[int]
     headers: dict[str, str] = field(default_factory=dict)
     body: bytes | None = None
+    route: str = ""  # the document's path, when `path` fills in its parameters
+
+    @property
+    def documented_path(self) -> str:
+        return self.route or self.path
 
 
 def _bad_keys() -> st.SearchStrategy[dict[str, str]]:
@@ -352,7 +365,13 @@ def calls(schemas: Schemas, catalog: list[str]) -> st.SearchStrategy[Call]:
     for path, operations in schemas.document["paths"].items():
         for method, operation in operations.items():
             keyed = "security" in operation
-            if "requestBody" not in operation:
+            if "{model_id}" in path:  # a served model, or one the catalog does not have
+                for model, status in ((SIM_MODEL, 200), ("no-such-model", 404)):
+                    filled = path.replace("{model_id}", model)
+                    choices.append(
+                        st.just(Call(method.upper(), filled, frozenset({status}), AUTH, None, path))
+                    )
+            elif "requestBody" not in operation:
                 choices.append(st.just(Call(method.upper(), path, frozenset({200}), AUTH)))
             else:
                 schema = operation["requestBody"]["content"]["application/json"]["schema"]
@@ -377,14 +396,21 @@ def _body_calls(
     catalog), an invalid one, or one that is not JSON."""
     json_headers = {**AUTH, "content-type": "application/json"}
 
-    def valid_call(body: dict[str, Any], to_served: str | None) -> Call:
+    def valid_call(body: dict[str, Any], to_served: str | None, only_honoured: bool) -> Call:
+        expected = {200} if body["model"] in catalog else {404}
         if to_served is not None:  # answered: kept short
             body = {**body, "model": to_served}
             for name in ("max_tokens", "max_completion_tokens"):
                 if body.get(name) is not None:
                     body[name] = min(body[name], SHORT_ANSWER_TOKENS)
             body.setdefault("max_tokens", SHORT_ANSWER_TOKENS)
-        expected = {200} if body["model"] in catalog else {404}
+            if only_honoured:  # else a 400 is likely: most bodies ask for something unhonoured
+                body = {name: value for name, value in body.items() if _sim_honours(name)}
+                if not body.get("stream"):
+                    body.pop("stream_options", None)
+            validated = BODIES[path].model_validate(body)
+            refused = refusal(validated, engine="sim", honoured=SimEngine.honoured_params)
+            expected = {200} if refused is None else {400}
         return Call(method, path, frozenset(expected), json_headers, json.dumps(body).encode())
 
     def invalid_call(body: Any) -> Call:
@@ -392,10 +418,17 @@ def _body_calls(
 
     not_json = st.sampled_from([b"", b"{", b'{"model": }', b"\xff\xfe", b"NaN nope"])
     return [
-        st.builds(valid_call, schemas.valid(schema), st.sampled_from([None, SIM_MODEL])),
+        st.builds(
+            valid_call, schemas.valid(schema), st.sampled_from([None, SIM_MODEL]), st.booleans()
+        ),
         schemas.invalid(schema).map(invalid_call),
         not_json.map(lambda body: Call(method, path, frozenset({400}), json_headers, body)),
     ]
+
+
+def _sim_honours(name: str) -> bool:
+    carrier = PARAMETERS[name]
+    return carrier == FRONT_DOOR or carrier in SimEngine.honoured_params
 
 
 def _conforms(document: dict[str, Any], schema: dict[str, Any], value: Any) -> None:
@@ -423,8 +456,8 @@ def test_requests_built_from_the_document_get_the_statuses_it_lists(sim_cluster)
         def check(call: Call) -> None:
             response = http.request(call.method, call.path, headers=call.headers, content=call.body)
             status = response.status_code
-            seen.add((call.path, status))
-            documented = document["paths"][call.path][call.method.lower()]["responses"]
+            seen.add((call.documented_path, status))
+            documented = document["paths"][call.documented_path][call.method.lower()]["responses"]
             what = f"{call.method} {call.path} {call.body!r:.300} -> {status} {response.text:.300}"
             assert str(status) in documented, "undocumented status: " + what
             assert status < 500, what

@@ -55,26 +55,32 @@ def test_chat_completion_streams_one_chunk_per_token(client) -> None:
         messages=[{"role": "user", "content": "stream"}],
         max_tokens=7,
         stream=True,
+        stream_options={"include_usage": True},
     )
-    chunks = list(stream)
+    *chunks, usage = list(stream)
     texts = [c.choices[0].delta.content for c in chunks if c.choices[0].delta.content]
     assert len(texts) == 7  # one chunk per generated token, as it was generated
     assert chunks[-1].choices[0].finish_reason == "length"
     assert all(c.choices[0].finish_reason is None for c in chunks[:-1])
-    assert chunks[-1].usage is not None
-    assert chunks[-1].usage.completion_tokens == 7
-    assert len({c.id for c in chunks}) == 1
+    assert all(c.usage is None for c in chunks)
+    assert usage.choices == [] and usage.usage is not None  # asked for: a chunk of its own
+    assert usage.usage.completion_tokens == 7
+    assert len({c.id for c in [*chunks, usage]}) == 1
 
 
 def test_legacy_completion_streamed_and_not(client) -> None:
-    whole = client.completions.create(model=SIM_MODEL, prompt="Once upon a time", max_tokens=5)
+    whole = client.completions.create(
+        model=SIM_MODEL, prompt="Once upon a time", max_tokens=5, temperature=0
+    )
     assert len(whole.choices[0].text.split()) == 5
     assert whole.usage.completion_tokens == 5
     assert whole.usage.prompt_tokens == len("Once upon a time") // 4  # the sim's estimate
     assert whole.choices[0].finish_reason == "length"
 
     pieces = list(
-        client.completions.create(model=SIM_MODEL, prompt="Once", max_tokens=4, stream=True)
+        client.completions.create(
+            model=SIM_MODEL, prompt="Once", max_tokens=4, stream=True, temperature=0
+        )
     )
     assert "".join(p.choices[0].text for p in pieces).split() == whole.choices[0].text.split()[:4]
     assert pieces[-1].choices[0].finish_reason == "length"

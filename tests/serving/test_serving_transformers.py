@@ -67,13 +67,18 @@ def test_chat_uses_the_transcript_and_streams_what_it_would_return(client, token
 
     chunks = list(
         client.chat.completions.create(
-            model=MODEL, messages=messages, max_tokens=8, temperature=0, stream=True
+            model=MODEL,
+            messages=messages,
+            max_tokens=8,
+            temperature=0,
+            stream=True,
+            stream_options={"include_usage": True},
         )
     )
     streamed = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
     assert streamed == whole.choices[0].message.content
     assert chunks[-1].usage.completion_tokens == whole.usage.completion_tokens
-    assert chunks[-1].choices[0].finish_reason == whole.choices[0].finish_reason
+    assert chunks[-2].choices[0].finish_reason == whole.choices[0].finish_reason
 
 
 def test_temperature_zero_is_deterministic(client) -> None:

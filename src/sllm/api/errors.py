@@ -3,7 +3,11 @@
 `ApiError` is raised anywhere in a request's handling; the app turns it into the JSON
 body and status (and ``Retry-After`` for 429). Validation failures from pydantic become
 400s that name the first bad field and say what it must be, with the value given
-(`invalid_request`).
+(`invalid_request`); a field the API does not declare is named as unsupported (an OpenAI
+parameter nothing here honours, `sllm.api.params.NOT_SUPPORTED`) or unknown (a typo).
+`install_error_handlers` makes every other error of an app OpenAI's shape too: an unknown
+path (404), a wrong method (405) and an unexpected failure (500), never FastAPI's
+``{"detail": ...}`` or a plain-text page.
 
 This module imports only the standard library at load time (the worker's runtime raises
 `ApiError` and must import on a bare python3); FastAPI is imported where it is used.
@@ -29,6 +33,7 @@ TYPES = {
     429: "rate_limit_error",
     502: "api_error",
     503: "service_unavailable",
+    500: "api_error",
     504: "timeout_error",
 }
 
@@ -73,8 +78,10 @@ class ApiError(Exception):
 
 
 def install_error_handlers(app: FastAPI) -> None:
+    """Answer every error of `app` in OpenAI's shape (see the module docstring)."""
     from fastapi import Request
     from fastapi.exceptions import RequestValidationError
+    from starlette.exceptions import HTTPException
 
     @app.exception_handler(ApiError)
     async def api_error(request: Request, error: ApiError) -> JSONResponse:
@@ -83,6 +90,26 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, error: RequestValidationError) -> JSONResponse:
         return invalid_request(error.errors()).response(request.headers.get("x-request-id", ""))
+
+    @app.exception_handler(HTTPException)
+    async def routing(request: Request, error: HTTPException) -> JSONResponse:
+        return http_error(error.status_code, request.method, request.url.path).response(
+            request.headers.get("x-request-id", "")
+        )
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, error: Exception) -> JSONResponse:
+        failed = ApiError(500, "the server failed to answer the request", code="internal_error")
+        return failed.response(request.headers.get("x-request-id", ""))
+
+
+def http_error(status: int, method: str, path: str) -> ApiError:
+    """The error for a status the routing itself answers (no route, or not its method)."""
+    if status == 404:
+        return ApiError(404, f"no such path: {method} {path}", code="not_found")
+    if status == 405:
+        return ApiError(405, f"{path} does not take {method}", code="method_not_allowed")
+    return ApiError(status, f"{method} {path} failed with status {status}")
 
 
 def invalid_request(problems: Sequence[Any]) -> ApiError:
@@ -106,7 +133,11 @@ def invalid_request(problems: Sequence[Any]) -> ApiError:
     deepest = [problem for problem in same_field if len(_path(problem)) == depth]
     limits = [problem for problem in deepest if problem.get("type") not in _WRONG_TYPES]
     chosen = limits or deepest
-    param = ".".join(_path(chosen[0])) or None
+    where = _path(chosen[0])
+    chosen = [problem for problem in chosen if _path(problem) == where]  # one field's only
+    param = ".".join(where) or None
+    if chosen[0].get("type") == "extra_forbidden":
+        return _undeclared(param or "")
     phrases = list(dict.fromkeys(_phrase(problem) for problem in chosen))  # once each
     if len(phrases) > 1 and all(phrase.startswith(_MUST_BE) for phrase in phrases):
         phrases = [_MUST_BE + " or ".join(phrase.removeprefix(_MUST_BE) for phrase in phrases)]
@@ -114,6 +145,17 @@ def invalid_request(problems: Sequence[Any]) -> ApiError:
     if chosen[0].get("type") != "missing":
         message += f", got {_shown(chosen[0].get('input'))}"
     return ApiError(400, message, code="invalid_request", param=param)
+
+
+def _undeclared(param: str) -> ApiError:
+    """The 400 for a field the API does not declare: unsupported, or unknown."""
+    from sllm.api.params import NOT_SUPPORTED
+
+    if param in NOT_SUPPORTED:
+        message = f"{param} is not supported by this server"
+        return ApiError(400, message, code="unsupported_parameter", param=param)
+    message = f"{param} is not a parameter of this API (check its spelling)"
+    return ApiError(400, message, code="unknown_parameter", param=param)
 
 
 # What pydantic names a union's member in a location ("stop" -> "list[str]" -> 1): not a

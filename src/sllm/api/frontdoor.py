@@ -13,6 +13,8 @@ The OpenAPI document of the API is served at ``/openapi.json`` and shipped as
 ``docs/openapi.json`` (`sllm openapi` writes it; a test keeps them equal). It lists, for
 each route, exactly the statuses the server can answer, each with OpenAI's error body
 (`tests/serving/test_serving_openapi.py` sends requests built from it to check that).
+Before placing a request, the gateway checks its parameters against the engine the
+catalog names for its model (`sllm.api.params`).
 """
 
 from __future__ import annotations
@@ -26,9 +28,10 @@ from fastapi.openapi.utils import get_openapi
 
 from sllm.api.credential import worker_http_key
 from sllm.api.errors import install_error_handlers
-from sllm.api.gateway import CompletionLane, Gateway, GatewayConfig
+from sllm.api.gateway import DEFAULT_ENGINE, CompletionLane, Gateway, GatewayConfig
 from sllm.api.request_id import RequestIdMiddleware
 from sllm.api.worker_client import WorkerClient
+from sllm.catalog import CatalogModel
 from sllm.wire import ScheduleRequest, ScheduleResponse
 
 if TYPE_CHECKING:
@@ -66,12 +69,18 @@ def install_front_door(
             log_notices(list(expired))
         return scheduler.place(request, now)
 
+    def engine_of(model: str) -> str:
+        """The engine the catalog names for `model` (a simulator's catalog names none)."""
+        entry = scheduler.catalog.get(model)
+        return entry.engine if isinstance(entry, CatalogModel) else DEFAULT_ENGINE
+
     gateway = Gateway(
         place=place,
         forget_worker=forget_worker,
         model_names=lambda: scheduler.catalog.keys(),
         client=client,
         config=GatewayConfig(api_keys=api_keys, upstream_prefix=upstream_prefix),
+        engine_of=engine_of,
     )
     install_error_handlers(app)
     app.add_middleware(CompletionLane, gateway=gateway)

@@ -33,8 +33,17 @@ Failure handling (DESIGN.md, data plane):
 What happens to requests after placement is counted for ``/metrics`` (`Gateway.retries`
 and `Gateway.failed`, by reason; see `RETRY_REASONS` and `FAILURE_REASONS`).
 
-Status codes: 400 bad body, 401 bad key (when API_KEYS is set; compared in constant time),
-404 unknown model, 405 not a POST, 408 body late (sent by the listener,
+Parameters: every OpenAI parameter is honoured or refused (`sllm.api.params`). After
+the body is validated, the front door checks it against the engine of the model (from
+the catalog, `Gateway.engine_of`, and the engine's declared `honoured_params`) and
+refuses, before placing it, a parameter that engine does not honour, with a 400 that
+names it. The body goes to the worker as validated, with ``stream: true`` always and, for
+a client that asked for ``stream: false``, ``stream_options.include_usage`` so that the
+folded answer has its ``usage``.
+
+Status codes: 400 bad body or a parameter the model's engine does not honour, 401 bad
+key (when API_KEYS is set; compared in constant time), 404 unknown model (also on
+``/v1/models/{id}``), 405 not a POST, 408 body late (sent by the listener,
 `sllm.runtime.http`), 413 body over `MAX_BODY_BYTES`, 429 with ``Retry-After`` when every
 ready worker's queue is full, 503 when no worker is available (none known, or none ready:
 every one stopping or starting), 502 when it failed before the answer was complete, 504
@@ -71,6 +80,7 @@ from sllm.api import sse
 from sllm.api.body import MAX_BODY_BYTES, read_body
 from sllm.api.disconnect import ClientGone, unless_disconnected
 from sllm.api.errors import ApiError, invalid_request
+from sllm.api.params import refusal
 from sllm.api.request_id import header_of, new_request_id, request_id_in
 from sllm.api.schemas import (
     ChatCompletionRequest,
@@ -80,6 +90,7 @@ from sllm.api.schemas import (
     ModelList,
 )
 from sllm.api.worker_client import UpstreamResponse, WorkerClient
+from sllm.engines.registry import engine_class
 from sllm.logs import log_event
 from sllm.wire import ScheduleRequest, ScheduleResponse
 
@@ -96,6 +107,10 @@ RETRY_AFTER_S = 1
 CHARS_PER_TOKEN = 4
 
 Place = Callable[[ScheduleRequest], ScheduleResponse]
+# The engine of a model the catalog has, by name (`sllm.catalog.CatalogModel.engine`).
+EngineOf = Callable[[str], str]
+# A catalog entry that names no engine runs on this one (the catalog's own default).
+DEFAULT_ENGINE = "sim"
 
 
 @dataclass(frozen=True, slots=True)
@@ -267,18 +282,27 @@ class Gateway:
         model_names: Callable[[], Collection[str]],
         client: WorkerClient,
         config: GatewayConfig = GatewayConfig(),
+        engine_of: EngineOf = lambda model: DEFAULT_ENGINE,
     ) -> None:
         self.place = place
         self.forget_worker = forget_worker
         self.model_names = model_names
         self.client = client
         self.config = config
+        self.engine_of = engine_of
+        self._honoured: dict[str, frozenset[str]] = {}  # by engine name, read once
         self.in_flight = InFlight()
         # What happened to placed requests, by reason, read by /metrics at scrape time.
         self.retries: dict[str, int] = dict.fromkeys(RETRY_REASONS, 0)
         self.failed: dict[str, int] = dict.fromkeys(FAILURE_REASONS, 0)
         self.router = APIRouter()
         self.router.add_api_route("/v1/models", self.list_models, methods=["GET"])
+        self.router.add_api_route(
+            "/v1/models/{model_id:path}",
+            self.model_card,
+            methods=["GET"],
+            responses=_documented_errors({404: "No such model."}),
+        )
 
     def documented(self) -> APIRouter:
         """`router`'s routes and the lane's, each lane route with the body it validates, and
@@ -313,6 +337,20 @@ class Gateway:
         self._authenticate(request.headers.get("authorization", ""))
         return ModelList(data=[ModelCard(id=name) for name in sorted(self.model_names())])
 
+    async def model_card(self, model_id: str, request: Request) -> ModelCard:
+        """One model of the catalog, as `/v1/models` lists it."""
+        self._authenticate(request.headers.get("authorization", ""))
+        if model_id not in self.model_names():
+            raise _unknown_model(model_id)
+        return ModelCard(id=model_id)
+
+    def honoured(self, engine: str) -> frozenset[str]:
+        """The parameters `engine` honours, as its class declares them."""
+        known = self._honoured.get(engine)
+        if known is None:
+            known = self._honoured[engine] = engine_class(engine).honoured_params
+        return known
+
     # -- the request path --------------------------------------------------------------
 
     def _authenticate(self, authorization: str) -> None:
@@ -341,12 +379,11 @@ class Gateway:
             self._authenticate(header_of(scope, b"authorization"))
             body = _validated(schema, await read_body(receive))
             if body.model not in self.model_names():
-                raise ApiError(
-                    404,
-                    f"model {body.model!r} does not exist",
-                    code="model_not_found",
-                    param="model",
-                )
+                raise _unknown_model(body.model)
+            engine = self.engine_of(body.model)
+            refused = refusal(body, engine=engine, honoured=self.honoured(engine))
+            if refused is not None:
+                raise refused
             status, reason = await unless_disconnected(
                 receive, self._answer(request_id, kind, path, body, send)
             )
@@ -371,8 +408,10 @@ class Gateway:
         Until the response starts, a failure is an `ApiError`; after, an error event ends
         the stream.
         """
-        payload = body.model_dump(exclude_none=True)
-        payload["stream"] = True
+        payload = body.model_dump(exclude_defaults=True)
+        payload["stream"] = True  # workers always stream
+        if not body.stream:  # folded here: the worker's usage chunk is needed
+            payload["stream_options"] = {"include_usage": True}
         schedule = ScheduleRequest(
             request_id,
             body.model,
@@ -627,11 +666,13 @@ def _refusal(status: int, body: bytes) -> Exception:
         return ApiError(status, detail or f"the worker answered {status}")
 
 
+def _unknown_model(model: str) -> ApiError:
+    return ApiError(404, f"model {model!r} does not exist", code="model_not_found", param="model")
+
+
 def _rejection(decision: ScheduleResponse, model: str) -> ApiError:
     if decision.reason == "unknown_model":
-        return ApiError(
-            404, f"model {model!r} does not exist", code="model_not_found", param="model"
-        )
+        return _unknown_model(model)
     if decision.reason == "queues_full":
         return ApiError(
             429,
@@ -699,7 +740,10 @@ def _validated(
 # (a test sends it requests built from the document and checks every status against it).
 # A completion route also answers 405 to any method but POST, which no operation holds.
 COMPLETION_ERRORS = {
-    400: "The body is not valid (the message names the field), or the model fits on no worker.",
+    400: (
+        "The body is not valid, or asks for a parameter the model's engine does not honour"
+        " (the message names the field), or the model fits on no worker."
+    ),
     401: "The API key is missing or wrong (when the server sets `API_KEYS`).",
     404: "No such model.",
     # Sent by the HTTP listener itself (`sllm.runtime.http`), before the body is parsed.

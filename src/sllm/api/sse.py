@@ -3,6 +3,12 @@
 Workers always stream; the front door forwards the events to a streaming client, or
 folds them into one JSON body with `usage` for a client that asked for ``stream: false``.
 One module writes and reads the chunk format, so the two ends cannot disagree.
+
+As OpenAI streams: a chat stream's first delta carries ``role: "assistant"`` and no
+other does; ``usage`` comes only when the client asked for it
+(``stream_options.include_usage``), in a last chunk of its own with empty ``choices``,
+after the chunk with ``finish_reason``. The front door asks the worker for that chunk
+when it folds a stream (`Folded`), whatever the client asked.
 """
 
 from __future__ import annotations
@@ -22,28 +28,40 @@ def chunk(
     model: str,
     text: str,
     finish_reason: str | None = None,
-    usage: dict[str, int] | None = None,
+    *,
+    first: bool = False,
 ) -> bytes:
-    """One streamed chunk as an SSE event."""
+    """One streamed chunk as an SSE event; a chat stream's `first` carries the role."""
     if kind == "chat":
-        choice: dict[str, Any] = {
-            "index": 0,
-            "delta": {"role": "assistant", "content": text} if text else {},
-            "finish_reason": finish_reason,
-        }
-        object_name = "chat.completion.chunk"
+        delta: dict[str, str] = {"role": "assistant"} if first else {}
+        if text or first:
+            delta["content"] = text
+        choice: dict[str, Any] = {"index": 0, "delta": delta, "finish_reason": finish_reason}
     else:
         choice = {"index": 0, "text": text, "finish_reason": finish_reason, "logprobs": None}
-        object_name = "text_completion"
-    body: dict[str, Any] = {
+    return _event(_envelope(kind, request_id, model, [choice]))
+
+
+def usage_chunk(kind: Kind, request_id: str, model: str, counts: dict[str, int]) -> bytes:
+    """The last chunk of a stream whose client asked for usage: no choices, only `usage`."""
+    body = _envelope(kind, request_id, model, [])
+    body["usage"] = counts
+    return _event(body)
+
+
+def _envelope(
+    kind: Kind, request_id: str, model: str, choices: list[dict[str, Any]]
+) -> dict[str, Any]:
+    return {
         "id": request_id,
-        "object": object_name,
+        "object": "chat.completion.chunk" if kind == "chat" else "text_completion",
         "created": int(time.time()),
         "model": model,
-        "choices": [choice],
+        "choices": choices,
     }
-    if usage is not None:
-        body["usage"] = usage
+
+
+def _event(body: dict[str, Any]) -> bytes:
     return b"data: " + json.dumps(body, separators=(",", ":")).encode() + b"\n\n"
 
 

@@ -10,7 +10,10 @@ the client knows it by, when the front door names it (`CLIENT_HEADER`).
 A request is admitted by the worker's state machine (bounded queue, slots, model tiers)
 before anything is sent back, so a worker that cannot take it answers with an error
 status and the front door places it elsewhere. Once it runs, every token is sent as it is
-generated; the last chunk carries ``finish_reason`` and ``usage``, then ``data: [DONE]``.
+generated; the last chunk carries ``finish_reason``, then (when the request's
+``stream_options.include_usage`` asks for it, as the front door always does) a chunk with
+``usage``, then ``data: [DONE]``. Chat messages reach the engine as role and text
+(`ChatCompletionRequest.prompt_messages`: text parts joined, tool calls as text).
 A client that goes away cancels the work: while the request waits for admission
 (`unless_disconnected`), and while it streams, including the case where the client left
 before the stream began (`Generation.close` then runs from the response itself, since the
@@ -95,6 +98,7 @@ def worker_router(backend: GenerationBackend) -> APIRouter:
         model: str,
         prompt: str | list[dict[str, str]],
         params: GenerationParams,
+        include_usage: bool,
     ) -> StreamingResponse:
         request_id = request_id_in(request.scope)
         shown_id = accepted(header_of(request.scope, _CLIENT_HEADER)) or request_id
@@ -105,19 +109,23 @@ def worker_router(backend: GenerationBackend) -> APIRouter:
         except ClientGone:  # `start` was cancelled, which withdrew the request
             raise ApiError(400, "the client closed the request") from None
         return _GenerationResponse(
-            _stream(kind, shown_id, model, generation),
+            _stream(kind, shown_id, model, generation, include_usage=include_usage),
             generation,
             headers={"x-request-id": request_id},
         )
 
     @router.post("/v1/chat/completions", response_model=None)
     async def chat(body: ChatCompletionRequest, request: Request) -> StreamingResponse:
-        messages = [{"role": m.role, "content": m.content} for m in body.messages]
-        return await serve(request, "chat", body.model, messages, params_of(body))
+        messages = body.prompt_messages()
+        return await serve(
+            request, "chat", body.model, messages, params_of(body), body.include_usage
+        )
 
     @router.post("/v1/completions", response_model=None)
     async def completions(body: CompletionRequest, request: Request) -> StreamingResponse:
-        return await serve(request, "completion", body.model, body.prompt_text, params_of(body))
+        return await serve(
+            request, "completion", body.model, body.prompt_text, params_of(body), body.include_usage
+        )
 
     @router.get("/v1/models")
     async def models() -> dict[str, object]:
@@ -133,18 +141,22 @@ def worker_router(backend: GenerationBackend) -> APIRouter:
 
 
 async def _stream(
-    kind: sse.Kind, request_id: str, model: str, generation: Generation
+    kind: sse.Kind, request_id: str, model: str, generation: Generation, *, include_usage: bool
 ) -> AsyncIterator[bytes]:
     completion_tokens = 0
+    first = True
     async for delta in generation.deltas:
         completion_tokens = max(completion_tokens, delta.completion_tokens)
         if delta.finish_reason is None:
             if delta.text:
-                yield sse.chunk(kind, request_id, model, delta.text)
+                yield sse.chunk(kind, request_id, model, delta.text, first=first)
+                first = False
             continue
         finish = "stop" if delta.finish_reason == "cancelled" else delta.finish_reason
-        usage = sse.usage(generation.prompt_tokens, completion_tokens)
-        yield sse.chunk(kind, request_id, model, delta.text, finish, usage)
+        yield sse.chunk(kind, request_id, model, delta.text, finish, first=first)
+        if include_usage:
+            usage = sse.usage(generation.prompt_tokens, completion_tokens)
+            yield sse.usage_chunk(kind, request_id, model, usage)
         yield sse.DONE
         return
 

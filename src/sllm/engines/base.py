@@ -13,8 +13,10 @@ Each engine class declares, without being built:
   are timers on the worker's event loop (the sim engine). ``THREAD``: it blocks (file
   reads, forward passes), so every call runs in a worker thread or a child process, and
   its `warm_up` (slow imports) runs once at start, off the loop;
-- `honoured_params`: the request parameters (fields of `GenerationParams`) it honours;
-  the front door can refuse the others by name;
+- `honoured_params`: the request parameters it honours, by the names of
+  `sllm.api.params.PARAMETERS` (the `GenerationParams` field that carries each, or the
+  parameter's own name where no field carries it yet: ``logprobs``, ``tools``, ...); the
+  front door refuses the others by name before placing a request;
 - `needs_checkpoint`: its models have a source and checkpoint files, fetched into the
   worker's disk cache (`sllm.store`); without it a model is only a size;
 - `serves_datagrams`: it can run a request that carries only token counts (the UDP data

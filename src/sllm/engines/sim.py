@@ -13,8 +13,16 @@ The same class is the ``sim`` engine of the registry (`sllm.engines.base.Engine`
 requests that reach a live worker over HTTP: a load sleeps its load time, a prompt is
 `CHARS_PER_TOKEN` characters a token, and a completion streams placeholder words, the
 first after the prefill, then one per decode step at the batch size the request started
-with. It always generates ``max_tokens`` tokens and honours no other parameter. It runs on
-the worker's event loop and never blocks.
+with. It runs on the worker's event loop and never blocks. It honours what placeholder
+words can show (`SimEngine.honoured_params`; the front door refuses the rest):
+
+- ``max_tokens``: that many words, finishing with ``length``;
+- ``temperature`` 0: always the same words, `SIM_WORDS` in order (greedy decoding);
+- above 0, each word drawn from `SIM_WORDS` by a `random.Random` seeded with ``seed``
+  (the same seed, the same words; none, new words each time);
+- ``top_p``: the draw keeps that fraction of the words (at least one), as nucleus
+  sampling keeps the most likely tokens;
+- ``stop``: the text is cut where the first stop string begins, finishing with ``stop``.
 
 A real engine (loading safetensors, generating tokens) is another entry of the registry,
 not a change to the worker state machine.
@@ -23,6 +31,8 @@ not a change to the worker state machine.
 from __future__ import annotations
 
 import asyncio
+import math
+import random
 import time
 from collections.abc import AsyncGenerator, Mapping, Sequence
 from enum import Enum
@@ -68,7 +78,9 @@ class SimEngine:
     """Maps actions to timers with the cost model; the registry's ``sim`` engine."""
 
     execution: ClassVar[Execution] = Execution.EVENT_LOOP
-    honoured_params: ClassVar[frozenset[str]] = frozenset({"max_tokens"})
+    honoured_params: ClassVar[frozenset[str]] = frozenset(
+        {"max_tokens", "temperature", "top_p", "seed", "stop"}
+    )
     needs_checkpoint: ClassVar[bool] = False
     serves_datagrams: ClassVar[bool] = True
 
@@ -123,13 +135,41 @@ class SimEngine:
     ) -> AsyncGenerator[Delta, None]:
         ttft, e2e = self.timing(model).service_time(len(prompt_ids), params.max_tokens, batch_size)
         step = (e2e - ttft) / max(1, params.max_tokens - 1)
+        words, finish = placeholder(params)
         began = time.monotonic()
-        for index in range(params.max_tokens):
+        for index, word in enumerate(words):
             delay = began + ttft + index * step - time.monotonic()
             if delay > 0:
                 await asyncio.sleep(delay)
-            yield Delta(SIM_WORDS[index % len(SIM_WORDS)] + " ", completion_tokens=index + 1)
-        yield Delta("", "length", params.max_tokens)
+            yield Delta(word, completion_tokens=index + 1)
+        yield Delta("", finish, len(words))
+
+
+def placeholder(params: GenerationParams) -> tuple[list[str], str]:
+    """The words of a completion (each with its trailing space) and how it finishes, as
+    `params` ask (see the module docstring)."""
+    if params.temperature <= 0.0:
+        words = [SIM_WORDS[index % len(SIM_WORDS)] for index in range(params.max_tokens)]
+    else:
+        draw = random.Random(params.seed)  # None: seeded from the system, new each time
+        kept = SIM_WORDS[: max(1, math.ceil(params.top_p * len(SIM_WORDS)))]
+        words = [draw.choice(kept) for _ in range(params.max_tokens)]
+    pieces = [word + " " for word in words]
+    text = "".join(pieces)
+    found = [text.find(stop) for stop in params.stop if stop]
+    cut = min((index for index in found if index >= 0), default=-1)
+    if cut < 0:
+        return pieces, "length"
+    kept_pieces: list[str] = []
+    length = 0
+    for piece in pieces:
+        if length + len(piece) > cut:
+            if cut > length:
+                kept_pieces.append(piece[: cut - length])
+            break
+        kept_pieces.append(piece)
+        length += len(piece)
+    return kept_pieces, "stop"
 
 
 def fire(worker: WorkerState, timer: Timer, now: float) -> list[Action]:

@@ -17,9 +17,15 @@ handling is switched off: the service's `run_service` owns SIGINT and SIGTERM an
 Endpoints:
 
 - ``GET /healthz``: 200 while the event loop answers (liveness).
+- ``GET /health``: the same, as vLLM's server has it (an empty 200), for tools written
+  for vLLM (its benchmark client calls it first).
 - ``GET /readyz``: 200 when the service's readiness check passes, else 503 with the reason.
 - ``GET /metrics``: the service's own `CollectorRegistry` (never the global one), in the
   Prometheus text format, or OpenMetrics when the scraper asks for it.
+
+Every error the app answers, on every path, is OpenAI's error JSON
+(`sllm.api.errors.install_error_handlers`): an unknown path is a 404 and a wrong method a
+405 in that shape, not FastAPI's ``{"detail": ...}``.
 
 Slow clients and connection floods (`HttpLimits`: HTTP_HEADER_TIMEOUT, HTTP_BODY_TIMEOUT,
 HTTP_MAX_CONNECTIONS). uvicorn bounds only idle kept-alive connections; a client that
@@ -69,7 +75,7 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-from sllm.api.errors import ApiError
+from sllm.api.errors import ApiError, install_error_handlers
 from sllm.logs import log_event
 from sllm.runtime.monitoring import DEFAULT_HTTP_LIMITS, HttpLimits, Readiness
 from sllm.wire.codec import RejectCounter
@@ -270,10 +276,15 @@ def create_app(
 ) -> FastAPI:
     """The health, readiness and metrics app of one service."""
     app = FastAPI(title=f"sllm {service}", docs_url=None, redoc_url=None, openapi_url=None)
+    install_error_handlers(app)
 
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:
         return {"status": "ok", "service": service}
+
+    @app.get("/health")
+    async def health() -> Response:
+        return Response(status_code=200)
 
     @app.get("/readyz")
     async def readyz() -> JSONResponse:
