@@ -31,7 +31,8 @@ Failure handling (DESIGN.md, data plane):
   closed however the client's response ends, even when it never started streaming.
 
 What happens to requests after placement is counted for ``/metrics`` (`Gateway.retries`
-and `Gateway.failed`, by reason; see `RETRY_REASONS` and `FAILURE_REASONS`).
+and `Gateway.failed`, by reason; see `RETRY_REASONS` and `FAILURE_REASONS`), and each
+request's status, timings and tokens go to `Gateway.observer` (`sllm.api.observer`).
 
 Status codes: 400 bad body, 401 bad key (when API_KEYS is set; compared in constant time),
 404 unknown model, 405 not a POST, 408 body late (sent by the listener,
@@ -71,6 +72,7 @@ from sllm.api import sse
 from sllm.api.body import MAX_BODY_BYTES, read_body
 from sllm.api.disconnect import ClientGone, unless_disconnected
 from sllm.api.errors import ApiError, invalid_request
+from sllm.api.observer import UNOBSERVED, EventGap, FrontDoorObserver, ignore_gap
 from sllm.api.request_id import header_of, new_request_id, request_id_in
 from sllm.api.schemas import (
     ChatCompletionRequest,
@@ -209,6 +211,16 @@ class _Upstream:
     first: bytes
     attempt: Attempt
     in_flight: InFlight
+    # When the first event came, then each later run: the inter-token gaps are measured
+    # from it and given to `event_gap` (`FrontDoorObserver.first_event`).
+    last_event_at: float
+    event_gap: EventGap
+    # When the request was sent to this worker, and whether its placement was a cold start.
+    sent_at: float = 0.0
+    cold_start: bool = False
+    # The last two runs read: the worker's final ``usage`` is in one of them.
+    previous_run: bytes = b""
+    last_run: bytes = b""
     closed: bool = False
 
     async def events(self) -> AsyncIterator[bytes]:
@@ -240,6 +252,11 @@ class _Upstream:
             if end >= 0:
                 run = bytes(self.buffer[: end + 2])
                 del self.buffer[: end + 2]
+                now = time.monotonic()
+                if run != sse.DONE:  # [DONE] alone is no token
+                    self.event_gap(now - self.last_event_at)
+                self.last_event_at = now
+                self.previous_run, self.last_run = self.last_run, run
                 yield run
 
     def close(self) -> None:
@@ -277,6 +294,8 @@ class Gateway:
         # What happened to placed requests, by reason, read by /metrics at scrape time.
         self.retries: dict[str, int] = dict.fromkeys(RETRY_REASONS, 0)
         self.failed: dict[str, int] = dict.fromkeys(FAILURE_REASONS, 0)
+        # Each request's status, timings and tokens, for metrics (set by the service).
+        self.observer: FrontDoorObserver = UNOBSERVED
         self.router = APIRouter()
         self.router.add_api_route("/v1/models", self.list_models, methods=["GET"])
 
@@ -333,6 +352,8 @@ class Gateway:
         request_id = request_id_in(scope)
         began = time.monotonic()
         status, reason = CLIENT_CLOSED, "client disconnected"  # unless it ends otherwise
+        model: str | None = None  # a catalog model's name, once the body names one
+        code: str | None = None
         try:
             path = scope["path"]
             kind, schema = COMPLETION_ROUTES[path]
@@ -347,16 +368,19 @@ class Gateway:
                     code="model_not_found",
                     param="model",
                 )
+            model = body.model
             status, reason = await unless_disconnected(
-                receive, self._answer(request_id, kind, path, body, send)
+                receive, self._answer(request_id, kind, path, body, send, began=began)
             )
         except ApiError as error:
-            status, reason = error.status, error.message
+            status, reason, code = error.status, error.message, error.code
             await error.response(request_id)(scope, receive, send)
         except ClientGone:
             pass
         finally:  # cancelled too (the server stopping): logged as the client's going
-            self._finished(request_id, began, status, reason)
+            seconds = time.monotonic() - began
+            self.observer.finished(model=model, status=status, code=code, seconds=seconds)
+            self._finished(request_id, seconds, status, reason)
 
     async def _answer(
         self,
@@ -365,6 +389,8 @@ class Gateway:
         path: str,
         body: ChatCompletionRequest | CompletionRequest,
         send: Send,
+        *,
+        began: float,
     ) -> tuple[int, str]:
         """Place, proxy and answer; return the status and reason to log.
 
@@ -382,30 +408,49 @@ class Gateway:
         )
         upstream_body = json.dumps(payload, separators=(",", ":")).encode()
         upstream = await self._open_upstream(request_id, schedule, path, upstream_body)
+        upstream.event_gap = self.observer.first_event(
+            model=body.model,
+            first_event_s=upstream.last_event_at - began,
+            queued_s=upstream.sent_at - began,
+            cold_start_s=upstream.last_event_at - upstream.sent_at if upstream.cold_start else None,
+        )
         try:
             if body.stream:
-                return await self._relay(request_id, upstream, send)
+                status, reason = await self._relay(request_id, upstream, send)
+                if status == 200:
+                    self._observe_usage(
+                        body.model, _final_usage(upstream.previous_run, upstream.last_run)
+                    )
+                return status, reason
             folded, code = await self._fold(request_id, upstream)
         finally:  # however it ends; a stream still running is cancelled on the worker
             upstream.close()
         if folded.error is not None:
             message = str(folded.error.get("message", "worker failed"))
             raise ApiError(502, message, code=code)
+        self._observe_usage(body.model, folded.usage)
         answer = json.dumps(folded.response(kind, request_id, body.model)).encode()
         await send({"type": "http.response.start", "status": 200, "headers": _JSON_HEADERS})
         await send({"type": "http.response.body", "body": answer})
         return 200, ""
 
-    def _finished(self, request_id: str, began: float, status: int, reason: str) -> None:
+    def _finished(self, request_id: str, seconds: float, status: int, reason: str) -> None:
         log_event(
             log,
             logging.INFO if status == 200 else logging.WARNING,
             "request_finished",
             request_id=request_id,
             status=status,
-            seconds=round(time.monotonic() - began, 4),
+            seconds=round(seconds, 4),
             reason=reason,
         )
+
+    def _observe_usage(self, model: str, usage: dict[str, Any] | None) -> None:
+        if usage is None:
+            return  # a worker that reports no usage: its tokens stay uncounted
+        prompt, generation = usage.get("prompt_tokens"), usage.get("completion_tokens")
+        if isinstance(prompt, int) and isinstance(generation, int):
+            self.observer.usage(model=model, prompt_tokens=prompt, generation_tokens=generation)
 
     async def _open_upstream(
         self, request_id: str, schedule: ScheduleRequest, path: str, body: bytes
@@ -451,6 +496,8 @@ class Gateway:
                     error=last_error,
                 )
                 continue
+            upstream.sent_at = started
+            upstream.cold_start = decision.action == "cold_start"
             log_event(
                 log,
                 logging.INFO,
@@ -514,7 +561,16 @@ class Gateway:
                 raise TimeoutError
             first = bytes(buffer[: end + 2])
             del buffer[: end + 2]
-            opened = _Upstream(self.client, response, buffer, first, attempt, self.in_flight)
+            opened = _Upstream(
+                self.client,
+                response,
+                buffer,
+                first,
+                attempt,
+                self.in_flight,
+                last_event_at=time.monotonic(),
+                event_gap=ignore_gap,  # until the observer is told of the first event
+            )
             handed = True  # the response and the attempt: `_Upstream.close` ends both
             return opened
         except TimeoutError as error:  # connecting, or the first event, or lost
@@ -605,6 +661,23 @@ class Gateway:
 
 
 DONE_LINE = sse.DONE.strip()
+
+
+def _final_usage(*runs: bytes) -> dict[str, Any] | None:
+    """The ``usage`` of the last event that carries one in `runs` (the stream's last runs),
+    or None. Read once per request, after its stream ended."""
+    for run in reversed(runs):
+        if b'"usage"' not in run:
+            continue
+        for event in reversed(sse.events(bytearray(run))):
+            try:
+                payload = sse.parse(event)
+            except ValueError:
+                continue
+            usage = payload.get("usage") if payload is not None else None
+            if isinstance(usage, dict):
+                return usage
+    return None
 
 
 # Logged as the status of a request whose client went away first (nginx's convention).
