@@ -27,9 +27,14 @@ Coordinator (`register_coordinator`):
                                                   must be loaded
 ``sllm_worker_reports_total``          counter    worker reports received
 ``sllm_active_workers``                gauge      live workers in the view
+``sllm_ready_workers``                 gauge      live workers that take work (readiness;
+                                                  the "no ready workers" alert)
 ``sllm_worker_queue_depth``            gauge      queued requests per ``worker``, as reported
                                                   (the queue depth distribution)
-``sllm_gpu_utilization``               gauge      busy slots / slots per ``worker`` (0..1)
+``sllm_worker_slot_busy_ratio``        gauge      busy slots / slots per ``worker`` (0..1):
+                                                  the seed's "GPU utilization" (the wire
+                                                  field keeps that name); no GPU measures
+                                                  it. It was ``sllm_gpu_utilization``.
 ``sllm_placement_policy_info``         gauge      1, labelled with the ``policy`` in use
 =====================================  =========  ============================================
 
@@ -38,10 +43,14 @@ and ``sllm_request_queue_seconds`` (histograms of successful requests, by ``cold
 whether the request waited for a model load, so their counts give the warm start rate),
 ``sllm_model_load_seconds`` (histogram by source ``tier``), ``sllm_worker_ready``,
 ``sllm_worker_queued_requests``, ``sllm_worker_running_requests``, ``sllm_worker_slots``,
-``sllm_worker_gpu_memory_used_bytes``, ``sllm_worker_gpu_memory_bytes`` and
-``sllm_worker_requests_{accepted,completed,rejected}_total``; ``sllm_worker_info`` maps a
-scrape target to its ``worker`` id. A worker names its own gauges ``sllm_worker_*`` so that
-they never mix with the coordinator's view of the same worker.
+``sllm_worker_model_memory_used_bytes`` and ``sllm_worker_model_memory_budget_bytes`` (the
+scheduler's accounting of model bytes against its configured budget, not a measurement)
+and ``sllm_worker_requests_{accepted,completed,rejected}_total``; ``sllm_worker_info`` maps
+a scrape target to its ``worker`` id. A worker names its own gauges ``sllm_worker_*`` so
+that they never mix with the coordinator's view of the same worker. Where NVML finds a GPU
+(`sllm.runtime.gpu`, the ``gpu`` extra), ``sllm_worker_gpu_memory_used_bytes{gpu}``,
+``sllm_worker_gpu_memory_total_bytes{gpu}`` and ``sllm_worker_gpu_utilization_ratio{gpu}``
+(`GpuCollector`); on a host without one, no GPU metric at all.
 
 Both: ``sllm_datagrams_rejected_total{reason}``, ``sllm_messages_unexpected_total{type}``
 (valid messages of a type the service does not handle, dropped) and the ``process_*``
@@ -50,15 +59,40 @@ metrics.
 A decentralized node registers `GossipMembersCollector` for ``sllm_gossip_members{state}``
 (see its docstring), plus whichever of the above fit it.
 
-The front door, on the coordinator and on each node (`FrontDoorCollector`):
-``sllm_frontdoor_retries_total{reason}`` (requests placed again before their first byte:
-``worker_failed``, ``worker_busy``, ``worker_lost``) and
+The front door, on the coordinator and on each node. Kept from before, read at scrape
+time (`FrontDoorCollector`): ``sllm_frontdoor_retries_total{reason}`` (the retries before
+the first byte: ``worker_failed``, ``worker_busy``, ``worker_lost``) and
 ``sllm_frontdoor_requests_failed_total{reason}`` (requests that failed after placement:
 ``worker_lost``, ``stream_broken``, ``timeout``, ``no_worker``, ``overloaded``; see
-`sllm.api.gateway`).
+`sllm.api.gateway`). Recorded as requests go (`FrontDoorMetrics`, the gateway's observer),
+named after the vLLM metric each corresponds to, measured at the front door:
 
-Not handled yet: exemplars, and per-model latency histograms (a label per model multiplies
-the series by the catalog size; add it when the catalog is small and fixed).
+===============================================  ==========================================
+``sllm_frontdoor_requests_total{model,status}``  every answer by HTTP status
+                                                 (``vllm:request_success_total`` counts
+                                                 only successes, by finish reason)
+``sllm_frontdoor_requests_rejected_total``       429 and 503 by ``status`` and ``reason``
+``sllm_frontdoor_prompt_tokens_total{model}``    ``vllm:prompt_tokens_total``
+``sllm_frontdoor_generation_tokens_total``       ``vllm:generation_tokens_total``
+``..._time_to_first_token_seconds{model}``       ``vllm:time_to_first_token_seconds``, from
+                                                 arrival at the front door
+``..._inter_token_latency_seconds{model}``       ``vllm:inter_token_latency_seconds``, per
+                                                 run of events from the worker
+``..._e2e_request_latency_seconds{model}``       ``vllm:e2e_request_latency_seconds``,
+                                                 requests answered 200
+``..._request_queue_time_seconds{model}``        ``vllm:request_queue_time_seconds``: here
+                                                 placement and failed tries before the
+                                                 worker that served it
+``..._cold_start_wait_seconds{model}``           cold starts waited on (its ``_count``) and
+                                                 their send-to-first-event time
+===============================================  ==========================================
+
+``model`` takes catalog names only; a request naming none is counted under `OTHER_MODEL`.
+Per event of a stream the front door adds a clock read and one histogram observe (about
+0.8 µs measured on the development machine).
+
+Not handled yet: exemplars, and a per-token inter-token latency when several tokens arrive
+in one read (they count as one gap).
 """
 
 from __future__ import annotations
