@@ -159,7 +159,8 @@ async def test_metrics_read_the_core_and_a_request_feeds_the_histograms(eventual
         assert found[("sllm_worker_reports_total", ())] == counters.reports > 0
         assert found[("sllm_active_workers", ())] == 1
         assert ("sllm_worker_queue_depth", (("worker", "w1"),)) in found
-        assert 0.0 <= found[("sllm_gpu_utilization", (("worker", "w1"),))] <= 1.0
+        assert 0.0 <= found[("sllm_worker_slot_busy_ratio", (("worker", "w1"),))] <= 1.0
+        assert found[("sllm_ready_workers", ())] == 1
         assert found[("sllm_datagrams_rejected_total", (("reason", "bad_encoding"),))] == 1
         assert found[("sllm_placement_policy_info", (("policy", "least-loaded"),))] == 1
 

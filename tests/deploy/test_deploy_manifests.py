@@ -405,8 +405,23 @@ def test_prometheus_kubernetes_config_passes_promtool(tmp_path: Path) -> None:
         job["static_configs"] = [{"targets": ["127.0.0.1:9"]}]
     path = tmp_path / "prometheus.yml"
     path.write_text(yaml.safe_dump(config))
+    shutil.copy(ROOT / "deploy/prometheus/alerts.yml", tmp_path)  # its rule_files, beside it
     checked = run_tool(promtool, "check", "config", str(path))
     assert checked.returncode == 0, checked.stdout + checked.stderr
+
+
+def test_alert_rules_pass_promtool_and_fire_on_their_failures() -> None:
+    """``promtool check rules`` on the alerts, and their unit tests (alerts-test.yml): each
+    alert fires on its failure (no ready worker, 5xx share, TTFT p99) and not before."""
+    promtool = need("promtool", "apt-get install prometheus")
+    checked = run_tool(promtool, "check", "rules", "deploy/prometheus/alerts.yml")
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert "3 rules found" in checked.stdout
+    tested = run_tool(promtool, "test", "rules", "deploy/prometheus/alerts-test.yml")
+    assert tested.returncode == 0, tested.stdout + tested.stderr
+    for config in ("prometheus-compose.yml", "prometheus-kubernetes.yml"):
+        loaded = yaml.safe_load((ROOT / "deploy/prometheus" / config).read_text())
+        assert loaded["rule_files"] == ["alerts.yml"], config
 
 
 def relabel(rules: list[dict[str, Any]], labels: dict[str, str]) -> dict[str, str] | None:

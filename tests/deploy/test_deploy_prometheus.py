@@ -4,8 +4,12 @@ The services run as child processes (`ServiceProcess`) with UDP and HTTP ports 0
 HTTP ports come from the ``http_listening`` log events. Prometheus (Debian's package) gets
 a static scrape config pointing at them, and the test reads the series back through
 Prometheus's HTTP API: the guide's metrics as Prometheus stores them, not as we print
-them. Every PromQL expression of the Grafana dashboard is evaluated there too, so a
-dashboard that names a missing metric or has a syntax error fails here.
+them. After the guide's metrics, the official `openai` client sends requests through the
+coordinator's front door, and its series (requests by model and status, tokens, TTFT,
+inter-token and end-to-end histograms) must reach Prometheus with those labels; no GPU
+series may appear on a host without a GPU. Every PromQL expression of the Grafana
+dashboard is evaluated there too, so a dashboard that names a missing metric or has a
+syntax error fails here, and promtool lints every service's exposition.
 
 Skipped, with the reason, where ``prometheus`` or ``promtool`` is not installed (.ci/run
 installs both).
@@ -24,9 +28,11 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import openai
 import pytest
 
 from sllm.experiments.launcher import ServiceProcess
+from sllm.runtime.gpu import Nvml
 from sllm.runtime.udp import Endpoint
 from sllm.wire import Codec, InferenceRequest, InferenceResult, ScheduleRequest, ScheduleResponse
 
@@ -37,6 +43,7 @@ PROMETHEUS_READY_S = 20.0
 # Scrapes every second: a series is in Prometheus about a second after it exists.
 SCRAPE_S = 1
 SERIES_TIMEOUT_S = 15.0
+STREAMED_TOKENS = 4
 
 pytestmark = pytest.mark.integration
 
@@ -193,7 +200,8 @@ async def test_prometheus_scrapes_the_guides_metrics(live_env, eventually, tmp_p
                 "sum(sllm_request_duration_seconds_count)": 1,
                 'sum(sllm_model_load_seconds_count{tier="host"})': 1,
                 "count(sllm_worker_queue_depth)": 2,
-                "count(sllm_gpu_utilization)": 2,
+                "count(sllm_worker_slot_busy_ratio)": 2,
+                "sllm_ready_workers": 2,
                 "sum(sllm_worker_requests_completed_total)": 1,
                 'count(sllm_datagrams_rejected_total{reason="bad_signature"})': 3,
             }
@@ -204,6 +212,41 @@ async def test_prometheus_scrapes_the_guides_metrics(live_env, eventually, tmp_p
                     expr,
                 )
             assert await value("sllm_worker_reports_total") > 0
+
+            # Through the front door: one streamed chat, one request for no catalog model.
+            api = openai.AsyncOpenAI(
+                base_url=f"http://{targets['coordinator']}/v1", api_key="x", max_retries=0
+            )
+            stream = await api.chat.completions.create(
+                model=MODEL,
+                messages=[{"role": "user", "content": "hello"}],
+                max_tokens=STREAMED_TOKENS,
+                stream=True,
+            )
+            assert [chunk async for chunk in stream]
+            with pytest.raises(openai.NotFoundError):
+                await api.completions.create(model="no-such-model", prompt="x", max_tokens=1)
+            served = f'model="{MODEL}"'
+            front_door = {
+                f'sllm_frontdoor_requests_total{{{served},status="200"}}': 1,
+                'sllm_frontdoor_requests_total{model="other",status="404"}': 1,
+                f"sllm_frontdoor_generation_tokens_total{{{served}}}": STREAMED_TOKENS,
+                f"sllm_frontdoor_time_to_first_token_seconds_count{{{served}}}": 1,
+                f"sllm_frontdoor_e2e_request_latency_seconds_count{{{served}}}": 1,
+                f"sllm_frontdoor_request_queue_time_seconds_count{{{served}}}": 1,
+                'count(sllm_frontdoor_retries_total{reason="worker_failed"})': 1,
+            }
+            for expr, expected in front_door.items():
+                await eventually(
+                    lambda expr=expr, expected=expected: _equals(value(expr), expected),
+                    SERIES_TIMEOUT_S,
+                    expr,
+                )
+            assert await value(f"sllm_frontdoor_prompt_tokens_total{{{served}}}") > 0
+            gaps = f"sllm_frontdoor_inter_token_latency_seconds_count{{{served}}}"
+            assert await value(gaps) >= 1
+            if Nvml.start() is None:  # no GPU: no GPU series at all, not zeros
+                assert await query(client, base, '{__name__=~"sllm_worker_gpu_.*"}') == []
 
             # Every expression of the Grafana dashboard is valid PromQL over these series.
             for expr in dashboard_expressions():
@@ -227,11 +270,23 @@ async def _equals(pending: Any, expected: float) -> bool:
 def dashboard_expressions() -> list[str]:
     """The dashboard's PromQL, with Grafana's rate-interval macro made concrete."""
     dashboard = json.loads(DASHBOARD.read_text())
-    return [
-        target["expr"].replace("$__rate_interval", "1m")
-        for panel in dashboard["panels"]
-        for target in panel.get("targets", [])
-    ]
+    concrete = {"$__rate_interval": "1m", "$model": ".*", "$instance": ".*"}
+    expressions = []
+    for panel in dashboard["panels"]:
+        for target in panel.get("targets", []):
+            expr = target["expr"]
+            for variable, value in concrete.items():
+                expr = expr.replace(variable, value)
+            expressions.append(expr)
+    return expressions
+
+
+def raw_exprs() -> str:
+    """The dashboard's PromQL as written, variables and all."""
+    dashboard = json.loads(DASHBOARD.read_text())
+    return " ".join(
+        target["expr"] for panel in dashboard["panels"] for target in panel.get("targets", [])
+    )
 
 
 def test_the_dashboard_covers_the_guides_metrics() -> None:
@@ -242,11 +297,27 @@ def test_the_dashboard_covers_the_guides_metrics() -> None:
         "sllm_cache_hits_total",
         "sllm_cold_placements_total",
         "sllm_worker_queue_depth",
-        "sllm_gpu_utilization",
+        "sllm_worker_slot_busy_ratio",
         "sllm_request_ttft_seconds_bucket",
         'sllm_request_duration_seconds_count{cold_start="false"}',  # the warm start rate
     ):
         assert metric in exprs, metric
+    # The front door's metrics, each filtered by the model and instance variables.
+    for metric in (
+        "sllm_frontdoor_requests_total",
+        "sllm_frontdoor_prompt_tokens_total",
+        "sllm_frontdoor_generation_tokens_total",
+        "sllm_frontdoor_time_to_first_token_seconds_bucket",
+        "sllm_frontdoor_inter_token_latency_seconds_bucket",
+        "sllm_frontdoor_e2e_request_latency_seconds_bucket",
+        "sllm_frontdoor_request_queue_time_seconds_bucket",
+        "sllm_frontdoor_cold_start_wait_seconds_bucket",
+    ):
+        assert f'{metric}{{model=~"$model",instance=~"$instance"}}' in raw_exprs(), metric
+    for metric in ("sllm_frontdoor_retries_total", "sllm_frontdoor_requests_rejected_total"):
+        assert f'{metric}{{instance=~"$instance"}}' in raw_exprs(), metric
+    variables = {v["name"] for v in json.loads(DASHBOARD.read_text())["templating"]["list"]}
+    assert {"model", "instance"} <= variables
     titles = {panel["title"] for panel in json.loads(DASHBOARD.read_text())["panels"]}
     assert {
         "Active workers",

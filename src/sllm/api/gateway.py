@@ -31,15 +31,17 @@ Failure handling (DESIGN.md, data plane):
   closed however the client's response ends, even when it never started streaming.
 
 What happens to requests after placement is counted for ``/metrics`` (`Gateway.retries`
-and `Gateway.failed`, by reason; see `RETRY_REASONS` and `FAILURE_REASONS`).
+and `Gateway.failed`, by reason; see `RETRY_REASONS` and `FAILURE_REASONS`), and each
+request's status, timings and tokens go to `Gateway.observer` (`sllm.api.observer`).
 
 Parameters: every OpenAI parameter is honoured or refused (`sllm.api.params`). After
 the body is validated, the front door checks it against the engine of the model (from
 the catalog, `Gateway.engine_of`, and the engine's declared `honoured_params`) and
 refuses, before placing it, a parameter that engine does not honour, with a 400 that
-names it. The body goes to the worker as validated, with ``stream: true`` always and, for
-a client that asked for ``stream: false``, ``stream_options.include_usage`` so that the
-folded answer has its ``usage``.
+names it. The body goes to the worker as validated, with ``stream: true`` and
+``stream_options.include_usage`` always: the folded answer needs its ``usage``, and the
+token metrics count every request's. A streamed answer's usage chunk is passed on only to
+a client that asked for it.
 
 Status codes: 400 bad body or a parameter the model's engine does not honour, 401 bad
 key (when API_KEYS is set; compared in constant time), 404 unknown model (also on
@@ -80,6 +82,7 @@ from sllm.api import sse
 from sllm.api.body import MAX_BODY_BYTES, read_body
 from sllm.api.disconnect import ClientGone, unless_disconnected
 from sllm.api.errors import ApiError, invalid_request
+from sllm.api.observer import UNOBSERVED, EventGap, FrontDoorObserver, ignore_gap
 from sllm.api.params import refusal
 from sllm.api.request_id import header_of, new_request_id, request_id_in
 from sllm.api.schemas import (
@@ -224,6 +227,16 @@ class _Upstream:
     first: bytes
     attempt: Attempt
     in_flight: InFlight
+    # When the first event came, then each later run: the inter-token gaps are measured
+    # from it and given to `event_gap` (`FrontDoorObserver.first_event`).
+    last_event_at: float
+    event_gap: EventGap
+    # When the request was sent to this worker, and whether its placement was a cold start.
+    sent_at: float = 0.0
+    cold_start: bool = False
+    # The last two runs read: the worker's final ``usage`` is in one of them.
+    previous_run: bytes = b""
+    last_run: bytes = b""
     closed: bool = False
 
     async def events(self) -> AsyncIterator[bytes]:
@@ -255,6 +268,11 @@ class _Upstream:
             if end >= 0:
                 run = bytes(self.buffer[: end + 2])
                 del self.buffer[: end + 2]
+                now = time.monotonic()
+                if run != sse.DONE:  # [DONE] alone is no token
+                    self.event_gap(now - self.last_event_at)
+                self.last_event_at = now
+                self.previous_run, self.last_run = self.last_run, run
                 yield run
 
     def close(self) -> None:
@@ -295,6 +313,8 @@ class Gateway:
         # What happened to placed requests, by reason, read by /metrics at scrape time.
         self.retries: dict[str, int] = dict.fromkeys(RETRY_REASONS, 0)
         self.failed: dict[str, int] = dict.fromkeys(FAILURE_REASONS, 0)
+        # Each request's status, timings and tokens, for metrics (set by the service).
+        self.observer: FrontDoorObserver = UNOBSERVED
         self.router = APIRouter()
         self.router.add_api_route("/v1/models", self.list_models, methods=["GET"])
         self.router.add_api_route(
@@ -371,6 +391,8 @@ class Gateway:
         request_id = request_id_in(scope)
         began = time.monotonic()
         status, reason = CLIENT_CLOSED, "client disconnected"  # unless it ends otherwise
+        model: str | None = None  # a catalog model's name, once the body names one
+        code: str | None = None
         try:
             path = scope["path"]
             kind, schema = COMPLETION_ROUTES[path]
@@ -380,20 +402,23 @@ class Gateway:
             body = _validated(schema, await read_body(receive))
             if body.model not in self.model_names():
                 raise _unknown_model(body.model)
+            model = body.model
             engine = self.engine_of(body.model)
             refused = refusal(body, engine=engine, honoured=self.honoured(engine))
             if refused is not None:
                 raise refused
             status, reason = await unless_disconnected(
-                receive, self._answer(request_id, kind, path, body, send)
+                receive, self._answer(request_id, kind, path, body, send, began=began)
             )
         except ApiError as error:
-            status, reason = error.status, error.message
+            status, reason, code = error.status, error.message, error.code
             await error.response(request_id)(scope, receive, send)
         except ClientGone:
             pass
         finally:  # cancelled too (the server stopping): logged as the client's going
-            self._finished(request_id, began, status, reason)
+            seconds = time.monotonic() - began
+            self.observer.finished(model=model, status=status, code=code, seconds=seconds)
+            self._finished(request_id, seconds, status, reason)
 
     async def _answer(
         self,
@@ -402,6 +427,8 @@ class Gateway:
         path: str,
         body: ChatCompletionRequest | CompletionRequest,
         send: Send,
+        *,
+        began: float,
     ) -> tuple[int, str]:
         """Place, proxy and answer; return the status and reason to log.
 
@@ -410,8 +437,7 @@ class Gateway:
         """
         payload = body.model_dump(exclude_defaults=True)
         payload["stream"] = True  # workers always stream
-        if not body.stream:  # folded here: the worker's usage chunk is needed
-            payload["stream_options"] = {"include_usage": True}
+        payload["stream_options"] = {"include_usage": True}  # for the fold and the metrics
         schedule = ScheduleRequest(
             request_id,
             body.model,
@@ -421,30 +447,51 @@ class Gateway:
         )
         upstream_body = json.dumps(payload, separators=(",", ":")).encode()
         upstream = await self._open_upstream(request_id, schedule, path, upstream_body)
+        upstream.event_gap = self.observer.first_event(
+            model=body.model,
+            first_event_s=upstream.last_event_at - began,
+            queued_s=upstream.sent_at - began,
+            cold_start_s=upstream.last_event_at - upstream.sent_at if upstream.cold_start else None,
+        )
         try:
             if body.stream:
-                return await self._relay(request_id, upstream, send)
+                status, reason = await self._relay(
+                    request_id, upstream, send, pass_usage=body.include_usage
+                )
+                if status == 200:
+                    self._observe_usage(
+                        body.model, _final_usage(upstream.previous_run, upstream.last_run)
+                    )
+                return status, reason
             folded, code = await self._fold(request_id, upstream)
         finally:  # however it ends; a stream still running is cancelled on the worker
             upstream.close()
         if folded.error is not None:
             message = str(folded.error.get("message", "worker failed"))
             raise ApiError(502, message, code=code)
+        self._observe_usage(body.model, folded.usage)
         answer = json.dumps(folded.response(kind, request_id, body.model)).encode()
         await send({"type": "http.response.start", "status": 200, "headers": _JSON_HEADERS})
         await send({"type": "http.response.body", "body": answer})
         return 200, ""
 
-    def _finished(self, request_id: str, began: float, status: int, reason: str) -> None:
+    def _finished(self, request_id: str, seconds: float, status: int, reason: str) -> None:
         log_event(
             log,
             logging.INFO if status == 200 else logging.WARNING,
             "request_finished",
             request_id=request_id,
             status=status,
-            seconds=round(time.monotonic() - began, 4),
+            seconds=round(seconds, 4),
             reason=reason,
         )
+
+    def _observe_usage(self, model: str, usage: dict[str, Any] | None) -> None:
+        if usage is None:
+            return  # a worker that reports no usage: its tokens stay uncounted
+        prompt, generation = usage.get("prompt_tokens"), usage.get("completion_tokens")
+        if isinstance(prompt, int) and isinstance(generation, int):
+            self.observer.usage(model=model, prompt_tokens=prompt, generation_tokens=generation)
 
     async def _open_upstream(
         self, request_id: str, schedule: ScheduleRequest, path: str, body: bytes
@@ -490,6 +537,8 @@ class Gateway:
                     error=last_error,
                 )
                 continue
+            upstream.sent_at = started
+            upstream.cold_start = decision.action == "cold_start"
             log_event(
                 log,
                 logging.INFO,
@@ -553,7 +602,16 @@ class Gateway:
                 raise TimeoutError
             first = bytes(buffer[: end + 2])
             del buffer[: end + 2]
-            opened = _Upstream(self.client, response, buffer, first, attempt, self.in_flight)
+            opened = _Upstream(
+                self.client,
+                response,
+                buffer,
+                first,
+                attempt,
+                self.in_flight,
+                last_event_at=time.monotonic(),
+                event_gap=ignore_gap,  # until the observer is told of the first event
+            )
             handed = True  # the response and the attempt: `_Upstream.close` ends both
             return opened
         except TimeoutError as error:  # connecting, or the first event, or lost
@@ -570,12 +628,15 @@ class Gateway:
                 if response is not None:
                     self.client.finish(response)
 
-    async def _relay(self, request_id: str, upstream: _Upstream, send: Send) -> tuple[int, str]:
+    async def _relay(
+        self, request_id: str, upstream: _Upstream, send: Send, *, pass_usage: bool
+    ) -> tuple[int, str]:
         """Forward events to the client; end a broken stream with an explicit error event.
 
         A run of events is forwarded as one write. The run with ``[DONE]`` is held until the
         worker's response has ended (it follows at once), so that its connection goes back
         to the pool before the client's response ends with that run, in the same write.
+        Without `pass_usage`, the worker's usage chunk (always asked for) is left out.
         """
         await send({"type": "http.response.start", "status": 200, "headers": _STREAM_HEADERS})
         done = b""
@@ -583,6 +644,10 @@ class Gateway:
             async for run in upstream.events():
                 if done:
                     continue  # nothing follows [DONE]
+                if not pass_usage and _USAGE_CHUNK in run:
+                    run = _without_usage_chunk(run)
+                    if not run:
+                        continue
                 if run.endswith(sse.DONE):
                     done = run
                     continue
@@ -644,6 +709,34 @@ class Gateway:
 
 
 DONE_LINE = sse.DONE.strip()
+
+
+# What only a usage chunk holds: choices left empty (`sse.usage_chunk`, compact JSON).
+_USAGE_CHUNK = b'"choices":[],'
+
+
+def _without_usage_chunk(run: bytes) -> bytes:
+    """`run` less its usage chunk, for a client that did not ask for usage."""
+    events = run.split(b"\n\n")
+    kept = [event for event in events if _USAGE_CHUNK not in event]
+    return b"\n\n".join(kept)
+
+
+def _final_usage(*runs: bytes) -> dict[str, Any] | None:
+    """The ``usage`` of the last event that carries one in `runs` (the stream's last runs),
+    or None. Read once per request, after its stream ended."""
+    for run in reversed(runs):
+        if b'"usage"' not in run:
+            continue
+        for event in reversed(sse.events(bytearray(run))):
+            try:
+                payload = sse.parse(event)
+            except ValueError:
+                continue
+            usage = payload.get("usage") if payload is not None else None
+            if isinstance(usage, dict):
+                return usage
+    return None
 
 
 # Logged as the status of a request whose client went away first (nginx's convention).

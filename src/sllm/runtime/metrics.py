@@ -27,9 +27,14 @@ Coordinator (`register_coordinator`):
                                                   must be loaded
 ``sllm_worker_reports_total``          counter    worker reports received
 ``sllm_active_workers``                gauge      live workers in the view
+``sllm_ready_workers``                 gauge      live workers that take work (readiness;
+                                                  the "no ready workers" alert)
 ``sllm_worker_queue_depth``            gauge      queued requests per ``worker``, as reported
                                                   (the queue depth distribution)
-``sllm_gpu_utilization``               gauge      busy slots / slots per ``worker`` (0..1)
+``sllm_worker_slot_busy_ratio``        gauge      busy slots / slots per ``worker`` (0..1):
+                                                  the seed's "GPU utilization" (the wire
+                                                  field keeps that name); no GPU measures
+                                                  it. It was ``sllm_gpu_utilization``.
 ``sllm_placement_policy_info``         gauge      1, labelled with the ``policy`` in use
 =====================================  =========  ============================================
 
@@ -38,10 +43,14 @@ and ``sllm_request_queue_seconds`` (histograms of successful requests, by ``cold
 whether the request waited for a model load, so their counts give the warm start rate),
 ``sllm_model_load_seconds`` (histogram by source ``tier``), ``sllm_worker_ready``,
 ``sllm_worker_queued_requests``, ``sllm_worker_running_requests``, ``sllm_worker_slots``,
-``sllm_worker_gpu_memory_used_bytes``, ``sllm_worker_gpu_memory_bytes`` and
-``sllm_worker_requests_{accepted,completed,rejected}_total``; ``sllm_worker_info`` maps a
-scrape target to its ``worker`` id. A worker names its own gauges ``sllm_worker_*`` so that
-they never mix with the coordinator's view of the same worker.
+``sllm_worker_model_memory_used_bytes`` and ``sllm_worker_model_memory_budget_bytes`` (the
+scheduler's accounting of model bytes against its configured budget, not a measurement)
+and ``sllm_worker_requests_{accepted,completed,rejected}_total``; ``sllm_worker_info`` maps
+a scrape target to its ``worker`` id. A worker names its own gauges ``sllm_worker_*`` so
+that they never mix with the coordinator's view of the same worker. Where NVML finds a GPU
+(`sllm.runtime.gpu`, the ``gpu`` extra), ``sllm_worker_gpu_memory_used_bytes{gpu}``,
+``sllm_worker_gpu_memory_total_bytes{gpu}`` and ``sllm_worker_gpu_utilization_ratio{gpu}``
+(`GpuCollector`); on a host without one, no GPU metric at all.
 
 Both: ``sllm_datagrams_rejected_total{reason}``, ``sllm_messages_unexpected_total{type}``
 (valid messages of a type the service does not handle, dropped) and the ``process_*``
@@ -50,15 +59,40 @@ metrics.
 A decentralized node registers `GossipMembersCollector` for ``sllm_gossip_members{state}``
 (see its docstring), plus whichever of the above fit it.
 
-The front door, on the coordinator and on each node (`FrontDoorCollector`):
-``sllm_frontdoor_retries_total{reason}`` (requests placed again before their first byte:
-``worker_failed``, ``worker_busy``, ``worker_lost``) and
+The front door, on the coordinator and on each node. Kept from before, read at scrape
+time (`FrontDoorCollector`): ``sllm_frontdoor_retries_total{reason}`` (the retries before
+the first byte: ``worker_failed``, ``worker_busy``, ``worker_lost``) and
 ``sllm_frontdoor_requests_failed_total{reason}`` (requests that failed after placement:
 ``worker_lost``, ``stream_broken``, ``timeout``, ``no_worker``, ``overloaded``; see
-`sllm.api.gateway`).
+`sllm.api.gateway`). Recorded as requests go (`FrontDoorMetrics`, the gateway's observer),
+named after the vLLM metric each corresponds to, measured at the front door:
 
-Not handled yet: exemplars, and per-model latency histograms (a label per model multiplies
-the series by the catalog size; add it when the catalog is small and fixed).
+===============================================  ==========================================
+``sllm_frontdoor_requests_total{model,status}``  every answer by HTTP status
+                                                 (``vllm:request_success_total`` counts
+                                                 only successes, by finish reason)
+``sllm_frontdoor_requests_rejected_total``       429 and 503 by ``status`` and ``reason``
+``sllm_frontdoor_prompt_tokens_total{model}``    ``vllm:prompt_tokens_total``
+``sllm_frontdoor_generation_tokens_total``       ``vllm:generation_tokens_total``
+``..._time_to_first_token_seconds{model}``       ``vllm:time_to_first_token_seconds``, from
+                                                 arrival at the front door
+``..._inter_token_latency_seconds{model}``       ``vllm:inter_token_latency_seconds``, per
+                                                 run of events from the worker
+``..._e2e_request_latency_seconds{model}``       ``vllm:e2e_request_latency_seconds``,
+                                                 requests answered 200
+``..._request_queue_time_seconds{model}``        ``vllm:request_queue_time_seconds``: here
+                                                 placement and failed tries before the
+                                                 worker that served it
+``..._cold_start_wait_seconds{model}``           cold starts waited on (its ``_count``) and
+                                                 their send-to-first-event time
+===============================================  ==========================================
+
+``model`` takes catalog names only; a request naming none is counted under `OTHER_MODEL`.
+Per event of a stream the front door adds a clock read and one histogram observe (about
+0.8 µs measured on the development machine).
+
+Not handled yet: exemplars, and a per-token inter-token latency when several tokens arrive
+in one read (they count as one gap).
 """
 
 from __future__ import annotations
@@ -68,14 +102,16 @@ from collections.abc import Callable, Iterator, Mapping
 from enum import Enum
 from typing import TYPE_CHECKING, Any
 
-from prometheus_client import CollectorRegistry, Histogram, ProcessCollector
+from prometheus_client import CollectorRegistry, Counter, Histogram, ProcessCollector
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from sllm.api.observer import EventGap
 from sllm.core.coordinator import Coordinator
 from sllm.core.tiers import Tier
 from sllm.core.worker import Finished, WorkerState
-from sllm.runtime.monitoring import live_workers
+from sllm.runtime.gpu import Nvml
+from sllm.runtime.monitoring import live_workers, ready_workers
 
 if TYPE_CHECKING:
     from sllm.runtime.coordinator import CoordinatorServer
@@ -89,6 +125,9 @@ TTFT_BUCKETS_S = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 25.0, 
 DURATION_BUCKETS_S = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 25.0, 60.0, 120.0, 300.0)
 # Loads: ~0.1 s for a small model from host memory to minutes for a large one from remote.
 LOAD_BUCKETS_S = (0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 25.0, 60.0, 120.0, 300.0, 600.0)
+# Gaps between a stream's tokens: a decode step takes ~5 ms (a small model, small batch)
+# to ~100 ms (a large model, full batch); a gap past a second is a stall worth seeing.
+INTER_TOKEN_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1.0, 2.5, 10.0)
 # Source tiers a load can come from (a model already on the GPU is not loaded).
 LOAD_TIERS: tuple[Tier, ...] = (Tier.HOST, Tier.DISK, Tier.REMOTE)
 
@@ -135,14 +174,20 @@ class CoordinatorCollector(Collector):
             "Workers that reported within WORKER_TIMEOUT.",
             value=live_workers(view, now),
         )
+        yield GaugeMetricFamily(
+            "sllm_ready_workers",
+            "Live workers whose last report says they take work (what /readyz needs one of).",
+            value=ready_workers(view, now),
+        )
         depth = GaugeMetricFamily(
             "sllm_worker_queue_depth",
             "Requests queued on each live worker, as last reported.",
             labels=("worker",),
         )
-        utilization = GaugeMetricFamily(
-            "sllm_gpu_utilization",
-            "Busy slots over slots on each live worker, as last reported (0..1).",
+        busy = GaugeMetricFamily(
+            "sllm_worker_slot_busy_ratio",
+            "Busy request slots over slots on each live worker, as last reported (0..1); "
+            "the seed's GPU utilization, which no GPU measures.",
             labels=("worker",),
         )
         deadline = now - view.worker_timeout
@@ -150,9 +195,9 @@ class CoordinatorCollector(Collector):
             if entry.last_seen <= deadline:
                 continue
             depth.add_metric((entry.worker_id,), entry.report.queue_depth)
-            utilization.add_metric((entry.worker_id,), entry.report.gpu_utilization)
+            busy.add_metric((entry.worker_id,), entry.report.gpu_utilization)
         yield depth
-        yield utilization
+        yield busy
         policy = GaugeMetricFamily(
             "sllm_placement_policy_info", "The placement policy in use.", labels=("policy",)
         )
@@ -205,11 +250,15 @@ class WorkerCollector(Collector):
             ("sllm_worker_running_requests", "Requests running now.", state.running),
             ("sllm_worker_slots", "Requests the worker runs at once.", state.resources.slots),
             (
-                "sllm_worker_gpu_memory_used_bytes",
-                "GPU memory held by loaded and loading models.",
+                "sllm_worker_model_memory_used_bytes",
+                "Bytes of the models loaded and loading, by the scheduler's accounting.",
                 state.gpu_used,
             ),
-            ("sllm_worker_gpu_memory_bytes", "GPU memory in all.", state.resources.gpu_bytes),
+            (
+                "sllm_worker_model_memory_budget_bytes",
+                "Bytes the scheduler lets models take on this worker (configured, not measured).",
+                state.resources.gpu_bytes,
+            ),
         )
         for name, documentation, value in gauges:
             yield GaugeMetricFamily(name, documentation, value=value)
@@ -331,14 +380,157 @@ class FrontDoorCollector(Collector):
         yield failed
 
 
+class GpuCollector(Collector):
+    """``sllm_worker_gpu_*{gpu}``: each device's memory and utilization, read from NVML at
+    scrape time. Registered only where `Nvml.start` found a device."""
+
+    def __init__(self, nvml: Nvml) -> None:
+        self.nvml = nvml
+
+    def collect(self) -> Iterator[Metric]:
+        used = GaugeMetricFamily(
+            "sllm_worker_gpu_memory_used_bytes", "GPU memory in use, from NVML.", labels=("gpu",)
+        )
+        total = GaugeMetricFamily(
+            "sllm_worker_gpu_memory_total_bytes", "GPU memory in all, from NVML.", labels=("gpu",)
+        )
+        utilization = GaugeMetricFamily(
+            "sllm_worker_gpu_utilization_ratio",
+            "Share of NVML's last sample period in which a kernel ran on the GPU (0..1).",
+            labels=("gpu",),
+        )
+        for reading in self.nvml.readings():
+            gpu = (str(reading.index),)
+            used.add_metric(gpu, reading.memory_used_bytes)
+            total.add_metric(gpu, reading.memory_total_bytes)
+            utilization.add_metric(gpu, reading.utilization)
+        yield used
+        yield total
+        yield utilization
+
+
+# The model label of requests that named no catalog model (a 404, a body that did not
+# parse): one value for all of them, so that clients cannot grow the series.
+OTHER_MODEL = "other"
+# Statuses that refuse a request for want of capacity (429 full queues, 503 no worker).
+REJECTION_STATUSES = frozenset({429, 503})
+SUCCESS = 200
+
+
+class FrontDoorMetrics:
+    """The front door's requests, tokens and latencies, fed by the gateway as they happen.
+
+    It is the gateway's ``observer`` (`sllm.api.observer.FrontDoorObserver`). Names follow
+    vLLM's (``vllm:time_to_first_token_seconds`` becomes
+    ``sllm_frontdoor_time_to_first_token_seconds``, and so on), measured at the front door,
+    so they include placement, retries and the hop to the worker. Labels are bounded:
+    ``model`` takes catalog names (or `OTHER_MODEL`), ``status`` the HTTP codes the front
+    door answers, ``reason`` the error codes it writes.
+    """
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        def histogram(name: str, documentation: str, buckets: tuple[float, ...]) -> Histogram:
+            return Histogram(
+                f"sllm_frontdoor_{name}",
+                documentation,
+                ("model",),
+                buckets=buckets,
+                registry=registry,
+            )
+
+        def counter(name: str, documentation: str, labels: tuple[str, ...]) -> Counter:
+            return Counter(f"sllm_frontdoor_{name}", documentation, labels, registry=registry)
+
+        self.requests = counter(
+            "requests", "Requests answered, by model and HTTP status.", ("model", "status")
+        )
+        self.rejected = counter(
+            "requests_rejected",
+            "Requests refused for want of capacity (429, 503), by status and reason.",
+            ("status", "reason"),
+        )
+        self.prompt_tokens = counter(
+            "prompt_tokens", "Prompt tokens of completed requests.", ("model",)
+        )
+        self.generation_tokens = counter(
+            "generation_tokens", "Tokens generated for completed requests.", ("model",)
+        )
+        self.ttft = histogram(
+            "time_to_first_token_seconds",
+            "From arrival at the front door to the first event of the worker that served it.",
+            TTFT_BUCKETS_S,
+        )
+        self.inter_token = histogram(
+            "inter_token_latency_seconds",
+            "Gaps between a stream's runs of events from the worker (one per token unless "
+            "several arrived together).",
+            INTER_TOKEN_BUCKETS_S,
+        )
+        self.e2e = histogram(
+            "e2e_request_latency_seconds",
+            "From arrival at the front door to the end of the answer, of requests answered 200.",
+            DURATION_BUCKETS_S,
+        )
+        self.queue = histogram(
+            "request_queue_time_seconds",
+            "From arrival at the front door until the request was sent to the worker that "
+            "served it: placement and the tries that failed before (the worker's own queue "
+            "is sllm_request_queue_seconds on the worker).",
+            TTFT_BUCKETS_S,
+        )
+        self.cold_start = histogram(
+            "cold_start_wait_seconds",
+            "Requests placed as cold starts: from the send to the worker to its first "
+            "event, the model load included (the count is the cold starts waited on).",
+            LOAD_BUCKETS_S,
+        )
+
+    def first_event(
+        self,
+        *,
+        model: str,
+        first_event_s: float,
+        queued_s: float,
+        cold_start_s: float | None,
+    ) -> EventGap:
+        self.ttft.labels(model=model).observe(first_event_s)
+        self.queue.labels(model=model).observe(queued_s)
+        if cold_start_s is not None:
+            self.cold_start.labels(model=model).observe(cold_start_s)
+        gap: EventGap = self.inter_token.labels(model=model).observe
+        return gap
+
+    def usage(self, *, model: str, prompt_tokens: int, generation_tokens: int) -> None:
+        self.prompt_tokens.labels(model=model).inc(max(0, prompt_tokens))
+        self.generation_tokens.labels(model=model).inc(max(0, generation_tokens))
+
+    def finished(self, *, model: str | None, status: int, code: str | None, seconds: float) -> None:
+        label = model if model is not None else OTHER_MODEL
+        self.requests.labels(model=label, status=str(status)).inc()
+        if status == SUCCESS:
+            self.e2e.labels(model=label).observe(seconds)
+        elif status in REJECTION_STATUSES:
+            self.rejected.labels(status=str(status), reason=code or "unknown").inc()
+
+
 def _endpoint_rejects(get: Callable[[], Mapping[str, int] | None]) -> RejectCounts:
     return lambda: get() or {}
 
 
-def register_coordinator(registry: CollectorRegistry, server: CoordinatorServer) -> None:
-    """The coordinator's metrics, into its own `registry`."""
+def register_front_door(
+    registry: CollectorRegistry, front_door: Callable[[], FrontDoor | None]
+) -> FrontDoorMetrics:
+    """The front door's metrics, into `registry`; returns the observer to give its gateway."""
+    registry.register(FrontDoorCollector(front_door))
+    return FrontDoorMetrics(registry)
+
+
+def register_coordinator(
+    registry: CollectorRegistry, server: CoordinatorServer
+) -> FrontDoorMetrics:
+    """The coordinator's metrics, into its own `registry`; returns its front door's observer."""
     registry.register(CoordinatorCollector(server.core))
-    registry.register(FrontDoorCollector(lambda: server.front_door))
+    observer = register_front_door(registry, lambda: server.front_door)
     registry.register(
         RejectsCollector(
             _endpoint_rejects(lambda: server.endpoint.rejects.counts if server.endpoint else None),
@@ -348,11 +540,23 @@ def register_coordinator(registry: CollectorRegistry, server: CoordinatorServer)
         )
     )
     ProcessCollector(registry=registry)
+    return observer
 
 
-def register_worker(registry: CollectorRegistry, server: WorkerServer) -> None:
-    """A worker's metrics, into its own `registry`; makes the histograms its observer."""
+def register_worker(
+    registry: CollectorRegistry,
+    server: WorkerServer,
+    *,
+    find_gpus: Callable[[], Nvml | None] = Nvml.start,
+) -> None:
+    """A worker's metrics, into its own `registry`; makes the histograms its observer.
+
+    Where `find_gpus` finds a GPU, its own readings too; where not, no GPU metric at all.
+    """
     registry.register(WorkerCollector(server.state))
+    nvml = find_gpus()
+    if nvml is not None:
+        registry.register(GpuCollector(nvml))
     registry.register(
         RejectsCollector(
             _endpoint_rejects(lambda: server.endpoint.rejects.counts if server.endpoint else None),

@@ -21,7 +21,9 @@ decentralized node) calls `start_http` with its own readiness and collectors.
 
 A service with the front door (the coordinator, a node) keeps it as ``front_door`` (a
 `FrontDoor`): it tells it when the scheduler declares a worker lost, so that requests in
-flight there are placed again or ended at once, and ``/metrics`` reads its counts.
+flight there are placed again or ended at once, and ``/metrics`` reads its counts. The
+front door's per-request metrics (`sllm.runtime.metrics.FrontDoorMetrics`) are made with
+the registry and given to the gateway as its ``observer`` once its routes are installed.
 
 Which addresses a worker's or a node's listener binds is theirs to choose
 (`sllm.runtime.worker.http_hosts`): without a cluster secret, not every interface.
@@ -44,6 +46,7 @@ from sllm.logs import log_event
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
 
+    from sllm.api.observer import FrontDoorObserver
     from sllm.core.view import ClusterView
     from sllm.runtime.coordinator import CoordinatorServer
     from sllm.runtime.node import NodeServer
@@ -231,10 +234,12 @@ async def start_coordinator_http(
             return Readiness(True)
         return Readiness(False, "no ready workers")
 
+    observers: list[FrontDoorObserver] = []  # made with the registry, before the routes
+
     def register(registry: CollectorRegistry) -> None:
         from sllm.runtime.metrics import register_coordinator
 
-        register_coordinator(registry, server)
+        observers.append(register_coordinator(registry, server))
 
     def routes(app: Any) -> Callable[[], Awaitable[None]]:
         from sllm.api.frontdoor import install_front_door
@@ -242,6 +247,8 @@ async def start_coordinator_http(
         gateway = install_front_door(
             app, server.core, server.log_notices, api_keys, cluster_secret=server.codec.secret
         )
+        if observers:
+            gateway.observer = observers[0]
         server.front_door = gateway
         return gateway.client.close
 
@@ -321,16 +328,18 @@ async def start_node_http(
     core = server.core
     readiness = _accepting_work(server)
 
+    observers: list[FrontDoorObserver] = []  # made with the registry, before the routes
+
     def register(registry: CollectorRegistry) -> None:
         from sllm.runtime.metrics import (
-            FrontDoorCollector,
             GossipMembersCollector,
+            register_front_door,
             register_worker,
         )
 
         register_worker(registry, server)
         registry.register(GossipMembersCollector(core.membership.counts))
-        registry.register(FrontDoorCollector(lambda: server.front_door))
+        observers.append(register_front_door(registry, lambda: server.front_door))
 
     def routes(app: Any) -> Callable[[], Awaitable[None]]:
         from sllm.api.frontdoor import WORKER_PREFIX, install_front_door
@@ -346,6 +355,8 @@ async def start_node_http(
             upstream_prefix=WORKER_PREFIX,
             cluster_secret=server.codec.secret,
         )
+        if observers:
+            gateway.observer = observers[0]
         server.front_door = gateway
         return gateway.client.close
 
