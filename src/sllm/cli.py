@@ -51,14 +51,20 @@ environment (flags win over these; see docs or `sllm.config` for all):
 """
 
 
-def _settings(overrides: dict[str, object]) -> Settings:
-    """Settings from flags and environment, or exit 2 with every problem listed."""
+def _settings(overrides: dict[str, object], *, service: bool = True) -> Settings:
+    """Settings from flags and environment, or exit 2 with every problem listed.
+
+    A `service` (coordinator, worker, node) configures logging for the whole process, so
+    that under LOG_FORMAT=json even third-party output is JSON (`sllm.logs`). A tool for
+    people (`status`) only sends its log records to stdout: its own messages stay plain.
+    """
     try:
         settings = load_settings(overrides)
     except ConfigError as error:
         print(f"sllm: {error}", file=sys.stderr)  # str(error) starts "invalid configuration:"
         raise SystemExit(EXIT_CONFIG) from None
-    configure_logging(settings.log_level, settings.log_format)
+    stream = None if service else sys.stdout
+    configure_logging(settings.log_level, settings.log_format, stream=stream)
     return settings
 
 
@@ -392,7 +398,7 @@ def parse_address(text: str) -> Address:
 
 
 def run_status(args: argparse.Namespace) -> int:
-    settings = _settings({"log_level": "WARNING"})
+    settings = _settings({"log_level": "WARNING"}, service=False)
     try:
         target = parse_address(args.coordinator) if args.coordinator else None
         node = parse_address(args.node) if args.node else None
