@@ -147,6 +147,7 @@ def _check_status(state: dict[str, Any], worker_ids: Iterable[str]) -> None:
         assert isinstance(worker["models"], dict)
         assert isinstance(worker["queue_depth"], int)
         assert worker["last_report_age_s"] >= 0.0
+        assert isinstance(worker["ready"], bool)
 
 
 @pytest.fixture

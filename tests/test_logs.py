@@ -5,12 +5,25 @@ from __future__ import annotations
 import io
 import json
 import logging
+import subprocess
+import sys
+import textwrap
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from sllm.logs import JsonFormatter, TextFormatter, _utc_iso, configure_logging, log_event
+from sllm.experiments.launcher import child_environment
+from sllm.logs import (
+    STDERR_EVENT,
+    STDERR_LOGGER,
+    JsonFormatter,
+    JsonLines,
+    TextFormatter,
+    _utc_iso,
+    configure_logging,
+    log_event,
+)
 
 
 @pytest.fixture(autouse=True)
@@ -121,3 +134,64 @@ def test_times_are_utc_iso_with_milliseconds(created: float, expected: str) -> N
     assert _utc_iso(created) == expected
     reference = datetime.fromtimestamp(created, tz=UTC).isoformat(timespec="milliseconds")
     assert reference.replace("+00:00", "Z") == expected
+
+
+def test_json_lines_turns_each_line_and_redraw_into_a_record() -> None:
+    original = io.StringIO()
+    stderr = JsonLines(original)
+    stderr.write("Loading weights:   0%|\rLoading weights: 100%|\n")
+    stderr.write("half a ")
+    assert len(original.getvalue().splitlines()) == 2  # the unfinished line waits
+    stderr.write("line\n\n   \n")
+    stderr.write("cut short")
+    stderr.flush()
+    records = [json.loads(line) for line in original.getvalue().splitlines()]
+    assert [record["text"] for record in records] == [
+        "Loading weights:   0%|",
+        "Loading weights: 100%|",
+        "half a line",
+        "cut short",
+    ]
+    assert {(r["logger"], r["event"], r["level"]) for r in records} == {
+        (STDERR_LOGGER, STDERR_EVENT, "WARNING")
+    }
+    assert not stderr.isatty()
+
+
+# What a library does behind logging's back: a warning, a progress bar on stderr, a raw line.
+THIRD_PARTY = textwrap.dedent(
+    """
+    import sys, warnings
+    from sllm.logs import configure_logging
+    configure_logging("INFO", "{fmt}")
+    warnings.warn("careful", UserWarning)
+    sys.stderr.write("\\rbar  0%\\rbar 100%\\n")
+    print("raw line", file=sys.stderr)
+    """
+)
+
+
+def run_third_party(fmt: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-c", THIRD_PARTY.format(fmt=fmt)],
+        env=child_environment(),
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    )
+
+
+def test_json_process_writes_only_json_on_stdout_and_stderr() -> None:
+    done = run_third_party("json")
+    out = [json.loads(line) for line in done.stdout.splitlines()]
+    err = [json.loads(line) for line in done.stderr.splitlines()]
+    assert [(r["logger"], "careful" in r["event"]) for r in out] == [("py.warnings", True)]
+    assert [r["text"] for r in err] == ["bar  0%", "bar 100%", "raw line"]
+
+
+def test_text_process_leaves_warnings_and_stderr_alone() -> None:
+    done = run_third_party("text")
+    assert done.stdout == ""
+    assert "UserWarning: careful" in done.stderr
+    assert "raw line\n" in done.stderr

@@ -6,4 +6,5 @@ codec), `engines` (what runs a request), `runtime` (asyncio services on real soc
 and `bench` (benchmarks). `cli` is the `sllm` command.
 """
 
+# The one place the version is written: pyproject.toml reads it for the package metadata.
 __version__ = "0.1.0"

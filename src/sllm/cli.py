@@ -1,8 +1,10 @@
-"""The `sllm` command: `coordinator`, `worker`, `node`, `status` and `bench`.
+"""The `sllm` command: `coordinator`, `worker`, `node`, `status`, `bench` and the rest.
 
 Each subcommand builds one `Settings` (flags over environment over defaults) and exits 2
 with one message listing every bad value when that fails. The guide's root scripts
 (`udp_central_coordinator.py`, `worker_node.py`) are thin aliases of the first two.
+``sllm --version`` prints `sllm.__version__`, which the package metadata is built from
+(pyproject.toml reads it), so a bare checkout and an installed one say the same.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from sllm import __version__
 from sllm.catalog import CatalogError, CatalogModel, catalog_for
 from sllm.config import ConfigError, Settings, load_settings
 from sllm.core.cost import CostModel
@@ -45,20 +48,28 @@ environment (flags win over these; see docs or `sllm.config` for all):
   BIND_HOST, COORDINATOR_HOST, COORDINATOR_PORT, WORKER_PORT, WORKER_ID
   REPORT_INTERVAL (s), WORKER_TIMEOUT (s), PLACEMENT_POLICY, CLUSTER_SECRET
   KEEP_ALIVE (s), QUEUE_CAPACITY, WORKER_SLOTS, SEED_NODES (node: host:port,...)
-  HTTP_PORT (coordinator, default 8080), WORKER_HTTP_PORT (worker, default none):
-  /healthz, /readyz and /metrics, with the serve extra installed
+  HTTP_PORT (coordinator, default 8080): the front door (OpenAI API), /healthz,
+  /readyz and /metrics; WORKER_HTTP_PORT (worker, node; default none): the routes the
+  front door proxies to (a node's own front door), health and metrics; with the serve
+  extra installed
   API_KEYS, MODEL_CATALOG, MODEL_CACHE_DIR, COST_MODEL (JSON of cost-model fields)
 """
 
 
-def _settings(overrides: dict[str, object]) -> Settings:
-    """Settings from flags and environment, or exit 2 with every problem listed."""
+def _settings(overrides: dict[str, object], *, service: bool = True) -> Settings:
+    """Settings from flags and environment, or exit 2 with every problem listed.
+
+    A `service` (coordinator, worker, node) configures logging for the whole process, so
+    that under LOG_FORMAT=json even third-party output is JSON (`sllm.logs`). A tool for
+    people (`status`) only sends its log records to stdout: its own messages stay plain.
+    """
     try:
         settings = load_settings(overrides)
     except ConfigError as error:
         print(f"sllm: {error}", file=sys.stderr)  # str(error) starts "invalid configuration:"
         raise SystemExit(EXIT_CONFIG) from None
-    configure_logging(settings.log_level, settings.log_format)
+    stream = None if service else sys.stdout
+    configure_logging(settings.log_level, settings.log_format, stream=stream)
     return settings
 
 
@@ -125,7 +136,9 @@ def add_coordinator_parser(sub: Any) -> None:
     )
     parser.add_argument("--worker-timeout", help="seconds of silence before a worker is dropped")
     parser.add_argument(
-        "--http-port", help="health and metrics HTTP port (HTTP_PORT, default 8080; 0 = any)"
+        "--http-port",
+        help="HTTP port of the front door (OpenAI API), health and metrics "
+        "(HTTP_PORT, default 8080; 0 = any)",
     )
     parser.add_argument("--seed", type=int, help="seed for the random policies")
     parser.add_argument("--catalog", help="model catalog file (MODEL_CATALOG)")
@@ -180,7 +193,8 @@ def add_worker_parser(sub: Any) -> None:
     parser.add_argument("--report-interval", help="seconds between reports")
     parser.add_argument(
         "--http-port",
-        help="health and metrics HTTP port (WORKER_HTTP_PORT, default none; 0 = any)",
+        help="HTTP port of the model requests the front door proxies here, health and "
+        "metrics (WORKER_HTTP_PORT, default none; 0 = any)",
     )
     parser.add_argument("--slots", help="requests run at once (WORKER_SLOTS)")
     parser.add_argument("--keep-alive", help="seconds an idle model stays on the GPU")
@@ -239,7 +253,8 @@ def add_node_parser(sub: Any) -> None:
     parser = sub.add_parser(
         "node",
         help="run a decentralized node (worker + gossip + scheduler)",
-        description="Run a decentralized node: it runs requests with the sim engine, learns "
+        description="Run a decentralized node: it runs requests with each model's engine "
+        "(the sim engine unless MODEL_CATALOG names another, such as transformers), learns "
         "its peers and their load by gossip (SWIM with Lifeguard), and places schedule "
         "requests over its own view with the same policies as the coordinator.",
         epilog=ENVIRONMENT_HELP,
@@ -392,7 +407,7 @@ def parse_address(text: str) -> Address:
 
 
 def run_status(args: argparse.Namespace) -> int:
-    settings = _settings({"log_level": "WARNING"})
+    settings = _settings({"log_level": "WARNING"}, service=False)
     try:
         target = parse_address(args.coordinator) if args.coordinator else None
         node = parse_address(args.node) if args.node else None
@@ -469,7 +484,11 @@ def run_make_test_model(args: argparse.Namespace) -> int:
 
 def add_openapi_parser(sub: Any) -> None:
     parser = sub.add_parser(
-        "openapi", help="print the front door's OpenAPI document (docs/openapi.json)"
+        "openapi",
+        help="print the front door's OpenAPI document (docs/openapi.json)",
+        description="Print the OpenAPI document of the front door's OpenAI-compatible "
+        "routes as JSON on stdout: the one shipped as docs/openapi.json and served at "
+        "/openapi.json. Needs the serve extra.",
     )
     parser.set_defaults(run=run_openapi)
 
@@ -486,6 +505,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="sllm",
         description="Serverless LLM inference on a shared GPU pool.",
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     adders: list[Callable[[Any], None]] = [
         add_coordinator_parser,

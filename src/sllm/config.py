@@ -38,8 +38,8 @@ PRESTAGE_TIER      ``disk``                     where a worker finds the catalog
                                                 (a pre-populated local model store), ``host``
 SEED_NODES         none                         decentralized mode: ``host:port,host:port`` of
                                                 nodes to join through (at most 64; ports 1..65535)
-API_KEYS           none                         ``key1,key2``: keys the front door accepts as
-                                                ``Authorization: Bearer KEY``; unset: no auth
+API_KEYS           none                         ``team-a-key-1,team-b-key-2`` (8+ characters each):
+                                                the front door's ``Bearer`` keys; unset: no auth
 MODEL_CATALOG      none                         catalog file (JSON or TOML, see `sllm.catalog`);
                                                 unset: the default simulated catalog
 MODEL_CACHE_DIR    ``~/.cache/sllm/models``     a worker's local disk tier of checkpoints

@@ -33,21 +33,44 @@ Output
 
 Times are UTC in both formats: a cluster spans machines and time zones.
 
+Third-party output under ``json``
+---------------------------------
+A log pipeline that parses lines breaks on the first line that is not JSON, and libraries
+write such lines behind logging's back: transformers draws a "Loading weights" progress bar
+(tqdm, on stderr) on every model load, its own loggers have a handler of their own on
+stderr, and Python prints warnings there. So the process-wide call
+(``configure_logging(level, "json")``, no `stream`) also
+
+- turns the Hugging Face progress bars off (``HF_HUB_DISABLE_PROGRESS_BARS``, which
+  transformers follows too, for libraries imported later; their switches for ones imported
+  already);
+- routes `warnings` into logging (``logging.captureWarnings``: logger ``py.warnings``);
+- replaces ``sys.stderr`` with `JsonLines`, which writes every line that still reaches it
+  as one JSON record (logger ``sllm.stderr``, event ``stderr_output``, field ``text``) on
+  the stderr it replaced. Streams stay apart: what went to stderr still does.
+
+A later process-wide call with ``text`` puts stderr and warnings back. A call with a
+`stream` (tests, a host embedding sllm) changes nothing outside its own handler.
+
 Not handled yet: rate limiting (a flood of bad datagrams must be rate-limited by the caller),
-log files or rotation (containers log to stdout; the platform collects it), and per-subsystem
-levels.
+log files or rotation (containers log to stdout; the platform collects it), per-subsystem
+levels, and bytes written straight to file descriptor 2 by C code (a torch C++ warning):
+only writes through Python's ``sys.stderr`` become JSON.
 """
 
 from __future__ import annotations
 
 import functools
+import io
 import json
 import logging
+import os
 import re
 import sys
+import threading
 from collections.abc import Mapping
 from datetime import UTC, datetime
-from typing import IO
+from typing import IO, TextIO, cast
 
 # Level names accepted by `configure_logging` and by the LOG_LEVEL variable.
 LEVELS: tuple[str, ...] = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
@@ -171,6 +194,85 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(out, default=str, ensure_ascii=False)
 
 
+# The logger and event of a line that reached stderr outside logging under LOG_FORMAT=json.
+STDERR_LOGGER = "sllm.stderr"
+STDERR_EVENT = "stderr_output"
+# Where a line ends on stderr: a newline, or the carriage return a progress bar redraws with.
+_LINE_END = re.compile(r"\r\n|\r|\n")
+# Read by huggingface_hub when it is imported, and by transformers through it.
+HF_PROGRESS_BARS_VARIABLE = "HF_HUB_DISABLE_PROGRESS_BARS"
+
+
+class JsonLines(io.TextIOBase):
+    """A stand-in for ``sys.stderr`` that writes each line as one JSON log record.
+
+    A line ends at a newline, at a carriage return (a progress bar's redraw) or at a
+    `flush`; blank lines are dropped. The records go to `original`, the stream replaced.
+    """
+
+    def __init__(self, original: IO[str]) -> None:
+        super().__init__()
+        self.original = original
+        self._formatter = JsonFormatter()
+        self._pending = ""
+        self._lock = threading.Lock()  # libraries write from their own threads
+
+    # typeshed declares TextIOBase.encoding a plain attribute; at run time it is a
+    # read-only property, which only a property can override.
+    @property
+    def encoding(self) -> str:  # type: ignore[override]
+        return getattr(self.original, "encoding", None) or "utf-8"
+
+    def writable(self) -> bool:
+        return True
+
+    def isatty(self) -> bool:
+        return False  # so that nothing draws a progress bar into it
+
+    def fileno(self) -> int:
+        return self.original.fileno()  # faulthandler writes there directly
+
+    def write(self, text: str) -> int:
+        with self._lock:
+            *lines, self._pending = _LINE_END.split(self._pending + text)
+            for line in lines:
+                self._emit(line)
+        return len(text)
+
+    def flush(self) -> None:
+        with self._lock:
+            line, self._pending = self._pending, ""
+            self._emit(line)
+            self.original.flush()
+
+    def _emit(self, line: str) -> None:
+        if not line.strip():
+            return
+        record = logging.LogRecord(STDERR_LOGGER, logging.WARNING, "", 0, STDERR_EVENT, (), None)
+        setattr(record, _FIELDS_KEY, {"text": line})
+        self.original.write(self._formatter.format(record) + "\n")
+
+
+def _route_third_party_output(json_lines: bool) -> None:
+    """Under ``json``, make what libraries print JSON too (see the module docstring)."""
+    logging.captureWarnings(json_lines)
+    if json_lines:
+        os.environ[HF_PROGRESS_BARS_VARIABLE] = "1"
+        hub_utils = sys.modules.get("huggingface_hub.utils")
+        if hub_utils is not None:
+            hub_utils.disable_progress_bars()
+        transformers_logging = sys.modules.get("transformers.utils.logging")
+        if transformers_logging is not None:
+            transformers_logging.disable_progress_bar()
+        if not isinstance(sys.stderr, JsonLines):
+            sys.stderr.flush()
+            # The type checker knows sys.stderr as TextIO; JsonLines is a TextIOBase.
+            sys.stderr = cast(TextIO, JsonLines(sys.stderr))
+    elif isinstance(sys.stderr, JsonLines):
+        sys.stderr.flush()
+        sys.stderr = cast(TextIO, sys.stderr.original)
+
+
 class _ConfiguredHandler(logging.StreamHandler[IO[str]]):
     """The handler `configure_logging` installs; its type is how a second call finds it."""
 
@@ -181,7 +283,9 @@ def configure_logging(level: str, fmt: str = "text", stream: IO[str] | None = No
     `level` is a name from `LEVELS`, case-insensitive; `fmt` is ``"text"`` or ``"json"``.
     `stream` defaults to the ``sys.stdout`` of the moment of the call. Calling again replaces
     the handler installed by the previous call instead of adding a second one; handlers
-    installed by anyone else are left alone. Raises ValueError for an unknown level or format
+    installed by anyone else are left alone. Without a `stream`, the call is for the whole
+    process: under ``json`` it also makes third-party output JSON (the module docstring
+    says how), and under ``text`` it undoes that. Raises ValueError for an unknown level or format
     (configuration has already validated both, so that is a programming error).
     """
     level_name = level.strip().upper()
@@ -208,3 +312,5 @@ def configure_logging(level: str, fmt: str = "text", stream: IO[str] | None = No
     handler.setFormatter(formatter)
     root.addHandler(handler)
     root.setLevel(level_name)
+    if stream is None:
+        _route_third_party_output(json_lines=fmt == "json")

@@ -33,6 +33,7 @@ from sllm.wire import (
     ScheduleRequest,
     ScheduleResponse,
 )
+from sllm.wire.messages import STATE_PAGE_MAX_WORKERS
 
 CATALOG = served_catalog()
 COST = CostModel()
@@ -289,7 +290,7 @@ def test_member_state_pages_and_counts() -> None:
             break
     assert seen == sorted(node_id(i) for i in range(9))
     assert (first.alive, first.suspect, first.dead, first.left) == (8, 0, 1, 0)
-    state = ask(net, hosts[0], ClusterStateRequest("c1", 0, 4), recorder)
+    state = ask(net, hosts[0], ClusterStateRequest("c1", 0, STATE_PAGE_MAX_WORKERS), recorder)
     assert isinstance(state, ClusterStateResponse)
     assert state.active_workers == 8
 

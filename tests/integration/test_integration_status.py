@@ -24,14 +24,16 @@ from sllm.runtime.client import get_cluster_state
 from sllm.runtime.coordinator import CoordinatorServer
 from sllm.runtime.udp import Endpoint
 from sllm.wire import ClusterStateRequest, Codec, WorkerReport
+from sllm.wire.messages import STATE_PAGE_MAX_WORKERS
 
 FAKE_WORKERS = 3_000
-STATUS_TIMEOUT_S = 90.0  # 750 pages on a shared 2-core machine, with room to spare
+STATUS_TIMEOUT_S = 90.0  # 1,000 pages on a shared 2-core machine, with room to spare
 # Reports are resent until the coordinator knows every fake worker, for at most this long
 # (UDP drops some of a burst on a busy machine).
 REGISTER_TIMEOUT_S = 30.0
 # Pages the coordinator answers before it goes quiet, in the truncation test.
 ANSWERED_PAGES = 10
+ANSWERED_WORKERS = STATE_PAGE_MAX_WORKERS * ANSWERED_PAGES
 
 
 def fake_report(index: int) -> WorkerReport:
@@ -134,16 +136,17 @@ async def _test_status_says_when_pages_go_unanswered_and_exits_non_zero(
     handle = crowded.core.handle
 
     def goes_quiet(message: Any, now: float, source: str = "") -> Any:
-        if isinstance(message, ClusterStateRequest) and message.offset >= 4 * ANSWERED_PAGES:
+        if isinstance(message, ClusterStateRequest) and message.offset >= ANSWERED_WORKERS:
             return NOTHING
         return handle(message, now, source)
 
     crowded.core.handle = goes_quiet  # type: ignore[method-assign]
     code, out, err = await run_status(crowded.address[1], "--timeout", "0.3")
     assert code == 3
-    assert f"INCOMPLETE: listed {4 * ANSWERED_PAGES} of {FAKE_WORKERS} workers" in out
-    assert "sllm status: incomplete: listed 40 of 3000 workers: no answer" in err
-    assert len([line for line in out.splitlines() if line.startswith("fake-")]) == 40
+    assert f"INCOMPLETE: listed {ANSWERED_WORKERS} of {FAKE_WORKERS} workers" in out
+    listed = f"listed {ANSWERED_WORKERS} of {FAKE_WORKERS} workers: no answer"
+    assert f"sllm status: incomplete: {listed}" in err
+    assert len([line for line in out.splitlines() if line.startswith("fake-")]) == ANSWERED_WORKERS
 
 
 async def test_a_cluster_that_changes_between_pages_is_reported_incomplete() -> None:
@@ -194,4 +197,5 @@ async def _test_a_walk_cut_short_by_the_page_cap_is_reported_incomplete(
     finally:
         client.close()
     assert state["complete"] is False
-    assert state["incomplete"] == f"listed 12 of {FAKE_WORKERS} workers: stopped after 3 pages"
+    listed = f"listed {3 * STATE_PAGE_MAX_WORKERS} of {FAKE_WORKERS} workers"
+    assert state["incomplete"] == f"{listed}: stopped after 3 pages"

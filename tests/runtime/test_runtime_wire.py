@@ -98,7 +98,10 @@ async def test_malformed_datagrams_are_dropped_and_counted(
         assert not marker.exists()
         # Still serving.
         page = await cluster.client.request(
-            ClusterStateRequest("after", 0, 4), cluster.address, ClusterStateResponse, 2.0
+            ClusterStateRequest("after", 0, STATE_PAGE_MAX_WORKERS),
+            cluster.address,
+            ClusterStateResponse,
+            2.0,
         )
         assert page.active_workers == 0
         assert rejects.total == len(hostile)
@@ -118,7 +121,7 @@ async def test_a_signed_cluster_works_and_rejects_unsigned_and_replayed(
         assert decision.worker_id in {"w1", "w2"}
 
         rejects = cluster.coordinator.endpoint.rejects
-        request = ClusterStateRequest("captured", 0, 4)
+        request = ClusterStateRequest("captured", 0, STATE_PAGE_MAX_WORKERS)
         with raw_socket() as sock:
             sock.sendto(Codec().encode(request, time.time(), 1), cluster.address)
             await eventually(lambda: rejects.counts["unsigned"] == 1, 2.0, "unsigned counted")
@@ -180,6 +183,7 @@ def big_page() -> ClusterStateResponse:
             running=0,
             gpu_utilization=0.5,
             last_report_age_s=0.1,
+            ready=True,
         )
         for i in range(STATE_PAGE_MAX_WORKERS)
     )

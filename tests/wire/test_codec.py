@@ -77,6 +77,7 @@ def summary(i: int, models: int = 1) -> WorkerSummary:
         running=4,
         gpu_utilization=0.7312345678,
         last_report_age_s=1.23456789,
+        ready=i % 2 == 1,  # the longer "false" first
     )
 
 

@@ -234,6 +234,7 @@ class Coordinator:
                     running=entry.report.running,
                     gpu_utilization=entry.report.gpu_utilization,
                     last_report_age_s=min(max(0.0, now - entry.last_seen), 86_400.0),
+                    ready=entry.report.ready,
                 )
                 for entry in page
             ),

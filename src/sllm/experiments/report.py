@@ -2,7 +2,8 @@
 
 A driver records each request's outcome and samples each worker's queue depth and GPU
 utilization over time; `build_report` turns those into the JSON every experiment writes
-and `render_report` into the text the scripts print. Keeping one builder means the keys
+and `render_report` into the text the scripts print. Workers are listed in `worker_order`
+(``node-2`` before ``node-10``). Keeping one builder means the keys
 (`requests`, `completed`, `failed`, `retried`, `lost`, `unfinished`, `warm_start_rate`,
 `cold_starts`, `latency`, `workers`) cannot drift between the live system and the
 simulator.
@@ -18,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import json
 import math
+import re
 import statistics
 import sys
 from collections import Counter
@@ -44,6 +46,21 @@ NO_ANSWER_REASONS = frozenset({"no_decision", "no_result"})
 # nobody declared lost, when the drain after the last arrival ended. Counted apart from
 # the lost ones: the system had not failed it, the experiment stopped waiting.
 UNFINISHED = "unfinished"
+
+
+_DIGITS = re.compile(r"(\d+)")
+
+
+def worker_order(worker_id: str) -> tuple[tuple[str | int, ...], str]:
+    """Sort key that reads a worker id's numbers as numbers: ``node-2`` before ``node-10``.
+
+    The id split into text and numbers alternates text at even places and numbers at odd
+    ones, so two keys compare text with text and number with number. The id itself breaks
+    the tie of ``node-01`` with ``node-1``.
+    """
+    parts = _DIGITS.split(worker_id)
+    numbered = tuple(int(part) if index % 2 else part for index, part in enumerate(parts))
+    return numbered, worker_id
 
 
 @record
@@ -127,7 +144,7 @@ def build_report(
     cold = sum(1 for o in completed if o.cold_start)
     served_by = Counter(o.worker_id for o in completed)
     per_worker: list[dict[str, Any]] = []
-    for worker_id in sorted(set(samples) | set(served_by)):
+    for worker_id in sorted(set(samples) | set(served_by), key=worker_order):
         worker_samples = samples.get(worker_id, WorkerSamples())
         per_worker.append(
             {

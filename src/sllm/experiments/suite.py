@@ -104,7 +104,8 @@ class Context:
         total = self.runs_total
 
         def step(fraction: float) -> None:
-            self.progress.update((self.runs_done + fraction) / total, f"run {self.runs_done + 1}")
+            note = f"run {self.runs_done + 1}/{total}"
+            self.progress.update((self.runs_done + fraction) / total, note)
 
         cluster = CLUSTERS[mode](config)
         if prepare is not None:

@@ -9,12 +9,17 @@ between two pages (workers join and expire), a page may go unanswered, and the w
 after `MAX_PAGES`. So the result says whether it is ``complete``: every page counted the
 same number of workers, and the listing holds exactly that many distinct ones. When it is
 not, ``incomplete`` says why, and `sllm status` prints that and exits non-zero.
+
+The tables (`render_table`, `render_gossip`) size each column to its longest cell, so a
+worker id of any length keeps the columns aligned. A worker's MODELS cell lists every
+model its summary names, grouped by tier from the fastest (``gpu: a, b; host: c``);
+a summary names at most `SUMMARY_MAX_MODELS`, the fastest-tier ones first.
 """
 
 from __future__ import annotations
 
 import secrets
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from sllm.core.measures import (
@@ -128,6 +133,7 @@ def state_as_dict(summary: ClusterStateResponse, workers: list[WorkerSummary]) -
                 "running": w.running,
                 "gpu_utilization": w.gpu_utilization,
                 "last_report_age_s": round(w.last_report_age_s, 3),
+                "ready": w.ready,
             }
             for w in workers
         ],
@@ -157,16 +163,67 @@ def render_table(state: dict[str, Any]) -> str:
         )
     if state.get("incomplete"):
         lines.append(f"INCOMPLETE: {state['incomplete']}")
-    header = f"{'WORKER':<20} {'ADDRESS':<22} {'QUEUE':>5} {'RUN':>4} {'GPU':>5} {'AGE':>6}  MODELS"
-    lines.append(header)
-    for worker in state["workers"]:
-        gpu_models = [name for name, tier in worker["models"].items() if tier == "gpu"]
-        lines.append(
-            f"{worker['id']:<20} {worker['address']:<22} {worker['queue_depth']:>5} "
-            f"{worker['running']:>4} {worker['gpu_utilization']:>5.0%} "
-            f"{worker['last_report_age_s']:>5.1f}s  {', '.join(gpu_models) or '-'}"
-        )
+    rows = [
+        [
+            worker["id"],
+            worker["address"],
+            "yes" if worker["ready"] else "no",
+            str(worker["queue_depth"]),
+            str(worker["running"]),
+            f"{worker['gpu_utilization']:.0%}",
+            f"{worker['last_report_age_s']:.1f}s",
+            models_by_tier(worker["models"]),
+        ]
+        for worker in state["workers"]
+    ]
+    lines += columns(WORKER_COLUMNS, rows)
     return "\n".join(lines)
+
+
+# (header, right-aligned): numbers align on the right, text on the left.
+WORKER_COLUMNS = (
+    ("WORKER", False),
+    ("ADDRESS", False),
+    ("READY", False),
+    ("QUEUE", True),
+    ("RUN", True),
+    ("GPU", True),
+    ("AGE", True),
+    ("MODELS", False),
+)
+MEMBER_COLUMNS = (
+    ("MEMBER", False),
+    ("ADDRESS", False),
+    ("STATE", False),
+    ("INC", True),
+    ("INFO AGE", True),
+    ("REPORT AGE", True),
+)
+COLUMN_GAP = "  "
+
+
+def columns(heads: Sequence[tuple[str, bool]], rows: Sequence[Sequence[str]]) -> list[str]:
+    """The header line and one line per row, each column as wide as its longest cell."""
+    widths = [max([len(head), *(len(row[i]) for row in rows)]) for i, (head, _) in enumerate(heads)]
+
+    def line(cells: Sequence[str]) -> str:
+        padded = (
+            cell.rjust(width) if right else cell.ljust(width)
+            for cell, width, (_, right) in zip(cells, widths, heads, strict=True)
+        )
+        return COLUMN_GAP.join(padded).rstrip()
+
+    return [line([head for head, _ in heads]), *(line(row) for row in rows)]
+
+
+def models_by_tier(models: Mapping[str, str]) -> str:
+    """``gpu: a, b; host: c; disk: d``: every model named, by tier from the fastest; ``-``."""
+    groups = []
+    for tier in Tier:
+        names = [name for name, held in models.items() if held == tier.name.lower()]
+        if names:
+            groups.append(f"{tier.name.lower()}: {', '.join(names)}")
+    return "; ".join(groups) or "-"
 
 
 # -- decentralized nodes ---------------------------------------------------------------
@@ -268,16 +325,19 @@ def render_gossip(gossip: dict[str, Any]) -> str:
         f"traffic out {gossip['bytes_sent_per_s']:.0f} B/s in "
         f"{gossip['bytes_received_per_s']:.0f} B/s  rejected datagrams "
         f"{gossip['rejected_datagrams']}",
-        f"{'MEMBER':<20} {'ADDRESS':<22} {'STATE':<8} {'INC':>4} {'INFO AGE':>9} "
-        f"{'REPORT AGE':>11}",
     ]
-    for member in gossip["member_list"]:
-        report_age = member["report_age_s"]
-        shown = "-" if report_age is None else f"{report_age:.1f}s"
-        lines.append(
-            f"{member['id']:<20} {member['address']:<22} {member['state']:<8} "
-            f"{member['incarnation']:>4} {member['info_age_s']:>8.1f}s {shown:>11}"
-        )
+    rows = [
+        [
+            member["id"],
+            member["address"],
+            member["state"],
+            str(member["incarnation"]),
+            f"{member['info_age_s']:.1f}s",
+            "-" if member["report_age_s"] is None else f"{member['report_age_s']:.1f}s",
+        ]
+        for member in gossip["member_list"]
+    ]
+    lines += columns(MEMBER_COLUMNS, rows)
     if gossip.get("refused_members"):
         lines.append(
             f"refused {gossip['refused_members']} new members (at most "

@@ -3,30 +3,72 @@
 Why hand-written: the simulator is standard library only (the seed scripts run on a bare
 ``python3``), so it cannot depend on a progress-bar package. This one draws at most
 `REDRAWS_PER_S` times a second, and draws nothing at all into a pipe, a file or a test's
-captured output.
+captured output (nor under ``LOG_FORMAT=json``, whose stderr is not a terminal).
+
+A line reads ``exp1 [#########-----] 60% 0:12 of ~0:20, ETA 0:08 run 3/5``: the share
+done, the time spent, the total time the run will take and the time left, both estimated
+from the rate so far (work is assumed to go on at that rate), then the caller's note.
+Until some work is done there is no rate, and the estimates show as ``?``.
 """
 
 from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Callable
 from types import TracebackType
 from typing import TextIO
 
 REDRAWS_PER_S = 10  # smooth to the eye, and a negligible cost to a long run
 WIDTH = 30
+# The longest line drawn; a terminal narrower than this wraps it (a note can be long).
+LINE_MAX = 120
+# A shorter line is padded to this, so that it covers the longer one drawn before it.
+LINE_MIN = 80
+UNKNOWN = "?"
+
+
+def clock_text(seconds: float) -> str:
+    """``0:07``, ``12:34`` or ``2:03:04``: minutes and seconds, hours when there are any."""
+    minutes, secs = divmod(round(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
+
+
+def render_line(label: str, fraction: float, elapsed_s: float, note: str = "") -> str:
+    """The bar's text at `fraction` done after `elapsed_s` seconds (no carriage return)."""
+    fraction = min(1.0, max(0.0, fraction))
+    filled = int(fraction * WIDTH)
+    bar = "#" * filled + "-" * (WIDTH - filled)
+    if fraction > 0.0:
+        total_s = elapsed_s / fraction
+        total, left = f"~{clock_text(total_s)}", clock_text(total_s - elapsed_s)
+    else:
+        total, left = UNKNOWN, UNKNOWN
+    text = f"{label} [{bar}] {fraction:4.0%} {clock_text(elapsed_s)} of {total}, ETA {left}"
+    return f"{text} {note}" if note else text
 
 
 class Progress:
-    """``with Progress("exp1") as bar: bar.update(0.5)``; fractions in [0, 1]."""
+    """``with Progress("exp1") as bar: bar.update(0.5)``; fractions in [0, 1].
 
-    def __init__(self, label: str, stream: TextIO | None = None) -> None:
+    `clock` is the time source in seconds (a fake one in tests).
+    """
+
+    def __init__(
+        self,
+        label: str,
+        stream: TextIO | None = None,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.label = label
         self.stream = stream if stream is not None else sys.stderr
         isatty = getattr(self.stream, "isatty", None)
         self.enabled = bool(isatty and isatty())
-        self._last_draw = 0.0
-        self._started = time.monotonic()
+        self._clock = clock
+        self._started = clock()
+        self._last_draw: float | None = None
         self._drawn = False
 
     def __enter__(self) -> Progress:
@@ -43,16 +85,13 @@ class Progress:
     def update(self, fraction: float, note: str = "") -> None:
         if not self.enabled:
             return
-        now = time.monotonic()
-        if now - self._last_draw < 1.0 / REDRAWS_PER_S and fraction < 1.0:
+        now = self._clock()
+        recent = self._last_draw is not None and now - self._last_draw < 1.0 / REDRAWS_PER_S
+        if recent and fraction < 1.0:
             return
         self._last_draw = now
-        fraction = min(1.0, max(0.0, fraction))
-        filled = int(fraction * WIDTH)
-        bar = "#" * filled + "-" * (WIDTH - filled)
-        elapsed = now - self._started
-        text = f"\r{self.label} [{bar}] {fraction:4.0%} {elapsed:5.0f}s {note}"
-        self.stream.write(text[:120].ljust(80))
+        line = render_line(self.label, fraction, now - self._started, note)
+        self.stream.write("\r" + line[:LINE_MAX].ljust(LINE_MIN))
         self.stream.flush()
         self._drawn = True
 

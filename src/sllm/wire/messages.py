@@ -44,10 +44,11 @@ REASON_MAX_LEN = 160
 # big (EncodeError, reason "oversized") moves more models into `models_omitted`.
 REPORT_MAX_MODELS = 24
 # One cluster-state page holds at most this many workers; the client pages through.
-# Four summaries with 40-character ids and one model each are about 1,330 bytes
-# signed (six never fit the 1,400-byte cap); with long model lists the coordinator
-# sends fewer (EncodeError, reason "oversized").
-STATE_PAGE_MAX_WORKERS = 4
+# Four summaries with 36-character ids and one model each came to 1,374 bytes signed,
+# and the `ready` flag adds 14 bytes to each: four no longer fit the 1,400-byte cap,
+# three take 1,188. With long model lists the coordinator sends fewer
+# (EncodeError, reason "oversized").
+STATE_PAGE_MAX_WORKERS = 3
 # A worker summary names its fastest-tier models only: the page is for `status`, the
 # full picture is in the reports.
 SUMMARY_MAX_MODELS = 4
@@ -167,6 +168,9 @@ class WorkerSummary:
     running: int = field(metadata=COUNT)
     gpu_utilization: float = field(metadata=FRACTION)
     last_report_age_s: float = field(metadata=SECONDS)
+    # Whether the worker's last report said it takes work (false while it stops), so that
+    # `status` tells a stopping worker from a serving one.
+    ready: bool
 
 
 @record
