@@ -195,3 +195,13 @@ def test_text_process_leaves_warnings_and_stderr_alone() -> None:
     assert done.stdout == ""
     assert "UserWarning: careful" in done.stderr
     assert "raw line\n" in done.stderr
+
+
+def test_a_line_that_never_ends_is_written_once_it_grows_too_long() -> None:
+    from sllm.logs import PENDING_MAX_CHARS, JsonLines
+
+    sink = io.StringIO()
+    lines = JsonLines(sink)
+    lines.write("x" * (PENDING_MAX_CHARS + 1))
+    records = [json.loads(line) for line in sink.getvalue().splitlines()]
+    assert len(records) == 1 and len(records[0]["text"]) == PENDING_MAX_CHARS + 1

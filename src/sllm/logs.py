@@ -203,6 +203,11 @@ _LINE_END = re.compile(r"\r\n|\r|\n")
 HF_PROGRESS_BARS_VARIABLE = "HF_HUB_DISABLE_PROGRESS_BARS"
 
 
+# Text held back waiting for the end of its line: past this it is written as one record,
+# so a library that writes without newlines cannot grow it without bound.
+PENDING_MAX_CHARS = 64 * 1024
+
+
 class JsonLines(io.TextIOBase):
     """A stand-in for ``sys.stderr`` that writes each line as one JSON log record.
 
@@ -235,6 +240,9 @@ class JsonLines(io.TextIOBase):
     def write(self, text: str) -> int:
         with self._lock:
             *lines, self._pending = _LINE_END.split(self._pending + text)
+            if len(self._pending) > PENDING_MAX_CHARS:  # a writer that never ends its line
+                lines.append(self._pending)
+                self._pending = ""
             for line in lines:
                 self._emit(line)
         return len(text)
@@ -264,7 +272,7 @@ def _route_third_party_output(json_lines: bool) -> None:
         transformers_logging = sys.modules.get("transformers.utils.logging")
         if transformers_logging is not None:
             transformers_logging.disable_progress_bar()
-        if not isinstance(sys.stderr, JsonLines):
+        if sys.stderr is not None and not isinstance(sys.stderr, JsonLines):  # None: fd 2 shut
             sys.stderr.flush()
             # The type checker knows sys.stderr as TextIO; JsonLines is a TextIOBase.
             sys.stderr = cast(TextIO, JsonLines(sys.stderr))

@@ -76,6 +76,11 @@ async def test_the_front_door_exports_requests_tokens_and_latencies(
         assert chunks
         # Not asked for: no usage chunk reaches the client, though the metrics count it.
         assert all(chunk.usage is None and chunk.choices for chunk in chunks)
+        # One token: the whole answer, usage chunk included, may come in the first read.
+        single = await client.chat.completions.create(
+            model=MODEL, messages=[{"role": "user", "content": "hi"}], max_tokens=1, stream=True
+        )
+        assert [chunk async for chunk in single]
         folded = await client.completions.create(
             model=MODEL, prompt="once upon a time", max_tokens=FOLDED_TOKENS
         )
@@ -89,15 +94,15 @@ async def test_the_front_door_exports_requests_tokens_and_latencies(
             worker = (await http.get(cluster.worker_url("w1") + "/metrics")).text
 
     served = {"model": MODEL, "status": "200"}
-    assert total(coordinator, "sllm_frontdoor_requests_total", **served) == 2
+    assert total(coordinator, "sllm_frontdoor_requests_total", **served) == 3
     assert total(coordinator, "sllm_frontdoor_requests_total", model="other", status="404") == 1
     assert total(coordinator, "sllm_frontdoor_requests_total", model=MODEL, status="503") == 1
-    assert total(coordinator, "sllm_frontdoor_requests_total") == 4
+    assert total(coordinator, "sllm_frontdoor_requests_total") == 5
     rejected = {"status": "503", "reason": "no_worker"}
     assert total(coordinator, "sllm_frontdoor_requests_rejected_total", **rejected) == 1
 
     generated = total(coordinator, "sllm_frontdoor_generation_tokens_total", model=MODEL)
-    assert generated == STREAMED_TOKENS + FOLDED_TOKENS
+    assert generated == STREAMED_TOKENS + FOLDED_TOKENS + 1
     assert total(coordinator, "sllm_frontdoor_prompt_tokens_total", model=MODEL) > 0
 
     for histogram in (
@@ -106,13 +111,15 @@ async def test_the_front_door_exports_requests_tokens_and_latencies(
         "e2e_request_latency_seconds",
     ):
         name = f"sllm_frontdoor_{histogram}"
-        assert total(coordinator, f"{name}_count", model=MODEL) == 2, name
+        assert total(coordinator, f"{name}_count", model=MODEL) == 3, name
         assert total(coordinator, f"{name}_sum", model=MODEL) > 0, name
     cold = "sllm_frontdoor_cold_start_wait_seconds"
     assert total(coordinator, f"{cold}_count", model=MODEL) == 1
     # Every token after each stream's first comes as a run of its own.
     gaps = total(coordinator, "sllm_frontdoor_inter_token_latency_seconds_count", model=MODEL)
-    assert gaps >= STREAMED_TOKENS - 1 + FOLDED_TOKENS - 1
+    # One gap per token after the first, none for the finish, usage or [DONE] alone (fewer
+    # only if two tokens ever came in one read).
+    assert 1 <= gaps <= STREAMED_TOKENS - 1 + FOLDED_TOKENS - 1
     assert total(coordinator, "sllm_frontdoor_inter_token_latency_seconds_sum") > 0
 
     assert total(coordinator, "sllm_ready_workers") == 1

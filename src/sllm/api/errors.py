@@ -93,9 +93,12 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(HTTPException)
     async def routing(request: Request, error: HTTPException) -> JSONResponse:
-        return http_error(error.status_code, request.method, request.url.path).response(
+        answer = http_error(error.status_code, request.method, request.url.path).response(
             request.headers.get("x-request-id", "")
         )
+        for name, value in (error.headers or {}).items():  # a 405's Allow (RFC 9110)
+            answer.headers[name] = value
+        return answer
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, error: Exception) -> JSONResponse:

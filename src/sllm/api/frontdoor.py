@@ -27,7 +27,6 @@ from fastapi import APIRouter, FastAPI
 from fastapi.openapi.utils import get_openapi
 
 from sllm.api.credential import worker_http_key
-from sllm.api.errors import install_error_handlers
 from sllm.api.gateway import DEFAULT_ENGINE, CompletionLane, Gateway, GatewayConfig
 from sllm.api.request_id import RequestIdMiddleware
 from sllm.api.worker_client import WorkerClient
@@ -82,7 +81,6 @@ def install_front_door(
         config=GatewayConfig(api_keys=api_keys, upstream_prefix=upstream_prefix),
         engine_of=engine_of,
     )
-    install_error_handlers(app)
     app.add_middleware(CompletionLane, gateway=gateway)
     app.add_middleware(RequestIdMiddleware)  # added last: outside the lane
     app.include_router(gateway.router)

@@ -234,9 +234,8 @@ class _Upstream:
     # When the request was sent to this worker, and whether its placement was a cold start.
     sent_at: float = 0.0
     cold_start: bool = False
-    # The last two runs read: the worker's final ``usage`` is in one of them.
-    previous_run: bytes = b""
-    last_run: bytes = b""
+    # The worker's ``usage`` chunk, once read (the front door always asks for it).
+    usage: dict[str, int] | None = None
     closed: bool = False
 
     async def events(self) -> AsyncIterator[bytes]:
@@ -245,6 +244,7 @@ class _Upstream:
         A run is forwarded as one write: one token per chunk from the worker stays one
         chunk, and several that arrived together are not split again.
         """
+        self._note_usage(self.first)
         yield self.first
         attempt = self.attempt
         while True:
@@ -268,12 +268,16 @@ class _Upstream:
             if end >= 0:
                 run = bytes(self.buffer[: end + 2])
                 del self.buffer[: end + 2]
-                now = time.monotonic()
-                if run != sse.DONE:  # [DONE] alone is no token
+                if sse.holds_token(run):  # not the finish, the usage or [DONE] alone
+                    now = time.monotonic()
                     self.event_gap(now - self.last_event_at)
-                self.last_event_at = now
-                self.previous_run, self.last_run = self.last_run, run
+                    self.last_event_at = now
+                self._note_usage(run)
                 yield run
+
+    def _note_usage(self, run: bytes) -> None:
+        if sse.holds_usage(run):
+            self.usage = sse.usage_in(run)
 
     def close(self) -> None:
         """Close the response once, however many ways its end is noticed."""
@@ -459,9 +463,7 @@ class Gateway:
                     request_id, upstream, send, pass_usage=body.include_usage
                 )
                 if status == 200:
-                    self._observe_usage(
-                        body.model, _final_usage(upstream.previous_run, upstream.last_run)
-                    )
+                    self._observe_usage(body.model, upstream.usage)
                 return status, reason
             folded, code = await self._fold(request_id, upstream)
         finally:  # however it ends; a stream still running is cancelled on the worker
@@ -644,8 +646,8 @@ class Gateway:
             async for run in upstream.events():
                 if done:
                     continue  # nothing follows [DONE]
-                if not pass_usage and _USAGE_CHUNK in run:
-                    run = _without_usage_chunk(run)
+                if not pass_usage and sse.holds_usage(run):
+                    run = sse.without_usage(run)
                     if not run:
                         continue
                 if run.endswith(sse.DONE):
@@ -709,34 +711,6 @@ class Gateway:
 
 
 DONE_LINE = sse.DONE.strip()
-
-
-# What only a usage chunk holds: choices left empty (`sse.usage_chunk`, compact JSON).
-_USAGE_CHUNK = b'"choices":[],'
-
-
-def _without_usage_chunk(run: bytes) -> bytes:
-    """`run` less its usage chunk, for a client that did not ask for usage."""
-    events = run.split(b"\n\n")
-    kept = [event for event in events if _USAGE_CHUNK not in event]
-    return b"\n\n".join(kept)
-
-
-def _final_usage(*runs: bytes) -> dict[str, Any] | None:
-    """The ``usage`` of the last event that carries one in `runs` (the stream's last runs),
-    or None. Read once per request, after its stream ended."""
-    for run in reversed(runs):
-        if b'"usage"' not in run:
-            continue
-        for event in reversed(sse.events(bytearray(run))):
-            try:
-                payload = sse.parse(event)
-            except ValueError:
-                continue
-            usage = payload.get("usage") if payload is not None else None
-            if isinstance(usage, dict):
-                return usage
-    return None
 
 
 # Logged as the status of a request whose client went away first (nginx's convention).

@@ -65,6 +65,42 @@ def _event(body: dict[str, Any]) -> bytes:
     return b"data: " + json.dumps(body, separators=(",", ":")).encode() + b"\n\n"
 
 
+# What only a usage chunk holds, as `usage_chunk` writes it (compact JSON, choices before
+# usage): empty choices. A token's text is a JSON string, so its quotes are escaped and it
+# cannot hold these bytes.
+_USAGE_MARK = b'"choices":[],'
+# What only a chunk with a token holds: a choice not finished yet.
+_TOKEN_MARK = b'"finish_reason":null'
+
+
+def holds_token(run: bytes) -> bool:
+    """Whether a run of events holds a token (not only the finish, usage or [DONE])."""
+    return _TOKEN_MARK in run
+
+
+def holds_usage(run: bytes) -> bool:
+    return _USAGE_MARK in run
+
+
+def usage_in(run: bytes) -> dict[str, int] | None:
+    """The ``usage`` of the usage chunk in a run of events, if it holds one."""
+    for event in run.split(b"\n\n"):
+        if _USAGE_MARK in event:
+            try:
+                payload = parse(event)
+            except ValueError:  # not JSON: a broken worker; its tokens go uncounted
+                return None
+            found = payload.get("usage") if payload is not None else None
+            if isinstance(found, dict):
+                return found
+    return None
+
+
+def without_usage(run: bytes) -> bytes:
+    """A run of events less its usage chunk, for a client that did not ask for usage."""
+    return b"\n\n".join(event for event in run.split(b"\n\n") if _USAGE_MARK not in event)
+
+
 def usage(prompt_tokens: int, completion_tokens: int) -> dict[str, int]:
     return {
         "prompt_tokens": prompt_tokens,

@@ -296,11 +296,9 @@ async def start_worker_http(
         register_worker(registry, server)
 
     def routes(app: Any) -> None:
-        from sllm.api.errors import install_error_handlers
         from sllm.api.request_id import RequestIdMiddleware
         from sllm.api.worker_api import worker_router
 
-        install_error_handlers(app)
         _require_credential(app, server.codec.secret, "/v1/")
         app.add_middleware(RequestIdMiddleware)  # added last: outside the credential check
         app.include_router(worker_router(server.generation))
