@@ -187,7 +187,7 @@ WORKER_COLUMNS = (
     ("READY", False),
     ("QUEUE", True),
     ("RUN", True),
-    ("GPU", True),
+    ("BUSY", True),  # busy slots over slots (the wire's gpu_utilization): no GPU measures it
     ("AGE", True),
     ("MODELS", False),
 )
