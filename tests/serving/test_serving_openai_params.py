@@ -14,6 +14,7 @@ requires `API_KEY`); the first tests need none (the table, the sim engine's word
 from __future__ import annotations
 
 import inspect
+from functools import partial
 from typing import Any
 
 import httpx
@@ -45,7 +46,7 @@ REFUSED_CHAT: dict[str, Any] = {
     "logit_bias": {"50256": -100},
     "logprobs": True,
     "metadata": {"team": "a"},
-    "modalities": ["text"],
+    "modalities": ["text", "audio"],
     "moderation": {"enabled": True},
     "parallel_tool_calls": False,
     "prediction": {"type": "content", "content": "x"},
@@ -56,7 +57,7 @@ REFUSED_CHAT: dict[str, Any] = {
     "reasoning_effort": "low",
     "response_format": {"type": "json_object"},
     "safety_identifier": "s",
-    "service_tier": "auto",
+    "service_tier": "flex",
     "store": True,
     "tool_choice": "auto",
     "tools": [{"type": "function", "function": {"name": "f", "parameters": {}}}],
@@ -195,7 +196,7 @@ def test_a_chat_parameter_not_honoured_is_refused_naming_it(client, name) -> Non
     )
     assert error["param"] == name
     assert name in error["message"]
-    if name in PARAMETERS and name != "n":
+    if name in PARAMETERS:
         assert error["code"] == "unsupported_parameter"
         assert error["message"] == f"{name} is not supported by the sim engine of model {SIM_MODEL}"
 
@@ -408,6 +409,100 @@ def test_content_parts_are_joined_and_tool_turns_taken(client) -> None:
         )
     )
     assert error["param"] == "messages.0.content.1.type"
+
+
+@pytest.mark.integration
+def test_a_history_recorded_from_openai_is_taken_and_unknown_message_fields_refused(
+    client,
+) -> None:
+    # What the client's own answer object dumps: refusal, annotations, audio and
+    # function_call null (and annotations [] in newer answers).
+    answer = client.chat.completions.create(model=SIM_MODEL, messages=HELLO, max_tokens=2)
+    recorded = answer.choices[0].message.model_dump()
+    assert {"refusal", "audio", "function_call"} <= set(recorded)
+    history = [
+        *HELLO,
+        {**recorded, "annotations": []},
+        {
+            "role": "user",
+            "content": [{"type": "text", "text": "and?", "cache_control": {"type": "ephemeral"}}],
+        },
+    ]
+    again = client.chat.completions.create(model=SIM_MODEL, messages=history, max_tokens=2)
+    assert again.usage.completion_tokens == 2
+
+    for message, param, code in (
+        ({"role": "user", "content": "hi", "colour": "red"}, "colour", "unknown_parameter"),
+        ({"role": "assistant", "content": None, "refusal": "no"}, "refusal", "invalid_request"),
+        ({"role": "assistant", "content": "x", "annotations": [{}]}, "annotations", None),
+        ({"role": "user", "content": "hi", "name": "alice"}, "name", "unsupported_parameter"),
+    ):
+        error = _refused_param(
+            partial(client.chat.completions.create, model=SIM_MODEL, messages=[message])
+        )
+        assert error["param"] == f"messages.0.{param}", error
+        assert code is None or error["code"] == code, error
+    assert "role and text only" in error["message"]  # a name: why it is refused
+
+
+@pytest.mark.integration
+def test_null_and_spelled_out_defaults_ask_for_nothing(client) -> None:
+    # A client that passes None through sends null: each means the default.
+    nulls = dict.fromkeys(
+        ("temperature", "top_p", "n", "presence_penalty", "frequency_penalty", "logprobs")
+    )
+    chat = client.chat.completions.create(
+        model=SIM_MODEL,
+        messages=HELLO,
+        max_tokens=2,
+        stream=None,
+        parallel_tool_calls=None,
+        # OpenAI's platform parameters, at the values that use nothing of the platform.
+        store=False,
+        metadata=None,
+        service_tier="auto",
+        modalities=None,
+        response_format={"type": "text"},  # OpenAI's default behaviour
+        **nulls,
+    )
+    assert len(chat.choices) == 1 and chat.usage.completion_tokens == 2
+    completion = client.completions.create(
+        model=SIM_MODEL,
+        prompt="once",
+        max_tokens=2,
+        echo=None,
+        best_of=None,
+        stream=None,
+        **{name: None for name in ("temperature", "top_p", "n", "presence_penalty")},
+    )
+    assert completion.choices[0].text and completion.usage.completion_tokens == 2
+    # A value the client could mean as "no" but of another type is still refused.
+    error = _refused_param(
+        lambda: client.chat.completions.create(model=SIM_MODEL, messages=HELLO, store=0)
+    )
+    assert (error["param"], error["code"]) == ("store", "unsupported_parameter")
+
+
+@pytest.mark.integration
+def test_n_above_one_is_refused_by_name_as_unsupported(client) -> None:
+    for create, prompt in (
+        (client.chat.completions.create, {"messages": HELLO}),
+        (client.completions.create, {"prompt": "once"}),
+    ):
+        error = _refused_param(partial(create, model=SIM_MODEL, n=3, max_tokens=2, **prompt))
+        assert (error["param"], error["code"]) == ("n", "unsupported_parameter")
+
+
+@pytest.mark.integration
+def test_a_seed_beyond_64_bits_is_refused_naming_it(client) -> None:
+    for seed in (2**63, -(2**63) - 1, 2**80):
+        error = _refused_param(
+            partial(client.completions.create, model=SIM_MODEL, prompt="once", seed=seed)
+        )
+        assert (error["param"], error["code"]) == ("seed", "invalid_request"), error
+    for seed in (2**63 - 1, -(2**63)):
+        taken = client.completions.create(model=SIM_MODEL, prompt="once", max_tokens=2, seed=seed)
+        assert taken.usage.completion_tokens == 2
 
 
 @pytest.mark.integration

@@ -7,12 +7,20 @@ declared is refused as well (``extra="forbid"``), with a 400 that names it: as
 unsupported when it is an OpenAI parameter nothing here honours (``store``, ``audio``),
 as unknown otherwise (a typo). The official client sends only what its caller passed, so
 this refuses nothing it sends by itself. A value out of range (``temperature`` 5,
-``max_tokens`` 0, ``n`` 3) is a 400 with the field named, in OpenAI's error format.
+``max_tokens`` 0, ``seed`` beyond 64 bits) is a 400 with the field named, in OpenAI's
+error format. What asks for nothing is taken, as OpenAI takes it: null for the fields
+OpenAI lets be null (`NULL_MEANS_DEFAULT`: null is the default), and an unsupported
+parameter at a value that uses nothing (``store: false``, ``service_tier: "auto"``;
+`sllm.api.params.ASKS_NOTHING`).
 
 Chat messages take what vLLM takes: ``content`` as a string, as an array of text parts
 (``{"type": "text", "text": ...}``, joined; another part type is refused naming
 ``messages.i.content.j.type``) or null, assistant turns with ``tool_calls``, and ``tool``
-turns with ``tool_call_id``. `ChatMessage.text` renders one into prompt text.
+turns with ``tool_call_id``. `ChatMessage.text` renders one into prompt text. A history
+recorded from OpenAI is taken as it is: its messages' ``refusal``, ``annotations``,
+``audio`` and ``function_call`` at their empty values, and a text part's
+``cache_control``. Any other field inside a message is refused naming it
+(``messages.0.colour``), as is a message's ``name`` (`sllm.api.params.refusal`).
 
 Types are strict, as OpenAI's are: ``stream`` is a JSON boolean (not ``"yes"`` or 1),
 the counts are JSON integers (not 4.0, ``"4"`` or ``true``), ``temperature`` and
@@ -26,7 +34,9 @@ from __future__ import annotations
 import json
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+
+from sllm.api.params import NOT_SUPPORTED, asks_nothing
 
 # The longest completion one request may ask for; a bound so a typo cannot pin a slot.
 MAX_TOKENS_LIMIT = 32_768
@@ -38,6 +48,38 @@ PENALTY_LIMIT = 2.0
 CHAT_TOP_LOGPROBS_MAX = 20
 COMPLETION_LOGPROBS_MAX = 5
 BEST_OF_MAX = 20
+# OpenAI's most choices per request; above 1 is refused by name (the engines make one).
+N_MAX = 128
+# A seed fits a signed 64-bit integer, as vLLM's and OpenAI's do: torch's `manual_seed`
+# raises on a larger one, which would end a stream that had already started.
+SEED_MIN = -(2**63)
+SEED_MAX = 2**63 - 1
+
+# OpenAI lets these be null, and a client that passes None through sends exactly that:
+# null means the field's default (`_Request._null_means_default`).
+NULL_MEANS_DEFAULT = (
+    "stream",
+    "temperature",
+    "top_p",
+    "n",
+    "presence_penalty",
+    "frequency_penalty",
+    "logprobs",
+    "parallel_tool_calls",
+    "echo",
+    "best_of",
+)
+
+
+def _null_allowed(schema: dict[str, Any]) -> None:
+    """Say in the OpenAPI document that a `NULL_MEANS_DEFAULT` field takes null too, as
+    pydantic writes an optional field: the value's schema or null."""
+    value = {key: schema.pop(key) for key in list(schema) if key not in ("title", "default")}
+    schema["anyOf"] = [value, {"type": "null"}]
+
+
+# A field of `NULL_MEANS_DEFAULT`: declared with its type, documented as nullable.
+_NULLABLE = Field(json_schema_extra=_null_allowed)
 
 
 # Strict: a JSON value of the declared type only, never one coerced from another type;
@@ -55,24 +97,50 @@ class _Request(BaseModel):
     model_config = _STRICT
 
     model: str = Field(min_length=1, max_length=96)
-    stream: bool = False
+    stream: Annotated[bool, _NULLABLE] = False
     stream_options: StreamOptions | None = None
     max_tokens: int | None = Field(default=None, ge=1, le=MAX_TOKENS_LIMIT)
-    temperature: float = Field(default=1.0, ge=0.0, le=2.0, allow_inf_nan=False)
-    top_p: float = Field(default=1.0, gt=0.0, le=1.0, allow_inf_nan=False)
+    temperature: Annotated[float, _NULLABLE] = Field(
+        default=1.0, ge=0.0, le=2.0, allow_inf_nan=False
+    )
+    top_p: Annotated[float, _NULLABLE] = Field(default=1.0, gt=0.0, le=1.0, allow_inf_nan=False)
     stop: str | Annotated[list[str], Field(max_length=STOP_SEQUENCES_MAX)] | None = None
-    seed: int | None = None
-    n: int = Field(default=1, ge=1, le=1)
+    seed: int | None = Field(default=None, ge=SEED_MIN, le=SEED_MAX)
+    # Above 1 is refused by name unless an engine honours it (`sllm.api.params`).
+    n: Annotated[int, _NULLABLE] = Field(default=1, ge=1, le=N_MAX)
     user: str | None = None
     # Declared so that they are refused by name unless the model's engine honours them.
     top_k: int | None = Field(default=None, ge=-1)
-    presence_penalty: float = Field(
+    presence_penalty: Annotated[float, _NULLABLE] = Field(
         default=0.0, ge=-PENALTY_LIMIT, le=PENALTY_LIMIT, allow_inf_nan=False
     )
-    frequency_penalty: float = Field(
+    frequency_penalty: Annotated[float, _NULLABLE] = Field(
         default=0.0, ge=-PENALTY_LIMIT, le=PENALTY_LIMIT, allow_inf_nan=False
     )
     logit_bias: dict[str, int] | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _drop_what_asks_nothing(cls, data: Any) -> Any:
+        """Take an OpenAI parameter nothing here honours (`NOT_SUPPORTED`) when it is
+        given at a value that asks for nothing (``store: false``, ``metadata: null``):
+        a client that spells out the defaults is not refused. Any other value of it is
+        left for ``extra="forbid"`` to refuse by name."""
+        if not isinstance(data, dict):
+            return data
+        return {
+            name: value
+            for name, value in data.items()
+            if not (name in NOT_SUPPORTED and asks_nothing(name, value))
+        }
+
+    @field_validator(*NULL_MEANS_DEFAULT, mode="before", check_fields=False)
+    @classmethod
+    def _null_means_default(cls, value: Any, info: ValidationInfo) -> Any:
+        """Null, for a `NULL_MEANS_DEFAULT` field, is the field's default."""
+        if value is None and info.field_name is not None:
+            return cls.model_fields[info.field_name].default
+        return value
 
     @property
     def stop_sequences(self) -> tuple[str, ...]:
@@ -97,6 +165,9 @@ class TextPart(BaseModel):
 
     type: Literal["text"]
     text: str
+    # A prompt-cache hint (Anthropic's, passed on by proxies such as LiteLLM): it changes
+    # what a prompt costs, never what the answer says, so it is taken and not acted on.
+    cache_control: dict[str, Any] | None = None
 
 
 class FunctionCall(BaseModel):
@@ -117,18 +188,32 @@ class ToolCall(BaseModel):
 
 
 class ChatMessage(BaseModel):
+    """One turn. A field OpenAI does not define for a message is refused, naming it."""
+
     model_config = _STRICT
 
     role: Literal["system", "user", "assistant", "tool", "developer"]
     content: str | list[TextPart] | None = None
+    # A participant's name: declared so it is refused by name (`sllm.api.params.refusal`),
+    # as the engines here take a turn as role and text only.
     name: str | None = None
     tool_calls: list[ToolCall] | None = None  # assistant turns
     tool_call_id: str | None = None  # tool turns
+    # Fields of OpenAI's own assistant answers, so that a history recorded from OpenAI
+    # (``message.model_dump()``) can be sent back as it is. Taken at their empty values
+    # only, which say nothing: a refusal's text, citations or audio would be part of the
+    # turn, and are refused naming the field rather than dropped.
+    refusal: None = None
+    annotations: Annotated[list[dict[str, Any]], Field(max_length=0)] | None = None
+    audio: None = None
+    function_call: None = None  # deprecated, superseded by tool_calls
 
     @property
     def text(self) -> str:
-        """The turn as prompt text, as vLLM's chat template renders it: the content (parts
-        joined), then each tool call as JSON text."""
+        """The turn's text as this project hands it to an engine: the content (parts
+        joined), then each tool call as JSON text on a line of its own. (vLLM hands the
+        model's chat template the structured message instead; the engines here take role
+        and text, and the transformers engine gives those to the template.)"""
         content = self.content
         text = content if isinstance(content, str) else "".join(p.text for p in content or ())
         calls = [
@@ -141,12 +226,12 @@ class ChatMessage(BaseModel):
 class ChatCompletionRequest(_Request):
     messages: list[ChatMessage] = Field(min_length=1)
     max_completion_tokens: int | None = Field(default=None, ge=1, le=MAX_TOKENS_LIMIT)
-    logprobs: bool = False
+    logprobs: Annotated[bool, _NULLABLE] = False
     top_logprobs: int | None = Field(default=None, ge=0, le=CHAT_TOP_LOGPROBS_MAX)
     response_format: dict[str, Any] | None = None
     tools: list[dict[str, Any]] | None = None
     tool_choice: str | dict[str, Any] | None = None
-    parallel_tool_calls: bool = True
+    parallel_tool_calls: Annotated[bool, _NULLABLE] = True
 
     @property
     def output_tokens(self) -> int:
@@ -165,8 +250,8 @@ class CompletionRequest(_Request):
     # One prompt per request: a list of several would need a completion for each.
     prompt: str | Annotated[list[str], Field(min_length=1, max_length=1)]
     logprobs: int | None = Field(default=None, ge=0, le=COMPLETION_LOGPROBS_MAX)
-    echo: bool = False
-    best_of: int = Field(default=1, ge=1, le=BEST_OF_MAX)
+    echo: Annotated[bool, _NULLABLE] = False
+    best_of: Annotated[int, _NULLABLE] = Field(default=1, ge=1, le=BEST_OF_MAX)
     suffix: str | None = None
 
     @property
