@@ -260,8 +260,8 @@ def test_is_containerized(mode: str, expected: bool) -> None:
 
 def test_get_coordinator_address() -> None:
     assert Settings.from_env({}).get_coordinator_address() == ("central-coordinator", 9000)
-    s = Settings.from_env({"COORDINATOR_HOST": "10.0.0.5"}, {"coordinator_port": 9999})
-    assert s.get_coordinator_address() == ("10.0.0.5", 9999)
+    s = Settings.from_env({"COORDINATOR_HOST": "127.0.0.5"}, {"coordinator_port": 9999})
+    assert s.get_coordinator_address() == ("127.0.0.5", 9999)
 
 
 def test_secret_never_shown() -> None:

@@ -75,10 +75,10 @@ def test_json_holds_unserializable_values_and_tracebacks() -> None:
         raise ValueError("boom")
     except ValueError:
         log.exception(
-            "decode_failed", extra={"fields": {"peer": ("10.0.0.1", 9000), "obj": object()}}
+            "decode_failed", extra={"fields": {"peer": ("127.0.0.9", 9000), "obj": object()}}
         )
     record = json.loads(out.getvalue())
-    assert record["peer"] == ["10.0.0.1", 9000]
+    assert record["peer"] == ["127.0.0.9", 9000]
     assert record["obj"].startswith("<object")
     assert "ValueError: boom" in record["exc"]
 
@@ -93,12 +93,12 @@ def test_text_format_includes_fields() -> None:
         model="llama-7b",
         seconds=1.5,
         reason="cold start",
-        peer=("10.0.0.1", 9000),
+        peer=("127.0.0.9", 9000),
     )
     line = out.getvalue().rstrip("\n")
     assert "\n" not in line
     assert " INFO sllm.worker model_loaded " in line
-    assert line.endswith('model=llama-7b seconds=1.5 reason="cold start" peer=["10.0.0.1",9000]')
+    assert line.endswith('model=llama-7b seconds=1.5 reason="cold start" peer=["127.0.0.9",9000]')
     assert line.split(" ", 1)[0].endswith("Z")  # UTC timestamp first
 
 

@@ -456,7 +456,7 @@ def test_kubernetes_scrape_config_keeps_the_http_ports_of_sllm_pods() -> None:
         for container in template["spec"]["containers"]:
             for port in container["ports"]:
                 meta = {
-                    "__address__": f"10.0.0.1:{port['containerPort']}",
+                    "__address__": f"127.0.0.9:{port['containerPort']}",
                     "__meta_kubernetes_pod_container_port_name": port["name"],
                     "__meta_kubernetes_pod_label_app": template["metadata"]["labels"]["app"],
                     "__meta_kubernetes_pod_name": f"{workload['metadata']['name']}-0",
@@ -470,9 +470,9 @@ def test_kubernetes_scrape_config_keeps_the_http_ports_of_sllm_pods() -> None:
                 if target is not None:
                     kept.append((target["app"], target["__address__"], target["__metrics_path__"]))
     assert sorted(kept) == [
-        ("central-coordinator", "10.0.0.1:8080", "/metrics"),
-        ("node", "10.0.0.1:8080", "/metrics"),
-        ("worker", "10.0.0.1:8081", "/metrics"),
+        ("central-coordinator", "127.0.0.9:8080", "/metrics"),
+        ("node", "127.0.0.9:8080", "/metrics"),
+        ("worker", "127.0.0.9:8081", "/metrics"),
     ]
 
 

@@ -176,7 +176,7 @@ def big_page() -> ClusterStateResponse:
     workers = tuple(
         WorkerSummary(
             worker_id=f"{i}-" + "w" * 120,
-            host="10.0.0.1",
+            host="127.0.0.1",
             port=8000,
             models=long_model_names(4),
             queue_depth=i,
