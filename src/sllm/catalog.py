@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sllm.engines.registry import ENGINES, UnknownEngine, engine_class
+from sllm.engines.registry import DEFAULT_ENGINE, ENGINES, UnknownEngine, engine_class
 from sllm.workload.catalog import ModelSpec, default_catalog
 
 # Enough for every demo and test workload: 64 = the 11 base sizes and their fine-tunes.
@@ -69,7 +69,7 @@ class CatalogModel:
     name: str
     params_b: float
     size_bytes: int
-    engine: str = "sim"
+    engine: str = DEFAULT_ENGINE
     source: str = ""
     files: tuple[CheckpointFile, ...] = ()
     options: Mapping[str, Any] = field(default_factory=dict)
@@ -132,7 +132,7 @@ def _parse_model(entry: object, where: str, problems: list[str]) -> CatalogModel
         problems.append(
             f"{where}.name: expected a model name (letters, digits, ._/-), got {name!r}"
         )
-    engine = entry.get("engine", "sim")
+    engine = entry.get("engine", DEFAULT_ENGINE)
     registered = isinstance(engine, str) and engine in ENGINES
     if not registered:
         problems.append(f"{where}.engine: {UnknownEngine(str(name), str(engine))}")

@@ -27,10 +27,11 @@ from fastapi import APIRouter, FastAPI
 from fastapi.openapi.utils import get_openapi
 
 from sllm.api.credential import worker_http_key
-from sllm.api.gateway import DEFAULT_ENGINE, CompletionLane, Gateway, GatewayConfig
+from sllm.api.gateway import CompletionLane, Gateway, GatewayConfig
 from sllm.api.request_id import RequestIdMiddleware
 from sllm.api.worker_client import WorkerClient
 from sllm.catalog import CatalogModel
+from sllm.engines.registry import DEFAULT_ENGINE
 from sllm.wire import ScheduleRequest, ScheduleResponse
 
 if TYPE_CHECKING:

@@ -93,7 +93,7 @@ from sllm.api.schemas import (
     ModelList,
 )
 from sllm.api.worker_client import UpstreamResponse, WorkerClient
-from sllm.engines.registry import engine_class
+from sllm.engines.registry import DEFAULT_ENGINE, engine_class
 from sllm.logs import log_event
 from sllm.wire import ScheduleRequest, ScheduleResponse
 
@@ -112,8 +112,6 @@ CHARS_PER_TOKEN = 4
 Place = Callable[[ScheduleRequest], ScheduleResponse]
 # The engine of a model the catalog has, by name (`sllm.catalog.CatalogModel.engine`).
 EngineOf = Callable[[str], str]
-# A catalog entry that names no engine runs on this one (the catalog's own default).
-DEFAULT_ENGINE = "sim"
 
 
 @dataclass(frozen=True, slots=True)

@@ -21,6 +21,9 @@ from sllm.engines.base import Engine, EngineContext
 if TYPE_CHECKING:
     from sllm.catalog import CatalogModel
 
+# What a catalog entry that names no engine runs on.
+DEFAULT_ENGINE = "sim"
+
 ENGINES: dict[str, str] = {
     "sim": "sllm.engines.sim:SimEngine",
     "transformers": "sllm.engines.transformers_engine:Transformers",

@@ -46,6 +46,7 @@ from sllm.logs import log_event
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
 
+    from sllm.api.gateway import Gateway
     from sllm.api.observer import FrontDoorObserver
     from sllm.core.view import ClusterView
     from sllm.runtime.coordinator import CoordinatorServer
@@ -247,12 +248,20 @@ async def start_coordinator_http(
         gateway = install_front_door(
             app, server.core, server.log_notices, api_keys, cluster_secret=server.codec.secret
         )
-        if observers:
-            gateway.observer = observers[0]
-        server.front_door = gateway
-        return gateway.client.close
+        return _front_door_of(server, gateway, observers)
 
     return await start_http(server.name, host, port, readiness, register, routes, limits=limits)
+
+
+def _front_door_of(
+    server: CoordinatorServer | NodeServer, gateway: Gateway, observers: list[FrontDoorObserver]
+) -> Callable[[], Awaitable[None]]:
+    """Make `gateway` the front door of `server`, observed by the metrics made with the
+    registry (before the routes); return what closes it."""
+    if observers:
+        gateway.observer = observers[0]
+    server.front_door = gateway
+    return gateway.client.close
 
 
 def _require_credential(app: Any, secret: bytes | None, prefix: str) -> None:
@@ -353,10 +362,7 @@ async def start_node_http(
             upstream_prefix=WORKER_PREFIX,
             cluster_secret=server.codec.secret,
         )
-        if observers:
-            gateway.observer = observers[0]
-        server.front_door = gateway
-        return gateway.client.close
+        return _front_door_of(server, gateway, observers)
 
     return await start_http(
         server.name, host, port, readiness, register, routes, also_on, limits=limits
