@@ -19,6 +19,7 @@ from typing import Any
 from sllm import __version__
 from sllm.catalog import CatalogError, CatalogModel, catalog_for
 from sllm.config import ConfigError, Settings, load_settings
+from sllm.core.admission import Admission
 from sllm.core.cost import CostModel
 from sllm.core.membership import GossipConfig
 from sllm.core.node import NodeConfig, ProbingConfig
@@ -116,6 +117,16 @@ def _http_limits(settings: Settings) -> HttpLimits:
     )
 
 
+def _admission(settings: Settings, capacity: int) -> Admission:
+    """Who may join a table of at most `capacity` workers or members (MAX_WORKERS or
+    MAX_MEMBERS), at NEW_IDENTITY_RATE and NEW_IDENTITY_BURST per source address."""
+    return Admission(
+        capacity=capacity,
+        per_source_per_s=settings.new_identity_rate,
+        per_source_burst=settings.new_identity_burst,
+    )
+
+
 def _verbose(args: argparse.Namespace) -> str | None:
     return "DEBUG" if args.verbose else None
 
@@ -170,7 +181,7 @@ def run_coordinator(args: argparse.Namespace) -> int:
         http_port=settings.http_port,
         api_keys=settings.api_keys,
         http_limits=_http_limits(settings),
-        admission=settings.admission(settings.max_workers),
+        admission=_admission(settings, settings.max_workers),
     )
     return run_service(server)
 
@@ -374,7 +385,7 @@ def run_node(args: argparse.Namespace) -> int:
         http_port=settings.worker_http_port,
         api_keys=settings.api_keys,
         http_limits=_http_limits(settings),
-        admission=settings.admission(settings.max_members),
+        admission=_admission(settings, settings.max_members),
     )
     return run_service(server)
 

@@ -115,7 +115,6 @@ from sllm.core.admission import (
     MAX_WORKERS_DEFAULT,
     NEW_IDENTITY_BURST_DEFAULT,
     NEW_IDENTITY_RATE_DEFAULT,
-    Admission,
 )
 from sllm.core.placement import policy_names as placement_policy_names
 from sllm.logs import FORMATS as LOG_FORMATS
@@ -568,15 +567,6 @@ class Settings:
     def is_containerized(self) -> bool:
         """True in docker and kubernetes mode."""
         return self.deployment_mode in CONTAINER_MODES
-
-    def admission(self, capacity: int) -> Admission:
-        """Who may join a table of at most `capacity` workers or members (MAX_WORKERS or
-        MAX_MEMBERS), at NEW_IDENTITY_RATE and NEW_IDENTITY_BURST per source address."""
-        return Admission(
-            capacity=capacity,
-            per_source_per_s=self.new_identity_rate,
-            per_source_burst=self.new_identity_burst,
-        )
 
 
 _DEFAULTS: dict[str, object] = {f.name: f.default for f in fields(Settings)}
