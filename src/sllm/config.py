@@ -288,6 +288,11 @@ HTTP_BODY_TIMEOUT_S = 60.0
 # worker: 4096 clients use about 8200 descriptors, far under a container's usual
 # ``ulimit -n`` (1048576), and cover a front door over 50 workers of 8 slots and a queue of 64.
 HTTP_MAX_CONNECTIONS = 4096
+# Not a setting (and not KEEP_ALIVE, which is for models): every listener closes an idle
+# kept-alive connection after this long (uvicorn's default, named), and the front door's
+# client to workers (`sllm.api.worker_client.IDLE_TIMEOUT_S`) drops its idle ones before.
+# Here, below both the runtime that serves and the API that connects, so both read it.
+HTTP_KEEP_ALIVE_S = 5
 
 # A node contacts every seed while it knows no peer; a few per zone is plenty.
 SEED_NODES_MAX = 64

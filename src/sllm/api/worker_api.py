@@ -24,14 +24,15 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import AsyncIterator, Collection
-from typing import Protocol, get_args
+from collections.abc import AsyncIterator
+from typing import get_args
 
 from fastapi import APIRouter, Request
 from fastapi.responses import StreamingResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from sllm.api import credential, sse
+from sllm.api.backend import Generation, GenerationBackend
 from sllm.api.body import read_body
 from sllm.api.credential import RefusalReason
 from sllm.api.disconnect import ClientGone, unless_disconnected
@@ -40,7 +41,6 @@ from sllm.api.request_id import CLIENT_HEADER, accepted, header_of, request_id_i
 from sllm.api.schemas import ChatCompletionRequest, CompletionRequest
 from sllm.engines.base import GenerationParams
 from sllm.logs import log_event
-from sllm.runtime.generation import Generation
 from sllm.wire.codec import RejectCounter
 
 log = logging.getLogger("sllm.http")
@@ -63,20 +63,6 @@ class _GenerationResponse(StreamingResponse):
             await super().__call__(scope, receive, send)
         finally:
             self.generation.close()
-
-
-class GenerationBackend(Protocol):
-    def model_names(self) -> Collection[str]: ...
-
-    async def start(
-        self,
-        request_id: str,
-        model: str,
-        prompt: str | list[dict[str, str]],
-        params: GenerationParams,
-    ) -> Generation:
-        """Admit and start the request; raises `ApiError` when this worker cannot take it."""
-        ...
 
 
 def params_of(body: ChatCompletionRequest | CompletionRequest) -> GenerationParams:

@@ -17,8 +17,8 @@ Theory of operation:
 - **The pool** keeps at most `max_keepalive_connections` idle connections in all; one more
   is closed when it is finished. An idle connection is used only while it is younger than
   `IDLE_TIMEOUT_S`, so the pool never hands out one the worker is closing at that moment
-  (uvicorn closes idle connections after `KEEP_ALIVE_S`). One the worker closed is dropped
-  from the pool when that is noticed.
+  (uvicorn closes idle connections after `sllm.config.HTTP_KEEP_ALIVE_S`). One the worker
+  closed is dropped from the pool when that is noticed.
 - **Reads** are pushed: the protocol buffers what the parser decodes (chunked transfer
   undone) and wakes the reader. Past `READ_BUFFER_BYTES` unread, it pauses reading from
   the worker until the front door has sent it on, so a slow client cannot make the front
@@ -43,7 +43,7 @@ import httptools
 
 from sllm.api import credential
 from sllm.api.request_id import CLIENT_HEADER
-from sllm.runtime.http import KEEP_ALIVE_S
+from sllm.config import HTTP_KEEP_ALIVE_S
 
 # Connections to workers: established quickly or not at all (the worker is then tried
 # elsewhere); reads are bounded by the gateway's own first-byte and between-event timeouts.
@@ -52,7 +52,7 @@ CONNECT_TIMEOUT_S = 3.0
 MAX_KEEPALIVE_CONNECTIONS = 256
 # An idle connection is dropped before the worker's server would close it, so the pool
 # never hands out one the worker is closing at that moment.
-IDLE_TIMEOUT_S = KEEP_ALIVE_S - 1.0
+IDLE_TIMEOUT_S = HTTP_KEEP_ALIVE_S - 1.0
 # Unread bytes of one answer past which reading from the worker pauses.
 READ_BUFFER_BYTES = 64 * 1024
 

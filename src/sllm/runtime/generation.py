@@ -17,8 +17,8 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Collection, Mapping
-from dataclasses import dataclass
 
+from sllm.api.backend import Generation
 from sllm.api.errors import ApiError
 from sllm.catalog import CatalogModel
 from sllm.core.worker import Action, Finished, StartRequest, WorkerState
@@ -33,21 +33,9 @@ REJECTIONS = {
 }
 
 
-@dataclass(slots=True)
-class Generation:
-    """An admitted, running request: its prompt size, its stream of deltas, and `close`.
-
-    `close` ends the request as cancelled unless the stream already finished it; it may be
-    called any number of times.
-    """
-
-    prompt_tokens: int
-    deltas: AsyncIterator[Delta]
-    close: Callable[[], None]
-
-
 class HttpRequests:
-    """The worker's `GenerationBackend`: HTTP requests through the state machine."""
+    """The worker's `sllm.api.backend.GenerationBackend`: HTTP requests through the state
+    machine."""
 
     def __init__(
         self,

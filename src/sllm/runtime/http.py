@@ -76,6 +76,7 @@ from prometheus_client.exposition import choose_encoder
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from sllm.api.errors import ApiError, install_error_handlers
+from sllm.config import HTTP_KEEP_ALIVE_S
 from sllm.logs import log_event
 from sllm.runtime.monitoring import DEFAULT_HTTP_LIMITS, HttpLimits, Readiness
 from sllm.wire.codec import RejectCounter
@@ -91,9 +92,6 @@ GRACEFUL_SHUTDOWN_S = 1
 STOP_TIMEOUT_S = 1.5
 # Pending connections the kernel queues before uvicorn accepts them (uvicorn's default).
 BACKLOG = 2048
-# An idle kept-alive connection is closed after this long (uvicorn's default, named: the
-# front door's client drops its idle connections to workers before this).
-KEEP_ALIVE_S = 5
 # uvicorn's HTTP parser: httptools (in C; `guarded_protocol` extends its protocol), which
 # the serve extra installs and the front door's client to workers needs too; without it
 # HTTP is off (`HTTP_MODULES`).
@@ -433,7 +431,7 @@ class HttpListener:
             # No WebSocket routes: an Upgrade request is answered as plain HTTP, and a
             # connection never leaves the guarded protocol (which counts it until it ends).
             ws="none",
-            timeout_keep_alive=KEEP_ALIVE_S,
+            timeout_keep_alive=HTTP_KEEP_ALIVE_S,
             timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
         )
         config.load()  # here rather than in `serve`, to log the parser it chose
