@@ -144,7 +144,8 @@ def outside_core_allowance(imports: list[Import]) -> list[Import]:
 
 
 def _listing(found: list[Import]) -> str:
-    return "\n  ".join(str(i) for i in found)
+    """One line for each import, for an assertion's message."""
+    return "".join(f"\n  {i}" for i in found)
 
 
 def test_every_package_has_a_place_in_the_order() -> None:
@@ -154,16 +155,14 @@ def test_every_package_has_a_place_in_the_order() -> None:
 
 def test_no_package_imports_one_above_it() -> None:
     found = upward(all_imports())
-    assert not found, (
-        f"{len(found)} imports point up the layer order {' < '.join(LAYERS)}:\n  " + _listing(found)
-    )
+    order = " < ".join(LAYERS)
+    assert not found, f"{len(found)} imports point up the layer order {order}:{_listing(found)}"
 
 
 def test_the_core_imports_only_wire_and_records() -> None:
     found = outside_core_allowance(all_imports())
-    assert not found, f"the core may import only {sorted(CORE_MAY_IMPORT)} of ours:\n  " + _listing(
-        found
-    )
+    allowed = sorted(CORE_MAY_IMPORT)
+    assert not found, f"the core may import only {allowed} of ours:{_listing(found)}"
 
 
 # -- the checker checks -------------------------------------------------------------------

@@ -21,11 +21,14 @@ A catalog file is JSON (``.json``) or TOML (``.toml``) with a list of models::
       { path = "config.json", size = 612, sha256 = "cd34..." },
     ]
 
-An ``engine`` must be in the registry of engines (`sllm.engines.registry`); a model of an
-engine that needs checkpoints (transformers) must name its source and files. A model's
-size is the sum of its files (or ``size_bytes`` for a sim model with no
-files). `sllm make-test-model DIR` writes such an entry for the tiny test model.
-Every problem in a file is reported at once, in one `CatalogError`.
+An ``engine`` must be registered, and a model of an engine that needs checkpoints
+(transformers) must name its source and files. The catalog is plain data below the
+engines (`tests/test_layering.py`), so a file is checked against the rules of engines it
+is handed (`EngineRules`; the services hand it the registry,
+`sllm.engines.registry.REGISTERED`). A model's size is the sum of its files (or
+``size_bytes`` for a sim model with no files). `sllm make-test-model DIR` writes such an
+entry for the tiny test model. Every problem in a file is reported at once, in one
+`CatalogError`.
 """
 
 from __future__ import annotations
@@ -36,15 +39,25 @@ import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
-from sllm.engines.registry import DEFAULT_ENGINE, ENGINES, UnknownEngine, engine_class
 from sllm.workload.catalog import ModelSpec, default_catalog
 
 # Enough for every demo and test workload: 64 = the 11 base sizes and their fine-tunes.
 SERVED_MODELS = 64
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,95}$")
+# What a catalog entry that names no engine runs on.
+DEFAULT_ENGINE = "sim"
+
+
+class EngineRules(Protocol):
+    """What checking a catalog file asks of the engines (`sllm.engines.registry.REGISTERED`)."""
+
+    def needs_checkpoint(self, engine: str, *, model: str) -> bool:
+        """Whether `engine` loads a checkpoint (so `model` must name its source and files);
+        raises ValueError, naming `model` and `engine`, for an engine not registered."""
+        ...
 
 
 class CatalogError(ValueError):
@@ -84,13 +97,15 @@ def _simulated(spec: ModelSpec) -> CatalogModel:
     return CatalogModel(spec.name, spec.params_b, spec.size_bytes)
 
 
-def catalog_for(path: str | None) -> dict[str, CatalogModel]:
-    """The catalog a process serves: the file at `path`, or the default one."""
-    return load_catalog(path) if path else served_catalog()
+def catalog_for(path: str | None, *, engines: EngineRules) -> dict[str, CatalogModel]:
+    """The catalog a process serves: the file at `path`, its models' engines checked
+    against `engines`, or the default one."""
+    return load_catalog(path, engines=engines) if path else served_catalog()
 
 
-def load_catalog(path: str | Path) -> dict[str, CatalogModel]:
-    """Read and check a JSON or TOML catalog file; raises CatalogError listing all problems."""
+def load_catalog(path: str | Path, *, engines: EngineRules) -> dict[str, CatalogModel]:
+    """Read a JSON or TOML catalog file and check it, its models' engines against `engines`;
+    raises CatalogError listing all problems."""
     name = str(path)
     try:
         text = Path(path).read_text(encoding="utf-8")
@@ -108,7 +123,7 @@ def load_catalog(path: str | Path) -> dict[str, CatalogModel]:
     if not isinstance(entries, list) or not entries:
         raise CatalogError(name, ["expected a non-empty list 'models'"])
     for index, entry in enumerate(entries):
-        model = _parse_model(entry, f"models[{index}]", problems)
+        model = _parse_model(entry, f"models[{index}]", problems, engines)
         if model is None:
             continue
         if model.name in models:
@@ -119,7 +134,9 @@ def load_catalog(path: str | Path) -> dict[str, CatalogModel]:
     return models
 
 
-def _parse_model(entry: object, where: str, problems: list[str]) -> CatalogModel | None:
+def _parse_model(
+    entry: object, where: str, problems: list[str], engines: EngineRules
+) -> CatalogModel | None:
     if not isinstance(entry, dict):
         problems.append(f"{where}: expected a table/object")
         return None
@@ -133,9 +150,14 @@ def _parse_model(entry: object, where: str, problems: list[str]) -> CatalogModel
             f"{where}.name: expected a model name (letters, digits, ._/-), got {name!r}"
         )
     engine = entry.get("engine", DEFAULT_ENGINE)
-    registered = isinstance(engine, str) and engine in ENGINES
-    if not registered:
-        problems.append(f"{where}.engine: {UnknownEngine(str(name), str(engine))}")
+    needs_checkpoint = False
+    if not isinstance(engine, str):
+        problems.append(f"{where}.engine: expected an engine's name, got {engine!r}")
+    else:
+        try:
+            needs_checkpoint = engines.needs_checkpoint(engine, model=str(name))
+        except ValueError as error:  # not registered
+            problems.append(f"{where}.engine: {error}")
     source = entry.get("source", "")
     if not isinstance(source, str):
         problems.append(f"{where}.source: expected a directory or URL string")
@@ -153,7 +175,7 @@ def _parse_model(entry: object, where: str, problems: list[str]) -> CatalogModel
     params = entry.get("params_b", size / 2e9 if size_ok else 1.0)
     if isinstance(params, bool) or not isinstance(params, int | float) or params <= 0:
         problems.append(f"{where}.params_b: expected a positive number, got {params!r}")
-    if registered and engine_class(engine).needs_checkpoint and (not source or not files):
+    if needs_checkpoint and (not source or not files):
         problems.append(f"{where}: a {engine} model needs a source and its files")
     if len(problems) > before:
         return None

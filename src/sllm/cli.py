@@ -26,6 +26,7 @@ from sllm.core.node import NodeConfig, ProbingConfig
 from sllm.core.placement import policy_names
 from sllm.core.tiers import Tier
 from sllm.core.worker import WorkerResources
+from sllm.engines.registry import REGISTERED
 from sllm.experiments import suite as experiment_suite
 from sllm.logs import configure_logging
 from sllm.runtime.client import get_cluster_state, get_node_state, render_gossip, render_table
@@ -82,7 +83,7 @@ def _codec(settings: Settings) -> Codec:
 def _catalog(settings: Settings) -> dict[str, CatalogModel]:
     """The served catalog, or exit 2 with every problem of the catalog file."""
     try:
-        return catalog_for(settings.model_catalog)
+        return catalog_for(settings.model_catalog, engines=REGISTERED)
     except CatalogError as error:
         print(f"sllm: {error}", file=sys.stderr)
         raise SystemExit(EXIT_CONFIG) from None

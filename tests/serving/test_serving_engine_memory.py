@@ -28,6 +28,7 @@ from sllm.core.worker import (
     WorkerState,
 )
 from sllm.engines.base import GenerationParams
+from sllm.engines.registry import REGISTERED
 from sllm.engines.testmodel import make_test_model
 from sllm.engines.transformers_engine import TransformersEngine
 from sllm.store import ModelStore
@@ -42,7 +43,7 @@ KEEP_ALIVE_S = 5.0
 def catalog(tmp_path_factory: pytest.TempPathFactory) -> dict[str, CatalogModel]:
     directory = tmp_path_factory.mktemp("tiny-model")
     make_test_model(directory)
-    return load_catalog(directory / "catalog.json")
+    return load_catalog(directory / "catalog.json", engines=REGISTERED)
 
 
 class RealWorker:

@@ -34,7 +34,7 @@ from sllm.engines.base import (
     Prompt,
     prompt_text,
 )
-from sllm.engines.registry import UnknownEngine, engine_class, engine_names
+from sllm.engines.registry import REGISTERED, UnknownEngine, engine_class, engine_names
 from sllm.runtime.udp import Endpoint
 from sllm.runtime.worker import WorkerServer
 from sllm.wire import Codec
@@ -144,7 +144,7 @@ def _catalog_file(tmp_path: Path, engine: str) -> Path:
 
 def test_an_unknown_engine_is_a_catalog_error_naming_the_model(tmp_path: Path) -> None:
     with pytest.raises(CatalogError) as raised:
-        load_catalog(_catalog_file(tmp_path, "vllm"))
+        load_catalog(_catalog_file(tmp_path, "vllm"), engines=REGISTERED)
     [problem] = raised.value.problems
     assert "'my-model'" in problem and "'vllm'" in problem
 
@@ -152,8 +152,36 @@ def test_an_unknown_engine_is_a_catalog_error_naming_the_model(tmp_path: Path) -
 def test_a_registered_engine_is_accepted_by_the_catalog(
     tmp_path: Path, fixed_words_registered: str
 ) -> None:
-    catalog = load_catalog(_catalog_file(tmp_path, fixed_words_registered))
+    catalog = load_catalog(_catalog_file(tmp_path, fixed_words_registered), engines=REGISTERED)
     assert catalog["my-model"].engine == fixed_words_registered
+
+
+class OnlyRealEngine:
+    """Rules of engines that know one engine, "real", which needs a checkpoint."""
+
+    def needs_checkpoint(self, engine: str, *, model: str) -> bool:
+        if engine != "real":
+            raise ValueError(f"{model} asks for {engine}, unknown here")
+        return True
+
+
+def test_a_catalog_is_checked_against_the_engines_it_is_handed(tmp_path: Path) -> None:
+    """The catalog imports no engine: what is registered, and what needs a checkpoint,
+    comes from the rules it is given (the services give it the registry)."""
+    path = tmp_path / "catalog.json"
+    models = [
+        {"name": "a", "engine": "sim", "size_bytes": 10},  # registered, but not here
+        {"name": "b", "engine": "real", "size_bytes": 10},  # no source nor files
+        {"name": "c", "engine": 7, "size_bytes": 10},
+    ]
+    path.write_text(json.dumps({"models": models}), encoding="utf-8")
+    with pytest.raises(CatalogError) as raised:
+        load_catalog(path, engines=OnlyRealEngine())
+    assert raised.value.problems == [
+        "models[0].engine: a asks for sim, unknown here",
+        "models[1]: a real model needs a source and its files",
+        "models[2].engine: expected an engine's name, got 7",
+    ]
 
 
 @pytest.mark.parametrize("command", ["worker", "coordinator"])

@@ -26,6 +26,7 @@ from sllm.catalog import CatalogError, CatalogModel, CheckpointFile, load_catalo
 from sllm.core.cost import CostModel
 from sllm.core.tiers import Tier
 from sllm.core.worker import Evict, WorkerResources, WorkerState
+from sllm.engines.registry import REGISTERED
 from sllm.store import COMPLETE_MARKER, ModelStore, StoreError
 from sllm.wire import InferenceRequest
 
@@ -284,7 +285,7 @@ name = "sim-model"
 size_bytes = 2_000_000_000
 """,
     )
-    catalog = load_catalog(path)
+    catalog = load_catalog(path, engines=REGISTERED)
     assert catalog["fake-model"] == dataclasses.replace(model, options={"dtype": "float32"})
     assert catalog["sim-model"].engine == "sim"
     assert catalog["sim-model"].params_b == 1.0  # 2 bytes a parameter unless given
@@ -309,7 +310,7 @@ BAD_MODELS = [
 def test_every_problem_of_a_json_catalog_is_listed_at_once(tmp_path) -> None:
     path = _write(tmp_path, "catalog.json", json.dumps({"models": BAD_MODELS}))
     with pytest.raises(CatalogError) as raised:
-        load_catalog(path)
+        load_catalog(path, engines=REGISTERED)
     problems = "\n".join(raised.value.problems)
     for expected in [
         "models[0].name",
@@ -345,7 +346,7 @@ engine = "vllm"
 """,
     )
     with pytest.raises(CatalogError) as raised:
-        load_catalog(path)
+        load_catalog(path, engines=REGISTERED)
     problems = raised.value.problems
     assert len(problems) == 3, problems
     assert any("models[1].name" in p for p in problems)
@@ -364,9 +365,9 @@ engine = "vllm"
 )
 def test_an_unreadable_catalog_says_why(tmp_path, name, text, expected) -> None:
     with pytest.raises(CatalogError, match=expected):
-        load_catalog(_write(tmp_path, name, text))
+        load_catalog(_write(tmp_path, name, text), engines=REGISTERED)
 
 
 def test_a_missing_catalog_file_says_so(tmp_path) -> None:
     with pytest.raises(CatalogError, match="cannot read"):
-        load_catalog(tmp_path / "absent.json")
+        load_catalog(tmp_path / "absent.json", engines=REGISTERED)

@@ -30,8 +30,7 @@ from sllm.api.credential import worker_http_key
 from sllm.api.gateway import CompletionLane, Gateway, GatewayConfig
 from sllm.api.request_id import RequestIdMiddleware
 from sllm.api.worker_client import WorkerClient
-from sllm.catalog import CatalogModel
-from sllm.engines.registry import DEFAULT_ENGINE
+from sllm.catalog import DEFAULT_ENGINE, CatalogModel
 from sllm.wire import ScheduleRequest, ScheduleResponse
 
 if TYPE_CHECKING:

@@ -93,7 +93,8 @@ from sllm.api.schemas import (
     ModelList,
 )
 from sllm.api.worker_client import UpstreamResponse, WorkerClient
-from sllm.engines.registry import DEFAULT_ENGINE, engine_class
+from sllm.catalog import DEFAULT_ENGINE
+from sllm.engines.registry import engine_class
 from sllm.logs import log_event
 from sllm.wire import ScheduleRequest, ScheduleResponse
 

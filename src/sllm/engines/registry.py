@@ -21,9 +21,6 @@ from sllm.engines.base import Engine, EngineContext
 if TYPE_CHECKING:
     from sllm.catalog import CatalogModel
 
-# What a catalog entry that names no engine runs on.
-DEFAULT_ENGINE = "sim"
-
 ENGINES: dict[str, str] = {
     "sim": "sllm.engines.sim:SimEngine",
     "transformers": "sllm.engines.transformers_engine:Transformers",
@@ -66,6 +63,17 @@ def engines_for(models: Iterable[CatalogModel]) -> dict[str, type[Engine]]:
         if model.engine not in classes:
             classes[model.engine] = engine_class(model.engine, model=model.name)
     return classes
+
+
+class Registered:
+    """The registry, as a catalog file is checked against it (`sllm.catalog.EngineRules`):
+    the catalog sits below the engines and is handed this rather than importing it."""
+
+    def needs_checkpoint(self, engine: str, *, model: str) -> bool:
+        return engine_class(engine, model=model).needs_checkpoint
+
+
+REGISTERED = Registered()
 
 
 def build_engines(classes: Mapping[str, type[Engine]], context: EngineContext) -> dict[str, Engine]:
