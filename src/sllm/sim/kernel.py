@@ -55,6 +55,11 @@ T = TypeVar("T")
 
 Event = tuple[float, int, Callable[[Any], None], Any]
 
+# `run_until_true` checks its predicate this often by default (virtual seconds): a quarter
+# of a gossip round (0.2 s), fine enough to time what gossip does, coarse enough that
+# checking a predicate over a whole cluster costs little next to the events between.
+DEFAULT_STEP_S = 0.05
+
 
 class Kernel:
     """The clock and the pending events of one simulation."""
@@ -97,6 +102,24 @@ class Kernel:
     def after_period(self, callback: Callable[[T], None], argument: T) -> None:
         """Run ``callback(argument)`` `period_s` from now, in the lane (see the module)."""
         self.lane.append((self.now + self.period_s, next(self.sequence), callback, argument))
+
+    def run_for(self, seconds: float, check: Callable[[], None] | None = None) -> int:
+        """`run` for `seconds` from now."""
+        return self.run(self.now + seconds, check)
+
+    def run_until_true(
+        self, predicate: Callable[[], bool], timeout: float, step: float = DEFAULT_STEP_S
+    ) -> float | None:
+        """Run in `step`s until `predicate()` holds; the virtual seconds it took, or None
+        when `timeout` seconds pass first (for tests and benchmarks that wait on a state)."""
+        if not step > 0.0:
+            raise ValueError(f"the step must be > 0 seconds, not {step!r}")
+        start = self.now
+        while not predicate():
+            if self.now - start >= timeout:
+                return None
+            self.run(self.now + step)
+        return self.now - start
 
     def next_time(self) -> float | None:
         """When the next event is due, or None when nothing is pending."""
