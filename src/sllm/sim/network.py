@@ -36,10 +36,16 @@ worker report, which is what its size mostly depends on) and charges every later
 that shape the mean of those samples. What still varies within a shape is the printed
 length of numbers (``0.0`` against ``0.123456789``) and ids; the sim test suite measures the
 estimate against exact encoding of every message of a run (within 3%). With a cluster secret
-each datagram also carries `SIGNED_OVERHEAD_BYTES`. A message the codec would refuse as
-oversized is charged `MAX_DATAGRAM_BYTES` and counted in `Sizer.oversized` (the live runtime
-would shrink it first; with the shipped catalogs no report comes close: 24 models is about
-820 bytes).
+each datagram is signed too (`sllm.wire.codec.SIGNED_OVERHEAD_BYTES` more). ``Sizer(exact=True)`` encodes
+every datagram (slow; for gossip tests and for measuring the estimate).
+
+**Shrink-to-fit.** An encoded message over the datagram cap is shrunk exactly as the live
+endpoint shrinks it (`sllm.wire.fit.encode_to_fit`), and the shrunk message is what
+arrives; one with nothing left to drop is not sent (the live endpoint logs it and sends
+nothing). Both count in `Sizer.oversized`, the second also in `Sizer.unsendable`. Only
+encoded messages are checked: past a shape's samples a message is charged the mean and
+delivered as it is (with the shipped catalogs no report comes close: 24 models is about 820
+bytes, and gossip messages fill themselves to a budget below the cap).
 
 **Instant delivery.** A sender may ask for a datagram to arrive the moment it is sent
 (``send(..., transit=False)``): it is sized, counted, lost and cut by partitions exactly
@@ -69,8 +75,8 @@ from math import exp, inf
 from statistics import NormalDist
 
 from sllm.sim.kernel import Kernel
-from sllm.wire import MAX_DATAGRAM_BYTES, Codec, EncodeError, Message
-from sllm.wire.codec import SIGNED_OVERHEAD_BYTES
+from sllm.wire import Codec, EncodeError, Message
+from sllm.wire.fit import encode_to_fit
 from sllm.wire.messages import (
     ClusterStateRequest,
     ClusterStateResponse,
@@ -93,6 +99,8 @@ JITTER_STRATA = 1 << JITTER_BITS
 # Exact encodings per message shape before the mean stands in for the rest: enough to
 # cover the spread of number lengths, few enough to cost nothing over a run.
 SIZE_SAMPLES = 32
+# The sizer signs with this when the cluster has a secret: any secret gives the same length.
+SIZING_SECRET = b"sizing"
 
 CONTROL = 0
 DATA = 1
@@ -155,17 +163,21 @@ class Sizer:
     def __init__(
         self, signed: bool = False, samples: int = SIZE_SAMPLES, exact: bool = False
     ) -> None:
-        self._codec = Codec()
-        self._overhead = SIGNED_OVERHEAD_BYTES if signed else 0
+        self._codec = Codec(SIZING_SECRET if signed else None)
         # `exact`: encode every message (slow; for measuring the estimate).
         self._samples = inf if exact else samples
         self._by_type: dict[type[Message], Shape] = {}
         self._by_report_models: dict[int, Shape] = {}
         self._sampled_bytes: dict[Shape, int] = {}
-        self.oversized = 0
+        self.oversized = 0  # messages over the cap: shrunk to fit, or not sent at all
+        self.unsendable = 0  # of those, the ones with nothing left to drop
+        # Set by `shape` when the message was over the cap: `fitted` is what travels
+        # instead (None: nothing does). The network reads and clears `refitted`.
+        self.refitted = False
+        self.fitted: Message | None = None
 
     def shape(self, message: Message) -> Shape:
-        """The message's shape, with this message counted and charged."""
+        """The message's shape, with this message counted and charged (see `refitted`)."""
         if isinstance(message, WorkerReport):
             models = len(message.models)
             shape = self._by_report_models.get(models)
@@ -178,6 +190,8 @@ class Sizer:
                 shape = self._by_type[cls] = Shape(cls.TYPE, PLANE_OF.get(cls, CONTROL))
         if shape.samples < self._samples:  # always, when every message is encoded
             size = self._encoded_size(message)
+            if self.refitted and self.fitted is None:
+                return shape  # not sent: nothing to charge
             total = self._sampled_bytes.get(shape, 0) + size
             self._sampled_bytes[shape] = total
             shape.samples += 1
@@ -190,13 +204,20 @@ class Sizer:
         return shape
 
     def _encoded_size(self, message: Message) -> int:
+        """The datagram's size, shrunk to fit as the live endpoint would (`refitted`)."""
         try:
-            return len(self._codec.encode(message, 0.0, 0)) + self._overhead
+            fitted, data = encode_to_fit(self._codec, message, 0.0, 0)
         except EncodeError as error:
             if error.reason != "oversized":
                 raise
             self.oversized += 1
-            return MAX_DATAGRAM_BYTES
+            self.unsendable += 1
+            self.refitted, self.fitted = True, None
+            return 0
+        if fitted is not message:
+            self.oversized += 1
+            self.refitted, self.fitted = True, fitted
+        return len(data)
 
     def shapes(self) -> list[Shape]:
         return [*self._by_type.values(), *self._by_report_models.values()]
@@ -337,7 +358,14 @@ class Network:
         With `transit` False it arrives at once, inside this call, if it arrives at all
         (see "Instant delivery" in the module docstring); a duplicate still travels.
         """
-        shape = self.sizer.shape(message)
+        sizer = self.sizer
+        shape = sizer.shape(message)
+        if sizer.refitted:  # over the cap: the live endpoint sends this instead, or nothing
+            sizer.refitted = False
+            fitted = sizer.fitted
+            if fitted is None:
+                return
+            message = fitted
         plane = shape.plane
         size = shape.last
         counts = self._nodes[source].counts
@@ -398,4 +426,5 @@ class Network:
             "unroutable": self.unroutable,
             "duplicated": self.duplicated,
             "oversized": self.sizer.oversized,
+            "unsendable": self.sizer.unsendable,
         }
