@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import random
 from statistics import NormalDist, fmean
+from typing import Any
 
 import pytest
 
@@ -287,3 +288,42 @@ async def test_the_network_shrinks_what_the_live_endpoint_shrinks(eventually) ->
     # What is charged is the shrunk datagram, signed, byte for byte.
     charged = net.node("a").sent_bytes[CONTROL]
     assert charged == sum(len(Codec(FIT_SECRET).encode(m, 0.0, 0)) for m in live)
+
+
+def test_counters_are_named_per_plane() -> None:
+    kernel, net, _ = network()
+    net.send("a", "b", request(1))
+    net.send("a", "b", InferenceRequest("r1", "llama-3.2-1b", 100, 10))
+    net.send("a", "b", InferenceRequest("r2", "llama-3.2-1b", 100, 10))
+    kernel.run(1.0)
+    control, data = net.node("a").planes
+    assert (control.sent_messages, data.sent_messages) == (1, 2)
+    received = net.node("b").planes
+    assert [plane.received_messages for plane in received] == [1, 2]
+    assert [plane.received_bytes for plane in received] == [control.sent_bytes, data.sent_bytes]
+
+
+def test_datagrams_in_transit_go_through_the_kernels_soon() -> None:
+    """The network schedules through the kernel's methods, never its queues."""
+
+    class Watched(Kernel):
+        def __init__(self) -> None:
+            super().__init__()
+            self.soon_calls = 0
+
+        def soon(self, delay: float, callback: Any, argument: Any) -> None:
+            self.soon_calls += 1
+            super().soon(delay, callback, argument)
+
+    kernel = Watched()
+    net = Network(kernel, random.Random(1), LinkModel())
+    inbox: list[Message] = []
+    net.attach("a", lambda message, source: None)
+    net.attach("b", lambda message, source: inbox.append(message))
+    for index in range(5):
+        net.send("a", "b", request(index))
+    net.send("a", "b", request(5), transit=False)  # arrives inside the call
+    assert len(inbox) == 1
+    assert kernel.soon_calls == 5 == len(kernel)
+    kernel.run(1.0)
+    assert len(inbox) == 6
