@@ -1,8 +1,9 @@
-"""Pure membership tests: SWIM + Lifeguard on the in-memory network with a virtual clock.
+"""Pure membership tests: SWIM + Lifeguard on the simulator's kernel and network.
 
-Every datagram is encoded by a signed codec on its way (the network fails the run on an
-oversized one), so these tests also hold the protocol to the 1,400-byte cap. No test
-sleeps: the network runs virtual time until a condition holds or a deadline passes.
+Memberships are hosted by `sllm.sim.participants`. Every datagram is encoded by the real
+codec with the signed envelope on its way (exact byte counts), and the network counts any
+message over the 1,400-byte cap, so these tests also hold the protocol to the cap. No test
+sleeps: the kernel runs virtual time until a condition holds or a deadline passes.
 """
 
 from __future__ import annotations
@@ -20,7 +21,8 @@ from sllm.core.membership import (
     MemberState,
     encoded_size,
 )
-from sllm.core.testing import InMemoryNetwork, membership_cluster, node_address, node_id
+from sllm.sim.network import LinkModel
+from sllm.sim.participants import Participants, member_address, member_id, membership_cluster
 from sllm.wire import (
     Codec,
     GossipAck,
@@ -34,10 +36,14 @@ from sllm.wire.codec import MAX_DATAGRAM_BYTES
 
 SECRET = b"gossip-tests-secret"
 CONFIG = GossipConfig()  # T = 1 s, probe timeout 0.5 s, alpha 4, beta 6
+# One-way delay 0.5 ms plus a log-normal queueing delay of median 0.7 ms (p99 about 2.7 ms).
+LAN = LinkModel(latency_s=0.0005, jitter_s=0.0007)
 
 
-def network(seed: int = 1, **kwargs: Any) -> InMemoryNetwork:
-    return InMemoryNetwork(random.Random(seed), codec=Codec(SECRET), **kwargs)
+def network(seed: int = 1, **link: Any) -> Participants:
+    """Participants on a LAN link (`link` overrides its fields), signed, bytes exact."""
+    fields = {"latency_s": LAN.latency_s, "jitter_s": LAN.jitter_s, **link}
+    return Participants(seed=seed, link=LinkModel(**fields), signed=True)
 
 
 def converged(nodes: list[Membership], count: int | None = None) -> bool:
@@ -182,12 +188,12 @@ def test_suspicion_timer_shrinks_with_independent_confirmations() -> None:
 
 
 def test_nodes_join_through_a_seed_under_loss_delay_and_duplication() -> None:
-    net = network(latency_s=(0.001, 0.2), loss=0.1, duplicate=0.1)
+    net = network(latency_s=0.001, jitter_s=0.05, loss=0.1, duplicate=0.1)
     nodes = membership_cluster(net, 12, CONFIG, seed=2, bootstrap=False)
     took = net.run_until_true(lambda: converged(nodes), timeout=120.0, step=0.5)
     assert took is not None, [node.live_count for node in nodes]
-    assert net.stats.lost > 0
-    assert net.stats.duplicated > 0
+    assert net.network.lost > 0
+    assert net.network.duplicated > 0
 
 
 def test_a_crashed_node_is_declared_dead_by_every_live_node_within_the_bound() -> None:
@@ -208,7 +214,7 @@ def test_a_crashed_node_is_declared_dead_by_every_live_node_within_the_bound() -
 
 
 def test_detection_still_completes_under_heavy_loss() -> None:
-    net = network(seed=4, loss=0.2, latency_s=(0.001, 0.05))
+    net = network(seed=4, loss=0.2, latency_s=0.001, jitter_s=0.012)
     nodes = membership_cluster(net, 12, CONFIG, seed=4)
     net.run_for(5.0)
     victim, others = nodes[0], nodes[1:]
@@ -364,7 +370,7 @@ def test_dead_members_are_forgotten_after_the_retention() -> None:
 
 def test_the_same_seed_gives_the_same_run() -> None:
     def run() -> list[tuple[int, int, int]]:
-        net = network(seed=12, loss=0.1, latency_s=(0.001, 0.1), duplicate=0.05)
+        net = network(seed=12, loss=0.1, latency_s=0.001, jitter_s=0.025, duplicate=0.05)
         nodes = membership_cluster(net, 8, CONFIG, seed=12, bootstrap=False)
         net.run_for(20.0)
         net.crash(nodes[3].address)
@@ -381,26 +387,29 @@ def test_every_message_fits_the_cap_with_long_ids_and_many_changes() -> None:
     net = network(seed=13)
     long_ids = [f"{'x' * 100}-{i:04d}" for i in range(30)]
     nodes = [
-        Membership(name, node_address(i), random.Random(i), 0.0, CONFIG, seeds=[node_address(0)])
+        Membership(
+            name, member_address(i), random.Random(i), 0.0, CONFIG, seeds=[member_address(0)]
+        )
         for i, name in enumerate(long_ids)
     ]
     for node in nodes:
         net.add(node.address, node)
-    # The codec in the network raises on any datagram over MAX_DATAGRAM_BYTES.
+    # The network encodes every datagram and counts any over MAX_DATAGRAM_BYTES.
     assert net.run_until_true(lambda: converged(nodes), timeout=300.0, step=1.0) is not None
     for victim in nodes[24:]:
         net.crash(victim.address)
     net.run_for(40.0)
+    assert net.network.sizer.oversized == 0
 
 
 def test_a_sync_is_one_datagram_whatever_the_cluster_size() -> None:
     me = lone("n0000")
-    me.bootstrap(((node_id(i), node_address(i)) for i in range(1, 5000)), 0.0)
-    sync = me._sync(("10.0.0.2", 1), node_id(7), reply=False)
+    me.bootstrap(((member_id(i), member_address(i)) for i in range(1, 5000)), 0.0)
+    sync = me._sync(("127.0.0.2", 1), member_id(7), reply=False)
     assert isinstance(sync.message, GossipSync)
     data = Codec(SECRET).encode(sync.message, 0.0, 1)
     assert len(data) <= MAX_DATAGRAM_BYTES
-    assert sync.message.members[0].node_id == node_id(7)  # the peer's entry leads
+    assert sync.message.members[0].node_id == member_id(7)  # the peer's entry leads
     assert len(sync.message.members) >= 10
     assert encoded_size(sync.message.members[0]) < 100
 
@@ -412,9 +421,9 @@ def test_per_node_bandwidth_does_not_grow_with_the_cluster() -> None:
         nodes = membership_cluster(net, count, CONFIG, seed=14)
         net.run_for(2.0)
         net.send(nodes[0].address, nodes[0].leave(net.now))  # something to gossip
-        start = {a: t.bytes_sent for a, t in net.stats.traffic.items()}
+        start = net.bytes_sent()
         net.run_for(20.0)
-        sent = sum(t.bytes_sent - start.get(a, 0) for a, t in net.stats.traffic.items())
+        sent = sum(sent - start[address] for address, sent in net.bytes_sent().items())
         rates[count] = sent / count / 20.0
     assert rates[96] < 2.0 * rates[16], rates
 

@@ -1,28 +1,35 @@
-"""Pure decentralized-node tests: worker + gossip + local scheduler on the in-memory network.
+"""Decentralized-node tests: worker + gossip + local scheduler in the decentralized simulator.
 
-Nodes run the sim engine on the virtual clock (`NodeHost`), so requests really occupy
-slots and reports really change. Every datagram goes through a codec on its way.
+Each test builds a `DecentralizedCluster` and runs it (`run`); what a test does during the
+run it schedules at workload times (`cluster.at`), as probes. Nodes run the sim engine on
+the virtual clock, so requests really occupy slots and reports really change, and every
+datagram is encoded by the real codec (`exact_bytes`): none may be over the cap.
+
+The test's own client is a name on the cluster's network (`Probe`): nodes answer it like
+any client. Node-level state is read through the cluster's `nodes` (each `.name` and
+`.node`, the core `Node`) and its `network`.
 """
 
 from __future__ import annotations
 
 import random
+from collections.abc import Callable, Sequence
 
 import pytest
 
 from sllm.catalog import served_catalog
 from sllm.core.coordinator import Coordinator
 from sllm.core.cost import CostModel
-from sllm.core.membership import GossipConfig, MemberState, Send
+from sllm.core.membership import GossipConfig, MemberState
 from sllm.core.node import GOSSIP_REPORT_MAX_MODELS, Node, NodeConfig, ProbingConfig, trim_report
-from sllm.core.testing import ClientHost, InMemoryNetwork, NodeHost, node_address, node_id
 from sllm.core.tiers import Tier
 from sllm.core.worker import WorkerResources, prestaged
-from sllm.engines.sim import SimEngine
+from sllm.sim.cluster import ClusterConfig, SimResult, worker_name
+from sllm.sim.decentralized import DecentralizedCluster
+from sllm.sim.faults import KILL_WORKER, PARTITION, Fault
 from sllm.wire import (
     ClusterStateRequest,
     ClusterStateResponse,
-    Codec,
     GossipPush,
     InferenceRequest,
     LoadProbe,
@@ -30,16 +37,21 @@ from sllm.wire import (
     MemberStateRequest,
     MemberStateResponse,
     MemberUpdate,
+    Message,
     ScheduleRequest,
     ScheduleResponse,
 )
 from sllm.wire.messages import STATE_PAGE_MAX_WORKERS
+from sllm.workload import Arrival
 
 CATALOG = served_catalog()
 COST = CostModel()
 MODEL = "llama-3.2-1b"
 RESOURCES = WorkerResources(slots=2, queue_capacity=16)
-CLIENT = ("127.0.0.200", 5000)
+PROBE = "probe"  # the test's own client on the network
+# Every view holds every node's report within this many seconds of the start (a report a
+# node missed comes with the next anti-entropy sync, every 5 s).
+READY_S = 30.0
 
 
 def make_cluster(
@@ -47,250 +59,374 @@ def make_cluster(
     seed: int = 1,
     probing: int = 0,
     policy: str = "least-loaded",
-    loss: float = 0.0,
     gossip: GossipConfig | None = None,
-) -> tuple[InMemoryNetwork, list[NodeHost]]:
-    net = InMemoryNetwork(random.Random(seed), codec=Codec(b"node-tests"), loss=loss)
-    config = NodeConfig(
+) -> DecentralizedCluster:
+    config = ClusterConfig(
+        workers=count,
+        seed=seed,
+        policy=policy,
+        resources=RESOURCES,
+        prestage=Tier.HOST,
+        exact_bytes=True,
+    )
+    node_config = NodeConfig(
         policy=policy,
         probing=ProbingConfig(candidates=probing),
         gossip=gossip or GossipConfig(),
     )
-    hosts = []
-    for i in range(count):
-        node = Node(
-            node_id(i),
-            node_address(i),
-            CATALOG,
-            COST,
-            random.Random(seed * 1000 + i),
-            net.now,
-            config,
-            RESOURCES,
-            seeds=[node_address(0)],
-            preloaded=prestaged(CATALOG, RESOURCES, Tier.HOST),
-        )
-        host = NodeHost(node, SimEngine(CATALOG, COST))
-        hosts.append(host)
-        net.add(node.address, host)
-    return net, hosts
+    return DecentralizedCluster(config, node_config)
 
 
-def views_complete(hosts: list[NodeHost]) -> bool:
-    expected = {host.node.node_id for host in hosts}
+def run(
+    cluster: DecentralizedCluster,
+    duration_s: float,
+    faults: Sequence[Fault] = (),
+    arrivals: Sequence[Arrival] = (),
+) -> SimResult:
+    """Run the cluster; every datagram it sent fitted the cap."""
+    result = cluster.run(arrivals, duration_s, faults)
+    assert result.report["simulation"]["network"]["datagrams"]["oversized"] == 0
+    return result
+
+
+def core(cluster: DecentralizedCluster, index: int) -> Node:
+    node = cluster.nodes[index].node
+    assert node is not None, "the node is down"
+    return node
+
+
+def live_cores(cluster: DecentralizedCluster) -> list[Node]:
+    return [host.node for host in cluster.nodes if host.node is not None]
+
+
+def views_complete(cluster: DecentralizedCluster, nodes: Sequence[Node] | None = None) -> bool:
+    """Every node in `nodes` (default: every live one) holds a report from each of them."""
+    nodes = live_cores(cluster) if nodes is None else nodes
+    expected = {node.node_id for node in nodes}
     return all(
-        {entry.worker_id for entry in host.node.scheduler.view.entries()} == expected
-        for host in hosts
+        {entry.worker_id for entry in node.scheduler.view.entries()} == expected for node in nodes
     )
 
 
-class Recorder:
-    """A client host that only records what it receives."""
+def watch(
+    cluster: DecentralizedCluster,
+    predicate: Callable[[], bool],
+    *,
+    from_s: float,
+    step_s: float = 0.05,
+    then: Callable[[], None] | None = None,
+) -> list[float]:
+    """Check `predicate` every `step_s` from workload time `from_s` until it holds; the
+    returned list gets the workload time it first held, and `then` runs at that moment."""
+    seen: list[float] = []
 
-    def __init__(self) -> None:
-        self.received: list[object] = []
+    def look(_: None) -> None:
+        if predicate():
+            seen.append(cluster.now)
+            if then is not None:
+                then()
+        else:
+            cluster.at(cluster.now + step_s, look)
 
-    def handle(self, message: object, sender: object, now: float) -> list[Send]:
-        self.received.append(message)
-        return []
-
-    def tick(self, now: float) -> list[Send]:
-        return []
-
-    def next_deadline(self) -> float | None:
-        return None
+    cluster.at(from_s, look)
+    return seen
 
 
-def ask(net: InMemoryNetwork, host: NodeHost, message: object, recorder: Recorder) -> object:
-    """Send `message` from the client to `host` and run until the reply is in."""
-    before = len(recorder.received)
-    net.send(CLIENT, [Send(host.node.address, message)])  # type: ignore[arg-type]
-    assert net.run_until_true(lambda: len(recorder.received) > before, timeout=5.0, step=0.01)
-    return recorder.received[-1]
+def once_ready(
+    cluster: DecentralizedCluster, then: Callable[[], None], timeout_s: float = READY_S
+) -> list[float]:
+    """Run `then` as soon as every view is complete (checked every 0.05 s from the start,
+    for `timeout_s`); the returned list gets that workload time, if it came."""
+    ready: list[float] = []
+
+    def go() -> None:
+        if views_complete(cluster):
+            ready.append(cluster.now)
+            then()
+
+    watch(
+        cluster,
+        lambda: views_complete(cluster) or cluster.now + cluster.t0 > timeout_s,
+        from_s=-cluster.t0,
+        then=go,
+    )
+    return ready
+
+
+def later(cluster: DecentralizedCluster, seconds: float, action: Callable[[], None]) -> None:
+    """Run `action` `seconds` from now."""
+    cluster.at(cluster.now + seconds, lambda _: action())
+
+
+class Probe:
+    """The test's client: sends from its own network name and records every answer;
+    ``then`` callbacks continue a conversation when the reply to a request comes in."""
+
+    def __init__(self, cluster: DecentralizedCluster) -> None:
+        self.cluster = cluster
+        self.received: list[tuple[float, Message]] = []
+        self._then: dict[str, Callable[[Message], None]] = {}
+        cluster.network.attach(PROBE, self._receive)
+
+    def send(self, index: int, message: Message) -> None:
+        self.cluster.network.send(PROBE, self.cluster.nodes[index].name, message)
+
+    def ask(self, index: int, message: Message, then: Callable[[Message], None]) -> None:
+        self._then[str(getattr(message, "request_id"))] = then  # noqa: B009
+        self.send(index, message)
+
+    def replies(self, kind: type[Message]) -> list[Message]:
+        return [message for _, message in self.received if isinstance(message, kind)]
+
+    def _receive(self, message: Message, source: str) -> None:
+        self.received.append((self.cluster.now, message))
+        then = self._then.pop(str(getattr(message, "request_id", "")), None)
+        if then is not None:
+            then(message)
 
 
 def test_every_view_learns_every_worker_by_gossip() -> None:
-    net, hosts = make_cluster(12)
-    took = net.run_until_true(lambda: views_complete(hosts), timeout=30.0, step=0.2)
-    assert took is not None and took < 10.0
+    cluster = make_cluster(12)
+    took = watch(cluster, lambda: views_complete(cluster), from_s=-cluster.t0, step_s=0.2)
+    run(cluster, 10.0)
+    assert took, "views never complete"
+    assert took[0] + cluster.t0 < 10.0  # seconds since the nodes started
 
 
 def test_any_node_places_with_the_coordinators_policy_over_its_view() -> None:
-    net, hosts = make_cluster(6, policy="startup-aware")
-    recorder = Recorder()
-    net.add(CLIENT, recorder)
-    assert net.run_until_true(lambda: views_complete(hosts), timeout=30.0)
-    # Put load on one worker; its next reports gossip it.
-    for i in range(4):
-        busy = InferenceRequest(f"busy-{i}", MODEL, 64, 4000)
-        net.send(CLIENT, [Send(hosts[1].node.address, busy)])
-    net.run_for(3.0)
-    scheduler = hosts[4].node
-    # A coordinator fed the very reports this node holds must decide the same way.
-    reference = Coordinator(
-        "startup-aware", CATALOG, COST, 60.0, random.Random(0), started_at=net.now
-    )
-    for entry in scheduler.scheduler.view.entries():
-        reference.view.apply_report(entry.report, net.now)
-    expected = reference.place(ScheduleRequest("ref", MODEL, 0, 128, 16), net.now)
-    decision = ask(net, hosts[4], ScheduleRequest("r1", MODEL, 0, 128, 16), recorder)
+    cluster = make_cluster(6, policy="startup-aware")
+    probe = Probe(cluster)
+    expected: list[str] = []
+
+    def load_one_worker() -> None:  # its next reports gossip the load
+        for i in range(4):
+            probe.send(1, InferenceRequest(f"busy-{i}", MODEL, 64, 4000))
+        later(cluster, 3.0, ask_node_four)
+
+    def ask_node_four() -> None:
+        # A coordinator fed the very reports this node holds must decide the same way.
+        node = core(cluster, 4)
+        now = cluster.kernel.now
+        reference = Coordinator(
+            "startup-aware", cluster.catalog, COST, 60.0, random.Random(0), started_at=now
+        )
+        for entry in node.scheduler.view.entries():
+            reference.view.apply_report(entry.report, now)
+        expected.append(reference.place(ScheduleRequest("ref", MODEL, 0, 128, 16), now).worker_id)
+        probe.send(4, ScheduleRequest("r1", MODEL, 0, 128, 16))
+
+    ready = once_ready(cluster, load_one_worker)
+    run(cluster, READY_S + 5.0)
+    assert ready
+    [decision] = probe.replies(ScheduleResponse)
     assert isinstance(decision, ScheduleResponse)
     assert decision.action != "reject"
-    assert decision.worker_id == expected.worker_id
-    chosen = next(h for h in hosts if h.node.node_id == decision.worker_id)
-    assert (decision.host, decision.port) == chosen.node.address
+    assert [decision.worker_id] == expected
+    chosen = next(host for host in cluster.nodes if host.name == decision.worker_id)
+    assert (decision.host, decision.port) == chosen.address
 
 
 def test_requests_run_where_nodes_place_them() -> None:
-    net, hosts = make_cluster(5)
-    assert net.run_until_true(lambda: views_complete(hosts), timeout=30.0)
-    requests = [(net.now + 0.1 * i, InferenceRequest(f"q{i}", MODEL, 128, 32)) for i in range(40)]
-    client = ClientHost(random.Random(3), lambda: [h.node.address for h in hosts], requests)
-    net.add(CLIENT, client)
-    assert net.run_until_true(
-        lambda: len(client.outcomes) == 40 and all(o.done for o in client.outcomes.values()),
-        timeout=60.0,
-        step=0.2,
-    )
-    assert all(o.ok for o in client.outcomes.values())
-    assert len({o.worker_id for o in client.outcomes.values()}) >= 3  # spread out
+    cluster = make_cluster(5)
+    ready = watch(cluster, lambda: views_complete(cluster), from_s=-cluster.t0)
+    first = READY_S - cluster.t0  # the views are complete by the first request
+    arrivals = [Arrival(first + 0.1 * i, MODEL, 128, 32) for i in range(40)]
+    outcomes = run(cluster, first + 5.0, arrivals=arrivals).outcomes
+    assert ready and ready[0] < first
+    assert len(outcomes) == 40
+    assert all(outcome.ok for outcome in outcomes)
+    assert len({outcome.worker_id for outcome in outcomes}) >= 3  # spread out
 
 
 def test_a_dead_member_leaves_every_view_when_membership_says_so() -> None:
-    net, hosts = make_cluster(8)
-    assert net.run_until_true(lambda: views_complete(hosts), timeout=30.0)
-    victim = hosts[3]
-    net.crash(victim.node.address)
-    others = [h for h in hosts if h is not victim]
-    bound = others[0].node.config.gossip.detection_bound(8)
+    cluster = make_cluster(8)
+    victim = cluster.nodes[3].name
+    bound = cluster.detection_bound()
+    killed: list[float] = []
+    took: list[list[float]] = []
+    out_of_views: list[bool] = []
+    still_out: list[bool] = []
 
     def dead_everywhere() -> bool:
-        for host in others:
-            member = host.node.membership.get(victim.node.node_id)
+        for node in live_cores(cluster):
+            member = node.membership.get(victim)
             if member is None or member.state is not MemberState.DEAD:
                 return False
         return True
 
-    # A suspect is out of the views already (placement skips it); dead, it stays out.
-    took = net.run_until_true(dead_everywhere, timeout=bound, step=0.1)
-    assert took is not None
-    assert all(victim.node.node_id not in h.node.scheduler.view for h in others)
+    def kill() -> None:
+        killed.append(cluster.now)
+        cluster.apply(Fault(max(0.0, cluster.now), KILL_WORKER, (victim,)))
+        took.append(watch(cluster, dead_everywhere, from_s=cluster.now, step_s=0.1, then=dead))
+
+    def dead() -> None:
+        # A suspect is out of the views already (placement skips it); dead, it stays out.
+        out_of_views.append(all(victim not in node.scheduler.view for node in live_cores(cluster)))
+        later(cluster, 20.0, stays_out)
+
+    def stays_out() -> None:  # stale gossip about it does not put it back
+        still_out.append(all(victim not in node.scheduler.view for node in live_cores(cluster)))
+
+    ready = once_ready(cluster, kill)
+    run(cluster, READY_S + bound + 25.0)
+    assert ready
+    [[dead_at]] = took
+    assert dead_at - killed[0] <= bound
+    assert out_of_views == [True]
     # Long before the view's own report timeout (a backstop of 60 s).
-    assert took < others[0].node.config.report_stale_s
-    for host in others:
-        member = host.node.membership.get(victim.node.node_id)
+    assert dead_at - killed[0] < cluster.node_config.report_stale_s
+    assert still_out == [True]
+    others = live_cores(cluster)
+    assert len(others) == 7
+    for node in others:
+        member = node.membership.get(victim)
         assert member is not None and member.state is MemberState.DEAD
-    # And stale gossip about it does not put it back.
-    net.run_for(20.0)
-    assert all(victim.node.node_id not in h.node.scheduler.view for h in others)
 
 
 def test_a_graceful_leave_empties_the_views_at_once() -> None:
-    net, hosts = make_cluster(8)
-    assert net.run_until_true(lambda: views_complete(hosts), timeout=30.0)
-    leaver = hosts[2]
-    net.send(leaver.node.address, leaver.node.leave(net.now))
-    assert leaver.node.next_deadline() is None
-    others = [h for h in hosts if h is not leaver]
-    took = net.run_until_true(
-        lambda: all(leaver.node.node_id not in h.node.scheduler.view for h in others),
-        timeout=5.0,
-        step=0.05,
-    )
-    assert took is not None and took < 2.0
+    cluster = make_cluster(8)
+    leaver = cluster.nodes[2]
+    quiet: list[bool] = []
+    left: list[float] = []
+    gone: list[list[float]] = []
+
+    def leave() -> None:
+        node = core(cluster, 2)
+        left.append(cluster.now)
+        for send in node.leave(cluster.kernel.now):
+            cluster.network.send(leaver.name, send.to[0], send.message)
+        quiet.append(node.next_deadline() is None)
+        others = [core(cluster, i) for i in range(8) if i != 2]
+        gone.append(
+            watch(
+                cluster,
+                lambda: all(leaver.name not in node.scheduler.view for node in others),
+                from_s=cluster.now,
+            )
+        )
+
+    ready = once_ready(cluster, leave)
+    run(cluster, READY_S + 5.0)
+    assert ready and quiet == [True]
+    [[gone_at]] = gone
+    assert gone_at - left[0] < 2.0
 
 
 def test_a_leaving_node_places_nothing_on_itself_and_says_none_is_ready() -> None:
     """A node alone whose worker is stopping: its front door, still serving until the
     process stops, must not place on its own worker nor call that a full queue."""
-    net, hosts = make_cluster(1)
-    net.run_for(1.0)
-    node = hosts[0].node
-    placed = node.scheduler.place(ScheduleRequest("before", MODEL, 0, 10, 10), net.now)
-    assert placed.worker_id == node.node_id
-    node.leave(net.now)
-    refused = node.scheduler.place(ScheduleRequest("after", MODEL, 0, 10, 10), net.now)
-    assert (refused.action, refused.reason) == ("reject", "no_ready_workers")
+    cluster = make_cluster(1)
+    checked: list[bool] = []
+
+    def place_then_leave(_: None) -> None:
+        node = core(cluster, 0)
+        now = cluster.kernel.now
+        placed = node.scheduler.place(ScheduleRequest("before", MODEL, 0, 10, 10), now)
+        assert placed.worker_id == node.node_id
+        node.leave(now)
+        refused = node.scheduler.place(ScheduleRequest("after", MODEL, 0, 10, 10), now)
+        assert (refused.action, refused.reason) == ("reject", "no_ready_workers")
+        checked.append(True)
+
+    cluster.at(1.0 - cluster.t0, place_then_leave)  # a second after the node started
+    run(cluster, 0.0)
+    assert checked == [True]
 
 
 def test_probing_asks_candidates_then_decides_with_fresh_reports() -> None:
-    net, hosts = make_cluster(6, probing=2)
-    recorder = Recorder()
-    net.add(CLIENT, recorder)
-    assert net.run_until_true(lambda: views_complete(hosts), timeout=30.0)
-    scheduler = hosts[0].node
-    probes: list[tuple[object, object]] = []
-    net.drop_hook = lambda source, to, message: (
-        probes.append((to, message)) is None and False  # record, never drop
-    )
-    decision = ask(net, hosts[0], ScheduleRequest("p1", MODEL, 0, 64, 8), recorder)
+    cluster = make_cluster(6, probing=2)
+    probe = Probe(cluster)
+    ready = once_ready(cluster, lambda: probe.send(0, ScheduleRequest("p1", MODEL, 0, 64, 8)))
+    result = run(cluster, READY_S)
+    assert ready
+    [decision] = probe.replies(ScheduleResponse)
     assert isinstance(decision, ScheduleResponse) and decision.action != "reject"
-    sent = [message for _, message in probes if isinstance(message, LoadProbe)]
-    replies = [message for _, message in probes if isinstance(message, LoadProbeReply)]
-    assert 1 <= len(sent) <= 2
-    assert len(replies) == len(sent)
+    # The run's only decision is the only reason to probe: count the datagrams.
+    by_type = result.report["simulation"]["network"]["by_type"]
+    sent = by_type[LoadProbe.TYPE]["messages"]
+    assert 1 <= sent <= 2
+    assert by_type[LoadProbeReply.TYPE]["messages"] == sent
+    scheduler = core(cluster, 0)
     assert scheduler.probing.decisions == 1
     assert scheduler.probing.timed_out == 0
 
 
 def test_probing_decides_at_the_timeout_when_a_candidate_is_silent() -> None:
-    net, hosts = make_cluster(6, probing=3)
-    recorder = Recorder()
-    net.add(CLIENT, recorder)
-    assert net.run_until_true(lambda: views_complete(hosts), timeout=30.0)
-    net.drop_hook = lambda source, to, message: isinstance(message, LoadProbeReply)
-    started = net.now
-    decision = ask(net, hosts[0], ScheduleRequest("p2", MODEL, 0, 64, 8), recorder)
+    cluster = make_cluster(6, probing=3)
+    probe = Probe(cluster)
+    asked: list[float] = []
+
+    def isolate_then_ask() -> None:
+        # Node 0 and the client on one side: node 0's probes reach no candidate.
+        cluster.apply(Fault(max(0.0, cluster.now), PARTITION, (cluster.nodes[0].name, PROBE)))
+        asked.append(cluster.now)
+        probe.send(0, ScheduleRequest("p2", MODEL, 0, 64, 8))
+
+    ready = once_ready(cluster, isolate_then_ask)
+    run(cluster, READY_S)
+    assert ready
+    [(answered_at, decision)] = [
+        (at, message) for at, message in probe.received if isinstance(message, ScheduleResponse)
+    ]
     assert isinstance(decision, ScheduleResponse) and decision.action != "reject"
-    assert net.now - started >= ProbingConfig().timeout_s
-    assert hosts[0].node.probing.timed_out == 1
+    assert answered_at - asked[0] >= ProbingConfig().timeout_s
+    assert core(cluster, 0).probing.timed_out == 1
 
 
 def test_probing_reduces_queueing_when_views_are_stale() -> None:
     """A burst from many schedulers herds onto the same "least loaded" worker; probing
     spreads it. (The full measurement, with numbers, is `sllm bench gossip`.)"""
+    rng = random.Random(7)
+    arrivals = []
+    at = 0.0
+    for _ in range(600):
+        at += rng.expovariate(60.0)
+        arrivals.append(Arrival(at, MODEL, 256, 64))
     results = {}
     for probing in (0, 2):
-        net, hosts = make_cluster(10, seed=4, probing=probing)
-        assert net.run_until_true(lambda hosts=hosts: views_complete(hosts), timeout=30.0)
-        rng = random.Random(7)
-        requests = []
-        at = net.now
-        for i in range(600):
-            at += rng.expovariate(60.0)
-            requests.append((at, InferenceRequest(f"s{i}", MODEL, 256, 64)))
-        client = ClientHost(
-            random.Random(8), lambda hosts=hosts: [h.node.address for h in hosts], requests
-        )
-        net.add(CLIENT, client)
-        net.run_for(40.0)
-        done = [o for o in client.outcomes.values() if o.ok]
+        cluster = make_cluster(10, seed=4, probing=probing)
+        outcomes = run(cluster, 40.0, arrivals=arrivals).outcomes
+        done = [outcome for outcome in outcomes if outcome.ok]
         assert len(done) >= 550
-        results[probing] = sum(o.queue_s for o in done) / len(done)
+        results[probing] = sum(outcome.queue_s for outcome in done) / len(done)
     assert results[2] < results[0], results
 
 
 def test_member_state_pages_and_counts() -> None:
-    net, hosts = make_cluster(9)
-    recorder = Recorder()
-    net.add(CLIENT, recorder)
-    assert net.run_until_true(lambda: views_complete(hosts), timeout=30.0)
-    net.crash(hosts[8].node.address)
-    assert net.run_until_true(
-        lambda: all(not h.node.membership.is_live(node_id(8)) for h in hosts[:8]), timeout=60.0
-    )
+    cluster = make_cluster(9)
+    probe = Probe(cluster)
+    victim = cluster.nodes[8].name
     seen: list[str] = []
-    first = None
-    while True:
-        page = ask(net, hosts[0], MemberStateRequest(f"m{len(seen)}", len(seen), 6), recorder)
-        assert isinstance(page, MemberStateResponse)
-        first = first or page
-        seen.extend(member.node_id for member in page.members)
-        if not page.members:
-            break
-    assert seen == sorted(node_id(i) for i in range(9))
+    pages: list[MemberStateResponse] = []
+    states: list[Message] = []
+
+    def page(reply: Message | None = None) -> None:
+        if reply is not None:
+            assert isinstance(reply, MemberStateResponse)
+            pages.append(reply)
+            seen.extend(member.node_id for member in reply.members)
+            if not reply.members:
+                state = ClusterStateRequest("c1", 0, STATE_PAGE_MAX_WORKERS)
+                probe.ask(0, state, states.append)
+                return
+        probe.ask(0, MemberStateRequest(f"m{len(seen)}", len(seen), 6), page)
+
+    def kill() -> None:
+        cluster.apply(Fault(max(0.0, cluster.now), KILL_WORKER, (victim,)))
+        watch(
+            cluster,
+            lambda: all(not core(cluster, i).membership.is_live(victim) for i in range(8)),
+            from_s=cluster.now,
+            then=page,
+        )
+
+    ready = once_ready(cluster, kill)
+    run(cluster, READY_S + 60.0)
+    assert ready
+    assert seen == sorted(worker_name(i) for i in range(9))
+    first = pages[0]
     assert (first.alive, first.suspect, first.dead, first.left) == (8, 0, 1, 0)
-    state = ask(net, hosts[0], ClusterStateRequest("c1", 0, STATE_PAGE_MAX_WORKERS), recorder)
+    [state] = states
     assert isinstance(state, ClusterStateResponse)
     assert state.active_workers == 8
 
@@ -317,74 +453,123 @@ def test_node_configuration_is_checked() -> None:
 
 def test_a_member_wrongly_declared_dead_is_back_in_every_view_with_its_refutation() -> None:
     # Anti-entropy would repair the views within a sync interval; make that too slow to help.
-    net, hosts = make_cluster(8, gossip=GossipConfig(sync_interval_s=60.0))
-    assert net.run_until_true(lambda: views_complete(hosts), timeout=180.0, step=1.0)
-    victim = hosts[5].node
-    others = [h for h in hosts if h.node is not victim]
-    # Every other node declares it dead, as a long stall would make them: its report goes.
-    member = others[0].node.membership.get(victim.node_id)
-    assert member is not None
-    verdict = MemberUpdate(
-        victim.node_id, *victim.address, member.incarnation, int(MemberState.DEAD), "n0000"
-    )
-    for host in others:
-        host.node.membership.apply(verdict, net.now)
-    assert net.run_until_true(
-        lambda: all(victim.node_id not in h.node.scheduler.view for h in others),
-        timeout=2.0,
-        step=0.05,
-    )
+    cluster = make_cluster(8, gossip=GossipConfig(sync_interval_s=60.0))
+    victim = cluster.nodes[5].name
+    others = [i for i in range(8) if i != 5]
+    declared: list[float] = []
+    out: list[list[float]] = []
+    back: list[list[float]] = []
+
+    def declare_dead() -> None:
+        # Every other node declares it dead, as a long stall would make them: its report goes.
+        member = core(cluster, 0).membership.get(victim)
+        assert member is not None
+        host, port = cluster.nodes[5].address
+        verdict = MemberUpdate(
+            victim, host, port, member.incarnation, int(MemberState.DEAD), worker_name(0)
+        )
+        for i in others:
+            core(cluster, i).membership.apply(verdict, cluster.kernel.now)
+        declared.append(cluster.now)
+        out.append(
+            watch(
+                cluster,
+                lambda: all(victim not in core(cluster, i).scheduler.view for i in others),
+                from_s=cluster.now,
+                then=time_the_return,
+            )
+        )
+
+    def time_the_return() -> None:
+        back.append(watch(cluster, lambda: views_complete(cluster), from_s=cluster.now, step_s=0.1))
+
+    ready = once_ready(cluster, declare_dead, timeout_s=180.0)
+    run(cluster, 180.0 + 35.0)
+    assert ready
+    [[out_at]] = out
+    assert out_at - declared[0] <= 2.0
     # It refutes, and its unchanged report comes back with the refutation: no waiting for
     # the next refresh or sync.
-    took = net.run_until_true(lambda: views_complete(hosts), timeout=30.0, step=0.1)
-    assert victim.membership.counters.refuted >= 1
-    assert took is not None and took < 2.0
+    assert core(cluster, 5).membership.counters.refuted >= 1
+    [[back_at]] = back
+    assert back_at - out_at < 2.0
 
 
 def test_placement_skips_a_suspect_member_until_it_proves_alive() -> None:
-    net, hosts = make_cluster(6, gossip=GossipConfig(sync_interval_s=60.0))
-    recorder = Recorder()
-    net.add(CLIENT, recorder)
-    assert net.run_until_true(lambda: views_complete(hosts), timeout=30.0)
-    scheduler, suspect = hosts[0].node, hosts[3].node
-    member = scheduler.membership.get(suspect.node_id)
-    assert member is not None
-    rumour = MemberUpdate(
-        suspect.node_id, *suspect.address, member.incarnation, int(MemberState.SUSPECT), "n0001"
-    )
-    scheduler.membership.apply(rumour, net.now)
-    scheduler.tick(net.now)  # the notice reaches the view
-    assert scheduler.membership.get(suspect.node_id).state is MemberState.SUSPECT  # type: ignore[union-attr]
-    assert suspect.node_id not in scheduler.scheduler.view
-    decisions = [
-        ask(net, hosts[0], ScheduleRequest(f"s{i}", MODEL, 0, 128, 16), recorder) for i in range(12)
-    ]
+    cluster = make_cluster(6, gossip=GossipConfig(sync_interval_s=60.0))
+    probe = Probe(cluster)
+    suspect_name = cluster.nodes[3].name
+    decisions: list[Message] = []
+    back: list[list[float]] = []
+
+    def suspect_then_ask() -> None:
+        scheduler, suspect = core(cluster, 0), core(cluster, 3)
+        member = scheduler.membership.get(suspect_name)
+        assert member is not None
+        host, port = suspect.address
+        rumour = MemberUpdate(
+            suspect_name, host, port, member.incarnation, int(MemberState.SUSPECT), "worker-1"
+        )
+        scheduler.membership.apply(rumour, cluster.kernel.now)
+        scheduler.tick(cluster.kernel.now)  # the notice reaches the view
+        state = scheduler.membership.get(suspect_name)
+        assert state is not None and state.state is MemberState.SUSPECT
+        assert suspect_name not in scheduler.scheduler.view
+        ask_next()
+
+    def ask_next(reply: Message | None = None) -> None:
+        if reply is not None:
+            decisions.append(reply)
+        if len(decisions) < 12:
+            probe.ask(0, ScheduleRequest(f"s{len(decisions)}", MODEL, 0, 128, 16), ask_next)
+            return
+        # The suspect refutes; its report goes back into the view with the refutation.
+        back.append(
+            watch(
+                cluster, lambda: suspect_name in core(cluster, 0).scheduler.view, from_s=cluster.now
+            )
+        )
+        started.append(cluster.now)
+
+    started: list[float] = []
+    ready = once_ready(cluster, suspect_then_ask)
+    run(cluster, READY_S + 15.0)
+    assert ready
     chosen = {d.worker_id for d in decisions if isinstance(d, ScheduleResponse)}
-    assert len(chosen) >= 2 and suspect.node_id not in chosen
-    # The suspect refutes; its report goes back into the view with the refutation.
-    took = net.run_until_true(
-        lambda: suspect.node_id in scheduler.scheduler.view, timeout=10.0, step=0.05
-    )
-    assert took is not None
-    assert scheduler.membership.get(suspect.node_id).state is MemberState.ALIVE  # type: ignore[union-attr]
+    assert len(decisions) == 12
+    assert len(chosen) >= 2 and suspect_name not in chosen
+    [[back_at]] = back
+    assert back_at - started[0] <= 10.0
+    state = core(cluster, 0).membership.get(suspect_name)
+    assert state is not None and state.state is MemberState.ALIVE
 
 
 def test_a_suspects_report_stays_out_of_the_view_though_it_had_no_entry() -> None:
     """A suspicion set aside only the entry the view held then; a report arriving later
     from the suspect (gossip still carries them) must not put it back before it refutes."""
-    net, hosts = make_cluster(3, gossip=GossipConfig(sync_interval_s=60.0))
-    assert net.run_until_true(lambda: views_complete(hosts), timeout=30.0)
-    scheduler, suspect = hosts[0].node, hosts[2].node
-    member = scheduler.membership.get(suspect.node_id)
-    assert member is not None
-    scheduler.scheduler.view.remove(suspect.node_id)  # no entry when the suspicion comes
-    rumour = MemberUpdate(
-        suspect.node_id, *suspect.address, member.incarnation, int(MemberState.SUSPECT), "n0001"
-    )
-    scheduler.membership.apply(rumour, net.now)
-    scheduler.tick(net.now)
-    report = suspect.worker.report(net.now, *suspect.address, timestamp=net.now)
-    push = GossipPush(source=hosts[1].node.node_id, members=(), reports=(report,))
-    scheduler.handle(push, hosts[1].node.address, net.now)
-    assert scheduler.membership.get(suspect.node_id).state is MemberState.SUSPECT  # type: ignore[union-attr]
-    assert suspect.node_id not in scheduler.scheduler.view
+    cluster = make_cluster(3, gossip=GossipConfig(sync_interval_s=60.0))
+    checked: list[bool] = []
+
+    def rumour_then_report() -> None:
+        scheduler, gossiper, suspect = core(cluster, 0), core(cluster, 1), core(cluster, 2)
+        now = cluster.kernel.now
+        member = scheduler.membership.get(suspect.node_id)
+        assert member is not None
+        scheduler.scheduler.view.remove(suspect.node_id)  # no entry when the suspicion comes
+        host, port = suspect.address
+        rumour = MemberUpdate(
+            suspect.node_id, host, port, member.incarnation, int(MemberState.SUSPECT), "worker-1"
+        )
+        scheduler.membership.apply(rumour, now)
+        scheduler.tick(now)
+        report = suspect.worker.report(now, host, port, timestamp=now)
+        push = GossipPush(source=gossiper.node_id, members=(), reports=(report,))
+        scheduler.handle(push, gossiper.address, now)
+        state = scheduler.membership.get(suspect.node_id)
+        assert state is not None and state.state is MemberState.SUSPECT
+        assert suspect.node_id not in scheduler.scheduler.view
+        checked.append(True)
+
+    ready = once_ready(cluster, rumour_then_report)
+    run(cluster, READY_S)
+    assert ready and checked == [True]

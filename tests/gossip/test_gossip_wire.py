@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 
-from sllm.runtime.udp import shrink
 from sllm.wire import (
     MAX_DATAGRAM_BYTES,
     Codec,
-    EncodeError,
     GossipPing,
     LoadProbeReply,
     MemberStateResponse,
@@ -17,6 +15,7 @@ from sllm.wire import (
     Message,
     WorkerReport,
 )
+from sllm.wire.fit import encode_to_fit, shrink
 from sllm.wire.messages import MEMBER_PAGE_MAX, PIGGYBACK_MAX_REPORTS, REPORT_MAX_MODELS
 
 CODEC = Codec(b"wire-secret")
@@ -24,15 +23,8 @@ LONG = "x" * 120
 
 
 def fitted(message: Message) -> tuple[Message, bytes]:
-    """What `Endpoint.send` does: shrink until the codec accepts it."""
-    current: Message | None = message
-    while current is not None:
-        try:
-            return current, CODEC.encode(current, 1.0, 1)
-        except EncodeError as error:
-            assert error.reason == "oversized"
-            current = shrink(current)
-    raise AssertionError("could not shrink to fit")
+    """What `Endpoint.send` and the simulator's network do: shrink until it fits."""
+    return encode_to_fit(CODEC, message, 1.0, 1)
 
 
 def big_report(i: int) -> WorkerReport:

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from sllm.runtime.udp import Endpoint, shrink
+from sllm.runtime.udp import Endpoint
 from sllm.wire import (
     MAX_DATAGRAM_BYTES,
     ClusterStateRequest,
@@ -34,6 +34,7 @@ from sllm.wire import (
     WorkerReport,
     WorkerSummary,
 )
+from sllm.wire.fit import shrink
 from sllm.wire.messages import MODEL_NAME_MAX_LEN, REPORT_MAX_MODELS, STATE_PAGE_MAX_WORKERS
 
 SECRET = b"runtime-tests-cluster-secret-0001"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import random
 from statistics import NormalDist, fmean
+from typing import Any
 
 import pytest
 
@@ -13,6 +14,7 @@ from sllm.core.cost import CostModel
 from sllm.core.tiers import Tier
 from sllm.core.worker import WorkerResources, WorkerState, prestaged
 from sllm.experiments.options import WorkloadOptions, make_workload
+from sllm.runtime.udp import Endpoint
 from sllm.sim.cluster import CentralizedCluster, ClusterConfig
 from sllm.sim.kernel import Kernel
 from sllm.sim.network import (
@@ -25,7 +27,19 @@ from sllm.sim.network import (
     Sizer,
     jitter_factors,
 )
-from sllm.wire import Codec, InferenceRequest, Message, ScheduleRequest
+from sllm.wire import (
+    Codec,
+    EncodeError,
+    GossipPush,
+    InferenceRequest,
+    MemberStateResponse,
+    MemberSummary,
+    MemberUpdate,
+    Message,
+    ScheduleRequest,
+    WorkerReport,
+)
+from sllm.wire.messages import MEMBER_PAGE_MAX, MODEL_NAME_MAX_LEN, REPORT_MAX_MODELS
 
 SENDS = 4000
 
@@ -207,3 +221,109 @@ def test_sampled_bytes_are_within_3_percent_of_exact(workers: int) -> None:
         assert estimated[kind]["messages"] == row["messages"], kind
         error = abs(estimated[kind]["bytes"] - row["bytes"]) / row["bytes"]
         assert error < 0.03, (kind, error)
+
+
+# -- shrink-to-fit: the live endpoint's rule --------------------------------------------------
+
+FIT_SECRET = b"fit-secret"
+
+
+def oversized_messages() -> list[Message]:
+    """A report, a gossip push and a member page, each over the cap as it stands."""
+    names = {f"{i:02d}/" + "x" * (MODEL_NAME_MAX_LEN - 3): i % 4 for i in range(REPORT_MAX_MODELS)}
+    report = WorkerReport(
+        node_id="big-worker", host="127.0.0.1", port=1, http_port=0, models=names,
+        models_omitted=3, queue_depth=0, queue_capacity=64, running=0, slots=8,
+        gpu_utilization=0.0, memory_used=0, memory_total=1, load_backlog_s=0.0, ready=True,
+        seq=1, timestamp=1.0e9,
+    )  # fmt: skip
+    updates = tuple(
+        MemberUpdate(f"{'m' * 100}-{i}", "127.0.0.9", 7946, i, 1, "o" * 100) for i in range(24)
+    )
+    push = GossipPush(source="gossiper", members=updates, reports=(report, report))
+    members = tuple(
+        MemberSummary(f"{'s' * 100}-{i}", "127.0.0.9", 7946, 0, 1, 0.5, True, 0.5)
+        for i in range(MEMBER_PAGE_MAX)
+    )
+    page = MemberStateResponse(
+        request_id="page", node_id="node", incarnation=1, alive=30, suspect=0, dead=0, left=0,
+        false_suspicions=0, refuted=0, local_health=0, bytes_sent_per_s=0.0,
+        bytes_received_per_s=0.0, rejected_datagrams=0, offset=0, members=members,
+        max_members=1000, refused_members=0,
+    )  # fmt: skip
+    for message in (report, push, page):
+        with pytest.raises(EncodeError, match="oversized"):
+            Codec(FIT_SECRET).encode(message, 0.0, 0)
+    return [report, push, page]
+
+
+async def test_the_network_shrinks_what_the_live_endpoint_shrinks(eventually) -> None:
+    messages = oversized_messages()
+    live: list[Message] = []
+    receiver = await Endpoint.bind(
+        Codec(FIT_SECRET), "127.0.0.1", 0, lambda message, _: live.append(message)
+    )
+    sender = await Endpoint.bind(Codec(FIT_SECRET), "127.0.0.1", 0)
+    try:
+        for sent, message in enumerate(messages, start=1):  # one at a time: in order
+            assert sender.send(message, receiver.address)
+            await eventually(lambda sent=sent: len(live) == sent, 2.0, message.TYPE)
+    finally:
+        sender.close()
+        receiver.close()
+
+    kernel = Kernel()
+    net = Network(kernel, random.Random(1), LinkModel(), Sizer(signed=True))
+    simulated: list[Message] = []
+    net.attach("a", lambda message, source: None)
+    net.attach("b", lambda message, source: simulated.append(message))
+    for message in messages:
+        net.send("a", "b", message)
+    kernel.run(1.0)
+
+    assert simulated == live  # the same shorter messages, in the same order
+    assert all(got != sent for got, sent in zip(live, messages, strict=True))  # all shrunk
+    assert net.sizer.oversized == len(messages)
+    assert net.sizer.unsendable == 0
+    # What is charged is the shrunk datagram, signed, byte for byte.
+    charged = net.node("a").sent_bytes[CONTROL]
+    assert charged == sum(len(Codec(FIT_SECRET).encode(m, 0.0, 0)) for m in live)
+
+
+def test_counters_are_named_per_plane() -> None:
+    kernel, net, _ = network()
+    net.send("a", "b", request(1))
+    net.send("a", "b", InferenceRequest("r1", "llama-3.2-1b", 100, 10))
+    net.send("a", "b", InferenceRequest("r2", "llama-3.2-1b", 100, 10))
+    kernel.run(1.0)
+    control, data = net.node("a").planes
+    assert (control.sent_messages, data.sent_messages) == (1, 2)
+    received = net.node("b").planes
+    assert [plane.received_messages for plane in received] == [1, 2]
+    assert [plane.received_bytes for plane in received] == [control.sent_bytes, data.sent_bytes]
+
+
+def test_datagrams_in_transit_go_through_the_kernels_soon() -> None:
+    """The network schedules through the kernel's methods, never its queues."""
+
+    class Watched(Kernel):
+        def __init__(self) -> None:
+            super().__init__()
+            self.soon_calls = 0
+
+        def soon(self, delay: float, callback: Any, argument: Any) -> None:
+            self.soon_calls += 1
+            super().soon(delay, callback, argument)
+
+    kernel = Watched()
+    net = Network(kernel, random.Random(1), LinkModel())
+    inbox: list[Message] = []
+    net.attach("a", lambda message, source: None)
+    net.attach("b", lambda message, source: inbox.append(message))
+    for index in range(5):
+        net.send("a", "b", request(index))
+    net.send("a", "b", request(5), transit=False)  # arrives inside the call
+    assert len(inbox) == 1
+    assert kernel.soon_calls == 5 == len(kernel)
+    kernel.run(1.0)
+    assert len(inbox) == 6

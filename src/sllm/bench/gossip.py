@@ -1,8 +1,10 @@
 """`sllm bench gossip`: how fast gossip spreads and detects, its cost, and whether probing pays.
 
 Everything runs the real membership core (`sllm.core.membership`) and the real node
-(`sllm.core.node`) on the deterministic in-memory network (`sllm.core.testing`), in
-virtual time, with 0.5-2 ms of one-way latency and no loss. Four measurements:
+(`sllm.core.node`) in virtual time on the simulator's kernel and network (`sllm.sim`),
+with a one-way delay of 0.5 ms plus a log-normal queueing delay of median 0.7 ms (`LINK`)
+and no loss. Memberships are hosted by `sllm.sim.participants`; nodes with workers are the
+decentralized simulator's (`sllm.sim.decentralized`). Four measurements:
 
 1. **Dissemination.** A converged cluster of N nodes; one node refutes a suspicion about
    itself (a new incarnation: the smallest state change there is). Virtual seconds until
@@ -16,9 +18,10 @@ virtual time, with 0.5-2 ms of one-way latency and no loss. Four measurements:
    case: every queue always full), and every datagram is encoded by the real codec.
    Bytes sent per node per second over 10 s, and how old the load reports held about
    others are (the price of a bounded bandwidth).
-4. **Probing** (after Sparrow). 20 nodes with workers (the sim engine), a Poisson load at
-   high utilization, each request sent to a random node, placement with the default
-   policy; queueing and latency with probing off and with d = 2 and 3 candidates.
+4. **Probing** (after Sparrow). A decentralized cluster of 20 nodes with workers (the sim
+   engine), a Poisson load at high utilization, each request sent to a random node,
+   placement with the default policy; queueing and latency with probing off and with
+   d = 2 and 3 candidates.
 """
 
 from __future__ import annotations
@@ -33,24 +36,21 @@ from collections.abc import Sequence
 from typing import Any
 
 from sllm.catalog import served_catalog
-from sllm.core.cost import CostModel
 from sllm.core.membership import GossipConfig, Membership, MemberState, Send
-from sllm.core.node import Node, NodeConfig, ProbingConfig
-from sllm.core.testing import (
-    ClientHost,
-    InMemoryNetwork,
-    NodeHost,
-    membership_cluster,
-    node_address,
-    node_id,
-)
+from sllm.core.node import NodeConfig, ProbingConfig
 from sllm.core.tiers import Tier
-from sllm.core.worker import WorkerResources, prestaged
-from sllm.engines.sim import SimEngine
-from sllm.wire import Codec, InferenceRequest, MemberUpdate, Message, WorkerReport
+from sllm.core.worker import WorkerResources
+from sllm.sim.cluster import ClusterConfig
+from sllm.sim.decentralized import DecentralizedCluster
+from sllm.sim.network import LinkModel
+from sllm.sim.participants import Participants, member_address, member_id, membership_cluster
+from sllm.wire import MemberUpdate, Message, WorkerReport
+from sllm.workload import Arrival
 
 SIZES = (10, 100, 1_000)
-LATENCY_S = (0.0005, 0.002)
+# One-way delay: a 0.5 ms floor plus a log-normal queueing delay of median 0.7 ms (p99 of
+# the whole about 2.7 ms), a LAN with some load on it.
+LINK = LinkModel(latency_s=0.0005, jitter_s=0.0007)
 TARGET_SHARE = 0.99
 PROBING_NODES = 20
 PROBING_SETTINGS = (0, 2, 3)
@@ -64,7 +64,7 @@ def _trials(size: int, trials: int) -> int:
 
 
 def measure_dissemination(size: int, config: GossipConfig, seed: int) -> dict[str, float | None]:
-    net = InMemoryNetwork(random.Random(seed), LATENCY_S)
+    net = Participants(seed=seed, link=LINK, exact_bytes=False)
     nodes = membership_cluster(net, size, config, seed=seed)
     net.run_for(3.0)
     origin = nodes[random.Random(seed).randrange(size)]
@@ -87,7 +87,7 @@ def measure_dissemination(size: int, config: GossipConfig, seed: int) -> dict[st
 
 
 def measure_detection(size: int, config: GossipConfig, seed: int) -> dict[str, float | None]:
-    net = InMemoryNetwork(random.Random(seed), LATENCY_S)
+    net = Participants(seed=seed, link=LINK, exact_bytes=False)
     nodes = membership_cluster(net, size, config, seed=seed)
     net.run_for(3.0)
     victim = nodes[random.Random(seed).randrange(size)]
@@ -147,9 +147,9 @@ def synthetic_report(membership: Membership, seq: int, now: float) -> WorkerRepo
 
 
 def measure_bandwidth(size: int, config: GossipConfig, seed: int) -> dict[str, float]:
-    net = InMemoryNetwork(random.Random(seed), LATENCY_S, codec=Codec())
+    net = Participants(seed=seed, link=LINK)  # every datagram encoded: exact bytes
     memberships = [
-        Membership(node_id(i), node_address(i), random.Random(seed * 7919 + i), 0.0, config)
+        Membership(member_id(i), member_address(i), random.Random(seed * 7919 + i), 0.0, config)
         for i in range(size)
     ]
     peers = [(m.node_id, m.address) for m in memberships]
@@ -157,12 +157,10 @@ def measure_bandwidth(size: int, config: GossipConfig, seed: int) -> dict[str, f
         membership.bootstrap(peers, 0.0)
         net.add(membership.address, ReportingMember(membership))
     net.run_for(3.0)
-    start = {address: traffic.bytes_sent for address, traffic in net.stats.traffic.items()}
+    start = net.bytes_sent()
     window = 10.0
     net.run_for(window)
-    sent = [
-        traffic.bytes_sent - start.get(address, 0) for address, traffic in net.stats.traffic.items()
-    ]
+    sent = [total - start[address] for address, total in net.bytes_sent().items()]
     rng = random.Random(seed)
     ages: list[float] = []
     missing = 0
@@ -187,38 +185,29 @@ def measure_bandwidth(size: int, config: GossipConfig, seed: int) -> dict[str, f
 def measure_probing(
     candidates: int, seed: int, rate: float, duration: float, nodes: int = PROBING_NODES
 ) -> dict[str, float]:
+    """One run of the decentralized simulator with `candidates` probes per decision."""
     catalog = served_catalog()
-    cost = CostModel()
-    resources = WorkerResources(slots=2, queue_capacity=32)
-    net = InMemoryNetwork(random.Random(seed), LATENCY_S)
-    config = NodeConfig(probing=ProbingConfig(candidates=candidates))
-    hosts = []
-    for i in range(nodes):
-        node = Node(
-            node_id(i), node_address(i), catalog, cost, random.Random(seed * 31 + i), 0.0,
-            config, resources, seeds=[node_address(0)],
-            preloaded=prestaged(catalog, resources, Tier.HOST),
-        )  # fmt: skip
-        host = NodeHost(node, SimEngine(catalog, cost))
-        hosts.append(host)
-        net.add(node.address, host)
-    net.run_for(15.0)
+    config = ClusterConfig(
+        workers=nodes,
+        seed=seed,
+        resources=WorkerResources(slots=2, queue_capacity=32),
+        prestage=Tier.HOST,
+        link=LINK,
+    )
+    cluster = DecentralizedCluster(config, NodeConfig(probing=ProbingConfig(candidates=candidates)))
     rng = random.Random(seed)
     models = list(catalog)[:4]
-    requests = []
-    at = net.now
-    for index in range(int(rate * duration)):
+    arrivals = []
+    at = 0.0
+    for _ in range(int(rate * duration)):
         at += rng.expovariate(rate)
-        requests.append((at, InferenceRequest(f"r{index}", rng.choice(models), 256, 64)))
-    addresses = [host.node.address for host in hosts]
-    client = ClientHost(random.Random(seed + 1), lambda: addresses, requests)
-    net.add(("127.0.0.200", 5000), client)
-    net.run_for(duration + 60.0)
-    outcomes = list(client.outcomes.values())
+        model = rng.choice(models)
+        arrivals.append(Arrival(time_s=at, model=model, prompt_tokens=256, output_tokens=64))
+    outcomes = cluster.run(arrivals, duration).outcomes
     done = [o for o in outcomes if o.ok]
     queue = sorted(o.queue_s for o in done)
     e2e = sorted(o.e2e_s for o in done)
-    per_node = [sum(1 for o in done if o.worker_id == host.node.node_id) for host in hosts]
+    per_node = [sum(1 for o in done if o.worker_id == host.name) for host in cluster.nodes]
     return {
         "completed_share": len(done) / max(1, len(outcomes)),
         "queue_mean_s": statistics.fmean(queue),
@@ -255,7 +244,8 @@ def run(sizes: Sequence[int], trials: int, probing_seeds: int, log: bool) -> dic
             "suspicion_mult": gossip.suspicion_mult,
             "suspicion_max_mult": gossip.suspicion_max_mult,
             "retransmit_mult": gossip.retransmit_mult,
-            "latency_s": list(LATENCY_S),
+            "latency_s": LINK.latency_s,
+            "jitter_s": LINK.jitter_s,
         },
         "dissemination": [],
         "detection": [],

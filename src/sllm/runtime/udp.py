@@ -13,13 +13,13 @@ When a server's socket is bound (an endpoint with a handler), the endpoint tells
 refused as ``before_boot`` rather than replayed into an empty replay cache.
 
 `request` pairs a request with its reply by ``request_id``, with a deadline, for the
-clients; servers answer with `send`.
+clients; servers answer with `send`, which shrinks a message over the datagram cap until
+it fits (`sllm.wire.fit`, the rule the simulator's network applies too).
 """
 
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import logging
 import secrets
 import time
@@ -27,58 +27,14 @@ from collections.abc import Callable
 from typing import TypeVar, cast
 
 from sllm.logs import log_event
-from sllm.wire import (
-    ClusterStateResponse,
-    Codec,
-    DecodeError,
-    EncodeError,
-    GossipAck,
-    GossipPing,
-    GossipPingReq,
-    GossipPush,
-    GossipSync,
-    LoadProbeReply,
-    MemberStateResponse,
-    Message,
-    RejectCounter,
-    WorkerReport,
-)
+from sllm.wire import Codec, DecodeError, EncodeError, Message, RejectCounter
+from sllm.wire.fit import encode_to_fit
 
 Address = tuple[str, int]
 Handler = Callable[[Message, Address], None]
 ReplyT = TypeVar("ReplyT", bound=Message)
 
 log = logging.getLogger("sllm.wire")
-
-
-def shrink(message: Message) -> Message | None:
-    """A smaller message saying less but nothing false; None when it cannot shrink.
-
-    A report moves its slowest-tier half of models into `models_omitted`; a cluster-state
-    or member-state page carries one entry fewer (the client asks for the rest by offset).
-    A gossip message drops its last piggybacked report, then its last member update (the
-    sender fills them freshest first, and what is dropped is sent again later); a probe
-    reply shrinks the report it carries.
-    """
-    if isinstance(message, WorkerReport) and message.models:
-        kept = dict(list(message.models.items())[: len(message.models) // 2])
-        omitted = message.models_omitted + len(message.models) - len(kept)
-        return dataclasses.replace(message, models=kept, models_omitted=omitted)
-    if isinstance(message, ClusterStateResponse) and len(message.workers) > 1:
-        return dataclasses.replace(message, workers=message.workers[:-1])
-    if isinstance(message, MemberStateResponse) and len(message.members) > 1:
-        return dataclasses.replace(message, members=message.members[:-1])
-    if isinstance(message, GossipPing | GossipAck | GossipPingReq | GossipSync | GossipPush):
-        if message.reports:
-            return dataclasses.replace(message, reports=message.reports[:-1])
-        if message.members:
-            return dataclasses.replace(message, members=message.members[:-1])
-        return None
-    if isinstance(message, LoadProbeReply) and message.reports:
-        smaller = shrink(message.reports[0])
-        if isinstance(smaller, WorkerReport):
-            return dataclasses.replace(message, reports=(smaller,))
-    return None
 
 
 class Endpoint(asyncio.DatagramProtocol):
@@ -183,24 +139,15 @@ class Endpoint(asyncio.DatagramProtocol):
     def send(self, message: Message, address: Address) -> bool:
         """Encode and send; False (and a log line) when it could not be encoded or sent.
 
-        A message over the datagram cap is shrunk (see `shrink`) until it fits.
+        A message over the datagram cap is shrunk until it fits (`sllm.wire.fit`).
         """
         if self.transport is None or self.transport.is_closing():
             return False
-        fitted: Message | None = message
-        while fitted is not None:
-            try:
-                data = self.codec.encode(fitted, time.time(), secrets.randbits(64))
-                break
-            except EncodeError as error:
-                if error.reason != "oversized":
-                    log_event(
-                        log, logging.ERROR, "encode_failed", type=message.TYPE, error=str(error)
-                    )
-                    return False
-                fitted = shrink(fitted)
-        else:
-            log_event(log, logging.ERROR, "encode_failed", type=message.TYPE, error="oversized")
+        try:
+            _, data = encode_to_fit(self.codec, message, time.time(), secrets.randbits(64))
+        except EncodeError as error:
+            detail = "oversized" if error.reason == "oversized" else str(error)
+            log_event(log, logging.ERROR, "encode_failed", type=message.TYPE, error=detail)
             return False
         self.transport.sendto(data, address)
         self.sent_bytes += len(data)

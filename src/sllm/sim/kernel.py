@@ -24,6 +24,12 @@ wait in one of three queues, chosen for speed alone:
 
 The loop takes whichever head is earliest by ``(time, sequence)``, so the order is exactly
 the one a single heap would give; which queue an event waits in changes only the speed.
+The queues are private: everything, the network's hot path included, schedules through
+the methods (`schedule`, `at`, `soon`, `after_period`).
+
+Tests and benchmarks that wait for a state (the gossip tests, `sllm bench gossip`) run in
+steps until a predicate holds: `run_until_true(predicate, timeout, step)` returns the
+virtual seconds it took, or None at the timeout.
 
 This is the simulator's hot path (millions of events per simulated hour), so the loop
 does nothing but pop, set the clock and call: no logging, no per-event objects beyond
@@ -55,11 +61,16 @@ T = TypeVar("T")
 
 Event = tuple[float, int, Callable[[Any], None], Any]
 
+# `run_until_true` checks its predicate this often by default (virtual seconds): a quarter
+# of a gossip round (0.2 s), fine enough to time what gossip does, coarse enough that
+# checking a predicate over a whole cluster costs little next to the events between.
+DEFAULT_STEP_S = 0.05
+
 
 class Kernel:
     """The clock and the pending events of one simulation."""
 
-    __slots__ = ("events", "heap", "lane", "near", "now", "period_s", "sequence")
+    __slots__ = ("_heap", "_lane", "_near", "_sequence", "events", "now", "period_s")
 
     def __init__(self, start: float = 0.0, period_s: float = 1.0) -> None:
         if not period_s > 0.0:
@@ -67,40 +78,58 @@ class Kernel:
         self.now = start
         self.period_s = period_s  # the one delay of `after_period`
         self.events = 0  # events run so far
-        # A hot path (the network's send) may push ``(time, next(sequence), callback,
-        # argument)`` onto `near` itself, saving a call; nothing else touches them.
-        self.heap: list[Event] = []
-        self.near: list[Event] = []  # a heap of events due within moments (`soon`)
-        self.lane: deque[Event] = deque()  # `after_period` events, due in this order
-        self.sequence = itertools.count()
+        # The three queues (see the module docstring); only the methods below touch them.
+        self._heap: list[Event] = []
+        self._near: list[Event] = []  # a heap of events due within moments (`soon`)
+        self._lane: deque[Event] = deque()  # `after_period` events, due in this order
+        self._sequence = itertools.count()
 
     def __len__(self) -> int:
         """Events pending."""
-        return len(self.heap) + len(self.near) + len(self.lane)
+        return len(self._heap) + len(self._near) + len(self._lane)
 
     def schedule(self, delay: float, callback: Callable[[T], None], argument: T) -> None:
         """Run ``callback(argument)`` `delay` seconds from now (a negative delay means now)."""
         when = self.now + delay if delay > 0.0 else self.now
-        heappush(self.heap, (when, next(self.sequence), callback, argument))
+        heappush(self._heap, (when, next(self._sequence), callback, argument))
 
     def at(self, when: float, callback: Callable[[T], None], argument: T) -> None:
         """Run ``callback(argument)`` at time `when` (a time in the past means now)."""
         now = self.now
-        heappush(self.heap, (when if when > now else now, next(self.sequence), callback, argument))
+        when = when if when > now else now
+        heappush(self._heap, (when, next(self._sequence), callback, argument))
 
     def soon(self, delay: float, callback: Callable[[T], None], argument: T) -> None:
         """`schedule`, for an event due within moments (see the module): a datagram's
         transit, say. Any delay is correct; a short one is fast."""
         when = self.now + delay if delay > 0.0 else self.now
-        heappush(self.near, (when, next(self.sequence), callback, argument))
+        heappush(self._near, (when, next(self._sequence), callback, argument))
 
     def after_period(self, callback: Callable[[T], None], argument: T) -> None:
         """Run ``callback(argument)`` `period_s` from now, in the lane (see the module)."""
-        self.lane.append((self.now + self.period_s, next(self.sequence), callback, argument))
+        self._lane.append((self.now + self.period_s, next(self._sequence), callback, argument))
+
+    def run_for(self, seconds: float, check: Callable[[], None] | None = None) -> int:
+        """`run` for `seconds` from now."""
+        return self.run(self.now + seconds, check)
+
+    def run_until_true(
+        self, predicate: Callable[[], bool], timeout: float, step: float = DEFAULT_STEP_S
+    ) -> float | None:
+        """Run in `step`s until `predicate()` holds; the virtual seconds it took, or None
+        when `timeout` seconds pass first (for tests and benchmarks that wait on a state)."""
+        if not step > 0.0:
+            raise ValueError(f"the step must be > 0 seconds, not {step!r}")
+        start = self.now
+        while not predicate():
+            if self.now - start >= timeout:
+                return None
+            self.run(self.now + step)
+        return self.now - start
 
     def next_time(self) -> float | None:
         """When the next event is due, or None when nothing is pending."""
-        heads = [queue[0][0] for queue in (self.heap, self.near, self.lane) if queue]
+        heads = [queue[0][0] for queue in (self._heap, self._near, self._lane) if queue]
         return min(heads, default=None)
 
     def run(self, until: float, check: Callable[[], None] | None = None) -> int:
@@ -109,9 +138,9 @@ class Kernel:
         The clock ends at `until` (or stays where it is if that is earlier). `check`, if
         given, is called after every event (for tests that assert invariants).
         """
-        heap = self.heap
-        near = self.near
-        lane = self.lane
+        heap = self._heap
+        near = self._near
+        lane = self._lane
         pop = heappop
         pop_lane = lane.popleft
         ran = 0

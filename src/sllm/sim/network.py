@@ -36,10 +36,17 @@ worker report, which is what its size mostly depends on) and charges every later
 that shape the mean of those samples. What still varies within a shape is the printed
 length of numbers (``0.0`` against ``0.123456789``) and ids; the sim test suite measures the
 estimate against exact encoding of every message of a run (within 3%). With a cluster secret
-each datagram also carries `SIGNED_OVERHEAD_BYTES`. A message the codec would refuse as
-oversized is charged `MAX_DATAGRAM_BYTES` and counted in `Sizer.oversized` (the live runtime
-would shrink it first; with the shipped catalogs no report comes close: 24 models is about
-820 bytes).
+each datagram is signed too (`sllm.wire.codec.SIGNED_OVERHEAD_BYTES` more).
+``Sizer(exact=True)`` encodes every datagram (slow; for gossip tests and for measuring the
+estimate).
+
+**Shrink-to-fit.** An encoded message over the datagram cap is shrunk exactly as the live
+endpoint shrinks it (`sllm.wire.fit.encode_to_fit`), and the shrunk message is what
+arrives; one with nothing left to drop is not sent (the live endpoint logs it and sends
+nothing). Both count in `Sizer.oversized`, the second also in `Sizer.unsendable`. Only
+encoded messages are checked: past a shape's samples a message is charged the mean and
+delivered as it is (with the shipped catalogs no report comes close: 24 models is about 820
+bytes, and gossip messages fill themselves to a budget below the cap).
 
 **Instant delivery.** A sender may ask for a datagram to arrive the moment it is sent
 (``send(..., transit=False)``): it is sized, counted, lost and cut by partitions exactly
@@ -51,7 +58,9 @@ workers sends 3.6 million reports, which took 7.2 million events; see docs/simul
 
 **Planes.** Every message type is control plane (worker reports, scheduling, cluster
 state) or data plane (inference requests and results, which the live sim engine also
-carries over UDP). Traffic is counted per node and per plane, sent and received.
+carries over UDP). Traffic is counted per node and per plane, sent and received, in named
+counters (`Node.planes[CONTROL].sent_bytes`, ...). A datagram in transit waits in the
+kernel's queue for events due within moments (`Kernel.soon`).
 
 Not handled yet: bandwidth and queueing in switches (a datagram's delay does not depend
 on load), asymmetric partitions, corruption (the codec would reject it; the simulator
@@ -64,13 +73,12 @@ import random
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from functools import cache
-from heapq import heappush
 from math import exp, inf
 from statistics import NormalDist
 
 from sllm.sim.kernel import Kernel
-from sllm.wire import MAX_DATAGRAM_BYTES, Codec, EncodeError, Message
-from sllm.wire.codec import SIGNED_OVERHEAD_BYTES
+from sllm.wire import Codec, EncodeError, Message
+from sllm.wire.fit import encode_to_fit
 from sllm.wire.messages import (
     ClusterStateRequest,
     ClusterStateResponse,
@@ -93,6 +101,8 @@ JITTER_STRATA = 1 << JITTER_BITS
 # Exact encodings per message shape before the mean stands in for the rest: enough to
 # cover the spread of number lengths, few enough to cost nothing over a run.
 SIZE_SAMPLES = 32
+# The sizer signs with this when the cluster has a secret: any secret gives the same length.
+SIZING_SECRET = b"sizing"
 
 CONTROL = 0
 DATA = 1
@@ -155,17 +165,21 @@ class Sizer:
     def __init__(
         self, signed: bool = False, samples: int = SIZE_SAMPLES, exact: bool = False
     ) -> None:
-        self._codec = Codec()
-        self._overhead = SIGNED_OVERHEAD_BYTES if signed else 0
+        self._codec = Codec(SIZING_SECRET if signed else None)
         # `exact`: encode every message (slow; for measuring the estimate).
         self._samples = inf if exact else samples
         self._by_type: dict[type[Message], Shape] = {}
         self._by_report_models: dict[int, Shape] = {}
         self._sampled_bytes: dict[Shape, int] = {}
-        self.oversized = 0
+        self.oversized = 0  # messages over the cap: shrunk to fit, or not sent at all
+        self.unsendable = 0  # of those, the ones with nothing left to drop
+        # Set by `shape` when the message was over the cap: `fitted` is what travels
+        # instead (None: nothing does). The network reads and clears `refitted`.
+        self.refitted = False
+        self.fitted: Message | None = None
 
     def shape(self, message: Message) -> Shape:
-        """The message's shape, with this message counted and charged."""
+        """The message's shape, with this message counted and charged (see `refitted`)."""
         if isinstance(message, WorkerReport):
             models = len(message.models)
             shape = self._by_report_models.get(models)
@@ -178,6 +192,8 @@ class Sizer:
                 shape = self._by_type[cls] = Shape(cls.TYPE, PLANE_OF.get(cls, CONTROL))
         if shape.samples < self._samples:  # always, when every message is encoded
             size = self._encoded_size(message)
+            if self.refitted and self.fitted is None:
+                return shape  # not sent: nothing to charge
             total = self._sampled_bytes.get(shape, 0) + size
             self._sampled_bytes[shape] = total
             shape.samples += 1
@@ -190,13 +206,20 @@ class Sizer:
         return shape
 
     def _encoded_size(self, message: Message) -> int:
+        """The datagram's size, shrunk to fit as the live endpoint would (`refitted`)."""
         try:
-            return len(self._codec.encode(message, 0.0, 0)) + self._overhead
+            fitted, data = encode_to_fit(self._codec, message, 0.0, 0)
         except EncodeError as error:
             if error.reason != "oversized":
                 raise
             self.oversized += 1
-            return MAX_DATAGRAM_BYTES
+            self.unsendable += 1
+            self.refitted, self.fitted = True, None
+            return 0
+        if fitted is not message:
+            self.oversized += 1
+            self.refitted, self.fitted = True, fitted
+        return len(data)
 
     def shapes(self) -> list[Shape]:
         return [*self._by_type.values(), *self._by_report_models.values()]
@@ -211,43 +234,45 @@ class Sizer:
         return dict(sorted(totals.items()))
 
 
-# Where each of a node's counters is in `Node.counts`, plus the plane (CONTROL or DATA).
-SENT_MESSAGES = 0
-SENT_BYTES = 2
-RECEIVED_MESSAGES = 4
-RECEIVED_BYTES = 6
+class PlaneTraffic:
+    """What one node sent and received on one plane: datagrams and bytes."""
+
+    __slots__ = ("received_bytes", "received_messages", "sent_bytes", "sent_messages")
+
+    def __init__(self) -> None:
+        self.sent_messages = 0
+        self.sent_bytes = 0
+        self.received_messages = 0
+        self.received_bytes = 0
 
 
 class Node:
-    """One address on the network and its traffic counters, by plane.
+    """One address on the network and its traffic, per plane (`planes[CONTROL]`, ...)."""
 
-    The eight counters share one list, so counting a datagram touches one small block of
-    memory per node rather than four (a simulated hour counts 20 million times).
-    """
-
-    __slots__ = ("counts", "handler", "name", "up")
+    __slots__ = ("handler", "name", "planes", "up")
 
     def __init__(self, name: str, handler: Handler) -> None:
         self.name = name
         self.handler = handler
         self.up = True
-        self.counts = [0] * 8
+        self.planes = tuple(PlaneTraffic() for _ in PLANES)
 
     @property
     def sent_messages(self) -> list[int]:
-        return self.counts[SENT_MESSAGES : SENT_MESSAGES + 2]
+        """Per plane, in `PLANES` order (as are the three below)."""
+        return [plane.sent_messages for plane in self.planes]
 
     @property
     def sent_bytes(self) -> list[int]:
-        return self.counts[SENT_BYTES : SENT_BYTES + 2]
+        return [plane.sent_bytes for plane in self.planes]
 
     @property
     def received_messages(self) -> list[int]:
-        return self.counts[RECEIVED_MESSAGES : RECEIVED_MESSAGES + 2]
+        return [plane.received_messages for plane in self.planes]
 
     @property
     def received_bytes(self) -> list[int]:
-        return self.counts[RECEIVED_BYTES : RECEIVED_BYTES + 2]
+        return [plane.received_bytes for plane in self.planes]
 
 
 _Delivery = tuple[Node, Message, str, int, int]  # target, message, source, plane, bytes
@@ -337,12 +362,19 @@ class Network:
         With `transit` False it arrives at once, inside this call, if it arrives at all
         (see "Instant delivery" in the module docstring); a duplicate still travels.
         """
-        shape = self.sizer.shape(message)
+        sizer = self.sizer
+        shape = sizer.shape(message)
+        if sizer.refitted:  # over the cap: the live endpoint sends this instead, or nothing
+            sizer.refitted = False
+            fitted = sizer.fitted
+            if fitted is None:
+                return
+            message = fitted
         plane = shape.plane
         size = shape.last
-        counts = self._nodes[source].counts
-        counts[plane] += 1  # SENT_MESSAGES + plane
-        counts[SENT_BYTES + plane] += size
+        sent = self._nodes[source].planes[plane]
+        sent.sent_messages += 1
+        sent.sent_bytes += size
         target = self._nodes.get(destination)
         if target is None:
             self.unroutable += 1
@@ -359,15 +391,13 @@ class Network:
             self.lost += 1
             return
         delivery = (target, message, source, plane, size)
-        kernel = self.kernel
         if transit:
-            when = kernel.now + self._delay(link)
-            heappush(kernel.near, (when, next(kernel.sequence), self._deliver, delivery))
+            self.kernel.soon(self._delay(link), self._deliver, delivery)
         else:
             self._deliver(delivery)
         if link.duplicate > 0.0 and rng.random() < link.duplicate:
             self.duplicated += 1
-            kernel.soon(self._delay(link), self._deliver, delivery)
+            self.kernel.soon(self._delay(link), self._deliver, delivery)
 
     def _delay(self, link: LinkModel) -> float:
         """One datagram's transit time on `link`."""
@@ -381,9 +411,9 @@ class Network:
         if not target.up:
             self.to_down += 1
             return
-        counts = target.counts
-        counts[RECEIVED_MESSAGES + plane] += 1
-        counts[RECEIVED_BYTES + plane] += size
+        received = target.planes[plane]
+        received.received_messages += 1
+        received.received_bytes += size
         target.handler(message, source)
 
     def summary(self) -> dict[str, object]:
@@ -398,4 +428,5 @@ class Network:
             "unroutable": self.unroutable,
             "duplicated": self.duplicated,
             "oversized": self.sizer.oversized,
+            "unsendable": self.sizer.unsendable,
         }
