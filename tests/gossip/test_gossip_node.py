@@ -104,7 +104,7 @@ class Recorder:
 def ask(net: InMemoryNetwork, host: NodeHost, message: object, recorder: Recorder) -> object:
     """Send `message` from the client to `host` and run until the reply is in."""
     before = len(recorder.received)
-    net.send(CLIENT, [Send(host.node.address, message)])  # type: ignore[arg-type]
+    net.send(CLIENT, [Send(to=host.node.address, message=message)])  # type: ignore[arg-type]
     assert net.run_until_true(lambda: len(recorder.received) > before, timeout=5.0, step=0.01)
     return recorder.received[-1]
 
@@ -122,8 +122,10 @@ def test_any_node_places_with_the_coordinators_policy_over_its_view() -> None:
     assert net.run_until_true(lambda: views_complete(hosts), timeout=30.0)
     # Put load on one worker; its next reports gossip it.
     for i in range(4):
-        busy = InferenceRequest(f"busy-{i}", MODEL, 64, 4000)
-        net.send(CLIENT, [Send(hosts[1].node.address, busy)])
+        busy = InferenceRequest(
+            request_id=f"busy-{i}", model=MODEL, prompt_tokens=64, output_tokens=4000
+        )
+        net.send(CLIENT, [Send(to=hosts[1].node.address, message=busy)])
     net.run_for(3.0)
     scheduler = hosts[4].node
     # A coordinator fed the very reports this node holds must decide the same way.
@@ -132,8 +134,20 @@ def test_any_node_places_with_the_coordinators_policy_over_its_view() -> None:
     )
     for entry in scheduler.scheduler.view.entries():
         reference.view.apply_report(entry.report, net.now)
-    expected = reference.place(ScheduleRequest("ref", MODEL, 0, 128, 16), net.now)
-    decision = ask(net, hosts[4], ScheduleRequest("r1", MODEL, 0, 128, 16), recorder)
+    expected = reference.place(
+        ScheduleRequest(
+            request_id="ref", model=MODEL, priority=0, prompt_tokens=128, output_tokens=16
+        ),
+        net.now,
+    )
+    decision = ask(
+        net,
+        hosts[4],
+        ScheduleRequest(
+            request_id="r1", model=MODEL, priority=0, prompt_tokens=128, output_tokens=16
+        ),
+        recorder,
+    )
     assert isinstance(decision, ScheduleResponse)
     assert decision.action != "reject"
     assert decision.worker_id == expected.worker_id
@@ -144,7 +158,13 @@ def test_any_node_places_with_the_coordinators_policy_over_its_view() -> None:
 def test_requests_run_where_nodes_place_them() -> None:
     net, hosts = make_cluster(5)
     assert net.run_until_true(lambda: views_complete(hosts), timeout=30.0)
-    requests = [(net.now + 0.1 * i, InferenceRequest(f"q{i}", MODEL, 128, 32)) for i in range(40)]
+    requests = [
+        (
+            net.now + 0.1 * i,
+            InferenceRequest(request_id=f"q{i}", model=MODEL, prompt_tokens=128, output_tokens=32),
+        )
+        for i in range(40)
+    ]
     client = ClientHost(random.Random(3), lambda: [h.node.address for h in hosts], requests)
     net.add(CLIENT, client)
     assert net.run_until_true(
@@ -206,10 +226,20 @@ def test_a_leaving_node_places_nothing_on_itself_and_says_none_is_ready() -> Non
     net, hosts = make_cluster(1)
     net.run_for(1.0)
     node = hosts[0].node
-    placed = node.scheduler.place(ScheduleRequest("before", MODEL, 0, 10, 10), net.now)
+    placed = node.scheduler.place(
+        ScheduleRequest(
+            request_id="before", model=MODEL, priority=0, prompt_tokens=10, output_tokens=10
+        ),
+        net.now,
+    )
     assert placed.worker_id == node.node_id
     node.leave(net.now)
-    refused = node.scheduler.place(ScheduleRequest("after", MODEL, 0, 10, 10), net.now)
+    refused = node.scheduler.place(
+        ScheduleRequest(
+            request_id="after", model=MODEL, priority=0, prompt_tokens=10, output_tokens=10
+        ),
+        net.now,
+    )
     assert (refused.action, refused.reason) == ("reject", "no_ready_workers")
 
 
@@ -223,7 +253,14 @@ def test_probing_asks_candidates_then_decides_with_fresh_reports() -> None:
     net.drop_hook = lambda source, to, message: (
         probes.append((to, message)) is None and False  # record, never drop
     )
-    decision = ask(net, hosts[0], ScheduleRequest("p1", MODEL, 0, 64, 8), recorder)
+    decision = ask(
+        net,
+        hosts[0],
+        ScheduleRequest(
+            request_id="p1", model=MODEL, priority=0, prompt_tokens=64, output_tokens=8
+        ),
+        recorder,
+    )
     assert isinstance(decision, ScheduleResponse) and decision.action != "reject"
     sent = [message for _, message in probes if isinstance(message, LoadProbe)]
     replies = [message for _, message in probes if isinstance(message, LoadProbeReply)]
@@ -240,7 +277,14 @@ def test_probing_decides_at_the_timeout_when_a_candidate_is_silent() -> None:
     assert net.run_until_true(lambda: views_complete(hosts), timeout=30.0)
     net.drop_hook = lambda source, to, message: isinstance(message, LoadProbeReply)
     started = net.now
-    decision = ask(net, hosts[0], ScheduleRequest("p2", MODEL, 0, 64, 8), recorder)
+    decision = ask(
+        net,
+        hosts[0],
+        ScheduleRequest(
+            request_id="p2", model=MODEL, priority=0, prompt_tokens=64, output_tokens=8
+        ),
+        recorder,
+    )
     assert isinstance(decision, ScheduleResponse) and decision.action != "reject"
     assert net.now - started >= ProbingConfig().timeout_s
     assert hosts[0].node.probing.timed_out == 1
@@ -258,7 +302,14 @@ def test_probing_reduces_queueing_when_views_are_stale() -> None:
         at = net.now
         for i in range(600):
             at += rng.expovariate(60.0)
-            requests.append((at, InferenceRequest(f"s{i}", MODEL, 256, 64)))
+            requests.append(
+                (
+                    at,
+                    InferenceRequest(
+                        request_id=f"s{i}", model=MODEL, prompt_tokens=256, output_tokens=64
+                    ),
+                )
+            )
         client = ClientHost(
             random.Random(8), lambda hosts=hosts: [h.node.address for h in hosts], requests
         )
@@ -282,7 +333,12 @@ def test_member_state_pages_and_counts() -> None:
     seen: list[str] = []
     first = None
     while True:
-        page = ask(net, hosts[0], MemberStateRequest(f"m{len(seen)}", len(seen), 6), recorder)
+        page = ask(
+            net,
+            hosts[0],
+            MemberStateRequest(request_id=f"m{len(seen)}", offset=len(seen), limit=6),
+            recorder,
+        )
         assert isinstance(page, MemberStateResponse)
         first = first or page
         seen.extend(member.node_id for member in page.members)
@@ -290,7 +346,12 @@ def test_member_state_pages_and_counts() -> None:
             break
     assert seen == sorted(node_id(i) for i in range(9))
     assert (first.alive, first.suspect, first.dead, first.left) == (8, 0, 1, 0)
-    state = ask(net, hosts[0], ClusterStateRequest("c1", 0, STATE_PAGE_MAX_WORKERS), recorder)
+    state = ask(
+        net,
+        hosts[0],
+        ClusterStateRequest(request_id="c1", offset=0, limit=STATE_PAGE_MAX_WORKERS),
+        recorder,
+    )
     assert isinstance(state, ClusterStateResponse)
     assert state.active_workers == 8
 
@@ -324,8 +385,14 @@ def test_a_member_wrongly_declared_dead_is_back_in_every_view_with_its_refutatio
     # Every other node declares it dead, as a long stall would make them: its report goes.
     member = others[0].node.membership.get(victim.node_id)
     assert member is not None
+    victim_host, victim_port = victim.address
     verdict = MemberUpdate(
-        victim.node_id, *victim.address, member.incarnation, int(MemberState.DEAD), "n0000"
+        node_id=victim.node_id,
+        host=victim_host,
+        port=victim_port,
+        incarnation=member.incarnation,
+        state=int(MemberState.DEAD),
+        origin="n0000",
     )
     for host in others:
         host.node.membership.apply(verdict, net.now)
@@ -350,14 +417,27 @@ def test_placement_skips_a_suspect_member_until_it_proves_alive() -> None:
     member = scheduler.membership.get(suspect.node_id)
     assert member is not None
     rumour = MemberUpdate(
-        suspect.node_id, *suspect.address, member.incarnation, int(MemberState.SUSPECT), "n0001"
+        node_id=suspect.node_id,
+        host=suspect.address[0],
+        port=suspect.address[1],
+        incarnation=member.incarnation,
+        state=int(MemberState.SUSPECT),
+        origin="n0001",
     )
     scheduler.membership.apply(rumour, net.now)
     scheduler.tick(net.now)  # the notice reaches the view
     assert scheduler.membership.get(suspect.node_id).state is MemberState.SUSPECT  # type: ignore[union-attr]
     assert suspect.node_id not in scheduler.scheduler.view
     decisions = [
-        ask(net, hosts[0], ScheduleRequest(f"s{i}", MODEL, 0, 128, 16), recorder) for i in range(12)
+        ask(
+            net,
+            hosts[0],
+            ScheduleRequest(
+                request_id=f"s{i}", model=MODEL, priority=0, prompt_tokens=128, output_tokens=16
+            ),
+            recorder,
+        )
+        for i in range(12)
     ]
     chosen = {d.worker_id for d in decisions if isinstance(d, ScheduleResponse)}
     assert len(chosen) >= 2 and suspect.node_id not in chosen
@@ -379,7 +459,12 @@ def test_a_suspects_report_stays_out_of_the_view_though_it_had_no_entry() -> Non
     assert member is not None
     scheduler.scheduler.view.remove(suspect.node_id)  # no entry when the suspicion comes
     rumour = MemberUpdate(
-        suspect.node_id, *suspect.address, member.incarnation, int(MemberState.SUSPECT), "n0001"
+        node_id=suspect.node_id,
+        host=suspect.address[0],
+        port=suspect.address[1],
+        incarnation=member.incarnation,
+        state=int(MemberState.SUSPECT),
+        origin="n0001",
     )
     scheduler.membership.apply(rumour, net.now)
     scheduler.tick(net.now)

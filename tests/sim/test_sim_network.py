@@ -40,7 +40,13 @@ def network(seed: int = 1, **link: float) -> tuple[Kernel, Network, list[tuple[f
 
 
 def request(index: int) -> ScheduleRequest:
-    return ScheduleRequest(f"r{index}", "llama-3.2-1b", 0, 100, 10)
+    return ScheduleRequest(
+        request_id=f"r{index}",
+        model="llama-3.2-1b",
+        priority=0,
+        prompt_tokens=100,
+        output_tokens=10,
+    )
 
 
 def test_latency_floor_and_jitter() -> None:
@@ -164,7 +170,12 @@ def test_loss_window_applies_only_inside() -> None:
 def test_traffic_is_counted_per_node_and_plane() -> None:
     kernel, net, _ = network()
     codec = Codec()
-    control, data = request(1), InferenceRequest("r1", "llama-3.2-1b", 100, 10)
+    control, data = (
+        request(1),
+        InferenceRequest(
+            request_id="r1", model="llama-3.2-1b", prompt_tokens=100, output_tokens=10
+        ),
+    )
     net.send("a", "b", control)
     net.send("a", "b", data)
     kernel.run(1.0)

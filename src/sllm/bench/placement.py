@@ -88,7 +88,16 @@ def measure_placement(policy: str, workers: int, seed: int = 0) -> float:
     for worker_id in ids:
         coordinator.handle(synthetic_report(rng, worker_id, names, seq), 0.0)
     popularity = ModelPopularity.from_table(load_popularity(), names)
-    requests = [ScheduleRequest(f"r{i}", popularity.sample(rng), 0, 512, 128) for i in range(4096)]
+    requests = [
+        ScheduleRequest(
+            request_id=f"r{i}",
+            model=popularity.sample(rng),
+            priority=0,
+            prompt_tokens=512,
+            output_tokens=128,
+        )
+        for i in range(4096)
+    ]
     decisions = 0
     spent = 0.0
     cursor = 0

@@ -52,7 +52,7 @@ def warm_start_rate(completed: int, cold_starts: int) -> float:
     return (completed - cold_starts) / completed if completed else 0.0
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Placements:
     """Warm and cold placements, summed over one scheduler or many (decentralized)."""
 

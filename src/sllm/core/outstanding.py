@@ -134,7 +134,9 @@ class OutstandingRequests:
         if request is None:
             return None
         if worker_id in self._lost:  # not a real placement: it never leaves the client
-            return Retry(request_id, worker_id, STALE_PLACEMENT_DELAY_S)
+            return Retry(
+                request_id=request_id, lost_worker=worker_id, after_s=STALE_PLACEMENT_DELAY_S
+            )
         request.placements += 1
         request.worker_id = worker_id
         request.started = False
@@ -206,14 +208,14 @@ class OutstandingRequests:
         self._release(request_id, worker_id)
         request.worker_id = ""
         self.retried += 1
-        return Retry(request_id, worker_id)
+        return Retry(request_id=request_id, lost_worker=worker_id)
 
     def _fail(self, request_id: str, reason: str) -> Fail:
         request = self._requests.pop(request_id)
         if request.worker_id:
             self._release(request_id, request.worker_id)
         self.failed[reason] += 1
-        return Fail(request_id, reason, request.worker_id)
+        return Fail(request_id=request_id, reason=reason, worker_id=request.worker_id)
 
     def _release(self, request_id: str, worker_id: str) -> None:
         holding = self._by_worker.get(worker_id)

@@ -360,7 +360,9 @@ class NodeHost:
             if isinstance(action, Finished):
                 requester = self._requesters.pop(action.request_id, None)
                 if requester is not None:
-                    sends.append(Send(requester, result_message(self.node.node_id, action)))
+                    sends.append(
+                        Send(to=requester, message=result_message(self.node.node_id, action))
+                    )
             for timer in self.engine.timers(action):
                 self._sequence += 1
                 heapq.heappush(self._timers, (now + timer.delay_s, self._sequence, timer))
@@ -408,7 +410,7 @@ class ClientHost:
                 outcome.done, outcome.reason = True, f"rejected: {message.reason}"
                 return []
             outcome.worker_id = message.worker_id
-            return [Send((message.host, message.port), spec)]
+            return [Send(to=(message.host, message.port), message=spec)]
         if isinstance(message, InferenceResult):
             outcome = self.outcomes.get(message.request_id)
             if outcome is None or outcome.done:
@@ -429,9 +431,13 @@ class ClientHost:
             self.outcomes[spec.request_id] = ClientOutcome(spec.request_id, now)
             self._specs[spec.request_id] = spec
             request = ScheduleRequest(
-                spec.request_id, spec.model, 0, spec.prompt_tokens, spec.output_tokens
+                request_id=spec.request_id,
+                model=spec.model,
+                priority=0,
+                prompt_tokens=spec.prompt_tokens,
+                output_tokens=spec.output_tokens,
             )
-            sends.append(Send(self.rng.choice(schedulers), request))
+            sends.append(Send(to=self.rng.choice(schedulers), message=request))
         return sends
 
     def next_deadline(self) -> float | None:

@@ -168,7 +168,13 @@ class Driver:
         except asyncio.CancelledError:
             worker_id = self.outstanding.worker_of(request_id)
             self.outcomes.append(
-                RequestOutcome(request_id, arrival.model, False, UNFINISHED, worker_id)
+                RequestOutcome(
+                    request_id=request_id,
+                    model=arrival.model,
+                    ok=False,
+                    reason=UNFINISHED,
+                    worker_id=worker_id,
+                )
             )
             raise
         finally:
@@ -182,9 +188,18 @@ class Driver:
         """Schedule, send, await the answer; again for as long as `outstanding` retries."""
         model = arrival.model
         schedule = ScheduleRequest(
-            request_id, model, 0, arrival.prompt_tokens, arrival.output_tokens
+            request_id=request_id,
+            model=model,
+            priority=0,
+            prompt_tokens=arrival.prompt_tokens,
+            output_tokens=arrival.output_tokens,
         )
-        request = InferenceRequest(request_id, model, arrival.prompt_tokens, arrival.output_tokens)
+        request = InferenceRequest(
+            request_id=request_id,
+            model=model,
+            prompt_tokens=arrival.prompt_tokens,
+            output_tokens=arrival.output_tokens,
+        )
         loop = asyncio.get_running_loop()
         while True:
             try:
@@ -192,11 +207,20 @@ class Driver:
                     schedule, self.pick_scheduler(), ScheduleResponse, SCHEDULE_TIMEOUT_S
                 )
             except TimeoutError:
-                return RequestOutcome(request_id, model, False, "no_decision")
+                return RequestOutcome(
+                    request_id=request_id, model=model, ok=False, reason="no_decision"
+                )
             if decision.action == "reject":
-                return RequestOutcome(request_id, model, False, f"rejected: {decision.reason}")
+                return RequestOutcome(
+                    request_id=request_id,
+                    model=model,
+                    ok=False,
+                    reason=f"rejected: {decision.reason}",
+                )
             if request_id not in self.outstanding:  # its deadline passed meanwhile
-                return RequestOutcome(request_id, model, False, NO_RESULT)
+                return RequestOutcome(
+                    request_id=request_id, model=model, ok=False, reason=NO_RESULT
+                )
             scheduled = time.monotonic()
             answer_future: asyncio.Future[InferenceResult | Decision] = loop.create_future()
             self._answers[request_id] = answer_future
@@ -212,14 +236,20 @@ class Driver:
                     await asyncio.sleep(answer.after_s)
                 continue
             if isinstance(answer, Fail):
-                return RequestOutcome(request_id, model, False, answer.reason, answer.worker_id)
+                return RequestOutcome(
+                    request_id=request_id,
+                    model=model,
+                    ok=False,
+                    reason=answer.reason,
+                    worker_id=answer.worker_id,
+                )
             return RequestOutcome(
-                request_id,
-                model,
-                answer.ok,
-                answer.reason,
-                answer.worker_id,
-                answer.cold_start,
+                request_id=request_id,
+                model=model,
+                ok=answer.ok,
+                reason=answer.reason,
+                worker_id=answer.worker_id,
+                cold_start=answer.cold_start,
                 queue_s=answer.queue_s,
                 ttft_s=(scheduled - started) + answer.ttft_s,
                 e2e_s=time.monotonic() - started,

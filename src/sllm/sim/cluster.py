@@ -321,7 +321,7 @@ class WorkerHost:
         leaving it out spares an event per request."""
         requester = self._requesters.get(request_id)
         if requester is not None:
-            started = InferenceStarted(request_id, self.name)
+            started = InferenceStarted(request_id=request_id, worker_id=self.name)
             self.network.send(self.name, requester, started, transit=False)
 
     def _send_result(self, finished: Finished) -> None:
@@ -404,7 +404,11 @@ class Client:
             CLIENT,
             self.cluster.scheduler(),
             ScheduleRequest(
-                request_id, arrival.model, 0, arrival.prompt_tokens, arrival.output_tokens
+                request_id=request_id,
+                model=arrival.model,
+                priority=0,
+                prompt_tokens=arrival.prompt_tokens,
+                output_tokens=arrival.output_tokens,
             ),
         )
         self._awaiting_decision.append((self.kernel.now + self.schedule_timeout_s, request_id))
@@ -436,11 +440,11 @@ class Client:
             self._end(
                 pending,
                 RequestOutcome(
-                    pending.request_id,
-                    pending.arrival.model,
-                    False,
-                    decision.reason,
-                    decision.worker_id,
+                    request_id=pending.request_id,
+                    model=pending.arrival.model,
+                    ok=False,
+                    reason=decision.reason,
+                    worker_id=decision.worker_id,
                 ),
             )
             return
@@ -464,7 +468,10 @@ class Client:
             self._end(
                 pending,
                 RequestOutcome(
-                    pending.request_id, arrival.model, False, f"rejected: {decision.reason}"
+                    request_id=pending.request_id,
+                    model=arrival.model,
+                    ok=False,
+                    reason=f"rejected: {decision.reason}",
                 ),
             )
             return
@@ -478,7 +485,10 @@ class Client:
             CLIENT,
             decision.host,
             InferenceRequest(
-                pending.request_id, arrival.model, arrival.prompt_tokens, arrival.output_tokens
+                request_id=pending.request_id,
+                model=arrival.model,
+                prompt_tokens=arrival.prompt_tokens,
+                output_tokens=arrival.output_tokens,
             ),
         )
 
@@ -490,15 +500,15 @@ class Client:
         self._end(
             pending,
             RequestOutcome(
-                pending.request_id,
-                pending.arrival.model,
-                result.ok,
-                result.reason,
-                result.worker_id,
-                result.cold_start,
-                result.queue_s,
-                (pending.scheduled - pending.started) + result.ttft_s,  # ttft_s
-                now - pending.started,  # e2e_s
+                request_id=pending.request_id,
+                model=pending.arrival.model,
+                ok=result.ok,
+                reason=result.reason,
+                worker_id=result.worker_id,
+                cold_start=result.cold_start,
+                queue_s=result.queue_s,
+                ttft_s=(pending.scheduled - pending.started) + result.ttft_s,
+                e2e_s=now - pending.started,
             ),
         )
 
@@ -544,7 +554,9 @@ class Client:
             queue.popleft()
             self._end(
                 pending,
-                RequestOutcome(request_id, pending.arrival.model, False, reason),
+                RequestOutcome(
+                    request_id=request_id, model=pending.arrival.model, ok=False, reason=reason
+                ),
             )
         return False
 
@@ -554,11 +566,11 @@ class Client:
             self._end(
                 pending,
                 RequestOutcome(
-                    pending.request_id,
-                    pending.arrival.model,
-                    False,
-                    UNFINISHED,
-                    self.outstanding.worker_of(pending.request_id),
+                    request_id=pending.request_id,
+                    model=pending.arrival.model,
+                    ok=False,
+                    reason=UNFINISHED,
+                    worker_id=self.outstanding.worker_of(pending.request_id),
                 ),
             )
 
