@@ -12,7 +12,6 @@ from sllm.catalog import served_catalog
 from sllm.core.cost import CostModel
 from sllm.core.tiers import Tier
 from sllm.core.worker import WorkerResources, WorkerState, prestaged
-from sllm.experiments.options import WorkloadOptions, make_workload
 from sllm.sim.cluster import CentralizedCluster, ClusterConfig
 from sllm.sim.kernel import Kernel
 from sllm.sim.network import (
@@ -26,6 +25,7 @@ from sllm.sim.network import (
     jitter_factors,
 )
 from sllm.wire import Codec, InferenceRequest, Message, ScheduleRequest
+from sllm.workload.options import WorkloadOptions, make_workload
 
 SENDS = 4000
 
@@ -211,7 +211,7 @@ def test_sampled_bytes_are_within_3_percent_of_exact(workers: int) -> None:
     for exact in (False, True):
         cluster = CentralizedCluster(ClusterConfig(workers=workers, seed=3, exact_bytes=exact))
         report = cluster.run(arrivals, 30.0).report
-        totals.append(report["simulation"]["network"]["by_type"])
+        totals.append(report.simulation.by_type)
     estimated, exact_totals = totals
     assert estimated.keys() == exact_totals.keys()
     for kind, row in exact_totals.items():

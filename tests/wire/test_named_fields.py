@@ -20,8 +20,8 @@ import pytest
 
 from sllm.core import coordinator, cost, measures, membership, node, outstanding, placement, worker
 from sllm.engines import sim as sim_engine
-from sllm.experiments import report as run_report
 from sllm.records import record
+from sllm.sim import report as run_report
 from sllm.wire import MESSAGE_TYPES, Codec
 from sllm.wire import codec as codec_module
 from sllm.wire import messages as wire_messages

@@ -35,9 +35,9 @@ import sysconfig
 import time
 from typing import Any
 
-from sllm.experiments.options import WorkloadOptions, make_workload
 from sllm.sim.cluster import CentralizedCluster, ClusterConfig
 from sllm.sim.progress import Progress
+from sllm.workload.options import WorkloadOptions, make_workload
 
 TARGET_HOURS = 1.0
 TARGET_WORKERS = 1_000
@@ -111,8 +111,9 @@ def run(
         stolen_after = steal_seconds()
         if profiler is not None:
             profiler.disable()
-    report = result.report
-    by_type = report["simulation"]["network"]["by_type"]
+    report = result.report.run
+    simulation = result.report.simulation
+    by_type = simulation.by_type
     # The full run simulates the target's hour plus the same drain; cost per simulated
     # second is steady once warm, so a shorter run projects linearly in simulated time.
     full_s = TARGET_HOURS * 3600.0 + (result.simulated_seconds - cluster.t0 - duration)
@@ -128,10 +129,10 @@ def run(
         "simulated_seconds": result.simulated_seconds,
         "rate_rps": rate,
         "models": models,
-        "requests": report["requests"],
-        "completed": report["completed"],
+        "requests": report.requests,
+        "completed": report.completed,
         "worker_reports": by_type.get("worker_report", {}).get("messages", 0),
-        "datagrams": report["simulation"]["network"]["datagrams"]["sent"],
+        "datagrams": simulation.datagrams["sent"],
         "events": result.events,
         "wall_s": round(wall, 2),
         "cpu_s": round(cpu, 2),
@@ -139,10 +140,10 @@ def run(
         if stolen_before is not None and stolen_after is not None
         else None,
         "workload_generation_s": round(workload_s, 2),
-        "requests_per_wall_s": round(report["requests"] / wall),
+        "requests_per_wall_s": round(report.requests / wall),
         "anchor_requests_per_wall_s": list(ANCHOR_REQUESTS_PER_WALL_S),
         "requests_per_wall_s_to_anchor_high": round(
-            report["requests"] / wall / ANCHOR_REQUESTS_PER_WALL_S[1], 2
+            report.requests / wall / ANCHOR_REQUESTS_PER_WALL_S[1], 2
         ),
         "events_per_wall_s": round(result.events / wall),
         "simulated_s_per_wall_s": round(result.simulated_seconds / wall, 2),

@@ -50,6 +50,10 @@ STALE_PLACEMENT_DELAY_S = 0.5
 WORKER_LOST = "worker_lost"
 RETRIES_EXHAUSTED = "retries_exhausted"
 NO_RESULT = "no_result"
+# The reason of a request the run itself cut off: still queued or running, on a worker
+# nobody declared lost, when the drain after the last arrival ended. Counted apart from
+# the lost ones: the system had not failed it, the experiment stopped waiting.
+UNFINISHED = "unfinished"
 
 
 @record
@@ -72,6 +76,25 @@ class Fail:
 
 
 Decision = Retry | Fail
+
+
+@record
+class RequestOutcome:
+    """How one request ended, as its client saw it; latencies in seconds.
+
+    The client that holds its outstanding requests here ends each with one of these, and
+    the run report (`sllm.sim.report`) counts them.
+    """
+
+    request_id: str
+    model: str
+    ok: bool
+    reason: str = ""
+    worker_id: str = ""
+    cold_start: bool = False
+    queue_s: float = 0.0
+    ttft_s: float = 0.0
+    e2e_s: float = 0.0
 
 
 class _Outstanding:

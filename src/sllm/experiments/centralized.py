@@ -19,27 +19,22 @@ import signal
 import sys
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any
 
 from sllm.core.measures import Placements
-from sllm.core.outstanding import NO_RESULT, Decision, Fail, OutstandingRequests, Retry
-from sllm.experiments.launcher import ServiceProcess
-from sllm.experiments.options import (
-    add_policy_argument,
-    add_run_arguments,
-    add_workload_arguments,
-    make_workload,
-    options_from_args,
-)
-from sllm.experiments.report import (
+from sllm.core.outstanding import (
+    NO_RESULT,
     UNFINISHED,
+    Decision,
+    Fail,
+    OutstandingRequests,
     RequestOutcome,
-    WorkerSamples,
-    build_report,
-    run_and_report,
+    Retry,
 )
+from sllm.experiments.launcher import ServiceProcess
+from sllm.experiments.report import run_and_report
 from sllm.runtime.client import get_cluster_state, placements_in, render_table
 from sllm.runtime.udp import Address, Endpoint
+from sllm.sim.report import RunReport, WorkerSamples, build_report
 from sllm.wire import (
     Codec,
     InferenceRequest,
@@ -50,6 +45,13 @@ from sllm.wire import (
     ScheduleResponse,
 )
 from sllm.workload import Arrival
+from sllm.workload.options import (
+    add_policy_argument,
+    add_run_arguments,
+    add_workload_arguments,
+    make_workload,
+    options_from_args,
+)
 
 STATUS_PRINT_PERIOD_S = 10.0
 SAMPLE_PERIOD_S = 1.0
@@ -369,7 +371,7 @@ async def wait_for_drain(
     everything.cancel()
 
 
-async def run(args: argparse.Namespace) -> dict[str, Any]:
+async def run(args: argparse.Namespace) -> RunReport:
     models, arrivals = make_workload(options_from_args(args, args.duration))
     env = {
         "REPORT_INTERVAL": str(args.report_interval),
