@@ -126,7 +126,7 @@ def test_a_full_coordinator_refuses_new_workers_keeps_the_known_and_says_so() ->
     assert "w-c" not in core.view and len(core.view) == 2
     # Known workers keep reporting and stay.
     core.handle(report("w-a", seq=2), 5.0, source="127.0.0.1")
-    state = core.cluster_state(ClusterStateRequest("r", 0, 4), 5.0)
+    state = core.cluster_state(ClusterStateRequest(request_id="r", offset=0, limit=4), 5.0)
     assert (state.active_workers, state.max_workers, state.refused_workers) == (2, 2, 2)
     # Expiry (the runtime's timer) makes room again: w-b went silent at 0.0.
     assert [notice.fields["worker"] for notice in core.expire(TIMEOUT + 1.0)] == ["w-b"]

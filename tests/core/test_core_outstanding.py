@@ -28,13 +28,15 @@ def test_a_dead_worker_retries_what_it_queued_and_fails_what_it_ran() -> None:
     held.started("elsewhere", "w1")  # an ack from a worker that does not hold it: ignored
     decisions = held.worker_lost("w1")
     assert decisions == [
-        Retry("queued-1", "w1"),
-        Retry("queued-2", "w1"),
-        Fail("running", WORKER_LOST, "w1"),
+        Retry(request_id="queued-1", lost_worker="w1"),
+        Retry(request_id="queued-2", lost_worker="w1"),
+        Fail(request_id="running", reason=WORKER_LOST, worker_id="w1"),
     ]
     assert held.retried == 2 and held.failed == {WORKER_LOST: 1}
     assert "running" not in held and "queued-1" in held and held.worker_of("queued-1") == ""
-    assert held.worker_lost("w2") == [Retry("elsewhere", "w2")]  # it never started on w2
+    assert held.worker_lost("w2") == [
+        Retry(request_id="elsewhere", lost_worker="w2")
+    ]  # it never started on w2
 
 
 def test_a_request_placed_on_a_worker_already_lost_is_asked_for_again_later() -> None:
@@ -42,7 +44,9 @@ def test_a_request_placed_on_a_worker_already_lost_is_asked_for_again_later() ->
     held.worker_lost("w1")
     held.begin("r", now=0.0)
     for _ in range(3):  # the scheduler has not heard yet: no placement is used up
-        assert held.placed("r", "w1") == Retry("r", "w1", STALE_PLACEMENT_DELAY_S)
+        assert held.placed("r", "w1") == Retry(
+            request_id="r", lost_worker="w1", after_s=STALE_PLACEMENT_DELAY_S
+        )
     assert held.retried == 0 and held.worker_of("r") == ""
     # Heard from again (a restart, a false suspicion): placements there stand.
     held.worker_back("w1")
@@ -54,9 +58,11 @@ def test_placements_are_bounded() -> None:
     held = OutstandingRequests(max_placements=2)
     held.begin("r", now=0.0)
     held.placed("r", "w1")
-    assert held.worker_lost("w1") == [Retry("r", "w1")]
+    assert held.worker_lost("w1") == [Retry(request_id="r", lost_worker="w1")]
     held.placed("r", "w2")
-    assert held.worker_lost("w2") == [Fail("r", RETRIES_EXHAUSTED, "w2")]
+    assert held.worker_lost("w2") == [
+        Fail(request_id="r", reason=RETRIES_EXHAUSTED, worker_id="w2")
+    ]
     assert "r" not in held and held.failed == {RETRIES_EXHAUSTED: 1}
 
 
@@ -69,7 +75,7 @@ def test_no_request_outlives_its_deadline() -> None:
     held.end("answered")
     assert held.next_deadline() == 11.0
     assert held.expire(10.999) == []
-    assert held.expire(11.0) == [Fail("silent", NO_RESULT, "w1")]
+    assert held.expire(11.0) == [Fail(request_id="silent", reason=NO_RESULT, worker_id="w1")]
     assert held.next_deadline() == 15.0
     assert held.worker_lost("w1") == []  # nothing left there
     held.end("later")

@@ -417,9 +417,11 @@ def test_handle_dispatches_every_message() -> None:
     placed = coord.handle(request(), 1.5)
     assert len(placed.replies) == 1
     assert isinstance(placed.replies[0], ScheduleResponse)
-    state = coord.handle(ClusterStateRequest("s", 0, 4), 1.5)
+    state = coord.handle(ClusterStateRequest(request_id="s", offset=0, limit=4), 1.5)
     assert isinstance(state.replies[0], ClusterStateResponse)
-    odd = coord.handle(InferenceRequest("x", MODEL, 1, 1), 1.5)
+    odd = coord.handle(
+        InferenceRequest(request_id="x", model=MODEL, prompt_tokens=1, output_tokens=1), 1.5
+    )
     assert odd.replies == ()
     assert [n.event for n in odd.notices] == ["unexpected_message"]
 
@@ -452,9 +454,9 @@ def test_cluster_state_pages_sorted_by_id() -> None:
             12.0,
         )
     coord.place(request(), 13.0)
-    first = coord.cluster_state(ClusterStateRequest("s1", 0, 4), 14.0)
-    second = coord.cluster_state(ClusterStateRequest("s2", 4, 4), 14.0)
-    beyond = coord.cluster_state(ClusterStateRequest("s3", 6, 4), 14.0)
+    first = coord.cluster_state(ClusterStateRequest(request_id="s1", offset=0, limit=4), 14.0)
+    second = coord.cluster_state(ClusterStateRequest(request_id="s2", offset=4, limit=4), 14.0)
+    beyond = coord.cluster_state(ClusterStateRequest(request_id="s3", offset=6, limit=4), 14.0)
     assert [w.worker_id for w in first.workers] == ["w0", "w1", "w2", "w3"]
     assert [w.worker_id for w in second.workers] == ["w4", "w5"]
     assert beyond.workers == ()
@@ -476,7 +478,9 @@ def test_cluster_state_pages_sorted_by_id() -> None:
 
 
 def test_cluster_state_of_an_empty_cluster() -> None:
-    state = coordinator("random").cluster_state(ClusterStateRequest("s", 0, 4), 3.0)
+    state = coordinator("random").cluster_state(
+        ClusterStateRequest(request_id="s", offset=0, limit=4), 3.0
+    )
     assert state.active_workers == 0
     assert state.workers == ()
     assert (state.queue_depth_mean, state.queue_depth_max, state.gpu_utilization_mean) == (0, 0, 0)
@@ -598,7 +602,9 @@ def test_model_larger_than_the_gpu_is_rejected() -> None:
 
 
 @pytest.mark.parametrize(
-    "message", [request(), ClusterStateRequest("s", 0, 4)], ids=["schedule", "cluster_state"]
+    "message",
+    [request(), ClusterStateRequest(request_id="s", offset=0, limit=4)],
+    ids=["schedule", "cluster_state"],
 )
 def test_workers_expired_while_handling_are_announced(message: Any) -> None:
     coord = coordinator("least-loaded")

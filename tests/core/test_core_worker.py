@@ -54,7 +54,9 @@ def inference(rid: str, model: str = MID, prompt: int = 512, output: int = 64) -
 
 
 def start(rid: str, model: str = MID, batch: int = 1) -> StartRequest:
-    return StartRequest(rid, model, 512, 64, batch)
+    return StartRequest(
+        request_id=rid, model=model, prompt_tokens=512, output_tokens=64, batch_size=batch
+    )
 
 
 def of_type(actions: list[Action], kind: type) -> list[Action]:
@@ -70,7 +72,7 @@ def warm(model: str = MID) -> WorkerState:
 
 def test_cold_start_loads_from_remote_then_runs() -> None:
     w = worker()
-    assert w.submit(inference("r1"), 1.0) == [StartLoad(MID, Tier.REMOTE)]
+    assert w.submit(inference("r1"), 1.0) == [StartLoad(model=MID, source=Tier.REMOTE)]
     assert (w.queue_depth, w.running) == (1, 0)
     assert w.gpu_used == CATALOG[MID].size_bytes  # the load holds its room
     load_s = COST.load_time(CATALOG[MID].size_bytes, Tier.REMOTE)
@@ -88,7 +90,7 @@ def test_cold_start_loads_from_remote_then_runs() -> None:
 def test_prestaged_checkpoint_loads_from_its_tier(tier: Tier) -> None:
     w = worker(prestaged(CATALOG, RESOURCES, tier))
     assert w.tier_of(MID) is tier
-    assert w.submit(inference("r1"), 0.0) == [StartLoad(MID, tier)]
+    assert w.submit(inference("r1"), 0.0) == [StartLoad(model=MID, source=tier)]
 
 
 def test_prestaged_takes_models_in_catalog_order_while_they_fit() -> None:
@@ -112,7 +114,7 @@ def test_preloaded_on_gpu_runs_at_once() -> None:
 
 def test_loads_are_serialized() -> None:
     w = worker()
-    assert w.submit(inference("a", TINY), 0.0) == [StartLoad(TINY, Tier.REMOTE)]
+    assert w.submit(inference("a", TINY), 0.0) == [StartLoad(model=TINY, source=Tier.REMOTE)]
     assert w.submit(inference("b", SMALL), 0.1) == []  # waits for the load channel
     assert w.load_done(SMALL, 0.5) == []  # not the load under way: ignored
     assert w.load_backlog_s(0.1) == pytest.approx(
@@ -121,14 +123,14 @@ def test_loads_are_serialized() -> None:
         + COST.load_time(CATALOG[SMALL].size_bytes, Tier.REMOTE)
     )
     actions = w.load_done(TINY, 3.0)
-    assert actions == [start("a", TINY), StartLoad(SMALL, Tier.REMOTE)]
+    assert actions == [start("a", TINY), StartLoad(model=SMALL, source=Tier.REMOTE)]
     assert w.load_done(SMALL, 9.0) == [start("b", SMALL)]
     assert w.running == 2
 
 
 def test_one_load_serves_every_request_waiting_for_it() -> None:
     w = worker()
-    assert w.submit(inference("a"), 0.0) == [StartLoad(MID, Tier.REMOTE)]
+    assert w.submit(inference("a"), 0.0) == [StartLoad(model=MID, source=Tier.REMOTE)]
     assert w.submit(inference("b"), 0.5) == []
     assert w.load_done(MID, 12.0) == [start("a"), start("b", batch=2)]
 
@@ -141,9 +143,25 @@ def test_load_failed_fails_its_waiters_and_moves_on() -> None:
     assert w.load_failed(TINY, 2.0, "oom") == []  # not the load under way
     actions = w.load_failed(MID, 2.0, "oom")
     assert actions == [
-        Finished("a", False, "load_failed: oom", True, 2.0, 2.0, 2.0),
-        Finished("c", False, "load_failed: oom", True, 1.0, 1.0, 1.0),
-        StartLoad(TINY, Tier.REMOTE),
+        Finished(
+            request_id="a",
+            ok=False,
+            reason="load_failed: oom",
+            cold_start=True,
+            queue_s=2.0,
+            ttft_s=2.0,
+            e2e_s=2.0,
+        ),
+        Finished(
+            request_id="c",
+            ok=False,
+            reason="load_failed: oom",
+            cold_start=True,
+            queue_s=1.0,
+            ttft_s=1.0,
+            e2e_s=1.0,
+        ),
+        StartLoad(model=TINY, source=Tier.REMOTE),
     ]
     assert w.queue_depth == 1
     assert w.tier_of(MID) is Tier.REMOTE
@@ -160,7 +178,15 @@ def test_requests_start_up_to_slots_and_the_rest_queue() -> None:
     assert (w.running, w.queue_depth) == (2, 1)
     actions = w.request_done("r1", 1.0)
     assert actions == [
-        Finished("r1", True, "", False, 0.0, 1.0, 1.0),
+        Finished(
+            request_id="r1",
+            ok=True,
+            reason="",
+            cold_start=False,
+            queue_s=0.0,
+            ttft_s=1.0,
+            e2e_s=1.0,
+        ),
         start("r3", batch=2),
     ]
     assert (w.running, w.queue_depth) == (2, 0)
@@ -175,7 +201,15 @@ def test_queue_capacity_is_enforced() -> None:
         assert of_type(actions, Finished) == []
     assert w.queue_depth == RESOURCES.queue_capacity
     assert w.submit(inference("late"), 0.5) == [
-        Finished("late", False, "queue_full", False, 0.0, 0.0, 0.0)
+        Finished(
+            request_id="late",
+            ok=False,
+            reason="queue_full",
+            cold_start=False,
+            queue_s=0.0,
+            ttft_s=0.0,
+            e2e_s=0.0,
+        )
     ]
     assert (w.accepted_total, w.rejected_total) == (5, 1)
 
@@ -183,7 +217,11 @@ def test_queue_capacity_is_enforced() -> None:
 @pytest.mark.parametrize(("model", "reason"), [("nope", "unknown_model"), (BIG, "model_too_large")])
 def test_submit_rejects(model: str, reason: str) -> None:
     w = worker()
-    assert w.submit(inference("r", model), 0.0) == [Finished("r", False, reason, False, 0, 0, 0)]
+    assert w.submit(inference("r", model), 0.0) == [
+        Finished(
+            request_id="r", ok=False, reason=reason, cold_start=False, queue_s=0, ttft_s=0, e2e_s=0
+        )
+    ]
     assert w.queue_depth == 0
     assert w.rejected_total == 1
 
@@ -191,7 +229,17 @@ def test_submit_rejects(model: str, reason: str) -> None:
 def test_not_ready_rejects() -> None:
     w = warm()
     w.ready = False
-    assert w.submit(inference("r"), 0.0) == [Finished("r", False, "not_ready", False, 0, 0, 0)]
+    assert w.submit(inference("r"), 0.0) == [
+        Finished(
+            request_id="r",
+            ok=False,
+            reason="not_ready",
+            cold_start=False,
+            queue_s=0,
+            ttft_s=0,
+            e2e_s=0,
+        )
+    ]
     assert w.report(0.0, "h", 1).ready is False
 
 
@@ -213,7 +261,10 @@ def test_idle_lru_model_is_evicted_to_make_room() -> None:
     run_once(w, "b", SMALL, 2.0)  # 13.48 + 6.42 = 19.9 GB: both fit
     assert w.gpu_used == CATALOG[MID].size_bytes + CATALOG[SMALL].size_bytes
     actions = w.submit(inference("c", TINY), 3.0)
-    assert actions == [Evict(MID, Tier.GPU, Tier.HOST), StartLoad(TINY, Tier.REMOTE)]
+    assert actions == [
+        Evict(model=MID, source=Tier.GPU, destination=Tier.HOST),
+        StartLoad(model=TINY, source=Tier.REMOTE),
+    ]
     assert w.gpu_used <= RESOURCES.gpu_bytes
     assert w.tier_of(MID) is Tier.HOST
     assert w.tier_of(SMALL) is Tier.GPU
@@ -221,11 +272,14 @@ def test_idle_lru_model_is_evicted_to_make_room() -> None:
 
 def test_busy_model_is_not_evicted() -> None:
     w = worker()
-    assert w.submit(inference("a", MID), 1.0) == [StartLoad(MID, Tier.REMOTE)]
+    assert w.submit(inference("a", MID), 1.0) == [StartLoad(model=MID, source=Tier.REMOTE)]
     assert w.load_done(MID, 1.0) == [start("a", MID)]  # MID runs on, least recently used
     run_once(w, "b", SMALL, 2.0)
     actions = w.submit(inference("c", TINY), 3.0)
-    assert actions == [Evict(SMALL, Tier.GPU, Tier.HOST), StartLoad(TINY, Tier.REMOTE)]
+    assert actions == [
+        Evict(model=SMALL, source=Tier.GPU, destination=Tier.HOST),
+        StartLoad(model=TINY, source=Tier.REMOTE),
+    ]
     assert w.tier_of(MID) is Tier.GPU
 
 
@@ -239,9 +293,11 @@ def test_load_waits_while_every_resident_model_is_busy() -> None:
     assert w.gpu_used <= RESOURCES.gpu_bytes
     actions = w.request_done("b", 4.0)
     assert actions == [
-        Finished("b", True, "", True, 1.0, 3.0, 3.0),
-        Evict(SMALL, Tier.GPU, Tier.HOST),
-        StartLoad(TINY, Tier.REMOTE),
+        Finished(
+            request_id="b", ok=True, reason="", cold_start=True, queue_s=1.0, ttft_s=3.0, e2e_s=3.0
+        ),
+        Evict(model=SMALL, source=Tier.GPU, destination=Tier.HOST),
+        StartLoad(model=TINY, source=Tier.REMOTE),
     ]
     assert w.gpu_used <= RESOURCES.gpu_bytes
 
@@ -254,7 +310,9 @@ def test_host_cache_evicts_least_recently_used() -> None:
     run_once(w, "a", MID, 1.0)  # host: MID (13.48 of 16 GB)
     w.submit(inference("b", SMALL), 2.0)
     actions = w.load_done(SMALL, 3.0)
-    assert actions[0] == Evict(MID, Tier.HOST, Tier.DISK)  # the disk copy stays
+    assert actions[0] == Evict(
+        model=MID, source=Tier.HOST, destination=Tier.DISK
+    )  # the disk copy stays
     assert w.tier_of(MID) is Tier.GPU  # still resident
     assert w.host_used == CATALOG[SMALL].size_bytes
 
@@ -262,14 +320,14 @@ def test_host_cache_evicts_least_recently_used() -> None:
 def test_a_duplicate_request_is_dropped_and_the_model_still_goes_idle() -> None:
     """A datagram the network delivers twice runs once, queued or running."""
     w = worker()
-    assert w.submit(inference("a"), 0.0) == [StartLoad(MID, Tier.REMOTE)]
+    assert w.submit(inference("a"), 0.0) == [StartLoad(model=MID, source=Tier.REMOTE)]
     assert w.submit(inference("a"), 0.5) == []  # queued behind its load
     assert w.load_done(MID, 1.0) == [start("a")]
     assert w.submit(inference("a"), 1.5) == []  # running
     assert of_type(w.request_done("a", 5.0), Finished)
     assert w.accepted_total == 1
     assert w.next_deadline() == 5.0 + RESOURCES.keep_alive_s  # nothing left running
-    assert w.tick(15.0) == [Evict(MID, Tier.GPU, Tier.HOST)]
+    assert w.tick(15.0) == [Evict(model=MID, source=Tier.GPU, destination=Tier.HOST)]
 
 
 # -- keep-alive --------------------------------------------------------------------------------
@@ -285,11 +343,11 @@ def test_keep_alive_expires_an_idle_model() -> None:
     assert w.next_deadline() == 5.0 + RESOURCES.keep_alive_s
     assert w.tick(14.999) == []
     assert w.tier_of(MID) is Tier.GPU
-    assert w.tick(15.0) == [Evict(MID, Tier.GPU, Tier.HOST)]
+    assert w.tick(15.0) == [Evict(model=MID, source=Tier.GPU, destination=Tier.HOST)]
     assert w.next_deadline() is None
     assert w.tier_of(MID) is Tier.HOST
     assert w.gpu_used == 0
-    assert w.submit(inference("b"), 20.0) == [StartLoad(MID, Tier.HOST)]
+    assert w.submit(inference("b"), 20.0) == [StartLoad(model=MID, source=Tier.HOST)]
 
 
 def test_keep_alive_restarts_with_each_use() -> None:
@@ -321,14 +379,28 @@ def test_timings_of_a_cold_request() -> None:
     w.load_done(MID, 3.0)
     w.first_token("r", 3.5)
     w.first_token("r", 3.7)  # only the first counts
-    assert w.request_done("r", 4.0) == [Finished("r", True, "", True, 2.0, 2.5, 3.0)]
+    assert w.request_done("r", 4.0) == [
+        Finished(
+            request_id="r", ok=True, reason="", cold_start=True, queue_s=2.0, ttft_s=2.5, e2e_s=3.0
+        )
+    ]
 
 
 def test_timings_of_a_warm_request() -> None:
     w = warm()
     w.submit(inference("r"), 10.0)
     w.first_token("r", 10.25)
-    assert w.request_done("r", 11.0) == [Finished("r", True, "", False, 0.0, 0.25, 1.0)]
+    assert w.request_done("r", 11.0) == [
+        Finished(
+            request_id="r",
+            ok=True,
+            reason="",
+            cold_start=False,
+            queue_s=0.0,
+            ttft_s=0.25,
+            e2e_s=1.0,
+        )
+    ]
 
 
 def test_a_request_arriving_during_the_load_is_a_cold_start() -> None:
@@ -337,7 +409,11 @@ def test_a_request_arriving_during_the_load_is_a_cold_start() -> None:
     w.submit(inference("b"), 2.0)
     w.load_done(MID, 5.0)
     finished = of_type(w.request_done("b", 6.0), Finished)
-    assert finished == [Finished("b", True, "", True, 3.0, 4.0, 4.0)]
+    assert finished == [
+        Finished(
+            request_id="b", ok=True, reason="", cold_start=True, queue_s=3.0, ttft_s=4.0, e2e_s=4.0
+        )
+    ]
 
 
 def test_a_request_queued_for_a_slot_is_not_a_cold_start() -> None:
@@ -347,7 +423,9 @@ def test_a_request_queued_for_a_slot_is_not_a_cold_start() -> None:
     w.submit(inference("c"), 1.0)
     w.request_done("a", 2.0)
     w.first_token("c", 2.5)
-    assert w.request_done("c", 3.0)[0] == Finished("c", True, "", False, 1.0, 1.5, 2.0)
+    assert w.request_done("c", 3.0)[0] == Finished(
+        request_id="c", ok=True, reason="", cold_start=False, queue_s=1.0, ttft_s=1.5, e2e_s=2.0
+    )
 
 
 # -- cancellation --------------------------------------------------------------------------------
@@ -358,7 +436,17 @@ def test_cancel_queued_request() -> None:
     w.submit(inference("a"), 0.0)
     w.submit(inference("b"), 0.0)
     w.submit(inference("c"), 0.0)
-    assert w.cancel("c", 2.0) == [Finished("c", False, "cancelled", False, 2.0, 2.0, 2.0)]
+    assert w.cancel("c", 2.0) == [
+        Finished(
+            request_id="c",
+            ok=False,
+            reason="cancelled",
+            cold_start=False,
+            queue_s=2.0,
+            ttft_s=2.0,
+            e2e_s=2.0,
+        )
+    ]
     assert w.queue_depth == 0
     w.request_done("a", 3.0)
     w.request_done("b", 4.0)
@@ -369,7 +457,17 @@ def test_cancel_queued_request() -> None:
 def test_cancel_request_waiting_for_a_load() -> None:
     w = worker()
     w.submit(inference("a"), 0.0)
-    assert w.cancel("a", 1.0) == [Finished("a", False, "cancelled", True, 1.0, 1.0, 1.0)]
+    assert w.cancel("a", 1.0) == [
+        Finished(
+            request_id="a",
+            ok=False,
+            reason="cancelled",
+            cold_start=True,
+            queue_s=1.0,
+            ttft_s=1.0,
+            e2e_s=1.0,
+        )
+    ]
     assert w.load_done(MID, 2.0) == []
     assert w.next_deadline() == 2.0 + RESOURCES.keep_alive_s
 
@@ -382,8 +480,16 @@ def test_cancel_running_request() -> None:
     w.first_token("a", 0.5)
     actions = w.cancel("a", 1.0)
     assert actions == [
-        CancelRequest("a"),
-        Finished("a", False, "cancelled", False, 0.0, 0.5, 1.0),
+        CancelRequest(request_id="a"),
+        Finished(
+            request_id="a",
+            ok=False,
+            reason="cancelled",
+            cold_start=False,
+            queue_s=0.0,
+            ttft_s=0.5,
+            e2e_s=1.0,
+        ),
         start("c", batch=2),
     ]
     assert w.completed_total == 0
@@ -501,3 +607,41 @@ def test_report_stays_true_to_the_tiers_through_random_traffic(seed: int) -> Non
             if model.running == 0 and model.queued == 0
         ]
         assert w.next_deadline() == min(idle_expiries, default=None)
+
+
+# -- the report ---------------------------------------------------------------------------
+
+
+def test_the_report_puts_each_value_in_its_own_field() -> None:
+    # Every count differs from every other (RESOURCES has slots 2 and queue 3, and a busy
+    # worker there would have 2 running and 2 queued), so two fields that trade places fail.
+    resources = WorkerResources(
+        gpu_bytes=40 * GB,
+        host_bytes=100 * GB,
+        disk_bytes=500 * GB,
+        slots=4,
+        queue_capacity=7,
+        keep_alive_s=10.0,
+    )
+    w = worker({MID: Tier.GPU, TINY: Tier.HOST}, resources=resources)
+    for i in range(3):  # three of the four slots run MID
+        w.submit(inference(f"run{i}"), 1.0)
+    for i in range(2):  # two wait for SMALL's load from the remote store
+        w.submit(inference(f"wait{i}", SMALL), 2.0)
+    report = w.report(3.0, "127.0.0.9", 7001, 8002, timestamp=1234.5)
+    assert report.node_id == "w"
+    assert (report.host, report.port, report.http_port) == ("127.0.0.9", 7001, 8002)
+    assert report.models == {MID: Tier.GPU, SMALL: Tier.GPU, TINY: Tier.HOST}
+    assert report.models_omitted == 0
+    assert report.queue_depth == 2
+    assert report.queue_capacity == 7
+    assert report.running == 3
+    assert report.slots == 4
+    assert report.gpu_utilization == 0.75
+    assert report.memory_used == CATALOG[MID].size_bytes + CATALOG[SMALL].size_bytes
+    assert report.memory_total == 40 * GB
+    load_s = COST.load_time(CATALOG[SMALL].size_bytes, Tier.REMOTE)
+    assert report.load_backlog_s == pytest.approx(load_s - 1.0)
+    assert report.ready is True
+    assert report.seq == 1
+    assert report.timestamp == 1234.5

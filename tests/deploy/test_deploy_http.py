@@ -124,17 +124,27 @@ async def test_metrics_read_the_core_and_a_request_feeds_the_histograms(eventual
         endpoint = await Endpoint.bind(Codec(), "127.0.0.1", 0)
         try:
             decision = await endpoint.request(
-                ScheduleRequest("m-1", MODEL, 0, 64, 8),
+                ScheduleRequest(
+                    request_id="m-1", model=MODEL, priority=0, prompt_tokens=64, output_tokens=8
+                ),
                 coordinator.address,
                 ScheduleResponse,
                 2.0,
             )
             assert decision.action == "cold_start"
             result = await endpoint.request(
-                InferenceRequest("m-1", MODEL, 64, 8), worker.address, InferenceResult, 10.0
+                InferenceRequest(request_id="m-1", model=MODEL, prompt_tokens=64, output_tokens=8),
+                worker.address,
+                InferenceResult,
+                10.0,
             )
             assert result.ok, result.reason
-            endpoint.send(ScheduleRequest("m-2", MODEL, 0, 64, 8), coordinator.address)
+            endpoint.send(
+                ScheduleRequest(
+                    request_id="m-2", model=MODEL, priority=0, prompt_tokens=64, output_tokens=8
+                ),
+                coordinator.address,
+            )
             # One bad datagram, counted by reason.
             assert endpoint.transport is not None
             endpoint.transport.sendto(b"not a datagram", coordinator.address)

@@ -146,7 +146,9 @@ async def test_prometheus_scrapes_the_guides_metrics(live_env, eventually, tmp_p
 
             async def placed() -> ScheduleResponse | None:
                 decision = await endpoint.request(
-                    ScheduleRequest("p-1", MODEL, 0, 64, 8),
+                    ScheduleRequest(
+                        request_id="p-1", model=MODEL, priority=0, prompt_tokens=64, output_tokens=8
+                    ),
                     ("127.0.0.1", coordinator.port),
                     ScheduleResponse,
                     1.0,
@@ -155,7 +157,7 @@ async def test_prometheus_scrapes_the_guides_metrics(live_env, eventually, tmp_p
 
             decision = await eventually(placed, 5.0, "request placed")
             result = await endpoint.request(
-                InferenceRequest("p-1", MODEL, 64, 8),
+                InferenceRequest(request_id="p-1", model=MODEL, prompt_tokens=64, output_tokens=8),
                 (decision.host, decision.port),
                 InferenceResult,
                 10.0,

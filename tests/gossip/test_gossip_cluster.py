@@ -109,11 +109,16 @@ async def test_twenty_node_processes_converge_place_detect_and_leave(live_env, e
         rng = random.Random(1)
         scheduler = addresses[rng.choice(list(addresses))]
         decision = await endpoint.request(
-            ScheduleRequest("it-1", MODEL, 0, 64, 8), scheduler, ScheduleResponse, 2.0
+            ScheduleRequest(
+                request_id="it-1", model=MODEL, priority=0, prompt_tokens=64, output_tokens=8
+            ),
+            scheduler,
+            ScheduleResponse,
+            2.0,
         )
         assert decision.action in ("serve", "cold_start"), decision
         result = await endpoint.request(
-            InferenceRequest("it-1", MODEL, 64, 8),
+            InferenceRequest(request_id="it-1", model=MODEL, prompt_tokens=64, output_tokens=8),
             (decision.host, decision.port),
             InferenceResult,
             10.0,

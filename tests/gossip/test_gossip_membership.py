@@ -120,7 +120,14 @@ def lone(name: str = "me") -> Membership:
 
 
 def update(node: str, incarnation: int, state: MemberState, origin: str = "") -> MemberUpdate:
-    return MemberUpdate(node, "10.0.0.9", 9, incarnation, int(state), origin)
+    return MemberUpdate(
+        node_id=node,
+        host="10.0.0.9",
+        port=9,
+        incarnation=incarnation,
+        state=int(state),
+        origin=origin,
+    )
 
 
 def test_suspect_overrides_alive_and_only_a_higher_alive_clears_it() -> None:
@@ -447,7 +454,15 @@ RELAY_SENDER = ("127.0.0.2", 7946)
 
 
 def ping_req(target: str, host: str = "127.0.0.77", port: int = 9) -> GossipPingReq:
-    return GossipPingReq(5, "asker", target, host, port, (), ())
+    return GossipPingReq(
+        seq=5,
+        source="asker",
+        target=target,
+        target_host=host,
+        target_port=port,
+        members=(),
+        reports=(),
+    )
 
 
 def test_a_ping_req_for_a_stranger_is_not_relayed() -> None:
@@ -461,8 +476,28 @@ def test_a_ping_req_for_a_stranger_is_not_relayed() -> None:
 
 def test_a_ping_req_for_a_dead_member_is_not_relayed() -> None:
     me = lone()
-    me.apply(MemberUpdate("gone", "127.0.0.9", 9, 1, int(MemberState.ALIVE), ""), 0.0)
-    me.apply(MemberUpdate("gone", "127.0.0.9", 9, 1, int(MemberState.DEAD), "y"), 0.5)
+    me.apply(
+        MemberUpdate(
+            node_id="gone",
+            host="127.0.0.9",
+            port=9,
+            incarnation=1,
+            state=int(MemberState.ALIVE),
+            origin="",
+        ),
+        0.0,
+    )
+    me.apply(
+        MemberUpdate(
+            node_id="gone",
+            host="127.0.0.9",
+            port=9,
+            incarnation=1,
+            state=int(MemberState.DEAD),
+            origin="y",
+        ),
+        0.5,
+    )
     assert me.handle(ping_req("gone", "127.0.0.9"), RELAY_SENDER, 1.0) == []
 
 
@@ -471,22 +506,46 @@ def test_a_ping_req_is_relayed_to_a_live_member_at_the_address_known_here(
     state: MemberState,
 ) -> None:
     me = lone()
-    me.apply(MemberUpdate("x", "127.0.0.9", 9, 0, int(MemberState.ALIVE), ""), 0.0)
+    me.apply(
+        MemberUpdate(
+            node_id="x",
+            host="127.0.0.9",
+            port=9,
+            incarnation=0,
+            state=int(MemberState.ALIVE),
+            origin="",
+        ),
+        0.0,
+    )
     if state is MemberState.SUSPECT:
-        me.apply(MemberUpdate("x", "127.0.0.9", 9, 0, int(state), "y"), 0.1)
+        me.apply(
+            MemberUpdate(
+                node_id="x", host="127.0.0.9", port=9, incarnation=0, state=int(state), origin="y"
+            ),
+            0.1,
+        )
     # The request names another address: the relay pings the one it knows.
     sends = me.handle(ping_req("x", "127.0.0.77", 7), RELAY_SENDER, 1.0)
     assert [(send.to, type(send.message)) for send in sends] == [(("127.0.0.9", 9), GossipPing)]
     # ... and relays the target's ack back to the requester.
     ping = sends[0].message
     assert isinstance(ping, GossipPing)
-    back = me.handle(GossipAck(ping.seq, "x", (), ()), ("127.0.0.9", 9), 1.1)
+    back = me.handle(
+        GossipAck(seq=ping.seq, source="x", members=(), reports=()), ("127.0.0.9", 9), 1.1
+    )
     assert [send.to for send in back] == [RELAY_SENDER]
 
 
 def strangers(count: int, first: int = 0) -> tuple[MemberUpdate, ...]:
     return tuple(
-        MemberUpdate(f"fake-{i}", f"127.0.{i // 250}.{i % 250 + 1}", 9, 0, 0, "")
+        MemberUpdate(
+            node_id=f"fake-{i}",
+            host=f"127.0.{i // 250}.{i % 250 + 1}",
+            port=9,
+            incarnation=0,
+            state=0,
+            origin="",
+        )
         for i in range(first, first + count)
     )
 
@@ -499,7 +558,7 @@ def bounded(capacity: int, rate: float = 1.0, burst: int = 1000) -> Membership:
 def test_the_member_list_stops_at_its_cap_and_known_members_still_change() -> None:
     me = bounded(capacity=10)
     for batch in range(5):  # 120 strangers from 5 senders
-        push = GossipPush(f"peer-{batch}", strangers(24, 24 * batch), ())
+        push = GossipPush(source=f"peer-{batch}", members=strangers(24, 24 * batch), reports=())
         me.handle(push, (f"127.0.1.{batch + 1}", 7946), 0.0)
     assert len(me.members) == 10  # "me" and the first nine strangers
     assert me.admission.refused_full == 111
@@ -510,9 +569,29 @@ def test_the_member_list_stops_at_its_cap_and_known_members_still_change() -> No
     later = [notice for notice in me.take_notices() if notice.event == "identities_refused"]
     assert [notice.fields["refused"] for notice in later] == [111]
     # A known member is never refused: its suspicion and refutation go through.
-    me.apply(MemberUpdate("fake-0", "127.0.0.1", 9, 0, int(MemberState.SUSPECT), "y"), 1.0)
+    me.apply(
+        MemberUpdate(
+            node_id="fake-0",
+            host="127.0.0.1",
+            port=9,
+            incarnation=0,
+            state=int(MemberState.SUSPECT),
+            origin="y",
+        ),
+        1.0,
+    )
     assert me.members["fake-0"].state is MemberState.SUSPECT
-    me.apply(MemberUpdate("fake-0", "127.0.0.1", 9, 1, int(MemberState.ALIVE), ""), 2.0)
+    me.apply(
+        MemberUpdate(
+            node_id="fake-0",
+            host="127.0.0.1",
+            port=9,
+            incarnation=1,
+            state=int(MemberState.ALIVE),
+            origin="",
+        ),
+        2.0,
+    )
     assert me.members["fake-0"].state is MemberState.ALIVE
 
 
@@ -522,7 +601,17 @@ def test_forgetting_the_dead_makes_room_for_new_members() -> None:
         me.apply(update, 0.0)
     me.apply(strangers(1, 5)[0], 0.0)
     assert "fake-5" not in me.members  # full
-    me.apply(MemberUpdate("fake-0", "127.0.0.1", 9, 0, int(MemberState.DEAD), "y"), 1.0)
+    me.apply(
+        MemberUpdate(
+            node_id="fake-0",
+            host="127.0.0.1",
+            port=9,
+            incarnation=0,
+            state=int(MemberState.DEAD),
+            origin="y",
+        ),
+        1.0,
+    )
     me.tick(1.0 + CONFIG.dead_retention_s)  # the tombstone goes
     assert "fake-0" not in me.members
     me.apply(strangers(1, 5)[0], 2.0 + CONFIG.dead_retention_s)
@@ -531,12 +620,22 @@ def test_forgetting_the_dead_makes_room_for_new_members() -> None:
 
 def test_one_source_introduces_new_members_only_at_its_rate() -> None:
     me = bounded(capacity=1000, rate=2.0, burst=5)
-    me.handle(GossipPush("peer-a", strangers(24), ()), ("127.0.1.1", 7946), 0.0)
+    me.handle(
+        GossipPush(source="peer-a", members=strangers(24), reports=()), ("127.0.1.1", 7946), 0.0
+    )
     assert len(me.members) == 1 + 5  # the burst
     assert me.admission.refused_rate == 19
     # Another source has its own bucket.
-    me.handle(GossipPush("peer-b", strangers(24, 100), ()), ("127.0.1.2", 7946), 0.0)
+    me.handle(
+        GossipPush(source="peer-b", members=strangers(24, 100), reports=()),
+        ("127.0.1.2", 7946),
+        0.0,
+    )
     assert len(me.members) == 1 + 10
     # Half a second later, source a may introduce one more (2 a second).
-    me.handle(GossipPush("peer-a", strangers(24, 200), ()), ("127.0.1.1", 7946), 0.5)
+    me.handle(
+        GossipPush(source="peer-a", members=strangers(24, 200), reports=()),
+        ("127.0.1.1", 7946),
+        0.5,
+    )
     assert len(me.members) == 1 + 11

@@ -85,7 +85,7 @@ def run(
 ) -> SimResult:
     """Run the cluster; every datagram it sent fitted the cap."""
     result = cluster.run(arrivals, duration_s, faults)
-    assert result.report["simulation"]["network"]["datagrams"]["oversized"] == 0
+    assert result.report.simulation.datagrams["oversized"] == 0
     return result
 
 
@@ -200,7 +200,12 @@ def test_any_node_places_with_the_coordinators_policy_over_its_view() -> None:
 
     def load_one_worker() -> None:  # its next reports gossip the load
         for i in range(4):
-            probe.send(1, InferenceRequest(f"busy-{i}", MODEL, 64, 4000))
+            probe.send(
+                1,
+                InferenceRequest(
+                    request_id=f"busy-{i}", model=MODEL, prompt_tokens=64, output_tokens=4000
+                ),
+            )
         later(cluster, 3.0, ask_node_four)
 
     def ask_node_four() -> None:
@@ -212,8 +217,20 @@ def test_any_node_places_with_the_coordinators_policy_over_its_view() -> None:
         )
         for entry in node.scheduler.view.entries():
             reference.view.apply_report(entry.report, now)
-        expected.append(reference.place(ScheduleRequest("ref", MODEL, 0, 128, 16), now).worker_id)
-        probe.send(4, ScheduleRequest("r1", MODEL, 0, 128, 16))
+        expected.append(
+            reference.place(
+                ScheduleRequest(
+                    request_id="ref", model=MODEL, priority=0, prompt_tokens=128, output_tokens=16
+                ),
+                now,
+            ).worker_id
+        )
+        probe.send(
+            4,
+            ScheduleRequest(
+                request_id="r1", model=MODEL, priority=0, prompt_tokens=128, output_tokens=16
+            ),
+        )
 
     ready = once_ready(cluster, load_one_worker)
     run(cluster, READY_S + 5.0)
@@ -321,10 +338,20 @@ def test_a_leaving_node_places_nothing_on_itself_and_says_none_is_ready() -> Non
     def place_then_leave(_: None) -> None:
         node = core(cluster, 0)
         now = cluster.kernel.now
-        placed = node.scheduler.place(ScheduleRequest("before", MODEL, 0, 10, 10), now)
+        placed = node.scheduler.place(
+            ScheduleRequest(
+                request_id="before", model=MODEL, priority=0, prompt_tokens=10, output_tokens=10
+            ),
+            now,
+        )
         assert placed.worker_id == node.node_id
         node.leave(now)
-        refused = node.scheduler.place(ScheduleRequest("after", MODEL, 0, 10, 10), now)
+        refused = node.scheduler.place(
+            ScheduleRequest(
+                request_id="after", model=MODEL, priority=0, prompt_tokens=10, output_tokens=10
+            ),
+            now,
+        )
         assert (refused.action, refused.reason) == ("reject", "no_ready_workers")
         checked.append(True)
 
@@ -336,13 +363,21 @@ def test_a_leaving_node_places_nothing_on_itself_and_says_none_is_ready() -> Non
 def test_probing_asks_candidates_then_decides_with_fresh_reports() -> None:
     cluster = make_cluster(6, probing=2)
     probe = Probe(cluster)
-    ready = once_ready(cluster, lambda: probe.send(0, ScheduleRequest("p1", MODEL, 0, 64, 8)))
+    ready = once_ready(
+        cluster,
+        lambda: probe.send(
+            0,
+            ScheduleRequest(
+                request_id="p1", model=MODEL, priority=0, prompt_tokens=64, output_tokens=8
+            ),
+        ),
+    )
     result = run(cluster, READY_S)
     assert ready
     [decision] = probe.replies(ScheduleResponse)
     assert isinstance(decision, ScheduleResponse) and decision.action != "reject"
     # The run's only decision is the only reason to probe: count the datagrams.
-    by_type = result.report["simulation"]["network"]["by_type"]
+    by_type = result.report.simulation.by_type
     sent = by_type[LoadProbe.TYPE]["messages"]
     assert 1 <= sent <= 2
     assert by_type[LoadProbeReply.TYPE]["messages"] == sent
@@ -360,7 +395,12 @@ def test_probing_decides_at_the_timeout_when_a_candidate_is_silent() -> None:
         # Node 0 and the client on one side: node 0's probes reach no candidate.
         cluster.apply(Fault(max(0.0, cluster.now), PARTITION, (cluster.nodes[0].name, PROBE)))
         asked.append(cluster.now)
-        probe.send(0, ScheduleRequest("p2", MODEL, 0, 64, 8))
+        probe.send(
+            0,
+            ScheduleRequest(
+                request_id="p2", model=MODEL, priority=0, prompt_tokens=64, output_tokens=8
+            ),
+        )
 
     ready = once_ready(cluster, isolate_then_ask)
     run(cluster, READY_S)
@@ -406,10 +446,12 @@ def test_member_state_pages_and_counts() -> None:
             pages.append(reply)
             seen.extend(member.node_id for member in reply.members)
             if not reply.members:
-                state = ClusterStateRequest("c1", 0, STATE_PAGE_MAX_WORKERS)
+                state = ClusterStateRequest(request_id="c1", offset=0, limit=STATE_PAGE_MAX_WORKERS)
                 probe.ask(0, state, states.append)
                 return
-        probe.ask(0, MemberStateRequest(f"m{len(seen)}", len(seen), 6), page)
+        probe.ask(
+            0, MemberStateRequest(request_id=f"m{len(seen)}", offset=len(seen), limit=6), page
+        )
 
     def kill() -> None:
         cluster.apply(Fault(max(0.0, cluster.now), KILL_WORKER, (victim,)))
@@ -466,7 +508,12 @@ def test_a_member_wrongly_declared_dead_is_back_in_every_view_with_its_refutatio
         assert member is not None
         host, port = cluster.nodes[5].address
         verdict = MemberUpdate(
-            victim, host, port, member.incarnation, int(MemberState.DEAD), worker_name(0)
+            node_id=victim,
+            host=host,
+            port=port,
+            incarnation=member.incarnation,
+            state=int(MemberState.DEAD),
+            origin=worker_name(0),
         )
         for i in others:
             core(cluster, i).membership.apply(verdict, cluster.kernel.now)
@@ -508,7 +555,12 @@ def test_placement_skips_a_suspect_member_until_it_proves_alive() -> None:
         assert member is not None
         host, port = suspect.address
         rumour = MemberUpdate(
-            suspect_name, host, port, member.incarnation, int(MemberState.SUSPECT), "worker-1"
+            node_id=suspect_name,
+            host=host,
+            port=port,
+            incarnation=member.incarnation,
+            state=int(MemberState.SUSPECT),
+            origin="worker-1",
         )
         scheduler.membership.apply(rumour, cluster.kernel.now)
         scheduler.tick(cluster.kernel.now)  # the notice reaches the view
@@ -521,7 +573,17 @@ def test_placement_skips_a_suspect_member_until_it_proves_alive() -> None:
         if reply is not None:
             decisions.append(reply)
         if len(decisions) < 12:
-            probe.ask(0, ScheduleRequest(f"s{len(decisions)}", MODEL, 0, 128, 16), ask_next)
+            probe.ask(
+                0,
+                ScheduleRequest(
+                    request_id=f"s{len(decisions)}",
+                    model=MODEL,
+                    priority=0,
+                    prompt_tokens=128,
+                    output_tokens=16,
+                ),
+                ask_next,
+            )
             return
         # The suspect refutes; its report goes back into the view with the refutation.
         back.append(
@@ -558,7 +620,12 @@ def test_a_suspects_report_stays_out_of_the_view_though_it_had_no_entry() -> Non
         scheduler.scheduler.view.remove(suspect.node_id)  # no entry when the suspicion comes
         host, port = suspect.address
         rumour = MemberUpdate(
-            suspect.node_id, host, port, member.incarnation, int(MemberState.SUSPECT), "worker-1"
+            node_id=suspect.node_id,
+            host=host,
+            port=port,
+            incarnation=member.incarnation,
+            state=int(MemberState.SUSPECT),
+            origin="worker-1",
         )
         scheduler.membership.apply(rumour, now)
         scheduler.tick(now)

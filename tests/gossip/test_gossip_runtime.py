@@ -80,13 +80,18 @@ async def test_nodes_join_place_and_run_a_request(eventually) -> None:
         client = await Endpoint.bind(Codec(), "127.0.0.1", 0)
         try:
             decision = await client.request(
-                ScheduleRequest("r-1", MODEL, 0, 64, 8), nodes[2].address, ScheduleResponse, 2.0
+                ScheduleRequest(
+                    request_id="r-1", model=MODEL, priority=0, prompt_tokens=64, output_tokens=8
+                ),
+                nodes[2].address,
+                ScheduleResponse,
+                2.0,
             )
             assert decision.action in ("serve", "cold_start")
             chosen = next(n for n in nodes if n.state.worker_id == decision.worker_id)
             assert (decision.host, decision.port) == chosen.address
             result = await client.request(
-                InferenceRequest("r-1", MODEL, 64, 8),
+                InferenceRequest(request_id="r-1", model=MODEL, prompt_tokens=64, output_tokens=8),
                 (decision.host, decision.port),
                 InferenceResult,
                 10.0,

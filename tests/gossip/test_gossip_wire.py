@@ -29,16 +29,35 @@ def fitted(message: Message) -> tuple[Message, bytes]:
 
 def big_report(i: int) -> WorkerReport:
     return WorkerReport(
-        f"{LONG}-{i}", "10.0.0.1", 7946, 0,
-        {f"{LONG[:90]}-{m}": m % 4 for m in range(REPORT_MAX_MODELS)},
-        0, 3, 64, 2, 8, 0.25, 10, 100, 1.5, True, 7, 1e9,
-    )  # fmt: skip
+        node_id=f"{LONG}-{i}",
+        host="10.0.0.1",
+        port=7946,
+        http_port=0,
+        models={f"{LONG[:90]}-{m}": m % 4 for m in range(REPORT_MAX_MODELS)},
+        models_omitted=0,
+        queue_depth=3,
+        queue_capacity=64,
+        running=2,
+        slots=8,
+        gpu_utilization=0.25,
+        memory_used=10,
+        memory_total=100,
+        load_backlog_s=1.5,
+        ready=True,
+        seq=7,
+        timestamp=1e9,
+    )
 
 
 def test_an_oversized_gossip_message_drops_reports_then_the_last_updates() -> None:
-    updates = tuple(MemberUpdate(f"{LONG}-{i}", "10.0.0.9", 7946, i, 1, LONG) for i in range(24))
+    updates = tuple(
+        MemberUpdate(
+            node_id=f"{LONG}-{i}", host="10.0.0.9", port=7946, incarnation=i, state=1, origin=LONG
+        )
+        for i in range(24)
+    )
     reports = tuple(big_report(i) for i in range(PIGGYBACK_MAX_REPORTS))
-    ping = GossipPing(1, "a", "b", updates, reports)
+    ping = GossipPing(seq=1, source="a", target="b", members=updates, reports=reports)
     message, data = fitted(ping)
     assert isinstance(message, GossipPing)
     assert len(data) <= MAX_DATAGRAM_BYTES
@@ -49,7 +68,16 @@ def test_an_oversized_gossip_message_drops_reports_then_the_last_updates() -> No
 
 def test_a_member_page_and_a_probe_reply_shrink_to_fit() -> None:
     summaries = tuple(
-        MemberSummary(f"{LONG}-{i}", LONG, 7946, 0, 1, 0.5, True, 0.5)
+        MemberSummary(
+            node_id=f"{LONG}-{i}",
+            host=LONG,
+            port=7946,
+            state=0,
+            incarnation=1,
+            info_age_s=0.5,
+            reported=True,
+            report_age_s=0.5,
+        )
         for i in range(MEMBER_PAGE_MAX)
     )
     page = MemberStateResponse(
@@ -74,13 +102,20 @@ def test_a_member_page_and_a_probe_reply_shrink_to_fit() -> None:
     message, _ = fitted(page)
     assert isinstance(message, MemberStateResponse)
     assert 1 <= len(message.members) < MEMBER_PAGE_MAX
-    reply = LoadProbeReply("p", (big_report(0),))
+    reply = LoadProbeReply(request_id="p", reports=(big_report(0),))
     message, _ = fitted(reply)
     assert isinstance(message, LoadProbeReply)
     assert message.reports[0].models_omitted > 0
 
 
 def test_shrink_gives_up_on_an_empty_gossip_message() -> None:
-    empty = GossipPing(1, "a", "b", (), ())
+    empty = GossipPing(seq=1, source="a", target="b", members=(), reports=())
     assert shrink(empty) is None
-    assert shrink(dataclasses.replace(empty, members=(MemberUpdate("c", "h", 1, 0, 0, ""),)))
+    assert shrink(
+        dataclasses.replace(
+            empty,
+            members=(
+                MemberUpdate(node_id="c", host="h", port=1, incarnation=0, state=0, origin=""),
+            ),
+        )
+    )

@@ -30,7 +30,9 @@ SLACK_S = 1.0
 
 
 async def schedule(cluster, request_id: str) -> ScheduleResponse:
-    request = ScheduleRequest(request_id, MODEL, 0, 64, 8)
+    request = ScheduleRequest(
+        request_id=request_id, model=MODEL, priority=0, prompt_tokens=64, output_tokens=8
+    )
     return await cluster.client.request(request, cluster.address, ScheduleResponse, 2.0)
 
 

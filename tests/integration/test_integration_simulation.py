@@ -23,7 +23,7 @@ import pytest
 
 from sllm.core.measures import COLD_PLACEMENTS, COLD_STARTS, WARM_PLACEMENT_RATE, WARM_START_RATE
 from sllm.experiments.centralized import FINAL_STATE_HEADER
-from sllm.experiments.options import WorkloadOptions, make_workload
+from sllm.workload.options import WorkloadOptions, make_workload
 
 pytestmark = pytest.mark.integration
 

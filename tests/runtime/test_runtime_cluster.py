@@ -33,7 +33,9 @@ async def test_workers_join_and_a_placed_request_runs(local_cluster, eventually)
         await eventually(lambda: cluster.known() == {"w1", "w2"}, JOIN_TIMEOUT_S, "both joined")
 
         decision = await cluster.client.request(
-            ScheduleRequest("req-1", MODEL, 0, 128, 16),
+            ScheduleRequest(
+                request_id="req-1", model=MODEL, priority=0, prompt_tokens=128, output_tokens=16
+            ),
             cluster.address,
             ScheduleResponse,
             REPLY_TIMEOUT_S,
@@ -48,7 +50,7 @@ async def test_workers_join_and_a_placed_request_runs(local_cluster, eventually)
 
         started = time.monotonic()
         result = await cluster.client.request(
-            InferenceRequest("req-1", MODEL, 128, 16),
+            InferenceRequest(request_id="req-1", model=MODEL, prompt_tokens=128, output_tokens=16),
             (decision.host, decision.port),
             InferenceResult,
             timeout=10.0,
@@ -71,7 +73,13 @@ async def test_least_loaded_spreads_a_burst(local_cluster, eventually) -> None:
         await eventually(lambda: len(cluster.known()) == 2, JOIN_TIMEOUT_S, "both joined")
         decisions = [
             await cluster.client.request(
-                ScheduleRequest(f"burst-{i}", MODEL, 0, 64, 8),
+                ScheduleRequest(
+                    request_id=f"burst-{i}",
+                    model=MODEL,
+                    priority=0,
+                    prompt_tokens=64,
+                    output_tokens=8,
+                ),
                 cluster.address,
                 ScheduleResponse,
                 REPLY_TIMEOUT_S,
@@ -97,7 +105,13 @@ async def test_a_stopping_worker_says_goodbye(local_cluster, eventually) -> None
         await eventually(marked_not_ready, 2.0, "w1 reported ready=false")
         decisions = [
             await cluster.client.request(
-                ScheduleRequest(f"after-{i}", MODEL, 0, 64, 8),
+                ScheduleRequest(
+                    request_id=f"after-{i}",
+                    model=MODEL,
+                    priority=0,
+                    prompt_tokens=64,
+                    output_tokens=8,
+                ),
                 cluster.address,
                 ScheduleResponse,
                 REPLY_TIMEOUT_S,
@@ -151,7 +165,12 @@ async def test_cluster_state_pages_through_every_worker(local_cluster, check_sta
         # One placement: least-loaded picks synthetic-00 (load 0), which has MODEL on its
         # GPU, so the request is a warm placement.
         decision = await cluster.client.request(
-            ScheduleRequest("one", MODEL, 0, 64, 8), cluster.address, ScheduleResponse, 2.0
+            ScheduleRequest(
+                request_id="one", model=MODEL, priority=0, prompt_tokens=64, output_tokens=8
+            ),
+            cluster.address,
+            ScheduleResponse,
+            2.0,
         )
         assert (decision.worker_id, decision.action) == ("synthetic-00", "serve")
 

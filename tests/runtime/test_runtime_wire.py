@@ -99,7 +99,7 @@ async def test_malformed_datagrams_are_dropped_and_counted(
         assert not marker.exists()
         # Still serving.
         page = await cluster.client.request(
-            ClusterStateRequest("after", 0, STATE_PAGE_MAX_WORKERS),
+            ClusterStateRequest(request_id="after", offset=0, limit=STATE_PAGE_MAX_WORKERS),
             cluster.address,
             ClusterStateResponse,
             2.0,
@@ -114,7 +114,9 @@ async def test_a_signed_cluster_works_and_rejects_unsigned_and_replayed(
     async with local_cluster(workers=2, secret=SECRET) as cluster:
         await eventually(lambda: cluster.known() == {"w1", "w2"}, 3.0, "signed workers joined")
         decision = await cluster.client.request(
-            ScheduleRequest("signed-1", MODEL, 0, 64, 8),
+            ScheduleRequest(
+                request_id="signed-1", model=MODEL, priority=0, prompt_tokens=64, output_tokens=8
+            ),
             cluster.address,
             ScheduleResponse,
             REPLY_TIMEOUT_S,
@@ -122,7 +124,7 @@ async def test_a_signed_cluster_works_and_rejects_unsigned_and_replayed(
         assert decision.worker_id in {"w1", "w2"}
 
         rejects = cluster.coordinator.endpoint.rejects
-        request = ClusterStateRequest("captured", 0, STATE_PAGE_MAX_WORKERS)
+        request = ClusterStateRequest(request_id="captured", offset=0, limit=STATE_PAGE_MAX_WORKERS)
         with raw_socket() as sock:
             sock.sendto(Codec().encode(request, time.time(), 1), cluster.address)
             await eventually(lambda: rejects.counts["unsigned"] == 1, 2.0, "unsigned counted")
@@ -251,4 +253,4 @@ def test_shrink_stops_when_nothing_is_left_to_drop() -> None:
     assert shrink(dataclasses.replace(report, models={})) is None
     page = big_page()
     assert shrink(dataclasses.replace(page, workers=page.workers[:1])) is None
-    assert shrink(ClusterStateRequest("x", 0, 1)) is None
+    assert shrink(ClusterStateRequest(request_id="x", offset=0, limit=1)) is None

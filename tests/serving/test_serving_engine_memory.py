@@ -76,7 +76,7 @@ class RealWorker:
         assert list(self.engine.generate(model, prompt, params))
 
     def serve_one(self, model: str, now: float) -> None:
-        request = InferenceRequest("r1", model, 4, 3)
+        request = InferenceRequest(request_id="r1", model=model, prompt_tokens=4, output_tokens=3)
         self.carry_out(self.state.submit(request, now), now)
         assert [f.ok for f in self.finished] == [True]
 
@@ -97,7 +97,7 @@ def test_expiry_without_host_room_drops_the_weights(catalog, tmp_path) -> None:
     assert worker.evictions == []  # not idle long enough yet
     worker.carry_out(worker.state.tick(KEEP_ALIVE_S), KEEP_ALIVE_S)
 
-    assert worker.evictions == [Evict(model, Tier.GPU, Tier.DISK)]
+    assert worker.evictions == [Evict(model=model, source=Tier.GPU, destination=Tier.DISK)]
     assert worker.engine.resident() == {}
     gc.collect()
     assert network() is None, "the engine still holds the evicted model's weights"
@@ -111,7 +111,7 @@ def test_expiry_with_host_room_keeps_the_weights_in_host_memory_only(catalog, tm
 
     worker.carry_out(worker.state.tick(KEEP_ALIVE_S), KEEP_ALIVE_S)
 
-    assert worker.evictions == [Evict(model, Tier.GPU, Tier.HOST)]
+    assert worker.evictions == [Evict(model=model, source=Tier.GPU, destination=Tier.HOST)]
     assert worker.engine.resident() == {model: Tier.HOST}
     kept = network()
     assert kept is not None

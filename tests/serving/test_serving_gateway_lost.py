@@ -272,5 +272,5 @@ def test_a_node_tells_its_front_door_of_dead_members_only(event: str, told: list
     )
     front_door = RecordingFrontDoor()
     node.front_door = front_door
-    node.log_notices([Notice(event, {"member": "n1"})])
+    node.log_notices([Notice(event=event, fields={"member": "n1"})])
     assert front_door.lost == told

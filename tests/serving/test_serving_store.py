@@ -239,7 +239,10 @@ def test_the_disk_tier_evicts_least_recently_used_by_bytes(store, source_dir) ->
     state = WorkerState("w", resources, models, CostModel())
     evicted: list[str] = []
     for index, name in enumerate(["a", "b", "c"]):
-        state.submit(InferenceRequest(f"r{index}", name, 1, 1), 0.0)
+        state.submit(
+            InferenceRequest(request_id=f"r{index}", model=name, prompt_tokens=1, output_tokens=1),
+            0.0,
+        )
         store.fetch(models[name])  # what the engine's load does for a remote model
         for action in state.load_done(name, 0.0):
             if isinstance(action, Evict) and action.source == Tier.DISK:

@@ -41,12 +41,13 @@ def test_the_text_output_profiles(capsys: pytest.CaptureFixture[str]) -> None:
 
 def test_the_target_comparison() -> None:
     result = simulator.run(0.001, 1000, 5.0, 2, 0, profile=False)
-    assert result["projected_target_wall_s"] > 0
+    assert result.projected_target_wall_s is not None and result.projected_target_wall_s > 0
     text = "\n".join(simulator.describe(result))
     assert "target: 1 simulated hour of 1,000 workers, >= 1,000,000 requests" in text
     assert "projected" in text
     assert "anchor: a simulator with neither cold starts nor a control plane" in text
-    to_anchor = result["requests_per_wall_s_to_anchor_high"]
-    assert abs(to_anchor - result["requests_per_wall_s"] / 5_000) <= 0.01
-    ratio = result["wall_to_target_ratio"]
-    assert ratio == round(result["projected_target_wall_s"] / simulator.TARGET_WALL_S, 2)
+    to_anchor = result.requests_per_wall_s_to_anchor_high
+    assert abs(to_anchor - result.requests_per_wall_s / 5_000) <= 0.01
+    ratio = result.wall_to_target_ratio
+    assert ratio == round(result.projected_target_wall_s / simulator.TARGET_WALL_S, 2)
+    assert result.as_dict()["wall_to_target_ratio"] == ratio

@@ -9,13 +9,15 @@ request on a killed worker ends without an answer.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
-from sllm.experiments.options import WorkloadOptions, make_workload
-from sllm.experiments.report import NO_ANSWER_REASONS
 from sllm.sim.cluster import CentralizedCluster, ClusterConfig, SimResult, worker_name
 from sllm.sim.decentralized import DecentralizedCluster
 from sllm.sim.faults import KILL_WORKER, Fault
+from sllm.sim.report import NO_ANSWER_REASONS
+from sllm.workload.options import WorkloadOptions, make_workload
 
 WORKERS = 10
 VICTIMS = (worker_name(2), worker_name(5), worker_name(7))
@@ -36,19 +38,17 @@ def run(mode: str) -> SimResult:
 @pytest.mark.parametrize("mode", ["decentralized", "centralized"])
 def test_a_kill_costs_at_most_the_requests_started_on_the_killed_workers(mode: str) -> None:
     result = run(mode)
-    report = result.report
+    report = result.report.run
     failed = [outcome for outcome in result.outcomes if not outcome.ok]
-    assert report["lost"] == 0, [o for o in failed if o.reason in NO_ANSWER_REASONS]
-    assert report["retried"] > 0  # the killed workers had requests queued
+    assert report.lost == 0, [o for o in failed if o.reason in NO_ANSWER_REASONS]
+    assert report.retried > 0  # the killed workers had requests queued
     # Every failure is a request that had started on a killed worker.
     assert all(o.reason == "worker_lost" and o.worker_id in VICTIMS for o in failed), failed
-    assert report["failed"] == report["failures"].get("worker_lost", 0)
+    assert report.failed == report.failures.get("worker_lost", 0)
     # Nothing completes on a killed worker after the kill (the retried ones ran elsewhere).
-    assert report["completed"] + report["failed"] == report["requests"]
+    assert report.completed + report.failed == report.requests
 
 
 def test_the_run_with_kills_is_deterministic() -> None:
     first, second = run("decentralized").report, run("decentralized").report
-    for report in (first, second):
-        del report["wall_seconds"]
-    assert first == second
+    assert replace(first, wall_seconds=None) == replace(second, wall_seconds=None)

@@ -15,12 +15,12 @@ import os
 import random
 from pathlib import Path
 
-from sllm.experiments.options import WorkloadOptions, make_workload
 from sllm.sim import cli
 from sllm.sim.cluster import ClusterConfig, SimResult, child_rng
 from sllm.sim.decentralized import DecentralizedCluster
 from sllm.sim.faults import KILL_WORKER, RESTART_WORKER, Fault, random_faults, random_link
 from sllm.workload import Arrival
+from sllm.workload.options import WorkloadOptions, make_workload
 
 KNOWN_REASONS = (
     *("no_decision", "no_result", "unfinished", "queue_full", "rejected: "),
@@ -101,7 +101,7 @@ def test_more_than_ten_nodes_report_their_convergence() -> None:
     cluster = DecentralizedCluster(ClusterConfig(workers=12, seed=3))
     result = cluster.run(workload(3, 5.0, rate=2.0), 5.0)
     assert cluster.converged()
-    assert result.report["simulation"]["membership"]["converged_at_end"] is True
+    assert result.report.simulation.membership["converged_at_end"] is True
 
 
 def test_a_restarted_node_rejoins_with_a_higher_incarnation() -> None:

@@ -16,9 +16,9 @@ from __future__ import annotations
 import os
 import random
 
-from sllm.experiments.options import WorkloadOptions, make_workload
 from sllm.sim.cluster import CentralizedCluster, ClusterConfig, child_rng
 from sllm.sim.faults import random_faults, random_link
+from sllm.workload.options import WorkloadOptions, make_workload
 
 SEEDS = range(100)
 DURATION_S = 40.0

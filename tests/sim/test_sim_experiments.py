@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from sllm.experiments import plots, suite
+from sllm.experiments.summary import gini
 
 
 def parse(argv: list[str]) -> argparse.Namespace:
@@ -80,7 +81,7 @@ def test_exp2_measures_recovery(tmp_path: Path) -> None:
 
 
 def test_gini() -> None:
-    assert suite.gini([1.0, 1.0, 1.0, 1.0]) == 0.0
-    assert suite.gini([0.0, 0.0, 0.0, 4.0]) == pytest.approx(0.75)
-    assert suite.gini([]) == 0.0
-    assert suite.gini([0.0, 0.0]) == 0.0
+    assert gini([1.0, 1.0, 1.0, 1.0]) == 0.0
+    assert gini([0.0, 0.0, 0.0, 4.0]) == pytest.approx(0.75)
+    assert gini([]) == 0.0
+    assert gini([0.0, 0.0]) == 0.0

@@ -6,7 +6,6 @@ import random
 
 import pytest
 
-from sllm.experiments.options import WorkloadOptions, make_workload
 from sllm.sim.cluster import CentralizedCluster, ClusterConfig
 from sllm.sim.faults import (
     HEAL,
@@ -20,6 +19,7 @@ from sllm.sim.faults import (
     random_faults,
     scheduled_faults,
 )
+from sllm.workload.options import WorkloadOptions, make_workload
 
 INTERVAL = 1.0
 TIMEOUT = 10.0
@@ -61,7 +61,7 @@ def test_a_killed_worker_leaves_the_view_after_worker_timeout() -> None:
     period = cluster.coordinator.expiry_period_s
     assert last_seen[0] + TIMEOUT <= lost[0] <= last_seen[0] + TIMEOUT + period
     assert "worker-1" not in cluster.known_workers()
-    assert result.report["active_workers"] == 3
+    assert result.report.run.active_workers == 3
 
 
 def test_a_restarted_coordinator_relearns_the_view_within_one_report_interval() -> None:
@@ -75,9 +75,9 @@ def test_a_restarted_coordinator_relearns_the_view_within_one_report_interval() 
     assert views[12.0] == []  # down: nothing known
     assert views[15.0] == []  # up again with an empty view (soft state)
     assert views[15.0 + INTERVAL + 0.01] == ALL
-    failures = result.report["failures"]
+    failures = result.report.run.failures
     assert failures.get("no_decision", 0) > 0  # requests while it was down
-    assert result.report["requests"] == len(arrivals)
+    assert result.report.run.requests == len(arrivals)
 
 
 def test_a_restarted_worker_is_back_within_one_interval() -> None:
@@ -102,7 +102,8 @@ def test_a_partition_hides_workers_until_healed() -> None:
     assert views[5.0] == ALL
     assert views[25.0] == ["worker-1", "worker-2"]
     assert views[31.01] == ALL
-    assert result.report["simulation"]["network"]["datagrams"]["partitioned"] > 0
+    partitioned = result.report.simulation.datagrams["partitioned"]
+    assert isinstance(partitioned, int) and partitioned > 0
 
 
 def test_the_fault_log_lists_what_happened() -> None:

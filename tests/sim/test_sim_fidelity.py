@@ -23,6 +23,7 @@ import pytest
 
 from sllm.experiments import centralized
 from sllm.sim import cli
+from sllm.sim.report import RunReport
 
 pytestmark = pytest.mark.integration
 
@@ -35,10 +36,18 @@ ABSOLUTE_S = 0.010
 WARM_RATE_ABSOLUTE = 0.10
 
 
-def simulated() -> dict:  # type: ignore[type-arg]
+def simulated() -> RunReport:
     parser = argparse.ArgumentParser()
     cli.add_parser(parser.add_subparsers())
-    return cli.simulate(parser.parse_args(["simulate", *FLAGS, "--quiet"]))
+    return cli.simulate(parser.parse_args(["simulate", *FLAGS, "--quiet"])).run
+
+
+def warm_rates(report: RunReport) -> dict[str, float]:
+    assert report.placements is not None
+    return {
+        "warm_start_rate": report.warm_start_rate,
+        "warm_placement_rate": report.placements.warm_placement_rate,
+    }
 
 
 def test_live_and_simulated_agree() -> None:
@@ -47,15 +56,16 @@ def test_live_and_simulated_agree() -> None:
     )
     live = asyncio.run(centralized.run(args))
     sim = simulated()
-    assert live["requests"] == sim["requests"] > 0
-    assert live["completed"] == live["requests"], live["failures"]
+    assert live.requests == sim.requests > 0
+    assert live.completed == live.requests, live.failures
     rows = []
     for q in ("p50", "p99"):
-        measured, predicted = live["latency"]["ttft"][q], sim["latency"]["ttft"][q]
+        measured, predicted = getattr(live.latency.ttft, q), getattr(sim.latency.ttft, q)
         rows.append(f"TTFT {q}: live {measured:.4f} s, simulated {predicted:.4f} s")
         tolerance = max(RELATIVE * measured, ABSOLUTE_S)
         assert abs(measured - predicted) <= tolerance, rows[-1]
+    live_rates, sim_rates = warm_rates(live), warm_rates(sim)
     for key in ("warm_start_rate", "warm_placement_rate"):
-        rows.append(f"{key}: live {live[key]}, simulated {sim[key]}")
-        assert abs(live[key] - sim[key]) <= WARM_RATE_ABSOLUTE, rows[-1]
+        rows.append(f"{key}: live {live_rates[key]}, simulated {sim_rates[key]}")
+        assert abs(live_rates[key] - sim_rates[key]) <= WARM_RATE_ABSOLUTE, rows[-1]
     print("\n".join(rows))

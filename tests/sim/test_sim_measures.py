@@ -18,8 +18,9 @@ from sllm.core.measures import (
     WARM_START_RATE,
     Placements,
 )
-from sllm.experiments.report import RequestOutcome, build_report, render_report
+from sllm.core.outstanding import RequestOutcome
 from sllm.sim import cli
+from sllm.sim.report import build_report, render_report
 
 MEASURE_LABELS = (WARM_PLACEMENT_RATE, COLD_PLACEMENTS, WARM_START_RATE, COLD_STARTS)
 
@@ -56,11 +57,12 @@ def test_the_report_counts_warm_starts_from_completed_requests_only() -> None:
         outcome("e", ok=False, cold_start=True),  # failed: in neither count
     ]
     report = build_report(outcomes, {}, 1, placements=Placements(warm=9, cold=1))
-    assert (report["completed"], report["cold_starts"]) == (4, 1)
-    assert report["warm_start_rate"] == 0.75
-    assert (report["warm_placements"], report["cold_placements"]) == (9, 1)
-    assert report["warm_placement_rate"] == 0.9
-    assert "cache_hit_rate" not in report  # the old name meant either; it means neither here
+    document = report.as_dict()
+    assert (document["completed"], document["cold_starts"]) == (4, 1)
+    assert document["warm_start_rate"] == 0.75
+    assert (document["warm_placements"], document["cold_placements"]) == (9, 1)
+    assert document["warm_placement_rate"] == 0.9
+    assert "cache_hit_rate" not in document  # the old name meant either; it means neither
 
     text = render_report(report)
     assert printed(text) == {
@@ -74,7 +76,8 @@ def test_the_report_counts_warm_starts_from_completed_requests_only() -> None:
 
 def test_without_placements_the_report_prints_only_the_warm_start_figures() -> None:
     report = build_report([outcome("a"), outcome("b", cold_start=True)], {}, 1)
-    assert "warm_placement_rate" not in report
+    assert report.placements is None
+    assert "warm_placement_rate" not in report.as_dict()
     assert printed(render_report(report))[WARM_PLACEMENT_RATE] == set()
     assert printed(render_report(report))[WARM_START_RATE] == {"50.0%"}
 
@@ -84,14 +87,16 @@ def test_a_simulated_run_reports_both_measures(mode: str) -> None:
     parser = argparse.ArgumentParser()
     cli.add_parser(parser.add_subparsers())
     flags = ["--workers", "3", "--duration", "5", "--rate", "4", "--models", "2", "--quiet"]
-    report = cli.simulate(parser.parse_args(["simulate", *flags, "--mode", mode]))
-    assert report["completed"] > 0
-    placed = report["warm_placements"] + report["cold_placements"]
+    report = cli.simulate(parser.parse_args(["simulate", *flags, "--mode", mode])).run
+    assert report.completed > 0
+    placements = report.placements
+    assert placements is not None
+    placed = placements.warm_placements + placements.cold_placements
     # Every completed request was placed at least once (more after a retry).
-    assert placed >= report["completed"]
-    assert report["warm_placement_rate"] == round(report["warm_placements"] / placed, 6)
-    completed = report["completed"]
-    assert report["warm_start_rate"] == round((completed - report["cold_starts"]) / completed, 6)
+    assert placed >= report.completed
+    assert placements.warm_placement_rate == round(placements.warm_placements / placed, 6)
+    completed = report.completed
+    assert report.warm_start_rate == round((completed - report.cold_starts) / completed, 6)
     text = render_report(report)
     for label, values in printed(text).items():
         assert len(values) == 1, (label, values, text)

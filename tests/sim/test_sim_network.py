@@ -13,7 +13,6 @@ from sllm.catalog import served_catalog
 from sllm.core.cost import CostModel
 from sllm.core.tiers import Tier
 from sllm.core.worker import WorkerResources, WorkerState, prestaged
-from sllm.experiments.options import WorkloadOptions, make_workload
 from sllm.runtime.udp import Endpoint
 from sllm.sim.cluster import CentralizedCluster, ClusterConfig
 from sllm.sim.kernel import Kernel
@@ -40,6 +39,7 @@ from sllm.wire import (
     WorkerReport,
 )
 from sllm.wire.messages import MEMBER_PAGE_MAX, MODEL_NAME_MAX_LEN, REPORT_MAX_MODELS
+from sllm.workload.options import WorkloadOptions, make_workload
 
 SENDS = 4000
 
@@ -54,7 +54,13 @@ def network(seed: int = 1, **link: float) -> tuple[Kernel, Network, list[tuple[f
 
 
 def request(index: int) -> ScheduleRequest:
-    return ScheduleRequest(f"r{index}", "llama-3.2-1b", 0, 100, 10)
+    return ScheduleRequest(
+        request_id=f"r{index}",
+        model="llama-3.2-1b",
+        priority=0,
+        prompt_tokens=100,
+        output_tokens=10,
+    )
 
 
 def test_latency_floor_and_jitter() -> None:
@@ -178,7 +184,12 @@ def test_loss_window_applies_only_inside() -> None:
 def test_traffic_is_counted_per_node_and_plane() -> None:
     kernel, net, _ = network()
     codec = Codec()
-    control, data = request(1), InferenceRequest("r1", "llama-3.2-1b", 100, 10)
+    control, data = (
+        request(1),
+        InferenceRequest(
+            request_id="r1", model="llama-3.2-1b", prompt_tokens=100, output_tokens=10
+        ),
+    )
     net.send("a", "b", control)
     net.send("a", "b", data)
     kernel.run(1.0)
@@ -214,7 +225,7 @@ def test_sampled_bytes_are_within_3_percent_of_exact(workers: int) -> None:
     for exact in (False, True):
         cluster = CentralizedCluster(ClusterConfig(workers=workers, seed=3, exact_bytes=exact))
         report = cluster.run(arrivals, 30.0).report
-        totals.append(report["simulation"]["network"]["by_type"])
+        totals.append(report.simulation.by_type)
     estimated, exact_totals = totals
     assert estimated.keys() == exact_totals.keys()
     for kind, row in exact_totals.items():
@@ -238,11 +249,28 @@ def oversized_messages() -> list[Message]:
         seq=1, timestamp=1.0e9,
     )  # fmt: skip
     updates = tuple(
-        MemberUpdate(f"{'m' * 100}-{i}", "127.0.0.9", 7946, i, 1, "o" * 100) for i in range(24)
+        MemberUpdate(
+            node_id=f"{'m' * 100}-{i}",
+            host="127.0.0.9",
+            port=7946,
+            incarnation=i,
+            state=1,
+            origin="o" * 100,
+        )
+        for i in range(24)
     )
     push = GossipPush(source="gossiper", members=updates, reports=(report, report))
     members = tuple(
-        MemberSummary(f"{'s' * 100}-{i}", "127.0.0.9", 7946, 0, 1, 0.5, True, 0.5)
+        MemberSummary(
+            node_id=f"{'s' * 100}-{i}",
+            host="127.0.0.9",
+            port=7946,
+            state=0,
+            incarnation=1,
+            info_age_s=0.5,
+            reported=True,
+            report_age_s=0.5,
+        )
         for i in range(MEMBER_PAGE_MAX)
     )
     page = MemberStateResponse(
@@ -293,8 +321,20 @@ async def test_the_network_shrinks_what_the_live_endpoint_shrinks(eventually) ->
 def test_counters_are_named_per_plane() -> None:
     kernel, net, _ = network()
     net.send("a", "b", request(1))
-    net.send("a", "b", InferenceRequest("r1", "llama-3.2-1b", 100, 10))
-    net.send("a", "b", InferenceRequest("r2", "llama-3.2-1b", 100, 10))
+    net.send(
+        "a",
+        "b",
+        InferenceRequest(
+            request_id="r1", model="llama-3.2-1b", prompt_tokens=100, output_tokens=10
+        ),
+    )
+    net.send(
+        "a",
+        "b",
+        InferenceRequest(
+            request_id="r2", model="llama-3.2-1b", prompt_tokens=100, output_tokens=10
+        ),
+    )
     kernel.run(1.0)
     control, data = net.node("a").planes
     assert (control.sent_messages, data.sent_messages) == (1, 2)

@@ -27,7 +27,7 @@ class Scripted:
         self.received.append((now, message, sender))
         if isinstance(message, ScheduleRequest) and message.request_id == "sooner":
             self.deadlines = sorted([now + 1.0, *self.deadlines])
-        return [Send(sender, message)] if self.echo else []
+        return [Send(to=sender, message=message)] if self.echo else []
 
     def tick(self, now: float) -> list[Send]:
         self.ticks.append(now)
@@ -39,7 +39,9 @@ class Scripted:
 
 
 def request(request_id: str) -> ScheduleRequest:
-    return ScheduleRequest(request_id, "llama-3.2-1b", 0, 10, 10)
+    return ScheduleRequest(
+        request_id=request_id, model="llama-3.2-1b", priority=0, prompt_tokens=10, output_tokens=10
+    )
 
 
 def test_a_restarted_participant_gets_no_ticks_from_the_old_processes_timers() -> None:
@@ -61,7 +63,7 @@ def test_the_one_timer_moves_earlier_and_the_superseded_one_is_ignored() -> None
     stage.add((HOST, 1), sender)
     stage.add((HOST, 2), target)
     stage.kernel.run(1.0)
-    stage.send((HOST, 1), [Send((HOST, 2), request("sooner"))])  # arrives at 1.001
+    stage.send((HOST, 1), [Send(to=(HOST, 2), message=request("sooner"))])  # arrives at 1.001
     stage.run_for(20.0)
     assert target.ticks == [pytest.approx(2.001), 10.0]  # once each, not twice at 10
 
@@ -71,8 +73,8 @@ def test_datagrams_go_to_the_host_and_port_and_replies_to_the_sender() -> None:
     client, server = Scripted([]), Scripted([], echo=True)
     stage.add((HOST, 5000), client)
     stage.add((HOST, 7000), server)
-    stage.send((HOST, 5000), [Send((HOST, 7946), request("old-port"))])
-    stage.send((HOST, 5000), [Send((HOST, 7000), request("new-port"))])
+    stage.send((HOST, 5000), [Send(to=(HOST, 7946), message=request("old-port"))])
+    stage.send((HOST, 5000), [Send(to=(HOST, 7000), message=request("new-port"))])
     stage.run_for(1.0)
     assert [(message, sender) for _, message, sender in server.received] == [
         (request("new-port"), (HOST, 5000))
@@ -88,7 +90,10 @@ def test_the_drop_hook_and_a_slow_sender() -> None:
     stage.add((HOST, 2), b)
     stage.drop_hook = lambda source, to, message: getattr(message, "request_id", "") == "x"
     stage.slow[(HOST, 1)] = 0.5
-    stage.send((HOST, 1), [Send((HOST, 2), request("x")), Send((HOST, 2), request("y"))])
+    stage.send(
+        (HOST, 1),
+        [Send(to=(HOST, 2), message=request("x")), Send(to=(HOST, 2), message=request("y"))],
+    )
     stage.run_for(2.0)
     assert stage.dropped_by_hook == 1
     [(arrived, message, _)] = b.received
@@ -100,7 +105,7 @@ def test_byte_counts_are_exact_and_signed() -> None:
     stage = Participants(seed=1, link=LINK, signed=True)
     stage.add((HOST, 1), Scripted([]))
     stage.add((HOST, 2), Scripted([]))
-    stage.send((HOST, 1), [Send((HOST, 2), request(f"r{i}")) for i in range(50)])
+    stage.send((HOST, 1), [Send(to=(HOST, 2), message=request(f"r{i}")) for i in range(50)])
     stage.run_for(1.0)
     exact = sum(len(Codec(b"k").encode(request(f"r{i}"), 0.0, 0)) for i in range(50))
     assert stage.bytes_sent() == {(HOST, 1): exact, (HOST, 2): 0}

@@ -7,7 +7,7 @@ import statistics
 
 import pytest
 
-from sllm.experiments.report import mean_std
+from sllm.sim.report import mean_std
 
 
 @pytest.mark.parametrize("seed", range(20))
@@ -19,9 +19,9 @@ def test_mean_std_matches_exact_statistics(seed: int) -> None:
     else:  # utilizations: fractions, with a large offset that naive sums of squares lose
         values = [1e6 + rng.random() for _ in range(size)]
     figures = mean_std(values)
-    assert figures["mean"] == round(statistics.fmean(values), 6)
-    assert figures["std"] == pytest.approx(round(statistics.pstdev(values), 6), abs=1e-6)
+    assert figures.mean == round(statistics.fmean(values), 6)
+    assert figures.std == pytest.approx(round(statistics.pstdev(values), 6), abs=1e-6)
 
 
 def test_mean_std_of_nothing_is_zero() -> None:
-    assert mean_std([]) == {"mean": 0.0, "std": 0.0}
+    assert mean_std([]).as_dict() == {"mean": 0.0, "std": 0.0}

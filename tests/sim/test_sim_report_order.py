@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 
-from sllm.experiments.report import WorkerSamples, build_report, render_report, worker_order
+from sllm.sim.report import WorkerSamples, build_report, render_report, worker_order
 
 
 def test_workers_are_listed_by_number_not_as_text() -> None:
@@ -12,7 +12,9 @@ def test_workers_are_listed_by_number_not_as_text() -> None:
     shuffled = random.Random(7).sample(ids, len(ids))
     samples = {worker_id: WorkerSamples([1.0], [0.5]) for worker_id in shuffled}
     report = build_report([], samples, len(ids))
-    assert [w["id"] for w in report["workers"]["per_worker"]] == ids
+    assert [w.worker_id for w in report.workers.per_worker] == ids
+    per_worker = report.as_dict()["workers"]["per_worker"]  # type: ignore[index]
+    assert [w["id"] for w in per_worker] == ids
     text = render_report(report)
     rows = [line.split()[0] for line in text.splitlines() if line.startswith("node-")]
     assert rows == ids

@@ -127,14 +127,40 @@ def full_page() -> ClusterStateResponse:
 
 SAMPLES: dict[str, Message] = {
     "worker_report": full_report(),
-    "schedule_request": ScheduleRequest("req-1", "facebook/opt-6.7b", 3, 512, 128),
-    "schedule_response": ScheduleResponse(
-        "req-1", "worker-3", "10.0.0.3", 8001, 8081, "cold_start", 2.5, "idle, checkpoint on disk"
+    "schedule_request": ScheduleRequest(
+        request_id="req-1",
+        model="facebook/opt-6.7b",
+        priority=3,
+        prompt_tokens=512,
+        output_tokens=128,
     ),
-    "cluster_state_request": ClusterStateRequest("req-2", 12, STATE_PAGE_MAX_WORKERS),
+    "schedule_response": ScheduleResponse(
+        request_id="req-1",
+        worker_id="worker-3",
+        host="10.0.0.3",
+        port=8001,
+        http_port=8081,
+        action="cold_start",
+        estimated_wait_s=2.5,
+        reason="idle, checkpoint on disk",
+    ),
+    "cluster_state_request": ClusterStateRequest(
+        request_id="req-2", offset=12, limit=STATE_PAGE_MAX_WORKERS
+    ),
     "cluster_state_response": full_page(),
-    "inference_request": InferenceRequest("req-3", "facebook/opt-1.3b", 100, 20),
-    "inference_result": InferenceResult("req-3", "worker-1", True, "", False, 0.01, 0.2, 1.5),
+    "inference_request": InferenceRequest(
+        request_id="req-3", model="facebook/opt-1.3b", prompt_tokens=100, output_tokens=20
+    ),
+    "inference_result": InferenceResult(
+        request_id="req-3",
+        worker_id="worker-1",
+        ok=True,
+        reason="",
+        cold_start=False,
+        queue_s=0.01,
+        ttft_s=0.2,
+        e2e_s=1.5,
+    ),
     "inference_started": InferenceStarted(request_id="req-3", worker_id="worker-1"),
 }
 
@@ -143,7 +169,14 @@ SAMPLES: dict[str, Message] = {
 
 
 def member_update(i: int) -> MemberUpdate:
-    return MemberUpdate(f"node-{i:04d}", f"10.244.3.{i % 250}", 7946, i, i % 4, "node-0001")
+    return MemberUpdate(
+        node_id=f"node-{i:04d}",
+        host=f"10.244.3.{i % 250}",
+        port=7946,
+        incarnation=i,
+        state=i % 4,
+        origin="node-0001",
+    )
 
 
 def gossip_report() -> WorkerReport:
@@ -155,37 +188,75 @@ def gossip_report() -> WorkerReport:
 
 def member_page() -> MemberStateResponse:
     return MemberStateResponse(
-        "req-9", "node-0001", 3, 990, 4, 5, 1, 17, 2, 1, 12_345.6, 11_222.3, 7, 12,
-        tuple(
-            MemberSummary(f"node-{i:04d}.sllm-nodes.default.svc", f"10.244.3.{i}", 7946, i % 4,
-                          i, 1.25, True, 0.5)
+        request_id="req-9",
+        node_id="node-0001",
+        incarnation=3,
+        alive=990,
+        suspect=4,
+        dead=5,
+        left=1,
+        false_suspicions=17,
+        refuted=2,
+        local_health=1,
+        bytes_sent_per_s=12_345.6,
+        bytes_received_per_s=11_222.3,
+        rejected_datagrams=7,
+        offset=12,
+        members=tuple(
+            MemberSummary(
+                node_id=f"node-{i:04d}.sllm-nodes.default.svc",
+                host=f"10.244.3.{i}",
+                port=7946,
+                state=i % 4,
+                incarnation=i,
+                info_age_s=1.25,
+                reported=True,
+                report_age_s=0.5,
+            )
             for i in range(MEMBER_PAGE_MAX)
         ),
-        4_000, 123_456,
-    )  # fmt: skip
+        max_members=4_000,
+        refused_members=123_456,
+    )
 
 
 SAMPLES.update(
     {
         "gossip_ping": GossipPing(
-            7, "node-0001", "node-0002", tuple(member_update(i) for i in range(6)),
-            (gossip_report(),),
+            seq=7,
+            source="node-0001",
+            target="node-0002",
+            members=tuple(member_update(i) for i in range(6)),
+            reports=(gossip_report(),),
         ),
-        "gossip_ack": GossipAck(7, "node-0002", (member_update(3),), ()),
+        "gossip_ack": GossipAck(seq=7, source="node-0002", members=(member_update(3),), reports=()),
         "gossip_ping_req": GossipPingReq(
-            8, "node-0001", "node-0003", "10.244.3.3", 7946, (member_update(4),), ()
+            seq=8,
+            source="node-0001",
+            target="node-0003",
+            target_host="10.244.3.3",
+            target_port=7946,
+            members=(member_update(4),),
+            reports=(),
         ),
-        "gossip_nack": GossipNack(8, "node-0004"),
+        "gossip_nack": GossipNack(seq=8, source="node-0004"),
         "gossip_sync": GossipSync(
-            "node-0001", False, tuple(member_update(i) for i in range(6)), (gossip_report(),)
+            source="node-0001",
+            reply=False,
+            members=tuple(member_update(i) for i in range(6)),
+            reports=(gossip_report(),),
         ),
-        "gossip_push": GossipPush("node-0001", (member_update(5),), (gossip_report(),)),
-        "load_probe": LoadProbe("probe-17"),
-        "load_probe_reply": LoadProbeReply("probe-17", (gossip_report(),)),
-        "member_state_request": MemberStateRequest("req-9", 12, MEMBER_PAGE_MAX),
+        "gossip_push": GossipPush(
+            source="node-0001", members=(member_update(5),), reports=(gossip_report(),)
+        ),
+        "load_probe": LoadProbe(request_id="probe-17"),
+        "load_probe_reply": LoadProbeReply(request_id="probe-17", reports=(gossip_report(),)),
+        "member_state_request": MemberStateRequest(
+            request_id="req-9", offset=12, limit=MEMBER_PAGE_MAX
+        ),
         "member_state_response": member_page(),
     }
-)  # fmt: skip
+)
 
 
 def test_samples_cover_every_message_type() -> None:
@@ -257,7 +328,13 @@ def test_full_report_and_full_page_fit_one_datagram_when_signed() -> None:
 @pytest.mark.parametrize("fmt", FORMATS)
 def test_non_ascii_text_round_trips(fmt: Any) -> None:
     codec = Codec(format=fmt)
-    request = ScheduleRequest("req-\u00fc", "\u5317\u4eac/\u6a21\u578b-7b", 0, 1, 1)
+    request = ScheduleRequest(
+        request_id="req-\u00fc",
+        model="\u5317\u4eac/\u6a21\u578b-7b",
+        priority=0,
+        prompt_tokens=1,
+        output_tokens=1,
+    )
     report = dataclasses.replace(full_report(), models={"plain": 1, "\u00e9t\u00e9/m\U0001f600": 2})
     assert codec.decode(codec.encode(request, NOW, 0), NOW) == request
     assert codec.decode(codec.encode(report, NOW, 0), NOW) == report
@@ -835,6 +912,6 @@ def test_an_id_of_the_id_characters_at_the_longest_length_is_accepted() -> None:
 
 
 def test_a_gossip_push_from_a_source_outside_the_id_characters_is_rejected() -> None:
-    push = GossipPush("node-1", (), ())
+    push = GossipPush(source="node-1", members=(), reports=())
     data = Codec().encode(push, NOW, 0).replace(b'"node-1"', b'"node 1"')
     assert reject(data).reason == "out_of_range"

@@ -442,11 +442,11 @@ class Gateway:
         payload["stream"] = True  # workers always stream
         payload["stream_options"] = {"include_usage": True}  # for the fold and the metrics
         schedule = ScheduleRequest(
-            request_id,
-            body.model,
-            0,
-            max(1, body.prompt_chars // CHARS_PER_TOKEN),
-            body.output_tokens,
+            request_id=request_id,
+            model=body.model,
+            priority=0,
+            prompt_tokens=max(1, body.prompt_chars // CHARS_PER_TOKEN),
+            output_tokens=body.output_tokens,
         )
         upstream_body = json.dumps(payload, separators=(",", ":")).encode()
         upstream = await self._open_upstream(request_id, schedule, path, upstream_body)

@@ -270,6 +270,160 @@ class Outcome:
     wall_s: float
 
 
+# -- the results (their JSON keys are docs/benchmarks.md's) ------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LoadFigures:
+    """One load's requests, errors and latencies (milliseconds) and throughput."""
+
+    requests: int
+    errors: int
+    p50_ms: float
+    p99_ms: float
+    first_event_p50_ms: float
+    requests_per_s: float
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "requests": self.requests,
+            "errors": self.errors,
+            "p50_ms": self.p50_ms,
+            "p99_ms": self.p99_ms,
+            "first_event_p50_ms": self.first_event_p50_ms,
+            "requests_per_s": self.requests_per_s,
+        }
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PathFigures:
+    """One path (direct, or through the front door) at one level, pooled over its rounds."""
+
+    load: LoadFigures
+    round_p50_ms: list[float]
+    front_door_cpu_ms_per_request: float
+    worker_cpu_ms_per_request: float
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            **self.load.as_dict(),
+            "round_p50_ms": self.round_p50_ms,
+            "front_door_cpu_ms_per_request": self.front_door_cpu_ms_per_request,
+            "worker_cpu_ms_per_request": self.worker_cpu_ms_per_request,
+        }
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class OverheadRow:
+    """Both paths at one level, and what the front door added."""
+
+    concurrency: int
+    rounds: int
+    direct: PathFigures
+    gateway: PathFigures
+    added_p50_ms: float
+    added_p50_paired_ms: float  # the median over rounds of the paths' difference
+    added_p99_ms: float
+    p50_ratio: float
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "concurrency": self.concurrency,
+            "rounds": self.rounds,
+            "direct": self.direct.as_dict(),
+            "gateway": self.gateway.as_dict(),
+            "added_p50_ms": self.added_p50_ms,
+            "added_p50_paired_ms": self.added_p50_paired_ms,
+            "added_p99_ms": self.added_p99_ms,
+            "p50_ratio": self.p50_ratio,
+        }
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StreamsFigures:
+    """The streams at once through the front door, and the sockets left after them."""
+
+    streams: int
+    load: LoadFigures
+    peak_client_connections: int
+    sockets_before: dict[str, int]
+    sockets_after: dict[str, int]
+    worker_connections_bound: int
+    worker_idle_after: bool
+
+    @property
+    def leaked_client_connections(self) -> int:
+        return self.sockets_after["clients"]
+
+    @property
+    def ok(self) -> bool:
+        return (
+            self.load.errors == 0
+            and self.leaked_client_connections == 0
+            and self.sockets_after["workers"] <= self.worker_connections_bound
+            and self.worker_idle_after
+        )
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "streams": self.streams,
+            "tokens_per_stream": STREAM_TOKENS,
+            "seconds_per_token": STREAM_STEP_S,
+            **self.load.as_dict(),
+            "peak_client_connections": self.peak_client_connections,
+            "sockets_before": self.sockets_before,
+            "sockets_after": self.sockets_after,
+            "leaked_client_connections": self.leaked_client_connections,
+            "worker_connections_kept_alive": self.sockets_after["workers"],
+            "worker_connections_bound": self.worker_connections_bound,
+            "worker_idle_after": self.worker_idle_after,
+            "ok": self.ok,
+        }
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class GatewayResult:
+    """The whole benchmark: overhead (cores shared, and maybe the front door on its own
+    core) and the streams."""
+
+    overhead: list[OverheadRow]
+    overhead_front_door_own_core: list[OverheadRow] | None  # measured with --own-core
+    streams: StreamsFigures | None  # None with --streams 0
+    cpus: int | None
+    python: str
+    http_parser: str
+
+    @property
+    def target_met(self) -> bool | None:
+        return _target_met(self.overhead)
+
+    @property
+    def target_met_front_door_own_core(self) -> bool | None:
+        own = self.overhead_front_door_own_core
+        return None if own is None else _target_met(own)
+
+    def as_dict(self) -> dict[str, object]:
+        document: dict[str, object] = {
+            "benchmark": "gateway",
+            "tokens": TOKENS,
+            "overhead": [row.as_dict() for row in self.overhead],
+        }
+        own = self.overhead_front_door_own_core
+        if own is not None:
+            document["overhead_front_door_own_core"] = [row.as_dict() for row in own]
+        document["streams"] = None if self.streams is None else self.streams.as_dict()
+        document["target_p50_added_ms_at_64"] = TARGET_P50_ADDED_MS
+        document["target_met"] = self.target_met
+        if own is not None:
+            document["target_met_front_door_own_core"] = self.target_met_front_door_own_core
+        document["machine"] = {
+            "cpus": self.cpus,
+            "python": self.python,
+            "http_parser": self.http_parser,
+        }
+        return document
+
+
 class _Connection:
     """One kept-alive HTTP/1.1 connection of the load generator: `h11` over asyncio streams.
 
@@ -405,18 +559,18 @@ def _quantiles(values: Sequence[float]) -> tuple[float, float]:
     return statistics.median(ordered) * 1e3, p99 * 1e3
 
 
-def _summary(outcome: Outcome) -> dict[str, float | int]:
+def _summary(outcome: Outcome) -> LoadFigures:
     p50, p99 = _quantiles(outcome.latencies_s)
     first50, _ = _quantiles(outcome.first_event_s)
     done = len(outcome.latencies_s)
-    return {
-        "requests": done + outcome.errors,
-        "errors": outcome.errors,
-        "p50_ms": round(p50, 3),
-        "p99_ms": round(p99, 3),
-        "first_event_p50_ms": round(first50, 3),
-        "requests_per_s": round(done / outcome.wall_s, 1) if outcome.wall_s else 0.0,
-    }
+    return LoadFigures(
+        requests=done + outcome.errors,
+        errors=outcome.errors,
+        p50_ms=round(p50, 3),
+        p99_ms=round(p99, 3),
+        first_event_p50_ms=round(first50, 3),
+        requests_per_s=round(done / outcome.wall_s, 1) if outcome.wall_s else 0.0,
+    )
 
 
 def measure_overhead(
@@ -425,7 +579,7 @@ def measure_overhead(
     per_slot: dict[int, int],
     say: Any,
     own_core: bool = False,
-) -> list[dict[str, Any]]:
+) -> list[OverheadRow]:
     """The overhead rows; with `own_core`, the front door alone on a core of its own."""
     mine = os.sched_getaffinity(0)
     with cluster(ZERO_COST, folder) as running:
@@ -442,7 +596,7 @@ def measure_overhead(
 
 def _overhead_row(
     running: Cluster, concurrency: int, per_slot: dict[int, int], say: Any
-) -> dict[str, Any]:
+) -> OverheadRow:
     """Both paths, in `ROUNDS` alternating rounds (direct first, then the front door
     first, ...), so that a slow spell of the machine falls on both alike; each path's
     latencies are pooled over its rounds."""
@@ -474,36 +628,47 @@ def _overhead_row(
             total.errors += outcome.errors
             total.wall_s += outcome.wall_s
             round_p50_ms[path].append(round(_quantiles(outcome.latencies_s)[0], 3))
-    row: dict[str, Any] = {"concurrency": concurrency, "rounds": rounds}
+    paths: dict[str, PathFigures] = {}
     for path, outcome in pooled.items():
-        summary: dict[str, Any] = _summary(outcome)
-        summary["round_p50_ms"] = round_p50_ms[path]
         done = max(1, len(outcome.latencies_s))
-        for name, spent in cpu[path].items():
-            summary[f"{name}_cpu_ms_per_request"] = round(spent / done * 1e3, 3)
-        row[path] = summary
-    direct, gateway = row["direct"], row["gateway"]
-    row["added_p50_ms"] = round(gateway["p50_ms"] - direct["p50_ms"], 3)
+
+        def per_request(name: str, path: str = path, done: int = done) -> float:
+            return round(cpu[path][name] / done * 1e3, 3)
+
+        paths[path] = PathFigures(
+            load=_summary(outcome),
+            round_p50_ms=round_p50_ms[path],
+            front_door_cpu_ms_per_request=per_request("front_door"),
+            worker_cpu_ms_per_request=per_request("worker"),
+        )
+    direct, gateway = paths["direct"].load, paths["gateway"].load
     # Each round's two paths ran back to back: their difference is free of the drift
     # between rounds, which on a small machine spreads one path's p50s by tens of ms.
     paired = [
         front - alone
         for front, alone in zip(round_p50_ms["gateway"], round_p50_ms["direct"], strict=True)
     ]
-    row["added_p50_paired_ms"] = round(statistics.median(paired), 3)
-    row["added_p99_ms"] = round(gateway["p99_ms"] - direct["p99_ms"], 3)
-    row["p50_ratio"] = round(gateway["p50_ms"] / direct["p50_ms"], 2)
+    row = OverheadRow(
+        concurrency=concurrency,
+        rounds=rounds,
+        direct=paths["direct"],
+        gateway=paths["gateway"],
+        added_p50_ms=round(gateway.p50_ms - direct.p50_ms, 3),
+        added_p50_paired_ms=round(statistics.median(paired), 3),
+        added_p99_ms=round(gateway.p99_ms - direct.p99_ms, 3),
+        p50_ratio=round(gateway.p50_ms / direct.p50_ms, 2),
+    )
     say(
-        f"{concurrency:>4} in flight: direct p50 {direct['p50_ms']:.2f} ms "
-        f"p99 {direct['p99_ms']:.2f} ms {direct['requests_per_s']:.0f}/s "
-        f"({direct['errors']} errors); front door p50 {gateway['p50_ms']:.2f} ms "
-        f"p99 {gateway['p99_ms']:.2f} ms {gateway['requests_per_s']:.0f}/s "
-        f"({gateway['errors']} errors); added p50 {row['added_p50_ms']:+.2f} ms "
-        f"(median of rounds {row['added_p50_paired_ms']:+.2f} ms) "
-        f"p99 {row['added_p99_ms']:+.2f} ms ({row['p50_ratio']}x); CPU per request: "
-        f"front door {gateway['front_door_cpu_ms_per_request']:.2f} ms, worker "
-        f"{gateway['worker_cpu_ms_per_request']:.2f} ms (direct: "
-        f"{direct['worker_cpu_ms_per_request']:.2f} ms)"
+        f"{concurrency:>4} in flight: direct p50 {direct.p50_ms:.2f} ms "
+        f"p99 {direct.p99_ms:.2f} ms {direct.requests_per_s:.0f}/s "
+        f"({direct.errors} errors); front door p50 {gateway.p50_ms:.2f} ms "
+        f"p99 {gateway.p99_ms:.2f} ms {gateway.requests_per_s:.0f}/s "
+        f"({gateway.errors} errors); added p50 {row.added_p50_ms:+.2f} ms "
+        f"(median of rounds {row.added_p50_paired_ms:+.2f} ms) "
+        f"p99 {row.added_p99_ms:+.2f} ms ({row.p50_ratio}x); CPU per request: "
+        f"front door {row.gateway.front_door_cpu_ms_per_request:.2f} ms, worker "
+        f"{row.gateway.worker_cpu_ms_per_request:.2f} ms (direct: "
+        f"{row.direct.worker_cpu_ms_per_request:.2f} ms)"
     )
     return row
 
@@ -529,7 +694,7 @@ async def _streams_with_peak(
     return outcome, peak
 
 
-def measure_streams(folder: Path, streams: int, say: Any) -> dict[str, Any]:
+def measure_streams(folder: Path, streams: int, say: Any) -> StreamsFigures:
     from sllm.api.worker_client import MAX_KEEPALIVE_CONNECTIONS
 
     with cluster(SLOW_DECODE, folder) as running:
@@ -551,31 +716,21 @@ def measure_streams(folder: Path, streams: int, say: Any) -> dict[str, Any]:
         after = _settled(coordinator_sockets, no_clients)
         # The worker ends a request just after its last event is sent; give it that moment.
         running_after = _settled(lambda: _worker_running(running.worker_url), lambda n: n == 0)
-        worker_idle = running_after == 0
-    summary = _summary(outcome)
-    leaked = after["clients"]
-    result = {
-        "streams": streams,
-        "tokens_per_stream": STREAM_TOKENS,
-        "seconds_per_token": STREAM_STEP_S,
-        **summary,
-        "peak_client_connections": peak,
-        "sockets_before": before,
-        "sockets_after": after,
-        "leaked_client_connections": leaked,
-        "worker_connections_kept_alive": after["workers"],
-        "worker_connections_bound": MAX_KEEPALIVE_CONNECTIONS,
-        "worker_idle_after": worker_idle,
-        "ok": summary["errors"] == 0
-        and leaked == 0
-        and after["workers"] <= MAX_KEEPALIVE_CONNECTIONS
-        and worker_idle,
-    }
+    result = StreamsFigures(
+        streams=streams,
+        load=_summary(outcome),
+        peak_client_connections=peak,
+        sockets_before=before,
+        sockets_after=after,
+        worker_connections_bound=MAX_KEEPALIVE_CONNECTIONS,
+        worker_idle_after=running_after == 0,
+    )
     say(
-        f"{streams} streams at once: {summary['errors']} errors, peak {peak} client "
-        f"connections, p50 {summary['p50_ms']:.0f} ms p99 {summary['p99_ms']:.0f} ms; after: "
-        f"{leaked} client connections left, {after['workers']} kept-alive to the worker "
-        f"(bound {MAX_KEEPALIVE_CONNECTIONS}), worker idle: {worker_idle}"
+        f"{streams} streams at once: {result.load.errors} errors, peak {peak} client "
+        f"connections, p50 {result.load.p50_ms:.0f} ms p99 {result.load.p99_ms:.0f} ms; "
+        f"after: {result.leaked_client_connections} client connections left, "
+        f"{after['workers']} kept-alive to the worker (bound {MAX_KEEPALIVE_CONNECTIONS}), "
+        f"worker idle: {result.worker_idle_after}"
     )
     return result
 
@@ -605,48 +760,42 @@ def run(
     streams: int,
     quiet: bool,
     own_core: bool = False,
-) -> dict[str, Any]:
+) -> GatewayResult:
     def say(text: str) -> None:
         if not quiet:
             print(text, flush=True)
 
-    result: dict[str, Any] = {"benchmark": "gateway", "tokens": TOKENS}
     with tempfile.TemporaryDirectory(prefix="sllm-bench-gateway-") as tmp:
         folder = Path(tmp)
         say(f"gateway overhead: {TOKENS}-token streams, sim engine at zero service time")
         say("cores shared by the load generator, the front door and the worker:")
-        result["overhead"] = measure_overhead(folder, levels, per_slot, say)
+        overhead = measure_overhead(folder, levels, per_slot, say)
+        own: list[OverheadRow] | None = None
         if own_core:
             say("the front door on a core of its own, the worker and load generator on another:")
-            result["overhead_front_door_own_core"] = measure_overhead(
-                folder, levels, per_slot, say, own_core=True
-            )
-        result["streams"] = measure_streams(folder, streams, say) if streams else None
-    result["target_p50_added_ms_at_64"] = TARGET_P50_ADDED_MS
-    result["target_met"] = _target_met(result["overhead"])
-    if own_core:
-        result["target_met_front_door_own_core"] = _target_met(
-            result["overhead_front_door_own_core"]
-        )
+            own = measure_overhead(folder, levels, per_slot, say, own_core=True)
+        streamed = measure_streams(folder, streams, say) if streams else None
     from sllm.runtime.http import HTTP_PARSER  # the serve extra, which the run needed
 
-    result["machine"] = {
-        "cpus": os.cpu_count(),
-        "python": sys.version.split()[0],
-        "http_parser": HTTP_PARSER,
-    }
-    return result
+    return GatewayResult(
+        overhead=overhead,
+        overhead_front_door_own_core=own,
+        streams=streamed,
+        cpus=os.cpu_count(),
+        python=sys.version.split()[0],
+        http_parser=HTTP_PARSER,
+    )
 
 
 def _cpu_snapshot(processes: dict[str, int], into: dict[str, float]) -> None:
     into.update((name, cpu_seconds(pid)) for name, pid in processes.items())
 
 
-def _target_met(rows: list[dict[str, Any]]) -> bool | None:
-    at_target = next((row for row in rows if row["concurrency"] == 64), None)
+def _target_met(rows: list[OverheadRow]) -> bool | None:
+    at_target = next((row for row in rows if row.concurrency == 64), None)
     if at_target is None:
         return None
-    return bool(at_target["added_p50_paired_ms"] <= TARGET_P50_ADDED_MS)
+    return at_target.added_p50_paired_ms <= TARGET_P50_ADDED_MS
 
 
 def add_parser(sub: Any) -> None:
@@ -691,18 +840,17 @@ def main(args: argparse.Namespace) -> int:
         return 2
     result = run(args.concurrency, per_slot, args.streams, args.json, args.own_core)
     if args.json:
-        print(json.dumps(result, indent=2))
+        print(json.dumps(result.as_dict(), indent=2))
     else:
-        for key, mode in (
-            ("target_met", "cores shared"),
-            ("target_met_front_door_own_core", "front door on its own core"),
+        for met, mode in (
+            (result.target_met, "cores shared"),
+            (result.target_met_front_door_own_core, "front door on its own core"),
         ):
-            met = result.get(key)
             if met is not None:
                 print(
                     f"target ({mode}): added p50 at 64 in flight <= {TARGET_P50_ADDED_MS} ms: "
                     f"{'met' if met else 'NOT met'}"
                 )
-    streams = result["streams"]
-    failed = streams is not None and not streams["ok"]
+    streams = result.streams
+    failed = streams is not None and not streams.ok
     return 1 if failed else 0

@@ -68,7 +68,14 @@ def measure_dissemination(size: int, config: GossipConfig, seed: int) -> dict[st
     nodes = membership_cluster(net, size, config, seed=seed)
     net.run_for(3.0)
     origin = nodes[random.Random(seed).randrange(size)]
-    suspicion = MemberUpdate(origin.node_id, "", 0, origin.incarnation, 1, "bench")
+    suspicion = MemberUpdate(
+        node_id=origin.node_id,
+        host="",
+        port=0,
+        incarnation=origin.incarnation,
+        state=1,
+        origin="bench",
+    )
     origin.apply(suspicion, net.now)  # it refutes: a new incarnation to spread
     target = origin.incarnation
     others = [node for node in nodes if node is not origin]
@@ -141,9 +148,24 @@ def synthetic_report(membership: Membership, seq: int, now: float) -> WorkerRepo
     host, port = membership.address
     models = {f"llama-3.1-8b-ft{i}": i % 3 for i in range(6)}
     return WorkerReport(
-        membership.node_id, host, port, 0, models, 18, seq % 7, 64, seq % 8, 8,
-        (seq % 8) / 8, 60 * 10**9, 141 * 10**9, 0.0, True, seq, now,
-    )  # fmt: skip
+        node_id=membership.node_id,
+        host=host,
+        port=port,
+        http_port=0,
+        models=models,
+        models_omitted=18,
+        queue_depth=seq % 7,
+        queue_capacity=64,
+        running=seq % 8,
+        slots=8,
+        gpu_utilization=(seq % 8) / 8,
+        memory_used=60 * 10**9,
+        memory_total=141 * 10**9,
+        load_backlog_s=0.0,
+        ready=True,
+        seq=seq,
+        timestamp=now,
+    )
 
 
 def measure_bandwidth(size: int, config: GossipConfig, seed: int) -> dict[str, float]:

@@ -27,6 +27,7 @@ import random
 import socket
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from sllm.core.coordinator import Coordinator
@@ -88,7 +89,16 @@ def measure_placement(policy: str, workers: int, seed: int = 0) -> float:
     for worker_id in ids:
         coordinator.handle(synthetic_report(rng, worker_id, names, seq), 0.0)
     popularity = ModelPopularity.from_table(load_popularity(), names)
-    requests = [ScheduleRequest(f"r{i}", popularity.sample(rng), 0, 512, 128) for i in range(4096)]
+    requests = [
+        ScheduleRequest(
+            request_id=f"r{i}",
+            model=popularity.sample(rng),
+            priority=0,
+            prompt_tokens=512,
+            output_tokens=128,
+        )
+        for i in range(4096)
+    ]
     decisions = 0
     spent = 0.0
     cursor = 0
@@ -151,25 +161,57 @@ async def measure_udp_intake(seconds: float = UDP_SECONDS) -> float:
         await server.stop()
 
 
-def run(sizes: Sequence[int], policies: Sequence[str], udp: bool, quiet: bool) -> dict[str, Any]:
-    results: list[dict[str, Any]] = []
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PlacementRate:
+    """Decisions per second of one policy at one cluster size."""
+
+    policy: str
+    workers: int
+    decisions_per_s: int
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "policy": self.policy,
+            "workers": self.workers,
+            "decisions_per_s": self.decisions_per_s,
+        }
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PlacementBench:
+    """The benchmark's result: every rate, and the UDP intake when it was measured."""
+
+    placement: list[PlacementRate]
+    udp_reports_per_s: int | None  # None with --no-udp
+
+    def as_dict(self) -> dict[str, object]:
+        document: dict[str, object] = {"placement": [rate.as_dict() for rate in self.placement]}
+        if self.udp_reports_per_s is not None:
+            document["udp_reports_per_s"] = self.udp_reports_per_s
+        return document
+
+
+def run(sizes: Sequence[int], policies: Sequence[str], udp: bool, quiet: bool) -> PlacementBench:
+    results: list[PlacementRate] = []
     for policy in policies:
         for workers in sizes:
             rate = measure_placement(policy, workers)
-            results.append({"policy": policy, "workers": workers, "decisions_per_s": round(rate)})
+            results.append(
+                PlacementRate(policy=policy, workers=workers, decisions_per_s=round(rate))
+            )
             if not quiet:
                 print(f"{policy:<14} {workers:>6} workers  {rate:>12,.0f} decisions/s", flush=True)
-    report: dict[str, Any] = {"placement": results}
+    intake: int | None = None
     if udp:
-        report["udp_reports_per_s"] = round(asyncio.run(measure_udp_intake()))
+        intake = round(asyncio.run(measure_udp_intake()))
         if not quiet:
-            print(f"udp report intake {report['udp_reports_per_s']:,} reports/s", flush=True)
-    return report
+            print(f"udp report intake {intake:,} reports/s", flush=True)
+    return PlacementBench(placement=results, udp_reports_per_s=intake)
 
 
-def scaling_check(report: dict[str, Any]) -> list[str]:
+def scaling_check(report: PlacementBench) -> list[str]:
     """Lines comparing against the targets, as ratios measured in this same run."""
-    rates = {(r["policy"], r["workers"]): r["decisions_per_s"] for r in report["placement"]}
+    rates = {(r.policy, r.workers): r.decisions_per_s for r in report.placement}
     lines = []
     for policy in ("startup-aware", "least-loaded"):
         small, large = rates.get((policy, 100)), rates.get((policy, 10_000))
@@ -207,7 +249,7 @@ def main(args: argparse.Namespace) -> int:
         return 2
     report = run(args.sizes, args.policies, not args.no_udp, quiet=args.json)
     if args.json:
-        print(json.dumps(report))
+        print(json.dumps(report.as_dict()))
     else:
         for line in scaling_check(report):
             print(line)

@@ -33,11 +33,12 @@ import platform
 import pstats
 import sysconfig
 import time
+from dataclasses import dataclass
 from typing import Any
 
-from sllm.experiments.options import WorkloadOptions, make_workload
 from sllm.sim.cluster import CentralizedCluster, ClusterConfig
 from sllm.sim.progress import Progress
+from sllm.workload.options import WorkloadOptions, make_workload
 
 TARGET_HOURS = 1.0
 TARGET_WORKERS = 1_000
@@ -53,7 +54,97 @@ GROUPS = (("core", ("sllm/core/", "sllm/engines/")), ("sim", ("sllm/sim/",)))
 ANCHOR_REQUESTS_PER_WALL_S = (1_500, 5_000)
 
 
-def profile_split(profile: cProfile.Profile) -> dict[str, float]:
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ProfileSplit:
+    """Shares of the profiled time (own time per function): by group, and the top functions."""
+
+    core: float
+    sim: float
+    other: float
+    top: list[tuple[str, float]]  # (function, share), largest first
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "core": self.core,
+            "sim": self.sim,
+            "other": self.other,
+            "top": [{"function": where, "share": share} for where, share in self.top],
+        }
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SimulatorBench:
+    """One run of the benchmark (its JSON keys are docs/benchmarks.md's)."""
+
+    workers: int
+    simulated_hours: float
+    simulated_seconds: float
+    rate_rps: float
+    models: int
+    requests: int
+    completed: int
+    worker_reports: int
+    datagrams: int  # sent, every plane
+    events: int
+    wall_s: float
+    cpu_s: float
+    machine_steal_s: float | None  # None where /proc/stat does not say
+    workload_generation_s: float
+    requests_per_wall_s: int
+    requests_per_wall_s_to_anchor_high: float
+    events_per_wall_s: int
+    simulated_s_per_wall_s: float
+    projected_target_wall_s: float | None  # None unless the target's 1,000 workers ran
+    python: str
+    # How the interpreter was built moves the result: one with libpython as a shared
+    # library and no profile-guided optimization runs slower than a static, PGO-built
+    # one (measured in docs/benchmarks.md).
+    python_shared_library: bool
+    profile_split: ProfileSplit | None
+
+    @property
+    def wall_to_target_ratio(self) -> float | None:
+        projected = self.projected_target_wall_s
+        return None if projected is None else round(projected / TARGET_WALL_S, 2)
+
+    def as_dict(self) -> dict[str, object]:
+        document: dict[str, object] = {
+            "workers": self.workers,
+            "simulated_hours": self.simulated_hours,
+            "simulated_seconds": self.simulated_seconds,
+            "rate_rps": self.rate_rps,
+            "models": self.models,
+            "requests": self.requests,
+            "completed": self.completed,
+            "worker_reports": self.worker_reports,
+            "datagrams": self.datagrams,
+            "events": self.events,
+            "wall_s": self.wall_s,
+            "cpu_s": self.cpu_s,
+            "machine_steal_s": self.machine_steal_s,
+            "workload_generation_s": self.workload_generation_s,
+            "requests_per_wall_s": self.requests_per_wall_s,
+            "anchor_requests_per_wall_s": list(ANCHOR_REQUESTS_PER_WALL_S),
+            "requests_per_wall_s_to_anchor_high": self.requests_per_wall_s_to_anchor_high,
+            "events_per_wall_s": self.events_per_wall_s,
+            "simulated_s_per_wall_s": self.simulated_s_per_wall_s,
+            "target": {
+                "workers": TARGET_WORKERS,
+                "hours": TARGET_HOURS,
+                "requests": TARGET_REQUESTS,
+                "wall_s": TARGET_WALL_S,
+            },
+            "projected_target_wall_s": self.projected_target_wall_s,
+            "wall_to_target_ratio": self.wall_to_target_ratio,
+            "python": self.python,
+            "python_shared_library": self.python_shared_library,
+        }
+        if self.profile_split is not None:
+            document["profile_split"] = self.profile_split.as_dict()
+        return document
+
+
+def profile_split(profile: cProfile.Profile) -> ProfileSplit:
     """Share of profiled time (own time per function) by group: core, sim, other."""
     stats = pstats.Stats(profile)
     totals = {"core": 0.0, "sim": 0.0, "other": 0.0}
@@ -66,12 +157,12 @@ def profile_split(profile: cProfile.Profile) -> dict[str, float]:
         totals[group] += own
         top.append((own, f"{filename.rsplit('/src/', 1)[-1]}:{line}({name})"))
     whole = sum(totals.values()) or 1.0
-    split = {group: round(seconds / whole, 3) for group, seconds in totals.items()}
-    split["top"] = [  # type: ignore[assignment]
-        {"function": where, "share": round(own / whole, 3)}
-        for own, where in sorted(top)[-12:][::-1]
-    ]
-    return split
+    return ProfileSplit(
+        core=round(totals["core"] / whole, 3),
+        sim=round(totals["sim"] / whole, 3),
+        other=round(totals["other"] / whole, 3),
+        top=[(where, round(own / whole, 3)) for own, where in sorted(top)[-12:][::-1]],
+    )
 
 
 def steal_seconds() -> float | None:
@@ -89,7 +180,7 @@ def steal_seconds() -> float | None:
 
 def run(
     hours: float, workers: int, rate: float, models: int, seed: int, profile: bool
-) -> dict[str, Any]:
+) -> SimulatorBench:
     duration = hours * 3600.0
     started = time.perf_counter()
     _, arrivals = make_workload(
@@ -111,8 +202,11 @@ def run(
         stolen_after = steal_seconds()
         if profiler is not None:
             profiler.disable()
-    report = result.report
-    by_type = report["simulation"]["network"]["by_type"]
+    report = result.report.run
+    simulation = result.report.simulation
+    sent = simulation.datagrams["sent"]
+    assert isinstance(sent, int), "the network counts datagrams"
+    by_type = simulation.by_type
     # The full run simulates the target's hour plus the same drain; cost per simulated
     # second is steady once warm, so a shorter run projects linearly in simulated time.
     full_s = TARGET_HOURS * 3600.0 + (result.simulated_seconds - cluster.t0 - duration)
@@ -122,97 +216,82 @@ def run(
         if workers == TARGET_WORKERS
         else None
     )
-    out: dict[str, Any] = {
-        "workers": workers,
-        "simulated_hours": hours,
-        "simulated_seconds": result.simulated_seconds,
-        "rate_rps": rate,
-        "models": models,
-        "requests": report["requests"],
-        "completed": report["completed"],
-        "worker_reports": by_type.get("worker_report", {}).get("messages", 0),
-        "datagrams": report["simulation"]["network"]["datagrams"]["sent"],
-        "events": result.events,
-        "wall_s": round(wall, 2),
-        "cpu_s": round(cpu, 2),
-        "machine_steal_s": round(stolen_after - stolen_before, 2)
+    return SimulatorBench(
+        workers=workers,
+        simulated_hours=hours,
+        simulated_seconds=result.simulated_seconds,
+        rate_rps=rate,
+        models=models,
+        requests=report.requests,
+        completed=report.completed,
+        worker_reports=by_type.get("worker_report", {}).get("messages", 0),
+        datagrams=sent,
+        events=result.events,
+        wall_s=round(wall, 2),
+        cpu_s=round(cpu, 2),
+        machine_steal_s=round(stolen_after - stolen_before, 2)
         if stolen_before is not None and stolen_after is not None
         else None,
-        "workload_generation_s": round(workload_s, 2),
-        "requests_per_wall_s": round(report["requests"] / wall),
-        "anchor_requests_per_wall_s": list(ANCHOR_REQUESTS_PER_WALL_S),
-        "requests_per_wall_s_to_anchor_high": round(
-            report["requests"] / wall / ANCHOR_REQUESTS_PER_WALL_S[1], 2
+        workload_generation_s=round(workload_s, 2),
+        requests_per_wall_s=round(report.requests / wall),
+        requests_per_wall_s_to_anchor_high=round(
+            report.requests / wall / ANCHOR_REQUESTS_PER_WALL_S[1], 2
         ),
-        "events_per_wall_s": round(result.events / wall),
-        "simulated_s_per_wall_s": round(result.simulated_seconds / wall, 2),
-        "target": {
-            "workers": TARGET_WORKERS,
-            "hours": TARGET_HOURS,
-            "requests": TARGET_REQUESTS,
-            "wall_s": TARGET_WALL_S,
-        },
-        "projected_target_wall_s": projected,
-        "wall_to_target_ratio": round(projected / TARGET_WALL_S, 2)
-        if projected is not None
-        else None,
-        "python": platform.python_version(),
-        # How the interpreter was built moves the result: one with libpython as a shared
-        # library and no profile-guided optimization runs slower than a static, PGO-built
-        # one (measured in docs/benchmarks.md).
-        "python_shared_library": bool(sysconfig.get_config_var("Py_ENABLE_SHARED")),
-    }
-    if profiler is not None:
-        out["profile_split"] = profile_split(profiler)
-    return out
+        events_per_wall_s=round(result.events / wall),
+        simulated_s_per_wall_s=round(result.simulated_seconds / wall, 2),
+        projected_target_wall_s=projected,
+        python=platform.python_version(),
+        python_shared_library=bool(sysconfig.get_config_var("Py_ENABLE_SHARED")),
+        profile_split=profile_split(profiler) if profiler is not None else None,
+    )
 
 
-def describe(result: dict[str, Any]) -> list[str]:
+def describe(result: SimulatorBench) -> list[str]:
     lines = [
-        f"{result['workers']:,} workers, {result['simulated_seconds']:,.0f} simulated s, "
-        f"{result['requests']:,} requests, {result['worker_reports']:,} worker reports, "
-        f"{result['events']:,} events",
-        f"wall {result['wall_s']:,.1f} s (+ {result['workload_generation_s']:.1f} s to build "
-        f"the workload): {result['requests_per_wall_s']:,} requests/s, "
-        f"{result['events_per_wall_s']:,} events/s, "
-        f"{result['simulated_s_per_wall_s']:g} simulated s per wall s",
-        f"cpu {result['cpu_s']:,.1f} s"
+        f"{result.workers:,} workers, {result.simulated_seconds:,.0f} simulated s, "
+        f"{result.requests:,} requests, {result.worker_reports:,} worker reports, "
+        f"{result.events:,} events",
+        f"wall {result.wall_s:,.1f} s (+ {result.workload_generation_s:.1f} s to build "
+        f"the workload): {result.requests_per_wall_s:,} requests/s, "
+        f"{result.events_per_wall_s:,} events/s, "
+        f"{result.simulated_s_per_wall_s:g} simulated s per wall s",
+        f"cpu {result.cpu_s:,.1f} s"
         + (
-            f", hypervisor steal {result['machine_steal_s']:,.2f} s"
-            if result["machine_steal_s"] is not None
+            f", hypervisor steal {result.machine_steal_s:,.2f} s"
+            if result.machine_steal_s is not None
             else ""
         ),
-        f"python {result['python']}"
-        + (", a shared-library build" if result["python_shared_library"] else ""),
+        f"python {result.python}"
+        + (", a shared-library build" if result.python_shared_library else ""),
     ]
-    low, high = result["anchor_requests_per_wall_s"]
+    low, high = ANCHOR_REQUESTS_PER_WALL_S
     lines.append(
         f"anchor: a simulator with neither cold starts nor a control plane replays "
         f"{low:,}-{high:,} requests/s on this kind of machine; this run "
-        f"{result['requests_per_wall_s']:,}/s, {result['requests_per_wall_s_to_anchor_high']:g}x "
+        f"{result.requests_per_wall_s:,}/s, {result.requests_per_wall_s_to_anchor_high:g}x "
         f"its upper end"
     )
-    projected = result["projected_target_wall_s"]
-    if projected is None:
+    projected = result.projected_target_wall_s
+    ratio = result.wall_to_target_ratio
+    if projected is None or ratio is None:
         lines.append(
             f"target: {TARGET_WORKERS:,} workers; run with --workers {TARGET_WORKERS} to compare"
         )
     else:
-        ratio = result["wall_to_target_ratio"]
         verdict = "met" if ratio <= 1.0 else f"NOT met: {ratio:.2f}x the target's wall time"
         lines.append(
             f"target: 1 simulated hour of {TARGET_WORKERS:,} workers, >= {TARGET_REQUESTS:,} "
             f"requests in <= {TARGET_WALL_S:.0f} s; "
-            f"{'measured' if result['simulated_hours'] >= TARGET_HOURS else 'projected'} "
+            f"{'measured' if result.simulated_hours >= TARGET_HOURS else 'projected'} "
             f"{projected:,.1f} s ({verdict})"
         )
-    split = result.get("profile_split")
-    if split:
+    split = result.profile_split
+    if split is not None:
         lines.append(
-            f"profile: core {split['core']:.0%}, simulator glue {split['sim']:.0%}, "
-            f"other {split['other']:.0%}"
+            f"profile: core {split.core:.0%}, simulator glue {split.sim:.0%}, "
+            f"other {split.other:.0%}"
         )
-        lines += [f"  {row['share']:6.1%}  {row['function']}" for row in split["top"]]
+        lines += [f"  {share:6.1%}  {where}" for where, share in split.top]
     return lines
 
 
@@ -239,7 +318,7 @@ def main(args: argparse.Namespace) -> int:
         return 2
     result = run(args.hours, args.workers, args.rate, args.models, args.seed, args.profile)
     if args.json:
-        print(json.dumps(result))
+        print(json.dumps(result.as_dict()))
     else:
         print("\n".join(describe(result)))
     return 0

@@ -41,7 +41,7 @@ from sllm.wire.messages import (
 )
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Notice:
     """Something the runtime should log: a fixed event name and its details."""
 
@@ -112,33 +112,40 @@ class Coordinator:
             if joined is False:
                 return NOTHING
             if joined:
-                notice = Notice("worker_joined", {"worker": message.node_id, "port": message.port})
+                notice = Notice(
+                    event="worker_joined", fields={"worker": message.node_id, "port": message.port}
+                )
                 return Outcome(notices=(notice,))
             refused = self.view.admission.notice("worker", now)  # at most one per interval
             if refused is None:
                 return NOTHING
-            return Outcome(notices=(Notice(REFUSED_EVENT, refused),))
+            return Outcome(notices=(Notice(event=REFUSED_EVENT, fields=refused),))
         if isinstance(message, ScheduleRequest):
             notices = self.expire(now)  # or `place` drops them unannounced
-            return Outcome((self.place(message, now),), notices)
+            return Outcome(replies=(self.place(message, now),), notices=notices)
         if isinstance(message, ClusterStateRequest):
             notices = self.expire(now)
-            return Outcome((self.cluster_state(message, now),), notices)
-        return Outcome(notices=(Notice("unexpected_message", {"type": message.TYPE}),))
+            return Outcome(replies=(self.cluster_state(message, now),), notices=notices)
+        return Outcome(notices=(Notice(event="unexpected_message", fields={"type": message.TYPE}),))
 
     def expire(self, now: float) -> tuple[Notice, ...]:
         gone = self.view.expire(now)
         if not gone:
             return ()  # the common case: before every decision
         timeout = self.view.worker_timeout
-        return tuple(Notice("worker_lost", {"worker": id_, "timeout_s": timeout}) for id_ in gone)
+        return tuple(
+            Notice(event="worker_lost", fields={"worker": id_, "timeout_s": timeout})
+            for id_ in gone
+        )
 
     def forget(self, worker_id: str, now: float) -> list[Notice]:
         """Drop a worker the data plane found unreachable; its next report brings it back."""
         if worker_id not in self.view:
             return []
         self.view.remove(worker_id)
-        return [Notice("worker_forgotten", {"worker": worker_id, "why": "unreachable"})]
+        return [
+            Notice(event="worker_forgotten", fields={"worker": worker_id, "why": "unreachable"})
+        ]
 
     def next_deadline(self) -> float | None:
         """When the oldest live worker times out if it stays silent."""
@@ -169,15 +176,15 @@ class Coordinator:
         action = "cold_start" if cold else "serve"
         self._count(request.model, action)
         report = entry.report
-        return ScheduleResponse(  # positional, in field order: one per decision
-            request.request_id,
-            entry.worker_id,
-            report.host,
-            report.port,
-            report.http_port,
-            action,
-            min(choice.estimated_wait_s, 86_400.0),  # estimated_wait_s
-            choice.reason,
+        return ScheduleResponse(
+            request_id=request.request_id,
+            worker_id=entry.worker_id,
+            host=report.host,
+            port=report.port,
+            http_port=report.http_port,
+            action=action,
+            estimated_wait_s=min(choice.estimated_wait_s, 86_400.0),
+            reason=choice.reason,
         )
 
     def _why_none_accepts(self) -> str:
@@ -198,7 +205,16 @@ class Coordinator:
     def _reject(self, request: ScheduleRequest, reason: str) -> ScheduleResponse:
         self.counters.rejected += 1
         self._count(request.model, "reject")
-        return ScheduleResponse(request.request_id, "", "", 0, 0, "reject", 0.0, reason)
+        return ScheduleResponse(
+            request_id=request.request_id,
+            worker_id="",
+            host="",
+            port=0,
+            http_port=0,
+            action="reject",
+            estimated_wait_s=0.0,
+            reason=reason,
+        )
 
     def _count(self, model: str, action: str) -> None:
         key = (model if model in self.catalog else "unknown", action)

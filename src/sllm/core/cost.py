@@ -62,7 +62,7 @@ class ModelInfo(Protocol):
     def size_bytes(self) -> int: ...
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class CostModel:
     """Calibrated timing constants; override any field with `CostModel.with_overrides`."""
 
@@ -140,7 +140,7 @@ class CostModel:
         return self.timing(model).service_time(prompt_tokens, output_tokens, batch_size)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class ModelTiming:
     """One model under one cost model: the formulas above, with the per-model part done once.
 

@@ -20,7 +20,7 @@ final report, the Prometheus metrics, the docs) uses these names and no other:
     requests that completed without waiting for a model load, divided by completed
     requests. Its complement is counted as ``cold starts``: completed requests that waited
     for a load (their own, or one already under way on their worker). What the clients
-    saw: the run report counts it from request outcomes (`sllm.experiments.report`).
+    saw: the run report counts it from request outcomes (`sllm.sim.report`).
 
 Both are 0.0 before there is anything to count. Neither counts what the other does, so a
 report may print both side by side, labelled, and they need not agree.
@@ -52,7 +52,7 @@ def warm_start_rate(completed: int, cold_starts: int) -> float:
     return (completed - cold_starts) / completed if completed else 0.0
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Placements:
     """Warm and cold placements, summed over one scheduler or many (decentralized)."""
 

@@ -199,7 +199,7 @@ MEMBERSHIP_EVENTS = MEMBER_EVENTS | {"left_cluster", REFUSED_EVENT}
 ALIVE_ONLY = frozenset({MemberState.ALIVE})
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class GossipConfig:
     """Protocol parameters; see the module docstring for what each does and why."""
 
@@ -273,7 +273,7 @@ class GossipConfig:
         return (self.retransmit_mult if multiplier is None else multiplier) * max(1, scale)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Send:
     """A datagram to send: the runtime encodes it, the simulator delivers it."""
 
@@ -295,12 +295,12 @@ class Member:
 
     def update(self) -> MemberUpdate:
         return MemberUpdate(
-            self.node_id,
-            self.address[0],
-            self.address[1],
-            self.incarnation,
-            int(self.state),
-            self.origin,
+            node_id=self.node_id,
+            host=self.address[0],
+            port=self.address[1],
+            incarnation=self.incarnation,
+            state=int(self.state),
+            origin=self.origin,
         )
 
 
@@ -576,7 +576,18 @@ class Membership:
         """Know `peers` as alive at incarnation 0 without any exchange (benchmarks, tests)."""
         for node_id, address in peers:
             if node_id != self.node_id and node_id not in self.members:
-                self._add(MemberUpdate(node_id, address[0], address[1], 0, 0, ""), now, quiet=True)
+                self._add(
+                    MemberUpdate(
+                        node_id=node_id,
+                        host=address[0],
+                        port=address[1],
+                        incarnation=0,
+                        state=0,
+                        origin="",
+                    ),
+                    now,
+                    quiet=True,
+                )
 
     def publish_report(self, report: WorkerReport) -> None:
         """This node's own load report: kept for syncs and gossiped like any update."""
@@ -665,10 +676,16 @@ class Membership:
             )
             if update not in members:
                 members = [update, *members[: PIGGYBACK_MAX_MEMBERS - 1]]
-            ping = GossipPing(self._seq, self.node_id, peer.node_id, tuple(members), reports)
-            sends.append(Send(peer.address, ping))
+            ping = GossipPing(
+                seq=self._seq,
+                source=self.node_id,
+                target=peer.node_id,
+                members=tuple(members),
+                reports=reports,
+            )
+            sends.append(Send(to=peer.address, message=ping))
         self.left = True
-        self._notices.append(Notice("left_cluster", {"told": len(sends)}))
+        self._notices.append(Notice(event="left_cluster", fields={"told": len(sends)}))
         self.counters.messages_out += len(sends)
         return sends
 
@@ -704,7 +721,7 @@ class Membership:
                 else:
                     refused = self.admission.notice("member", now)  # one per interval
                     if refused is not None:
-                        self._notices.append(Notice(REFUSED_EVENT, refused))
+                        self._notices.append(Notice(event=REFUSED_EVENT, fields=refused))
             elif update.incarnation > member.incarnation:
                 self._revive(member, update, now)
             return
@@ -738,8 +755,8 @@ class Membership:
             self._raise_awareness(1)
             self._notices.append(
                 Notice(
-                    "suspicion_refuted",
-                    {
+                    event="suspicion_refuted",
+                    fields={
                         "state": state.name.lower(),
                         "by": update.origin,
                         "incarnation": me.incarnation,
@@ -767,8 +784,8 @@ class Membership:
             self._queue(member)
             self._notices.append(
                 Notice(
-                    "member_joined",
-                    {"member": update.node_id, "address": f"{update.host}:{update.port}"},
+                    event="member_joined",
+                    fields={"member": update.node_id, "address": f"{update.host}:{update.port}"},
                 )
             )
 
@@ -788,15 +805,17 @@ class Membership:
         if was is MemberState.SUSPECT:
             self.counters.false_suspicions += 1
             self._notices.append(
-                Notice("member_alive", {"member": member.node_id, "false_suspicion": True})
+                Notice(
+                    event="member_alive", fields={"member": member.node_id, "false_suspicion": True}
+                )
             )
             return
         self._live += 1
         self._enroll(member.node_id)
         self._notices.append(
             Notice(
-                "member_rejoined",
-                {"member": member.node_id, "incarnation": member.incarnation},
+                event="member_rejoined",
+                fields={"member": member.node_id, "incarnation": member.incarnation},
             )
         )
         held = self._held_for_dead.pop(member.node_id, None)
@@ -826,7 +845,7 @@ class Membership:
         self._suspicions[member.node_id] = _Suspicion(now, low, high, expected, {update.origin})
         self._queue(member)
         self._notices.append(
-            Notice("member_suspect", {"member": member.node_id, "by": update.origin})
+            Notice(event="member_suspect", fields={"member": member.node_id, "by": update.origin})
         )
 
     def _bury(
@@ -845,7 +864,7 @@ class Membership:
         if state is MemberState.DEAD:
             self.counters.deaths += 1
         event = "member_dead" if state is MemberState.DEAD else "member_left"
-        self._notices.append(Notice(event, {"member": member.node_id, "by": origin}))
+        self._notices.append(Notice(event=event, fields={"member": member.node_id, "by": origin}))
 
     def _apply_report(self, report: WorkerReport) -> None:
         if report.node_id == self.node_id:
@@ -932,7 +951,7 @@ class Membership:
             self.counters.indirect_probes += 1
             for relay in relays:
                 request = self._ping_req(probe, target, relay)
-                sends.append(Send(relay.address, request))
+                sends.append(Send(to=relay.address, message=request))
         if now >= probe.final_deadline:
             self._probe = None
             self.counters.probes_failed += 1
@@ -942,12 +961,12 @@ class Membership:
                 self._raise_awareness(1)
             self.counters.suspicions_raised += 1
             update = MemberUpdate(
-                target.node_id,
-                target.address[0],
-                target.address[1],
-                target.incarnation,
-                int(MemberState.SUSPECT),
-                self.node_id,
+                node_id=target.node_id,
+                host=target.address[0],
+                port=target.address[1],
+                incarnation=target.incarnation,
+                state=int(MemberState.SUSPECT),
+                origin=self.node_id,
             )
             self.apply(update, now)
 
@@ -964,8 +983,13 @@ class Membership:
             members, reports = self._piggyback(
                 json_size({"seq": relay.requester_seq, "source": relay.target}), ""
             )
-            forwarded = GossipAck(relay.requester_seq, relay.target, tuple(members), reports)
-            sends.append(Send(relay.requester, forwarded))
+            forwarded = GossipAck(
+                seq=relay.requester_seq,
+                source=relay.target,
+                members=tuple(members),
+                reports=reports,
+            )
+            sends.append(Send(to=relay.requester, message=forwarded))
 
     def _on_ping_req(
         self, request: GossipPingReq, sender: Address, now: float, sends: list[Send]
@@ -997,7 +1021,12 @@ class Membership:
         for seq, relay in list(self._relays.items()):
             if relay.nack_at is not None and now >= relay.nack_at:
                 relay.nack_at = None
-                sends.append(Send(relay.requester, GossipNack(relay.requester_seq, self.node_id)))
+                sends.append(
+                    Send(
+                        to=relay.requester,
+                        message=GossipNack(seq=relay.requester_seq, source=self.node_id),
+                    )
+                )
             if now >= relay.expires:
                 del self._relays[seq]
 
@@ -1018,7 +1047,7 @@ class Membership:
             del self.members[node_id]
             self._held_for_dead.pop(node_id, None)
             self._broadcasts.drop(node_id)
-            self._notices.append(Notice("member_forgotten", {"member": node_id}))
+            self._notices.append(Notice(event="member_forgotten", fields={"member": node_id}))
 
     # -- choosing peers ----------------------------------------------------------------
 
@@ -1135,19 +1164,37 @@ class Membership:
             members, reports = self._piggyback(fixed, peer.node_id)
             if not members and not reports:
                 break
-            sends.append(Send(peer.address, GossipPush(self.node_id, tuple(members), reports)))
+            sends.append(
+                Send(
+                    to=peer.address,
+                    message=GossipPush(
+                        source=self.node_id, members=tuple(members), reports=reports
+                    ),
+                )
+            )
 
     def _ping(self, seq: int, target: Member) -> Send:
         fixed = json_size({"seq": seq, "source": self.node_id, "target": target.node_id})
         members, reports = self._piggyback(fixed, target.node_id)
-        ping = GossipPing(seq, self.node_id, target.node_id, tuple(members), reports)
-        return Send(target.address, ping)
+        ping = GossipPing(
+            seq=seq,
+            source=self.node_id,
+            target=target.node_id,
+            members=tuple(members),
+            reports=reports,
+        )
+        return Send(to=target.address, message=ping)
 
     def _ack(self, seq: int, to: Address, destination: str) -> Send:
         members, reports = self._piggyback(
             json_size({"seq": seq, "source": self.node_id}), destination
         )
-        return Send(to, GossipAck(seq, self.node_id, tuple(members), reports))
+        return Send(
+            to=to,
+            message=GossipAck(
+                seq=seq, source=self.node_id, members=tuple(members), reports=reports
+            ),
+        )
 
     def _ping_req(self, probe: _Probe, target: Member, relay: Member) -> GossipPingReq:
         fixed = json_size(
@@ -1161,13 +1208,13 @@ class Membership:
         )
         members, reports = self._piggyback(fixed, relay.node_id)
         return GossipPingReq(
-            probe.seq,
-            self.node_id,
-            target.node_id,
-            target.address[0],
-            target.address[1],
-            tuple(members),
-            reports,
+            seq=probe.seq,
+            source=self.node_id,
+            target=target.node_id,
+            target_host=target.address[0],
+            target_port=target.address[1],
+            members=tuple(members),
+            reports=reports,
         )
 
     def _sync(self, to: Address, peer: str, reply: bool) -> Send:
@@ -1201,4 +1248,9 @@ class Membership:
             if size <= budget:
                 reports.append(report)
                 budget -= size
-        return Send(to, GossipSync(self.node_id, reply, tuple(chosen), tuple(reports)))
+        return Send(
+            to=to,
+            message=GossipSync(
+                source=self.node_id, reply=reply, members=tuple(chosen), reports=tuple(reports)
+            ),
+        )

@@ -89,7 +89,7 @@ GOSSIP_REPORT_MAX_MODELS = 6
 GOSSIP_MESSAGES = (GossipPing, GossipAck, GossipPingReq, GossipNack, GossipSync, GossipPush)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class ProbingConfig:
     """Sparrow-style probing before a decision; ``candidates = 0`` turns it off."""
 
@@ -101,7 +101,7 @@ class ProbingConfig:
             raise ValueError("probing needs candidates >= 0 and a positive timeout")
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class NodeConfig:
     """Everything a node is configured with besides its identity and resources."""
 
@@ -120,7 +120,7 @@ class NodeConfig:
             )
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Traffic:
     """What the runtime measures about the node's socket, for `status`."""
 
@@ -264,14 +264,19 @@ class Node:
             return self._schedule(message, sender, now)
         if isinstance(message, LoadProbe):
             report = trim_report(self._own_report(now))
-            return [Send(sender, LoadProbeReply(message.request_id, (report,)))]
+            return [
+                Send(
+                    to=sender,
+                    message=LoadProbeReply(request_id=message.request_id, reports=(report,)),
+                )
+            ]
         if isinstance(message, LoadProbeReply):
             return self._probe_reply(message, now)
         if isinstance(message, ClusterStateRequest):
-            return [Send(sender, self.scheduler.cluster_state(message, now))]
+            return [Send(to=sender, message=self.scheduler.cluster_state(message, now))]
         if isinstance(message, MemberStateRequest):
-            return [Send(sender, self.member_state(message, now))]
-        self._notices.append(Notice("unexpected_message", {"type": message.TYPE}))
+            return [Send(to=sender, message=self.member_state(message, now))]
+        self._notices.append(Notice(event="unexpected_message", fields={"type": message.TYPE}))
         return []
 
     def tick(self, now: float) -> list[Send]:
@@ -363,7 +368,7 @@ class Node:
         candidates = self._candidates(request) if self.config.probing.candidates else []
         remote = [c for c in candidates if c != self.node_id and self.membership.is_live(c)]
         if not remote:
-            return [Send(requester, self.scheduler.place(request, now))]
+            return [Send(to=requester, message=self.scheduler.place(request, now))]
         request_id = request.request_id
         if request_id in self._pending:
             return []  # a duplicate of a request we are already probing for
@@ -376,7 +381,7 @@ class Node:
             probe_id = f"probe-{self._probe_seq}"
             self._probe_of[probe_id] = request_id
             pending.awaiting.add(probe_id)
-            sends.append(Send(member.address, LoadProbe(probe_id)))
+            sends.append(Send(to=member.address, message=LoadProbe(request_id=probe_id)))
         self._pending[request_id] = pending
         self.probing.probes_sent += len(sends)
         return sends
@@ -422,7 +427,7 @@ class Node:
         for probe_id in pending.awaiting:
             self._probe_of.pop(probe_id, None)
         self.probing.decisions += 1
-        return Send(pending.requester, self.scheduler.place(pending.request, now))
+        return Send(to=pending.requester, message=self.scheduler.place(pending.request, now))
 
     # -- status ------------------------------------------------------------------------
 

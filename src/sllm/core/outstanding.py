@@ -50,6 +50,10 @@ STALE_PLACEMENT_DELAY_S = 0.5
 WORKER_LOST = "worker_lost"
 RETRIES_EXHAUSTED = "retries_exhausted"
 NO_RESULT = "no_result"
+# The reason of a request the run itself cut off: still queued or running, on a worker
+# nobody declared lost, when the drain after the last arrival ended. Counted apart from
+# the lost ones: the system had not failed it, the experiment stopped waiting.
+UNFINISHED = "unfinished"
 
 
 @record
@@ -72,6 +76,25 @@ class Fail:
 
 
 Decision = Retry | Fail
+
+
+@record
+class RequestOutcome:
+    """How one request ended, as its client saw it; latencies in seconds.
+
+    The client that holds its outstanding requests here ends each with one of these, and
+    the run report (`sllm.sim.report`) counts them.
+    """
+
+    request_id: str
+    model: str
+    ok: bool
+    reason: str = ""
+    worker_id: str = ""
+    cold_start: bool = False
+    queue_s: float = 0.0
+    ttft_s: float = 0.0
+    e2e_s: float = 0.0
 
 
 class _Outstanding:
@@ -134,7 +157,9 @@ class OutstandingRequests:
         if request is None:
             return None
         if worker_id in self._lost:  # not a real placement: it never leaves the client
-            return Retry(request_id, worker_id, STALE_PLACEMENT_DELAY_S)
+            return Retry(
+                request_id=request_id, lost_worker=worker_id, after_s=STALE_PLACEMENT_DELAY_S
+            )
         request.placements += 1
         request.worker_id = worker_id
         request.started = False
@@ -206,14 +231,14 @@ class OutstandingRequests:
         self._release(request_id, worker_id)
         request.worker_id = ""
         self.retried += 1
-        return Retry(request_id, worker_id)
+        return Retry(request_id=request_id, lost_worker=worker_id)
 
     def _fail(self, request_id: str, reason: str) -> Fail:
         request = self._requests.pop(request_id)
         if request.worker_id:
             self._release(request_id, request.worker_id)
         self.failed[reason] += 1
-        return Fail(request_id, reason, request.worker_id)
+        return Fail(request_id=request_id, reason=reason, worker_id=request.worker_id)
 
     def _release(self, request_id: str, worker_id: str) -> None:
         holding = self._by_worker.get(worker_id)

@@ -280,14 +280,18 @@ class StartupAware:
         if best is None:
             return None
         tier = best.tier_of(request.model)
-        return Choice(best, tier, best_ttft, STARTUP_AWARE_REASONS[tier])
+        return Choice(
+            worker=best, tier=tier, estimated_wait_s=best_ttft, reason=STARTUP_AWARE_REASONS[tier]
+        )
 
 
 def _choice(
     estimator: Estimator, entry: WorkerEntry, request: ScheduleRequest, model: ModelInfo, why: str
 ) -> Choice:
     ttft = estimator.ttft(entry, estimator.request_cost(request, model))
-    return Choice(entry, entry.tier_of(request.model), ttft, why)
+    return Choice(
+        worker=entry, tier=entry.tier_of(request.model), estimated_wait_s=ttft, reason=why
+    )
 
 
 def _fallback(

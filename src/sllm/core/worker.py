@@ -38,7 +38,7 @@ from sllm.wire.messages import REPORT_MAX_MODELS, InferenceRequest, InferenceRes
 GB = 10**9
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class WorkerResources:
     """Capacities of one worker. Defaults: one H200 (141 GB) on a typical inference host."""
 
@@ -123,15 +123,15 @@ Action = StartLoad | StartRequest | CancelRequest | Evict | Finished
 
 def result_message(worker_id: str, finished: Finished) -> InferenceResult:
     """The wire answer to the client that sent the request."""
-    return InferenceResult(  # positional, in field order: one per request, millions per run
-        finished.request_id,
-        worker_id,
-        finished.ok,
-        finished.reason,
-        finished.cold_start,
-        finished.queue_s,
-        finished.ttft_s,
-        finished.e2e_s,
+    return InferenceResult(
+        request_id=finished.request_id,
+        worker_id=worker_id,
+        ok=finished.ok,
+        reason=finished.reason,
+        cold_start=finished.cold_start,
+        queue_s=finished.queue_s,
+        ttft_s=finished.ttft_s,
+        e2e_s=finished.e2e_s,
     )
 
 
@@ -278,26 +278,26 @@ class WorkerState:
         loading = self._load is not None or self._load_queue
         if timestamp is None:
             timestamp = now
-        # Positional: a simulated hour builds millions of reports, and naming 17 arguments
-        # costs a third more. The fields, in order, are WorkerReport's.
+        # By name: seventeen fields, nine of them counts, would trade places silently by
+        # position (docs/benchmarks.md has what naming them costs the simulator).
         return WorkerReport(
-            self.worker_id,  # node_id
-            host,
-            port,
-            http_port,
-            kept,  # models
-            omitted,  # models_omitted
-            len(self._queue),  # queue_depth
-            resources.queue_capacity,
-            running,
-            resources.slots,
-            running / slots if running < slots else 1.0,  # gpu_utilization, at most 1
-            gpu_used,  # memory_used
-            resources.gpu_bytes,  # memory_total
-            min(self.load_backlog_s(now), 86_400.0) if loading else 0.0,
-            self.ready,
-            self._seq,
-            timestamp if timestamp > 0.0 else 0.0,
+            node_id=self.worker_id,
+            host=host,
+            port=port,
+            http_port=http_port,
+            models=kept,
+            models_omitted=omitted,
+            queue_depth=len(self._queue),
+            queue_capacity=resources.queue_capacity,
+            running=running,
+            slots=resources.slots,
+            gpu_utilization=running / slots if running < slots else 1.0,  # at most 1
+            memory_used=gpu_used,
+            memory_total=resources.gpu_bytes,
+            load_backlog_s=min(self.load_backlog_s(now), 86_400.0) if loading else 0.0,
+            ready=self.ready,
+            seq=self._seq,
+            timestamp=timestamp if timestamp > 0.0 else 0.0,
         )
 
     def _summarize_tiers(self) -> tuple[dict[str, int], int, int]:
@@ -362,7 +362,17 @@ class WorkerState:
             reason = "queue_full"
         if reason:
             self.rejected_total += 1
-            return [Finished(request.request_id, False, reason, False, 0.0, 0.0, 0.0)]
+            return [
+                Finished(
+                    request_id=request.request_id,
+                    ok=False,
+                    reason=reason,
+                    cold_start=False,
+                    queue_s=0.0,
+                    ttft_s=0.0,
+                    e2e_s=0.0,
+                )
+            ]
         self.accepted_total += 1
         model = request.model
         gpu_model = self._gpu.get(model)
@@ -429,7 +439,7 @@ class WorkerState:
             return [finished, *self._dispatch(now)]
         if request_id in self._running:
             actions = self.request_done(request_id, now, ok=False, reason="cancelled")
-            return [CancelRequest(request_id), *actions]
+            return [CancelRequest(request_id=request_id), *actions]
         return []
 
     def tick(self, now: float) -> list[Action]:
@@ -476,11 +486,11 @@ class WorkerState:
                 running[spec.request_id] = request
                 actions.append(
                     StartRequest(
-                        spec.request_id,
-                        spec.model,
-                        spec.prompt_tokens,
-                        spec.output_tokens,
-                        gpu_model.running,
+                        request_id=spec.request_id,
+                        model=spec.model,
+                        prompt_tokens=spec.prompt_tokens,
+                        output_tokens=spec.output_tokens,
+                        batch_size=gpu_model.running,
                     )
                 )
                 if len(running) >= slots:
@@ -506,7 +516,7 @@ class WorkerState:
         self._summary = None
         source = self.tier_of(model)
         self._load = _Load(model, source, now, self.cost.load_time(size, source))
-        actions.append(StartLoad(model, source))
+        actions.append(StartLoad(model=model, source=source))
         return actions
 
     def _demote(self, model: str) -> list[Action]:
@@ -517,7 +527,7 @@ class WorkerState:
             destination = Tier.HOST
         else:
             destination = Tier.DISK if model in self._disk else Tier.REMOTE
-        return [Evict(model, Tier.GPU, destination), *actions]
+        return [Evict(model=model, source=Tier.GPU, destination=destination), *actions]
 
     def _cache(
         self, cache: OrderedDict[str, int], model: str, size: int, capacity: int
@@ -532,7 +542,9 @@ class WorkerState:
         while used + size > capacity and cache:
             victim, victim_size = cache.popitem(last=False)
             used -= victim_size
-            actions.append(Evict(victim, tier, self._next_tier_holding(victim, tier)))
+            actions.append(
+                Evict(model=victim, source=tier, destination=self._next_tier_holding(victim, tier))
+            )
         cache[model] = size
         self._summary = None
         self._lower_tiers = None
@@ -548,13 +560,13 @@ class WorkerState:
         first = request.first_token if request.first_token >= 0 else now
         arrived = request.arrived
         return Finished(
-            request.spec.request_id,
-            ok,
-            reason,
-            request.cold_start,
-            start - arrived,  # queue_s
-            first - arrived,  # ttft_s
-            now - arrived,  # e2e_s
+            request_id=request.spec.request_id,
+            ok=ok,
+            reason=reason,
+            cold_start=request.cold_start,
+            queue_s=start - arrived,
+            ttft_s=first - arrived,
+            e2e_s=now - arrived,
         )
 
     def _place_preloaded(self, model: str, tier: Tier, now: float) -> None:

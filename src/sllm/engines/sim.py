@@ -100,10 +100,12 @@ class SimEngine:
             ttft, e2e = self.timing(action.model).service_time(
                 action.prompt_tokens, action.output_tokens, action.batch_size
             )
-            return [Timer(e2e, _REQUEST_DONE, action.request_id, ttft)]
+            return [
+                Timer(delay_s=e2e, kind=_REQUEST_DONE, key=action.request_id, first_token_s=ttft)
+            ]
         if isinstance(action, StartLoad):
             load_s = self.timing(action.model).load_s[action.source]
-            return [Timer(load_s, _LOAD_DONE, action.model)]
+            return [Timer(delay_s=load_s, kind=_LOAD_DONE, key=action.model)]
         return []  # evictions and cancellations take no simulated time
 
     # -- the Engine protocol, for a live worker's HTTP requests ---------------------------

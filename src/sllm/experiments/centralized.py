@@ -19,27 +19,22 @@ import signal
 import sys
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any
 
 from sllm.core.measures import Placements
-from sllm.core.outstanding import NO_RESULT, Decision, Fail, OutstandingRequests, Retry
-from sllm.experiments.launcher import ServiceProcess
-from sllm.experiments.options import (
-    add_policy_argument,
-    add_run_arguments,
-    add_workload_arguments,
-    make_workload,
-    options_from_args,
-)
-from sllm.experiments.report import (
+from sllm.core.outstanding import (
+    NO_RESULT,
     UNFINISHED,
+    Decision,
+    Fail,
+    OutstandingRequests,
     RequestOutcome,
-    WorkerSamples,
-    build_report,
-    run_and_report,
+    Retry,
 )
+from sllm.experiments.launcher import ServiceProcess
+from sllm.experiments.report import run_and_report
 from sllm.runtime.client import get_cluster_state, placements_in, render_table
 from sllm.runtime.udp import Address, Endpoint
+from sllm.sim.report import RunReport, WorkerSamples, build_report
 from sllm.wire import (
     Codec,
     InferenceRequest,
@@ -50,6 +45,13 @@ from sllm.wire import (
     ScheduleResponse,
 )
 from sllm.workload import Arrival
+from sllm.workload.options import (
+    add_policy_argument,
+    add_run_arguments,
+    add_workload_arguments,
+    make_workload,
+    options_from_args,
+)
 
 STATUS_PRINT_PERIOD_S = 10.0
 SAMPLE_PERIOD_S = 1.0
@@ -168,7 +170,13 @@ class Driver:
         except asyncio.CancelledError:
             worker_id = self.outstanding.worker_of(request_id)
             self.outcomes.append(
-                RequestOutcome(request_id, arrival.model, False, UNFINISHED, worker_id)
+                RequestOutcome(
+                    request_id=request_id,
+                    model=arrival.model,
+                    ok=False,
+                    reason=UNFINISHED,
+                    worker_id=worker_id,
+                )
             )
             raise
         finally:
@@ -182,9 +190,18 @@ class Driver:
         """Schedule, send, await the answer; again for as long as `outstanding` retries."""
         model = arrival.model
         schedule = ScheduleRequest(
-            request_id, model, 0, arrival.prompt_tokens, arrival.output_tokens
+            request_id=request_id,
+            model=model,
+            priority=0,
+            prompt_tokens=arrival.prompt_tokens,
+            output_tokens=arrival.output_tokens,
         )
-        request = InferenceRequest(request_id, model, arrival.prompt_tokens, arrival.output_tokens)
+        request = InferenceRequest(
+            request_id=request_id,
+            model=model,
+            prompt_tokens=arrival.prompt_tokens,
+            output_tokens=arrival.output_tokens,
+        )
         loop = asyncio.get_running_loop()
         while True:
             try:
@@ -192,11 +209,20 @@ class Driver:
                     schedule, self.pick_scheduler(), ScheduleResponse, SCHEDULE_TIMEOUT_S
                 )
             except TimeoutError:
-                return RequestOutcome(request_id, model, False, "no_decision")
+                return RequestOutcome(
+                    request_id=request_id, model=model, ok=False, reason="no_decision"
+                )
             if decision.action == "reject":
-                return RequestOutcome(request_id, model, False, f"rejected: {decision.reason}")
+                return RequestOutcome(
+                    request_id=request_id,
+                    model=model,
+                    ok=False,
+                    reason=f"rejected: {decision.reason}",
+                )
             if request_id not in self.outstanding:  # its deadline passed meanwhile
-                return RequestOutcome(request_id, model, False, NO_RESULT)
+                return RequestOutcome(
+                    request_id=request_id, model=model, ok=False, reason=NO_RESULT
+                )
             scheduled = time.monotonic()
             answer_future: asyncio.Future[InferenceResult | Decision] = loop.create_future()
             self._answers[request_id] = answer_future
@@ -212,14 +238,20 @@ class Driver:
                     await asyncio.sleep(answer.after_s)
                 continue
             if isinstance(answer, Fail):
-                return RequestOutcome(request_id, model, False, answer.reason, answer.worker_id)
+                return RequestOutcome(
+                    request_id=request_id,
+                    model=model,
+                    ok=False,
+                    reason=answer.reason,
+                    worker_id=answer.worker_id,
+                )
             return RequestOutcome(
-                request_id,
-                model,
-                answer.ok,
-                answer.reason,
-                answer.worker_id,
-                answer.cold_start,
+                request_id=request_id,
+                model=model,
+                ok=answer.ok,
+                reason=answer.reason,
+                worker_id=answer.worker_id,
+                cold_start=answer.cold_start,
                 queue_s=answer.queue_s,
                 ttft_s=(scheduled - started) + answer.ttft_s,
                 e2e_s=time.monotonic() - started,
@@ -339,7 +371,7 @@ async def wait_for_drain(
     everything.cancel()
 
 
-async def run(args: argparse.Namespace) -> dict[str, Any]:
+async def run(args: argparse.Namespace) -> RunReport:
     models, arrivals = make_workload(options_from_args(args, args.duration))
     env = {
         "REPORT_INTERVAL": str(args.report_interval),

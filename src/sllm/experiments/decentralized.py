@@ -38,17 +38,18 @@ from typing import Any
 from sllm.core.membership import GossipConfig
 from sllm.experiments.centralized import Driver, Liveness, read_placements, wait_for_drain
 from sllm.experiments.launcher import ServiceProcess
-from sllm.experiments.options import (
+from sllm.experiments.report import run_and_report
+from sllm.runtime.client import get_members
+from sllm.runtime.udp import Address, Endpoint
+from sllm.sim.report import RunReport, build_report
+from sllm.wire import Codec
+from sllm.workload.options import (
     add_policy_argument,
     add_run_arguments,
     add_workload_arguments,
     make_workload,
     options_from_args,
 )
-from sllm.experiments.report import build_report, run_and_report
-from sllm.runtime.client import get_members
-from sllm.runtime.udp import Address, Endpoint
-from sllm.wire import Codec
 
 JOIN_TIMEOUT_S = 30.0
 POLL_S = 0.2
@@ -336,7 +337,7 @@ async def kill_and_measure(
     }
 
 
-async def run(args: argparse.Namespace) -> dict[str, Any]:
+async def run(args: argparse.Namespace) -> RunReport:
     models, arrivals = make_workload(options_from_args(args, args.duration))
     env = {
         "REPORT_INTERVAL": str(args.report_interval),
@@ -465,15 +466,16 @@ async def summarize_gossip(endpoint: Endpoint, cluster: Cluster) -> dict[str, An
     }
 
 
-def render_extra(report: dict[str, Any]) -> str:
-    gossip = report["gossip"]
+def render_extra(report: RunReport) -> str:
+    setup: dict[str, Any] = dict(report.setup)  # this driver's own keys
+    gossip = setup["gossip"]
     lines = [
         f"gossip: false suspicions {gossip['false_suspicions']}  refuted {gossip['refuted']}  "
         f"rejected datagrams {gossip['rejected_datagrams']}  traffic per node out "
         f"{gossip['bytes_sent_per_s_per_node']:.0f} B/s in "
         f"{gossip['bytes_received_per_s_per_node']:.0f} B/s",
     ]
-    kill = report.get("kill")
+    kill = setup.get("kill")
     if kill:
         if kill["recovered"]:
             lines.append(

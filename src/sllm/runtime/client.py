@@ -57,7 +57,9 @@ async def get_cluster_state(
     totals: list[int] = []
     stopped: str | None = None
     for _ in range(pages):
-        request = ClusterStateRequest(secrets.token_hex(8), len(workers), STATE_PAGE_MAX_WORKERS)
+        request = ClusterStateRequest(
+            request_id=secrets.token_hex(8), offset=len(workers), limit=STATE_PAGE_MAX_WORKERS
+        )
         try:
             page = await endpoint.request(request, coordinator, ClusterStateResponse, timeout)
         except TimeoutError:
@@ -261,7 +263,9 @@ async def walk_members(
     totals: list[int] = []
     stopped: str | None = None
     for _ in range(pages):
-        request = MemberStateRequest(secrets.token_hex(8), len(members), MEMBER_PAGE_MAX)
+        request = MemberStateRequest(
+            request_id=secrets.token_hex(8), offset=len(members), limit=MEMBER_PAGE_MAX
+        )
         try:
             page = await endpoint.request(request, node, MemberStateResponse, timeout)
         except TimeoutError:

@@ -82,7 +82,12 @@ class HttpRequests:
         estimate = estimate_prompt_tokens(prompt)
         waiter: asyncio.Future[StartRequest] = asyncio.get_running_loop().create_future()
         self._admitted[request_id] = waiter
-        submitted = InferenceRequest(request_id, model, estimate, params.max_tokens)
+        submitted = InferenceRequest(
+            request_id=request_id,
+            model=model,
+            prompt_tokens=estimate,
+            output_tokens=params.max_tokens,
+        )
         self.carry_out(self.state.submit(submitted, time.monotonic()))
         try:
             started = await waiter

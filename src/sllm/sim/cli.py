@@ -21,19 +21,12 @@ coordinator): the fault is listed in the report and otherwise ignored.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from typing import Any
 
 from sllm.core.tiers import Tier
 from sllm.core.worker import WorkerResources
-from sllm.experiments.options import (
-    DEFAULT_DRAIN_S,
-    add_policy_argument,
-    add_workload_arguments,
-    make_workload,
-    options_from_args,
-)
-from sllm.experiments.report import dumps, render_report
 from sllm.sim.cluster import (
     RESULT_TIMEOUT_S,
     CentralizedCluster,
@@ -46,6 +39,14 @@ from sllm.sim.decentralized import DecentralizedCluster
 from sllm.sim.faults import Fault, parse_loss_window, random_faults, scheduled_faults
 from sllm.sim.network import LinkModel
 from sllm.sim.progress import Progress
+from sllm.sim.report import SimReport, dumps, render_report
+from sllm.workload.options import (
+    DEFAULT_DRAIN_S,
+    add_policy_argument,
+    add_workload_arguments,
+    make_workload,
+    options_from_args,
+)
 
 EXIT_USAGE = 2
 CLUSTERS: dict[str, type[SimulatedCluster]] = {
@@ -230,8 +231,8 @@ def simulate(
     config: ClusterConfig | None = None,
     faults: list[Fault] | None = None,
     progress: Progress | None = None,
-) -> dict[str, Any]:
-    """Run the simulation the parsed flags describe; return its JSON report.
+) -> SimReport:
+    """Run the simulation the parsed flags describe; return its report.
 
     Raises ValueError (bad flags, trace or popularity file) and OSError (unreadable file).
     """
@@ -245,10 +246,9 @@ def simulate(
         faults,
         progress=progress.update if progress is not None else None,
     )
-    report = result.report
     if args.no_wall_time:
-        del report["wall_seconds"]
-    return report
+        return dataclasses.replace(result.report, wall_seconds=None)
+    return result.report
 
 
 def main(args: argparse.Namespace) -> int:
@@ -268,16 +268,16 @@ def main(args: argparse.Namespace) -> int:
         print(f"sllm simulate: {error}", file=sys.stderr)
         return 1
     if not args.quiet:
-        print(render_report(report))
-        wall = report.get("wall_seconds")
-        speed = f", {report['events'] / wall:,.0f} events/s" if wall else ""
+        print(render_report(report.run))
+        wall = report.wall_seconds
+        speed = f", {report.events / wall:,.0f} events/s" if wall else ""
         print(
-            f"simulated {report['simulation']['simulated_seconds']:.1f} s: "
-            f"{report['events']:,} events" + (f" in {wall:.2f} s wall{speed}" if wall else "")
+            f"simulated {report.simulation.simulated_seconds:.1f} s: "
+            f"{report.events:,} events" + (f" in {wall:.2f} s wall{speed}" if wall else "")
         )
     if args.json:
         with open(args.json, "w", encoding="utf-8") as out:
-            out.write(dumps(report))
+            out.write(dumps(report.as_dict()))
         if not args.quiet:
             print(f"report written to {args.json}")
     return 0

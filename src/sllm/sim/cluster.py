@@ -61,7 +61,7 @@ from __future__ import annotations
 import random
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -69,7 +69,14 @@ from sllm.catalog import SERVED_MODELS, served_catalog
 from sllm.core.coordinator import Coordinator, Notice
 from sllm.core.cost import CostModel, ModelInfo
 from sllm.core.measures import Placements
-from sllm.core.outstanding import REQUEST_DEADLINE_S, Decision, Fail, OutstandingRequests
+from sllm.core.outstanding import (
+    REQUEST_DEADLINE_S,
+    UNFINISHED,
+    Decision,
+    Fail,
+    OutstandingRequests,
+    RequestOutcome,
+)
 from sllm.core.tiers import Tier
 from sllm.core.view import ClusterView
 from sllm.core.worker import (
@@ -83,8 +90,6 @@ from sllm.core.worker import (
 )
 from sllm.engines.sim import SimEngine, Timer, fire
 from sllm.experiments.centralized import SAMPLE_PERIOD_S, SCHEDULE_TIMEOUT_S
-from sllm.experiments.options import DEFAULT_DRAIN_S
-from sllm.experiments.report import UNFINISHED, RequestOutcome, WorkerSamples, build_report
 from sllm.runtime.coordinator import EXPIRY_CHECKS_PER_TIMEOUT, EXPIRY_MIN_PERIOD_S
 from sllm.sim.faults import (
     HEAL,
@@ -97,7 +102,16 @@ from sllm.sim.faults import (
     Fault,
 )
 from sllm.sim.kernel import Kernel, collector_paused
-from sllm.sim.network import CONTROL, DATA, PLANES, LinkModel, Network, Sizer
+from sllm.sim.network import CONTROL, DATA, LinkModel, Network, Sizer
+from sllm.sim.report import (
+    LinkFigures,
+    PlaneTraffic,
+    Rate,
+    SimReport,
+    SimulationSection,
+    WorkerSamples,
+    build_report,
+)
 from sllm.wire import (
     InferenceRequest,
     InferenceResult,
@@ -107,6 +121,7 @@ from sllm.wire import (
     ScheduleResponse,
 )
 from sllm.workload import Arrival
+from sllm.workload.options import DEFAULT_DRAIN_S
 
 COORDINATOR = "coordinator"
 CLIENT = "client"
@@ -321,7 +336,7 @@ class WorkerHost:
         leaving it out spares an event per request."""
         requester = self._requesters.get(request_id)
         if requester is not None:
-            started = InferenceStarted(request_id, self.name)
+            started = InferenceStarted(request_id=request_id, worker_id=self.name)
             self.network.send(self.name, requester, started, transit=False)
 
     def _send_result(self, finished: Finished) -> None:
@@ -404,7 +419,11 @@ class Client:
             CLIENT,
             self.cluster.scheduler(),
             ScheduleRequest(
-                request_id, arrival.model, 0, arrival.prompt_tokens, arrival.output_tokens
+                request_id=request_id,
+                model=arrival.model,
+                priority=0,
+                prompt_tokens=arrival.prompt_tokens,
+                output_tokens=arrival.output_tokens,
             ),
         )
         self._awaiting_decision.append((self.kernel.now + self.schedule_timeout_s, request_id))
@@ -436,11 +455,11 @@ class Client:
             self._end(
                 pending,
                 RequestOutcome(
-                    pending.request_id,
-                    pending.arrival.model,
-                    False,
-                    decision.reason,
-                    decision.worker_id,
+                    request_id=pending.request_id,
+                    model=pending.arrival.model,
+                    ok=False,
+                    reason=decision.reason,
+                    worker_id=decision.worker_id,
                 ),
             )
             return
@@ -464,7 +483,10 @@ class Client:
             self._end(
                 pending,
                 RequestOutcome(
-                    pending.request_id, arrival.model, False, f"rejected: {decision.reason}"
+                    request_id=pending.request_id,
+                    model=arrival.model,
+                    ok=False,
+                    reason=f"rejected: {decision.reason}",
                 ),
             )
             return
@@ -478,7 +500,10 @@ class Client:
             CLIENT,
             decision.host,
             InferenceRequest(
-                pending.request_id, arrival.model, arrival.prompt_tokens, arrival.output_tokens
+                request_id=pending.request_id,
+                model=arrival.model,
+                prompt_tokens=arrival.prompt_tokens,
+                output_tokens=arrival.output_tokens,
             ),
         )
 
@@ -490,15 +515,15 @@ class Client:
         self._end(
             pending,
             RequestOutcome(
-                pending.request_id,
-                pending.arrival.model,
-                result.ok,
-                result.reason,
-                result.worker_id,
-                result.cold_start,
-                result.queue_s,
-                (pending.scheduled - pending.started) + result.ttft_s,  # ttft_s
-                now - pending.started,  # e2e_s
+                request_id=pending.request_id,
+                model=pending.arrival.model,
+                ok=result.ok,
+                reason=result.reason,
+                worker_id=result.worker_id,
+                cold_start=result.cold_start,
+                queue_s=result.queue_s,
+                ttft_s=(pending.scheduled - pending.started) + result.ttft_s,
+                e2e_s=now - pending.started,
             ),
         )
 
@@ -544,7 +569,9 @@ class Client:
             queue.popleft()
             self._end(
                 pending,
-                RequestOutcome(request_id, pending.arrival.model, False, reason),
+                RequestOutcome(
+                    request_id=request_id, model=pending.arrival.model, ok=False, reason=reason
+                ),
             )
         return False
 
@@ -554,20 +581,20 @@ class Client:
             self._end(
                 pending,
                 RequestOutcome(
-                    pending.request_id,
-                    pending.arrival.model,
-                    False,
-                    UNFINISHED,
-                    self.outstanding.worker_of(pending.request_id),
+                    request_id=pending.request_id,
+                    model=pending.arrival.model,
+                    ok=False,
+                    reason=UNFINISHED,
+                    worker_id=self.outstanding.worker_of(pending.request_id),
                 ),
             )
 
 
 @dataclass
 class SimResult:
-    """A finished run: the JSON report plus the raw records experiments plot from."""
+    """A finished run: the report plus the raw records experiments plot from."""
 
-    report: dict[str, Any]
+    report: SimReport
     outcomes: list[RequestOutcome]
     spans: list[tuple[float, float]]  # (arrival, end), workload seconds, parallel to outcomes
     samples: dict[str, WorkerSamples]
@@ -725,7 +752,7 @@ class SimulatedCluster:
         *,
         check: Callable[[], None] | None = None,
         progress: Callable[[float], None] | None = None,
-        extra: dict[str, Any] | None = None,
+        extra: Mapping[str, object] | None = None,
     ) -> SimResult:
         """Replay `arrivals` (times from 0) and return the report; runs once per cluster.
 
@@ -746,7 +773,7 @@ class SimulatedCluster:
         faults: Sequence[Fault],
         check: Callable[[], None] | None,
         progress: Callable[[float], None] | None,
-        extra: dict[str, Any] | None,
+        extra: Mapping[str, object] | None,
     ) -> SimResult:
         started = time.perf_counter()
         config = self.config
@@ -772,7 +799,7 @@ class SimulatedCluster:
         client.abandon()
         wall = time.perf_counter() - started
         simulated = kernel.now
-        report_extra: dict[str, Any] = {
+        setup: dict[str, object] = {
             "mode": self.mode,
             "policy": config.policy,
             "seed": config.seed,
@@ -780,19 +807,21 @@ class SimulatedCluster:
             "interrupted": False,
             "missed_state_samples": self.missed_samples,
         }
-        report_extra.update(self.report_extra())
-        report_extra.update(extra or {})
-        report = build_report(
-            client.outcomes,
-            self.samples,
-            self.active_workers,
-            report_extra,
-            retried=client.outstanding.retried,
-            placements=self.placements(),
+        setup.update(self.report_extra())
+        setup.update(extra or {})
+        report = SimReport(
+            run=build_report(
+                client.outcomes,
+                self.samples,
+                self.active_workers,
+                setup,
+                retried=client.outstanding.retried,
+                placements=self.placements(),
+            ),
+            events=kernel.events,
+            simulation=self._simulation_section(simulated),
+            wall_seconds=round(wall, 3),
         )
-        report["events"] = kernel.events
-        report["simulation"] = self._simulation_section(simulated)
-        report["wall_seconds"] = round(wall, 3)
         return SimResult(
             report=report,
             outcomes=client.outcomes,
@@ -806,66 +835,59 @@ class SimulatedCluster:
             simulated_seconds=simulated,
         )
 
-    def _simulation_section(self, simulated_s: float) -> dict[str, Any]:
+    def _simulation_section(self, simulated_s: float) -> SimulationSection:
         config = self.config
-        return {
-            "workers": config.workers,
-            "simulated_seconds": round(simulated_s, 6),
-            "report_interval_s": config.report_interval_s,
-            "worker_timeout_s": config.worker_timeout_s,
-            "network": {
-                "link": {
-                    "latency_ms": config.link.latency_s * 1e3,
-                    "jitter_ms": config.link.jitter_s * 1e3,
-                    "loss": config.link.loss,
-                    "duplicate": config.link.duplicate,
-                },
-                "datagrams": self.network.summary(),
-                "by_type": self.network.sizer.by_type(),
-                **{PLANES[plane]: self.traffic(plane, simulated_s) for plane in (CONTROL, DATA)},
-            },
-            "membership": self.membership_section(),
-            "faults": list(self.fault_log),
-        }
+        link = config.link
+        return SimulationSection(
+            workers=config.workers,
+            simulated_seconds=round(simulated_s, 6),
+            report_interval_s=config.report_interval_s,
+            worker_timeout_s=config.worker_timeout_s,
+            link=LinkFigures(
+                latency_ms=link.latency_s * 1e3,
+                jitter_ms=link.jitter_s * 1e3,
+                loss=link.loss,
+                duplicate=link.duplicate,
+            ),
+            datagrams=self.network.summary(),
+            by_type=self.network.sizer.by_type(),
+            control=self.traffic(CONTROL, simulated_s),
+            data=self.traffic(DATA, simulated_s),
+            membership=self.membership_section(),
+            faults=tuple(self.fault_log),
+        )
 
-    def traffic(self, plane: int, seconds: float) -> dict[str, Any]:
+    def traffic(self, plane: int, seconds: float) -> PlaneTraffic:
         """Messages and bytes of one plane, in total and per node, sent plus received."""
         seconds = max(seconds, 1e-9)
         nodes = {node.name: node for node in self.network.nodes()}
 
-        def rates(names: Sequence[str]) -> list[tuple[float, float]]:
-            out = []
-            for name in names:
-                node = nodes[name]
-                messages = node.sent_messages[plane] + node.received_messages[plane]
-                volume = node.sent_bytes[plane] + node.received_bytes[plane]
-                out.append((messages / seconds, volume / seconds))
-            return out
+        def rate(name: str) -> tuple[float, float]:
+            node = nodes[name]
+            messages = node.sent_messages[plane] + node.received_messages[plane]
+            volume = node.sent_bytes[plane] + node.received_bytes[plane]
+            return messages / seconds, volume / seconds
+
+        def rounded(pair: tuple[float, float]) -> Rate:
+            return Rate(messages_per_s=round(pair[0], 3), bytes_per_s=round(pair[1], 1))
 
         total_messages = sum(node.sent_messages[plane] for node in nodes.values())
         total_bytes = sum(node.sent_bytes[plane] for node in nodes.values())
-        workers = rates([worker.name for worker in self.workers])
-
-        def row(pair: tuple[float, float]) -> dict[str, float]:
-            return {"messages_per_s": round(pair[0], 3), "bytes_per_s": round(pair[1], 1)}
-
-        per_node = {label: row(rates([name])[0]) for label, name in self.roles}
-        return {
-            "messages": total_messages,
-            "bytes": total_bytes,
-            "messages_per_s": round(total_messages / seconds, 3),
-            "bytes_per_s": round(total_bytes / seconds, 1),
-            "per_node": {
-                **per_node,
-                "worker_mean": row(
-                    (
-                        sum(m for m, _ in workers) / len(workers),
-                        sum(b for _, b in workers) / len(workers),
-                    )
-                ),
-                "worker_max": row(max(workers)),
-            },
-        }
+        workers = [rate(worker.name) for worker in self.workers]
+        return PlaneTraffic(
+            messages=total_messages,
+            bytes=total_bytes,
+            messages_per_s=round(total_messages / seconds, 3),
+            bytes_per_s=round(total_bytes / seconds, 1),
+            per_role={label: rounded(rate(name)) for label, name in self.roles},
+            worker_mean=rounded(
+                (
+                    sum(m for m, _ in workers) / len(workers),
+                    sum(b for _, b in workers) / len(workers),
+                )
+            ),
+            worker_max=rounded(max(workers)),
+        )
 
 
 class CentralizedCluster(SimulatedCluster):

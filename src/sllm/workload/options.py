@@ -1,10 +1,13 @@
 """Workload options shared by every driver: the same flags build the same requests.
 
+Why here, in `workload`: the simulator, the live experiments and the benchmarks all read
+them, and the workload is below each of them.
+
 The ``--policy`` flag is here too (`add_policy_argument`): the simulator and both live
 experiments offer exactly the registry's policies.
 
-`centralized_simulation.py`, and later the decentralized script and the simulator, take
-these flags, so one seed and one set of flags give one workload whatever runs it.
+`centralized_simulation.py`, `decentralized_simulation.py` and `sllm simulate` take these
+flags, so one seed and one set of flags give one workload whatever runs it.
 """
 
 from __future__ import annotations

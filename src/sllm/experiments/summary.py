@@ -1,0 +1,244 @@
+"""What every experiment shares: its context, one run's headline figures, and table helpers.
+
+Every experiment (`sllm.experiments.suite` lists them) comes in four steps, each a
+function of its own, so that each can be tested alone:
+
+- **run** (`run_X(ctx) -> XRuns`): the simulations, and nothing else (the only slow step);
+- **analyse** (`analyse_X(runs) -> XResult`): figures from the runs, as typed records;
+- **write** (`write_X(result) -> str`): the Markdown summary;
+- **plot** (`plot_X(result, plots)`): the PNGs, skipped with a note without matplotlib.
+
+A result's ``as_dict`` gives the experiment's JSON; its keys are documented in
+docs/simulator.md ("The experiments at their default sizes"), and tests read them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+from sllm.experiments import plots as plotting
+from sllm.sim.cli import CLUSTERS
+from sllm.sim.cluster import CentralizedCluster, ClusterConfig, SimResult, SimulatedCluster
+from sllm.sim.decentralized import DecentralizedCluster
+from sllm.sim.faults import Fault
+from sllm.sim.progress import Progress
+from sllm.sim.report import Distribution, Json, PlaneTraffic, dumps
+from sllm.workload.options import WorkloadOptions, make_workload
+
+CENTRALIZED = CentralizedCluster.mode
+DECENTRALIZED = DecentralizedCluster.mode
+MODES = tuple(CLUSTERS)
+BASELINE_POLICY = "seed"
+
+DECENTRALIZED_NOTE = (
+    "Decentralized: every worker is a node that gossips membership and load (SWIM with "
+    "Lifeguard) and schedules from its own view with the same policy; the client asks a "
+    "random live node, then sends the request where it says."
+)
+
+
+@dataclass
+class Plots:
+    """The PNGs of one experiment: drawn into its folder, or skipped with the reason."""
+
+    folder: Path
+    name: str
+    written: list[str] = field(default_factory=list)
+    skipped: str | None = None
+
+    def draw(self, suffix: str, draw: Callable[[Path], object]) -> None:
+        """Draw ``<name>-<suffix>.png``, unless matplotlib is missing (then say so once)."""
+        reason = plotting.unavailable()
+        if reason is not None:
+            self.skipped = reason
+            return
+        path = self.folder / f"{self.name}-{suffix}.png"
+        draw(path)
+        self.written.append(path.name)
+
+
+@dataclass
+class Context:
+    """One experiment's options and progress bar; it runs the simulations."""
+
+    name: str
+    quick: bool
+    seed: int
+    progress: Progress
+    runs_total: int = 1
+    runs_done: int = 0
+
+    def simulate(
+        self,
+        config: ClusterConfig,
+        options: WorkloadOptions,
+        faults: Sequence[Fault] = (),
+        mode: str = CENTRALIZED,
+        prepare: Callable[[SimulatedCluster], object] | None = None,
+    ) -> SimResult:
+        """One run of architecture `mode`; `prepare` sees the cluster before it runs."""
+        _, arrivals = make_workload(options)
+        total = self.runs_total
+
+        def step(fraction: float) -> None:
+            note = f"run {self.runs_done + 1}/{total}"
+            self.progress.update((self.runs_done + fraction) / total, note)
+
+        cluster = CLUSTERS[mode](config)
+        if prepare is not None:
+            prepare(cluster)
+        result = cluster.run(arrivals, options.duration_s, faults, progress=step)
+        self.runs_done += 1
+        return result
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Written:
+    """An experiment's outcome, before the files: its JSON and its Markdown."""
+
+    document: Json
+    markdown: str
+
+
+def write_files(out: Path, name: str, written: Written, plots: Plots) -> list[Path]:
+    """``<name>.json`` and ``<name>.md`` (with the plots listed); the paths of every file."""
+    document = dict(written.document)
+    document["plots"] = list(plots.written)
+    if plots.skipped:
+        document["plots_skipped"] = plots.skipped
+    notes = [f"Skipped: {plots.skipped}."] if plots.skipped else []
+    notes += [f"![{name}]({name})" for name in plots.written]
+    markdown = "\n".join([written.markdown, "", "## Plots", "", *notes]) + "\n"
+    json_path = out / f"{name}.json"
+    json_path.write_text(dumps(document), encoding="utf-8")
+    md_path = out / f"{name}.md"
+    md_path.write_text(markdown, encoding="utf-8")
+    return [json_path, md_path, *(out / png for png in plots.written)]
+
+
+# -- one run's headline figures ------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RunSummary:
+    """The headline numbers of one run (the JSON keys of every experiment's entries)."""
+
+    requests: int
+    completed: int
+    failed: int
+    failures: Mapping[str, int]
+    warm_start_rate: float
+    cold_starts: int
+    warm_placement_rate: float | None
+    cold_start_rate: float
+    ttft: Distribution
+    e2e: Distribution
+    queue: Distribution
+    control: PlaneTraffic
+    events: int
+    wall_seconds: float
+
+    def as_dict(self) -> Json:
+        per_node = self.control.as_dict()["per_node"]
+        return {
+            "requests": self.requests,
+            "completed": self.completed,
+            "failed": self.failed,
+            "failures": dict(self.failures),
+            "warm_start_rate": self.warm_start_rate,
+            "cold_starts": self.cold_starts,
+            "warm_placement_rate": self.warm_placement_rate,
+            "cold_start_rate": self.cold_start_rate,
+            "ttft": self.ttft.as_dict(),
+            "e2e": self.e2e.as_dict(),
+            "queue": self.queue.as_dict(),
+            "control": {
+                "messages_per_s": self.control.messages_per_s,
+                "bytes_per_s": self.control.bytes_per_s,
+                "per_node": per_node,
+            },
+            "events": self.events,
+            "wall_seconds": self.wall_seconds,
+        }
+
+
+def summarize(result: SimResult) -> RunSummary:
+    """The headline numbers of one run."""
+    report = result.report.run
+    completed = report.completed
+    placements = report.placements
+    return RunSummary(
+        requests=report.requests,
+        completed=completed,
+        failed=report.failed,
+        failures=report.failures,
+        warm_start_rate=report.warm_start_rate,
+        cold_starts=report.cold_starts,
+        warm_placement_rate=None if placements is None else placements.warm_placement_rate,
+        cold_start_rate=round(report.cold_starts / completed, 6) if completed else 0.0,
+        ttft=report.latency.ttft,
+        e2e=report.latency.e2e,
+        queue=report.latency.queue,
+        control=result.report.simulation.control,
+        events=result.report.events,
+        wall_seconds=round(result.wall_seconds, 3),
+    )
+
+
+# -- measures and formatting ---------------------------------------------------------------
+
+
+def gini(values: Sequence[float]) -> float:
+    """The Gini coefficient of non-negative values: 0 is perfectly even, near 1 all on one."""
+    ordered = sorted(values)
+    total = sum(ordered)
+    n = len(ordered)
+    if n == 0 or total <= 0:
+        return 0.0
+    weighted = sum((index + 1) * value for index, value in enumerate(ordered))
+    return 2.0 * weighted / (n * total) - (n + 1) / n
+
+
+def ratio(value: float, baseline: float) -> float | None:
+    return round(value / baseline, 3) if baseline > 0 else None
+
+
+def fmt(value: float | None, digits: int = 3) -> str:
+    return "n/a" if value is None else f"{value:.{digits}f}"
+
+
+def percent(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.1%}"
+
+
+def table(header: Sequence[str], rows: Iterable[Sequence[object]]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
+    return lines
+
+
+def latencies(result: SimResult, kind: str) -> list[float]:
+    """The completed requests' `kind` latency (``ttft``, ``e2e``, ``queue``), in seconds."""
+    return [getattr(o, f"{kind}_s") for o in result.outcomes if o.ok]
+
+
+def tag(mode: str) -> str:
+    """A plot name's suffix: none for the centralized arm (its names came first)."""
+    return "" if mode == CENTRALIZED else f"-{mode}"
+
+
+class Entry(Protocol):
+    """A typed figure that writes its own JSON."""
+
+    def as_dict(self) -> Json: ...
+
+
+def by_mode_as_dict(by_mode: Mapping[str, Mapping[str, Entry]]) -> Json:
+    """``{mode: {key: entry.as_dict()}}`` for the entries of every experiment's arms."""
+    return {
+        mode: {key: entry.as_dict() for key, entry in entries.items()}
+        for mode, entries in by_mode.items()
+    }

@@ -1,0 +1,193 @@
+"""The experiments' steps one at a time: analysis from hand-built runs, Markdown from a
+hand-built result, and nothing simulated.
+
+Why: the end-to-end tests (test_sim_experiments.py) run every step at once and check the
+shape of the files; these check the figures themselves, from inputs small enough to
+compute by hand.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from sllm.core.outstanding import RequestOutcome
+from sllm.experiments import performance, recovery
+from sllm.experiments.summary import CENTRALIZED, DECENTRALIZED, RunSummary
+from sllm.sim.cluster import SimResult
+from sllm.sim.report import (
+    Distribution,
+    LinkFigures,
+    PlaneTraffic,
+    Rate,
+    SimReport,
+    SimulationSection,
+    build_report,
+)
+
+NO_RATE = Rate(messages_per_s=0.0, bytes_per_s=0.0)
+NO_TRAFFIC = PlaneTraffic(
+    messages=0,
+    bytes=0,
+    messages_per_s=0.0,
+    bytes_per_s=0.0,
+    per_role={"coordinator": NO_RATE},
+    worker_mean=NO_RATE,
+    worker_max=NO_RATE,
+)
+
+
+def hand_built_run(
+    outcomes: Sequence[RequestOutcome],
+    spans: Sequence[tuple[float, float]],
+    notices: Sequence[tuple[float, str, str]] = (),
+) -> SimResult:
+    """A finished run as the simulator would hand it over, without simulating anything."""
+    section = SimulationSection(
+        workers=2,
+        simulated_seconds=12.0,
+        report_interval_s=1.0,
+        worker_timeout_s=3.0,
+        link=LinkFigures(latency_ms=0.25, jitter_ms=0.0, loss=0.0, duplicate=0.0),
+        datagrams={},
+        by_type={},
+        control=NO_TRAFFIC,
+        data=NO_TRAFFIC,
+        membership={"detection_bound_s": 2.5},
+        faults=({"fault": "kill_worker", "at_s": 4.0},),
+    )
+    report = SimReport(
+        run=build_report(outcomes, {}, 2), events=100, simulation=section, wall_seconds=0.5
+    )
+    return SimResult(
+        report=report,
+        outcomes=list(outcomes),
+        spans=list(spans),
+        samples={},
+        series={},
+        notices=list(notices),
+        faults=[{"fault": "kill_worker", "at_s": 4.0}],
+        events=100,
+        wall_seconds=0.5,
+        simulated_seconds=12.0,
+    )
+
+
+def one_a_second(failing: set[int]) -> SimResult:
+    """Twelve requests, one arriving each second; those arriving in `failing` seconds fail."""
+    outcomes = [
+        RequestOutcome(
+            request_id=f"r{second}",
+            model="m",
+            ok=second not in failing,
+            reason="worker_lost" if second in failing else "",
+            worker_id="worker-0",
+        )
+        for second in range(12)
+    ]
+    spans = [(second + 0.1, second + 0.5) for second in range(12)]
+    return hand_built_run(outcomes, spans)
+
+
+def test_exp2_analysis_from_hand_built_runs() -> None:
+    setup = recovery.RecoverySetup(
+        workers=2,
+        models=1,
+        rate_rps=1.0,
+        duration_s=12.0,
+        kill_at_s=4.0,
+        coordinator_down_s=1.0,
+        killed_workers=("worker-1",),
+        seed=0,
+        policy="startup-aware",
+        detection_bound_s=2.5,
+    )
+    coordinator = one_a_second(failing={4, 5})
+    coordinator.notices.extend(
+        [(1.0, "worker_joined", "worker-0"), (5.5, "worker_joined", "worker-0")]
+    )
+    coordinator.notices.append((5.75, "worker_joined", "worker-1"))
+    workers = one_a_second(failing={4})
+    workers.notices.append((7.0, "worker_lost", "worker-1"))
+    runs = recovery.RecoveryRuns(
+        setup=setup,
+        coordinator=coordinator,
+        workers=workers,
+        nodes=one_a_second(failing=set()),
+        nodes_detected_s=1.5,
+    )
+    result = recovery.analyse_exp2(runs)
+    arm = result.coordinator
+    assert arm.timeline.arrivals == [1.0] * 12
+    assert arm.timeline.success_rate == [1.0] * 4 + [0.0] * 2 + [1.0] * 6
+    assert arm.timeline.failures == [0.0] * 4 + [1.0] * 2 + [0.0] * 6
+    # Success is back from second 6 on, for the whole 5-second window: 2 s after the kill.
+    assert arm.time_to_recovery_s == 2.0
+    assert arm.success_rate == round(10 / 12, 6)
+    assert arm.detection == {"view_recovered_s": 0.75}  # both workers back 0.75 s after 5 s
+    assert result.workers.time_to_recovery_s == 1.0
+    assert result.workers.detection == {"failure_detected_s": 3.0}
+    assert result.nodes.time_to_recovery_s == 0.0
+    assert result.nodes.detection == {"failure_detected_s": 1.5, "detection_bound_s": 2.5}
+    document = result.as_dict()
+    arms = document["centralized"]
+    assert isinstance(arms, dict) and list(arms) == ["coordinator", "workers"]
+    assert arms["coordinator"]["time_to_recovery_s"] == 2.0
+    assert arms["coordinator"]["failures"] == {"worker_lost": 2}
+    text = recovery.write_exp2(result)
+    assert "| coordinator | 12 | 83.3% | 2.0 | worker_lost: 2 |" in text
+    assert "| nodes | 12 | 100.0% | 0.0 | none |" in text
+    assert "knew every worker again 0.750 s after it came back" in text
+
+
+def summary(completed: int, warm: float, ttft_p99: float) -> RunSummary:
+    latency = Distribution(p50=ttft_p99 / 2, p95=ttft_p99, p99=ttft_p99, mean=ttft_p99 / 2)
+    return RunSummary(
+        requests=10,
+        completed=completed,
+        failed=10 - completed,
+        failures={"no_result": 10 - completed} if completed < 10 else {},
+        warm_start_rate=warm,
+        cold_starts=1,
+        warm_placement_rate=None,
+        cold_start_rate=round(1 / completed, 6),
+        ttft=latency,
+        e2e=latency,
+        queue=latency,
+        control=NO_TRAFFIC,
+        events=1000,
+        wall_seconds=0.25,
+    )
+
+
+def test_exp1_markdown_from_a_hand_built_result() -> None:
+    base, better = summary(9, 0.5, 2.0), summary(10, 0.9, 1.0)
+    by_policy = {
+        "seed": performance.PolicyFigures(summary=base, vs_seed=performance.versus(base, base)),
+        "startup-aware": performance.PolicyFigures(
+            summary=better, vs_seed=performance.versus(better, base)
+        ),
+    }
+    result = performance.PerformanceResult(
+        setup=performance.PerformanceSetup(
+            workers=4, models=2, rate_rps=3.0, duration_s=60.0, seed=7, baseline="seed"
+        ),
+        by_mode={CENTRALIZED: by_policy, DECENTRALIZED: by_policy},
+        latencies={},
+    )
+    assert by_policy["startup-aware"].vs_seed.ttft_p99 == 0.5
+    assert by_policy["startup-aware"].vs_seed.warm_start_rate_delta == 0.4
+    text = performance.write_exp1(result)
+    assert text.startswith("# exp1: performance of the placement policies\n")
+    assert "4 workers, 2 models" in text and "seed 7." in text
+    rows = [line for line in text.splitlines() if line.startswith("| startup-aware |")]
+    # Both architectures' tables, then the comparison of the two.
+    assert rows[0] == (
+        "| startup-aware | 10 | 0 | 90.0% | 1 | n/a | 0.500 | 1.000 | 0.500 | 1.000 | 0.50 | 0.50 |"
+    )
+    assert rows[1] == rows[0]
+    assert rows[2] == "| startup-aware | 90.0% / 90.0% | 1.00 | 1.00 |"
+    document = result.as_dict()
+    assert document["experiment"] == "exp1"
+    entry = document[CENTRALIZED]["startup-aware"]  # type: ignore[index]
+    assert entry["vs_seed"]["ttft_p99"] == 0.5
+    assert entry["ttft"] == {"p50": 0.5, "p95": 1.0, "p99": 1.0, "mean": 0.5}
