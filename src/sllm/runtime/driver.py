@@ -32,7 +32,7 @@ class AsyncioDriver:
 
     def __init__(self, notices: NoticeSink = _ignore) -> None:
         self.endpoint: Endpoint | None = None  # set once the service has bound it
-        self._notices = notices
+        self.notices = notices
 
     def now(self) -> float:
         return time.monotonic()
@@ -51,4 +51,4 @@ class AsyncioDriver:
         self.send(destination, message)
 
     def notify(self, notices: Sequence[Notice], sender: Address | None) -> None:
-        self._notices(notices, sender)
+        self.notices(notices, sender)
