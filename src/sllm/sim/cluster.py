@@ -2,24 +2,24 @@
 
 Why it exists: to run the deployment guide's centralized architecture at any size, with
 faults, in a fraction of real time, and get the very report the live driver
-(`sllm.experiments.centralized`) prints. Nothing that decides is re-implemented here:
+(`sllm.experiments.centralized`) prints. Nothing that decides or hosts is re-implemented
+here: the processes are the hosts the live runtime runs (`sllm.hosts`), on the kernel
+driver (`sllm.sim.hosts`) instead of the asyncio one:
 
-- the coordinator is `sllm.core.coordinator.Coordinator`, hosted like
-  `sllm.runtime.coordinator.CoordinatorServer` does: every datagram goes to
-  ``handle(message, now)`` and the replies go back to the sender; a periodic timer
-  calls ``expire(now)`` at the live server's cadence (``WORKER_TIMEOUT /
-  EXPIRY_CHECKS_PER_TIMEOUT``);
-- each worker is a `sllm.core.worker.WorkerState` built with `prestaged(...)` like
-  `sllm.runtime.worker.WorkerServer`; its actions become `SimEngine` timers, which
-  `sllm.engines.sim.fire` feeds back, and its keep-alive runs at ``next_deadline()``.
-  It reports every REPORT_INTERVAL, from a random phase, and once at start;
-- the client does what the live driver's `Driver.run_request` does: a ScheduleRequest
-  to the coordinator, on a decision an InferenceRequest to the chosen worker, the
-  InferenceResult back, with the same client-side timings (time to first token = the
-  scheduling round trip + the worker's arrival-to-first-token; end-to-end on the
-  client's clock) and the same ``no_decision`` timeout. Every second it samples each
-  worker's queue depth and GPU utilization from the coordinator's view, which is what
-  the live driver's `status` query returns.
+- the coordinator is `sllm.hosts.coordinator.CoordinatorHost` around the core
+  `Coordinator`: every datagram goes to ``handle(message, now)``, the replies go back to
+  the sender, and a periodic timer calls ``expire(now)`` every ``WORKER_TIMEOUT /
+  EXPIRY_CHECKS_PER_TIMEOUT``;
+- each worker is `sllm.hosts.worker.WorkerHost` around a `WorkerState` built with
+  `prestaged(...)` like the live worker's: its actions become `SimEngine` timers, one
+  keep-alive timer sits at ``next_deadline()``, and it reports every REPORT_INTERVAL,
+  from a random phase, and once at start;
+- the client is `sllm.hosts.client.RequestClient`, the live load generator's: a
+  ScheduleRequest to the coordinator, on a decision an InferenceRequest to the chosen
+  worker, the InferenceResult back, with the client-side timings and timeouts written
+  there once. Every second the cluster samples each worker's queue depth and GPU
+  utilization from the coordinator's view, which is what the live driver's `status`
+  query returns.
 
 Every request ends exactly once: completed, or failed with a reason (``rejected: ...``
 from the coordinator; the worker's own reason; ``no_decision`` when no schedule reply
@@ -49,7 +49,7 @@ Worker addresses are their names: a report's ``host`` is the worker's node name,
 where the client sends the request (the live coordinator hands out IP addresses).
 
 The decentralized architecture (`sllm.sim.decentralized`) shares everything here but the
-hosts: `SimulatedCluster` holds the kernel, network, client, faults and report, and each
+processes: `SimulatedCluster` holds the kernel, network, client, faults and report, and each
 architecture says where the client asks for a decision and how state is sampled.
 
 Not handled yet: the HTTP front door's retry of a request whose worker fails

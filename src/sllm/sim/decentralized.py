@@ -3,20 +3,19 @@
 Why it exists: to run the deployment guide's decentralized architecture (no coordinator;
 every node is a worker, a SWIM/Lifeguard gossip member and a scheduler over its own view)
 at any size, with faults, next to the centralized one, and get the same report. Nothing
-that decides is re-implemented: each node is a `sllm.core.node.Node`, hosted like
-`sllm.runtime.node.NodeServer` hosts it:
+that decides or hosts is re-implemented: each node is a `sllm.core.node.Node` in the node
+host the live `sllm.runtime.node.NodeServer` runs (`sllm.hosts.node.NodeHost`), here on
+the kernel driver (`sllm.sim.hosts.SimulatedNode`):
 
 - every datagram but an ``inference_request`` goes to ``Node.handle(message, sender,
   now)`` and the `Send`s it returns go out on the simulated network; one timer per node
-  is kept at ``Node.next_deadline()`` and calls ``tick(now)`` (moved earlier when a new
-  deadline is earlier, as the live runtime's `_arm` does);
-- an ``inference_request`` goes to the node's worker (`node.worker`, a `WorkerState`
-  built with `prestaged(...)`), whose actions become `SimEngine` timers with keep-alive at
-  its ``next_deadline()``: the centralized simulator's `WorkerHost`, which `NodeHost`
-  extends, minus the reports to a coordinator (the node gossips its own);
-- the client is the centralized simulator's `Client`; it sends each ScheduleRequest to a
-  random live node (what `decentralized_simulation.py` does live) and the InferenceRequest
-  to the node the decision names. Samples come from a random live node's view.
+  is kept at ``Node.next_deadline()`` and calls ``tick(now)``;
+- an ``inference_request`` goes to the node's worker, the centralized simulator's
+  `sllm.hosts.worker.WorkerHost` around the node's `WorkerState`, minus the reports to a
+  coordinator (the node gossips its own);
+- the client is the centralized simulator's; it sends each ScheduleRequest to a random
+  live node (what `decentralized_simulation.py` does live) and the InferenceRequest to
+  the node the decision names. Samples come from a random live node's view.
 
 Addresses: a node's id is `worker_name(i)` (the same names the fault flags use) and its
 gossip address is ``(id, GOSSIP_PORT)``; the simulated network routes by the host part.
