@@ -45,8 +45,6 @@ from sllm.runtime.udp import Address, Endpoint
 from sllm.wire import Codec, ScheduleResponse
 from sllm.workload import Arrival
 
-__all__ = ["SAMPLE_PERIOD_S", "SCHEDULE_TIMEOUT_S", "Driver", "main"]
-
 STATUS_PRINT_PERIOD_S = 10.0
 JOIN_TIMEOUT_S = 15.0
 # How long the final report waits for a scheduler's counters: hundreds of loopback round

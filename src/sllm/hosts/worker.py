@@ -134,7 +134,8 @@ class WorkerHost(Generic[A]):
                 self.start_load(action)
             elif type(action) is Evict:
                 self.evict(action)
-            # CancelRequest: an HTTP stream's end; the engine's stream already stopped.
+            # CancelRequest: only an HTTP request is cancelled, and its stream stops itself
+            # (`sllm.runtime.generation`); a timer's request runs to its end.
         deadline = self.state.next_deadline()
         if deadline is not None and (self._wake is None or deadline < self._wake):
             self._wake = deadline

@@ -23,11 +23,7 @@ from collections.abc import Mapping, Sequence
 from sllm.core.admission import Admission
 from sllm.core.coordinator import Coordinator, Notice
 from sllm.core.cost import CostModel, ModelInfo
-from sllm.hosts.coordinator import (
-    EXPIRY_CHECKS_PER_TIMEOUT,
-    EXPIRY_MIN_PERIOD_S,
-    CoordinatorHost,
-)
+from sllm.hosts.coordinator import CoordinatorHost
 from sllm.logs import log_event
 from sllm.runtime.driver import AsyncioDriver
 from sllm.runtime.monitoring import (
@@ -41,8 +37,6 @@ from sllm.runtime.udp import Address, Endpoint
 from sllm.wire import Codec, Message, WorkerReport
 
 log = logging.getLogger("sllm.coordinator")
-
-__all__ = ["EXPIRY_CHECKS_PER_TIMEOUT", "EXPIRY_MIN_PERIOD_S", "CoordinatorServer"]
 
 
 def _host_part(address: Address) -> str:

@@ -86,7 +86,6 @@ from sllm.sim.faults import (
 from sllm.sim.hosts import (
     CLIENT,
     COORDINATOR,
-    WORKER_PORT,
     Client,
     SimulatedCoordinator,
     SimulatedWorker,
@@ -100,7 +99,6 @@ __all__ = [
     "CLIENT",
     "COORDINATOR",
     "RESULT_TIMEOUT_S",
-    "WORKER_PORT",
     "CentralizedCluster",
     "ClusterConfig",
     "SimResult",
