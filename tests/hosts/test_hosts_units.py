@@ -73,10 +73,11 @@ class CountingDriver(KernelDriver):
     def __init__(self, kernel: Kernel, network: Network, name: str) -> None:
         super().__init__(kernel, network, name)
         self.calls_at: list[float] = []
+        self.call_at = self._counted
 
-    def call_at(self, when: float, callback: Callback, argument: Any) -> None:
+    def _counted(self, when: float, callback: Callback, argument: Any) -> None:
         self.calls_at.append(when)
-        super().call_at(when, callback, argument)
+        self.kernel.at(when, callback, argument)
 
 
 def _worker(kernel: Kernel, network: Network, resources: WorkerResources) -> WorkerHost[str]:

@@ -50,9 +50,13 @@ NoticeSink = Callable[[Sequence[Notice]], None]
 
 
 class KernelDriver:
-    """One simulated process's clock, timers, network address and notices."""
+    """One simulated process's clock, timers, network address and notices.
 
-    __slots__ = ("kernel", "name", "network", "notices")
+    `call_at` is the kernel's own `at`, bound at construction: a method that only
+    forwarded would cost a Python frame on every timer.
+    """
+
+    __slots__ = ("call_at", "kernel", "name", "network", "notices")
 
     def __init__(
         self, kernel: Kernel, network: Network, name: str, notices: NoticeSink | None = None
@@ -61,12 +65,10 @@ class KernelDriver:
         self.network = network
         self.name = name
         self.notices = notices
+        self.call_at: Callable[[float, Callback, Any], None] = kernel.at
 
     def now(self) -> float:
         return self.kernel.now
-
-    def call_at(self, when: float, callback: Callback, argument: Any) -> None:
-        self.kernel.at(when, callback, argument)
 
     def call_later(self, delay: float, callback: Callback, argument: Any) -> None:
         kernel = self.kernel
