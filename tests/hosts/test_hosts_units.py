@@ -217,3 +217,27 @@ def test_a_request_queued_on_a_lost_worker_is_placed_again_and_a_started_one_fai
     assert [(o.request_id, o.reason, o.worker_id) for o in ended] == [
         ("running", "worker_lost", "w1")
     ]
+
+
+def test_a_request_waiting_to_ask_again_is_not_timed_out_by_an_earlier_ask() -> None:
+    """A scheduler that keeps naming a worker the client knows dead is asked again every
+    STALE_PLACEMENT_DELAY_S; each ask gets its answer in time, so no ask times out, even
+    when the wait crosses the first ask's decision deadline."""
+    kernel, network = _world()
+    worker = Inbox(network, "w2")
+    client, ended = _client(kernel, network)
+    asks: list[float] = []
+
+    def schedule(message: Message, source: str) -> None:
+        asks.append(kernel.now)
+        stale = kernel.now < 3.0  # w1 until then, w2 after
+        decision = _placed(message.request_id, "w1" if stale else "w2")  # type: ignore[attr-defined]
+        network.send("scheduler", "client", decision)
+
+    network.attach("scheduler", schedule)
+    client.worker_lost("w1")
+    client.begin("r1", Arrival(0.0, MODEL, 100, 10))
+    kernel.run(5.0)
+    assert len(asks) > 4  # asked again and again across the first ask's deadline (2 s)
+    assert ended == []
+    assert [m.request_id for m in worker.of(InferenceRequest)] == ["r1"]  # type: ignore[attr-defined]

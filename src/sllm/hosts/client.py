@@ -18,8 +18,9 @@ fails with ``no_result``. No decision within `schedule_timeout_s` of asking ends
 ``no_decision``. Late and duplicate answers are dropped: the first one counts.
 
 Timers: the decision timeout is constant, so the deadlines of unanswered asks are sorted
-in asking order; one timer is armed at the oldest one. The result deadlines are
-`OutstandingRequests`'s, with one timer at the next.
+in asking order; one timer is armed at the oldest one. Only a request's latest ask can
+time out: one answered, then asked again (a retry), is timed from its new ask. The
+result deadlines are `OutstandingRequests`'s, with one timer at the next.
 
 Not handled yet: cancelling a request the client gave up on (the worker runs it anyway).
 """
@@ -65,7 +66,7 @@ _RUNNING = 1
 class _Pending:
     """A request the client has not seen end yet."""
 
-    __slots__ = ("arrival", "phase", "request_id", "scheduled", "started")
+    __slots__ = ("arrival", "decide_by", "phase", "request_id", "scheduled", "started")
 
     def __init__(self, request_id: str, arrival: Arrival, started: float) -> None:
         self.request_id = request_id
@@ -73,6 +74,9 @@ class _Pending:
         self.started = started
         self.scheduled = 0.0
         self.phase = _SCHEDULING
+        # The decision deadline of the ask awaiting its answer; None while none is (the
+        # request waits to be asked again).
+        self.decide_by: float | None = None
 
 
 def outcome_of(
@@ -174,8 +178,8 @@ class RequestClient(Generic[A]):
                 pending.request_id, arrival.model, 0, arrival.prompt_tokens, arrival.output_tokens
             ),
         )
-        now = self.driver.now()
-        self._awaiting_decision.append((now + self.schedule_timeout_s, pending.request_id))
+        decide_by = pending.decide_by = self.driver.now() + self.schedule_timeout_s
+        self._awaiting_decision.append((decide_by, pending.request_id))
         if not self._decision_timer:
             self._decision_timer = True
             self.driver.call_later(self.schedule_timeout_s, self._decision_timeouts, None)
@@ -197,6 +201,7 @@ class RequestClient(Generic[A]):
             )
             return
         pending.phase = _SCHEDULING
+        pending.decide_by = None  # until it is asked again
         if decision.after_s > 0:
             self.driver.call_later(decision.after_s, self._ask_again, pending.request_id)
         else:
@@ -266,8 +271,8 @@ class RequestClient(Generic[A]):
         while queue:
             deadline, request_id = queue[0]
             pending = pending_by_id.get(request_id)
-            if pending is None or pending.phase != _SCHEDULING:
-                queue.popleft()  # answered in time
+            if pending is None or pending.phase != _SCHEDULING or pending.decide_by != deadline:
+                queue.popleft()  # answered in time (an ask since has its own entry)
                 continue
             if deadline > now:
                 self.driver.call_at(deadline, self._decision_timeouts, None)
