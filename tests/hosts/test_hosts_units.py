@@ -55,6 +55,10 @@ class Inbox:
         return [message for _, message in self.messages if type(message) is kind]
 
 
+def _request(request_id: str) -> InferenceRequest:
+    return InferenceRequest(request_id=request_id, model=MODEL, prompt_tokens=100, output_tokens=10)
+
+
 def _world() -> tuple[Kernel, Network]:
     kernel = Kernel()
     return kernel, Network(kernel, random.Random(0), LinkModel(latency_s=LATENCY_S, jitter_s=0.0))
@@ -93,13 +97,13 @@ def test_a_crashed_workers_timers_do_nothing_in_the_process_that_replaces_it() -
     client = Inbox(network, "client")
     host = _worker(kernel, network, WorkerResources())
     load_s = SimEngine(CATALOG, CostModel()).timing(MODEL).load_s[Tier.HOST]
-    host.submit(InferenceRequest("r1", MODEL, 100, 10), "client")  # a cold start: a load timer
+    host.submit(_request("r1"), "client")  # a cold start: a load timer
     kernel.run(load_s / 10)
     host.kill()
     restart_at = load_s / 2
     kernel.run(restart_at)
     host.come_up(_state(WorkerResources(), now=kernel.now))
-    host.submit(InferenceRequest("r2", MODEL, 100, 10), "client")  # the same load, again
+    host.submit(_request("r2"), "client")  # the same load, again
     kernel.run(10 * load_s)
     # The old process's load timer came due at `load_s` and did nothing: the new process's
     # own load, begun at the restart, is what started r2.
@@ -117,7 +121,7 @@ def test_the_keep_alive_is_one_timer_kept_at_the_next_deadline() -> None:
     host = _worker(kernel, network, WorkerResources(keep_alive_s=KEEP_ALIVE_S))
 
     def submit(index: int) -> None:
-        host.submit(InferenceRequest(f"r{index}", MODEL, 50, 4), "client")
+        host.submit(_request(f"r{index}"), "client")
 
     # Requests a second apart: each pushes the idle deadline later.
     for index in range(REQUESTS):
@@ -153,11 +157,29 @@ def _client(kernel: Kernel, network: Network) -> tuple[RequestClient[str], list[
 
 
 def _placed(request_id: str, worker: str) -> ScheduleResponse:
-    return ScheduleResponse(request_id, worker, worker, 8000, 0, "serve", 0.0, "")
+    return ScheduleResponse(
+        request_id=request_id,
+        worker_id=worker,
+        host=worker,
+        port=8000,
+        http_port=0,
+        action="serve",
+        estimated_wait_s=0.0,
+        reason="",
+    )
 
 
 def _result(request_id: str, worker: str, ttft_s: float) -> InferenceResult:
-    return InferenceResult(request_id, worker, True, "", False, 0.05, ttft_s, 0.4)
+    return InferenceResult(
+        request_id=request_id,
+        worker_id=worker,
+        ok=True,
+        reason="",
+        cold_start=False,
+        queue_s=0.05,
+        ttft_s=ttft_s,
+        e2e_s=0.4,
+    )
 
 
 def test_time_to_first_token_is_the_decision_wait_plus_the_workers_own() -> None:
@@ -208,7 +230,7 @@ def test_a_request_queued_on_a_lost_worker_is_placed_again_and_a_started_one_fai
     client.begin("running", Arrival(0.0, MODEL, 100, 10))
     network.send("scheduler", "client", _placed("queued", "w1"))
     network.send("scheduler", "client", _placed("running", "w1"))
-    network.send("w1", "client", InferenceStarted("running", "w1"))
+    network.send("w1", "client", InferenceStarted(request_id="running", worker_id="w1"))
     kernel.run(0.1)
     client.worker_lost("w1")
     kernel.run(0.2)

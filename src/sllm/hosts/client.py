@@ -85,15 +85,15 @@ def outcome_of(
     """What the client saw of a request that got a result. Time to first token = the
     scheduling round trip + the worker's own arrival-to-first-token."""
     return RequestOutcome(
-        request_id,
-        model,
-        result.ok,
-        result.reason,
-        result.worker_id,
-        result.cold_start,
-        result.queue_s,
-        waited_for_decision_s + result.ttft_s,  # ttft_s
-        e2e_s,
+        request_id=request_id,
+        model=model,
+        ok=result.ok,
+        reason=result.reason,
+        worker_id=result.worker_id,
+        cold_start=result.cold_start,
+        queue_s=result.queue_s,
+        ttft_s=waited_for_decision_s + result.ttft_s,
+        e2e_s=e2e_s,
     )
 
 
@@ -159,11 +159,11 @@ class RequestClient(Generic[A]):
             self._end(
                 pending,
                 RequestOutcome(
-                    pending.request_id,
-                    pending.arrival.model,
-                    False,
-                    UNFINISHED,
-                    self.outstanding.worker_of(pending.request_id),
+                    request_id=pending.request_id,
+                    model=pending.arrival.model,
+                    ok=False,
+                    reason=UNFINISHED,
+                    worker_id=self.outstanding.worker_of(pending.request_id),
                 ),
             )
 
@@ -175,7 +175,11 @@ class RequestClient(Generic[A]):
         self.driver.send(
             self.scheduler(),
             ScheduleRequest(
-                pending.request_id, arrival.model, 0, arrival.prompt_tokens, arrival.output_tokens
+                request_id=pending.request_id,
+                model=arrival.model,
+                priority=0,
+                prompt_tokens=arrival.prompt_tokens,
+                output_tokens=arrival.output_tokens,
             ),
         )
         decide_by = pending.decide_by = self.driver.now() + self.schedule_timeout_s
@@ -192,11 +196,11 @@ class RequestClient(Generic[A]):
             self._end(
                 pending,
                 RequestOutcome(
-                    pending.request_id,
-                    pending.arrival.model,
-                    False,
-                    decision.reason,
-                    decision.worker_id,
+                    request_id=pending.request_id,
+                    model=pending.arrival.model,
+                    ok=False,
+                    reason=decision.reason,
+                    worker_id=decision.worker_id,
                 ),
             )
             return
@@ -221,7 +225,10 @@ class RequestClient(Generic[A]):
             self._end(
                 pending,
                 RequestOutcome(
-                    pending.request_id, arrival.model, False, f"rejected: {decision.reason}"
+                    request_id=pending.request_id,
+                    model=arrival.model,
+                    ok=False,
+                    reason=f"rejected: {decision.reason}",
                 ),
             )
             return
@@ -235,7 +242,10 @@ class RequestClient(Generic[A]):
         self.driver.send(
             self.worker_address(decision),
             InferenceRequest(
-                pending.request_id, arrival.model, arrival.prompt_tokens, arrival.output_tokens
+                request_id=pending.request_id,
+                model=arrival.model,
+                prompt_tokens=arrival.prompt_tokens,
+                output_tokens=arrival.output_tokens,
             ),
         )
 
@@ -278,8 +288,15 @@ class RequestClient(Generic[A]):
                 self.driver.call_at(deadline, self._decision_timeouts, None)
                 return
             queue.popleft()
-            model = pending.arrival.model
-            self._end(pending, RequestOutcome(request_id, model, False, NO_DECISION))
+            self._end(
+                pending,
+                RequestOutcome(
+                    request_id=request_id,
+                    model=pending.arrival.model,
+                    ok=False,
+                    reason=NO_DECISION,
+                ),
+            )
         self._decision_timer = False
 
     def _deadlines(self, _: None) -> None:

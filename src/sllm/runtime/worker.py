@@ -381,7 +381,14 @@ class WorkerServer:
         if engine is not None and not engine.serves_datagrams:
             # A datagram carries no prompt: this model's engine streams over HTTP only.
             refusal = InferenceResult(
-                message.request_id, self.state.worker_id, False, "use_http", False, 0.0, 0.0, 0.0
+                request_id=message.request_id,
+                worker_id=self.state.worker_id,
+                ok=False,
+                reason="use_http",
+                cold_start=False,
+                queue_s=0.0,
+                ttft_s=0.0,
+                e2e_s=0.0,
             )
             if self.endpoint is not None:
                 self.endpoint.send(refusal, sender)
