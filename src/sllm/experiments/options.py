@@ -14,7 +14,6 @@ import random
 from dataclasses import dataclass
 
 from sllm.core.placement import policy_names
-from sllm.hosts.client import DEFAULT_DRAIN_S as DEFAULT_DRAIN_S
 from sllm.workload import (
     Arrival,
     GammaProcess,
@@ -28,7 +27,9 @@ from sllm.workload import (
 )
 from sllm.workload.compose import ArrivalSource
 
-# DEFAULT_DRAIN_S: how long a run waits after its last arrival (the client's, `sllm.hosts`).
+# After the last arrival, requests still running get this long to finish before they are
+# counted as failed ("unfinished"): long enough for most cold starts from local disk.
+DEFAULT_DRAIN_S = 30.0
 DEFAULT_RATE_RPS = 5.0  # about the Azure conversation trace's mean rate (5.5 req/s)
 DEFAULT_MODELS = 8
 

@@ -52,9 +52,6 @@ RESULT_TIMEOUT_S = REQUEST_DEADLINE_S
 # How often a load generator samples the cluster's state: each worker's queue depth and
 # utilization once a second, the guide's status cadence.
 SAMPLE_PERIOD_S = 1.0
-# After the last arrival, requests still running get this long to finish before they are
-# counted as failed ("unfinished"): long enough for most cold starts from local disk.
-DEFAULT_DRAIN_S = 30.0
 
 NO_DECISION = "no_decision"
 

@@ -71,8 +71,9 @@ from sllm.core.tiers import Tier
 from sllm.core.view import ClusterView
 from sllm.core.worker import WorkerResources
 from sllm.engines.sim import SimEngine
+from sllm.experiments.options import DEFAULT_DRAIN_S  # workload/options.py once merged
 from sllm.experiments.report import RequestOutcome, WorkerSamples, build_report
-from sllm.hosts.client import DEFAULT_DRAIN_S, RESULT_TIMEOUT_S, SAMPLE_PERIOD_S, SCHEDULE_TIMEOUT_S
+from sllm.hosts.client import RESULT_TIMEOUT_S, SAMPLE_PERIOD_S, SCHEDULE_TIMEOUT_S
 from sllm.sim.faults import (
     HEAL,
     KILL_COORDINATOR,
