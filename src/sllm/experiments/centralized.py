@@ -6,8 +6,10 @@ replays the workload: for each request it asks the coordinator where to run it a
 it to that worker, measuring what a client would see. Every 10 s it prints the cluster
 state; at the end (or on Ctrl+C) it prints the final report and, with --json, writes it.
 
-Client-side timings: time to first token = the scheduling round trip + the worker's own
-time from arrival to first token; end-to-end is measured on the client's clock.
+Each request is followed by the request client (`sllm.hosts.client.RequestClient`, the
+simulator's too, here on the asyncio driver): the client-side timings (time to first token
+= the scheduling round trip + the worker's own time from arrival to first token;
+end-to-end on the client's clock), the timeouts and the retries are written there once.
 """
 
 from __future__ import annotations
@@ -21,29 +23,15 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 
 from sllm.core.measures import Placements
-from sllm.core.outstanding import (
-    NO_RESULT,
-    UNFINISHED,
-    Decision,
-    Fail,
-    OutstandingRequests,
-    RequestOutcome,
-    Retry,
-)
+from sllm.core.outstanding import RequestOutcome
 from sllm.experiments.launcher import ServiceProcess
 from sllm.experiments.report import run_and_report
+from sllm.hosts.client import SAMPLE_PERIOD_S, SCHEDULE_TIMEOUT_S, RequestClient
 from sllm.runtime.client import get_cluster_state, placements_in, render_table
+from sllm.runtime.driver import AsyncioDriver
 from sllm.runtime.udp import Address, Endpoint
 from sllm.sim.report import RunReport, WorkerSamples, build_report
-from sllm.wire import (
-    Codec,
-    InferenceRequest,
-    InferenceResult,
-    InferenceStarted,
-    Message,
-    ScheduleRequest,
-    ScheduleResponse,
-)
+from sllm.wire import Codec, ScheduleResponse
 from sllm.workload import Arrival
 from sllm.workload.options import (
     add_policy_argument,
@@ -54,8 +42,6 @@ from sllm.workload.options import (
 )
 
 STATUS_PRINT_PERIOD_S = 10.0
-SAMPLE_PERIOD_S = 1.0
-SCHEDULE_TIMEOUT_S = 2.0
 JOIN_TIMEOUT_S = 15.0
 # How long the final report waits for a scheduler's counters: hundreds of loopback round
 # trips, and short enough that a dead node among many delays the report by seconds at most.
@@ -103,17 +89,22 @@ LivenessPoll = Callable[[], Awaitable[Liveness | None]]
 WATCH_PERIOD_S = 0.5
 
 
+def _worker_address(decision: ScheduleResponse) -> Address:
+    return (decision.host, decision.port)
+
+
 class Driver:
     """Replays a workload against a live scheduler and records what clients see.
 
     The scheduler is the coordinator, or, with `pick_scheduler`, whatever it returns for
     each request and each state sample (the decentralized script: a random live node).
 
-    Each request is held in `outstanding` (`sllm.core.outstanding`) from its arrival to
-    its answer. Every `WATCH_PERIOD_S` the driver asks `liveness` which workers live
-    (default: the ones the coordinator's state lists) and tells `outstanding` of every
-    worker lost: a request queued there is placed again, one running there fails with
-    ``worker_lost``, and one unanswered past its deadline fails with ``no_result``.
+    Each request is followed by the shared `RequestClient` (`sllm.hosts.client`), which
+    holds it in `outstanding` (`sllm.core.outstanding`) from its arrival to its answer;
+    `run_request` waits for its end. Every `WATCH_PERIOD_S` the driver asks `liveness`
+    which workers live (default: the ones the coordinator's state lists) and tells the
+    client of every worker lost: a request queued there is placed again, and one running
+    there fails with ``worker_lost``.
     """
 
     def __init__(
@@ -127,16 +118,24 @@ class Driver:
         self.coordinator = coordinator
         self.pick_scheduler = pick_scheduler or (lambda: coordinator)
         self.liveness = liveness or self._coordinator_liveness
-        self.outcomes: list[RequestOutcome] = []
         self.samples: dict[str, WorkerSamples] = {}
         self.active_workers = 0
         self.missed_samples = 0  # cluster-state samples the coordinator did not answer
         self.in_flight: set[asyncio.Task[None]] = set()
-        self.outstanding = OutstandingRequests()
-        self._answers: dict[str, asyncio.Future[InferenceResult | Decision]] = {}
-        self._placed_on: set[str] = set()  # every worker a decision named
+        driver = AsyncioDriver()
+        driver.endpoint = endpoint
+        self.client = RequestClient(
+            driver,
+            scheduler=self.pick_scheduler,
+            worker_address=_worker_address,
+            schedule_timeout_s=SCHEDULE_TIMEOUT_S,
+            ended=self._ended,
+        )
+        self.outcomes: list[RequestOutcome] = self.client.outcomes
+        self.outstanding = self.client.outstanding
+        self._ends: dict[str, asyncio.Future[None]] = {}
         self._absent: set[str] = set()  # workers missing from the last coordinator state
-        endpoint.handler = self._on_message
+        endpoint.handler = self.client.receive
 
     async def replay(self, arrivals: Sequence[Arrival], stop: asyncio.Event) -> None:
         start = time.monotonic()
@@ -151,131 +150,38 @@ class Driver:
             self.in_flight.add(task)
             task.add_done_callback(self.in_flight.discard)
 
-    def _on_message(self, message: Message, sender: Address) -> None:
-        if isinstance(message, InferenceStarted):
-            self.outstanding.started(message.request_id, message.worker_id)
-        elif isinstance(message, InferenceResult):
-            self._answer(message.request_id, message)
-
-    def _answer(self, request_id: str, answer: InferenceResult | Decision) -> None:
-        future = self._answers.get(request_id)
-        if future is not None and not future.done():
-            future.set_result(answer)
+    def _ended(self, outcome: RequestOutcome, arrival: Arrival) -> None:
+        end = self._ends.pop(outcome.request_id, None)
+        if end is not None and not end.done():
+            end.set_result(None)
 
     async def run_request(self, request_id: str, arrival: Arrival) -> None:
-        started = time.monotonic()
-        self.outstanding.begin(request_id, started)
+        """Follow one request to its end; cancelled, it ends ``unfinished``."""
+        end: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._ends[request_id] = end
+        self.client.begin(request_id, arrival)
         try:
-            outcome = await self._run_request(request_id, arrival, started)
+            await end
         except asyncio.CancelledError:
-            worker_id = self.outstanding.worker_of(request_id)
-            self.outcomes.append(
-                RequestOutcome(
-                    request_id=request_id,
-                    model=arrival.model,
-                    ok=False,
-                    reason=UNFINISHED,
-                    worker_id=worker_id,
-                )
-            )
+            if request_id in self.client.pending:
+                self.client.abandon(request_id)
             raise
-        finally:
-            self.outstanding.end(request_id)
-            self._answers.pop(request_id, None)
-        self.outcomes.append(outcome)
-
-    async def _run_request(
-        self, request_id: str, arrival: Arrival, started: float
-    ) -> RequestOutcome:
-        """Schedule, send, await the answer; again for as long as `outstanding` retries."""
-        model = arrival.model
-        schedule = ScheduleRequest(
-            request_id=request_id,
-            model=model,
-            priority=0,
-            prompt_tokens=arrival.prompt_tokens,
-            output_tokens=arrival.output_tokens,
-        )
-        request = InferenceRequest(
-            request_id=request_id,
-            model=model,
-            prompt_tokens=arrival.prompt_tokens,
-            output_tokens=arrival.output_tokens,
-        )
-        loop = asyncio.get_running_loop()
-        while True:
-            try:
-                decision = await self.endpoint.request(
-                    schedule, self.pick_scheduler(), ScheduleResponse, SCHEDULE_TIMEOUT_S
-                )
-            except TimeoutError:
-                return RequestOutcome(
-                    request_id=request_id, model=model, ok=False, reason="no_decision"
-                )
-            if decision.action == "reject":
-                return RequestOutcome(
-                    request_id=request_id,
-                    model=model,
-                    ok=False,
-                    reason=f"rejected: {decision.reason}",
-                )
-            if request_id not in self.outstanding:  # its deadline passed meanwhile
-                return RequestOutcome(
-                    request_id=request_id, model=model, ok=False, reason=NO_RESULT
-                )
-            scheduled = time.monotonic()
-            answer_future: asyncio.Future[InferenceResult | Decision] = loop.create_future()
-            self._answers[request_id] = answer_future
-            self._placed_on.add(decision.worker_id)
-            verdict = self.outstanding.placed(request_id, decision.worker_id)
-            if verdict is None:
-                self.endpoint.send(request, (decision.host, decision.port))
-            else:
-                answer_future.set_result(verdict)
-            answer = await answer_future
-            if isinstance(answer, Retry):
-                if answer.after_s > 0:
-                    await asyncio.sleep(answer.after_s)
-                continue
-            if isinstance(answer, Fail):
-                return RequestOutcome(
-                    request_id=request_id,
-                    model=model,
-                    ok=False,
-                    reason=answer.reason,
-                    worker_id=answer.worker_id,
-                )
-            return RequestOutcome(
-                request_id=request_id,
-                model=model,
-                ok=answer.ok,
-                reason=answer.reason,
-                worker_id=answer.worker_id,
-                cold_start=answer.cold_start,
-                queue_s=answer.queue_s,
-                ttft_s=(scheduled - started) + answer.ttft_s,
-                e2e_s=time.monotonic() - started,
-            )
 
     async def watch_forever(self) -> None:
-        """Tell `outstanding` which workers live and the time, every `WATCH_PERIOD_S`."""
+        """Tell the client which workers live, every `WATCH_PERIOD_S`."""
         while True:
             await asyncio.sleep(WATCH_PERIOD_S)
             await self.watch_once()
 
     async def watch_once(self) -> None:
-        decisions: list[Decision] = []
         with contextlib.suppress(TimeoutError, OSError):
             liveness = await self.liveness()
             if liveness is not None:
                 alive, lost = liveness
                 for worker_id in alive:
-                    self.outstanding.worker_back(worker_id)
+                    self.client.worker_back(worker_id)
                 for worker_id in sorted(lost):
-                    decisions.extend(self.outstanding.worker_lost(worker_id))
-        decisions.extend(self.outstanding.expire(time.monotonic()))
-        for decision in decisions:
-            self._answer(decision.request_id, decision)
+                    self.client.worker_lost(worker_id)
 
     async def _coordinator_liveness(self) -> Liveness | None:
         """Alive: the workers the coordinator's state lists. Lost: a worker a decision
@@ -286,7 +192,7 @@ class Driver:
         if not state["complete"]:
             return None
         alive = {str(worker["id"]) for worker in state["workers"]}
-        absent = self._placed_on - alive
+        absent = self.client.placed_on - alive
         lost = absent & self._absent
         self._absent = absent
         return alive, lost

@@ -1,18 +1,19 @@
 """The live coordinator: the core `Coordinator` behind a UDP socket on the real clock.
 
-It decodes each datagram, hands it to the core, sends the replies to the sender and logs
-what the core noticed (a valid message of a type it does not serve is counted and logged
-at most once per type every few seconds, like a rejected datagram). A timer expires
-silent workers. A worker declared lost (``worker_lost``) is also told to the front door
-(`front_door`), which ends the waits of its requests in flight there at once. Everything
-it knows comes from
-worker reports, so restarting it loses nothing but its counters. With an `http_port` it
-also serves health, readiness and metrics (`sllm.runtime.monitoring`).
+It decodes each datagram and hands it to the coordinator host (`sllm.hosts.coordinator`,
+the simulator's too, here on the asyncio driver `sllm.runtime.driver`), which passes it to
+the core, sends the replies to the sender and expires silent workers on a timer. This
+module fills in a report's address from its datagram's source and logs what the core
+noticed (a valid message of a type it does not serve is counted and logged at most once
+per type every few seconds, like a rejected datagram). A worker declared lost
+(``worker_lost``) is also told to the front door (`front_door`), which ends the waits of
+its requests in flight there at once. Everything it knows comes from worker reports, so
+restarting it loses nothing but its counters. With an `http_port` it also serves health,
+readiness and metrics (`sllm.runtime.monitoring`).
 """
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import logging
 import random
@@ -22,7 +23,9 @@ from collections.abc import Mapping, Sequence
 from sllm.core.admission import Admission
 from sllm.core.coordinator import Coordinator, Notice
 from sllm.core.cost import CostModel, ModelInfo
+from sllm.hosts.coordinator import CoordinatorHost
 from sllm.logs import log_event
+from sllm.runtime.driver import AsyncioDriver
 from sllm.runtime.monitoring import (
     DEFAULT_HTTP_LIMITS,
     FrontDoor,
@@ -35,10 +38,9 @@ from sllm.wire import Codec, Message, WorkerReport
 
 log = logging.getLogger("sllm.coordinator")
 
-# Expiry runs this many times per WORKER_TIMEOUT, so a dead worker is dropped at most a
-# quarter-timeout late; bounded below so a tiny timeout in a test does not spin the loop.
-EXPIRY_CHECKS_PER_TIMEOUT = 4
-EXPIRY_MIN_PERIOD_S = 0.05
+
+def _host_part(address: Address) -> str:
+    return address[0]
 
 
 class CoordinatorServer:
@@ -79,7 +81,10 @@ class CoordinatorServer:
             admission=admission,
         )
         self.endpoint: Endpoint | None = None
-        self._expiry: asyncio.Task[None] | None = None
+        self.driver = AsyncioDriver(self.log_notices)
+        self.hosting = CoordinatorHost(
+            self.driver, worker_timeout_s=worker_timeout, source_of=_host_part
+        )
 
     @property
     def address(self) -> Address:
@@ -88,6 +93,8 @@ class CoordinatorServer:
 
     async def start(self) -> None:
         self.endpoint = await Endpoint.bind(self.codec, self.host, self.port, self._on_message)
+        self.driver.endpoint = self.endpoint
+        self.hosting.start(self.core)
         if self.http_port is not None:  # before `listening`, which launchers wait for
             self.http = await start_coordinator_http(
                 self, self.host, self.http_port, self.api_keys, limits=self.http_limits
@@ -105,12 +112,9 @@ class CoordinatorServer:
             max_workers=self.core.view.admission.capacity,
             signed=self.codec.secret is not None,
         )
-        self._expiry = asyncio.create_task(self._expire_silent_workers())
 
     async def stop(self) -> None:
-        if self._expiry is not None:
-            self._expiry.cancel()
-            await asyncio.gather(self._expiry, return_exceptions=True)
+        self.hosting.kill()  # its expiry timer goes stale
         if self.endpoint is not None:
             self.endpoint.close()
         if self.http is not None:
@@ -120,18 +124,7 @@ class CoordinatorServer:
         if isinstance(message, WorkerReport) and not message.host:
             # The worker let us fill in its address: the one its datagram came from.
             message = dataclasses.replace(message, host=sender[0])
-        outcome = self.core.handle(message, time.monotonic(), source=sender[0])
-        assert self.endpoint is not None
-        for reply in outcome.replies:
-            self.endpoint.send(reply, sender)
-        self.log_notices(outcome.notices, sender=sender)
-
-    async def _expire_silent_workers(self) -> None:
-        timeout = self.core.view.worker_timeout
-        period = max(EXPIRY_MIN_PERIOD_S, timeout / EXPIRY_CHECKS_PER_TIMEOUT)
-        while True:
-            await asyncio.sleep(period)
-            self.log_notices(self.core.expire(time.monotonic()))
+        self.hosting.receive(message, sender)
 
     def log_notices(self, notices: Sequence[Notice], sender: Address | None = None) -> None:
         """Log what the core noticed; unexpected messages are counted and rate-limited, and

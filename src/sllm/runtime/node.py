@@ -5,10 +5,11 @@ engine (the very wiring of `WorkerServer`, which this class extends), gossips me
 and load with its peers, and answers ``schedule_request``, ``cluster_state_request`` and
 ``member_state_request`` from its own view. It reports to no coordinator.
 
-Everything the protocol decides happens in the core (`sllm.core.node`); this module only
-moves datagrams, keeps one timer armed at the core's `next_deadline`, measures the socket's
-traffic for `status`, and logs what the core noticed (logger ``sllm.gossip`` for
-membership, ``sllm.node`` for the rest).
+Everything the protocol decides happens in the core (`sllm.core.node`), hosted by the node
+host (`sllm.hosts.node`, the simulator's too, here on the asyncio driver), which moves
+datagrams and keeps one timer armed at the core's `next_deadline`. This module resolves
+seeds, measures the socket's traffic for `status`, and logs what the core noticed (logger
+``sllm.gossip`` for membership, ``sllm.node`` for the rest).
 
 Seed names are resolved at start and, for those that do not resolve yet (a StatefulSet
 whose other pods are not up), again every `SEED_RETRY_S` until they do. The advertised
@@ -45,10 +46,11 @@ from sllm.catalog import CatalogModel
 from sllm.core.admission import Admission
 from sllm.core.coordinator import Notice
 from sllm.core.cost import CostModel
-from sllm.core.membership import MEMBERSHIP_EVENTS, Send
+from sllm.core.membership import MEMBERSHIP_EVENTS
 from sllm.core.node import Node, NodeConfig, Traffic
 from sllm.core.tiers import Tier
 from sllm.core.worker import WorkerResources
+from sllm.hosts.node import NodeHost
 from sllm.logs import log_event
 from sllm.runtime.monitoring import DEFAULT_HTTP_LIMITS, FrontDoor, HttpLimits, start_node_http
 from sllm.runtime.udp import Address, Endpoint
@@ -74,6 +76,11 @@ NOTICE_LEVELS: Mapping[str, int] = {
     "member_forgotten": logging.DEBUG,
     "unexpected_message": logging.DEBUG,
 }
+
+
+def _same_address(address: Address) -> Address:
+    """The core's addresses are the socket's."""
+    return address
 
 
 class TrafficMeter:
@@ -142,13 +149,15 @@ class NodeServer(WorkerServer):
         self.seed_names = list(seeds)
         self.seed = seed
         self.core: Node | None = None
-        self._timer: asyncio.TimerHandle | None = None
-        self._timer_at = 0.0
+        self.node_hosting = NodeHost(
+            self.driver, self.hosting, address_of=_same_address, destination_of=_same_address
+        )
         self._tasks: list[asyncio.Task[None]] = []
         self._meter = TrafficMeter()
 
     async def start(self) -> None:
-        self.endpoint = await Endpoint.bind(self.codec, self.host, self.port, self._on_message)
+        await self._bind()
+        assert self.endpoint is not None
         bound_host, port = self.endpoint.address
         advertised = (self._advertise_host(bound_host), port)
         resolved, pending = await self._resolve(self.seed_names)
@@ -194,7 +203,7 @@ class NodeServer(WorkerServer):
             policy=self.config.policy,
             probing=self.config.probing.candidates,
         )
-        self._arm()
+        self.node_hosting.serve(self.core)
         self._tasks.append(asyncio.create_task(self._measure_forever()))
         if pending:
             self._tasks.append(asyncio.create_task(self._resolve_later(pending)))
@@ -203,13 +212,10 @@ class NodeServer(WorkerServer):
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        if self._timer is not None:
-            self._timer.cancel()
-        if self._keep_alive is not None:
-            self._keep_alive.cancel()
         if self.core is not None and self.endpoint is not None:
-            self._send(self.core.leave(time.monotonic()))
+            self.node_hosting.send(self.core.leave(time.monotonic()))
             self.log_notices(self.core.take_notices())
+        self.node_hosting.kill()  # its timers and its worker's go stale
         if self.endpoint is not None:
             self.endpoint.close()
         if self.http is not None:
@@ -221,42 +227,9 @@ class NodeServer(WorkerServer):
         if isinstance(message, InferenceRequest):
             super()._on_message(message, sender)  # the worker runs it
             return
-        if self.core is None:
-            return
-        self._send(self.core.handle(message, sender, time.monotonic()))
-        self.log_notices(self.core.take_notices(), sender=sender)
-        self._arm()
+        self.node_hosting.receive(message, sender)
 
-    def _tick(self) -> None:
-        self._timer = None
-        if self.core is None:
-            return
-        self._send(self.core.tick(time.monotonic()))
-        self.log_notices(self.core.take_notices())
-        self._arm()
-
-    def _arm(self) -> None:
-        """Keep one timer at the core's next deadline (moving it earlier when needed)."""
-        if self.core is None:
-            return
-        deadline = self.core.next_deadline()
-        if deadline is None:
-            return
-        if self._timer is not None:
-            if self._timer_at <= deadline:
-                return
-            self._timer.cancel()
-        self._timer_at = deadline
-        delay = max(0.0, deadline - time.monotonic())
-        self._timer = asyncio.get_running_loop().call_later(delay, self._tick)
-
-    def _send(self, sends: list[Send]) -> None:
-        if self.endpoint is None:
-            return
-        for send in sends:
-            self.endpoint.send(send.message, send.to)
-
-    def log_notices(self, notices: list[Notice], sender: Address | None = None) -> None:
+    def log_notices(self, notices: Sequence[Notice], sender: Address | None = None) -> None:
         """Log what the core noticed; unexpected messages are counted and rate-limited, and
         a dead member is told to the front door."""
         for notice in notices:
@@ -312,4 +285,4 @@ class NodeServer(WorkerServer):
                 if self.core is not None:
                     membership = self.core.membership
                     membership.seeds.extend(a for a in resolved if a != membership.address)
-                    self._arm()
+                    self.node_hosting.arm()

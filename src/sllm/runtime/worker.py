@@ -1,17 +1,21 @@
 """The live worker: a `WorkerState` on the real clock, reporting to the coordinator over UDP.
 
-It reports its state every REPORT_INTERVAL (and once at start, so a coordinator learns it
-at once), runs inference requests that arrive as datagrams (telling the sender with an
-``inference_started`` when each starts, and an ``inference_result`` when it ends), and
-carries out the state machine's actions with the engine each model's catalog entry names,
-looked up in the registry (`sllm.engines.registry`): loads and evictions through the
-`Engine` protocol, HTTP requests through `sllm.runtime.generation`. A model whose engine
-is not registered stops the worker at construction (`UnknownEngine`). Datagram requests
-carry no prompt, so only an engine that ``serves_datagrams`` (the sim engine) runs them:
-each is a timer on the event loop, its length from the same cost model the simulator
-uses; any other engine's model answers ``use_http``.
+The state machine is hosted by the worker host (`sllm.hosts.worker`, the simulator's too,
+here on the asyncio driver `sllm.runtime.driver`): it reports the state every
+REPORT_INTERVAL (and once at start, so a coordinator learns it at once), runs inference
+requests that arrive as datagrams (telling the sender with an ``inference_started`` when
+each starts, and an ``inference_result`` when it ends) as the sim engine's timers on the
+event loop, its length from the same cost model the simulator uses, and keeps one
+keep-alive timer. What only a live worker has is this module's `ServedWorker`, the
+host's hooks: loads and evictions run with the engine each model's catalog entry names,
+looked up in the registry (`sllm.engines.registry`), through the `Engine` protocol; HTTP
+requests go through `sllm.runtime.generation`; the observer hears of each request and
+load. A model whose engine is not registered stops the worker at construction
+(`UnknownEngine`). Datagram requests carry no prompt, so only an engine that
+``serves_datagrams`` (the sim engine) runs them; any other engine's model answers
+``use_http``.
 
-The coordinator's name is resolved again before every report, so a coordinator that
+The coordinator's name is resolved again every report interval, so a coordinator that
 comes back at a new address (a restarted container) is found without restarting workers.
 On stop, the worker sends one last report with ``ready = false`` so that the coordinator
 stops placing work on it before the timeout would tell it so.
@@ -35,10 +39,11 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Callable, Coroutine, Mapping
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from typing import Any, Protocol
 
 from sllm.catalog import CatalogModel
+from sllm.core.coordinator import Notice
 from sllm.core.cost import CostModel
 from sllm.core.tiers import Tier
 from sllm.core.worker import (
@@ -50,17 +55,18 @@ from sllm.core.worker import (
     WorkerResources,
     WorkerState,
     prestaged,
-    result_message,
 )
 from sllm.engines.base import Engine, EngineContext, Execution
 from sllm.engines.registry import build_engines, engines_for
-from sllm.engines.sim import SimEngine, Timer, fire
+from sllm.engines.sim import SimEngine
+from sllm.hosts.worker import WorkerHost
 from sllm.logs import log_event
+from sllm.runtime.driver import AsyncioDriver
 from sllm.runtime.generation import HttpRequests
 from sllm.runtime.monitoring import DEFAULT_HTTP_LIMITS, HttpLimits, HttpService, start_worker_http
 from sllm.runtime.udp import Address, Endpoint
 from sllm.store import ModelStore
-from sllm.wire import Codec, InferenceRequest, InferenceResult, InferenceStarted, Message
+from sllm.wire import Codec, InferenceRequest, InferenceResult, Message
 
 log = logging.getLogger("sllm.worker")
 
@@ -133,6 +139,46 @@ class WorkerObserver(Protocol):
     def model_loaded(self, model: str, source: Tier, seconds: float) -> None: ...
 
 
+class ServedWorker(WorkerHost[Address]):
+    """The shared worker host, with what only a live worker has: real engines' loads and
+    evictions, HTTP requests, and the observer's metrics."""
+
+    def __init__(self, server: WorkerServer, state: WorkerState, timers: SimEngine) -> None:
+        super().__init__(server.driver, state, timers, report_interval_s=server.report_interval)
+        self.server = server
+
+    def start_request(self, action: StartRequest) -> None:
+        generation = self.server.generation
+        if generation.owns(action.request_id):
+            generation.on_start(action)  # the HTTP stream drives it from here
+        else:
+            super().start_request(action)
+
+    def start_load(self, action: StartLoad) -> None:
+        self.server.load(action)
+
+    def evict(self, action: Evict) -> None:
+        log_event(
+            log,
+            logging.INFO,
+            "model_evicted",
+            model=action.model,
+            source=action.source.name,
+            destination=action.destination.name,
+        )
+        self.server.evict(action)
+
+    def finished(self, action: Finished) -> None:
+        generation = self.server.generation
+        if generation.owns(action.request_id):
+            generation.on_finished(action)
+        else:
+            super().finished(action)
+        observer = self.server.observer
+        if observer is not None:
+            observer.finished(action)
+
+
 class WorkerServer:
     """Runs requests with the catalog's engines and reports to the coordinator until stopped."""
 
@@ -170,7 +216,7 @@ class WorkerServer:
         classes = engines_for(catalog.values())  # raises UnknownEngine, naming the model
         checkpointed = {name for name, cls in classes.items() if cls.needs_checkpoint}
         self.store = ModelStore(model_cache_dir or DEFAULT_CACHE_DIR) if checkpointed else None
-        self.state = WorkerState(
+        state = WorkerState(
             worker_id,
             resources,
             catalog,
@@ -180,14 +226,18 @@ class WorkerServer:
         )
         # By engine name: one engine for each engine the catalog names.
         self.engines = build_engines(classes, EngineContext(catalog, cost, self.store))
-        self.datagram_timers = SimEngine(catalog, cost)  # datagram requests: cost-model timers
         self._engine_calls: set[asyncio.Task[None]] = set()  # loads and evictions under way
-        self.generation = HttpRequests(self.state, catalog, self.engines, self._carry_out)
+        self.driver = AsyncioDriver(self.log_notices)
+        # Datagram requests run as the sim engine's cost-model timers.
+        self.hosting = ServedWorker(self, state, SimEngine(catalog, cost))
+        self.generation = HttpRequests(state, catalog, self.engines, self.hosting.carry_out)
         self.endpoint: Endpoint | None = None
-        self._reporter: asyncio.Task[None] | None = None
-        self._requesters: dict[str, Address] = {}
-        self._keep_alive: asyncio.TimerHandle | None = None
+        self._resolver: asyncio.Task[None] | None = None
         self._unresolved_logged_at = -UNRESOLVED_LOG_PERIOD_S
+
+    @property
+    def state(self) -> WorkerState:
+        return self.hosting.state
 
     @property
     def address(self) -> Address:
@@ -210,8 +260,21 @@ class WorkerServer:
         spec = self.catalog.get(model)
         return None if spec is None else self.engines[spec.engine]
 
-    async def start(self) -> None:
+    def log_notices(self, notices: Sequence[Notice], sender: Address | None = None) -> None:
+        """A worker's host notices nothing; a node's does (`sllm.runtime.node`)."""
+
+    async def _bind(self) -> None:
+        """Bind the socket and bring the host up on it."""
         self.endpoint = await Endpoint.bind(self.codec, self.host, self.port, self._on_message)
+        self.driver.endpoint = self.endpoint
+        hosting = self.hosting
+        hosting.come_up()
+        hosting.advertise_host = self.advertise_host
+        hosting.port = self.endpoint.address[1]
+        hosting.wall_offset = time.time() - time.monotonic()
+
+    async def start(self) -> None:
+        await self._bind()
         hosts = http_hosts(
             self.host, signed=self.codec.secret is not None, reached_at=await self._reached_at()
         )
@@ -221,6 +284,9 @@ class WorkerServer:
             self.http = await start_worker_http(
                 self, hosts[0], self.http_port, hosts[1:], limits=self.http_limits
             )
+            if self.http is not None:
+                self.hosting.http_port = self.http.port
+        assert self.endpoint is not None
         host, port = self.endpoint.address
         log_event(
             log,
@@ -232,7 +298,9 @@ class WorkerServer:
             port=port,
             coordinator=f"{self.coordinator[0]}:{self.coordinator[1]}",
         )
-        self._reporter = asyncio.create_task(self._report_forever())
+        self.hosting.report_to = await self._resolve_coordinator()
+        self.hosting.start_reports(0.0)
+        self._resolver = asyncio.create_task(self._resolve_forever())
         for name, engine in self.engines.items():
             if engine.execution is Execution.THREAD:
                 # torch and transformers take seconds of CPU to import: do it now, off the
@@ -243,15 +311,16 @@ class WorkerServer:
                 ).start()
 
     async def stop(self) -> None:
-        if self._reporter is not None:
-            self._reporter.cancel()
-            await asyncio.gather(self._reporter, return_exceptions=True)
-        if self._keep_alive is not None:
-            self._keep_alive.cancel()
+        if self._resolver is not None:
+            self._resolver.cancel()
+            await asyncio.gather(self._resolver, return_exceptions=True)
         for call in list(self._engine_calls):
             call.cancel()  # a load sleeping its simulated time; a thread runs on to its end
         self.state.ready = False
-        await self._send_report()  # tell the coordinator at once that we are going
+        if self._resolver is not None:  # tell the coordinator at once that we are going
+            self.hosting.report_to = await self._resolve_coordinator() or self.hosting.report_to
+            self.hosting.send_report()
+        self.hosting.kill()  # its timers go stale
         if self.endpoint is not None:
             self.endpoint.close()
         if self.http is not None:
@@ -259,23 +328,14 @@ class WorkerServer:
 
     # -- reports -----------------------------------------------------------------------
 
-    async def _report_forever(self) -> None:
+    async def _resolve_forever(self) -> None:
+        """Point the host's reports at the coordinator's address, resolved again every
+        report interval."""
         while True:
-            await self._send_report()
             await asyncio.sleep(self.report_interval)
-
-    async def _send_report(self) -> None:
-        if self.endpoint is None:
-            return
-        target = await self._resolve_coordinator()
-        if target is None:
-            return
-        _, port = self.endpoint.address
-        http_port = self.http.port if self.http is not None else 0
-        report = self.state.report(
-            time.monotonic(), self.advertise_host, port, http_port, timestamp=time.time()
-        )
-        self.endpoint.send(report, target)
+            target = await self._resolve_coordinator()
+            if target is not None:
+                self.hosting.report_to = target
 
     async def _reached_at(self) -> str:
         """The address the coordinator reaches this worker on: the source address of its
@@ -333,43 +393,7 @@ class WorkerServer:
             if self.endpoint is not None:
                 self.endpoint.send(refusal, sender)
             return
-        self._requesters[message.request_id] = sender
-        self._carry_out(self.state.submit(message, time.monotonic()))
-
-    def _carry_out(self, actions: list[Action]) -> None:
-        loop = asyncio.get_running_loop()
-        for action in actions:
-            if isinstance(action, Finished):
-                if self.generation.owns(action.request_id):
-                    self.generation.on_finished(action)
-                else:
-                    self._send_result(action)
-                if self.observer is not None:
-                    self.observer.finished(action)
-                continue
-            if isinstance(action, StartRequest):
-                if self.generation.owns(action.request_id):
-                    self.generation.on_start(action)  # the HTTP stream drives it from here
-                    continue
-                self._send_started(action.request_id)
-            if isinstance(action, StartLoad):
-                self._loads[action.model] = (time.monotonic(), action.source)
-                self._load(action)
-                continue
-            if isinstance(action, Evict):
-                log_event(
-                    log,
-                    logging.INFO,
-                    "model_evicted",
-                    model=action.model,
-                    source=action.source.name,
-                    destination=action.destination.name,
-                )
-                self._evict(action)
-                continue
-            for timer in self.datagram_timers.timers(action):
-                loop.call_later(timer.delay_s, self._fire, timer)
-        self._schedule_keep_alive()
+        self.hosting.submit(message, sender)
 
     def _call_engine(
         self,
@@ -387,22 +411,25 @@ class WorkerServer:
 
         task.add_done_callback(finished)
 
-    def _load(self, action: StartLoad) -> None:
+    def load(self, action: StartLoad) -> None:
+        """Run a load with the model's engine; time it for the metrics."""
         engine = self._engine_of(action.model)
         assert engine is not None  # the state machine loads only catalog models
+        self._loads[action.model] = (time.monotonic(), action.source)
 
         def done(error: BaseException | None) -> None:
             now = time.monotonic()
             if error is None:
-                self._carry_out(self._loaded(action.model, now))
+                self.hosting.carry_out(self._loaded(action.model, now))
                 return
             self._loads.pop(action.model, None)
             log_event(log, logging.ERROR, "model_load_failed", model=action.model, error=str(error))
-            self._carry_out(self.state.load_failed(action.model, now, str(error)[:100]))
+            self.hosting.carry_out(self.state.load_failed(action.model, now, str(error)[:100]))
 
         self._call_engine(engine.load(action.model, action.source), done)
 
-    def _evict(self, action: Evict) -> None:
+    def evict(self, action: Evict) -> None:
+        """Run an eviction with the model's engine."""
         engine = self._engine_of(action.model)
         assert engine is not None
 
@@ -420,36 +447,3 @@ class WorkerServer:
         if started is not None and self.observer is not None:
             self.observer.model_loaded(model, started[1], now - started[0])
         return self.state.load_done(model, now)
-
-    def _fire(self, timer: Timer) -> None:
-        """A datagram request's timer is due (loads are the engines', not timers)."""
-        self._carry_out(fire(self.state, timer, time.monotonic()))
-
-    def _schedule_keep_alive(self) -> None:
-        deadline = self.state.next_deadline()
-        if self._keep_alive is not None:
-            self._keep_alive.cancel()
-            self._keep_alive = None
-        if deadline is not None:
-            delay = max(0.0, deadline - time.monotonic())
-            self._keep_alive = asyncio.get_running_loop().call_later(delay, self._expire_idle)
-
-    def _expire_idle(self) -> None:
-        self._keep_alive = None
-        self._carry_out(self.state.tick(time.monotonic()))
-
-    def _send_started(self, request_id: str) -> None:
-        """Tell the requester its request runs: if this worker dies now, it must not be
-        placed again (`sllm.core.outstanding`)."""
-        requester = self._requesters.get(request_id)
-        if requester is None or self.endpoint is None:
-            return
-        self.endpoint.send(
-            InferenceStarted(request_id=request_id, worker_id=self.state.worker_id), requester
-        )
-
-    def _send_result(self, finished: Finished) -> None:
-        requester = self._requesters.pop(finished.request_id, None)
-        if requester is None or self.endpoint is None:
-            return
-        self.endpoint.send(result_message(self.state.worker_id, finished), requester)

@@ -2,16 +2,18 @@
 
 Why it exists: the guide's questions (does a global view beat stale views, who recovers
 faster, who spreads load more evenly) need thousands of workers, hours of traffic and
-repeatable faults, which no laptop runs live. The simulator hosts the very objects the
-live runtime hosts (`Coordinator`, `WorkerState`, the placement policies, the sim engine's
-timers) on a discrete-event heap, and replaces only what is physical: the clock
-(`kernel`), the UDP network (`network`) and the crashes (`faults`).
+repeatable faults, which no laptop runs live. The simulator runs the very hosts the live
+runtime runs (`sllm.hosts`: the coordinator, worker and node hosts and the request
+client, around the core's objects) on a discrete-event heap, and replaces only what is
+physical: the clock (`kernel`), the UDP network (`network`) and the crashes (`faults`).
 
 - `kernel`: a heap of ``(time, sequence, callback, argument)``, plus a FIFO lane for the
   periodic worker reports; ties run in the order they were scheduled, so one seed gives
   one history.
 - `network`: named nodes exchanging message objects with seeded latency, loss,
   duplication, reordering and partitions; bytes are the real codec's encoded sizes.
+- `hosts`: the kernel driver (the hosts' clock, timers and network) and the simulated
+  processes (a host at a network name, up while it lives), and the client;
 - `cluster`: what every architecture shares (kernel, network, a client that does what the
   live load generator does, faults, the report) and the centralized cluster (one
   coordinator, N workers).

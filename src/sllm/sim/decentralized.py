@@ -3,20 +3,19 @@
 Why it exists: to run the deployment guide's decentralized architecture (no coordinator;
 every node is a worker, a SWIM/Lifeguard gossip member and a scheduler over its own view)
 at any size, with faults, next to the centralized one, and get the same report. Nothing
-that decides is re-implemented: each node is a `sllm.core.node.Node`, hosted like
-`sllm.runtime.node.NodeServer` hosts it:
+that decides or hosts is re-implemented: each node is a `sllm.core.node.Node` in the node
+host the live `sllm.runtime.node.NodeServer` runs (`sllm.hosts.node.NodeHost`), here on
+the kernel driver (`sllm.sim.hosts.SimulatedNode`):
 
 - every datagram but an ``inference_request`` goes to ``Node.handle(message, sender,
   now)`` and the `Send`s it returns go out on the simulated network; one timer per node
-  is kept at ``Node.next_deadline()`` and calls ``tick(now)`` (moved earlier when a new
-  deadline is earlier, as the live runtime's `_arm` does);
-- an ``inference_request`` goes to the node's worker (`node.worker`, a `WorkerState`
-  built with `prestaged(...)`), whose actions become `SimEngine` timers with keep-alive at
-  its ``next_deadline()``: the centralized simulator's `WorkerHost`, which `NodeHost`
-  extends, minus the reports to a coordinator (the node gossips its own);
-- the client is the centralized simulator's `Client`; it sends each ScheduleRequest to a
-  random live node (what `decentralized_simulation.py` does live) and the InferenceRequest
-  to the node the decision names. Samples come from a random live node's view.
+  is kept at ``Node.next_deadline()`` and calls ``tick(now)``;
+- an ``inference_request`` goes to the node's worker, the centralized simulator's
+  `sllm.hosts.worker.WorkerHost` around the node's `WorkerState`, minus the reports to a
+  coordinator (the node gossips its own);
+- the client is the centralized simulator's; it sends each ScheduleRequest to a random
+  live node (what `decentralized_simulation.py` does live) and the InferenceRequest to
+  the node the decision names. Samples come from a random live node's view.
 
 Addresses: a node's id is `worker_name(i)` (the same names the fault flags use) and its
 gossip address is ``(id, GOSSIP_PORT)``; the simulated network routes by the host part.
@@ -46,18 +45,11 @@ from typing import Any
 
 from sllm.core.coordinator import Notice
 from sllm.core.measures import Placements
-from sllm.core.membership import MEMBER_EVENTS, Address, GossipConfig, Send
-from sllm.core.node import Node, NodeConfig
-from sllm.sim.cluster import (
-    ClusterConfig,
-    SimulatedCluster,
-    WorkerHost,
-    child_rng,
-    worker_name,
-)
-from sllm.wire import InferenceRequest, Message
+from sllm.core.membership import MEMBER_EVENTS, GossipConfig
+from sllm.core.node import NodeConfig
+from sllm.sim.cluster import ClusterConfig, SimulatedCluster, child_rng, worker_name
+from sllm.sim.hosts import GOSSIP_PORT, SimulatedNode
 
-GOSSIP_PORT = 7946  # memberlist's port; every simulated node listens on it
 # How many of the first nodes are every node's seeds (a StatefulSet's first pods): one
 # would do while it lives; three let a restarted node rejoin while one of them is down.
 SEED_NODES = 3
@@ -71,96 +63,6 @@ def node_config_for(config: ClusterConfig) -> NodeConfig:
     return NodeConfig(policy=config.policy, report_interval_s=config.report_interval_s)
 
 
-class NodeHost(WorkerHost):
-    """A core `Node` at a simulated address: its timer, its worker's engine timers."""
-
-    cluster: DecentralizedCluster
-
-    def __init__(self, cluster: DecentralizedCluster, name: str, seeds: Sequence[Address]) -> None:
-        super().__init__(cluster, name)
-        self.address: Address = (name, GOSSIP_PORT)
-        self.seeds = [seed for seed in seeds if seed != self.address]
-        self.node: Node | None = None
-        self.starts = 0
-        self._timer_at: float | None = None
-
-    def boot(self, peers: Sequence[tuple[str, Address]] = (), fresh: bool = True) -> None:
-        """Start a node process; with `peers` it knows them as alive (a warm cluster)."""
-        self.come_up(fresh)
-        self.starts += 1
-        self._timer_at = None
-        cluster = self.cluster
-        config = cluster.config
-        now = self.kernel.now
-        node = Node(
-            self.name,
-            self.address,
-            cluster.catalog,
-            config.cost,
-            child_rng(config.seed, f"node/{self.name}/{self.starts}"),
-            now,
-            cluster.node_config,
-            seeds=self.seeds,
-            worker=self.state,
-        )
-        if peers:
-            node.membership.bootstrap(peers, now)
-        self.node = node
-        self._arm()
-
-    def start(self, first_report_in: float, fresh: bool) -> None:
-        """A node sends no reports to a coordinator: starting it is `boot` (a restarted
-        one joins through its seeds)."""
-        self.boot(fresh=fresh)
-
-    def kill(self) -> None:
-        super().kill()
-        self.node = None
-        self._timer_at = None
-
-    def receive(self, message: Message, source: str) -> None:
-        if type(message) is InferenceRequest:
-            super().receive(message, source)  # the worker runs it
-            return
-        node = self.node
-        if node is None:
-            return
-        self._send(node.handle(message, (source, GOSSIP_PORT), self.kernel.now))
-        self._after(node)
-
-    def _tick(self, due: tuple[int, float]) -> None:
-        epoch, at = due
-        node = self.node
-        if epoch != self.epoch or at != self._timer_at or node is None:
-            return  # superseded by an earlier deadline, or a crashed process's timer
-        self._timer_at = None
-        self._send(node.tick(self.kernel.now))
-        self._after(node)
-
-    def _after(self, node: Node) -> None:
-        notices = node.take_notices()
-        if notices:
-            self.cluster.notice(notices)
-        self._arm()
-
-    def _arm(self) -> None:
-        """Keep one timer at the node's next deadline, moving it earlier when needed."""
-        node = self.node
-        if node is None:
-            return
-        deadline = node.next_deadline()
-        if deadline is None or (self._timer_at is not None and self._timer_at <= deadline):
-            return
-        self._timer_at = deadline
-        self.kernel.at(deadline, self._tick, (self.epoch, deadline))
-
-    def _send(self, sends: list[Send]) -> None:
-        send = self.network.send
-        name = self.name
-        for item in sends:
-            send(name, item.to[0], item.message)
-
-
 class DecentralizedCluster(SimulatedCluster):
     """N nodes (worker + gossip + scheduler each) and a client on one kernel and network."""
 
@@ -172,7 +74,7 @@ class DecentralizedCluster(SimulatedCluster):
         self.t0 = max(config.report_interval_s, WARMUP_S)
         names = [worker_name(i) for i in range(config.workers)]
         self.seed_addresses = [(name, GOSSIP_PORT) for name in names[:SEED_NODES]]
-        self.nodes = [NodeHost(self, name, self.seed_addresses) for name in names]
+        self.nodes = [SimulatedNode(self, name, self.seed_addresses) for name in names]
         self.workers = list(self.nodes)
         self.by_name = {node.name: node for node in self.nodes}
         self._client_rng = child_rng(config.seed, "client")
@@ -195,7 +97,7 @@ class DecentralizedCluster(SimulatedCluster):
         live = self.live_workers()
         return self._client_rng.choice(live or [node.name for node in self.nodes])
 
-    def notice(self, notices: list[Notice]) -> None:
+    def notice(self, notices: Sequence[Notice]) -> None:
         now = self.now
         for notice in notices:
             if notice.event in MEMBER_EVENTS:  # counted in the report

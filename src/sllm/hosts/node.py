@@ -1,0 +1,108 @@
+"""The node host: a decentralized `sllm.core.node.Node` and its worker, once for both drivers.
+
+Why it exists: the live node (`sllm.runtime.node.NodeServer`) and the simulator's nodes
+(`sllm.sim.decentralized.DecentralizedCluster`) host the core node the same way:
+
+- an ``inference_request`` goes to the node's worker (`worker`, a
+  `sllm.hosts.worker.WorkerHost` around the same `WorkerState` the node reports by gossip);
+- every other datagram goes to ``Node.handle(message, sender, now)``, and the `Send`s it
+  returns go out through the driver; so do those of ``tick(now)``;
+- ONE timer is kept at ``Node.next_deadline()``, moved earlier when a new deadline is
+  earlier; a timer superseded that way, or left by a killed process (its epoch), is a
+  no-op;
+- what the node noticed goes to the driver's `notify`.
+
+The core speaks in ``(host, port)`` addresses. A driver whose addresses are something else
+(the simulator's node names) passes `address_of` and `destination_of` to translate.
+
+Not handled yet: a node without a worker (a scheduler-only member).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Generic
+
+from sllm.core.membership import Address, Send
+from sllm.core.node import Node
+from sllm.hosts.driver import A, Driver
+from sllm.hosts.worker import WorkerHost
+from sllm.wire import InferenceRequest, Message
+
+
+class NodeHost(Generic[A]):
+    """One node process: its core `Node`, its worker and its one timer."""
+
+    def __init__(
+        self,
+        driver: Driver[A],
+        worker: WorkerHost[A],
+        *,
+        address_of: Callable[[A], Address],
+        destination_of: Callable[[Address], A],
+    ) -> None:
+        self.driver = driver
+        self.worker = worker
+        self.address_of = address_of
+        self.destination_of = destination_of
+        self.node: Node | None = None
+        self.epoch = 0
+        self._timer_at: float | None = None
+
+    def serve(self, node: Node) -> None:
+        """Run `node` (built around ``worker.state``) from now on."""
+        self.epoch += 1
+        self.node = node
+        self._timer_at = None
+        self.arm()
+
+    def kill(self) -> None:
+        """Stop the process: the node and its worker go, their timers become stale."""
+        self.epoch += 1
+        self.node = None
+        self._timer_at = None
+        self.worker.kill()
+
+    def receive(self, message: Message, sender: A) -> None:
+        if type(message) is InferenceRequest:
+            if self.worker.up:
+                self.worker.submit(message, sender)
+            return
+        node = self.node
+        if node is None:
+            return
+        self.send(node.handle(message, self.address_of(sender), self.driver.now()))
+        self.after(node, sender)
+
+    def send(self, sends: list[Send]) -> None:
+        driver_send = self.driver.send
+        destination_of = self.destination_of
+        for item in sends:
+            driver_send(destination_of(item.to), item.message)
+
+    def after(self, node: Node, sender: A | None) -> None:
+        """Pass on what the node noticed, and keep its timer at its next deadline."""
+        notices = node.take_notices()
+        if notices:
+            self.driver.notify(notices, sender)
+        self.arm()
+
+    def arm(self) -> None:
+        """Keep one timer at the node's next deadline, moving it earlier when needed."""
+        node = self.node
+        if node is None:
+            return
+        deadline = node.next_deadline()
+        if deadline is None or (self._timer_at is not None and self._timer_at <= deadline):
+            return
+        self._timer_at = deadline
+        self.driver.call_at(deadline, self._tick, (self.epoch, deadline))
+
+    def _tick(self, due: tuple[int, float]) -> None:
+        epoch, at = due
+        node = self.node
+        if epoch != self.epoch or at != self._timer_at or node is None:
+            return  # superseded by an earlier deadline, or a crashed process's timer
+        self._timer_at = None
+        self.send(node.tick(self.driver.now()))
+        self.after(node, None)
