@@ -218,3 +218,24 @@ def test_the_external_metrics_hpa_alternative() -> None:
     names = [rule["name"]["as"] for rule in adapter["rules"]["external"]]
     assert names == ["sllm_waiting_requests"]
     assert not find(docs, "ScaledObject")
+
+
+@pytest.mark.parametrize(
+    ("path", "autoscaling"),
+    [
+        ("keda-scaledobject.yaml", {"mode": "keda", "minReplicas": 0, "maxReplicas": 8}),
+        ("hpa-external.yaml", {"mode": "external", "minReplicas": 1, "maxReplicas": 8}),
+    ],
+)
+def test_the_gpu_overlays_autoscalers_are_the_charts(
+    path: str, autoscaling: dict[str, Any]
+) -> None:
+    """One autoscaler in two forms: the overlay's file is what the chart renders."""
+    [shipped] = yaml.safe_load_all((ROOT / "k8s/overlays/gpu/autoscaling" / path).read_text())
+    [rendered] = [
+        doc
+        for doc in render({**GPU_VALUES, "autoscaling": autoscaling})
+        if doc["kind"] == shipped["kind"]
+    ]
+    assert shipped["spec"] == rendered["spec"]
+    assert shipped["metadata"]["name"] == rendered["metadata"]["name"]
