@@ -351,9 +351,12 @@ def test_a_hostname_outside_the_id_characters_still_makes_a_valid_worker_id(
     assert default_worker_id("kubernetes") == "Johns-MacBook-Pro"
 
 
-def test_the_model_cache_limit_sizes_the_workers_disk_tier(monkeypatch: pytest.MonkeyPatch) -> None:
-    """MODEL_CACHE_GB is what a worker's state machine evicts against, so a cache on a
-    volume of a known size can be kept below it (the Kubernetes GPU worker does)."""
+def test_the_model_cache_limits_size_the_workers_disk_and_host_tiers(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """MODEL_CACHE_GB and MODEL_HOST_GB are what a worker's state machine evicts against,
+    so a cache volume and a memory limit of known sizes can be respected (the Kubernetes
+    GPU worker sets both)."""
     from sllm import cli
     from sllm.core.worker import GB, WorkerResources
 
@@ -377,5 +380,9 @@ def test_the_model_cache_limit_sizes_the_workers_disk_tier(monkeypatch: pytest.M
         if name in config_module.ENVIRONMENT_VARIABLES:
             monkeypatch.delenv(name)
     monkeypatch.setenv("MODEL_CACHE_GB", "450")
+    monkeypatch.setenv("MODEL_HOST_GB", "32")
     assert cli.main(["worker", "--port", "0"]) == 0
-    assert [resources.disk_bytes for resources in built] == [450 * GB]
+    assert [(r.disk_bytes, r.host_bytes) for r in built] == [(450 * GB, 32 * GB)]
+    assert Settings.from_env({}).model_host_gb == WorkerResources().host_bytes // GB
+    [problem] = problems_of({"MODEL_HOST_GB": "0"})
+    assert problem.startswith("MODEL_HOST_GB='0': ")

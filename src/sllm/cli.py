@@ -242,6 +242,7 @@ def run_worker(args: argparse.Namespace) -> int:
         queue_capacity=settings.queue_capacity,
         keep_alive_s=settings.keep_alive,
         disk_bytes=settings.model_cache_gb * GB,
+        host_bytes=settings.model_host_gb * GB,
     )
     server = WorkerServer(
         worker_id=settings.get_worker_id(),
@@ -371,6 +372,7 @@ def run_node(args: argparse.Namespace) -> int:
         queue_capacity=settings.queue_capacity,
         keep_alive_s=settings.keep_alive,
         disk_bytes=settings.model_cache_gb * GB,
+        host_bytes=settings.model_host_gb * GB,
     )
     server = NodeServer(
         node_id=settings.get_worker_id(),

@@ -41,6 +41,8 @@ TOOL_TIMEOUT_S = 60
 # The share of the cache volume MODEL_CACHE_GB may take: a checkpoint file downloads
 # under a temporary name beside the cache before it counts, and the filesystem keeps some.
 CACHE_VOLUME_SHARE = Decimal("0.9")
+# The share of the memory limit the host tier and /dev/shm may take together.
+HOST_MEMORY_SHARE = Decimal("0.6")
 # One GPU's engine needs at least this much shared memory (vLLM's request queues).
 SHM_MIN_BYTES = 2**30
 
@@ -119,8 +121,12 @@ def test_each_gpu_worker_asks_for_a_gpu_a_cache_volume_and_shared_memory(
     shm = volumes[mounts["/dev/shm"]]["emptyDir"]
     assert shm["medium"] == "Memory"
     assert quantity(shm["sizeLimit"]) >= SHM_MIN_BYTES
-    # Memory-backed volumes count against the limit: leave most of it to the engine.
-    assert quantity(shm["sizeLimit"]) * 4 <= quantity(resources["limits"]["memory"])
+    # Memory-backed volumes count against the limit, and so do models put to sleep (the
+    # host tier): together within a share of it, the rest for the engine's processes.
+    memory = quantity(resources["limits"]["memory"])
+    assert quantity(shm["sizeLimit"]) * 4 <= memory
+    host_tier = int(env["MODEL_HOST_GB"]) * GB
+    assert host_tier + quantity(shm["sizeLimit"]) <= memory * HOST_MEMORY_SHARE
 
     catalog = volumes[mounts[str(Path(env["MODEL_CATALOG"]).parent)]]
     assert catalog["configMap"]["name"] == "sllm-catalog"

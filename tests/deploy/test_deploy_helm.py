@@ -71,6 +71,8 @@ STRUCTURAL_SETTINGS = {
 # The share of the cache volume MODEL_CACHE_GB may take (as for the GPU overlay).
 CACHE_VOLUME_SHARE = Decimal("0.9")
 METRICS_SOURCE = (ROOT / "src/sllm/runtime/metrics.py").read_text()
+# The share of a GPU worker's memory limit the host tier and /dev/shm may take together.
+HOST_MEMORY_SHARE = Decimal("0.6")
 # Helm lint's severities: 1 INFO ("icon is recommended"), 2 WARNING, 3 ERROR.
 LINT_INFO = 1
 
@@ -239,3 +241,33 @@ def test_the_gpu_overlays_autoscalers_are_the_charts(
     ]
     assert shipped["spec"] == rendered["spec"]
     assert shipped["metadata"]["name"] == rendered["metadata"]["name"]
+
+
+def test_a_file_setting_needs_a_volume_the_chart_mounts() -> None:
+    path = "/etc/sllm/cost-model/cost-model.json"
+    bare = render({"config": {"COST_MODEL": path}})
+    assert any(f"COST_MODEL={path} is on no volume" in p for p in environment_problems(bare, "x"))
+    mounted = render(
+        {
+            "config": {"COST_MODEL": path},
+            "extraVolumes": [{"name": "cost-model", "configMap": {"name": "sllm-cost-model"}}],
+            "extraVolumeMounts": [
+                {"name": "cost-model", "mountPath": "/etc/sllm/cost-model", "readOnly": True}
+            ],
+        }
+    )
+    assert environment_problems(mounted, "chart") == []
+
+
+@pytest.mark.parametrize("variant", ["centralized-gpu", "decentralized-gpu"])
+def test_the_gpu_host_tier_fits_the_memory_limit(variant: str) -> None:
+    """Models put to sleep hold their weights in host memory, as does /dev/shm: both within
+    the limit, with room left for the engine's own processes."""
+    docs = render(VARIANTS[variant])
+    [worker] = find(docs, "StatefulSet")
+    spec = pod_spec(worker)
+    [container] = spec["containers"]
+    env = environment(docs, worker, container)
+    shm = next(v for v in spec["volumes"] if v["name"] == "dshm")["emptyDir"]["sizeLimit"]
+    limit = quantity(container["resources"]["limits"]["memory"])
+    assert int(env["MODEL_HOST_GB"]) * GB + quantity(shm) <= limit * HOST_MEMORY_SHARE
