@@ -349,3 +349,40 @@ def test_a_hostname_outside_the_id_characters_still_makes_a_valid_worker_id(
     monkeypatch.setattr(socket, "gethostname", lambda: "Johns MacBook Pro")
     assert default_worker_id("local") == f"worker-Johns-MacBook-Pro-{os.getpid()}"
     assert default_worker_id("kubernetes") == "Johns-MacBook-Pro"
+
+
+def test_the_model_cache_limits_size_the_workers_disk_and_host_tiers(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """MODEL_CACHE_GB and MODEL_HOST_GB are what a worker's state machine evicts against,
+    so a cache volume and a memory limit of known sizes can be respected (the Kubernetes
+    GPU worker sets both)."""
+    from sllm import cli
+    from sllm.core.worker import GB, WorkerResources
+
+    assert Settings.from_env({}).model_cache_gb == WorkerResources().disk_bytes // GB
+    assert Settings.from_env({"MODEL_CACHE_GB": "450"}).model_cache_gb == 450
+    for bad in ("0", "1.5", "lots"):
+        [problem] = problems_of({"MODEL_CACHE_GB": bad})
+        assert problem.startswith(f"MODEL_CACHE_GB={bad!r}: ")
+
+    built: list[WorkerResources] = []
+
+    def server(**arguments: object) -> object:
+        resources = arguments["resources"]
+        assert isinstance(resources, WorkerResources)
+        built.append(resources)
+        return object()
+
+    monkeypatch.setattr(cli, "WorkerServer", server)
+    monkeypatch.setattr(cli, "run_service", lambda _server: 0)
+    for name in list(os.environ):
+        if name in config_module.ENVIRONMENT_VARIABLES:
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("MODEL_CACHE_GB", "450")
+    monkeypatch.setenv("MODEL_HOST_GB", "32")
+    assert cli.main(["worker", "--port", "0"]) == 0
+    assert [(r.disk_bytes, r.host_bytes) for r in built] == [(450 * GB, 32 * GB)]
+    assert Settings.from_env({}).model_host_gb == WorkerResources().host_bytes // GB
+    [problem] = problems_of({"MODEL_HOST_GB": "0"})
+    assert problem.startswith("MODEL_HOST_GB='0': ")

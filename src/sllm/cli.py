@@ -25,7 +25,7 @@ from sllm.core.membership import GossipConfig
 from sllm.core.node import NodeConfig, ProbingConfig
 from sllm.core.placement import policy_names
 from sllm.core.tiers import Tier
-from sllm.core.worker import WorkerResources
+from sllm.core.worker import GB, WorkerResources
 from sllm.engines.registry import REGISTERED
 from sllm.experiments import suite as experiment_suite
 from sllm.logs import configure_logging
@@ -241,6 +241,8 @@ def run_worker(args: argparse.Namespace) -> int:
         slots=settings.worker_slots,
         queue_capacity=settings.queue_capacity,
         keep_alive_s=settings.keep_alive,
+        disk_bytes=settings.model_cache_gb * GB,
+        host_bytes=settings.model_host_gb * GB,
     )
     server = WorkerServer(
         worker_id=settings.get_worker_id(),
@@ -369,6 +371,8 @@ def run_node(args: argparse.Namespace) -> int:
         slots=settings.worker_slots,
         queue_capacity=settings.queue_capacity,
         keep_alive_s=settings.keep_alive,
+        disk_bytes=settings.model_cache_gb * GB,
+        host_bytes=settings.model_host_gb * GB,
     )
     server = NodeServer(
         node_id=settings.get_worker_id(),

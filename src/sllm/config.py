@@ -43,6 +43,13 @@ API_KEYS           none                         ``team-a-key-1,team-b-key-2`` (8
 MODEL_CATALOG      none                         catalog file (JSON or TOML, see `sllm.catalog`);
                                                 unset: the default simulated catalog
 MODEL_CACHE_DIR    ``~/.cache/sllm/models``     a worker's local disk tier of checkpoints
+MODEL_CACHE_GB     ``2000``                     gigabytes (10^9 bytes) of checkpoints that tier
+                                                holds before the least recently used go, >= 1;
+                                                set it below the volume's size (a download in
+                                                flight needs room beside the cache)
+MODEL_HOST_GB      ``512``                      gigabytes of host memory for checkpoints (the
+                                                host tier: models put to sleep, the checkpoint
+                                                pool), >= 1; set it within the memory limit
 COST_MODEL         none                         JSON file of `CostModel` fields to override
                                                 (``{"decode_overhead_s": 0.05}``); unset: the
                                                 calibrated defaults
@@ -117,6 +124,7 @@ from sllm.core.admission import (
     NEW_IDENTITY_RATE_DEFAULT,
 )
 from sllm.core.placement import policy_names as placement_policy_names
+from sllm.core.worker import GB, WorkerResources
 from sllm.logs import FORMATS as LOG_FORMATS
 from sllm.logs import LEVELS as LOG_LEVELS
 from sllm.wire.messages import ID_CHARACTERS, ID_PATTERN
@@ -296,6 +304,11 @@ HTTP_KEEP_ALIVE_S = 5
 
 # A node contacts every seed while it knows no peer; a few per zone is plenty.
 SEED_NODES_MAX = 64
+# The disk tier's default capacity is the worker model's own (2 TB of NVMe, a typical
+# inference host), so a worker without MODEL_CACHE_GB behaves as the simulator assumes.
+MODEL_CACHE_GB_DEFAULT = WorkerResources().disk_bytes // GB
+# Likewise the host tier (512 GB, a typical inference host's memory).
+MODEL_HOST_GB_DEFAULT = WorkerResources().host_bytes // GB
 
 
 def _seed_nodes(raw: object) -> tuple[tuple[str, int], ...]:
@@ -387,6 +400,8 @@ _VARIABLES: tuple[_Variable, ...] = (
     _Variable("api_keys", "API_KEYS", _api_keys, secret=True),
     _Variable("model_catalog", "MODEL_CATALOG", _optional_path),
     _Variable("model_cache_dir", "MODEL_CACHE_DIR", _optional_path),
+    _Variable("model_cache_gb", "MODEL_CACHE_GB", _integer(1)),
+    _Variable("model_host_gb", "MODEL_HOST_GB", _integer(1)),
     _Variable("cost_model", "COST_MODEL", _optional_path),
     _Variable("http_header_timeout", "HTTP_HEADER_TIMEOUT", _seconds(allow_zero=False)),
     _Variable("http_body_timeout", "HTTP_BODY_TIMEOUT", _seconds(allow_zero=False)),
@@ -499,6 +514,8 @@ class Settings:
     api_keys: frozenset[str] = field(default=frozenset(), repr=False)
     model_catalog: str | None = None
     model_cache_dir: str | None = None
+    model_cache_gb: int = MODEL_CACHE_GB_DEFAULT
+    model_host_gb: int = MODEL_HOST_GB_DEFAULT
     cost_model: str | None = None
     http_header_timeout: float = HTTP_HEADER_TIMEOUT_S
     http_body_timeout: float = HTTP_BODY_TIMEOUT_S

@@ -1,7 +1,10 @@
 """Deployment files read the way a container engine reads them, for the deployment checks.
 
-- `parse_dockerfile`: a Dockerfile's base image, user, ENV, ENTRYPOINT/CMD, HEALTHCHECK,
-  COPY sources and EXPOSE (exec forms and ``key=value`` ENV, which is what ours use).
+- `parse_dockerfile`: a Dockerfile's final stage, the image that runs: its base image
+  (``${ARG}`` resolved from the ARGs before the first FROM), user, ENV, ENTRYPOINT/CMD,
+  HEALTHCHECK, COPY sources from the build context and EXPOSE (exec forms and
+  ``key=value`` ENV, which is what ours use); every stage's base, and the COPY sources of
+  every stage, since any stage reads the build context.
 - `compose_services`: each service of ``docker-compose.yml`` with the command its
   container runs (the image's ENTRYPOINT, then ``command:`` or the image's CMD) and the
   environment it sees (the image's ENV overlaid by ``environment:``, with ``${VAR:-x}``
@@ -45,6 +48,8 @@ class Dockerfile:
     copies: list[list[str]] = field(default_factory=list)  # sources of each COPY
     runs: list[str] = field(default_factory=list)  # RUN commands (shell form)
     expose: list[str] = field(default_factory=list)
+    stages: list[str] = field(default_factory=list)  # each stage's base image, in order
+    arguments: dict[str, str] = field(default_factory=dict)  # ARGs before the first FROM
 
 
 def _instructions(text: str) -> list[tuple[str, str]]:
@@ -78,8 +83,17 @@ def _exec_form(arguments: str) -> list[str]:
 def parse_dockerfile(path: Path) -> Dockerfile:
     parsed = Dockerfile(path)
     for instruction, arguments in _instructions(path.read_text()):
-        if instruction == "FROM":
-            parsed.base = arguments.split()[0]
+        if instruction == "ARG" and not parsed.stages:
+            name, _, default = arguments.partition("=")
+            parsed.arguments[name] = default
+        elif instruction == "FROM":
+            base = re.sub(
+                r"\$\{(\w+)\}", lambda m: parsed.arguments[m.group(1)], arguments.split()[0]
+            )
+            # A new stage: what the image runs is the last one's alone.
+            parsed.stages.append(base)
+            parsed.base, parsed.user, parsed.env = base, "root", {}
+            parsed.entrypoint, parsed.cmd, parsed.healthcheck, parsed.expose = [], [], [], []
         elif instruction == "USER":
             parsed.user = arguments
         elif instruction == "ENV":
@@ -94,7 +108,7 @@ def parse_dockerfile(path: Path) -> Dockerfile:
         elif instruction == "HEALTHCHECK":
             _, _, command = arguments.partition("CMD ")
             parsed.healthcheck = _exec_form(command.strip())
-        elif instruction == "COPY":
+        elif instruction == "COPY" and "--from=" not in arguments:  # not from a stage
             words = [w for w in shlex.split(arguments) if not w.startswith("--")]
             parsed.copies.append(words[:-1])
         elif instruction == "RUN":

@@ -57,7 +57,15 @@ PORTS = {
 
 
 def manifest_files() -> list[Path]:
-    return sorted(p for p in K8S.rglob("*.yaml") if p.name != "kustomization.yaml")
+    """Whole manifests: not kustomizations, not an overlay's patches (partial objects), and
+    not KEDA's objects (a custom resource: test_deploy_autoscaling.py checks them)."""
+    return sorted(
+        p
+        for p in K8S.rglob("*.yaml")
+        if p.name != "kustomization.yaml"
+        and "patches" not in p.parts
+        and not p.name.startswith("keda-")
+    )
 
 
 def documents(path: Path) -> list[dict[str, Any]]:
@@ -347,18 +355,27 @@ def test_compose_services_are_the_guides(compose_file, compose) -> None:
             continue
         assert service.healthcheck, f"{service.name} has no health check"
         assert "/healthz" in " ".join(service.healthcheck)
-        ours = {k for k in service.environment if not k.startswith(("PYTHON", "PIP_"))}
+        ours = set(service.environment) - IMAGE_VARIABLES
         assert ours <= known, service.name
         Settings.from_env(service.environment)  # raises ConfigError on a bad value
         assert service.spec["networks"] == ["sllm-network"]
 
 
 @pytest.mark.parametrize(
-    "path", ["docker/coordinator/Dockerfile.coordinator", "docker/worker/Dockerfile.worker"]
+    ("path", "extras"),
+    [
+        ("docker/coordinator/Dockerfile.coordinator", "serve"),
+        ("docker/worker/Dockerfile.worker", "serve,torch"),
+        ("docker/worker/Dockerfile.worker-gpu", "serve,gpu,vllm,torch"),
+    ],
 )
-def test_dockerfile(path: str, dockerfile) -> None:
+def test_dockerfile(path: str, extras: str, dockerfile) -> None:
     parsed = dockerfile(ROOT / path)
-    assert parsed.base == "python:3.11-slim"
+    # Two stages on one pinned base: the build's tools and caches stay out of the image.
+    assert len(parsed.stages) == 2 and len(set(parsed.stages)) == 1, parsed.stages
+    assert base_pin_problem(parsed.base) is None, base_pin_problem(parsed.base)
+    assert any(f"install '.[{extras}]'" in run for run in parsed.runs), parsed.runs
+    assert set(parsed.env) - SETTINGS_VARIABLES <= IMAGE_VARIABLES, parsed.env
     assert parsed.user not in ("", "root", "0")
     # Kubernetes checks runAsNonRoot only for a numeric user: the manifests name the UID.
     uid = re.search(rf"useradd [^&]*--uid (\d+) [^&]*\b{parsed.user}\b", " ".join(parsed.runs))
@@ -383,6 +400,41 @@ def test_dockerfile(path: str, dockerfile) -> None:
             assert not any(fnmatch.fnmatch(source, pattern) for pattern in ignored), source
     udp, http = PORTS[parsed.entrypoint[3]]
     assert set(parsed.expose) == {f"{parsed.env[udp]}/udp", f"{parsed.env[http]}/tcp"}
+
+
+# An image's ENV beyond the settings, and why each is there.
+IMAGE_VARIABLES = {
+    "PATH",  # the virtual environment's bin/ first, so `python` is the installed one
+    "PYTHONDONTWRITEBYTECODE",  # no .pyc beside a read-only install
+    "PYTHONUNBUFFERED",  # log lines reach `docker logs` as they are written
+    "VLLM_NO_USAGE_STATS",  # vLLM reports nothing home: workers reach model sources only
+}
+# A base image named by a tag that moves with every release of its series.
+FLOATING_TAGS = re.compile(r"^(latest|\d+|\d+\.\d+|\d+\.\d+-slim|slim)$")
+_DIGEST = re.compile(r"@sha256:[0-9a-f]{64}$")
+
+
+def base_pin_problem(image: str) -> str | None:
+    """Why `image` is not pinned, or None. Pinned: a digest, or a tag that names the
+    version and the distribution release (``python:3.11-slim-trixie``,
+    ``nvidia/cuda:12.9.1-base-ubuntu24.04``), which a release then pins by digest
+    (docs/deployment.md, "Pinning the bases")."""
+    if _DIGEST.search(image):
+        return None
+    name, _, tag = image.rpartition(":")
+    if not name or "/" in tag:
+        return f"{image}: no tag"
+    if FLOATING_TAGS.fullmatch(tag):
+        return f"{image}: the tag {tag!r} moves (name the distribution release)"
+    return None
+
+
+def test_an_unpinned_base_is_flagged() -> None:
+    assert base_pin_problem("python:3.11-slim-trixie") is None
+    assert base_pin_problem("nvidia/cuda:12.9.1-base-ubuntu24.04") is None
+    assert base_pin_problem("python:3.11-slim@sha256:" + "0" * 64) is None
+    for floating in ("python:3.11-slim", "python:latest", "python:3", "python", "nvidia/cuda"):
+        assert base_pin_problem(floating) is not None, floating
 
 
 # -- Prometheus --------------------------------------------------------------------------
@@ -469,7 +521,7 @@ def test_kubernetes_scrape_config_keeps_the_http_ports_of_sllm_pods() -> None:
                 target = relabel(rules, meta)
                 if target is not None:
                     kept.append((target["app"], target["__address__"], target["__metrics_path__"]))
-    assert sorted(kept) == [
+    assert sorted(set(kept)) == [  # the GPU overlay's copies find the same pods
         ("central-coordinator", "127.0.0.9:8080", "/metrics"),
         ("node", "127.0.0.9:8080", "/metrics"),
         ("worker", "127.0.0.9:8081", "/metrics"),

@@ -146,7 +146,8 @@ def container_environment(environment: dict[str, str], marker: str) -> dict[str,
     return {
         "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
         "PYTHONPATH": SOURCE_ROOT,  # stands in for the image's `pip install .`
-        **environment,
+        # The image's PATH leads to its virtual environment, which here is this interpreter.
+        **{name: value for name, value in environment.items() if name != "PATH"},
         "SLLM_TEST_MARKER": marker,
     }
 

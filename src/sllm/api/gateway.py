@@ -48,7 +48,8 @@ key (when API_KEYS is set; compared in constant time), 404 unknown model (also o
 ``/v1/models/{id}``), 405 not a POST, 408 body late (sent by the listener,
 `sllm.runtime.http`), 413 body over `MAX_BODY_BYTES`, 429 with ``Retry-After`` when every
 ready worker's queue is full, 503 when no worker is available (none known, or none ready:
-every one stopping or starting), 502 when it failed before the answer was complete, 504
+every one stopping or starting; with ``Retry-After``, since an autoscaler may be starting
+one: see `NO_WORKER_RETRY_AFTER_S`), 502 when it failed before the answer was complete, 504
 when the worker does not answer in time. Every response carries ``x-request-id``
 (`sllm.api.request_id`), and the log lines of the request carry the same id, from
 ``request_routed`` to ``request_finished`` (exactly one per request). Each attempt goes to
@@ -107,6 +108,12 @@ FIRST_BYTE_TIMEOUT_S = 300.0
 # Between two events of a running stream.
 READ_TIMEOUT_S = 120.0
 RETRY_AFTER_S = 1
+# Retry-After of a 503 while no worker is known or ready: the autoscaler may be starting
+# one (scale from zero). KEDA looks at the metrics every 15 s (its default polling
+# interval), so nothing can have changed sooner; and the official openai client waits what
+# the header says (up to 60 s) before each of its 2 default retries, so it spans 30 s of
+# a worker's start without the caller doing anything.
+NO_WORKER_RETRY_AFTER_S = 15
 # A prompt's tokens are estimated from its length until the worker counts them.
 CHARS_PER_TOKEN = 4
 
@@ -751,6 +758,14 @@ def _rejection(decision: ScheduleResponse, model: str) -> ApiError:
             503,
             "no ready worker: every known worker is stopping or not ready yet",
             code="no_worker",
+            retry_after_s=NO_WORKER_RETRY_AFTER_S,
+        )
+    if decision.reason == "no_workers":
+        return ApiError(
+            503,
+            "no worker has joined yet (one may be starting); retry after Retry-After seconds",
+            code="no_worker",
+            retry_after_s=NO_WORKER_RETRY_AFTER_S,
         )
     if decision.reason == "model_too_large":
         return ApiError(
