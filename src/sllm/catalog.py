@@ -15,14 +15,18 @@ A catalog file is JSON (``.json``) or TOML (``.toml``) with a list of models::
     source = "/srv/models/tiny-llama"       # a directory, or an http(s):// URL of one
     engine = "transformers"                 # a registered engine; default "sim"
     params_b = 0.001                        # optional for real models
-    options = { dtype = "float32" }         # engine options, passed through
+    options = { dtype = "float32" }         # engine options (settings), checked by the engine
     files = [
       { path = "model.safetensors", size = 4194304, sha256 = "ab12..." },
       { path = "config.json", size = 612, sha256 = "cd34..." },
     ]
 
 An ``engine`` must be in the registry of engines (`sllm.engines.registry`); a model of an
-engine that needs checkpoints (transformers) must name its source and files. A model's
+engine that needs checkpoints (transformers, vllm) must name its source and files. An
+engine that declares ``option_problems`` checks its models' ``options`` here: a vllm
+model takes ``dtype``, ``max_model_len``, ``gpu_memory_utilization``,
+``tensor_parallel_size``, ``enforce_eager`` and ``kv_cache_bytes``
+(`sllm.engines.vllm_engine.OPTIONS`), and a bad or unknown one is a problem naming it. A model's
 size is the sum of its files (or ``size_bytes`` for a sim model with no
 files). `sllm make-test-model DIR` writes such an entry for the tiny test model.
 Every problem in a file is reported at once, in one `CatalogError`.
@@ -142,6 +146,12 @@ def _parse_model(entry: object, where: str, problems: list[str]) -> CatalogModel
     options = entry.get("options", {})
     if not isinstance(options, dict):
         problems.append(f"{where}.options: expected a table/object")
+    elif registered:
+        # An engine that checks its settings (vllm's dtype, max_model_len, ...) names the
+        # model in each problem; one without takes its options as given.
+        check = getattr(engine_class(engine), "option_problems", None)
+        if check is not None:
+            problems.extend(f"{where}.options: {problem}" for problem in check(str(name), options))
     files = _parse_files(entry.get("files", []), f"{where}.files", problems)
     size = entry.get("size_bytes", sum(f.size for f in files))
     if isinstance(size, bool) or not isinstance(size, int) or size <= 0:

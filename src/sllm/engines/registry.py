@@ -27,6 +27,7 @@ DEFAULT_ENGINE = "sim"
 ENGINES: dict[str, str] = {
     "sim": "sllm.engines.sim:SimEngine",
     "transformers": "sllm.engines.transformers_engine:Transformers",
+    "vllm": "sllm.engines.vllm_engine:Vllm",
 }
 
 
