@@ -1,11 +1,15 @@
 """The production engine: vLLM's async engine (continuous batching, paged KV cache).
 
 A catalog entry with ``engine = "vllm"`` runs its model in vLLM's `AsyncLLM`, one engine
-per loaded model. The engine lives in the worker's process and its event loop: requests
-go in and tokens come out through it, detokenized as vLLM's own server does. vLLM itself
-starts and supervises the processes that run the model (its engine core and its model
-worker), talks to them over ZeroMQ, and stops them when the engine shuts down or the
-worker's process exits; so the worker does not start a process of its own for it.
+per loaded model. The engine's front half lives in the worker's process and event loop:
+requests go in and tokens come out through it, detokenized as vLLM's own server does, with
+no second hop through a process of ours. vLLM itself starts the processes that run the
+model (its engine core, which starts its model workers) and talks to them over ZeroMQ; it
+stops them when the engine shuts down or the worker exits cleanly. A worker killed
+outright (SIGKILL, the OOM killer) would leave the engine core running, holding the
+model's memory: so each engine core is started bound to the worker (`_bound_engine_core`:
+Linux's parent-death signal kills it with the worker, and its model workers follow it),
+from one long-lived thread, since that signal follows the thread that started it.
 Concurrent requests for one model are batched by vLLM across calls (continuous batching):
 `generate` only adds a request and streams its deltas, whatever `batch_size` says.
 
@@ -45,9 +49,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import os
+import signal
+import sys
 import time
 import uuid
 from collections.abc import AsyncGenerator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from sllm.catalog import CatalogModel
@@ -89,7 +97,11 @@ OPTIONS: dict[str, str] = {
     "tensor_parallel_size": "a positive integer (GPUs per model)",
     "enforce_eager": "true or false",
     "kv_cache_bytes": "a positive integer",
+    "compact_json": "true or false",
 }
+# ``compact_json``: JSON output (``response_format``) without free whitespace between
+# tokens (vLLM's ``structured_outputs_config.disable_any_whitespace``). vLLM's default lets
+# a model write any whitespace there, and a weak model can spend its whole budget on it.
 
 
 def _positive_int(value: object) -> bool:
@@ -106,7 +118,7 @@ def _valid(name: str, value: object) -> bool:
             and math.isfinite(value)
             and 0 < value <= 1
         )
-    if name == "enforce_eager":
+    if name in ("enforce_eager", "compact_json"):
         return isinstance(value, bool)
     return _positive_int(value)
 
@@ -142,6 +154,11 @@ def engine_arguments(model: CatalogModel, folder: str, *, sleep: bool) -> dict[s
         arguments["enforce_eager"] = options["enforce_eager"]
     if "kv_cache_bytes" in options:
         arguments["kv_cache_memory_bytes"] = options["kv_cache_bytes"]
+    if options.get("compact_json"):
+        arguments["structured_outputs_config"] = {
+            "backend": "xgrammar",  # the backend that honours it, on every platform
+            "disable_any_whitespace": True,
+        }
     return arguments
 
 
@@ -152,12 +169,42 @@ def can_sleep() -> bool:
     return bool(current_platform.is_sleep_mode_available())
 
 
+# Linux's prctl option: the signal a process gets when the thread that started it ends.
+_PR_SET_PDEATHSIG = 1
+
+
+def _bound_engine_core(*args: Any, **kwargs: Any) -> None:
+    """vLLM's engine core process, bound to die with the worker that started it.
+
+    vLLM starts this (spawned: a fresh interpreter, where vLLM is not patched) in place of
+    `EngineCoreProc.run_engine_core`, with that function's arguments."""
+    from vllm.v1.engine.core import EngineCoreProc
+
+    if sys.platform == "linux":
+        import ctypes
+        import multiprocessing
+
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+        parent = multiprocessing.parent_process()
+        if parent is not None and os.getppid() != parent.pid:
+            os._exit(1)  # the worker died before the signal was set
+    EngineCoreProc.run_engine_core(*args, **kwargs)
+
+
 def _start(arguments: dict[str, Any]) -> Any:
     """A started `AsyncLLM` (blocking: its processes, the model, the KV cache)."""
+    from vllm.config import StructuredOutputsConfig
     from vllm.engine.arg_utils import AsyncEngineArgs
     from vllm.v1.engine.async_llm import AsyncLLM
+    from vllm.v1.engine.core import EngineCoreProc
 
-    return AsyncLLM.from_engine_args(AsyncEngineArgs(**arguments))
+    EngineCoreProc.run_engine_core = staticmethod(_bound_engine_core)
+    given = dict(arguments)
+    if "structured_outputs_config" in given:
+        given["structured_outputs_config"] = StructuredOutputsConfig(
+            **given["structured_outputs_config"]
+        )
+    return AsyncLLM.from_engine_args(AsyncEngineArgs(**given))
 
 
 class Vllm:
@@ -177,6 +224,9 @@ class Vllm:
         self._awake: dict[str, Any] = {}  # on the GPU: serving
         self._asleep: dict[str, Any] = {}  # in host memory through sleep mode
         self._sleeps: bool | None = None  # `can_sleep`, asked once vLLM is imported
+        # Engines start from this one thread, which lives as long as the worker: an engine
+        # core's parent-death signal fires when the thread that started it ends.
+        self._starter = ThreadPoolExecutor(max_workers=1, thread_name_prefix="vllm-start")
 
     @classmethod
     def build(cls, context: EngineContext) -> Vllm:
@@ -212,8 +262,9 @@ class Vllm:
         folder = await asyncio.to_thread(self.store.fetch, spec)  # a no-op when on disk
         sleeps = await asyncio.to_thread(self.sleeps)
         arguments = engine_arguments(spec, str(folder), sleep=sleeps)
+        loop = asyncio.get_running_loop()
         try:
-            self._awake[model] = await asyncio.to_thread(_start, arguments)
+            self._awake[model] = await loop.run_in_executor(self._starter, _start, arguments)
         except Exception as error:
             raise EngineError(f"vLLM could not start model {model!r}: {_reason(error)}") from error
 
