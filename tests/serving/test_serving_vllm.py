@@ -13,7 +13,6 @@ Skipped, saying so, where vLLM is not importable: it needs an environment of its
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -48,23 +47,10 @@ HELLO = [{"role": "user", "content": "hello there"}]
 
 
 def _entry_for(directory: Path, name: str) -> dict[str, Any]:
-    """A catalog entry for the checkpoint in `directory`, its files hashed as they are."""
-    files = [
-        {
-            "path": path.name,
-            "size": path.stat().st_size,
-            "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
-        }
-        for path in sorted(directory.iterdir())
-        if path.is_file() and path.name != "catalog.json"
-    ]
-    return {
-        "name": name,
-        "engine": "vllm",
-        "source": str(directory),
-        "files": files,
-        "options": OPTIONS,
-    }
+    """A vllm catalog entry for the checkpoint in `directory`, its files hashed as they are."""
+    from sllm.engines.testmodel import catalog_entry
+
+    return {**catalog_entry(directory, name, 0.001), "engine": "vllm", "options": OPTIONS}
 
 
 def _broken_copy(model: Any, directory: Path) -> Path:
