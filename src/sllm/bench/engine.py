@@ -127,7 +127,7 @@ async def _one(client: Any, url: str, prompt: str) -> tuple[float, int] | None:
     return (first, tokens) if first else None
 
 
-async def _level(url: str, streams: int, per_stream: int, tag: str) -> Level:
+async def _level(url: str, streams: int, per_stream: int) -> Level:
     import httpx
 
     limits = httpx.Limits(max_connections=streams, max_keepalive_connections=streams)
@@ -137,7 +137,8 @@ async def _level(url: str, streams: int, per_stream: int, tag: str) -> Level:
         async def stream(index: int) -> None:
             for turn in range(per_stream):
                 try:
-                    done = await _one(client, url, f"{tag} story {index} part {turn}: once upon")
+                    # the same prompts for both systems: the same outputs, greedy
+                    done = await _one(client, url, f"story {index} part {turn}: once upon")
                 except httpx.HTTPError as error:  # counted; the server's log says why
                     level.failures.append(f"{type(error).__name__}: {error}")
                     done = None
@@ -168,7 +169,7 @@ def measure(
         order = list(urls) if turn % 2 == 0 else list(reversed(urls))
         throughput = {}
         for name in order:
-            level = asyncio.run(_level(urls[name], streams, per_stream, name))
+            level = asyncio.run(_level(urls[name], streams, per_stream))
             total = pooled[name]
             total.ttft_s.extend(level.ttft_s)
             total.tokens += level.tokens

@@ -232,6 +232,9 @@ class Vllm:
     def build(cls, context: EngineContext) -> Vllm:
         if context.store is None:
             raise ValueError("the vllm engine needs the worker's model store")
+        # vLLM's log format names each record's process; the services' logging turns that
+        # lookup off (`sllm.logs`), which made every vLLM log line a logging error.
+        logging.logProcesses = True
         return cls(context.catalog, context.store)
 
     @classmethod
