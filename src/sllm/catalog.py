@@ -15,7 +15,7 @@ A catalog file is JSON (``.json``) or TOML (``.toml``) with a list of models::
     source = "/srv/models/tiny-llama"       # a directory, or an http(s):// URL of one
     engine = "transformers"                 # a registered engine; default "sim"
     params_b = 0.001                        # optional for real models
-    options = { dtype = "float32" }         # engine options, passed through
+    options = { dtype = "float32" }         # engine options (settings), checked by the engine
     files = [
       { path = "model.safetensors", size = 4194304, sha256 = "ab12..." },
       { path = "config.json", size = 612, sha256 = "cd34..." },
@@ -25,7 +25,11 @@ An ``engine`` must be registered, and a model of an engine that needs checkpoint
 (transformers) must name its source and files. The catalog is plain data below the
 engines (`tests/test_layering.py`), so a file is checked against the rules of engines it
 is handed (`EngineRules`; the services hand it the registry,
-`sllm.engines.registry.REGISTERED`). A model's size is the sum of its files (or
+`sllm.engines.registry.REGISTERED`). An engine may check its models' ``options`` too: a
+vllm model takes ``dtype``, ``max_model_len``, ``gpu_memory_utilization``,
+``tensor_parallel_size``, ``enforce_eager`` and ``kv_cache_bytes``
+(`sllm.engines.vllm_engine.OPTIONS`), and a bad or unknown one is a problem naming it.
+A model's size is the sum of its files (or
 ``size_bytes`` for a sim model with no files). `sllm make-test-model DIR` writes such an
 entry for the tiny test model. Every problem in a file is reported at once, in one
 `CatalogError`.
@@ -57,6 +61,13 @@ class EngineRules(Protocol):
     def needs_checkpoint(self, engine: str, *, model: str) -> bool:
         """Whether `engine` loads a checkpoint (so `model` must name its source and files);
         raises ValueError, naming `model` and `engine`, for an engine not registered."""
+        ...
+
+    def option_problems(
+        self, engine: str, *, model: str, options: Mapping[str, object]
+    ) -> list[str]:
+        """Every problem with `model`'s ``options`` for registered `engine` (none for an
+        engine that takes its options as given)."""
         ...
 
 
@@ -151,11 +162,13 @@ def _parse_model(
         )
     engine = entry.get("engine", DEFAULT_ENGINE)
     needs_checkpoint = False
+    registered = False
     if not isinstance(engine, str):
         problems.append(f"{where}.engine: expected an engine's name, got {engine!r}")
     else:
         try:
             needs_checkpoint = engines.needs_checkpoint(engine, model=str(name))
+            registered = True
         except ValueError as error:  # not registered
             problems.append(f"{where}.engine: {error}")
     source = entry.get("source", "")
@@ -164,6 +177,10 @@ def _parse_model(
     options = entry.get("options", {})
     if not isinstance(options, dict):
         problems.append(f"{where}.options: expected a table/object")
+    elif registered:
+        assert isinstance(engine, str)
+        found = engines.option_problems(engine, model=str(name), options=options)
+        problems.extend(f"{where}.options: {problem}" for problem in found)
     files = _parse_files(entry.get("files", []), f"{where}.files", problems)
     size = entry.get("size_bytes", sum(f.size for f in files))
     if isinstance(size, bool) or not isinstance(size, int) or size <= 0:

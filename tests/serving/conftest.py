@@ -469,3 +469,21 @@ def real(request: pytest.FixtureRequest) -> RealSetup:
     pytest.importorskip("torch", reason="the real engine needs the torch extra")
     early: _EarlyStart = request.getfixturevalue("_real_early")
     return early.get()
+
+
+@dataclass(frozen=True)
+class ServingHelpers:
+    """This module's helpers, for a test module that builds its own cluster (the vllm
+    tests: a module-scoped cluster of their own), since test modules cannot import a
+    conftest."""
+
+    background_cluster: Callable[..., contextlib.AbstractContextManager[ServingCluster]]
+    events_of: Callable[[ServiceProcess, str], list[dict[str, Any]]]
+    marked_pids: Callable[[str], list[int]]
+    wait_for: Callable[..., Coroutine[Any, Any, Any]]
+    tiny_model: Callable[[Path, dict[str, Any]], TinyModel]
+
+
+@pytest.fixture(scope="session")
+def serving_helpers() -> ServingHelpers:
+    return ServingHelpers(background_cluster, events_of, marked_pids, wait_for, TinyModel)

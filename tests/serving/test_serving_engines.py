@@ -94,7 +94,7 @@ def fixed_words_registered(monkeypatch: pytest.MonkeyPatch) -> str:
 
 
 def test_the_registry_lists_the_shipped_engines() -> None:
-    assert engine_names()[:2] == ("sim", "transformers")
+    assert engine_names()[:3] == ("sim", "transformers", "vllm")
     assert engine_class("sim").needs_checkpoint is False
     assert engine_class("transformers").needs_checkpoint is True
 
@@ -110,7 +110,9 @@ def test_every_engine_honours_only_parameters_that_exist() -> None:
         "seed",
         "stop",
     }
-    assert engine_class("transformers").honoured_params == known
+    assert engine_class("transformers").honoured_params == engine_class("sim").honoured_params
+    # vLLM honours every parameter a request can carry to an engine.
+    assert engine_class("vllm").honoured_params == known
 
 
 def test_the_registry_imports_no_torch() -> None:
@@ -121,7 +123,7 @@ def test_the_registry_imports_no_torch() -> None:
         "from sllm.engines.registry import engine_class, engine_names\n"
         "for name in engine_names():\n"
         "    engine_class(name).honoured_params\n"
-        "heavy = sorted({'torch', 'transformers', 'fastapi'} & set(sys.modules))\n"
+        "heavy = sorted({'torch', 'transformers', 'vllm', 'fastapi'} & set(sys.modules))\n"
         "print(','.join(heavy))\n"
     )
     done = subprocess.run(
@@ -144,9 +146,9 @@ def _catalog_file(tmp_path: Path, engine: str) -> Path:
 
 def test_an_unknown_engine_is_a_catalog_error_naming_the_model(tmp_path: Path) -> None:
     with pytest.raises(CatalogError) as raised:
-        load_catalog(_catalog_file(tmp_path, "vllm"), engines=REGISTERED)
+        load_catalog(_catalog_file(tmp_path, "sglang"), engines=REGISTERED)
     [problem] = raised.value.problems
-    assert "'my-model'" in problem and "'vllm'" in problem
+    assert "'my-model'" in problem and "'sglang'" in problem
 
 
 def test_a_registered_engine_is_accepted_by_the_catalog(
@@ -163,6 +165,9 @@ class OnlyRealEngine:
         if engine != "real":
             raise ValueError(f"{model} asks for {engine}, unknown here")
         return True
+
+    def option_problems(self, engine: str, *, model: str, options: object) -> list[str]:
+        return []
 
 
 def test_a_catalog_is_checked_against_the_engines_it_is_handed(tmp_path: Path) -> None:
@@ -194,16 +199,16 @@ def test_an_unknown_engine_stops_a_service_with_exit_2(
     for variable in ("MODEL_CATALOG", "PLACEMENT_POLICY", "LOG_LEVEL"):
         monkeypatch.delenv(variable, raising=False)
     with pytest.raises(SystemExit) as exited:
-        cli.main([command, "--catalog", str(_catalog_file(tmp_path, "vllm"))])
+        cli.main([command, "--catalog", str(_catalog_file(tmp_path, "sglang"))])
     assert exited.value.code == 2
     stderr = capsys.readouterr().err
     assert stderr.count("invalid model catalog") == 1
-    assert "model 'my-model' names engine 'vllm'" in stderr
+    assert "model 'my-model' names engine 'sglang'" in stderr
 
 
 def test_a_worker_refuses_a_model_of_an_unregistered_engine() -> None:
-    catalog = {"my-model": CatalogModel("my-model", 0.001, 1000, engine="vllm")}
-    with pytest.raises(UnknownEngine, match="model 'my-model' names engine 'vllm'"):
+    catalog = {"my-model": CatalogModel("my-model", 0.001, 1000, engine="sglang")}
+    with pytest.raises(UnknownEngine, match="model 'my-model' names engine 'sglang'"):
         WorkerServer(
             "w1",
             "127.0.0.1",

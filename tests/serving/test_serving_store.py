@@ -297,7 +297,7 @@ size_bytes = 2_000_000_000
 BAD_MODELS = [
     {"name": "bad name!", "size_bytes": 10},
     {"name": "no-size"},
-    {"name": "x", "engine": "vllm", "size_bytes": 10},
+    {"name": "x", "engine": "sglang", "size_bytes": 10},
     {"name": "real-without-files", "engine": "transformers", "source": "/srv/m"},
     {
         "name": "bad-files",
@@ -345,7 +345,7 @@ size_bytes = 0
 [[models]]
 name = "ok"
 size_bytes = 10
-engine = "vllm"
+engine = "sglang"
 """,
     )
     with pytest.raises(CatalogError) as raised:

@@ -27,9 +27,12 @@ dropped (a request for JSON output must not come back as plain text with a 200).
 
 This module imports only the standard library and the schemas' types for checking.
 
-Not handled yet: no engine here returns tool calls or log probabilities, so ``tools`` and
-``logprobs`` are refused everywhere; an engine that honours them needs the answer's shape
-for them too (`sllm.api.sse`).
+The vllm engine honours ``logprobs`` (with ``top_logprobs``) and ``response_format``
+(``json_object``, ``json_schema``: `sllm.api.schemas` checks its shape); the sim and
+transformers engines refuse them. ``top_logprobs`` without ``logprobs: true`` is a 400
+naming it, as OpenAI answers.
+
+Not handled yet: no engine here returns tool calls, so ``tools`` is refused everywhere.
 """
 
 from __future__ import annotations
@@ -170,4 +173,11 @@ def refusal(
                 code="unsupported_parameter",
                 param=name,
             )
+    if getattr(body, "top_logprobs", None) and body.logprob_alternatives is None:
+        return ApiError(
+            400,
+            "top_logprobs needs logprobs: true",
+            code="invalid_request",
+            param="top_logprobs",
+        )
     return None

@@ -37,6 +37,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from sllm.api.params import NOT_SUPPORTED, asks_nothing
+from sllm.engines.base import JsonOutput
 
 # The longest completion one request may ask for; a bound so a typo cannot pin a slot.
 MAX_TOKENS_LIMIT = 32_768
@@ -50,6 +51,14 @@ COMPLETION_LOGPROBS_MAX = 5
 BEST_OF_MAX = 20
 # OpenAI's most choices per request; above 1 is refused by name (the engines make one).
 N_MAX = 128
+# OpenAI's `response_format` types, and the members each one takes (a json_schema's own
+# members under `JSON_SCHEMA_MEMBERS`): anything else is refused naming it, never ignored.
+RESPONSE_FORMAT_MEMBERS: dict[str, frozenset[str]] = {
+    "text": frozenset({"type"}),
+    "json_object": frozenset({"type"}),
+    "json_schema": frozenset({"type", "json_schema"}),
+}
+JSON_SCHEMA_MEMBERS = frozenset({"name", "description", "schema", "strict"})
 # A seed fits a signed 64-bit integer, as vLLM's and OpenAI's do: torch's `manual_seed`
 # raises on a larger one, which would end a stream that had already started.
 SEED_MIN = -(2**63)
@@ -76,6 +85,36 @@ def _null_allowed(schema: dict[str, Any]) -> None:
     pydantic writes an optional field: the value's schema or null."""
     value = {key: schema.pop(key) for key in list(schema) if key not in ("title", "default")}
     schema["anyOf"] = [value, {"type": "null"}]
+
+
+def _response_format_document(schema: dict[str, Any]) -> None:
+    """State in the OpenAPI document the shapes `_response_format_known` takes."""
+    plain = {
+        "type": "object",
+        "properties": {"type": {"enum": ["text", "json_object"]}},
+        "required": ["type"],
+        "additionalProperties": False,
+    }
+    json_schema = {
+        "type": "object",
+        "properties": {
+            "name": {"type": "string"},
+            "description": {"type": "string"},
+            "schema": {"type": "object"},
+            "strict": {"anyOf": [{"type": "boolean"}, {"type": "null"}]},
+        },
+        "required": ["name"],
+        "additionalProperties": False,
+    }
+    with_schema = {
+        "type": "object",
+        "properties": {"type": {"const": "json_schema"}, "json_schema": json_schema},
+        "required": ["type", "json_schema"],
+        "additionalProperties": False,
+    }
+    for key in [key for key in schema if key not in ("title", "default")]:
+        del schema[key]
+    schema["anyOf"] = [plain, with_schema, {"type": "null"}]
 
 
 # A field of `NULL_MEANS_DEFAULT`: declared with its type, documented as nullable.
@@ -141,6 +180,16 @@ class _Request(BaseModel):
         if value is None and info.field_name is not None:
             return cls.model_fields[info.field_name].default
         return value
+
+    @property
+    def logprob_alternatives(self) -> int | None:
+        """Log probabilities asked for: None for none, else how many alternatives a token."""
+        return None
+
+    @property
+    def json_output(self) -> JsonOutput | None:
+        """The JSON output `response_format` asks for; None for plain text."""
+        return None
 
     @property
     def stop_sequences(self) -> tuple[str, ...]:
@@ -228,14 +277,56 @@ class ChatCompletionRequest(_Request):
     max_completion_tokens: int | None = Field(default=None, ge=1, le=MAX_TOKENS_LIMIT)
     logprobs: Annotated[bool, _NULLABLE] = False
     top_logprobs: int | None = Field(default=None, ge=0, le=CHAT_TOP_LOGPROBS_MAX)
-    response_format: dict[str, Any] | None = None
+    response_format: dict[str, Any] | None = Field(
+        default=None, json_schema_extra=_response_format_document
+    )
     tools: list[dict[str, Any]] | None = None
     tool_choice: str | dict[str, Any] | None = None
     parallel_tool_calls: Annotated[bool, _NULLABLE] = True
 
+    @field_validator("response_format")
+    @classmethod
+    def _response_format_known(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        """OpenAI's three formats, each with only its own members; a json_schema's
+        ``schema`` a JSON object (the schema itself is the engine's to compile)."""
+        if value is None:
+            return value
+        kind = value.get("type")
+        if not isinstance(kind, str) or kind not in RESPONSE_FORMAT_MEMBERS:
+            raise ValueError(f"type must be one of {', '.join(RESPONSE_FORMAT_MEMBERS)}")
+        extra = sorted(set(value) - RESPONSE_FORMAT_MEMBERS[kind])
+        if extra:
+            raise ValueError(f"{kind} takes no member {extra[0]!r}")
+        if kind == "json_schema":
+            spec = value.get("json_schema")
+            if not isinstance(spec, dict) or not isinstance(spec.get("name"), str):
+                raise ValueError("json_schema must be an object with a name")
+            extra = sorted(set(spec) - JSON_SCHEMA_MEMBERS)
+            if extra:
+                raise ValueError(f"json_schema takes no member {extra[0]!r}")
+            if not isinstance(spec.get("schema", {}), dict):
+                raise ValueError("json_schema.schema must be a JSON schema object")
+            if not isinstance(spec.get("description", ""), str):
+                raise ValueError("json_schema.description must be a string")
+            if not isinstance(spec.get("strict", False), bool | None):
+                raise ValueError("json_schema.strict must be a boolean")
+        return value
+
     @property
     def output_tokens(self) -> int:
         return self.max_completion_tokens or self.max_tokens or DEFAULT_MAX_TOKENS
+
+    @property
+    def logprob_alternatives(self) -> int | None:
+        return (self.top_logprobs or 0) if self.logprobs else None
+
+    @property
+    def json_output(self) -> JsonOutput | None:
+        kind = (self.response_format or {}).get("type", "text")
+        if kind == "text":
+            return None
+        schema = (self.response_format or {}).get("json_schema", {}).get("schema")
+        return JsonOutput(schema)
 
     @property
     def prompt_chars(self) -> int:
@@ -253,6 +344,10 @@ class CompletionRequest(_Request):
     echo: Annotated[bool, _NULLABLE] = False
     best_of: Annotated[int, _NULLABLE] = Field(default=1, ge=1, le=BEST_OF_MAX)
     suffix: str | None = None
+
+    @property
+    def logprob_alternatives(self) -> int | None:
+        return self.logprobs
 
     @property
     def prompt_text(self) -> str:

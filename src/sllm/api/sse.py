@@ -9,14 +9,24 @@ other does; ``usage`` comes only when the client asked for it
 (``stream_options.include_usage``), in a last chunk of its own with empty ``choices``,
 after the chunk with ``finish_reason``. The front door asks the worker for that chunk
 when it folds a stream (`Folded`), whatever the client asked.
+
+Log probabilities, when asked for, ride on the chunk of the tokens they belong to, in
+OpenAI's two shapes: a chat choice's ``logprobs.content`` (one entry per token, with its
+UTF-8 ``bytes`` and ``top_logprobs``), a legacy completion's ``logprobs`` lists
+(``tokens``, ``token_logprobs``, ``top_logprobs`` as maps, ``text_offset`` into the whole
+text). Folding a stream joins them.
 """
 
 from __future__ import annotations
 
 import json
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
+
+if TYPE_CHECKING:
+    from sllm.engines.base import TokenLogprob
 
 Kind = Literal["chat", "completion"]
 DONE = b"data: [DONE]\n\n"
@@ -30,16 +40,54 @@ def chunk(
     finish_reason: str | None = None,
     *,
     first: bool = False,
+    logprobs: Sequence[TokenLogprob] = (),
+    text_offset: int = 0,
 ) -> bytes:
-    """One streamed chunk as an SSE event; a chat stream's `first` carries the role."""
+    """One streamed chunk as an SSE event; a chat stream's `first` carries the role.
+
+    `logprobs` are the chunk's tokens' (none: the request asked for none); `text_offset`
+    is where this chunk's text starts in the whole completion."""
     if kind == "chat":
         delta: dict[str, str] = {"role": "assistant"} if first else {}
         if text or first:
             delta["content"] = text
         choice: dict[str, Any] = {"index": 0, "delta": delta, "finish_reason": finish_reason}
+        if logprobs:
+            choice["logprobs"] = {"content": chat_logprobs(logprobs)}
     else:
-        choice = {"index": 0, "text": text, "finish_reason": finish_reason, "logprobs": None}
+        shown = completion_logprobs(logprobs, text_offset) if logprobs else None
+        choice = {"index": 0, "text": text, "finish_reason": finish_reason, "logprobs": shown}
     return _event(_envelope(kind, request_id, model, [choice]))
+
+
+def chat_logprobs(logprobs: Sequence[TokenLogprob]) -> list[dict[str, Any]]:
+    """A chat choice's ``logprobs.content`` entries, one per token."""
+    return [
+        {
+            "token": entry.token,
+            "logprob": entry.logprob,
+            "bytes": list(entry.token.encode()),
+            "top_logprobs": [
+                {"token": token, "logprob": logprob, "bytes": list(token.encode())}
+                for token, logprob in entry.top
+            ],
+        }
+        for entry in logprobs
+    ]
+
+
+def completion_logprobs(logprobs: Sequence[TokenLogprob], text_offset: int) -> dict[str, Any]:
+    """A legacy completion choice's ``logprobs`` lists; offsets count from `text_offset`."""
+    offsets = []
+    for entry in logprobs:
+        offsets.append(text_offset)
+        text_offset += len(entry.token)
+    return {
+        "tokens": [entry.token for entry in logprobs],
+        "token_logprobs": [entry.logprob for entry in logprobs],
+        "top_logprobs": [dict(entry.top) for entry in logprobs],
+        "text_offset": offsets,
+    }
 
 
 def usage_chunk(kind: Kind, request_id: str, model: str, counts: dict[str, int]) -> bytes:
@@ -118,6 +166,9 @@ class Folded:
     usage: dict[str, int] | None = None
     error: dict[str, Any] | None = None
     done: bool = False
+    # The chunks' log probabilities, joined: a chat's ``content`` entries, or a legacy
+    # completion's lists by name. Empty when none were asked for.
+    logprobs: dict[str, list[Any]] = field(default_factory=dict)
 
     def feed(self, event: dict[str, Any]) -> None:
         if "error" in event:
@@ -126,6 +177,11 @@ class Folded:
         for choice in event.get("choices", []):
             self.text.append(choice.get("delta", {}).get("content") or choice.get("text") or "")
             self.finish_reason = choice.get("finish_reason") or self.finish_reason
+            found = choice.get("logprobs")
+            if isinstance(found, dict):
+                for name, values in found.items():
+                    if isinstance(values, list):
+                        self.logprobs.setdefault(name, []).extend(values)
         if event.get("usage"):
             self.usage = event["usage"]
 
@@ -136,6 +192,7 @@ class Folded:
                 "index": 0,
                 "message": {"role": "assistant", "content": text},
                 "finish_reason": self.finish_reason,
+                "logprobs": self.logprobs or None,
             }
             object_name = "chat.completion"
         else:
@@ -143,7 +200,7 @@ class Folded:
                 "index": 0,
                 "text": text,
                 "finish_reason": self.finish_reason,
-                "logprobs": None,
+                "logprobs": self.logprobs or None,
             }
             object_name = "text_completion"
         return {

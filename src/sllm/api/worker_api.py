@@ -72,6 +72,8 @@ def params_of(body: ChatCompletionRequest | CompletionRequest) -> GenerationPara
         top_p=body.top_p,
         stop=body.stop_sequences,
         seed=body.seed,
+        logprobs=body.logprob_alternatives,
+        response_format=body.json_output,
     )
 
 
@@ -131,15 +133,35 @@ async def _stream(
 ) -> AsyncIterator[bytes]:
     completion_tokens = 0
     first = True
+    offset = 0  # where the next delta's text starts, for a completion's log probabilities
     async for delta in generation.deltas:
         completion_tokens = max(completion_tokens, delta.completion_tokens)
+        text_offset = offset
+        offset += len(delta.text)
         if delta.finish_reason is None:
-            if delta.text:
-                yield sse.chunk(kind, request_id, model, delta.text, first=first)
+            if delta.text or delta.logprobs:
+                yield sse.chunk(
+                    kind,
+                    request_id,
+                    model,
+                    delta.text,
+                    first=first,
+                    logprobs=delta.logprobs,
+                    text_offset=text_offset,
+                )
                 first = False
             continue
         finish = "stop" if delta.finish_reason == "cancelled" else delta.finish_reason
-        yield sse.chunk(kind, request_id, model, delta.text, finish, first=first)
+        yield sse.chunk(
+            kind,
+            request_id,
+            model,
+            delta.text,
+            finish,
+            first=first,
+            logprobs=delta.logprobs,
+            text_offset=text_offset,
+        )
         if include_usage:
             usage = sse.usage(generation.prompt_tokens, completion_tokens)
             yield sse.usage_chunk(kind, request_id, model, usage)

@@ -20,10 +20,14 @@ Each engine class declares, without being built:
 - `needs_checkpoint`: its models have a source and checkpoint files, fetched into the
   worker's disk cache (`sllm.store`); without it a model is only a size;
 - `serves_datagrams`: it can run a request that carries only token counts (the UDP data
-  path of the simulator's and the experiments' clients), timed by the cost model.
+  path of the simulator's and the experiments' clients), timed by the cost model;
+- optionally, a classmethod ``option_problems(model, options) -> list[str]``: every
+  problem with a catalog entry's engine ``options``, each naming the model; the catalog
+  reports them when it is read, so a bad setting stops startup (the vllm engine's
+  ``dtype``, ``max_model_len``, ...). An engine without it takes its options as given.
 
-Not handled yet: an engine that batches requests across calls (continuous batching) has
-no way to say so; each `generate` is one request.
+An engine that batches requests across calls (vllm: continuous batching) does it behind
+`generate`: each call adds one request to its running batch.
 """
 
 from __future__ import annotations
@@ -31,7 +35,7 @@ from __future__ import annotations
 from collections.abc import AsyncGenerator, Mapping, Sequence
 from dataclasses import dataclass
 from enum import Enum
-from typing import TYPE_CHECKING, ClassVar, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 from sllm.core.tiers import Tier
 
@@ -47,24 +51,48 @@ CHARS_PER_TOKEN = 4
 
 
 @dataclass(frozen=True, slots=True)
+class JsonOutput:
+    """Output constrained to JSON (OpenAI's ``response_format``): any JSON object when
+    `schema` is None, else a document that matches the JSON schema `schema`."""
+
+    schema: Mapping[str, Any] | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class GenerationParams:
     max_tokens: int = 16
     temperature: float = 1.0
     top_p: float = 1.0
     stop: tuple[str, ...] = ()
     seed: int | None = None
+    # Log probabilities: None asks for none; n for each token's, with its n most likely
+    # alternatives (0: the sampled token's alone).
+    logprobs: int | None = None
+    response_format: JsonOutput | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class TokenLogprob:
+    """One generated token's text and log probability, and its most likely alternatives
+    (text, log probability), most likely first."""
+
+    token: str
+    logprob: float
+    top: tuple[tuple[str, float], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
 class Delta:
     """New text since the last delta; `finish_reason` is set on the last one.
 
-    `completion_tokens` counts the tokens generated so far.
+    `completion_tokens` counts the tokens generated so far; `logprobs` has one entry per
+    token of this delta when the request asked for them.
     """
 
     text: str
     finish_reason: str | None = None
     completion_tokens: int = 0
+    logprobs: tuple[TokenLogprob, ...] = ()
 
 
 class Execution(Enum):

@@ -24,6 +24,7 @@ if TYPE_CHECKING:
 ENGINES: dict[str, str] = {
     "sim": "sllm.engines.sim:SimEngine",
     "transformers": "sllm.engines.transformers_engine:Transformers",
+    "vllm": "sllm.engines.vllm_engine:Vllm",
 }
 
 
@@ -71,6 +72,14 @@ class Registered:
 
     def needs_checkpoint(self, engine: str, *, model: str) -> bool:
         return engine_class(engine, model=model).needs_checkpoint
+
+    def option_problems(
+        self, engine: str, *, model: str, options: Mapping[str, object]
+    ) -> list[str]:
+        """An engine that checks its settings (vllm's dtype, max_model_len, ...) names the
+        model in each problem; one without takes its options as given."""
+        check = getattr(engine_class(engine, model=model), "option_problems", None)
+        return [] if check is None else list(check(model, options))
 
 
 REGISTERED = Registered()

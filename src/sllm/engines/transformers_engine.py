@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from sllm.catalog import CatalogModel
@@ -119,19 +119,7 @@ class TransformersEngine:
         A tokenizer without a chat template gets a plain ``role: content`` transcript
         ending in ``assistant:``.
         """
-        tokenizer = self._loaded(name).tokenizer
-        if isinstance(prompt, str):
-            ids: list[int] = tokenizer(prompt)["input_ids"]
-            return ids
-        if getattr(tokenizer, "chat_template", None):
-            rendered = tokenizer.apply_chat_template(
-                list(prompt), tokenize=False, add_generation_prompt=True
-            )
-        else:
-            lines = [f"{m['role']}: {m['content']}" for m in prompt]
-            rendered = "\n".join([*lines, "assistant:"])
-        chat_ids: list[int] = tokenizer(rendered)["input_ids"]
-        return chat_ids
+        return encode_with(self._loaded(name).tokenizer, prompt)
 
     def generate(
         self,
@@ -197,7 +185,9 @@ class Transformers(InThread):
     """The registry's ``transformers`` engine: `TransformersEngine` in worker threads."""
 
     execution: ClassVar[Execution] = Execution.THREAD
-    honoured_params: ClassVar[frozenset[str]] = frozenset(f.name for f in fields(GenerationParams))
+    honoured_params: ClassVar[frozenset[str]] = frozenset(
+        {"max_tokens", "temperature", "top_p", "stop", "seed"}
+    )
     needs_checkpoint: ClassVar[bool] = True
     serves_datagrams: ClassVar[bool] = False
 
@@ -214,6 +204,24 @@ class Transformers(InThread):
 
         transformers.AutoModelForCausalLM  # noqa: B018 (a lazy module: this imports it)
         self.blocking()
+
+
+def encode_with(tokenizer: Any, prompt: str | Sequence[Mapping[str, str]]) -> list[int]:
+    """Token ids of a completion prompt, or of chat messages through `tokenizer`'s chat
+    template; a tokenizer without one gets a plain ``role: content`` transcript ending in
+    ``assistant:`` (the transformers and vllm engines agree on this)."""
+    if isinstance(prompt, str):
+        ids: list[int] = tokenizer(prompt)["input_ids"]
+        return ids
+    if getattr(tokenizer, "chat_template", None):
+        rendered = tokenizer.apply_chat_template(
+            list(prompt), tokenize=False, add_generation_prompt=True
+        )
+    else:
+        lines = [f"{m['role']}: {m['content']}" for m in prompt]
+        rendered = "\n".join([*lines, "assistant:"])
+    chat_ids: list[int] = tokenizer(rendered)["input_ids"]
+    return chat_ids
 
 
 def _cache_argument(network: Any) -> str:
