@@ -540,3 +540,52 @@ def test_one_source_introduces_new_members_only_at_its_rate() -> None:
     # Half a second later, source a may introduce one more (2 a second).
     me.handle(GossipPush("peer-a", strangers(24, 200), ()), ("127.0.1.1", 7946), 0.5)
     assert len(me.members) == 1 + 11
+
+
+# -- Lifeguard local health: only an on-time direct ack lowers it --------------------------
+
+
+def _probing_pair(awareness: int) -> tuple[Membership, GossipPing, float]:
+    """A node that knows three peers, with local health `awareness`, that has just sent a
+    probe; returns it, the ping and the time it was sent. Driven by hand: a fake clock."""
+    prober = Membership("a", member_address(0), random.Random(3), 0.0, CONFIG)
+    prober.bootstrap([(member_id(i), member_address(i)) for i in range(1, 4)], 0.0)
+    prober.awareness = awareness
+    now = 0.0
+    while True:  # the first probe fires within one (scaled) period
+        for send in prober.tick(now):
+            if isinstance(send.message, GossipPing):
+                return prober, send.message, now
+        deadline = prober.next_deadline()
+        assert deadline is not None
+        now = deadline
+
+
+def test_an_on_time_direct_ack_lowers_local_health() -> None:
+    prober, ping, sent_at = _probing_pair(awareness=2)
+    ack = GossipAck(seq=ping.seq, source=ping.target, members=(), reports=())
+    prober.handle(ack, member_address(1), sent_at + 0.01)
+    assert prober.awareness == 1
+
+
+def test_a_relayed_ack_proves_the_target_alive_but_not_this_node_healthy() -> None:
+    # memberlist lowers its awareness only on a direct ack within the probe timeout.
+    prober, ping, sent_at = _probing_pair(awareness=2)
+    timeout = CONFIG.probe_timeout_s * (prober.awareness + 1)
+    sends = prober.tick(sent_at + timeout)  # no direct ack: indirect probes go out
+    requests = [s for s in sends if isinstance(s.message, GossipPingReq)]
+    assert requests
+    relayed = GossipAck(seq=ping.seq, source=ping.target, members=(), reports=())
+    prober.handle(relayed, requests[0].to, sent_at + timeout + 0.01)
+    assert prober.awareness == 2
+    target = prober.get(ping.target)
+    assert target is not None and target.state is MemberState.ALIVE
+    assert prober.counters.probes_failed == 0  # the probe succeeded: no suspicion
+
+
+def test_a_late_direct_ack_leaves_local_health_alone() -> None:
+    prober, ping, sent_at = _probing_pair(awareness=1)
+    timeout = CONFIG.probe_timeout_s * (prober.awareness + 1)
+    ack = GossipAck(seq=ping.seq, source=ping.target, members=(), reports=())
+    prober.handle(ack, member_address(1), sent_at + timeout + 0.05)  # before any tick
+    assert prober.awareness == 1

@@ -36,7 +36,9 @@ Accurate Failure Detection", 2018), which memberlist implements:
 
 - *Local health* (LHA): a score ``0 <= h < S`` rises when this node's own probes fail or
   its indirect probes get no nack, and when it must refute a suspicion about itself (all
-  signs that *it* is slow); it falls with each successful probe. Probe period and probe
+  signs that *it* is slow); it falls only with a direct ack that comes within the probe
+  timeout (memberlist's rule: a relayed or late ack proves the target alive, not this
+  node healthy). Probe period and probe
   timeout are multiplied by ``h + 1``, so a slow node probes less eagerly and accuses less.
 - *Nacks*: a relay that hears nothing from the target within ``nack_ratio`` of the probe
   timeout answers ``gossip_nack``; missing nacks tell the prober its own network is bad.
@@ -955,7 +957,10 @@ class Membership:
         probe = self._probe
         if probe is not None and ack.seq == probe.seq:
             self._probe = None
-            self._raise_awareness(-1)
+            if not probe.indirect and now <= probe.direct_deadline:
+                # Only an on-time direct ack says this node is healthy, as in memberlist: a
+                # relayed or late one says the target lives, not that our probes are timely.
+                self._raise_awareness(-1)
             self._heard(probe.target, now)
             return
         relay = self._relays.pop(ack.seq, None)
