@@ -8,6 +8,7 @@ sleeps: the kernel runs virtual time until a condition holds or a deadline passe
 
 from __future__ import annotations
 
+import math
 import random
 from typing import Any
 
@@ -15,6 +16,10 @@ import pytest
 
 from sllm.core.admission import NOTICE_INTERVAL_S, Admission
 from sllm.core.membership import (
+    JOIN_PAGE_GAP_S,
+    JOIN_PAGE_TOKENS_MAX,
+    JOIN_PAGE_TOKENS_PER_S,
+    JOIN_PAGES_PER_BURST,
     Broadcasts,
     GossipConfig,
     Membership,
@@ -26,11 +31,14 @@ from sllm.sim.participants import Participants, member_address, member_id, membe
 from sllm.wire import (
     Codec,
     GossipAck,
+    GossipJoin,
+    GossipJoinState,
     GossipPing,
     GossipPingReq,
     GossipPush,
     GossipSync,
     MemberUpdate,
+    WorkerReport,
 )
 from sllm.wire.codec import MAX_DATAGRAM_BYTES
 
@@ -589,3 +597,115 @@ def test_a_late_direct_ack_leaves_local_health_alone() -> None:
     ack = GossipAck(seq=ping.seq, source=ping.target, members=(), reports=())
     prober.handle(ack, member_address(1), sent_at + timeout + 0.05)  # before any tick
     assert prober.awareness == 1
+
+
+# -- joins: the full state in pages ---------------------------------------------------------
+
+
+def _report_of(node: Membership, seq: int = 1) -> WorkerReport:
+    """A gossip-sized report (six models) for `node`."""
+    host, port = node.address
+    models = {f"llama-3.1-8b-ft{i}": i % 3 for i in range(6)}
+    return WorkerReport(
+        node_id=node.node_id, host=host, port=port, http_port=0, models=models,
+        models_omitted=18, queue_depth=seq % 7, queue_capacity=64, running=1, slots=8,
+        gpu_utilization=0.125, memory_used=60 * 10**9, memory_total=141 * 10**9,
+        load_backlog_s=0.0, ready=True, seq=seq, timestamp=0.0,
+    )  # fmt: skip
+
+
+def _cluster_with_reports(net: Participants, size: int) -> list[Membership]:
+    nodes = membership_cluster(net, size, CONFIG, seed=4)
+    for node in nodes:
+        node.publish_report(_report_of(node))
+    net.run_for(5.0)  # the reports spread
+    return nodes
+
+
+def test_a_joiner_learns_every_member_and_report_within_two_seconds() -> None:
+    net = network(seed=5)
+    size = 200
+    nodes = _cluster_with_reports(net, size)
+    joiner = Membership(
+        "joiner", member_address(size), random.Random(9), net.now, CONFIG,
+        seeds=[nodes[0].address],
+    )  # fmt: skip
+    net.add(joiner.address, joiner)
+    held = set(nodes[0].reports)  # what the seed holds (gossip is still spreading the rest)
+    assert len(held) > size // 2
+    # Every member and every load report the seed holds.
+    knows_all = lambda: joiner.live_count == size + 1 and set(joiner.reports) >= held  # noqa: E731
+    took = net.run_until_true(knows_all, timeout=10.0, step=0.05)
+    assert took is not None and took <= 2.0, (took, joiner.live_count, len(joiner.reports))
+    assert net.network.sizer.oversized == 0  # every page fits a signed datagram
+    assert nodes[0].counters.join_states == 1
+    # What the pages brought is no news to the cluster: the joiner does not gossip it on.
+    assert len(joiner._broadcasts) <= 1 and len(joiner._report_broadcasts) == 0
+    # The cluster learns the joiner as usual.
+    everyone = lambda: all(node.is_live("joiner") for node in nodes)  # noqa: E731
+    assert net.run_until_true(everyone, timeout=10.0, step=0.1) is not None
+
+
+def test_a_restarted_node_learns_its_old_incarnation_from_the_join_state_and_refutes() -> None:
+    net = network(seed=6)
+    nodes = membership_cluster(net, 20, CONFIG, seed=6)
+    net.run_for(3.0)
+    victim = nodes[7]
+    victim.apply(update(victim.node_id, 0, MemberState.SUSPECT, "x"), net.now)  # incarnation 1
+    net.run_for(5.0)
+    assert all(node.members[victim.node_id].incarnation == 1 for node in nodes)
+    net.crash(victim.address)
+    again = Membership(
+        victim.node_id, victim.address, random.Random(11), net.now, CONFIG,
+        seeds=[nodes[0].address],
+    )  # fmt: skip
+    # It knows the others before its first probe would have found any of them.
+    net.add(again.address, again)
+    assert net.run_until_true(lambda: again.live_count == 20, timeout=2.0, step=0.05)
+    assert again.incarnation == 2  # what the seed believed about it, plus one
+
+
+def test_joins_beyond_the_page_tokens_get_a_sample() -> None:
+    seed = Membership("seed", member_address(0), random.Random(1), 0.0, CONFIG)
+    seed.bootstrap([(member_id(i), member_address(i)) for i in range(1, 200)], 0.0)
+    full: list[int] = []
+    for index in range(40):  # a burst of joins at one instant
+        join = GossipJoin(
+            source=f"joiner-{index}",
+            members=(MemberUpdate(f"joiner-{index}", "127.0.9.1", 7000 + index, 0, 0, ""),),
+            reports=(),
+        )
+        sends = seed.handle(join, ("127.0.9.1", 7000 + index), 0.0)
+        if any(isinstance(s.message, GossipJoinState) for s in sends):
+            full.append(index)
+        else:
+            [reply] = sends
+            assert isinstance(reply.message, GossipSync) and reply.message.reply
+    pages_each = math.ceil(200 / 17)  # about 17 member updates a page
+    assert 0 < len(full) <= JOIN_PAGE_TOKENS_MAX // pages_each + 1
+    assert seed.counters.join_states_declined == 40 - len(full)
+    # Tokens come back with time: one more full answer after a second's refill.
+    join = GossipJoin(source="late", members=(), reports=())
+    later = seed.handle(join, ("127.0.9.2", 7000), 1.0 + pages_each / JOIN_PAGE_TOKENS_PER_S)
+    assert any(isinstance(s.message, GossipJoinState) for s in later)
+
+
+def test_join_state_pages_are_paced_and_numbered() -> None:
+    seed = Membership("seed", member_address(0), random.Random(1), 0.0, CONFIG)
+    seed.bootstrap([(member_id(i), member_address(i)) for i in range(1, 1500)], 0.0)
+    join = GossipJoin(source="joiner", members=(), reports=())
+    first = [s.message for s in seed.handle(join, ("127.0.9.1", 7000), 0.0)]
+    pages = [m for m in first if isinstance(m, GossipJoinState)]
+    assert len(pages) == JOIN_PAGES_PER_BURST
+    total = pages[0].pages
+    assert total > JOIN_PAGES_PER_BURST
+    assert seed.next_deadline() == pytest.approx(JOIN_PAGE_GAP_S)
+    now = 0.0
+    while len(pages) < total:
+        now = seed.next_deadline() or now
+        pages += [s.message for s in seed.tick(now) if isinstance(s.message, GossipJoinState)]
+    assert [page.page for page in pages] == list(range(total))
+    named = {update.node_id for page in pages for update in page.members}
+    assert len(named) == 1500
+    codec = Codec(SECRET)
+    assert all(len(codec.encode(page, 1.0, 1)) <= MAX_DATAGRAM_BYTES for page in pages)

@@ -134,6 +134,7 @@ from __future__ import annotations
 import heapq
 import math
 import random
+from collections import deque
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from enum import IntEnum
@@ -146,6 +147,8 @@ from sllm.wire.messages import (
     PIGGYBACK_MAX_MEMBERS,
     PIGGYBACK_MAX_REPORTS,
     GossipAck,
+    GossipJoin,
+    GossipJoinState,
     GossipNack,
     GossipPing,
     GossipPingReq,
@@ -166,11 +169,25 @@ DATAGRAM_BUDGET_BYTES = MAX_DATAGRAM_BYTES - SIGNED_OVERHEAD_BYTES
 FILL_SKIPS_MAX = 8
 # `detection_bound` allows this many periods before someone probes a crashed member.
 FIRST_PROBE_PERIODS = 5
+# The largest page number a join state page is sized for (its digits count in the budget).
+COUNT_FIELD_MAX = 99_999
 # Members sampled for a sync before the byte budget trims the sample.
 SYNC_SAMPLE_MAX = 3 * PIGGYBACK_MAX_MEMBERS
 # Reports from members not known yet (their alive update is still on its way) are held
 # back this many at most, and released when the member is added.
 ORPHAN_REPORTS_MAX = 64
+# Join state pages: a full state is about N / 17 member pages and N / 3 report pages (400
+# pages, 520 KB at 1,000 members). A node answers joins in full while it has page tokens:
+# JOIN_PAGE_TOKENS_MAX covers two such joins at once, and tokens come back at
+# JOIN_PAGE_TOKENS_PER_S (one more 1,000-member join every two seconds, 260 KB/s at
+# most), which also bounds what a stranger can make a node send in unsigned mode. A join
+# beyond that gets an ordinary sync reply (a sample) and learns the rest by gossip.
+JOIN_PAGE_TOKENS_MAX = 1_000
+JOIN_PAGE_TOKENS_PER_S = 200.0
+# Pages leave in bursts of JOIN_PAGES_PER_BURST (about 85 KB, well within a default
+# 208 KB socket receive buffer) every JOIN_PAGE_GAP_S: 400 pages take about 60 ms.
+JOIN_PAGES_PER_BURST = 64
+JOIN_PAGE_GAP_S = 0.01
 
 
 class MemberState(IntEnum):
@@ -320,6 +337,8 @@ class GossipCounters:
     messages_in: int = 0
     messages_out: int = 0
     relays_declined: int = 0  # ping-reqs for a target not known here as alive or suspect
+    join_states: int = 0  # joins answered with the full state
+    join_states_declined: int = 0  # joins answered with a sample: out of page tokens
 
 
 # -- dissemination queue -----------------------------------------------------------------
@@ -513,6 +532,11 @@ class Membership:
         self._live = 1  # alive + suspect members, self included
         self._notices: list[Notice] = []
         self._fresh_reports: list[WorkerReport] = []
+        # Join state pages waiting to leave, oldest join first, and the page tokens left.
+        self._pages: deque[Send] = deque()
+        self._next_page_at = now
+        self._page_tokens = float(JOIN_PAGE_TOKENS_MAX)
+        self._page_tokens_at = now
         jitter = self.rng.random()  # desynchronise nodes started together
         self._next_probe_at = now + jitter * self.config.probe_interval_s
         self._next_gossip_at = now + jitter * self.config.gossip_interval_s
@@ -570,6 +594,8 @@ class Membership:
         times.extend(s.deadline for s in self._suspicions.values())
         if self._tombstones:
             times.append(self._tombstones[0][0])
+        if self._pages:
+            times.append(self._next_page_at)
         return min(times)
 
     # -- configuration-time helpers ---------------------------------------------------
@@ -597,6 +623,14 @@ class Membership:
                 return []  # our own datagram came back (a seed list naming us)
             self._merge(message.members, message.reports, now, sender[0])
             self._heard(message.source, now)
+        elif isinstance(message, GossipJoin | GossipJoinState):
+            if message.source == self.node_id:
+                return []
+            # A joiner's own entry is news to spread; a page of state is what the cluster
+            # knows already: merged without re-gossiping it.
+            relay = isinstance(message, GossipJoin)
+            self._merge(message.members, message.reports, now, sender[0], relay=relay)
+            self._heard(message.source, now)
         sends: list[Send] = []
         if isinstance(message, GossipPing):
             if message.target == self.node_id:
@@ -611,6 +645,8 @@ class Membership:
                 probe.nacks += 1
         elif isinstance(message, GossipSync) and not message.reply:
             sends.append(self._sync(sender, message.source, reply=True))
+        elif isinstance(message, GossipJoin):
+            self._answer_join(sender, message.source, now, sends)
         self.counters.messages_out += len(sends)
         return sends
 
@@ -640,7 +676,9 @@ class Membership:
         if now >= self._next_rejoin_at:
             self._next_rejoin_at = now + self.config.rejoin_interval_s
             if self._alone():
-                sends.extend(self._sync(seed, "", reply=False) for seed in self.seeds)
+                sends.extend(self._join(seed) for seed in self.seeds)
+        if self._pages and now >= self._next_page_at:
+            self._send_pages(now, sends)
         self.counters.messages_out += len(sends)
         return sends
 
@@ -682,17 +720,23 @@ class Membership:
         reports: Iterable[WorkerReport],
         now: float,
         source: str,
+        *,
+        relay: bool = True,
     ) -> None:
         for update in members:
-            self.apply(update, now, source)
+            self.apply(update, now, source, relay=relay)
         for report in reports:
-            self._apply_report(report)
+            self._apply_report(report, relay=relay)
 
-    def apply(self, update: MemberUpdate, now: float, source: str = "") -> None:
+    def apply(
+        self, update: MemberUpdate, now: float, source: str = "", *, relay: bool = True
+    ) -> None:
         """Take one membership update in, by SWIM's incarnation rules.
 
         `source` is the host the update came from: a stranger it names joins only if
         `admission` lets it (the list is not full, the source is not over its rate).
+        Without `relay` (a join state page) a new member is added quietly: not gossiped
+        on, and no notice each.
         """
         if update.node_id == self.node_id:
             self._about_self(update, now)
@@ -702,7 +746,7 @@ class Membership:
         if state is MemberState.ALIVE:
             if member is None:
                 if self.admission.admit(size=len(self.members), source=source, now=now):
-                    self._add(update, now)
+                    self._add(update, now, quiet=not relay)
                 else:
                     refused = self.admission.notice("member", now)  # one per interval
                     if refused is not None:
@@ -764,7 +808,7 @@ class Membership:
         self._enroll(update.node_id)
         orphan = self._orphans.pop(update.node_id, None)
         if orphan is not None:
-            self._apply_report(orphan)
+            self._apply_report(orphan, relay=not quiet)
         if not quiet:
             self._queue(member)
             self._notices.append(
@@ -849,7 +893,8 @@ class Membership:
         event = "member_dead" if state is MemberState.DEAD else "member_left"
         self._notices.append(Notice(event, {"member": member.node_id, "by": origin}))
 
-    def _apply_report(self, report: WorkerReport) -> None:
+    def _apply_report(self, report: WorkerReport, *, relay: bool = True) -> None:
+        """Keep a newer report; gossip it on unless it came in a join state page."""
         if report.node_id == self.node_id:
             return
         member = self.members.get(report.node_id)
@@ -866,7 +911,8 @@ class Membership:
         if held is not None and report.seq <= held.seq and report.timestamp <= held.timestamp:
             return
         self.reports[report.node_id] = report
-        self._report_broadcasts.put(report.node_id, report, encoded_size(report))
+        if relay:
+            self._report_broadcasts.put(report.node_id, report, encoded_size(report))
         self._fresh_reports.append(report)
 
     def _heard(self, node_id: str, now: float) -> None:
@@ -1207,3 +1253,88 @@ class Membership:
                 reports.append(report)
                 budget -= size
         return Send(to, GossipSync(self.node_id, reply, tuple(chosen), tuple(reports)))
+
+    # -- joins -----------------------------------------------------------------------------
+
+    def _join(self, seed: Address) -> Send:
+        """Ask a seed for the whole state, carrying our own entry and report."""
+        me = self.members[self.node_id].update()
+        own = self.reports.get(self.node_id)
+        return Send(
+            seed,
+            GossipJoin(source=self.node_id, members=(me,), reports=(own,) if own else ()),
+        )
+
+    def _answer_join(self, to: Address, joiner: str, now: float, sends: list[Send]) -> None:
+        """The full state in pages, while page tokens last; else a sample (a sync reply).
+
+        Pages snapshot the live members and their reports now; the first burst leaves at
+        once and the rest every JOIN_PAGE_GAP_S (`tick`).
+        """
+        elapsed = now - self._page_tokens_at
+        self._page_tokens_at = now
+        self._page_tokens = min(
+            float(JOIN_PAGE_TOKENS_MAX), self._page_tokens + elapsed * JOIN_PAGE_TOKENS_PER_S
+        )
+        pages = self._state_pages(to, joiner)
+        if len(pages) > self._page_tokens:
+            self.counters.join_states_declined += 1
+            sends.append(self._sync(to, joiner, reply=True))
+            return
+        self._page_tokens -= len(pages)
+        self.counters.join_states += 1
+        queued_before = bool(self._pages)
+        self._pages.extend(pages)
+        if not queued_before:
+            self._send_pages(now, sends)
+
+    def _send_pages(self, now: float, sends: list[Send]) -> None:
+        for _ in range(min(JOIN_PAGES_PER_BURST, len(self._pages))):
+            sends.append(self._pages.popleft())
+        self._next_page_at = now + JOIN_PAGE_GAP_S
+
+    def _state_pages(self, to: Address, joiner: str) -> list[Send]:
+        """Live members, then their reports, in as few datagrams as the cap allows."""
+        fixed = json_size(
+            {"source": self.node_id, "page": COUNT_FIELD_MAX, "pages": COUNT_FIELD_MAX}
+        )
+        budget_per_page = DATAGRAM_BUDGET_BYTES - 80 - fixed
+        # The joiner's own entry too: a restarted node learns what the cluster believes
+        # about it, and refutes with a higher incarnation.
+        updates = [m.update() for m in self.live_members()]
+        reports = [r for node_id, r in self.reports.items() if node_id != joiner]
+        contents: list[tuple[list[MemberUpdate], list[WorkerReport]]] = []
+        members: list[MemberUpdate] = []
+        held: list[WorkerReport] = []
+        budget = budget_per_page
+
+        def room(size: int, full: bool) -> None:
+            nonlocal members, held, budget
+            if full or size > budget:
+                contents.append((members, held))
+                members, held, budget = [], [], budget_per_page
+            budget -= size
+
+        for update in updates:
+            size = encoded_size(update) + 1
+            room(size, len(members) >= PIGGYBACK_MAX_MEMBERS)
+            members.append(update)
+        for report in reports:
+            size = encoded_size(report) + 1
+            room(size, len(held) >= PIGGYBACK_MAX_REPORTS)
+            held.append(report)
+        if members or held:
+            contents.append((members, held))
+        return [
+            Send(
+                to,
+                GossipJoinState(
+                    source=self.node_id,
+                    page=index,
+                    pages=len(contents),
+                    members=tuple(page_members),
+                    reports=tuple(page_reports),
+                ),
+            )
+            for index, (page_members, page_reports) in enumerate(contents)
+        ]
