@@ -20,6 +20,7 @@ from sllm.core.membership import (
     JOIN_PAGE_TOKENS_MAX,
     JOIN_PAGE_TOKENS_PER_S,
     JOIN_PAGES_PER_BURST,
+    SYNC_MEMBERS_MAX,
     Broadcasts,
     GossipConfig,
     Membership,
@@ -418,7 +419,7 @@ def test_a_sync_is_one_datagram_whatever_the_cluster_size() -> None:
     data = Codec(SECRET).encode(sync.message, 0.0, 1)
     assert len(data) <= MAX_DATAGRAM_BYTES
     assert sync.message.members[0].node_id == member_id(7)  # the peer's entry leads
-    assert len(sync.message.members) >= 10
+    assert len(sync.message.members) == SYNC_MEMBERS_MAX  # the same count, and cost, at any N
     assert encoded_size(sync.message.members[0]) < 100
 
 
@@ -709,3 +710,18 @@ def test_join_state_pages_are_paced_and_numbered() -> None:
     assert len(named) == 1500
     codec = Codec(SECRET)
     assert all(len(codec.encode(page, 1.0, 1)) <= MAX_DATAGRAM_BYTES for page in pages)
+
+
+def test_a_sync_carries_the_senders_own_report_at_any_cluster_size() -> None:
+    # Reports go out on change only: a sync repairs a copy a peer missed, and costs the same
+    # at 10 members as at 1,000 (a member sample filled to the cap left no room for one).
+    sizes = {}
+    for count in (10, 1000):
+        me = lone("n0000")
+        me.bootstrap(((member_id(i), member_address(i)) for i in range(1, count)), 0.0)
+        me.publish_report(_report_of(me))
+        sync = me._sync(("127.0.0.2", 1), member_id(7), reply=False).message
+        assert isinstance(sync, GossipSync)
+        assert [report.node_id for report in sync.reports][:1] == ["n0000"]
+        sizes[count] = len(Codec(SECRET).encode(sync, 0.0, 1))
+    assert sizes[1000] <= 1.1 * sizes[10]

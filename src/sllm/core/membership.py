@@ -63,14 +63,17 @@ period, an update reaches most of the cluster in O(log N) periods.
 three messages per node per period, too few for load reports that change every second.
 So, as memberlist does, every ``gossip_interval`` a node with something queued pushes it
 (``gossip_push``, no reply) to ``gossip_fanout`` random alive members. A node with nothing
-queued sends nothing, so an idle cluster costs only its probes. Per-node bandwidth is at
-most ``fanout / interval`` datagrams a second whatever N; what grows with N is how stale
-load reports get (a node can relay only so many reports a second), which is what Sparrow-
-style probing (`sllm.core.node`) corrects at decision time.
+queued sends nothing. Per-node bandwidth is at most ``fanout / interval`` datagrams a
+second whatever N. Load reports are queued only when they change (`sllm.core.node`
+publishes on change, never on time), so an idle cluster costs its probes and syncs and
+nothing that grows with N; under load, what grows with N is how stale load reports get
+(a node can relay only so many reports a second), which is what Sparrow-style probing
+(`sllm.core.node`) corrects at decision time. Measured in docs/decentralized.md.
 
 **Anti-entropy** (push-pull, as in memberlist). Every ``sync_interval`` a node sends a
-bounded random sample of its member list and load reports (``gossip_sync``) to one random
-alive member, which merges it and answers with its own sample. It repairs what piggybacking
+bounded random sample of its member list (`SYNC_MEMBERS_MAX` updates) and load reports
+(its own first) (``gossip_sync``) to one random alive member, which merges it and answers
+with its own sample. It repairs what piggybacking
 missed. Each sync is one datagram each way whatever N, so per-node bandwidth stays bounded:
 the price is that repairing a specific entry takes O(N / sample) exchanges at large N.
 
@@ -81,14 +84,21 @@ address may introduce new members only so fast. A ``gossip_ping_req`` is relayed
 member known here as alive or suspect, at the address known here: a relay never sends to
 an address a request names, so a node cannot be used as a reflector.
 
-**Join, rejoin, partitions, leave.** A node joins by syncing with its seed addresses, and
-keeps doing so every ``rejoin_interval`` while it knows no other live member. Dead members
-are remembered for ``dead_retention`` (so stale gossip cannot resurrect them: an alive
-update needs a higher incarnation than the death); meanwhile, every ``reconnect_interval``
-a node syncs with one random dead member or one seed it does not know as alive. After a
-healed partition, each side learns the other has declared it dead, refutes with a higher
-incarnation, and the views reconverge. A graceful leave gossips ``left`` at once to
-``leave_fanout`` members; a left member is never suspected, nor reconnected.
+**Join, rejoin, partitions, leave.** A node that knows no other live member sends its seeds
+a ``gossip_join``, at start and every ``rejoin_interval`` while alone. A seed answers with
+its whole state, as memberlist's join push-pull does but in datagrams:
+``gossip_join_state`` pages within the datagram cap, live members (the joiner's own entry
+included, so a restarted node learns its old incarnation and refutes) then their reports,
+in bursts of `JOIN_PAGES_PER_BURST` every `JOIN_PAGE_GAP_S`. The joiner merges pages
+without gossiping them on. Page tokens (`JOIN_PAGE_TOKENS_MAX`, `JOIN_PAGE_TOKENS_PER_S`)
+bound what joins cost a node, and what a stranger can make it send; a join beyond them gets
+a sync reply. Dead members are remembered for ``dead_retention`` (so stale gossip cannot
+resurrect them: an alive update needs a higher incarnation than the death); meanwhile,
+every ``reconnect_interval`` a node syncs with one random dead member or one seed it does
+not know as alive. After a healed partition, each side learns the other has declared it
+dead, refutes with a higher incarnation, and the views reconverge. A graceful leave gossips
+``left`` at once to ``leave_fanout`` members; a left member is never suspected, nor
+reconnected.
 
 Detection bound (see docs/decentralized.md for the measured values): with no message loss,
 every live node marks a crashed member dead within
@@ -109,7 +119,7 @@ suspicion_mult (alpha)      4.0         ``min = alpha * max(1, log10 N) * T``
 suspicion_max_mult (beta)   6.0         ``max = beta * min``
 suspicion_confirmations (K) 2           independent suspicions that bring ``max`` to ``min``
 retransmit_mult (lambda)    4           ``lambda * ceil(log10(N + 1))`` sends per update
-report_retransmit_mult      3           the same for load reports (refreshed anyway)
+report_retransmit_mult      3           the same for load reports (sent on change only)
 gossip_interval_s           0.2         gossip round period (memberlist LAN: 200 ms)
 gossip_fanout               3           members per gossip round; 0 = piggyback only
 awareness_max (S)           8           local health multiplier ceiling: ``h + 1 <= S``
@@ -123,10 +133,11 @@ leave_fanout                0           members told at once of a leave; 0 = the
 ==========================  ==========  ====================================================
 
 Not handled yet: a TCP fallback probe and TCP push-pull (memberlist has both; every
-exchange here is one datagram), digest-based anti-entropy (a sample is sent, so a missed
-entry is repaired in O(N / sample) syncs at very large N), per-member metadata other than
-load reports, and protection against a member lying about others (any authenticated node
-may gossip anything).
+exchange here is one datagram, a join's full state a paced series of them; a lost page is
+repaired by syncs and gossip, not re-sent), digest-based anti-entropy (a sample is sent, so
+a missed entry is repaired in O(N / sample) syncs at very large N), per-member metadata
+other than load reports, and protection against a member lying about others (any
+authenticated node may gossip anything).
 """
 
 from __future__ import annotations
@@ -173,6 +184,12 @@ FIRST_PROBE_PERIODS = 5
 COUNT_FIELD_MAX = 99_999
 # Members sampled for a sync before the byte budget trims the sample.
 SYNC_SAMPLE_MAX = 3 * PIGGYBACK_MAX_MEMBERS
+# Member updates in a sync: the peer's, ours, and six random ones. A fixed count, so a sync
+# costs the same at 10 nodes as at 1,000 (filled to the cap it grew with N up to about 17
+# members, +19% idle bytes from 10 to 100 nodes); the room left carries load reports, ours
+# first, which repairs a copy of it that the peer missed (reports go out on change only).
+# Joiners get every member from the join state, so syncs only repair.
+SYNC_MEMBERS_MAX = 8
 # Reports from members not known yet (their alive update is still on its way) are held
 # back this many at most, and released when the member is added.
 ORPHAN_REPORTS_MAX = 64
@@ -1222,7 +1239,8 @@ class Membership:
         )
 
     def _sync(self, to: Address, peer: str, reply: bool) -> Send:
-        """A bounded sample: the peer's entry and ours first, then random members, reports."""
+        """A bounded sample: the peer's entry and ours first, then random members (at most
+        `SYNC_MEMBERS_MAX` in all), then reports, ours first, while they fit."""
         budget = DATAGRAM_BUDGET_BYTES - 80 - json_size({"source": self.node_id, "reply": reply})
         chosen: list[MemberUpdate] = []
         first = [self.node_id]
@@ -1232,7 +1250,7 @@ class Membership:
         sample = self.rng.sample(ids, min(len(ids), SYNC_SAMPLE_MAX))
         seen: set[str] = set()
         for node_id in [*first, *sample]:
-            if node_id in seen or len(chosen) >= PIGGYBACK_MAX_MEMBERS:
+            if node_id in seen or len(chosen) >= SYNC_MEMBERS_MAX:
                 continue
             seen.add(node_id)
             update = self.members[node_id].update()
