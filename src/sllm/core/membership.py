@@ -623,6 +623,12 @@ class Membership:
             if node_id != self.node_id and node_id not in self.members:
                 self._add(MemberUpdate(node_id, address[0], address[1], 0, 0, ""), now, quiet=True)
 
+    def bootstrap_reports(self, reports: Iterable[WorkerReport]) -> None:
+        """Hold other members' `reports` without any exchange, and gossip none of them
+        (benchmarks, tests: a cluster whose first reports have all spread)."""
+        for report in reports:
+            self._apply_report(report, relay=False)
+
     def publish_report(self, report: WorkerReport) -> None:
         """This node's own load report: kept for syncs and gossiped like any update."""
         self.reports[self.node_id] = report
