@@ -38,8 +38,8 @@ Accurate Failure Detection", 2018), which memberlist implements:
   its indirect probes get no nack, and when it must refute a suspicion about itself (all
   signs that *it* is slow); it falls only with a direct ack that comes within the probe
   timeout (memberlist's rule: a relayed or late ack proves the target alive, not this
-  node healthy). Probe period and probe
-  timeout are multiplied by ``h + 1``, so a slow node probes less eagerly and accuses less.
+  node healthy). Probe period and probe timeout are multiplied by ``h + 1``, so a slow
+  node probes less eagerly and accuses less.
 - *Nacks*: a relay that hears nothing from the target within ``nack_ratio`` of the probe
   timeout answers ``gossip_nack``; missing nacks tell the prober its own network is bad.
 - *Dynamic suspicion* (LHA-Suspicion): the timeout starts at ``max`` and shrinks towards
@@ -71,11 +71,11 @@ nothing that grows with N; under load, what grows with N is how stale load repor
 (`sllm.core.node`) corrects at decision time. Measured in docs/decentralized.md.
 
 **Anti-entropy** (push-pull, as in memberlist). Every ``sync_interval`` a node sends a
-bounded random sample of its member list (`SYNC_MEMBERS_MAX` updates) and load reports
-(its own first) (``gossip_sync``) to one random alive member, which merges it and answers
-with its own sample. It repairs what piggybacking
-missed. Each sync is one datagram each way whatever N, so per-node bandwidth stays bounded:
-the price is that repairing a specific entry takes O(N / sample) exchanges at large N.
+bounded random sample of its member list (`SYNC_MEMBERS_MAX` updates) and load reports (its
+own first) (``gossip_sync``) to one random alive member, which merges it and answers with
+its own sample. It repairs what piggybacking missed. Each sync is one datagram each way
+whatever N, so per-node bandwidth stays bounded: the price is that repairing a specific
+entry takes O(N / sample) exchanges at large N.
 
 **Bounded state** (without a cluster secret anyone may gossip). A member is created only by
 an ``alive`` update about a stranger, and only if `sllm.core.admission` admits it: the
@@ -1300,8 +1300,11 @@ class Membership:
         self._page_tokens = min(
             float(JOIN_PAGE_TOKENS_MAX), self._page_tokens + elapsed * JOIN_PAGE_TOKENS_PER_S
         )
-        pages = self._state_pages(to, joiner)
-        if len(pages) > self._page_tokens:
+        # At least this many member pages: a join that cannot be afforded is declined
+        # before the O(N) work of building its pages (joins from strangers cost O(1)).
+        member_pages = self._live / PIGGYBACK_MAX_MEMBERS
+        pages = [] if member_pages > self._page_tokens else self._state_pages(to, joiner)
+        if not pages or len(pages) > self._page_tokens:
             self.counters.join_states_declined += 1
             sends.append(self._sync(to, joiner, reply=True))
             return

@@ -30,9 +30,11 @@ gossiped to few). An unchanged report is never re-sent: an idle cluster costs it
 and syncs, whatever N (measured in docs/decentralized.md). A joiner gets every report at
 once in the join state pages (`sllm.core.membership`), so nobody needs to re-send for it.
 Since an unchanged member sends nothing, the view's backstop timeout
-(``report_stale_s``) cannot mean "silent": every ``report_refresh_s`` the node reconciles
-its view's oldest entries with membership, keeping a member membership holds alive
-(`ClusterView.touch`) and dropping any other. A
+(``report_stale_s``) cannot mean "silent": every ``report_interval_s`` the node renews
+(`ClusterView.touch`) the view entries older than ``report_refresh_s`` whose member
+membership holds alive, and leaves any other to the backstop; every ``report_refresh_s``
+it asks up to `FILL_PROBES_MAX` alive members it holds no report from for theirs (a
+``load_probe``: gossip misses a report now and then, and nothing re-sends it). A
 gossiped report names at most `GOSSIP_REPORT_MAX_MODELS` models, fastest tiers first,
 and counts the rest in ``models_omitted``: two such reports fit in one datagram beside
 the membership updates.
