@@ -42,6 +42,8 @@ from sllm.wire.messages import (
     REPORT_MAX_MODELS,
     STATE_PAGE_MAX_WORKERS,
     GossipAck,
+    GossipJoin,
+    GossipJoinState,
     GossipNack,
     GossipPing,
     GossipPingReq,
@@ -184,6 +186,13 @@ SAMPLES.update(
         "load_probe_reply": LoadProbeReply("probe-17", (gossip_report(),)),
         "member_state_request": MemberStateRequest("req-9", 12, MEMBER_PAGE_MAX),
         "member_state_response": member_page(),
+        "gossip_join": GossipJoin(
+            source="node-0009", members=(member_update(9),), reports=(gossip_report(),)
+        ),
+        "gossip_join_state": GossipJoinState(
+            source="node-0001", page=0, pages=3,
+            members=tuple(member_update(i) for i in range(6)), reports=(gossip_report(),),
+        ),
     }
 )  # fmt: skip
 
