@@ -113,3 +113,12 @@ def test_join_messages_round_trip_and_refuse_bad_fields() -> None:
     body["b"]["source"] = "not an id!"
     with pytest.raises(DecodeError, match="source"):
         plain.decode(json.dumps(body).encode(), 1.0)
+
+
+def test_an_oversized_join_drops_its_report_and_keeps_the_joiners_entry() -> None:
+    member = MemberUpdate(f"{LONG}-j", LONG, 7946, 0, 0, "")
+    join = GossipJoin(source=f"{LONG}-j", members=(member,), reports=(big_report(0),))
+    message, data = fitted(join)
+    assert isinstance(message, GossipJoin)
+    assert len(data) <= MAX_DATAGRAM_BYTES
+    assert message.reports == () and message.members == (member,)
