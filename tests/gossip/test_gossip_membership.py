@@ -8,6 +8,7 @@ sleeps: the kernel runs virtual time until a condition holds or a deadline passe
 
 from __future__ import annotations
 
+import math
 import random
 from typing import Any
 
@@ -15,6 +16,11 @@ import pytest
 
 from sllm.core.admission import NOTICE_INTERVAL_S, Admission
 from sllm.core.membership import (
+    JOIN_PAGE_GAP_S,
+    JOIN_PAGE_TOKENS_MAX,
+    JOIN_PAGE_TOKENS_PER_S,
+    JOIN_PAGES_PER_BURST,
+    SYNC_MEMBERS_MAX,
     Broadcasts,
     GossipConfig,
     Membership,
@@ -26,11 +32,14 @@ from sllm.sim.participants import Participants, member_address, member_id, membe
 from sllm.wire import (
     Codec,
     GossipAck,
+    GossipJoin,
+    GossipJoinState,
     GossipPing,
     GossipPingReq,
     GossipPush,
     GossipSync,
     MemberUpdate,
+    WorkerReport,
 )
 from sllm.wire.codec import MAX_DATAGRAM_BYTES
 
@@ -417,7 +426,7 @@ def test_a_sync_is_one_datagram_whatever_the_cluster_size() -> None:
     data = Codec(SECRET).encode(sync.message, 0.0, 1)
     assert len(data) <= MAX_DATAGRAM_BYTES
     assert sync.message.members[0].node_id == member_id(7)  # the peer's entry leads
-    assert len(sync.message.members) >= 10
+    assert len(sync.message.members) == SYNC_MEMBERS_MAX  # the same count, and cost, at any N
     assert encoded_size(sync.message.members[0]) < 100
 
 
@@ -639,3 +648,188 @@ def test_one_source_introduces_new_members_only_at_its_rate() -> None:
         0.5,
     )
     assert len(me.members) == 1 + 11
+
+
+# -- Lifeguard local health: only an on-time direct ack lowers it --------------------------
+
+
+def _probing_pair(awareness: int) -> tuple[Membership, GossipPing, float]:
+    """A node that knows three peers, with local health `awareness`, that has just sent a
+    probe; returns it, the ping and the time it was sent. Driven by hand: a fake clock."""
+    prober = Membership("a", member_address(0), random.Random(3), 0.0, CONFIG)
+    prober.bootstrap([(member_id(i), member_address(i)) for i in range(1, 4)], 0.0)
+    prober.awareness = awareness
+    now = 0.0
+    while True:  # the first probe fires within one (scaled) period
+        for send in prober.tick(now):
+            if isinstance(send.message, GossipPing):
+                return prober, send.message, now
+        deadline = prober.next_deadline()
+        assert deadline is not None
+        now = deadline
+
+
+def test_an_on_time_direct_ack_lowers_local_health() -> None:
+    prober, ping, sent_at = _probing_pair(awareness=2)
+    ack = GossipAck(seq=ping.seq, source=ping.target, members=(), reports=())
+    prober.handle(ack, member_address(1), sent_at + 0.01)
+    assert prober.awareness == 1
+
+
+def test_a_relayed_ack_proves_the_target_alive_but_not_this_node_healthy() -> None:
+    # memberlist lowers its awareness only on a direct ack within the probe timeout.
+    prober, ping, sent_at = _probing_pair(awareness=2)
+    timeout = CONFIG.probe_timeout_s * (prober.awareness + 1)
+    sends = prober.tick(sent_at + timeout)  # no direct ack: indirect probes go out
+    requests = [s for s in sends if isinstance(s.message, GossipPingReq)]
+    assert requests
+    relayed = GossipAck(seq=ping.seq, source=ping.target, members=(), reports=())
+    prober.handle(relayed, requests[0].to, sent_at + timeout + 0.01)
+    assert prober.awareness == 2
+    target = prober.get(ping.target)
+    assert target is not None and target.state is MemberState.ALIVE
+    assert prober.counters.probes_failed == 0  # the probe succeeded: no suspicion
+
+
+def test_a_late_direct_ack_leaves_local_health_alone() -> None:
+    prober, ping, sent_at = _probing_pair(awareness=1)
+    timeout = CONFIG.probe_timeout_s * (prober.awareness + 1)
+    ack = GossipAck(seq=ping.seq, source=ping.target, members=(), reports=())
+    prober.handle(ack, member_address(1), sent_at + timeout + 0.05)  # before any tick
+    assert prober.awareness == 1
+
+
+# -- joins: the full state in pages ---------------------------------------------------------
+
+
+def _report_of(node: Membership, seq: int = 1) -> WorkerReport:
+    """A gossip-sized report (six models) for `node`."""
+    host, port = node.address
+    models = {f"llama-3.1-8b-ft{i}": i % 3 for i in range(6)}
+    return WorkerReport(
+        node_id=node.node_id, host=host, port=port, http_port=0, models=models,
+        models_omitted=18, queue_depth=seq % 7, queue_capacity=64, running=1, slots=8,
+        gpu_utilization=0.125, memory_used=60 * 10**9, memory_total=141 * 10**9,
+        load_backlog_s=0.0, ready=True, seq=seq, timestamp=0.0,
+    )  # fmt: skip
+
+
+def _cluster_with_reports(net: Participants, size: int) -> list[Membership]:
+    nodes = membership_cluster(net, size, CONFIG, seed=4)
+    for node in nodes:
+        node.publish_report(_report_of(node))
+    net.run_for(5.0)  # the reports spread
+    return nodes
+
+
+def test_a_joiner_learns_every_member_and_report_within_two_seconds() -> None:
+    net = network(seed=5)
+    size = 200
+    nodes = _cluster_with_reports(net, size)
+    joiner = Membership(
+        "joiner", member_address(size), random.Random(9), net.now, CONFIG,
+        seeds=[nodes[0].address],
+    )  # fmt: skip
+    net.add(joiner.address, joiner)
+    held = set(nodes[0].reports)  # what the seed holds (gossip is still spreading the rest)
+    assert len(held) > size // 2
+    # Every member and every load report the seed holds.
+    knows_all = lambda: joiner.live_count == size + 1 and set(joiner.reports) >= held  # noqa: E731
+    took = net.run_until_true(knows_all, timeout=10.0, step=0.05)
+    assert took is not None and took <= 2.0, (took, joiner.live_count, len(joiner.reports))
+    assert net.network.sizer.oversized == 0  # every page fits a signed datagram
+    assert nodes[0].counters.join_states == 1
+    # What the pages brought is no news to the cluster: the joiner does not gossip it on.
+    assert len(joiner._broadcasts) <= 1 and len(joiner._report_broadcasts) == 0
+    # The cluster learns the joiner as usual.
+    everyone = lambda: all(node.is_live("joiner") for node in nodes)  # noqa: E731
+    assert net.run_until_true(everyone, timeout=10.0, step=0.1) is not None
+
+
+def test_a_restarted_node_learns_its_old_incarnation_from_the_join_state_and_refutes() -> None:
+    net = network(seed=6)
+    nodes = membership_cluster(net, 20, CONFIG, seed=6)
+    net.run_for(3.0)
+    victim = nodes[7]
+    victim.apply(update(victim.node_id, 0, MemberState.SUSPECT, "x"), net.now)  # incarnation 1
+    net.run_for(5.0)
+    assert all(node.members[victim.node_id].incarnation == 1 for node in nodes)
+    net.crash(victim.address)
+    again = Membership(
+        victim.node_id, victim.address, random.Random(11), net.now, CONFIG,
+        seeds=[nodes[0].address],
+    )  # fmt: skip
+    # It knows the others before its first probe would have found any of them.
+    net.add(again.address, again)
+    assert net.run_until_true(lambda: again.live_count == 20, timeout=2.0, step=0.05)
+    assert again.incarnation == 2  # what the seed believed about it, plus one
+
+
+def test_joins_beyond_the_page_tokens_get_a_sample() -> None:
+    seed = Membership("seed", member_address(0), random.Random(1), 0.0, CONFIG)
+    seed.bootstrap([(member_id(i), member_address(i)) for i in range(1, 200)], 0.0)
+    full: list[int] = []
+    for index in range(40):  # a burst of joins at one instant
+        join = GossipJoin(
+            source=f"joiner-{index}",
+            members=(
+                MemberUpdate(
+                    node_id=f"joiner-{index}",
+                    host="127.0.9.1",
+                    port=7000 + index,
+                    incarnation=0,
+                    state=0,
+                    origin="",
+                ),
+            ),
+            reports=(),
+        )
+        sends = seed.handle(join, ("127.0.9.1", 7000 + index), 0.0)
+        if any(isinstance(s.message, GossipJoinState) for s in sends):
+            full.append(index)
+        else:
+            [reply] = sends
+            assert isinstance(reply.message, GossipSync) and reply.message.reply
+    pages_each = math.ceil(200 / 17)  # about 17 member updates a page
+    assert 0 < len(full) <= JOIN_PAGE_TOKENS_MAX // pages_each + 1
+    assert seed.counters.join_states_declined == 40 - len(full)
+    # Tokens come back with time: one more full answer after a second's refill.
+    join = GossipJoin(source="late", members=(), reports=())
+    later = seed.handle(join, ("127.0.9.2", 7000), 1.0 + pages_each / JOIN_PAGE_TOKENS_PER_S)
+    assert any(isinstance(s.message, GossipJoinState) for s in later)
+
+
+def test_join_state_pages_are_paced_and_numbered() -> None:
+    seed = Membership("seed", member_address(0), random.Random(1), 0.0, CONFIG)
+    seed.bootstrap([(member_id(i), member_address(i)) for i in range(1, 1500)], 0.0)
+    join = GossipJoin(source="joiner", members=(), reports=())
+    first = [s.message for s in seed.handle(join, ("127.0.9.1", 7000), 0.0)]
+    pages = [m for m in first if isinstance(m, GossipJoinState)]
+    assert len(pages) == JOIN_PAGES_PER_BURST
+    total = pages[0].pages
+    assert total > JOIN_PAGES_PER_BURST
+    assert seed.next_deadline() == pytest.approx(JOIN_PAGE_GAP_S)
+    now = 0.0
+    while len(pages) < total:
+        now = seed.next_deadline() or now
+        pages += [s.message for s in seed.tick(now) if isinstance(s.message, GossipJoinState)]
+    assert [page.page for page in pages] == list(range(total))
+    named = {update.node_id for page in pages for update in page.members}
+    assert len(named) == 1500
+    codec = Codec(SECRET)
+    assert all(len(codec.encode(page, 1.0, 1)) <= MAX_DATAGRAM_BYTES for page in pages)
+
+
+def test_a_sync_carries_the_senders_own_report_at_any_cluster_size() -> None:
+    # Reports go out on change only: a sync repairs a copy a peer missed, and costs the same
+    # at 10 members as at 1,000 (a member sample filled to the cap left no room for one).
+    sizes = {}
+    for count in (10, 1000):
+        me = lone("n0000")
+        me.bootstrap(((member_id(i), member_address(i)) for i in range(1, count)), 0.0)
+        me.publish_report(_report_of(me))
+        sync = me._sync(("127.0.0.2", 1), member_id(7), reply=False).message
+        assert isinstance(sync, GossipSync)
+        assert [report.node_id for report in sync.reports][:1] == ["n0000"]
+        sizes[count] = len(Codec(SECRET).encode(sync, 0.0, 1))
+    assert sizes[1000] <= 1.1 * sizes[10]

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import pytest
 
@@ -40,6 +41,7 @@ from sllm.wire import (
     Message,
     ScheduleRequest,
     ScheduleResponse,
+    WorkerReport,
 )
 from sllm.wire.messages import STATE_PAGE_MAX_WORKERS
 from sllm.workload import Arrival
@@ -640,3 +642,61 @@ def test_a_suspects_report_stays_out_of_the_view_though_it_had_no_entry() -> Non
     ready = once_ready(cluster, rumour_then_report)
     run(cluster, READY_S)
     assert ready and checked == [True]
+
+
+def test_an_idle_node_does_not_regossip_its_unchanged_report_and_views_stay_full() -> None:
+    # Reports go out on change only: an idle cluster costs its probes and syncs. The view
+    # keeps an unchanged member while membership holds it alive, long past its backstop.
+    node_config = NodeConfig(
+        policy="least-loaded", report_refresh_s=5.0, report_stale_s=20.0, gossip=GossipConfig()
+    )
+    config = ClusterConfig(
+        workers=8, seed=3, policy="least-loaded", resources=RESOURCES, prestage=Tier.HOST
+    )
+    cluster = DecentralizedCluster(config, node_config)
+    published: list[tuple[float, str]] = []
+    full: list[bool] = []
+
+    def count_publishes(_: None) -> None:  # from here on, every report this node gossips
+        for node in live_cores(cluster):
+            publish = node.membership.publish_report
+
+            def counted(report: WorkerReport, publish: Any = publish) -> None:
+                published.append((cluster.now, report.node_id))
+                publish(report)
+
+            node.membership.publish_report = counted  # type: ignore[method-assign]
+
+    cluster.at(15.0, count_publishes)
+
+    def placement_reads(_: None) -> None:  # a decision first drops what timed out
+        for node in live_cores(cluster):
+            node.scheduler.view.expire(cluster.now)
+        full.append(views_complete(cluster))
+
+    cluster.at(99.0, placement_reads)
+    run(cluster, 100.0)
+    assert published == []  # old: every node re-gossiped it every report_refresh_s
+    assert full == [True]  # 84 s idle, four times the view's 20-second backstop
+
+
+def test_a_report_gossip_missed_is_asked_for_directly() -> None:
+    # Reports are not re-sent on time, so a node that missed one asks its member for it.
+    node_config = NodeConfig(policy="least-loaded", report_refresh_s=5.0, report_stale_s=20.0)
+    config = ClusterConfig(
+        workers=6, seed=4, policy="least-loaded", resources=RESOURCES, prestage=Tier.HOST
+    )
+    cluster = DecentralizedCluster(config, node_config)
+    back: list[bool] = []
+
+    def forget(_: None) -> None:  # as if every copy of worker-3's report had been lost
+        core(cluster, 1).scheduler.view.remove(worker_name(3))
+
+    def check(_: None) -> None:
+        back.append(worker_name(3) in core(cluster, 1).scheduler.view)
+
+    cluster.at(20.0, forget)
+    cluster.at(26.0, check)  # within one report_refresh_s and a round trip
+    run(cluster, 27.0)
+    assert back == [True]
+    assert core(cluster, 1).probing.fill_probes >= 1

@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import dataclasses
+import json
+
+import pytest
 
 from sllm.wire import (
     MAX_DATAGRAM_BYTES,
     Codec,
+    GossipJoin,
+    GossipJoinState,
     GossipPing,
     LoadProbeReply,
     MemberStateResponse,
@@ -15,8 +20,13 @@ from sllm.wire import (
     Message,
     WorkerReport,
 )
+from sllm.wire.codec import DecodeError
 from sllm.wire.fit import encode_to_fit, shrink
-from sllm.wire.messages import MEMBER_PAGE_MAX, PIGGYBACK_MAX_REPORTS, REPORT_MAX_MODELS
+from sllm.wire.messages import (
+    MEMBER_PAGE_MAX,
+    PIGGYBACK_MAX_REPORTS,
+    REPORT_MAX_MODELS,
+)
 
 CODEC = Codec(b"wire-secret")
 LONG = "x" * 120
@@ -119,3 +129,35 @@ def test_shrink_gives_up_on_an_empty_gossip_message() -> None:
             ),
         )
     )
+
+
+def test_join_messages_round_trip_and_refuse_bad_fields() -> None:
+    member = MemberUpdate(
+        node_id="n1", host="127.0.0.1", port=7946, incarnation=3, state=0, origin=""
+    )
+    report = dataclasses.replace(big_report(0), node_id="n1", models={"m": 0}, models_omitted=0)
+    join = GossipJoin(source="n1", members=(member,), reports=(report,))
+    page = GossipJoinState(source="seed", page=2, pages=5, members=(member,) * 3, reports=(report,))
+    for nonce, message in enumerate((join, page)):
+        data = CODEC.encode(message, 1.0, 100 + nonce)
+        assert CODEC.decode(data, 1.0) == message
+    plain = Codec()
+    body = json.loads(plain.encode(page, 1.0, 1))
+    body["b"]["page"] = -1
+    with pytest.raises(DecodeError, match="page"):
+        plain.decode(json.dumps(body).encode(), 1.0)
+    body = json.loads(plain.encode(join, 1.0, 1))
+    body["b"]["source"] = "not an id!"
+    with pytest.raises(DecodeError, match="source"):
+        plain.decode(json.dumps(body).encode(), 1.0)
+
+
+def test_an_oversized_join_drops_its_report_and_keeps_the_joiners_entry() -> None:
+    member = MemberUpdate(
+        node_id=f"{LONG}-j", host=LONG, port=7946, incarnation=0, state=0, origin=""
+    )
+    join = GossipJoin(source=f"{LONG}-j", members=(member,), reports=(big_report(0),))
+    message, data = fitted(join)
+    assert isinstance(message, GossipJoin)
+    assert len(data) <= MAX_DATAGRAM_BYTES
+    assert message.reports == () and message.members == (member,)

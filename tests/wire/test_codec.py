@@ -42,6 +42,8 @@ from sllm.wire.messages import (
     REPORT_MAX_MODELS,
     STATE_PAGE_MAX_WORKERS,
     GossipAck,
+    GossipJoin,
+    GossipJoinState,
     GossipNack,
     GossipPing,
     GossipPingReq,
@@ -255,6 +257,16 @@ SAMPLES.update(
             request_id="req-9", offset=12, limit=MEMBER_PAGE_MAX
         ),
         "member_state_response": member_page(),
+        "gossip_join": GossipJoin(
+            source="node-0009", members=(member_update(9),), reports=(gossip_report(),)
+        ),
+        "gossip_join_state": GossipJoinState(
+            source="node-0001",
+            page=0,
+            pages=3,
+            members=tuple(member_update(i) for i in range(6)),
+            reports=(gossip_report(),),
+        ),
     }
 )
 

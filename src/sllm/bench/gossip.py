@@ -3,8 +3,9 @@
 Everything runs the real membership core (`sllm.core.membership`) and the real node
 (`sllm.core.node`) in virtual time on the simulator's kernel and network (`sllm.sim`),
 with a one-way delay of 0.5 ms plus a log-normal queueing delay of median 0.7 ms (`LINK`)
-and no loss. Memberships are hosted by `sllm.sim.participants`; nodes with workers are the
-decentralized simulator's (`sllm.sim.decentralized`). Four measurements:
+and no loss. Memberships are hosted by `sllm.sim.participants`, and so are the real nodes
+of the idle measure; nodes running requests are the decentralized simulator's
+(`sllm.sim.decentralized`). Six measurements:
 
 1. **Dissemination.** A converged cluster of N nodes; one node refutes a suspicion about
    itself (a new incarnation: the smallest state change there is). Virtual seconds until
@@ -14,11 +15,19 @@ decentralized simulator's (`sllm.sim.decentralized`). Four measurements:
 2. **Failure detection.** A converged cluster; one node crashes. Seconds until 99% and
    100% of the live nodes have declared it dead, beside the stated bound
    (`GossipConfig.detection_bound`).
-3. **Bandwidth.** Every node publishes a fresh load report every second (the worst
-   case: every queue always full), and every datagram is encoded by the real codec.
-   Bytes sent per node per second over 10 s, and how old the load reports held about
-   others are (the price of a bounded bandwidth).
-4. **Probing** (after Sparrow). A decentralized cluster of 20 nodes with workers (the sim
+3. **Bandwidth under load.** Every node looks at its load every second; a share of them
+   (all: the worst case; one in ten) publish a changed report, and every datagram is
+   encoded by the real codec. Bytes sent per node per second over 10 s, and how stale
+   the reports held about others are: 0 for the latest, else the time since the first
+   newer one was published (the price of a bounded bandwidth).
+4. **Idle cost.** N real nodes (`sllm.core.node.Node`: worker, membership, scheduler), no
+   requests, once the first reports have spread: bytes per node per second, and the
+   share of views holding each other's latest report. Reports go out on change only, so
+   this is probes, syncs and little else, whatever N.
+5. **Join.** A node joins a converged cluster of N through one seed: seconds until it
+   knows 99% and all of the members, and all of the seed's load reports (the seed
+   answers a join with its whole state, in pages).
+6. **Probing** (after Sparrow). A decentralized cluster of 20 nodes with workers (the sim
    engine), a Poisson load at high utilization, each request sent to a random node,
    placement with the default policy; queueing and latency with probing off and with
    d = 2 and 3 candidates.
@@ -36,10 +45,11 @@ from collections.abc import Sequence
 from typing import Any
 
 from sllm.catalog import served_catalog
+from sllm.core.cost import CostModel
 from sllm.core.membership import GossipConfig, Membership, MemberState, Send
-from sllm.core.node import NodeConfig, ProbingConfig
+from sllm.core.node import Node, NodeConfig, ProbingConfig
 from sllm.core.tiers import Tier
-from sllm.core.worker import WorkerResources
+from sllm.core.worker import WorkerResources, prestaged
 from sllm.sim.cluster import ClusterConfig
 from sllm.sim.decentralized import DecentralizedCluster
 from sllm.sim.network import LinkModel
@@ -53,6 +63,22 @@ SIZES = (10, 100, 1_000)
 LINK = LinkModel(latency_s=0.0005, jitter_s=0.0007)
 TARGET_SHARE = 0.99
 PROBING_NODES = 20
+# Bandwidth: let the first reports spread, then count bytes over a window; staleness is
+# read over this many random (observer, subject) pairs.
+BANDWIDTH_SETTLE_S = 3.0
+BANDWIDTH_WINDOW_S = 10.0
+STALENESS_PAIRS = 2_000
+# Shares of the nodes whose load changes in a given second: every one (the worst case),
+# one in ten (a busy cluster: a queue moves when a request starts or ends).
+CHANGE_SHARES = (1.0, 0.1)
+# Idle: the nodes start holding each other's first report (`idle_nodes`); the settling
+# time lets the origins' own sends of it end (a few gossip rounds) and every node's
+# report reach its idle value. The old node re-sent its report every 10 s, so a
+# 30-second window shows three refreshes.
+IDLE_SETTLE_S = 30.0
+IDLE_WINDOW_S = 30.0
+# Join: the cluster's reports have spread before the joiner comes.
+JOIN_SETTLE_S = 5.0
 PROBING_SETTINGS = (0, 2, 3)
 
 
@@ -120,12 +146,18 @@ def measure_detection(size: int, config: GossipConfig, seed: int) -> dict[str, f
 
 
 class ReportingMember:
-    """A membership whose node publishes a changed load report every second."""
+    """A membership whose node looks at its load every second and publishes a changed
+    report with probability `change_share` (1.0: every queue always moving, the worst
+    case), as the node does: on change only. Remembers when it published each sequence
+    number, to tell how stale another node's copy is."""
 
-    def __init__(self, membership: Membership) -> None:
+    def __init__(self, membership: Membership, change_share: float, rng: random.Random) -> None:
         self.membership = membership
+        self.change_share = change_share
+        self.rng = rng
         self._next_report = 0.0
         self._seq = 0
+        self.published_at: list[float] = []  # index: seq - 1
 
     def handle(self, message: Message, sender: tuple[str, int], now: float) -> list[Send]:
         return self.membership.handle(message, sender, now)
@@ -133,10 +165,26 @@ class ReportingMember:
     def tick(self, now: float) -> list[Send]:
         if now >= self._next_report:
             self._next_report = now + 1.0
-            self._seq += 1
-            self.membership.publish_report(synthetic_report(self.membership, self._seq, now))
+            if self._seq == 0 or self.rng.random() < self.change_share:
+                self.publish(now)
             self.membership.take_reports()  # nobody reads them; keep the list short
         return self.membership.tick(now)
+
+    def publish(self, now: float) -> WorkerReport:
+        """A new report, gossiped from here on."""
+        self._seq += 1
+        self.published_at.append(now)
+        report = synthetic_report(self.membership, self._seq, now)
+        self.membership.publish_report(report)
+        return report
+
+    def staleness(self, held_seq: int | None, now: float) -> float:
+        """How long a copy at `held_seq` (None: no copy) has been out of date at `now`:
+        0 for the latest, else the time since the first newer report was published."""
+        if held_seq is not None and held_seq >= self._seq:
+            return 0.0
+        first_newer = 0 if held_seq is None else held_seq
+        return now - self.published_at[first_newer]
 
     def next_deadline(self) -> float | None:
         deadline = self.membership.next_deadline()
@@ -168,37 +216,152 @@ def synthetic_report(membership: Membership, seq: int, now: float) -> WorkerRepo
     )
 
 
-def measure_bandwidth(size: int, config: GossipConfig, seed: int) -> dict[str, float]:
+def measure_bandwidth(
+    size: int, config: GossipConfig, seed: int, change_share: float = 1.0
+) -> dict[str, float]:
+    """Bytes per node and view staleness with `change_share` of the nodes changing their
+    load each second (1.0: the worst case).
+
+    Staleness of one node's copy of another's report: 0 when it holds the latest, else
+    how long since the first newer report was published (`ReportingMember.staleness`),
+    since an unchanged report is as good as new when reports go out on change only.
+    Also the old measure, the report's age (now less its timestamp), for comparison.
+    """
     net = Participants(seed=seed, link=LINK)  # every datagram encoded: exact bytes
     memberships = [
         Membership(member_id(i), member_address(i), random.Random(seed * 7919 + i), 0.0, config)
         for i in range(size)
     ]
     peers = [(m.node_id, m.address) for m in memberships]
-    for membership in memberships:
+    reporters: dict[str, ReportingMember] = {}
+    first: list[WorkerReport] = []
+    for index, membership in enumerate(memberships):
         membership.bootstrap(peers, 0.0)
-        net.add(membership.address, ReportingMember(membership))
-    net.run_for(3.0)
+        reporter = ReportingMember(membership, change_share, random.Random(seed * 31 + index))
+        reporters[membership.node_id] = reporter
+        first.append(reporter.publish(0.0))
+        net.add(membership.address, reporter)
+    # Every node holds every first report already: what is measured is the churn, not a
+    # cold start's flood of N first reports.
+    for membership in memberships:
+        membership.bootstrap_reports(first)
+    net.run_for(BANDWIDTH_SETTLE_S)
     start = net.bytes_sent()
-    window = 10.0
-    net.run_for(window)
+    net.run_for(BANDWIDTH_WINDOW_S)
     sent = [total - start[address] for address, total in net.bytes_sent().items()]
     rng = random.Random(seed)
     ages: list[float] = []
+    stale: list[float] = []
     missing = 0
-    for _ in range(500):
+    for _ in range(STALENESS_PAIRS):
         observer, subject = rng.sample(memberships, 2)
         report = observer.reports.get(subject.node_id)
         if report is None:
             missing += 1
         else:
             ages.append(net.now - report.timestamp)
+        held = None if report is None else report.seq
+        stale.append(reporters[subject.node_id].staleness(held, net.now))
+    stale.sort()
     return {
-        "bytes_per_node_s": sum(sent) / size / window,
-        "max_bytes_per_node_s": max(sent) / window,
+        "bytes_per_node_s": sum(sent) / size / BANDWIDTH_WINDOW_S,
+        "max_bytes_per_node_s": max(sent) / BANDWIDTH_WINDOW_S,
         "report_age_mean_s": statistics.fmean(ages) if ages else float("nan"),
-        "report_missing_share": missing / 500,
+        "report_missing_share": missing / STALENESS_PAIRS,
+        "staleness_median_s": stale[len(stale) // 2],
+        "staleness_p99_s": stale[int(0.99 * (len(stale) - 1))],
     }
+
+
+# -- 3b. idle cost and joins, with real nodes ---------------------------------------------------
+
+
+def idle_nodes(
+    net: Participants, size: int, seed: int, config: NodeConfig | None = None
+) -> list[Node]:
+    """`size` real decentralized nodes (worker, membership, scheduler) on `net`, converged:
+    every node knows every other as alive. Nothing is placed on them: they are idle."""
+    catalog = served_catalog()
+    cost = CostModel()
+    resources = WorkerResources(slots=2, queue_capacity=32)
+    preloaded = prestaged(catalog, resources, Tier.HOST)
+    nodes = [
+        Node(
+            member_id(i),
+            member_address(i),
+            catalog,
+            cost,
+            random.Random(seed * 1_000_003 + i),
+            net.now,
+            config,
+            resources=resources,
+            preloaded=preloaded,
+        )
+        for i in range(size)
+    ]
+    peers = [(node.node_id, node.address) for node in nodes]
+    for node in nodes:
+        node.membership.bootstrap(peers, net.now)
+        net.add(node.address, node)
+    # Every node publishes its first report, and every other node holds it already: the
+    # idle state after a cold start, without simulating the cold start's flood of N
+    # first reports (at 1,000 nodes it keeps the gossip rounds full for minutes).
+    for node in nodes:
+        net.send(node.address, node.tick(net.now))  # its first report is published
+    first = [node.membership.reports[node.node_id] for node in nodes]
+    for node in nodes:
+        node.membership.bootstrap_reports(first)
+    return nodes
+
+
+def measure_idle(size: int, seed: int) -> dict[str, float]:
+    """Bytes per node per second of an idle cluster of real nodes, once every first report
+    has spread (`IDLE_SETTLE_S`), and whether their views are whole: the idle cost that
+    load-report dissemination adds to probes and syncs."""
+    net = Participants(seed=seed, link=LINK)
+    nodes = idle_nodes(net, size, seed)
+    net.run_for(IDLE_SETTLE_S)
+    start = net.bytes_sent()
+    net.run_for(IDLE_WINDOW_S)
+    sent = [total - start[address] for address, total in net.bytes_sent().items()]
+    rng = random.Random(seed)
+    held = 0
+    for _ in range(STALENESS_PAIRS):
+        observer, subject = rng.sample(nodes, 2)
+        entry = observer.scheduler.view.get(subject.node_id)
+        latest = subject.membership.reports[subject.node_id]  # what it last published
+        held += entry is not None and entry.report.seq == latest.seq
+    return {
+        "bytes_per_node_s": sum(sent) / size / IDLE_WINDOW_S,
+        "max_bytes_per_node_s": max(sent) / IDLE_WINDOW_S,
+        "views_current_share": held / STALENESS_PAIRS,
+    }
+
+
+def measure_join(size: int, seed: int) -> dict[str, float | None]:
+    """A node joins a converged cluster of `size` members through one seed: virtual
+    seconds until it knows 99% (and all) of them, and all the seed's load reports."""
+    net = Participants(seed=seed, link=LINK, exact_bytes=False)
+    config = GossipConfig()
+    members = membership_cluster(net, size, config, seed=seed)
+    for member in members:
+        member.publish_report(synthetic_report(member, 1, net.now))
+    net.run_for(JOIN_SETTLE_S)
+    seed_member = members[0]
+    joiner = Membership(
+        "joiner", member_address(size), random.Random(seed), net.now, config,
+        seeds=[seed_member.address],
+    )  # fmt: skip
+    net.add(joiner.address, joiner)
+    started = net.now
+    needed = math.ceil(TARGET_SHARE * size)
+    reports = set(seed_member.reports)
+    t99 = net.run_until_true(lambda: joiner.live_count - 1 >= needed, timeout=60.0, step=0.01)
+    net.run_until_true(lambda: joiner.live_count - 1 == size, timeout=60.0, step=0.01)
+    t100 = None if joiner.live_count - 1 < size else net.now - started
+    net.run_until_true(lambda: set(joiner.reports) >= reports, timeout=60.0, step=0.01)
+    reports_s = net.now - started if set(joiner.reports) >= reports else None
+    return {"t99_s": t99, "t100_s": t100, "reports_s": reports_s}
 
 
 # -- 4. probing -----------------------------------------------------------------------------
@@ -272,6 +435,8 @@ def run(sizes: Sequence[int], trials: int, probing_seeds: int, log: bool) -> dic
         "dissemination": [],
         "detection": [],
         "bandwidth": [],
+        "idle": [],
+        "join": [],
         "probing": [],
     }
 
@@ -319,17 +484,44 @@ def run(sizes: Sequence[int], trials: int, probing_seeds: int, log: bool) -> dic
             f"{detection['t100_s']['median']}s (max {detection['t100_s']['max']}s); bound "
             f"{detection['bound_s']}s  [{time.perf_counter() - started:.1f}s]"
         )
+        for share in CHANGE_SHARES:
+            started = time.perf_counter()
+            measured = measure_bandwidth(size, gossip, 0, change_share=share)
+            bandwidth = {
+                "nodes": size,
+                "change_share": share,
+                **{k: round(v, 3) for k, v in measured.items()},
+            }
+            result["bandwidth"].append(bandwidth)
+            say(
+                f"bandwidth N={size}, {share:.0%} changing/s: "
+                f"{bandwidth['bytes_per_node_s']:.0f} B/s per node, staleness median "
+                f"{bandwidth['staleness_median_s']:.2f}s p99 {bandwidth['staleness_p99_s']:.2f}s"
+                f" (report age {bandwidth['report_age_mean_s']:.2f}s, missing "
+                f"{bandwidth['report_missing_share']:.0%})"
+                f"  [{time.perf_counter() - started:.1f}s]"
+            )
         started = time.perf_counter()
-        bandwidth = {
-            "nodes": size,
-            **{k: round(v, 3) for k, v in measure_bandwidth(size, gossip, 0).items()},
-        }
-        result["bandwidth"].append(bandwidth)
+        idle = {"nodes": size, **{k: round(v, 4) for k, v in measure_idle(size, 0).items()}}
+        result["idle"].append(idle)
         say(
-            f"bandwidth N={size}: {bandwidth['bytes_per_node_s']:.0f} B/s per node "
-            f"({bandwidth['bytes_per_node_s'] * 8 / 1000:.0f} kbit/s), report age "
-            f"{bandwidth['report_age_mean_s']:.2f}s, missing "
-            f"{bandwidth['report_missing_share']:.0%}"
+            f"idle N={size}: {idle['bytes_per_node_s']:.0f} B/s per node (max "
+            f"{idle['max_bytes_per_node_s']:.0f}), views current "
+            f"{idle['views_current_share']:.1%}  [{time.perf_counter() - started:.1f}s]"
+        )
+        started = time.perf_counter()
+        joins = [measure_join(size, seed) for seed in range(count)]
+        join: dict[str, Any] = {
+            "nodes": size,
+            "trials": count,
+            "t99_s": _summary([r["t99_s"] for r in joins]),
+            "t100_s": _summary([r["t100_s"] for r in joins]),
+            "reports_s": _summary([r["reports_s"] for r in joins]),
+        }
+        result["join"].append(join)
+        say(
+            f"join N={size}: 99% of members in {join['t99_s']['median']}s, all in "
+            f"{join['t100_s']['median']}s, the seed's reports in {join['reports_s']['median']}s"
             f"  [{time.perf_counter() - started:.1f}s]"
         )
     for candidates in PROBING_SETTINGS if probing_seeds else ():

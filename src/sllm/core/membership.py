@@ -36,8 +36,10 @@ Accurate Failure Detection", 2018), which memberlist implements:
 
 - *Local health* (LHA): a score ``0 <= h < S`` rises when this node's own probes fail or
   its indirect probes get no nack, and when it must refute a suspicion about itself (all
-  signs that *it* is slow); it falls with each successful probe. Probe period and probe
-  timeout are multiplied by ``h + 1``, so a slow node probes less eagerly and accuses less.
+  signs that *it* is slow); it falls only with a direct ack that comes within the probe
+  timeout (memberlist's rule: a relayed or late ack proves the target alive, not this
+  node healthy). Probe period and probe timeout are multiplied by ``h + 1``, so a slow
+  node probes less eagerly and accuses less.
 - *Nacks*: a relay that hears nothing from the target within ``nack_ratio`` of the probe
   timeout answers ``gossip_nack``; missing nacks tell the prober its own network is bad.
 - *Dynamic suspicion* (LHA-Suspicion): the timeout starts at ``max`` and shrinks towards
@@ -61,16 +63,19 @@ period, an update reaches most of the cluster in O(log N) periods.
 three messages per node per period, too few for load reports that change every second.
 So, as memberlist does, every ``gossip_interval`` a node with something queued pushes it
 (``gossip_push``, no reply) to ``gossip_fanout`` random alive members. A node with nothing
-queued sends nothing, so an idle cluster costs only its probes. Per-node bandwidth is at
-most ``fanout / interval`` datagrams a second whatever N; what grows with N is how stale
-load reports get (a node can relay only so many reports a second), which is what Sparrow-
-style probing (`sllm.core.node`) corrects at decision time.
+queued sends nothing. Per-node bandwidth is at most ``fanout / interval`` datagrams a
+second whatever N. Load reports are queued only when they change (`sllm.core.node`
+publishes on change, never on time), so an idle cluster costs its probes and syncs and
+nothing that grows with N; under load, what grows with N is how stale load reports get
+(a node can relay only so many reports a second), which is what Sparrow-style probing
+(`sllm.core.node`) corrects at decision time. Measured in docs/decentralized.md.
 
 **Anti-entropy** (push-pull, as in memberlist). Every ``sync_interval`` a node sends a
-bounded random sample of its member list and load reports (``gossip_sync``) to one random
-alive member, which merges it and answers with its own sample. It repairs what piggybacking
-missed. Each sync is one datagram each way whatever N, so per-node bandwidth stays bounded:
-the price is that repairing a specific entry takes O(N / sample) exchanges at large N.
+bounded random sample of its member list (`SYNC_MEMBERS_MAX` updates) and load reports (its
+own first) (``gossip_sync``) to one random alive member, which merges it and answers with
+its own sample. It repairs what piggybacking missed. Each sync is one datagram each way
+whatever N, so per-node bandwidth stays bounded: the price is that repairing a specific
+entry takes O(N / sample) exchanges at large N.
 
 **Bounded state** (without a cluster secret anyone may gossip). A member is created only by
 an ``alive`` update about a stranger, and only if `sllm.core.admission` admits it: the
@@ -79,14 +84,21 @@ address may introduce new members only so fast. A ``gossip_ping_req`` is relayed
 member known here as alive or suspect, at the address known here: a relay never sends to
 an address a request names, so a node cannot be used as a reflector.
 
-**Join, rejoin, partitions, leave.** A node joins by syncing with its seed addresses, and
-keeps doing so every ``rejoin_interval`` while it knows no other live member. Dead members
-are remembered for ``dead_retention`` (so stale gossip cannot resurrect them: an alive
-update needs a higher incarnation than the death); meanwhile, every ``reconnect_interval``
-a node syncs with one random dead member or one seed it does not know as alive. After a
-healed partition, each side learns the other has declared it dead, refutes with a higher
-incarnation, and the views reconverge. A graceful leave gossips ``left`` at once to
-``leave_fanout`` members; a left member is never suspected, nor reconnected.
+**Join, rejoin, partitions, leave.** A node that knows no other live member sends its seeds
+a ``gossip_join``, at start and every ``rejoin_interval`` while alone. A seed answers with
+its whole state, as memberlist's join push-pull does but in datagrams:
+``gossip_join_state`` pages within the datagram cap, live members (the joiner's own entry
+included, so a restarted node learns its old incarnation and refutes) then their reports,
+in bursts of `JOIN_PAGES_PER_BURST` every `JOIN_PAGE_GAP_S`. The joiner merges pages
+without gossiping them on. Page tokens (`JOIN_PAGE_TOKENS_MAX`, `JOIN_PAGE_TOKENS_PER_S`)
+bound what joins cost a node, and what a stranger can make it send; a join beyond them gets
+a sync reply. Dead members are remembered for ``dead_retention`` (so stale gossip cannot
+resurrect them: an alive update needs a higher incarnation than the death); meanwhile,
+every ``reconnect_interval`` a node syncs with one random dead member or one seed it does
+not know as alive. After a healed partition, each side learns the other has declared it
+dead, refutes with a higher incarnation, and the views reconverge. A graceful leave gossips
+``left`` at once to ``leave_fanout`` members; a left member is never suspected, nor
+reconnected.
 
 Detection bound (see docs/decentralized.md for the measured values): with no message loss,
 every live node marks a crashed member dead within
@@ -107,7 +119,7 @@ suspicion_mult (alpha)      4.0         ``min = alpha * max(1, log10 N) * T``
 suspicion_max_mult (beta)   6.0         ``max = beta * min``
 suspicion_confirmations (K) 2           independent suspicions that bring ``max`` to ``min``
 retransmit_mult (lambda)    4           ``lambda * ceil(log10(N + 1))`` sends per update
-report_retransmit_mult      3           the same for load reports (refreshed anyway)
+report_retransmit_mult      3           the same for load reports (sent on change only)
 gossip_interval_s           0.2         gossip round period (memberlist LAN: 200 ms)
 gossip_fanout               3           members per gossip round; 0 = piggyback only
 awareness_max (S)           8           local health multiplier ceiling: ``h + 1 <= S``
@@ -121,10 +133,11 @@ leave_fanout                0           members told at once of a leave; 0 = the
 ==========================  ==========  ====================================================
 
 Not handled yet: a TCP fallback probe and TCP push-pull (memberlist has both; every
-exchange here is one datagram), digest-based anti-entropy (a sample is sent, so a missed
-entry is repaired in O(N / sample) syncs at very large N), per-member metadata other than
-load reports, and protection against a member lying about others (any authenticated node
-may gossip anything).
+exchange here is one datagram, a join's full state a paced series of them; a lost page is
+repaired by syncs and gossip, not re-sent), digest-based anti-entropy (a sample is sent, so
+a missed entry is repaired in O(N / sample) syncs at very large N), per-member metadata
+other than load reports, and protection against a member lying about others (any
+authenticated node may gossip anything).
 """
 
 from __future__ import annotations
@@ -132,6 +145,7 @@ from __future__ import annotations
 import heapq
 import math
 import random
+from collections import deque
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from enum import IntEnum
@@ -144,6 +158,8 @@ from sllm.wire.messages import (
     PIGGYBACK_MAX_MEMBERS,
     PIGGYBACK_MAX_REPORTS,
     GossipAck,
+    GossipJoin,
+    GossipJoinState,
     GossipNack,
     GossipPing,
     GossipPingReq,
@@ -164,11 +180,31 @@ DATAGRAM_BUDGET_BYTES = MAX_DATAGRAM_BYTES - SIGNED_OVERHEAD_BYTES
 FILL_SKIPS_MAX = 8
 # `detection_bound` allows this many periods before someone probes a crashed member.
 FIRST_PROBE_PERIODS = 5
+# The largest page number a join state page is sized for (its digits count in the budget).
+COUNT_FIELD_MAX = 99_999
 # Members sampled for a sync before the byte budget trims the sample.
 SYNC_SAMPLE_MAX = 3 * PIGGYBACK_MAX_MEMBERS
+# Member updates in a sync: the peer's, ours, and six random ones. A fixed count, so a sync
+# costs the same at 10 nodes as at 1,000 (filled to the cap it grew with N up to about 17
+# members, +19% idle bytes from 10 to 100 nodes); the room left carries load reports, ours
+# first, which repairs a copy of it that the peer missed (reports go out on change only).
+# Joiners get every member from the join state, so syncs only repair.
+SYNC_MEMBERS_MAX = 8
 # Reports from members not known yet (their alive update is still on its way) are held
 # back this many at most, and released when the member is added.
 ORPHAN_REPORTS_MAX = 64
+# Join state pages: a full state is about N / 17 member pages and N / 3 report pages (400
+# pages, 520 KB at 1,000 members). A node answers joins in full while it has page tokens:
+# JOIN_PAGE_TOKENS_MAX covers two such joins at once, and tokens come back at
+# JOIN_PAGE_TOKENS_PER_S (one more 1,000-member join every two seconds, 260 KB/s at
+# most), which also bounds what a stranger can make a node send in unsigned mode. A join
+# beyond that gets an ordinary sync reply (a sample) and learns the rest by gossip.
+JOIN_PAGE_TOKENS_MAX = 1_000
+JOIN_PAGE_TOKENS_PER_S = 200.0
+# Pages leave in bursts of JOIN_PAGES_PER_BURST (about 85 KB, well within a default
+# 208 KB socket receive buffer) every JOIN_PAGE_GAP_S: 400 pages take about 60 ms.
+JOIN_PAGES_PER_BURST = 64
+JOIN_PAGE_GAP_S = 0.01
 
 
 class MemberState(IntEnum):
@@ -318,6 +354,8 @@ class GossipCounters:
     messages_in: int = 0
     messages_out: int = 0
     relays_declined: int = 0  # ping-reqs for a target not known here as alive or suspect
+    join_states: int = 0  # joins answered with the full state
+    join_states_declined: int = 0  # joins answered with a sample: out of page tokens
 
 
 # -- dissemination queue -----------------------------------------------------------------
@@ -511,6 +549,11 @@ class Membership:
         self._live = 1  # alive + suspect members, self included
         self._notices: list[Notice] = []
         self._fresh_reports: list[WorkerReport] = []
+        # Join state pages waiting to leave, oldest join first, and the page tokens left.
+        self._pages: deque[Send] = deque()
+        self._next_page_at = now
+        self._page_tokens = float(JOIN_PAGE_TOKENS_MAX)
+        self._page_tokens_at = now
         jitter = self.rng.random()  # desynchronise nodes started together
         self._next_probe_at = now + jitter * self.config.probe_interval_s
         self._next_gossip_at = now + jitter * self.config.gossip_interval_s
@@ -568,6 +611,8 @@ class Membership:
         times.extend(s.deadline for s in self._suspicions.values())
         if self._tombstones:
             times.append(self._tombstones[0][0])
+        if self._pages:
+            times.append(self._next_page_at)
         return min(times)
 
     # -- configuration-time helpers ---------------------------------------------------
@@ -589,6 +634,12 @@ class Membership:
                     quiet=True,
                 )
 
+    def bootstrap_reports(self, reports: Iterable[WorkerReport]) -> None:
+        """Hold other members' `reports` without any exchange, and gossip none of them
+        (benchmarks, tests: a cluster whose first reports have all spread)."""
+        for report in reports:
+            self._apply_report(report, relay=False)
+
     def publish_report(self, report: WorkerReport) -> None:
         """This node's own load report: kept for syncs and gossiped like any update."""
         self.reports[self.node_id] = report
@@ -606,6 +657,14 @@ class Membership:
                 return []  # our own datagram came back (a seed list naming us)
             self._merge(message.members, message.reports, now, sender[0])
             self._heard(message.source, now)
+        elif isinstance(message, GossipJoin | GossipJoinState):
+            if message.source == self.node_id:
+                return []
+            # A joiner's own entry is news to spread; a page of state is what the cluster
+            # knows already: merged without re-gossiping it.
+            relay = isinstance(message, GossipJoin)
+            self._merge(message.members, message.reports, now, sender[0], relay=relay)
+            self._heard(message.source, now)
         sends: list[Send] = []
         if isinstance(message, GossipPing):
             if message.target == self.node_id:
@@ -620,6 +679,8 @@ class Membership:
                 probe.nacks += 1
         elif isinstance(message, GossipSync) and not message.reply:
             sends.append(self._sync(sender, message.source, reply=True))
+        elif isinstance(message, GossipJoin):
+            self._answer_join(sender, message.source, now, sends)
         self.counters.messages_out += len(sends)
         return sends
 
@@ -649,7 +710,9 @@ class Membership:
         if now >= self._next_rejoin_at:
             self._next_rejoin_at = now + self.config.rejoin_interval_s
             if self._alone():
-                sends.extend(self._sync(seed, "", reply=False) for seed in self.seeds)
+                sends.extend(self._join(seed) for seed in self.seeds)
+        if self._pages and now >= self._next_page_at:
+            self._send_pages(now, sends)
         self.counters.messages_out += len(sends)
         return sends
 
@@ -697,17 +760,23 @@ class Membership:
         reports: Iterable[WorkerReport],
         now: float,
         source: str,
+        *,
+        relay: bool = True,
     ) -> None:
         for update in members:
-            self.apply(update, now, source)
+            self.apply(update, now, source, relay=relay)
         for report in reports:
-            self._apply_report(report)
+            self._apply_report(report, relay=relay)
 
-    def apply(self, update: MemberUpdate, now: float, source: str = "") -> None:
+    def apply(
+        self, update: MemberUpdate, now: float, source: str = "", *, relay: bool = True
+    ) -> None:
         """Take one membership update in, by SWIM's incarnation rules.
 
         `source` is the host the update came from: a stranger it names joins only if
         `admission` lets it (the list is not full, the source is not over its rate).
+        Without `relay` (a join state page) a new member is added quietly: not gossiped
+        on, and no notice each.
         """
         if update.node_id == self.node_id:
             self._about_self(update, now)
@@ -717,7 +786,7 @@ class Membership:
         if state is MemberState.ALIVE:
             if member is None:
                 if self.admission.admit(size=len(self.members), source=source, now=now):
-                    self._add(update, now)
+                    self._add(update, now, quiet=not relay)
                 else:
                     refused = self.admission.notice("member", now)  # one per interval
                     if refused is not None:
@@ -779,7 +848,7 @@ class Membership:
         self._enroll(update.node_id)
         orphan = self._orphans.pop(update.node_id, None)
         if orphan is not None:
-            self._apply_report(orphan)
+            self._apply_report(orphan, relay=not quiet)
         if not quiet:
             self._queue(member)
             self._notices.append(
@@ -866,7 +935,8 @@ class Membership:
         event = "member_dead" if state is MemberState.DEAD else "member_left"
         self._notices.append(Notice(event=event, fields={"member": member.node_id, "by": origin}))
 
-    def _apply_report(self, report: WorkerReport) -> None:
+    def _apply_report(self, report: WorkerReport, *, relay: bool = True) -> None:
+        """Keep a newer report; gossip it on unless it came in a join state page."""
         if report.node_id == self.node_id:
             return
         member = self.members.get(report.node_id)
@@ -883,7 +953,8 @@ class Membership:
         if held is not None and report.seq <= held.seq and report.timestamp <= held.timestamp:
             return
         self.reports[report.node_id] = report
-        self._report_broadcasts.put(report.node_id, report, encoded_size(report))
+        if relay:
+            self._report_broadcasts.put(report.node_id, report, encoded_size(report))
         self._fresh_reports.append(report)
 
     def _heard(self, node_id: str, now: float) -> None:
@@ -974,7 +1045,10 @@ class Membership:
         probe = self._probe
         if probe is not None and ack.seq == probe.seq:
             self._probe = None
-            self._raise_awareness(-1)
+            if not probe.indirect and now <= probe.direct_deadline:
+                # Only an on-time direct ack says this node is healthy, as in memberlist: a
+                # relayed or late one says the target lives, not that our probes are timely.
+                self._raise_awareness(-1)
             self._heard(probe.target, now)
             return
         relay = self._relays.pop(ack.seq, None)
@@ -1218,7 +1292,8 @@ class Membership:
         )
 
     def _sync(self, to: Address, peer: str, reply: bool) -> Send:
-        """A bounded sample: the peer's entry and ours first, then random members, reports."""
+        """A bounded sample: the peer's entry and ours first, then random members (at most
+        `SYNC_MEMBERS_MAX` in all), then reports, ours first, while they fit."""
         budget = DATAGRAM_BUDGET_BYTES - 80 - json_size({"source": self.node_id, "reply": reply})
         chosen: list[MemberUpdate] = []
         first = [self.node_id]
@@ -1228,7 +1303,7 @@ class Membership:
         sample = self.rng.sample(ids, min(len(ids), SYNC_SAMPLE_MAX))
         seen: set[str] = set()
         for node_id in [*first, *sample]:
-            if node_id in seen or len(chosen) >= PIGGYBACK_MAX_MEMBERS:
+            if node_id in seen or len(chosen) >= SYNC_MEMBERS_MAX:
                 continue
             seen.add(node_id)
             update = self.members[node_id].update()
@@ -1254,3 +1329,91 @@ class Membership:
                 source=self.node_id, reply=reply, members=tuple(chosen), reports=tuple(reports)
             ),
         )
+
+    # -- joins -----------------------------------------------------------------------------
+
+    def _join(self, seed: Address) -> Send:
+        """Ask a seed for the whole state, carrying our own entry and report."""
+        me = self.members[self.node_id].update()
+        own = self.reports.get(self.node_id)
+        return Send(
+            to=seed,
+            message=GossipJoin(source=self.node_id, members=(me,), reports=(own,) if own else ()),
+        )
+
+    def _answer_join(self, to: Address, joiner: str, now: float, sends: list[Send]) -> None:
+        """The full state in pages, while page tokens last; else a sample (a sync reply).
+
+        Pages snapshot the live members and their reports now; the first burst leaves at
+        once and the rest every JOIN_PAGE_GAP_S (`tick`).
+        """
+        elapsed = now - self._page_tokens_at
+        self._page_tokens_at = now
+        self._page_tokens = min(
+            float(JOIN_PAGE_TOKENS_MAX), self._page_tokens + elapsed * JOIN_PAGE_TOKENS_PER_S
+        )
+        # At least this many member pages: a join that cannot be afforded is declined
+        # before the O(N) work of building its pages (joins from strangers cost O(1)).
+        member_pages = self._live / PIGGYBACK_MAX_MEMBERS
+        pages = [] if member_pages > self._page_tokens else self._state_pages(to, joiner)
+        if not pages or len(pages) > self._page_tokens:
+            self.counters.join_states_declined += 1
+            sends.append(self._sync(to, joiner, reply=True))
+            return
+        self._page_tokens -= len(pages)
+        self.counters.join_states += 1
+        queued_before = bool(self._pages)
+        self._pages.extend(pages)
+        if not queued_before:
+            self._send_pages(now, sends)
+
+    def _send_pages(self, now: float, sends: list[Send]) -> None:
+        for _ in range(min(JOIN_PAGES_PER_BURST, len(self._pages))):
+            sends.append(self._pages.popleft())
+        self._next_page_at = now + JOIN_PAGE_GAP_S
+
+    def _state_pages(self, to: Address, joiner: str) -> list[Send]:
+        """Live members, then their reports, in as few datagrams as the cap allows."""
+        fixed = json_size(
+            {"source": self.node_id, "page": COUNT_FIELD_MAX, "pages": COUNT_FIELD_MAX}
+        )
+        budget_per_page = DATAGRAM_BUDGET_BYTES - 80 - fixed
+        # The joiner's own entry too: a restarted node learns what the cluster believes
+        # about it, and refutes with a higher incarnation.
+        updates = [m.update() for m in self.live_members()]
+        reports = [r for node_id, r in self.reports.items() if node_id != joiner]
+        contents: list[tuple[list[MemberUpdate], list[WorkerReport]]] = []
+        members: list[MemberUpdate] = []
+        held: list[WorkerReport] = []
+        budget = budget_per_page
+
+        def room(size: int, full: bool) -> None:
+            nonlocal members, held, budget
+            if full or size > budget:
+                contents.append((members, held))
+                members, held, budget = [], [], budget_per_page
+            budget -= size
+
+        for update in updates:
+            size = encoded_size(update) + 1
+            room(size, len(members) >= PIGGYBACK_MAX_MEMBERS)
+            members.append(update)
+        for report in reports:
+            size = encoded_size(report) + 1
+            room(size, len(held) >= PIGGYBACK_MAX_REPORTS)
+            held.append(report)
+        if members or held:
+            contents.append((members, held))
+        return [
+            Send(
+                to=to,
+                message=GossipJoinState(
+                    source=self.node_id,
+                    page=index,
+                    pages=len(contents),
+                    members=tuple(page_members),
+                    reports=tuple(page_reports),
+                ),
+            )
+            for index, (page_members, page_reports) in enumerate(contents)
+        ]

@@ -22,10 +22,19 @@ only a backstop for a live member whose reports stopped coming). A suspect membe
 set aside: its latest report waits out of the view, so placement skips it, and goes
 back in the moment the member is alive again (it refuted, or the suspicion was wrong).
 
-**Own reports.** Every ``report_interval_s`` the node applies its own fresh report to its
-view, and gossips it when something placement cares about changed (models, queue,
-running, readiness, load backlog to the second), when members joined since it last did
-(they lack it), or when ``report_refresh_s`` has passed. A
+**Own reports: sent on change, never on time.** Every ``report_interval_s`` the node
+applies its own fresh report to its view, and gossips it only when something placement
+reads changed (models, queue, running, readiness, load backlog to the second), or when the
+live member count has doubled since it last did (a cluster still forming: early members
+gossiped to few). An unchanged report is never re-sent: an idle cluster costs its probes
+and syncs, whatever N (measured in docs/decentralized.md). A joiner gets every report at
+once in the join state pages (`sllm.core.membership`), so nobody needs to re-send for it.
+Since an unchanged member sends nothing, the view's backstop timeout
+(``report_stale_s``) cannot mean "silent": every ``report_interval_s`` the node renews
+(`ClusterView.touch`) the view entries older than ``report_refresh_s`` whose member
+membership holds alive, and leaves any other to the backstop; every ``report_refresh_s``
+it asks up to `FILL_PROBES_MAX` alive members it holds no report from for theirs (a
+``load_probe``: gossip misses a report now and then, and nothing re-sends it). A
 gossiped report names at most `GOSSIP_REPORT_MAX_MODELS` models, fastest tiers first,
 and counts the rest in ``models_omitted``: two such reports fit in one datagram beside
 the membership updates.
@@ -68,6 +77,8 @@ from sllm.wire.messages import (
     SECONDS_MAX,
     ClusterStateRequest,
     GossipAck,
+    GossipJoin,
+    GossipJoinState,
     GossipNack,
     GossipPing,
     GossipPingReq,
@@ -86,7 +97,25 @@ from sllm.wire.messages import (
 # A gossiped report names at most this many models (GPU and host-memory ones first): about
 # 500 bytes, so two fit in a datagram beside a dozen membership updates.
 GOSSIP_REPORT_MAX_MODELS = 6
-GOSSIP_MESSAGES = (GossipPing, GossipAck, GossipPingReq, GossipNack, GossipSync, GossipPush)
+GOSSIP_MESSAGES = (
+    GossipPing,
+    GossipAck,
+    GossipPingReq,
+    GossipNack,
+    GossipSync,
+    GossipPush,
+    GossipJoin,
+    GossipJoinState,
+)
+# Alive members whose report this node lacks (gossip missed it, and it is sent only on
+# change) are asked for it directly, this many at most every `report_refresh_s`: with a
+# retransmit limit of 3 log10 N an observer misses a given report with probability about
+# e^-3 at 10 nodes and e^-9 at 1,000, so a handful covers what gossip drops.
+FILL_PROBES_MAX = 16
+FILL_PROBE_PREFIX = "fill-"
+# A node gossips its unchanged report again when the live member count has grown this many
+# times since it last did: O(log N) times while a cluster forms, never once it is formed.
+REPUBLISH_GROWTH = 2
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -107,7 +136,9 @@ class NodeConfig:
 
     policy: str = "startup-aware"
     report_interval_s: float = 1.0  # REPORT_INTERVAL: how often the node looks at itself
-    report_refresh_s: float = 10.0  # gossip the report at least this often, changed or not
+    # How old a view entry may get before it is checked against membership (kept while the
+    # member is alive: reports come only on change). Sends nothing.
+    report_refresh_s: float = 10.0
     report_stale_s: float = 60.0  # the view's backstop timeout for a silent live member
     gossip: GossipConfig = field(default_factory=GossipConfig)
     probing: ProbingConfig = field(default_factory=ProbingConfig)
@@ -135,6 +166,7 @@ class ProbingCounters:
     probes_sent: int = 0
     replies: int = 0
     timed_out: int = 0  # decisions made before every reply came
+    fill_probes: int = 0  # reports asked for because gossip never brought them
 
 
 @dataclass(slots=True)
@@ -229,9 +261,9 @@ class Node:
         # placement avoids the members most likely to die next.
         self._suspects: dict[str, WorkerReport] = {}
         self._published: tuple[object, ...] | None = None
-        self._published_at = now
         self._published_to = 0  # live members when the report was last gossiped
         self._next_report_at = now
+        self._next_fill_at = now + self.config.report_refresh_s
         self._left = False
 
     # -- queries ---------------------------------------------------------------------
@@ -287,6 +319,9 @@ class Node:
         if now >= self._next_report_at:
             self._next_report_at = now + self.config.report_interval_s
             self._report(now)
+        if now >= self._next_fill_at:
+            self._next_fill_at = now + self.config.report_refresh_s
+            sends.extend(self._fill_missing())
         for request_id, pending in list(self._pending.items()):
             if now >= pending.deadline:
                 self.probing.timed_out += 1
@@ -353,13 +388,56 @@ class Node:
         report = self._own_report(now)
         self.scheduler.view.apply_report(report, now)
         signature = _signature(report)
-        stale = now - self._published_at >= self.config.report_refresh_s
         members = self.membership.live_count
-        if signature != self._published or stale or members > self._published_to:
+        grown = members >= REPUBLISH_GROWTH * self._published_to
+        if signature != self._published or grown:
             self._published = signature
-            self._published_at = now
             self._published_to = members
             self.membership.publish_report(trim_report(report))
+        self._reconcile_view(now)
+
+    def _fill_missing(self) -> list[Send]:
+        """Ask alive members this node has no report from for theirs (a `load_probe`).
+
+        O(N) once every ``report_refresh_s``. The reply goes into the view like any probe
+        reply (`_probe_reply`); membership's copy of the report is not needed: joiners get
+        the state from a seed that holds it.
+        """
+        view = self.scheduler.view
+        sends: list[Send] = []
+        for member in self.membership.live_members():
+            if len(sends) >= FILL_PROBES_MAX:
+                break
+            node_id = member.node_id
+            if member.state is not MemberState.ALIVE or node_id == self.node_id:
+                continue
+            if node_id in view or node_id in self._suspects:
+                continue
+            self._probe_seq += 1
+            probe = LoadProbe(request_id=f"{FILL_PROBE_PREFIX}{self._probe_seq}")
+            sends.append(Send(to=member.address, message=probe))
+        self.probing.fill_probes += len(sends)
+        return sends
+
+    def _reconcile_view(self, now: float) -> None:
+        """Keep the view's entries of alive members, whose reports come only on change.
+
+        Walks the oldest entries only (the view keeps them oldest first), those not heard
+        of for ``report_refresh_s``: each entry is looked at once per refresh period, so
+        the cost is O(N / refresh) a second, not O(N) a report. An entry whose member is
+        not alive here is left to the view's backstop timeout (membership's notices
+        remove dead and departed members at once anyway).
+        """
+        view = self.scheduler.view
+        horizon = now - self.config.report_refresh_s
+        due = []
+        for entry in view.entries():
+            if entry.last_seen > horizon:
+                break
+            due.append(entry.worker_id)
+        for worker_id in due:
+            if worker_id == self.node_id or self._alive(worker_id):
+                view.touch(worker_id, now)
 
     # -- placement ---------------------------------------------------------------------
 

@@ -295,6 +295,17 @@ class ClusterView:
             self.remove(worker_id)
         return gone
 
+    def touch(self, worker_id: str, now: float) -> None:
+        """Count a worker as heard from at `now` without a new report.
+
+        For a decentralized node: gossip sends a report only when it changes, and
+        membership vouches that an unchanged worker is still there (`sllm.core.node`).
+        """
+        entry = self._entries.get(worker_id)
+        if entry is not None:
+            entry.last_seen = now
+            self._entries.move_to_end(worker_id)
+
     def remove(self, worker_id: str) -> None:
         entry = self._entries.pop(worker_id, None)
         if entry is None:

@@ -27,6 +27,8 @@ from sllm.wire.codec import Codec, EncodeError
 from sllm.wire.messages import (
     ClusterStateResponse,
     GossipAck,
+    GossipJoin,
+    GossipJoinState,
     GossipPing,
     GossipPingReq,
     GossipPush,
@@ -48,7 +50,16 @@ def shrink(message: Message) -> Message | None:
         return dataclasses.replace(message, workers=message.workers[:-1])
     if isinstance(message, MemberStateResponse) and len(message.members) > 1:
         return dataclasses.replace(message, members=message.members[:-1])
-    if isinstance(message, GossipPing | GossipAck | GossipPingReq | GossipSync | GossipPush):
+    if isinstance(
+        message,
+        GossipPing
+        | GossipAck
+        | GossipPingReq
+        | GossipSync
+        | GossipPush
+        | GossipJoin
+        | GossipJoinState,
+    ):
         if message.reports:
             return dataclasses.replace(message, reports=message.reports[:-1])
         if message.members:

@@ -353,6 +353,42 @@ class GossipPush(Message):
     reports: tuple[WorkerReport, ...] = field(metadata=_REPORTS)
 
 
+# -- joins: the full state for a joiner (decentralized mode at 1,000 nodes) ----------------
+
+
+@record
+class GossipJoin(Message):
+    """A node that knows no other live member asks a seed for the whole cluster state.
+
+    Carries the joiner's own entry (and report) like a sync; the seed merges it and
+    answers with `GossipJoinState` pages instead of a bounded sample, so a joiner knows
+    every member within a round trip and a few milliseconds of pacing, not in O(N)
+    syncs.
+    """
+
+    TYPE: ClassVar[str] = "gossip_join"
+    source: str = field(metadata=_identity())
+    members: tuple[MemberUpdate, ...] = field(metadata=_MEMBERS)
+    reports: tuple[WorkerReport, ...] = field(metadata=_REPORTS)
+
+
+@record
+class GossipJoinState(Message):
+    """One page of a seed's member list and load reports, sent to a joiner.
+
+    `page` counts from 0 and `pages` is how many the seed sends; the joiner merges each
+    as it comes (pages are independent) without re-gossiping what it learns: the cluster
+    knows it already.
+    """
+
+    TYPE: ClassVar[str] = "gossip_join_state"
+    source: str = field(metadata=_identity())
+    page: int = field(metadata=COUNT)
+    pages: int = field(metadata=COUNT)
+    members: tuple[MemberUpdate, ...] = field(metadata=_MEMBERS)
+    reports: tuple[WorkerReport, ...] = field(metadata=_REPORTS)
+
+
 @record
 class LoadProbe(Message):
     """Sparrow-style probe: a scheduling node asks a candidate for its current load."""
@@ -445,5 +481,7 @@ MESSAGE_TYPES: dict[str, type[Message]] = {
         LoadProbeReply,
         MemberStateRequest,
         MemberStateResponse,
+        GossipJoin,
+        GossipJoinState,
     )
 }
