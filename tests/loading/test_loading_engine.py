@@ -8,6 +8,7 @@ bit for bit, and a folder with no safetensors files still loads (through transfo
 
 from __future__ import annotations
 
+import gc
 from pathlib import Path
 
 import pytest
@@ -59,3 +60,16 @@ def test_a_folder_without_safetensors_loads_through_transformers(model_folder, t
     reference.save_pretrained(folder, safe_serialization=False)
     engine.load(TEST_MODEL_NAME, Tier.DISK)
     assert engine.resident() == {TEST_MODEL_NAME: Tier.GPU}
+
+
+def test_a_reload_reuses_the_memory_of_the_evicted_model(model_folder, tmp_path) -> None:
+    engine = _engine(model_folder, tmp_path / "cache")
+    engine.load(TEST_MODEL_NAME, Tier.DISK)
+    checkpoint_bytes = engine._memory.leased_bytes
+    assert checkpoint_bytes >= (model_folder / "model.safetensors").stat().st_size
+    engine.evict(TEST_MODEL_NAME, Tier.GPU, Tier.DISK)
+    gc.collect()
+    assert (engine._memory.leased_bytes, engine._memory.free_bytes) == (0, checkpoint_bytes)
+    engine.load(TEST_MODEL_NAME, Tier.DISK)
+    assert engine._memory.allocations == 1  # the same, already touched, memory
+    assert engine._memory.leased_bytes == checkpoint_bytes

@@ -1,4 +1,4 @@
-"""The loader's tensors are bit-exact copies of what safetensors reads, as views into one allocation.
+"""The loader's tensors: bit-exact copies of what safetensors reads, views into one allocation.
 
 Why bit-exact and not `allclose`: the loader reinterprets raw bytes, so one byte in the
 wrong place (a piece read at the wrong offset, an alignment pad counted as data) would
@@ -132,5 +132,5 @@ def test_overlapping_tensors_are_refused(tmp_path: Path) -> None:
 def test_a_file_that_is_not_safetensors_is_a_clear_error(tmp_path: Path, content: bytes) -> None:
     path = tmp_path / "broken.safetensors"
     path.write_bytes(content)
-    with pytest.raises(CheckpointFormatError, match="broken.safetensors"):
+    with pytest.raises(CheckpointFormatError, match=r"broken\.safetensors"):
         read_index(path)

@@ -35,7 +35,7 @@ from sllm.core.tiers import Tier
 from sllm.engines.base import Delta, Engine, EngineContext, Execution, GenerationParams
 from sllm.engines.threaded import InThread
 from sllm.loading.loader import checkpoint_files, load_checkpoint, pinned_pool
-from sllm.loading.pool import HostPool
+from sllm.loading.pool import HostMemory, HostPool
 from sllm.store import ModelStore
 
 
@@ -50,7 +50,9 @@ class EngineError(RuntimeError):
     pass
 
 
-def _read_network(folder: Path, *, dtype: Any, device: str, pool: HostPool | None) -> Any:
+def _read_network(
+    folder: Path, *, dtype: Any, device: str, pool: HostPool | None, memory: HostMemory
+) -> Any:
     """The model in `folder`, its parameters views into the loader's one allocation.
 
     A folder without safetensors files (an old ``pytorch_model.bin``) is read by
@@ -63,7 +65,7 @@ def _read_network(folder: Path, *, dtype: Any, device: str, pool: HostPool | Non
     if not files:
         return AutoModelForCausalLM.from_pretrained(folder, dtype=dtype)
     config = AutoConfig.from_pretrained(folder)
-    loaded = load_checkpoint(files, device=device, pool=pool)
+    loaded = load_checkpoint(files, device=device, pool=pool, memory=memory)
     model_class: Any = MODEL_FOR_CAUSAL_LM_MAPPING[type(config)]
     # No name and a state dict: transformers builds the model around our tensors.
     return model_class.from_pretrained(None, config=config, state_dict=loaded.tensors, dtype=dtype)
@@ -85,6 +87,10 @@ class TransformersEngine:
         self._lock = threading.Lock()
         # The staging pool for device loads: allocated (and pinned) on the first load, reused.
         self._pool = pinned_pool() if self.device.startswith("cuda") else None
+        # Where CPU loads' tensors live. Memory of models that are gone is kept (already
+        # faulted in) up to the largest checkpoint of the catalog, so any next load reuses it.
+        largest = max((sum(f.size for f in m.files) for m in catalog.values()), default=0)
+        self._memory = HostMemory(keep_free_bytes=largest)
 
     # -- tiers -----------------------------------------------------------------------
 
@@ -99,7 +105,9 @@ class TransformersEngine:
         if held is None:
             folder = self.store.fetch(model)  # a no-op when the disk already has it
             dtype = getattr(torch, str(model.options.get("dtype", "float32")))
-            network = _read_network(folder, dtype=dtype, device=self.device, pool=self._pool)
+            network = _read_network(
+                folder, dtype=dtype, device=self.device, pool=self._pool, memory=self._memory
+            )
             network.train(False)  # inference mode: no dropout
             held = _Loaded(network, AutoTokenizer.from_pretrained(folder))
         held.model.to(self.device)

@@ -4,9 +4,10 @@ The path, after ServerlessLLM's store (Fu et al., OSDI 2024, arXiv 2401.14351):
 
 1. `sllm.loading.index` reads each file's header: every tensor's byte range.
 2. The files are read in parallel chunks (`sllm.loading.pool.read_files`).
-   - **On CPU** they are read straight into the model's own allocation (a fresh
-     `HostPool`), and each tensor is a view into it: no second copy, and the bytes the
-     model holds in host memory are exactly the files' bytes (`LoadedCheckpoint.nbytes`).
+   - **On CPU** they are read straight into the model's own allocation, leased from the
+     worker's `HostMemory` (recycled from models that are gone, so already faulted in),
+     and each tensor is a view into it: no second copy, and the bytes the model holds in
+     host memory are exactly the files' bytes (`LoadedCheckpoint.nbytes`).
    - **On CUDA** they are read into the worker's reusable host pool, pinned once, and
      each piece is copied to one device allocation as soon as it is in the pool, so the
      copies overlap the reads; each tensor is then a view into the device allocation.
@@ -27,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from sllm.loading.index import CheckpointIndex, read_index
-from sllm.loading.pool import READ_THREADS, HostPool, plan, read_files
+from sllm.loading.pool import READ_THREADS, HostMemory, HostPool, plan, read_files
 
 # safetensors dtype names to torch's attribute names.
 TORCH_DTYPES: dict[str, str] = {
@@ -68,23 +69,25 @@ def load_checkpoint(
     *,
     device: str = "cpu",
     pool: HostPool | None = None,
+    memory: HostMemory | None = None,
     threads: int = READ_THREADS,
     direct: bool = False,
 ) -> LoadedCheckpoint:
     """Read `paths` and return their tensors on `device` as views into one allocation.
 
     `pool` is the worker's reusable staging pool for device loads (pinned where CUDA is
-    present; `pinned_pool` makes one); on CPU it is unused, since the model's own
-    allocation is what the files are read into.
+    present; `pinned_pool` makes one). `memory` is where a CPU load's tensors live
+    (without one, a fresh allocation, paid for at first touch).
     """
     indexes = [read_index(path) for path in paths]
     placements, total = plan([index.path for index in indexes])
     if not device.startswith("cuda"):
-        memory = HostPool(total).reserve(total)
-        read_files(placements=placements, into=memory, threads=threads, direct=direct)
-        flat = _bytes_tensor(memory)
+        host = memory if memory is not None else HostMemory(keep_free_bytes=0)
+        memory_view = host.lease(total)
+        read_files(placements=placements, into=memory_view, threads=threads, direct=direct)
+        flat = _bytes_tensor(memory_view)
         tensors = _views(flat, indexes, [placement.pool_offset for placement in placements])
-        return LoadedCheckpoint(tensors=tensors, nbytes=total, memory=memory)
+        return LoadedCheckpoint(tensors=tensors, nbytes=total, memory=memory_view)
     return _load_to_device(
         indexes=indexes,
         placements=placements,
