@@ -42,7 +42,7 @@ import json
 import statistics
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -187,7 +187,9 @@ def run(
     modes: list[str],
     log: Callable[[str], None],
     layer_shape: tuple[int, int] = LAYER_SHAPE,
+    only: Sequence[str] = (),
 ) -> dict[str, Any]:
+    """Time every contender (or those in `only`, with ``ours`` always) in every mode."""
     paths = ensure_checkpoint(cache_dir, gb=gb, log=log, layer_shape=layer_shape)
     file_bytes = {name: path.stat().st_size for name, path in paths.items()}
     pool = HostPool()
@@ -206,7 +208,11 @@ def run(
     measured: dict[str, dict[str, float]] = {}  # bytes per second, by mode and contender
     for mode in modes:
         seconds: dict[str, list[float]] = {}
-        names = [name for name in loads if mode == "cold" or name != "ours-direct"]
+        names = [
+            name
+            for name in loads
+            if (mode == "cold" or name != "ours-direct") and (not only or name in {*only, "ours"})
+        ]
         if mode == "warm":
             for path in paths.values():
                 path.read_bytes()  # into the page cache
@@ -236,7 +242,8 @@ def run(
         result["modes"][mode] = rows
         measured[mode] = rates
         log(f"{mode}: " + ", ".join(f"{n} {r['GBps']} GB/s" for n, r in rows.items()))
-    if "warm" in result["modes"]:
+    result["bytes_per_second"] = measured
+    if "warm" in result["modes"] and "read" in measured["warm"]:
         of_read = measured["warm"]["ours"] / measured["warm"]["read"]
         result["cpu_target"] = {
             "ours_warm_over_read_warm": round(of_read, 3),
@@ -244,6 +251,32 @@ def run(
             "met": of_read >= CPU_TARGET_OF_READ,
         }
     return result
+
+
+def calibrate(
+    *, gb: float, cache_dir: Path, device: str, log: Callable[[str], None]
+) -> dict[str, float]:
+    """This machine's tier bandwidths, measured with our loader, as `CostModel` fields.
+
+    Host memory is a warm load (the checkpoint in the page cache), disk a cold one. The
+    result is a COST_MODEL file's content: the worker and coordinator read it, and
+    the shipped defaults (the shared H200 calibration data) remain for every other field.
+    """
+    result = run(
+        gb=gb,
+        cache_dir=cache_dir,
+        repeats=3,
+        device=device,
+        threads=READ_THREADS,
+        modes=["warm", "cold"],
+        log=log,
+        only=["ours"],
+    )
+    rates = result["bytes_per_second"]
+    return {
+        "host_bandwidth_Bps": round(rates["warm"]["ours"]),
+        "disk_bandwidth_Bps": round(rates["cold"]["ours"]),
+    }
 
 
 def add_parser(sub: Any) -> None:
