@@ -7,7 +7,8 @@ nothing above it leaks in. The order, bottom to top, is `LAYERS`:
 - ``logs``, ``records``: helpers that import nothing of ours;
 - ``wire`` (the UDP message types and codec), then ``core`` (the pure state machines);
 - ``workload`` (arrivals, traces, model sizes), ``catalog`` (the served models, plain
-  data), ``store`` (checkpoints on disk), ``engines`` (what runs a request);
+  data), ``store`` (checkpoints on disk), ``loading`` (checkpoints read fast into
+  memory), ``engines`` (what runs a request);
 - ``config`` (settings from the environment), ``hosts`` (the core's machines on a driver);
 - ``sim`` (the simulator), ``api`` (the HTTP apps), ``runtime`` (the live services: it
   builds the servers and mounts the apps), ``experiments``, ``bench``, ``cli``,
@@ -52,6 +53,7 @@ LAYERS: tuple[str, ...] = (
     "workload",
     "catalog",
     "store",
+    "loading",
     "engines",
     "config",
     "hosts",

@@ -13,7 +13,9 @@ import argparse
 import asyncio
 import json
 import sys
+import tempfile
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 from sllm import __version__
@@ -516,6 +518,43 @@ def run_openapi(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- sllm calibrate: this machine's tier bandwidths, for COST_MODEL ---------------------
+
+
+def add_calibrate_parser(sub: Any) -> None:
+    parser = sub.add_parser(
+        "calibrate",
+        help="measure this machine's host and disk load bandwidths into a COST_MODEL file",
+        description="Load a generated checkpoint (random weights, written under --cache-dir "
+        "and reused) with the loader, warm and cold, and write the measured "
+        "host_bandwidth_Bps and disk_bandwidth_Bps as a JSON file for COST_MODEL. "
+        "Needs the torch extra. See docs/loading.md.",
+    )
+    parser.add_argument("--out", type=Path, required=True, help="the calibration file to write")
+    parser.add_argument("--gb", type=float, default=1.0, help="checkpoint size in GB")
+    parser.add_argument("--device", default="cpu", help="cpu, or cuda to time loads to the GPU")
+    parser.add_argument(
+        "--cache-dir",
+        type=Path,
+        default=Path(tempfile.gettempdir()) / "sllm-calibrate",
+        help="where the generated checkpoint is written and reused",
+    )
+    parser.set_defaults(run=run_calibrate)
+
+
+def run_calibrate(args: argparse.Namespace) -> int:
+    try:
+        from sllm.bench.loading import calibrate
+    except ImportError as error:
+        print(f"sllm calibrate: needs the torch extra ({error})", file=sys.stderr)
+        return 1
+    fields = calibrate(gb=args.gb, cache_dir=args.cache_dir, device=args.device, log=print)
+    CostModel().with_overrides(fields)  # what the worker will accept when it reads the file
+    args.out.write_text(json.dumps(fields, indent=2) + "\n", encoding="utf-8")
+    print(f"wrote {args.out}; start workers and the coordinator with COST_MODEL={args.out}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="sllm",
@@ -531,6 +570,7 @@ def build_parser() -> argparse.ArgumentParser:
         add_bench_parser,
         add_make_test_model_parser,
         add_openapi_parser,
+        add_calibrate_parser,
         sim_cli.add_parser,
         experiment_suite.add_parser,
     ]

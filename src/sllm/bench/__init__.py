@@ -6,7 +6,7 @@ from typing import Any
 
 
 def add_bench_parsers(parser: Any) -> None:
-    from sllm.bench import chaos, engine, fuzz, gateway, gossip, placement, simulator
+    from sllm.bench import chaos, engine, fuzz, gateway, gossip, loading, placement, simulator
 
     sub = parser.add_subparsers(dest="benchmark", required=True, metavar="BENCHMARK")
     placement.add_parser(sub)
@@ -16,3 +16,4 @@ def add_bench_parsers(parser: Any) -> None:
     fuzz.add_parser(sub)
     chaos.add_parser(sub)
     engine.add_parser(sub)
+    loading.add_parser(sub)

@@ -4,8 +4,9 @@ It carries out a worker's actions for real:
 
 - **load** brings a checkpoint to the device from the tier the state machine names:
   from the remote store it is first fetched into the disk cache (`sllm.store`), from
-  disk it is read with safetensors, from host memory the already-loaded model object
-  is moved to the device;
+  disk its safetensors files are read by `sllm.loading` (parallel chunked reads into one
+  allocation, every parameter a view into it; see docs/loading.md), from host memory
+  the already-loaded model object is moved to the device;
 - **evict** moves a model from the device to host memory (it keeps its weights on the
   CPU), drops it from host memory, or deletes its files from the disk cache, exactly as
   the state machine decided, so the tiers the worker reports are the truth;
@@ -26,12 +27,15 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from sllm.catalog import CatalogModel
 from sllm.core.tiers import Tier
 from sllm.engines.base import Delta, Engine, EngineContext, Execution, GenerationParams
 from sllm.engines.threaded import InThread
+from sllm.loading.loader import checkpoint_files, load_checkpoint, pinned_pool
+from sllm.loading.pool import HostMemory, HostPool
 from sllm.store import ModelStore
 
 
@@ -44,6 +48,27 @@ class _Loaded:
 
 class EngineError(RuntimeError):
     pass
+
+
+def _read_network(
+    folder: Path, *, dtype: Any, device: str, pool: HostPool | None, memory: HostMemory
+) -> Any:
+    """The model in `folder`, its parameters views into the loader's one allocation.
+
+    A folder without safetensors files (an old ``pytorch_model.bin``) is read by
+    transformers itself.
+    """
+    from transformers import AutoConfig, AutoModelForCausalLM
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING
+
+    files = checkpoint_files(folder)
+    if not files:
+        return AutoModelForCausalLM.from_pretrained(folder, dtype=dtype)
+    config = AutoConfig.from_pretrained(folder)
+    loaded = load_checkpoint(files, device=device, pool=pool, memory=memory)
+    model_class: Any = MODEL_FOR_CAUSAL_LM_MAPPING[type(config)]
+    # No name and a state dict: transformers builds the model around our tensors.
+    return model_class.from_pretrained(None, config=config, state_dict=loaded.tensors, dtype=dtype)
 
 
 class TransformersEngine:
@@ -60,13 +85,19 @@ class TransformersEngine:
         self._device_models: dict[str, _Loaded] = {}
         self._host_models: dict[str, _Loaded] = {}
         self._lock = threading.Lock()
+        # The staging pool for device loads: allocated (and pinned) on the first load, reused.
+        self._pool = pinned_pool() if self.device.startswith("cuda") else None
+        # Where CPU loads' tensors live. Memory of models that are gone is kept (already
+        # faulted in) up to the largest checkpoint of the catalog, so any next load reuses it.
+        largest = max((sum(f.size for f in m.files) for m in catalog.values()), default=0)
+        self._memory = HostMemory(keep_free_bytes=largest)
 
     # -- tiers -----------------------------------------------------------------------
 
     def load(self, name: str, source: Tier) -> None:
         """Bring `name` onto the device from `source` (blocking)."""
         import torch
-        from transformers import AutoModelForCausalLM, AutoTokenizer
+        from transformers import AutoTokenizer
 
         model = self.catalog[name]
         with self._lock:
@@ -74,7 +105,9 @@ class TransformersEngine:
         if held is None:
             folder = self.store.fetch(model)  # a no-op when the disk already has it
             dtype = getattr(torch, str(model.options.get("dtype", "float32")))
-            network: Any = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype)
+            network = _read_network(
+                folder, dtype=dtype, device=self.device, pool=self._pool, memory=self._memory
+            )
             network.train(False)  # inference mode: no dropout
             held = _Loaded(network, AutoTokenizer.from_pretrained(folder))
         held.model.to(self.device)
