@@ -234,7 +234,8 @@ def run(
         rows = {
             name: {
                 "seconds": round(statistics.median(seconds[name]), 3),
-                "GBps": round(rate / 1e9, 2),
+                # Three significant digits: a small checkpoint's rate would round to 0.0.
+                "GBps": float(f"{rate / 1e9:.3g}"),
                 "ours_over_this": round(rates["ours"] / rate, 2),
             }
             for name, rate in rates.items()
