@@ -60,6 +60,10 @@ OPTIONS: dict[str, Any] = {
     "kv_cache_bytes": 512 * 2**20,
 }
 MODEL = "bench-model"
+# Both systems' servers start in a session of their own (`sllm.bench.gateway.start` puts
+# this project's services so): Linux's autogroup shares CPU time between sessions, and a
+# server in the benchmark's session would share its group with the client instead.
+SERVERS_IN_OWN_SESSION = True
 # An engine's start on two busy cores takes about 30 s; a slow machine gets ten times that.
 ENGINE_START_TIMEOUT_S = 300.0
 REQUEST_TIMEOUT_S = 120.0
@@ -301,7 +305,14 @@ def vllm_server(model_dir: Path, folder: Path) -> Iterator[str]:
     log = folder / "vllm-serve.log"
     with open(log, "wb") as sink:
         process = subprocess.Popen(
-            command, stdin=subprocess.DEVNULL, stdout=sink, stderr=subprocess.STDOUT
+            command,
+            stdin=subprocess.DEVNULL,
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+            # In a session of its own, as `start` puts this project's services: where the
+            # kernel groups CPU time by session (autogroup), both stacks are then scheduled
+            # alike, and the comparison is fair (docs/benchmarks.md says what it changed).
+            start_new_session=SERVERS_IN_OWN_SESSION,
         )
     try:
         url = f"http://127.0.0.1:{port}"
