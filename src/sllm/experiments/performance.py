@@ -12,14 +12,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sllm.core.measures import COLD_STARTS, WARM_PLACEMENT_RATE, WARM_START_RATE
-from sllm.core.placement import policy_names
 from sllm.experiments import plots as plotting
 from sllm.experiments.summary import (
     BASELINE_POLICY,
     CENTRALIZED,
     DECENTRALIZED,
     DECENTRALIZED_NOTE,
-    MODES,
     Context,
     Plots,
     RunSummary,
@@ -32,7 +30,7 @@ from sllm.experiments.summary import (
     table,
     tag,
 )
-from sllm.sim.cluster import ClusterConfig, SimResult
+from sllm.sim.cluster import SimResult
 from sllm.sim.report import Json
 from sllm.workload.options import WorkloadOptions
 
@@ -112,16 +110,7 @@ class PerformanceResult:
 def run_exp1(ctx: Context) -> PerformanceRuns:
     workers, models, rate, duration = (4, 4, 3.0, 60.0) if ctx.quick else (16, 10, 8.0, 900.0)
     options = WorkloadOptions(duration_s=duration, seed=ctx.seed, rate_rps=rate, models=models)
-    ctx.runs_total = len(policy_names()) * len(MODES)
-    runs = {
-        mode: {
-            policy: ctx.simulate(
-                ClusterConfig(workers=workers, policy=policy, seed=ctx.seed), options, mode=mode
-            )
-            for policy in policy_names()
-        }
-        for mode in MODES
-    }
+    runs = ctx.every_policy(options, workers=workers)
     setup = PerformanceSetup(
         workers=workers,
         models=models,
