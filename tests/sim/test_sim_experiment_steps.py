@@ -24,6 +24,7 @@ from sllm.experiments.summary import (
     Plots,
     RunSummary,
     Written,
+    experiment_document,
 )
 from sllm.sim.cluster import ClusterConfig, SimResult, SimulatedCluster
 from sllm.sim.faults import Fault
@@ -290,3 +291,46 @@ def test_the_suite_names_each_experiments_own_steps() -> None:
         assert experiment.analyse is getattr(module, f"analyse_{suffix}")
         assert experiment.write is getattr(module, f"write_{suffix}")
         assert experiment.plot is getattr(module, f"plot_{suffix}")
+
+
+class Figure:
+    def __init__(self, value: int) -> None:
+        self.value = value
+
+    def as_dict(self) -> Json:
+        return {"value": self.value}
+
+
+def test_an_experiment_document_is_name_setup_then_each_modes_keyed_entries() -> None:
+    document = experiment_document(
+        experiment="exp9",
+        setup=Figure(1),
+        by_mode={CENTRALIZED: {"a": Figure(2), "b": Figure(3)}, DECENTRALIZED: {"c": Figure(4)}},
+    )
+    assert document == {
+        "experiment": "exp9",
+        "setup": {"value": 1},
+        CENTRALIZED: {"a": {"value": 2}, "b": {"value": 3}},
+        DECENTRALIZED: {"c": {"value": 4}},
+    }
+    assert list(document) == ["experiment", "setup", CENTRALIZED, DECENTRALIZED]
+    assert list(document[CENTRALIZED]) == ["a", "b"]  # type: ignore[call-overload]
+
+
+def test_keyed_experiments_write_their_json_in_the_shared_shape() -> None:
+    """exp1 and exp3 write, through `experiment_document`, the shape scale writes."""
+    exp1 = performance.PerformanceResult(
+        setup=performance.PerformanceSetup(
+            workers=1, models=1, rate_rps=1.0, duration_s=1.0, seed=0, baseline="seed"
+        ),
+        by_mode={CENTRALIZED: {}, DECENTRALIZED: {}},
+        latencies={},
+    )
+    exp3 = spread.SpreadResult(
+        setup=spread.SpreadSetup(workers=1, models=1, rate_rps=1.0, duration_s=1.0, seed=0),
+        by_mode={CENTRALIZED: {}, DECENTRALIZED: {}},
+    )
+    for name, result in (("exp1", exp1), ("exp3", exp3)):
+        assert result.as_dict() == experiment_document(
+            experiment=name, setup=result.setup, by_mode=result.by_mode
+        )

@@ -21,7 +21,7 @@ from sllm.experiments.summary import (
     Context,
     Plots,
     RunSummary,
-    by_mode_as_dict,
+    experiment_document,
     fmt,
     latencies,
     percent,
@@ -100,11 +100,7 @@ class PerformanceResult:
     latencies: Mapping[str, Mapping[str, Mapping[str, list[float]]]]
 
     def as_dict(self) -> Json:
-        return {
-            "experiment": "exp1",
-            "setup": self.setup.as_dict(),
-            **by_mode_as_dict(self.by_mode),
-        }
+        return experiment_document(experiment="exp1", setup=self.setup, by_mode=self.by_mode)
 
 
 def run_exp1(ctx: Context) -> PerformanceRuns:

@@ -17,7 +17,7 @@ from sllm.experiments.summary import (
     DECENTRALIZED_NOTE,
     Context,
     Plots,
-    by_mode_as_dict,
+    experiment_document,
     fmt,
     gini,
     table,
@@ -98,11 +98,7 @@ class SpreadResult:
     by_mode: Mapping[str, Mapping[str, PolicySpread]]  # mode -> policy -> spread
 
     def as_dict(self) -> Json:
-        return {
-            "experiment": "exp3",
-            "setup": self.setup.as_dict(),
-            **by_mode_as_dict(self.by_mode),
-        }
+        return experiment_document(experiment="exp3", setup=self.setup, by_mode=self.by_mode)
 
 
 def run_exp3(ctx: Context) -> SpreadRuns:

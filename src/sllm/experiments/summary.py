@@ -12,7 +12,8 @@ function of its own, so that each can be tested alone:
 `Context.every_policy` is the run of every placement policy in both architectures that
 exp1 and exp3 share.
 
-A result's ``as_dict`` gives the experiment's JSON; its keys are documented in
+A result's ``as_dict`` gives the experiment's JSON (`experiment_document` writes the
+shape shared by exp1, exp3 and scale); its keys are documented in
 docs/simulator.md ("The experiments at their default sizes"), and tests read them.
 """
 
@@ -284,9 +285,17 @@ def tag(mode: str) -> str:
     return "" if mode == CENTRALIZED else f"-{mode}"
 
 
-def by_mode_as_dict(by_mode: Mapping[str, Mapping[str, Entry]]) -> Json:
-    """``{mode: {key: entry.as_dict()}}`` for the entries of every experiment's arms."""
+def experiment_document(
+    *, experiment: str, setup: Entry, by_mode: Mapping[str, Mapping[str, Entry]]
+) -> Json:
+    """The JSON of an experiment whose arms are keyed the same way in each mode (exp1 and
+    exp3 by policy, scale by size): its name, its setup, then ``{mode: {key: entry}}``.
+    exp2's arms are named, not keyed, so it writes its own."""
     return {
-        mode: {key: entry.as_dict() for key, entry in entries.items()}
-        for mode, entries in by_mode.items()
+        "experiment": experiment,
+        "setup": setup.as_dict(),
+        **{
+            mode: {key: entry.as_dict() for key, entry in entries.items()}
+            for mode, entries in by_mode.items()
+        },
     }
