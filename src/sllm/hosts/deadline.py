@@ -16,7 +16,8 @@ so they live here:
 Users: `sllm.hosts.node.NodeHost`, `sllm.hosts.worker.WorkerHost` (its keep-alive) and
 `sllm.sim.participants` (any participant on the simulator's kernel).
 
-Not handled yet: a clamp of a past deadline to now; both drivers run a past time at once.
+A past deadline is armed as it is, not clamped to now: both drivers run a past time at
+once (the kernel's ``at``, asyncio's ``call_at``).
 """
 
 from __future__ import annotations
