@@ -8,14 +8,30 @@ compute by hand.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from pathlib import Path
 
 from sllm.core.outstanding import RequestOutcome
-from sllm.experiments import performance, recovery
-from sllm.experiments.summary import CENTRALIZED, DECENTRALIZED, RunSummary
-from sllm.sim.cluster import SimResult
+from sllm.core.placement import policy_names
+from sllm.experiments import performance, recovery, scale, spread
+from sllm.experiments.suite import EXPERIMENTS
+from sllm.experiments.summary import (
+    CENTRALIZED,
+    DECENTRALIZED,
+    MODES,
+    Context,
+    Experiment,
+    Plots,
+    RunSummary,
+    Written,
+    experiment_document,
+)
+from sllm.sim.cluster import ClusterConfig, SimResult, SimulatedCluster
+from sllm.sim.faults import Fault
+from sllm.sim.progress import Progress
 from sllm.sim.report import (
     Distribution,
+    Json,
     LinkFigures,
     PlaneTraffic,
     Rate,
@@ -23,6 +39,7 @@ from sllm.sim.report import (
     SimulationSection,
     build_report,
 )
+from sllm.workload.options import WorkloadOptions
 
 NO_RATE = Rate(messages_per_s=0.0, bytes_per_s=0.0)
 NO_TRAFFIC = PlaneTraffic(
@@ -191,3 +208,129 @@ def test_exp1_markdown_from_a_hand_built_result() -> None:
     entry = document[CENTRALIZED]["startup-aware"]  # type: ignore[index]
     assert entry["vs_seed"]["ttft_p99"] == 0.5
     assert entry["ttft"] == {"p50": 0.5, "p95": 1.0, "p99": 1.0, "mean": 0.5}
+
+
+# -- what every experiment shares (`sllm.experiments.summary`) -------------------------------
+
+
+class RecordingContext(Context):
+    """A context whose runs are recorded, not simulated."""
+
+    def simulate(
+        self,
+        config: ClusterConfig,
+        options: WorkloadOptions,
+        faults: Sequence[Fault] = (),
+        mode: str = CENTRALIZED,
+        prepare: Callable[[SimulatedCluster], object] | None = None,
+    ) -> SimResult:
+        self.asked.append((mode, config))
+        self.runs_done += 1
+        return hand_built_run([], [])
+
+    asked: list[tuple[str, ClusterConfig]]
+
+
+def _recording_context(seed: int) -> RecordingContext:
+    ctx = RecordingContext(name="test", quick=True, seed=seed, progress=Progress("test"))
+    ctx.asked = []
+    return ctx
+
+
+def test_every_policy_runs_each_policy_in_each_mode_with_the_experiments_seed() -> None:
+    ctx = _recording_context(seed=7)
+    options = WorkloadOptions(duration_s=5.0, seed=7, rate_rps=1.0, models=2)
+    runs = ctx.every_policy(options, workers=3, record_series=True)
+    policies = policy_names()
+    assert list(runs) == list(MODES) == [CENTRALIZED, DECENTRALIZED]
+    assert all(list(by_policy) == list(policies) for by_policy in runs.values())
+    assert ctx.runs_total == len(policies) * len(MODES) == len(ctx.asked)
+    assert ctx.asked == [
+        (mode, ClusterConfig(workers=3, policy=policy, seed=7, record_series=True))
+        for mode in MODES
+        for policy in policies
+    ]
+
+
+def test_an_experiment_runs_analyses_plots_and_writes_in_that_order(tmp_path: Path) -> None:
+    steps: list[str] = []
+
+    class Figures:
+        def as_dict(self) -> Json:
+            steps.append("as_dict")
+            return {"experiment": "test"}
+
+    def run(ctx: Context) -> str:
+        steps.append("run")
+        return "runs"
+
+    def analyse(runs: str) -> Figures:
+        steps.append(f"analyse {runs}")
+        return Figures()
+
+    def write(result: Figures) -> str:
+        steps.append("write")
+        return "# test"
+
+    def plot(result: Figures, plots: Plots) -> None:
+        steps.append(f"plot into {plots.name}")
+
+    experiment = Experiment(run=run, analyse=analyse, write=write, plot=plot)
+    written = experiment(_recording_context(seed=0), Plots(folder=tmp_path, name="test"))
+    assert written == Written(document={"experiment": "test"}, markdown="# test")
+    assert steps == ["run", "analyse runs", "plot into test", "as_dict", "write"]
+
+
+def test_the_suite_names_each_experiments_own_steps() -> None:
+    modules = {"exp1": performance, "exp2": recovery, "exp3": spread, "scale": scale}
+    assert set(EXPERIMENTS) == set(modules)
+    for name, module in modules.items():
+        experiment = EXPERIMENTS[name]
+        suffix = "scale" if name == "scale" else name
+        assert experiment.run is getattr(module, f"run_{suffix}")
+        assert experiment.analyse is getattr(module, f"analyse_{suffix}")
+        assert experiment.write is getattr(module, f"write_{suffix}")
+        assert experiment.plot is getattr(module, f"plot_{suffix}")
+
+
+class Figure:
+    def __init__(self, value: int) -> None:
+        self.value = value
+
+    def as_dict(self) -> Json:
+        return {"value": self.value}
+
+
+def test_an_experiment_document_is_name_setup_then_each_modes_keyed_entries() -> None:
+    document = experiment_document(
+        experiment="exp9",
+        setup=Figure(1),
+        by_mode={CENTRALIZED: {"a": Figure(2), "b": Figure(3)}, DECENTRALIZED: {"c": Figure(4)}},
+    )
+    assert document == {
+        "experiment": "exp9",
+        "setup": {"value": 1},
+        CENTRALIZED: {"a": {"value": 2}, "b": {"value": 3}},
+        DECENTRALIZED: {"c": {"value": 4}},
+    }
+    assert list(document) == ["experiment", "setup", CENTRALIZED, DECENTRALIZED]
+    assert list(document[CENTRALIZED]) == ["a", "b"]  # type: ignore[call-overload]
+
+
+def test_keyed_experiments_write_their_json_in_the_shared_shape() -> None:
+    """exp1 and exp3 write, through `experiment_document`, the shape scale writes."""
+    exp1 = performance.PerformanceResult(
+        setup=performance.PerformanceSetup(
+            workers=1, models=1, rate_rps=1.0, duration_s=1.0, seed=0, baseline="seed"
+        ),
+        by_mode={CENTRALIZED: {}, DECENTRALIZED: {}},
+        latencies={},
+    )
+    exp3 = spread.SpreadResult(
+        setup=spread.SpreadSetup(workers=1, models=1, rate_rps=1.0, duration_s=1.0, seed=0),
+        by_mode={CENTRALIZED: {}, DECENTRALIZED: {}},
+    )
+    for name, result in (("exp1", exp1), ("exp3", exp3)):
+        assert result.as_dict() == experiment_document(
+            experiment=name, setup=result.setup, by_mode=result.by_mode
+        )

@@ -12,18 +12,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sllm.core.measures import COLD_STARTS, WARM_PLACEMENT_RATE, WARM_START_RATE
-from sllm.core.placement import policy_names
 from sllm.experiments import plots as plotting
 from sllm.experiments.summary import (
     BASELINE_POLICY,
     CENTRALIZED,
     DECENTRALIZED,
     DECENTRALIZED_NOTE,
-    MODES,
     Context,
     Plots,
     RunSummary,
-    by_mode_as_dict,
+    experiment_document,
     fmt,
     latencies,
     percent,
@@ -32,7 +30,7 @@ from sllm.experiments.summary import (
     table,
     tag,
 )
-from sllm.sim.cluster import ClusterConfig, SimResult
+from sllm.sim.cluster import SimResult
 from sllm.sim.report import Json
 from sllm.workload.options import WorkloadOptions
 
@@ -102,26 +100,13 @@ class PerformanceResult:
     latencies: Mapping[str, Mapping[str, Mapping[str, list[float]]]]
 
     def as_dict(self) -> Json:
-        return {
-            "experiment": "exp1",
-            "setup": self.setup.as_dict(),
-            **by_mode_as_dict(self.by_mode),
-        }
+        return experiment_document(experiment="exp1", setup=self.setup, by_mode=self.by_mode)
 
 
 def run_exp1(ctx: Context) -> PerformanceRuns:
     workers, models, rate, duration = (4, 4, 3.0, 60.0) if ctx.quick else (16, 10, 8.0, 900.0)
     options = WorkloadOptions(duration_s=duration, seed=ctx.seed, rate_rps=rate, models=models)
-    ctx.runs_total = len(policy_names()) * len(MODES)
-    runs = {
-        mode: {
-            policy: ctx.simulate(
-                ClusterConfig(workers=workers, policy=policy, seed=ctx.seed), options, mode=mode
-            )
-            for policy in policy_names()
-        }
-        for mode in MODES
-    }
+    runs = ctx.every_policy(options, workers=workers)
     setup = PerformanceSetup(
         workers=workers,
         models=models,

@@ -22,7 +22,7 @@ from sllm.experiments.summary import (
     Context,
     Plots,
     RunSummary,
-    by_mode_as_dict,
+    experiment_document,
     fmt,
     summarize,
     table,
@@ -100,11 +100,7 @@ class ScaleResult:
     by_mode: Mapping[str, Mapping[str, SizeFigures]]  # mode -> workers (as text) -> figures
 
     def as_dict(self) -> Json:
-        return {
-            "experiment": "scale",
-            "setup": self.setup.as_dict(),
-            **by_mode_as_dict(self.by_mode),
-        }
+        return experiment_document(experiment="scale", setup=self.setup, by_mode=self.by_mode)
 
 
 def run_scale(ctx: Context) -> ScaleRuns:

@@ -12,20 +12,18 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from sllm.core.placement import policy_names
 from sllm.experiments import plots as plotting
 from sllm.experiments.summary import (
     DECENTRALIZED_NOTE,
-    MODES,
     Context,
     Plots,
-    by_mode_as_dict,
+    experiment_document,
     fmt,
     gini,
     table,
     tag,
 )
-from sllm.sim.cluster import ClusterConfig, SimResult
+from sllm.sim.cluster import SimResult
 from sllm.sim.report import Json, WorkerLine
 from sllm.workload.options import WorkloadOptions
 
@@ -100,28 +98,13 @@ class SpreadResult:
     by_mode: Mapping[str, Mapping[str, PolicySpread]]  # mode -> policy -> spread
 
     def as_dict(self) -> Json:
-        return {
-            "experiment": "exp3",
-            "setup": self.setup.as_dict(),
-            **by_mode_as_dict(self.by_mode),
-        }
+        return experiment_document(experiment="exp3", setup=self.setup, by_mode=self.by_mode)
 
 
 def run_exp3(ctx: Context) -> SpreadRuns:
     workers, models, rate, duration = (4, 4, 6.0, 60.0) if ctx.quick else (16, 8, 24.0, 300.0)
     options = WorkloadOptions(duration_s=duration, seed=ctx.seed, rate_rps=rate, models=models)
-    ctx.runs_total = len(policy_names()) * len(MODES)
-    runs = {
-        mode: {
-            policy: ctx.simulate(
-                ClusterConfig(workers=workers, policy=policy, seed=ctx.seed, record_series=True),
-                options,
-                mode=mode,
-            )
-            for policy in policy_names()
-        }
-        for mode in MODES
-    }
+    runs = ctx.every_policy(options, workers=workers, record_series=True)
     setup = SpreadSetup(
         workers=workers, models=models, rate_rps=rate, duration_s=duration, seed=ctx.seed
     )

@@ -41,44 +41,38 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from sllm.experiments import performance, plots, recovery, scale, spread
-from sllm.experiments.summary import Context, Plots, Written, write_files
+from sllm.experiments.summary import Context, Experiment, Plots, write_files
 from sllm.sim.progress import Progress
 
-
-def exp1(ctx: Context, out: Plots) -> Written:
-    result = performance.analyse_exp1(performance.run_exp1(ctx))
-    performance.plot_exp1(result, out)
-    return Written(document=result.as_dict(), markdown=performance.write_exp1(result))
-
-
-def exp2(ctx: Context, out: Plots) -> Written:
-    result = recovery.analyse_exp2(recovery.run_exp2(ctx))
-    recovery.plot_exp2(result, out)
-    return Written(document=result.as_dict(), markdown=recovery.write_exp2(result))
-
-
-def exp3(ctx: Context, out: Plots) -> Written:
-    result = spread.analyse_exp3(spread.run_exp3(ctx))
-    spread.plot_exp3(result, out)
-    return Written(document=result.as_dict(), markdown=spread.write_exp3(result))
-
-
-def scale_sweep(ctx: Context, out: Plots) -> Written:
-    result = scale.analyse_scale(scale.run_scale(ctx))
-    scale.plot_scale(result, out)
-    return Written(document=result.as_dict(), markdown=scale.write_scale(result))
-
-
-EXPERIMENTS: dict[str, Callable[[Context, Plots], Written]] = {
-    "exp1": exp1,
-    "exp2": exp2,
-    "exp3": exp3,
-    "scale": scale_sweep,
+EXPERIMENTS: dict[str, Experiment[Any, Any]] = {
+    "exp1": Experiment(
+        run=performance.run_exp1,
+        analyse=performance.analyse_exp1,
+        write=performance.write_exp1,
+        plot=performance.plot_exp1,
+    ),
+    "exp2": Experiment(
+        run=recovery.run_exp2,
+        analyse=recovery.analyse_exp2,
+        write=recovery.write_exp2,
+        plot=recovery.plot_exp2,
+    ),
+    "exp3": Experiment(
+        run=spread.run_exp3,
+        analyse=spread.analyse_exp3,
+        write=spread.write_exp3,
+        plot=spread.plot_exp3,
+    ),
+    "scale": Experiment(
+        run=scale.run_scale,
+        analyse=scale.analyse_scale,
+        write=scale.write_scale,
+        plot=scale.plot_scale,
+    ),
 }
 
 

@@ -8,7 +8,12 @@ function of its own, so that each can be tested alone:
 - **write** (`write_X(result) -> str`): the Markdown summary;
 - **plot** (`plot_X(result, plots)`): the PNGs, skipped with a note without matplotlib.
 
-A result's ``as_dict`` gives the experiment's JSON; its keys are documented in
+`Experiment` carries the four out in that order (the suite holds one per name), and
+`Context.every_policy` is the run of every placement policy in both architectures that
+exp1 and exp3 share.
+
+A result's ``as_dict`` gives the experiment's JSON (`experiment_document` writes the
+shape shared by exp1, exp3 and scale); its keys are documented in
 docs/simulator.md ("The experiments at their default sizes"), and tests read them.
 """
 
@@ -17,8 +22,9 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Generic, Protocol, TypeVar
 
+from sllm.core.placement import policy_names
 from sllm.experiments import plots as plotting
 from sllm.sim.cli import CLUSTERS
 from sllm.sim.cluster import CentralizedCluster, ClusterConfig, SimResult, SimulatedCluster
@@ -94,6 +100,30 @@ class Context:
         self.runs_done += 1
         return result
 
+    def every_policy(
+        self, options: WorkloadOptions, *, workers: int, record_series: bool = False
+    ) -> dict[str, dict[str, SimResult]]:
+        """Every placement policy on one workload in both architectures (exp1, exp3):
+        mode -> policy -> run, each seeded with the experiment's seed."""
+        policies = policy_names()
+        self.runs_total = len(policies) * len(MODES)
+        return {
+            mode: {
+                policy: self.simulate(
+                    ClusterConfig(
+                        workers=workers,
+                        policy=policy,
+                        seed=self.seed,
+                        record_series=record_series,
+                    ),
+                    options,
+                    mode=mode,
+                )
+                for policy in policies
+            }
+            for mode in MODES
+        }
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Written:
@@ -101,6 +131,31 @@ class Written:
 
     document: Json
     markdown: str
+
+
+class Entry(Protocol):
+    """A typed figure that writes its own JSON."""
+
+    def as_dict(self) -> Json: ...
+
+
+Runs = TypeVar("Runs")
+Result = TypeVar("Result", bound=Entry)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Experiment(Generic[Runs, Result]):
+    """One experiment's four steps (see the module docstring), carried out in order."""
+
+    run: Callable[[Context], Runs]
+    analyse: Callable[[Runs], Result]
+    write: Callable[[Result], str]
+    plot: Callable[[Result, Plots], None]
+
+    def __call__(self, ctx: Context, plots: Plots) -> Written:
+        result = self.analyse(self.run(ctx))
+        self.plot(result, plots)
+        return Written(document=result.as_dict(), markdown=self.write(result))
 
 
 def write_files(out: Path, name: str, written: Written, plots: Plots) -> list[Path]:
@@ -230,15 +285,17 @@ def tag(mode: str) -> str:
     return "" if mode == CENTRALIZED else f"-{mode}"
 
 
-class Entry(Protocol):
-    """A typed figure that writes its own JSON."""
-
-    def as_dict(self) -> Json: ...
-
-
-def by_mode_as_dict(by_mode: Mapping[str, Mapping[str, Entry]]) -> Json:
-    """``{mode: {key: entry.as_dict()}}`` for the entries of every experiment's arms."""
+def experiment_document(
+    *, experiment: str, setup: Entry, by_mode: Mapping[str, Mapping[str, Entry]]
+) -> Json:
+    """The JSON of an experiment whose arms are keyed the same way in each mode (exp1 and
+    exp3 by policy, scale by size): its name, its setup, then ``{mode: {key: entry}}``.
+    exp2's arms are named, not keyed, so it writes its own."""
     return {
-        mode: {key: entry.as_dict() for key, entry in entries.items()}
-        for mode, entries in by_mode.items()
+        "experiment": experiment,
+        "setup": setup.as_dict(),
+        **{
+            mode: {key: entry.as_dict() for key, entry in entries.items()}
+            for mode, entries in by_mode.items()
+        },
     }

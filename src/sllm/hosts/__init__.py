@@ -10,7 +10,9 @@ written once per driver. Here it is written once, against a small driver interfa
   periodic reports);
 - `coordinator`: the core `Coordinator` (replies, periodic expiry);
 - `node`: a decentralized core `Node` and its worker;
-- `client`: one request from arrival to end (the load generator's and the simulator's).
+- `client`: one request from arrival to end (the load generator's and the simulator's);
+- `deadline`: the one timer kept at a state machine's next deadline (the node's, the
+  worker's keep-alive, and any participant's in `sllm.sim.participants`).
 
 The live runtime's asyncio driver is `sllm.runtime.driver`; the simulator's kernel
 driver is `sllm.sim.hosts`. Layering: this package imports the core, the wire codec,

@@ -7,9 +7,9 @@ Why it exists: the live node (`sllm.runtime.node.NodeServer`) and the simulator'
   `sllm.hosts.worker.WorkerHost` around the same `WorkerState` the node reports by gossip);
 - every other datagram goes to ``Node.handle(message, sender, now)``, and the `Send`s it
   returns go out through the driver; so do those of ``tick(now)``;
-- ONE timer is kept at ``Node.next_deadline()``, moved earlier when a new deadline is
-  earlier; a timer superseded that way, or left by a killed process (its epoch), is a
-  no-op;
+- ONE timer is kept at ``Node.next_deadline()`` (`sllm.hosts.deadline.DeadlineTimer`:
+  moved earlier when a new deadline is earlier; a timer superseded that way, or left by a
+  killed process, is a no-op);
 - what the node noticed goes to the driver's `notify`.
 
 The core speaks in ``(host, port)`` addresses. A driver whose addresses are something else
@@ -25,6 +25,7 @@ from typing import Generic
 
 from sllm.core.membership import Address, Send
 from sllm.core.node import Node
+from sllm.hosts.deadline import DeadlineTimer
 from sllm.hosts.driver import A, Driver
 from sllm.hosts.worker import WorkerHost
 from sllm.wire import InferenceRequest, Message
@@ -46,21 +47,18 @@ class NodeHost(Generic[A]):
         self.address_of = address_of
         self.destination_of = destination_of
         self.node: Node | None = None
-        self.epoch = 0
-        self._timer_at: float | None = None
+        self.timer = DeadlineTimer(call_at=driver.call_at, on_due=self._tick)
 
     def serve(self, node: Node) -> None:
         """Run `node` (built around ``worker.state``) from now on."""
-        self.epoch += 1
+        self.timer.forget()
         self.node = node
-        self._timer_at = None
         self.arm()
 
     def kill(self) -> None:
         """Stop the process: the node and its worker go, their timers become stale."""
-        self.epoch += 1
+        self.timer.forget()
         self.node = None
-        self._timer_at = None
         self.worker.kill()
 
     def receive(self, message: Message, sender: A) -> None:
@@ -90,19 +88,12 @@ class NodeHost(Generic[A]):
     def arm(self) -> None:
         """Keep one timer at the node's next deadline, moving it earlier when needed."""
         node = self.node
+        if node is not None:
+            self.timer.arm(node.next_deadline())
+
+    def _tick(self) -> None:
+        node = self.node
         if node is None:
             return
-        deadline = node.next_deadline()
-        if deadline is None or (self._timer_at is not None and self._timer_at <= deadline):
-            return
-        self._timer_at = deadline
-        self.driver.call_at(deadline, self._tick, (self.epoch, deadline))
-
-    def _tick(self, due: tuple[int, float]) -> None:
-        epoch, at = due
-        node = self.node
-        if epoch != self.epoch or at != self._timer_at or node is None:
-            return  # superseded by an earlier deadline, or a crashed process's timer
-        self._timer_at = None
         self.send(node.tick(self.driver.now()))
         self.after(node, None)

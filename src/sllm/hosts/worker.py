@@ -11,9 +11,9 @@ way, written once against `sllm.hosts.driver.Driver`:
 - each action becomes the sim engine's timers (`sllm.engines.sim`), which `fire` feeds
   back. Every timer carries the host's *epoch*, which each start and each kill advances:
   a timer of a process that has since crashed finds another epoch and does nothing;
-- ONE keep-alive timer is kept at ``next_deadline()``, moved earlier when a new deadline
-  is earlier; one that comes due before the deadline (which moved later) only ticks early,
-  which the state machine ignores, and is re-armed at the new deadline;
+- ONE keep-alive timer is kept at ``next_deadline()`` (`sllm.hosts.deadline.DeadlineTimer`:
+  moved earlier when a new deadline is earlier; one that comes due before the deadline,
+  which moved later, only ticks early, which the state machine ignores, and re-arms);
 - a report goes to `report_to` every `report_interval_s`, and once when reporting starts.
 
 Hooks for what only one world has (`start_request`, `start_load`, `evict`, `finished`):
@@ -37,6 +37,7 @@ from sllm.core.worker import (
     result_message,
 )
 from sllm.engines.sim import SimEngine, Timer, fire
+from sllm.hosts.deadline import DeadlineTimer
 from sllm.hosts.driver import A, Driver
 from sllm.wire import InferenceRequest, InferenceStarted, Message
 
@@ -66,7 +67,7 @@ class WorkerHost(Generic[A]):
         self.epoch = 0
         self.up = False
         self.requesters: dict[str, A] = {}
-        self._wake: float | None = None  # when the pending keep-alive timer is due
+        self.keep_alive = DeadlineTimer(call_at=driver.call_at, on_due=self._keep_alive)
 
     # -- life -------------------------------------------------------------------------
 
@@ -77,14 +78,14 @@ class WorkerHost(Generic[A]):
             self.state = state
         self.up = True
         self.requesters.clear()
-        self._wake = None
+        self.keep_alive.forget()
 
     def kill(self) -> None:
         """Stop the process: its timers become stale, its requesters are forgotten."""
         self.epoch += 1
         self.up = False
         self.requesters.clear()
-        self._wake = None
+        self.keep_alive.forget()
 
     # -- reports ----------------------------------------------------------------------
 
@@ -138,10 +139,7 @@ class WorkerHost(Generic[A]):
                 self.evict(action)
             # CancelRequest: only an HTTP request is cancelled, and its stream stops itself
             # (`sllm.runtime.generation`); a timer's request runs to its end.
-        deadline = self.state.next_deadline()
-        if deadline is not None and (self._wake is None or deadline < self._wake):
-            self._wake = deadline
-            self.driver.call_at(deadline, self._keep_alive, (self.epoch, deadline))
+        self.keep_alive.arm(self.state.next_deadline())
 
     def start_request(self, action: StartRequest) -> None:
         """A request starts: tell its requester, and time it with the sim engine."""
@@ -177,9 +175,5 @@ class WorkerHost(Generic[A]):
             return  # a timer of a process that has since crashed
         self.carry_out(fire(self.state, timer, self.driver.now()))
 
-    def _keep_alive(self, due: tuple[int, float]) -> None:
-        epoch, at = due
-        if epoch != self.epoch or at != self._wake:
-            return  # superseded by an earlier deadline, or a crashed process's timer
-        self._wake = None
+    def _keep_alive(self) -> None:
         self.carry_out(self.state.tick(self.driver.now()))

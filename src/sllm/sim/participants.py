@@ -13,10 +13,9 @@ Theory of operation:
   its peers; on the network its name is ``"host:port"`` (`network_name`). Routing by the
   whole address, not the host alone as `sllm.sim.decentralized` does (its nodes all share
   one port), keeps a process restarted at another port out of reach at its old one.
-- **One timer per participant**, at its ``next_deadline()``: armed after every delivery
-  and tick, moved earlier when the deadline moves earlier, and ignored when stale: each
-  timer carries the participant's epoch (bumped by `crash` and by `add`) and the time it
-  was armed for, and a timer that matches neither is a no-op (the kernel cannot cancel).
+- **One timer per participant**, at its ``next_deadline()``: the hosts' own
+  `sllm.hosts.deadline.DeadlineTimer` (armed after every delivery and tick, moved
+  earlier when the deadline moves earlier; `crash` and `add` make a pending one stale).
   A participant that keeps a deadline in the past would spin at one instant; after
   `SPIN_LIMIT` ticks there the run stops with an error.
 - **Sending.** What a participant returns goes out through `send`: a `drop_hook` may drop
@@ -38,9 +37,11 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable, Iterable
+from functools import partial
 from typing import Protocol
 
 from sllm.core.membership import Address, GossipConfig, Membership, Send
+from sllm.hosts.deadline import CallAt, DeadlineTimer
 from sllm.sim.kernel import DEFAULT_STEP_S, Kernel
 from sllm.sim.network import LinkModel, Network, Sizer
 from sllm.wire import Message
@@ -75,16 +76,15 @@ def network_name(address: Address) -> str:
 
 
 class _Seat:
-    """One address: its participant (None while crashed), epoch and armed timer."""
+    """One address: its participant (None while crashed) and its one timer."""
 
-    __slots__ = ("address", "epoch", "name", "participant", "timer_at")
+    __slots__ = ("address", "name", "participant", "timer")
 
-    def __init__(self, address: Address) -> None:
+    def __init__(self, address: Address, call_at: CallAt, on_due: Callable[[_Seat], None]) -> None:
         self.address = address
         self.name = network_name(address)
         self.participant: Participant | None = None
-        self.epoch = 0
-        self.timer_at: float | None = None
+        self.timer = DeadlineTimer(call_at=call_at, on_due=partial(on_due, self))
 
 
 class Participants:
@@ -125,11 +125,10 @@ class Participants:
         """Put `participant` at `address` (a restart is `crash`, then `add` of a new one)."""
         seat = self._seats.get(address)
         if seat is None:
-            seat = self._seats[address] = _Seat(address)
+            seat = self._seats[address] = _Seat(address, self.kernel.at, self._tick)
             self._by_name[seat.name] = address
         seat.participant = participant
-        seat.epoch += 1
-        seat.timer_at = None
+        seat.timer.forget()
         self.network.attach(seat.name, lambda message, source: self._receive(seat, message, source))
         self._arm(seat)
 
@@ -137,8 +136,7 @@ class Participants:
         """It stops at once: no more ticks, and datagrams that reach it are lost."""
         seat = self._seats[address]
         seat.participant = None
-        seat.epoch += 1
-        seat.timer_at = None
+        seat.timer.forget()
         self.network.set_up(seat.name, False)
 
     def partition(self, *groups: Iterable[Address]) -> None:
@@ -200,11 +198,10 @@ class Participants:
         self.send(seat.address, participant.handle(message, sender, self.kernel.now))
         self._arm(seat)
 
-    def _tick(self, due: tuple[_Seat, int, float]) -> None:
-        seat, epoch, at = due
+    def _tick(self, seat: _Seat) -> None:
         participant = seat.participant
-        if participant is None or epoch != seat.epoch or at != seat.timer_at:
-            return  # crashed or restarted since, or superseded by an earlier deadline
+        if participant is None:
+            return
         now = self.kernel.now
         if now == self._spin_at:
             self._spins += 1
@@ -212,23 +209,13 @@ class Participants:
                 raise RuntimeError(f"no progress at t={now}: {seat.name} keeps a past deadline")
         else:
             self._spin_at, self._spins = now, 0
-        seat.timer_at = None
         self.send(seat.address, participant.tick(now))
         self._arm(seat)
 
     def _arm(self, seat: _Seat) -> None:
-        """Keep one timer at the participant's next deadline, moved earlier when needed."""
         participant = seat.participant
-        if participant is None:
-            return
-        deadline = participant.next_deadline()
-        if deadline is None:
-            return
-        deadline = max(deadline, self.kernel.now)
-        if seat.timer_at is not None and seat.timer_at <= deadline:
-            return
-        seat.timer_at = deadline
-        self.kernel.at(deadline, self._tick, (seat, seat.epoch, deadline))
+        if participant is not None:
+            seat.timer.arm(participant.next_deadline())
 
 
 # -- gossip clusters -------------------------------------------------------------------------
