@@ -151,6 +151,7 @@ def test_gpu_workers_reach_https_outside_the_cluster_and_nothing_private(
     refused = [ipaddress.ip_network(block) for block in peer["ipBlock"]["except"]]
 
     def reachable(address: str) -> bool:
+        """Whether the policy admits `address`: arithmetic on the rule, no packet is sent."""
         ip = ipaddress.ip_address(address)
         return ip in allowed and not any(ip in block for block in refused)
 

@@ -40,7 +40,7 @@ def fitted(message: Message) -> tuple[Message, bytes]:
 def big_report(i: int) -> WorkerReport:
     return WorkerReport(
         node_id=f"{LONG}-{i}",
-        host="10.0.0.1",
+        host="127.0.0.1",
         port=7946,
         http_port=0,
         models={f"{LONG[:90]}-{m}": m % 4 for m in range(REPORT_MAX_MODELS)},
@@ -62,7 +62,7 @@ def big_report(i: int) -> WorkerReport:
 def test_an_oversized_gossip_message_drops_reports_then_the_last_updates() -> None:
     updates = tuple(
         MemberUpdate(
-            node_id=f"{LONG}-{i}", host="10.0.0.9", port=7946, incarnation=i, state=1, origin=LONG
+            node_id=f"{LONG}-{i}", host="127.0.0.9", port=7946, incarnation=i, state=1, origin=LONG
         )
         for i in range(24)
     )
