@@ -113,6 +113,8 @@ CREATE TABLE IF NOT EXISTS models (
 );
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
+# A registry kept in memory only (REGISTRY_PATH unset): seeded at every start.
+IN_MEMORY = ":memory:"
 # What a deploy may name besides the name itself (`sllm.catalog` checks each).
 DEPLOY_FIELDS = frozenset({"source", "engine", "options", "files", "params_b", "size_bytes"})
 # What an update may change: the engine's settings. A new source or engine is a new deploy.
@@ -133,7 +135,7 @@ class ModelRegistry:
         self.path = Path(path)
         self.engines = engines
         self.clock = clock
-        if str(path) != ":memory:":
+        if str(path) != IN_MEMORY:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         self.db = sqlite3.connect(str(path), isolation_level=None)  # autocommit; see _write
         self.db.executescript(_SCHEMA)
@@ -208,7 +210,7 @@ class ModelRegistry:
     def update(self, name: str, changes: Mapping[str, Any]) -> RegistryEntry:
         """Change `name`'s engine settings; raises RegistryError when it is unknown or the
         result is invalid (nothing changes then)."""
-        current = self._known(name)
+        current = self.require(name)
         unknown = sorted(set(changes) - UPDATE_FIELDS)
         if unknown:
             raise RegistryError(
@@ -228,7 +230,7 @@ class ModelRegistry:
     def delete(self, name: str) -> RegistryEntry:
         """Remove `name`; raises RegistryError when it is unknown. Draining its requests
         first is the caller's (`sllm.api.admin`)."""
-        removed = self._known(name)
+        removed = self.require(name)
         self.version += 1
         self.db.execute("DELETE FROM models WHERE name = ?", (name,))
         self._set_meta("version", str(self.version))
@@ -280,7 +282,8 @@ class ModelRegistry:
 
     # -- inside ----------------------------------------------------------------------
 
-    def _known(self, name: str) -> RegistryEntry:
+    def require(self, name: str) -> RegistryEntry:
+        """`name`'s entry; raises RegistryError (404) when the registry does not know it."""
         found = self._entries.get(name)
         if found is None:
             raise RegistryError(
