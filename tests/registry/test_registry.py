@@ -65,7 +65,9 @@ def test_a_wrong_given_hash_fails_the_model_with_the_reason_and_a_redeploy_repla
     _checkpoint(tmp_path / "ckpt")
     registry = _registry(tmp_path / "r.sqlite3")
     wrong = [{"path": "model.safetensors", "size": 4096, "sha256": "0" * 64}]
-    registry.deploy("tiny", {"engine": "transformers", "source": str(tmp_path / "ckpt"), "files": wrong})
+    registry.deploy(
+        "tiny", {"engine": "transformers", "source": str(tmp_path / "ckpt"), "files": wrong}
+    )
     (outcome,) = registry.describe_pending()
     assert outcome.status is Status.FAILED
     assert "sha256" in outcome.error and "model.safetensors" in outcome.error
