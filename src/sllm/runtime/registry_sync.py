@@ -64,7 +64,7 @@ class RegistryFollower:
         self.version: int | None = None  # the last version applied
         self._etag = ""
         self._read: asyncio.Task[bool] | None = None
-        self._read_at = -ON_DEMAND_GAP_S
+        self._on_demand_at = -ON_DEMAND_GAP_S
         self._failure_logged_at = -FAILURE_LOG_PERIOD_S
 
     async def follow(self) -> None:
@@ -77,16 +77,21 @@ class RegistryFollower:
         """Read the registry now (or join the read under way); True if a new version was
         applied."""
         if self._read is None or self._read.done():
-            self._read_at = time.monotonic()
             self._read = asyncio.create_task(self._read_once())
         return await asyncio.shield(self._read)
 
     async def refresh_on_demand(self) -> None:
-        """`refresh`, unless a read started less than `ON_DEMAND_GAP_S` ago."""
-        if time.monotonic() - self._read_at >= ON_DEMAND_GAP_S:
-            await self.refresh()
-        elif self._read is not None and not self._read.done():
+        """`refresh` for a request naming a model the worker does not serve, unless the
+        last such read started less than `ON_DEMAND_GAP_S` ago (then the periodic read
+        finds a new model soon enough)."""
+        now = time.monotonic()
+        if now - self._on_demand_at < ON_DEMAND_GAP_S:
+            return
+        self._on_demand_at = now
+        if self._read is not None and not self._read.done():
+            # A read under way may have started before the model was deployed.
             await asyncio.shield(self._read)
+        await self.refresh()
 
     async def _read_once(self) -> bool:
         try:
