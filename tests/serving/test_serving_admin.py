@@ -79,7 +79,9 @@ async def _cluster(
 
 
 def _openai(http: httpx.AsyncClient) -> openai.AsyncOpenAI:
-    return openai.AsyncOpenAI(base_url=str(http.base_url).rstrip("/") + "/v1", api_key="unused", max_retries=0)
+    return openai.AsyncOpenAI(
+        base_url=str(http.base_url).rstrip("/") + "/v1", api_key="unused", max_retries=0
+    )
 
 
 async def _eventually(check, what: str, timeout: float = 10.0) -> None:
