@@ -7,9 +7,9 @@ nothing above it leaks in. The order, bottom to top, is `LAYERS`:
 - ``logs``, ``records``: helpers that import nothing of ours;
 - ``wire`` (the UDP message types and codec), then ``core`` (the pure state machines);
 - ``workload`` (arrivals, traces, model sizes), ``catalog`` (the served models, plain
-  data), ``sources`` (what a model's source holds), ``store`` (checkpoints on disk),
-  ``loading`` (checkpoints read fast into memory), ``engines`` (what runs a request),
-  ``registry`` (the models deployed at runtime);
+  data), ``hub`` (Hugging Face sources), ``sources`` (what a model's source holds),
+  ``store`` (checkpoints on disk), ``loading`` (checkpoints read fast into memory),
+  ``engines`` (what runs a request), ``registry`` (the models deployed at runtime);
 - ``config`` (settings from the environment), ``hosts`` (the core's machines on a driver);
 - ``sim`` (the simulator), ``api`` (the HTTP apps), ``runtime`` (the live services: it
   builds the servers and mounts the apps), ``experiments``, ``bench``,
@@ -53,6 +53,7 @@ LAYERS: tuple[str, ...] = (
     "core",
     "workload",
     "catalog",
+    "hub",
     "sources",
     "store",
     "loading",

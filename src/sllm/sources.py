@@ -11,7 +11,7 @@ once, and from then on every worker's fetch checks them against those hashes
 - **An http(s):// URL**: such a server lists nothing, so the user must list the files
   (path, size, sha256); they are taken as given, and the workers' fetch checks them.
 - **A Hugging Face id** (``org/name[@revision]`` or ``hf://...``): the hub's own listing and
-  LFS sha256 through `sllm.hub`, where that module is installed.
+  LFS sha256 through `sllm.hub`.
 
 Blocking I/O (hashing a directory reads every byte): call `describe_source` from a thread.
 """
@@ -19,13 +19,12 @@ Blocking I/O (hashing a directory reads every byte): call `describe_source` from
 from __future__ import annotations
 
 import hashlib
-import importlib
 import os
 import urllib.parse
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Protocol, cast
 
+from sllm import hub
 from sllm.catalog import CheckpointFile
 
 # Hash in 4 MiB reads: large enough to run at disk speed, small enough to stay in cache.
@@ -53,35 +52,21 @@ def describe_source(
         return _describe_directory(Path(urllib.parse.urlsplit(source).path), listed)
     if scheme == "" and Path(source).is_absolute():
         return _describe_directory(Path(source), listed)
-    hub = _hub_module()
-    if hub is not None and hub.is_hub_id(source):
-        return tuple(hub.describe_hub_model(source))
-    if scheme not in ("", "hf"):
+    if hub.is_hub_id(source):
+        try:
+            return hub.describe_hub_model(source)
+        except ImportError:
+            raise SourceError(
+                f"{source}: Hugging Face sources need huggingface_hub (pip install 'sllm[torch]')"
+            ) from None
+        except hub.HubError as error:
+            raise SourceError(str(error)) from None
+    if scheme:
         raise SourceError(f"{source}: unsupported source scheme {scheme!r}")
-    if hub is None:
-        raise SourceError(
-            f"{source}: not an absolute directory or an http(s):// URL "
-            "(Hugging Face ids need the hub module, which is not installed here)"
-        )
     raise SourceError(
-        f"{source}: not an absolute directory, an http(s):// URL or a Hugging Face id"
+        f"{source}: not an absolute directory, an http(s):// URL or a Hugging Face id "
+        "(org/name[@revision])"
     )
-
-
-class _Hub(Protocol):
-    """What `sllm.hub` offers this module."""
-
-    def is_hub_id(self, source: str) -> bool: ...
-
-    def describe_hub_model(self, source: str) -> Sequence[CheckpointFile]: ...
-
-
-def _hub_module() -> _Hub | None:
-    """`sllm.hub` (Hugging Face sources) when it is installed, else None."""
-    try:
-        return cast(_Hub, importlib.import_module("sllm.hub"))
-    except ImportError:
-        return None
 
 
 def _describe_directory(root: Path, listed: Sequence[CheckpointFile]) -> tuple[CheckpointFile, ...]:

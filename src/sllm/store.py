@@ -1,6 +1,7 @@
 """The model store: checkpoints fetched from a remote tier into a local disk cache.
 
-The remote tier is a directory or an http(s) URL that serves a model's checkpoint files.
+The remote tier is a directory, an http(s) URL that serves a model's checkpoint files, or
+a Hugging Face id (`sllm.hub`: downloads in parallel, resumed and retried).
 `ModelStore.fetch` copies a model's files into ``CACHE_DIR/<model>/``, verifying each
 file's size and sha256 against the catalog. Every file is written to a temporary name
 and renamed only once it checks out, and the model is marked complete (a ``.complete``
@@ -27,6 +28,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
 
+from sllm import hub
 from sllm.catalog import CatalogModel, CheckpointFile
 
 COMPLETE_MARKER = ".complete"
@@ -63,10 +65,38 @@ class ModelStore:
         if not model.source or not model.files:
             raise StoreError(f"{model.name}: no source or files in the catalog to fetch")
         target.mkdir(parents=True, exist_ok=True)
-        for checkpoint_file in model.files:
-            self._fetch_file(model, checkpoint_file, target, progress)
+        if hub.is_hub_id(model.source):
+            self._fetch_from_hub(model, target, progress)
+        else:
+            for checkpoint_file in model.files:
+                self._fetch_file(model, checkpoint_file, target, progress)
         (target / COMPLETE_MARKER).write_text("ok\n", encoding="utf-8")
         return target
+
+    def _fetch_from_hub(
+        self, model: CatalogModel, target: Path, progress: Callable[[int], None] | None
+    ) -> None:
+        """Download `model`'s files from the hub into `target` (`sllm.hub`: parallel,
+        resumed, retried), then check each against the registry's size and sha256; a file
+        that does not match is deleted, so the next fetch downloads it again."""
+        try:
+            reference = hub.parse_hub_id(model.source)
+            hub.fetch_hub_files(reference, [file.path for file in model.files], target)
+        except hub.HubError as error:
+            raise StoreError(f"{model.name}: {error}") from None
+        except OSError as error:
+            raise StoreError(f"{model.name}: {error}") from error
+        for checkpoint_file in model.files:
+            path = target / checkpoint_file.path
+            size, digest = _size_and_sha256(path)
+            if size != checkpoint_file.size or digest != checkpoint_file.sha256:
+                path.unlink(missing_ok=True)
+                raise StoreError(
+                    f"{model.name}/{checkpoint_file.path}: {size} bytes with sha256 {digest}, "
+                    f"expected {checkpoint_file.size} bytes with {checkpoint_file.sha256}"
+                )
+            if progress is not None:
+                progress(size)
 
     def evict(self, model: CatalogModel) -> None:
         """Delete a model's cached files (the marker first, so a half-deleted copy is unused)."""
@@ -127,3 +157,16 @@ class ModelStore:
             raise StoreError(f"unsupported source scheme {scheme!r} in {source!r}")
         root = urllib.parse.urlsplit(source).path if scheme == "file" else source
         return open(Path(root) / relative, "rb")
+
+
+def _size_and_sha256(path: Path) -> tuple[int, str]:
+    digest = hashlib.sha256()
+    size = 0
+    try:
+        with open(path, "rb") as source:
+            while chunk := source.read(CHUNK_BYTES):
+                digest.update(chunk)
+                size += len(chunk)
+    except FileNotFoundError:
+        return 0, ""
+    return size, digest.hexdigest()
