@@ -2,6 +2,9 @@
 process knew at start makes it servable through the front door (the official `openai`
 client), a coordinator restart keeps it, and `sllm delete` removes it everywhere.
 
+The same checkpoint is deployed a second time by its Hugging Face id, from a hub served on
+127.0.0.1 (`fakehub`), which the coordinator describes and the worker fetches from.
+
 The coordinator keeps its registry in a SQLite file (REGISTRY_PATH) and serves the admin
 API under ADMIN_KEY; the worker follows the registry on the coordinator's HTTP port
 (COORDINATOR_HTTP_PORT) and starts with the default simulated catalog only, so the tiny
@@ -24,6 +27,8 @@ pytestmark = pytest.mark.integration
 
 ADMIN_KEY = "admin-key-for-tests"
 MODEL = "deployed-tiny"
+HUB_MODEL = "hub-tiny"
+HUB_REPO = "acme/tiny-llama"
 
 
 def _free_port(kind: int) -> int:
@@ -63,12 +68,17 @@ async def _chat(base_url: str, model: str) -> openai.types.chat.ChatCompletion:
 
 
 async def test_a_deployed_model_is_served_survives_a_restart_and_is_deleted(
-    real, serving_helpers, tmp_path
+    real, serving_helpers, fake_hub, tmp_path
 ) -> None:
     base_env, events_of = serving_helpers.base_env, serving_helpers.events_of
     wait_for, marked_pids = serving_helpers.wait_for, serving_helpers.marked_pids
     udp_port, http_port = _free_port(socket.SOCK_DGRAM), _free_port(socket.SOCK_STREAM)
-    env = base_env(REGISTRY_PATH=str(tmp_path / "registry.sqlite3"), ADMIN_KEY=ADMIN_KEY)
+    fake_hub.add(HUB_REPO, real.model.directory)
+    env = base_env(
+        REGISTRY_PATH=str(tmp_path / "registry.sqlite3"),
+        ADMIN_KEY=ADMIN_KEY,
+        HF_ENDPOINT=fake_hub.url,
+    )
     base_url = f"http://127.0.0.1:{http_port}"
     coordinator_args = ["coordinator", "--port", str(udp_port), "--http-port", str(http_port)]
     admin = ["--url", base_url, "--admin-key", ADMIN_KEY]
@@ -99,6 +109,21 @@ async def test_a_deployed_model_is_served_survives_a_restart_and_is_deleted(
         assert f"{MODEL}: ready" in output
         answer = await _chat(base_url, MODEL)
         assert answer.usage.completion_tokens >= 1
+        # The same checkpoint by its Hugging Face id: described with the hub's hashes,
+        # fetched by the worker from the hub.
+        status, output = await _sllm(
+            "deploy",
+            HUB_MODEL,
+            "--source",
+            f"hf://{HUB_REPO}",
+            "--engine",
+            "transformers",
+            "--wait",
+            *admin,
+        )
+        assert status == 0, output
+        assert (await _chat(base_url, HUB_MODEL)).usage.completion_tokens >= 1
+        assert fake_hub.downloads("model.safetensors"), "the worker fetched from the hub"
         status, output = await _sllm("models", "--json", *admin)
         listed = {entry["name"]: entry for entry in json.loads(output)}
         assert listed[MODEL]["status"] == "ready"
