@@ -8,8 +8,8 @@ Theory of operation:
 
 - **Entries, last writer wins.** One entry per model name: ``(version, writer)``, whether
   it is deleted, and the spec (the model's catalog entry as canonical JSON, opaque here;
-  `sllm.catalog.catalog_entry_json`). The entry with the higher ``(version, writer)``
-  wins, so every node picks the same winner whatever order entries arrive in (merging is
+  `sllm.catalog.catalog_entry_json`). The entry with the higher ``(version, writer,
+  deleted)`` wins, so every node picks the same winner whatever order entries arrive in (merging is
   commutative, associative and idempotent: tested with hypothesis). A version is a
   hybrid clock: ``max(wall-clock milliseconds, highest version seen + 1)``, so a node's
   write supersedes everything it has seen, even with its clock behind.
@@ -77,12 +77,10 @@ class RegistryEntry:
     changed_at: float = 0.0  # local time it was taken in (for the tombstone's retention)
 
     @property
-    def order(self) -> tuple[int, str]:
-        """What decides between two entries of one name: higher wins."""
-        return (self.version, self.writer)
-
-    def same(self, other: RegistryEntry) -> bool:
-        return self.order == other.order and self.deleted == other.deleted
+    def order(self) -> tuple[int, str, bool]:
+        """What decides between two entries of one name: higher wins (a tombstone wins a
+        tie, which a writer never makes, so the order is total whatever arrives)."""
+        return (self.version, self.writer, self.deleted)
 
 
 class SpecTooLarge(ValueError):
@@ -158,7 +156,7 @@ class RegistryReplica:
         self.sync_interval_s = sync_interval_s
         self._next_round_at = now
         self._entries: dict[str, RegistryEntry] = {}
-        self._partial: dict[tuple[str, int, str], _Partial] = {}
+        self._partial: dict[tuple[str, int, str, bool], _Partial] = {}
         # Entries still to push, and how many times each has been pushed.
         self._rumors: dict[str, int] = {}
         self._highest_version = 0
@@ -242,7 +240,7 @@ class RegistryReplica:
         """Take `entry` if it wins over what is here; True if it did."""
         current = self._entries.get(entry.name)
         if current is not None and current.order >= entry.order:
-            if not current.same(entry):
+            if current.order != entry.order:
                 self.stale += 1
             return False
         self._take(entry)
@@ -259,11 +257,11 @@ class RegistryReplica:
     def receive_parts(self, parts: Iterable[RegistryEntryPart], now: float) -> None:
         """Merge the entries these parts complete (a lone part of a large spec waits)."""
         for part in parts:
-            key = (part.name, part.version, part.writer)
+            key = (part.name, part.version, part.writer, part.deleted)
             current = self._entries.get(part.name)
-            if current is not None and current.order >= (part.version, part.writer):
-                same = current.order == (part.version, part.writer)
-                if not same or current.deleted != part.deleted:
+            order = (part.version, part.writer, part.deleted)
+            if current is not None and current.order >= order:
+                if current.order != order:
                     self.stale += 1
                 continue
             if part.parts == 1:
