@@ -426,6 +426,8 @@ def run_node(args: argparse.Namespace) -> int:
         api_keys=settings.api_keys,
         http_limits=_http_limits(settings),
         admission=_admission(settings, settings.max_members),
+        registry=_registry(settings),
+        admin_key=settings.admin_key,
     )
     return run_service(server)
 

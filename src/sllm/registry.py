@@ -140,6 +140,9 @@ class ModelRegistry:
         self.db = sqlite3.connect(str(path), isolation_level=None)  # autocommit; see _write
         self.db.executescript(_SCHEMA)
         self.served: dict[str, CatalogModel] = {}  # the live catalog: ready models
+        # Told of every change made here (a model ready, updated or deleted), not of those
+        # `adopt`ed or `forget`ed: a decentralized node gossips them (`sllm.runtime.node`).
+        self.on_change: Callable[[str, CatalogModel | None], None] | None = None
         self._entries: dict[str, RegistryEntry] = {}
         self.version = 0
         self._load()
@@ -236,7 +239,23 @@ class ModelRegistry:
         self._set_meta("version", str(self.version))
         del self._entries[name]
         self.served.pop(name, None)
+        if self.on_change is not None:
+            self.on_change(name, None)
         return removed
+
+    def adopt(self, name: str, model: CatalogModel) -> None:
+        """Serve `model` as ready, as another node deployed it (no `on_change`)."""
+        if self.served.get(name) != model:
+            self._write(name, entry_of(model), Status.READY, "", model=model, quiet=True)
+
+    def forget(self, name: str) -> None:
+        """Remove `name`, as another node deleted it (no `on_change`)."""
+        if name in self._entries:
+            hook, self.on_change = self.on_change, None
+            try:
+                self.delete(name)
+            finally:
+                self.on_change = hook
 
     def start_describing(self, pending: PendingSource) -> bool:
         """Mark `pending` as being described; False if it changed since it was taken."""
@@ -329,6 +348,7 @@ class ModelRegistry:
         error: str,
         *,
         model: CatalogModel | None = None,
+        quiet: bool = False,
     ) -> RegistryEntry:
         self.version += 1
         stored = RegistryEntry(
@@ -356,6 +376,8 @@ class ModelRegistry:
         self._entries[name] = stored
         if model is not None:
             self.served[name] = model
+            if self.on_change is not None and not quiet:
+                self.on_change(name, model)
         else:
             self.served.pop(name, None)
         return stored

@@ -202,3 +202,66 @@ async def test_the_workers_registry_route_needs_the_cluster_credential() -> None
 
 async def _async(value: bool) -> bool:
     return value
+
+
+async def test_in_decentralized_mode_a_model_deployed_on_one_node_is_served_by_every_node() -> None:
+    from sllm.core.node import NodeConfig
+    from sllm.runtime.node import NodeServer
+
+    def node(name: str, seeds=()) -> NodeServer:
+        return NodeServer(
+            name,
+            "127.0.0.1",
+            0,
+            Codec(secret=SECRET),
+            CATALOG,
+            CostModel(),
+            WorkerResources(),
+            NodeConfig(report_interval_s=REPORT_INTERVAL_S),
+            seeds=seeds,
+            prestage=Tier.HOST,
+            seed=1,
+            http_port=0,
+            admin_key=ADMIN_KEY,
+        )
+
+    first = node("n1")
+    await first.start()
+    second = node("n2", seeds=[first.address])
+    await second.start()
+    headers = {"authorization": f"Bearer {ADMIN_KEY}"}
+    try:
+        assert first.http is not None and second.http is not None
+        first_url = f"http://127.0.0.1:{first.http.port}"
+        second_url = f"http://127.0.0.1:{second.http.port}"
+        async with httpx.AsyncClient(headers=headers, timeout=30) as http:
+            answer = await http.post(
+                first_url + "/admin/v1/models", json={"name": "everywhere", "size_bytes": 10**9}
+            )
+            assert answer.status_code == 201, answer.text
+
+            async def listed_on_second() -> bool:
+                models = (await http.get(second_url + "/v1/models")).json()["data"]
+                return any(model["id"] == "everywhere" for model in models)
+
+            await _eventually(listed_on_second, "the second node learned the model by gossip")
+            client = openai.AsyncOpenAI(
+                base_url=second_url + "/v1", api_key="unused", max_retries=0
+            )
+            completion = await client.completions.create(
+                model="everywhere", prompt="hi", max_tokens=2
+            )
+            assert completion.usage.completion_tokens == 2
+
+            assert (
+                await http.delete(second_url + "/admin/v1/models/everywhere")
+            ).status_code == 200
+
+            async def gone_from_first() -> bool:
+                models = (await http.get(first_url + "/v1/models")).json()["data"]
+                return all(model["id"] != "everywhere" for model in models)
+
+            await _eventually(gone_from_first, "the delete reached the first node")
+    finally:
+        await second.stop()
+        await first.stop()

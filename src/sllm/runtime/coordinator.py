@@ -28,7 +28,7 @@ from sllm.core.cost import CostModel, ModelInfo
 from sllm.engines.registry import REGISTERED
 from sllm.hosts.coordinator import CoordinatorHost
 from sllm.logs import log_event
-from sllm.registry import IN_MEMORY, ModelRegistry, describe
+from sllm.registry import IN_MEMORY, ModelRegistry
 from sllm.runtime.driver import AsyncioDriver
 from sllm.runtime.monitoring import (
     DEFAULT_HTTP_LIMITS,
@@ -37,6 +37,7 @@ from sllm.runtime.monitoring import (
     HttpService,
     start_coordinator_http,
 )
+from sllm.runtime.registry_sync import describe_pending
 from sllm.runtime.udp import Address, Endpoint
 from sllm.wire import Codec, Message, WorkerReport
 
@@ -141,28 +142,7 @@ class CoordinatorServer:
         """Describe the sources of newly deployed models in the background (one task at a
         time; it takes every pending model, and one deployed meanwhile starts it again)."""
         if self._describing is None or self._describing.done():
-            self._describing = asyncio.create_task(self._describe_pending())
-
-    async def _describe_pending(self) -> None:
-        while pending := self.registry.pending():
-            for model in pending:
-                if not self.registry.start_describing(model):
-                    continue
-                log_event(
-                    log, logging.INFO, "model_describing", model=model.name, source=model.source
-                )
-                files, error = await asyncio.to_thread(describe, model)
-                outcome = self.registry.described(model.name, files=files, error=error)
-                if outcome is not None:
-                    level = logging.WARNING if error else logging.INFO
-                    log_event(
-                        log,
-                        level,
-                        "model_" + outcome.status.value,
-                        model=model.name,
-                        files=len(files),
-                        error=error or None,
-                    )
+            self._describing = asyncio.create_task(describe_pending(self.registry, log))
 
     async def stop(self) -> None:
         if self._describing is not None:

@@ -1,4 +1,6 @@
-"""A worker follows the coordinator's model registry (`sllm.registry`), so that a model
+"""The live side of the model registry: describing deployed sources, and workers following it.
+
+A worker follows the coordinator's model registry (`sllm.registry`), so that a model
 deployed at runtime is served without a catalog file naming it, and a deleted one is freed.
 
 The worker reads ``GET /internal/v1/models`` on the coordinator's HTTP port
@@ -29,6 +31,7 @@ from sllm.api.credential import sign
 from sllm.api.request_id import HEADER as REQUEST_ID_HEADER
 from sllm.catalog import CatalogError, CatalogModel, EngineRules, parse_model
 from sllm.logs import log_event
+from sllm.registry import ModelRegistry, describe
 
 log = logging.getLogger("sllm.worker")
 
@@ -156,3 +159,26 @@ class RegistryFollower:
         if not isinstance(document, dict):
             raise ValueError("the registry answered something other than a JSON object")
         return document
+
+
+async def describe_pending(registry: ModelRegistry, logger: logging.Logger) -> None:
+    """Describe the sources of every model deployed and not yet described (in a thread:
+    hashing a directory reads every byte), until none is left; log each outcome."""
+    while pending := registry.pending():
+        for model in pending:
+            if not registry.start_describing(model):
+                continue
+            log_event(
+                logger, logging.INFO, "model_describing", model=model.name, source=model.source
+            )
+            files, error = await asyncio.to_thread(describe, model)
+            outcome = registry.described(model.name, files=files, error=error)
+            if outcome is not None:
+                log_event(
+                    logger,
+                    logging.WARNING if error else logging.INFO,
+                    "model_" + outcome.status.value,
+                    model=model.name,
+                    files=len(files),
+                    error=error or None,
+                )

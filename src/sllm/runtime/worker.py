@@ -244,16 +244,16 @@ class WorkerServer:
         )
         # Following the coordinator's registry (`sllm.runtime.registry_sync`), when given
         # its HTTP address; otherwise the catalog is fixed.
-        self.registry: RegistryFollower | None = None
+        self.follower: RegistryFollower | None = None
         if registry_url is not None:
-            self.registry = RegistryFollower(
+            self.follower = RegistryFollower(
                 url=registry_url,
                 credential_key=worker_http_key(codec.secret) if codec.secret else None,
                 engines=REGISTERED,
                 apply=self.apply_models,
                 interval_s=report_interval,
             )
-        self._follower: asyncio.Task[None] | None = None
+        self._following: asyncio.Task[None] | None = None
         self._retiring: set[str] = set()
         self.endpoint: Endpoint | None = None
         self._resolver: asyncio.Task[None] | None = None
@@ -338,17 +338,17 @@ class WorkerServer:
     async def _refresh_models(self, model: str) -> bool:
         """Asked for `model`, which this worker does not serve: read the registry now, in
         case it was just deployed; True if it is served now."""
-        if self.registry is None:
+        if self.follower is None:
             return False
-        await self.registry.refresh_on_demand()
+        await self.follower.refresh_on_demand()
         return model in self.catalog
 
     async def _follow_registry(self) -> None:
-        assert self.registry is not None
+        assert self.follower is not None
         while True:
-            await self.registry.refresh()
+            await self.follower.refresh()
             self._retire_idle()
-            await asyncio.sleep(self.registry.interval_s)
+            await asyncio.sleep(self.follower.interval_s)
 
     def log_notices(self, notices: Sequence[Notice], sender: Address | None = None) -> None:
         """A worker's host notices nothing; a node's does (`sllm.runtime.node`)."""
@@ -391,8 +391,8 @@ class WorkerServer:
         self.hosting.report_to = await self._resolve_coordinator()
         self.hosting.start_reports(0.0)
         self._resolver = asyncio.create_task(self._resolve_forever())
-        if self.registry is not None:
-            self._follower = asyncio.create_task(self._follow_registry())
+        if self.follower is not None:
+            self._following = asyncio.create_task(self._follow_registry())
         for name, engine in self.engines.items():
             if engine.execution is Execution.THREAD:
                 # torch and transformers take seconds of CPU to import: do it now, off the
@@ -403,9 +403,9 @@ class WorkerServer:
                 ).start()
 
     async def stop(self) -> None:
-        if self._follower is not None:
-            self._follower.cancel()
-            await asyncio.gather(self._follower, return_exceptions=True)
+        if self._following is not None:
+            self._following.cancel()
+            await asyncio.gather(self._following, return_exceptions=True)
         if self._resolver is not None:
             self._resolver.cancel()
             await asyncio.gather(self._resolver, return_exceptions=True)
