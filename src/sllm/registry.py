@@ -113,6 +113,9 @@ CREATE TABLE IF NOT EXISTS models (
 );
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
+# Where workers read the registry's ready models (`sllm.api.admin` serves it,
+# `sllm.runtime.registry_sync` reads it).
+INTERNAL_MODELS_PATH = "/internal/v1/models"
 # A registry kept in memory only (REGISTRY_PATH unset): seeded at every start.
 IN_MEMORY = ":memory:"
 # What a deploy may name besides the name itself (`sllm.catalog` checks each).

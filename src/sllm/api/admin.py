@@ -35,10 +35,9 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from sllm.api.errors import ApiError
 from sllm.catalog import entry_of
-from sllm.registry import ModelRegistry, RegistryError
+from sllm.registry import INTERNAL_MODELS_PATH, ModelRegistry, RegistryError
 
 ADMIN_PREFIX = "/admin/v1"
-INTERNAL_MODELS_PATH = "/internal/v1/models"
 # How long a drain waits for a model's running requests: a long generation streams for a
 # minute or two; past that the delete is refused (409) and the model keeps serving.
 DRAIN_TIMEOUT_S = 120.0
