@@ -26,6 +26,7 @@ Blocking I/O: call from a thread.
 
 from __future__ import annotations
 
+import errno
 import fnmatch
 import hashlib
 import os
@@ -188,6 +189,8 @@ def _fetch_one(model: HubModel, path: str, target: Path, sleep: Callable[[float]
             if status < 500 or attempt + 1 == FETCH_ATTEMPTS:
                 raise HubError(f"{model.repo_id}/{path}: {_reason(error)}") from None
         except (OSError, TransportError) as error:  # a reset connection, a timeout
+            if isinstance(error, OSError) and error.errno == errno.ENOSPC:
+                raise  # a full disk is not transient (the store says so)
             if attempt + 1 == FETCH_ATTEMPTS:
                 raise HubError(f"{model.repo_id}/{path}: {error}") from None
         sleep(BACKOFF_BASE_S * 2**attempt)

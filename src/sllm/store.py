@@ -14,11 +14,16 @@ the runtime carries that out with `ModelStore.evict`. At start, `cached()` tells
 state machine what the disk already holds, so the tiers it reports are the truth.
 
 Blocking I/O: call `fetch` from a worker thread, not the event loop.
-Not handled yet: resuming a partial download, parallel file downloads, authentication.
+A model larger than the disk tier (`capacity_bytes`, MODEL_CACHE_GB) is refused with the
+sizes, and a full disk says so; either way nothing is marked complete.
+
+Not handled yet for directory and http(s) sources (a hub source has all three):
+resuming a partial download, parallel file downloads, authentication.
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import shutil
@@ -42,10 +47,19 @@ class StoreError(RuntimeError):
 
 
 class ModelStore:
-    def __init__(self, cache_dir: str | Path, timeout_s: float = DOWNLOAD_TIMEOUT_S) -> None:
+    def __init__(
+        self,
+        cache_dir: str | Path,
+        timeout_s: float = DOWNLOAD_TIMEOUT_S,
+        *,
+        capacity_bytes: int | None = None,
+    ) -> None:
+        """`capacity_bytes` is the disk tier's size (MODEL_CACHE_GB): a model larger than
+        it is refused rather than fetched and evicted at once, again and again."""
         self.cache_dir = Path(cache_dir)
         self.cache_dir.mkdir(parents=True, exist_ok=True)
         self.timeout_s = timeout_s
+        self.capacity_bytes = capacity_bytes
 
     def model_dir(self, model: CatalogModel) -> Path:
         return self.cache_dir / model.name.replace("/", "--")
@@ -64,6 +78,11 @@ class ModelStore:
             return target
         if not model.source or not model.files:
             raise StoreError(f"{model.name}: no source or files in the catalog to fetch")
+        if self.capacity_bytes is not None and model.size_bytes > self.capacity_bytes:
+            raise StoreError(
+                f"{model.name}: {model.size_bytes / 1e9:.2f} GB does not fit the disk cache "
+                f"of {self.capacity_bytes / 1e9:.2f} GB (MODEL_CACHE_GB)"
+            )
         target.mkdir(parents=True, exist_ok=True)
         if hub.is_hub_id(model.source):
             self._fetch_from_hub(model, target, progress)
@@ -85,7 +104,7 @@ class ModelStore:
         except hub.HubError as error:
             raise StoreError(f"{model.name}: {error}") from None
         except OSError as error:
-            raise StoreError(f"{model.name}: {error}") from error
+            raise StoreError(f"{model.name}: {_described(error)}") from error
         for checkpoint_file in model.files:
             path = target / checkpoint_file.path
             size, digest = _size_and_sha256(path)
@@ -143,7 +162,7 @@ class ModelStore:
                 raise StoreError(f"{model.name}/{checkpoint_file.path}: sha256 mismatch")
             os.replace(temporary, final)
         except OSError as error:
-            raise StoreError(f"{model.name}/{checkpoint_file.path}: {error}") from error
+            raise StoreError(f"{model.name}/{checkpoint_file.path}: {_described(error)}") from error
         finally:
             temporary.unlink(missing_ok=True)
 
@@ -170,3 +189,10 @@ def _size_and_sha256(path: Path) -> tuple[int, str]:
     except FileNotFoundError:
         return 0, ""
     return size, digest.hexdigest()
+
+
+def _described(error: OSError) -> str:
+    """An I/O error as an operator reads it: a full disk says so."""
+    if error.errno == errno.ENOSPC:
+        return "the disk is full (no space left for the checkpoint in MODEL_CACHE_DIR)"
+    return str(error)

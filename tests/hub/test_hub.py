@@ -143,3 +143,46 @@ def test_the_registry_describes_a_hub_model_and_fails_a_missing_one(repo, tmp_pa
     assert sorted(f.path for f in registry.served["tiny"].files) == NEEDED
     assert outcomes["gone"].status is Status.FAILED
     assert "no such repository" in outcomes["gone"].error
+
+
+def test_a_model_larger_than_the_disk_cache_is_refused_with_the_sizes(repo, tmp_path) -> None:
+    model = _model(describe_source(f"hf://{REPO}"))
+    store = ModelStore(tmp_path / "cache", capacity_bytes=model.size_bytes - 1)
+    with pytest.raises(StoreError, match="does not fit the disk cache"):
+        store.fetch(model)
+    assert not store.is_cached(model)
+
+
+def test_a_full_disk_is_a_clear_error_and_nothing_is_marked_complete(tmp_path, monkeypatch) -> None:
+    import errno
+
+    import sllm.store
+
+    source = tmp_path / "source"
+    source.mkdir()
+    (source / "model.safetensors").write_bytes(WEIGHTS)
+    model = _model(describe_source(str(source)))
+    model = CatalogModel("tiny", 0.001, model.size_bytes, "transformers", str(source), model.files)
+
+    class FullDisk:
+        def __init__(self, *args, **kwargs) -> None:
+            self.real = open(*args, **kwargs)  # noqa: SIM115  (closed in __exit__)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc) -> None:
+            self.real.close()
+
+        def read(self, size: int = -1) -> bytes:
+            return self.real.read(size)
+
+        def write(self, data: bytes) -> int:
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(sllm.store, "open", FullDisk, raising=False)
+    store = ModelStore(tmp_path / "cache")
+    with pytest.raises(StoreError, match="the disk is full"):
+        store.fetch(model)
+    assert not store.is_cached(model)
+    assert not [p for p in store.model_dir(model).rglob("*") if p.is_file()]

@@ -27,15 +27,13 @@ from typing import Any
 
 from sllm.api.credential import HEADER as CREDENTIAL_HEADER
 from sllm.api.credential import sign
+from sllm.api.request_id import HEADER as REQUEST_ID_HEADER
 from sllm.catalog import CatalogError, CatalogModel, EngineRules, parse_model
 from sllm.logs import log_event
 from sllm.registry import INTERNAL_MODELS_PATH, ModelRegistry, describe
 
 log = logging.getLogger("sllm.worker")
 
-# The request id the credential signs (`sllm.api.request_id.HEADER`, which needs the
-# serve extra to import; a worker without it still follows the registry).
-REQUEST_ID_HEADER = "x-request-id"
 # A read of the registry is one small JSON document on the cluster's network.
 READ_TIMEOUT_S = 5.0
 # A request for an unknown model reads the registry at most this often: a deploy is

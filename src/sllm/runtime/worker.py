@@ -224,7 +224,8 @@ class WorkerServer:
         self.model_cache_dir = model_cache_dir or DEFAULT_CACHE_DIR
         classes = engines_for(catalog.values())  # raises UnknownEngine, naming the model
         checkpointed = {name for name, cls in classes.items() if cls.needs_checkpoint}
-        self.store = ModelStore(self.model_cache_dir) if checkpointed else None
+        self.disk_bytes = resources.disk_bytes
+        self.store = self._new_store() if checkpointed else None
         state = WorkerState(
             worker_id,
             resources,
@@ -280,6 +281,9 @@ class WorkerServer:
             found.update(dict.fromkeys(self.store.cached(with_files), Tier.DISK))
         return found
 
+    def _new_store(self) -> ModelStore:
+        return ModelStore(self.model_cache_dir, capacity_bytes=self.disk_bytes)
+
     def _engine_of(self, model: str) -> Engine | None:
         spec = self.known_models.get(model)
         return None if spec is None else self.engines[spec.engine]
@@ -294,7 +298,7 @@ class WorkerServer:
             if model.engine not in self.engines:
                 engine_class = engines_for([model])[model.engine]
                 if engine_class.needs_checkpoint and self.store is None:
-                    self.store = ModelStore(self.model_cache_dir)
+                    self.store = self._new_store()
                 context = EngineContext(self.known_models, self.cost, self.store)
                 self.engines[model.engine] = engine_class.build(context)
             self.known_models[name] = model

@@ -474,7 +474,8 @@ SPEC_PARTS_MAX = 64
 # sender packs as many as fit (`sllm.core.registry_gossip`).
 ENTRY_PARTS_PER_MESSAGE_MAX = 8
 # Lowercase hex, at most a sha256 (a wrong one only fails the check it is for).
-SHA256_HEX = {"max_len": 64, "pattern": "[0-9a-f]*"}
+HEX_PATTERN = "[0-9a-f]*"
+SHA256_HEX = {"max_len": 64, "pattern": HEX_PATTERN}
 
 
 @record
