@@ -31,6 +31,8 @@ from typing import Any
 
 import pytest
 
+# A Hugging Face hub on 127.0.0.1 (`fakehub.FakeHub`), for any test that names a hub model.
+from fakehub import fake_hub  # noqa: F401  (a fixture)
 from sllm.catalog import served_catalog
 from sllm.core.cost import CostModel
 from sllm.core.tiers import Tier

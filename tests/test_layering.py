@@ -7,12 +7,13 @@ nothing above it leaks in. The order, bottom to top, is `LAYERS`:
 - ``logs``, ``records``: helpers that import nothing of ours;
 - ``wire`` (the UDP message types and codec), then ``core`` (the pure state machines);
 - ``workload`` (arrivals, traces, model sizes), ``catalog`` (the served models, plain
-  data), ``store`` (checkpoints on disk), ``loading`` (checkpoints read fast into
-  memory), ``engines`` (what runs a request);
+  data), ``hub`` (Hugging Face sources), ``sources`` (what a model's source holds),
+  ``store`` (checkpoints on disk), ``loading`` (checkpoints read fast into memory),
+  ``engines`` (what runs a request), ``registry`` (the models deployed at runtime);
 - ``config`` (settings from the environment), ``hosts`` (the core's machines on a driver);
 - ``sim`` (the simulator), ``api`` (the HTTP apps), ``runtime`` (the live services: it
-  builds the servers and mounts the apps), ``experiments``, ``bench``, ``cli``,
-  ``__main__``.
+  builds the servers and mounts the apps), ``experiments``, ``bench``,
+  ``admin_cli`` (the admin API's commands), ``cli``, ``__main__``.
 
 The rules: a module imports only modules of its own package and of packages below it;
 and `core` imports, of ours, only ``wire`` and ``records`` (`CORE_MAY_IMPORT`), whatever
@@ -52,9 +53,12 @@ LAYERS: tuple[str, ...] = (
     "core",
     "workload",
     "catalog",
+    "hub",
+    "sources",
     "store",
     "loading",
     "engines",
+    "registry",
     "config",
     "hosts",
     "sim",
@@ -62,6 +66,7 @@ LAYERS: tuple[str, ...] = (
     "runtime",
     "experiments",
     "bench",
+    "admin_cli",
     "cli",
     "__main__",
 )

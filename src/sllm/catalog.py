@@ -145,6 +145,47 @@ def load_catalog(path: str | Path, *, engines: EngineRules) -> dict[str, Catalog
     return models
 
 
+def parse_model(entry: object, *, engines: EngineRules, where: str = "model") -> CatalogModel:
+    """One catalog entry (the dict a file's ``[[models]]`` table holds), checked against
+    `engines`; raises CatalogError listing every problem. The model registry takes what
+    users deploy through this, so a deployed model obeys the rules a file's does."""
+    problems: list[str] = []
+    model = _parse_model(entry, where, problems, engines)
+    if model is None or problems:
+        raise CatalogError(where, problems)
+    return model
+
+
+def entry_of(model: CatalogModel) -> dict[str, Any]:
+    """`model` as a catalog entry: `parse_model` of it gives `model` back, field for field."""
+    return {
+        "name": model.name,
+        "engine": model.engine,
+        "source": model.source,
+        "params_b": model.params_b,
+        "size_bytes": model.size_bytes,
+        "options": dict(model.options),
+        "files": [
+            {"path": file.path, "size": file.size, "sha256": file.sha256} for file in model.files
+        ],
+    }
+
+
+def catalog_entry_json(model: CatalogModel) -> str:
+    """The canonical JSON text of `model`'s entry (sorted keys, no spaces): equal models
+    give equal text, so a registry replica can compare and hash it."""
+    return json.dumps(entry_of(model), sort_keys=True, separators=(",", ":"))
+
+
+def model_from_entry_json(text: str, *, engines: EngineRules) -> CatalogModel:
+    """The model `catalog_entry_json` wrote; raises CatalogError if the text is not one."""
+    try:
+        entry = json.loads(text)
+    except ValueError as error:
+        raise CatalogError("model", [f"not valid JSON: {error}"]) from None
+    return parse_model(entry, engines=engines)
+
+
 def _parse_model(
     entry: object, where: str, problems: list[str], engines: EngineRules
 ) -> CatalogModel | None:

@@ -12,13 +12,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import sqlite3
 import sys
 import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from sllm import __version__
+from sllm import __version__, admin_cli
 from sllm.catalog import CatalogError, CatalogModel, catalog_for
 from sllm.config import ConfigError, Settings, load_settings
 from sllm.core.admission import Admission
@@ -31,6 +32,7 @@ from sllm.core.worker import GB, WorkerResources
 from sllm.engines.registry import REGISTERED
 from sllm.experiments import suite as experiment_suite
 from sllm.logs import configure_logging
+from sllm.registry import IN_MEMORY, ModelRegistry
 from sllm.runtime.client import get_cluster_state, get_node_state, render_gossip, render_table
 from sllm.runtime.coordinator import CoordinatorServer
 from sllm.runtime.monitoring import HttpLimits
@@ -156,6 +158,9 @@ def add_coordinator_parser(sub: Any) -> None:
     )
     parser.add_argument("--seed", type=int, help="seed for the random policies")
     parser.add_argument("--catalog", help="model catalog file (MODEL_CATALOG)")
+    parser.add_argument(
+        "--registry", help="model registry SQLite file (REGISTRY_PATH; default: in memory)"
+    )
     parser.add_argument("--verbose", "-v", action="store_true", help="log at DEBUG level")
     parser.set_defaults(run=run_coordinator)
 
@@ -169,6 +174,7 @@ def run_coordinator(args: argparse.Namespace) -> int:
             "worker_timeout": args.worker_timeout,
             "http_port": args.http_port,
             "model_catalog": args.catalog,
+            "registry_path": args.registry,
             "log_level": _verbose(args),
         }
     )
@@ -185,8 +191,21 @@ def run_coordinator(args: argparse.Namespace) -> int:
         api_keys=settings.api_keys,
         http_limits=_http_limits(settings),
         admission=_admission(settings, settings.max_workers),
+        registry=_registry(settings),
+        admin_key=settings.admin_key,
     )
     return run_service(server)
+
+
+def _registry(settings: Settings) -> ModelRegistry:
+    """The model registry at REGISTRY_PATH (or in memory), seeded by the catalog while
+    empty; exit 2 when the file cannot be opened."""
+    path = settings.registry_path or IN_MEMORY
+    try:
+        return ModelRegistry(path, engines=REGISTERED, seed=_catalog(settings))
+    except (OSError, sqlite3.Error) as error:
+        print(f"sllm: REGISTRY_PATH={path!r}: {error}", file=sys.stderr)
+        raise SystemExit(EXIT_CONFIG) from None
 
 
 def add_worker_parser(sub: Any) -> None:
@@ -204,6 +223,10 @@ def add_worker_parser(sub: Any) -> None:
     parser.add_argument("--port", help="UDP port (WORKER_PORT, default 8000; 0 = any)")
     parser.add_argument("--coordinator-host", help="coordinator name or address")
     parser.add_argument("--coordinator-port", help="coordinator UDP port")
+    parser.add_argument(
+        "--coordinator-http-port",
+        help="coordinator HTTP port, to follow its model registry (COORDINATOR_HTTP_PORT)",
+    )
     parser.add_argument("--report-interval", help="seconds between reports")
     parser.add_argument(
         "--http-port",
@@ -229,6 +252,7 @@ def run_worker(args: argparse.Namespace) -> int:
             "worker_port": args.port,
             "coordinator_host": args.coordinator_host,
             "coordinator_port": args.coordinator_port,
+            "coordinator_http_port": args.coordinator_http_port,
             "report_interval": args.report_interval,
             "worker_http_port": args.http_port,
             "worker_slots": args.slots,
@@ -260,8 +284,17 @@ def run_worker(args: argparse.Namespace) -> int:
         http_port=settings.worker_http_port,
         model_cache_dir=settings.model_cache_dir,
         http_limits=_http_limits(settings),
+        registry_url=_registry_url(settings),
     )
     return run_service(server)
+
+
+def _registry_url(settings: Settings) -> str | None:
+    """Where a worker reads the coordinator's registry: COORDINATOR_HOST at
+    COORDINATOR_HTTP_PORT, or None (unset) to serve MODEL_CATALOG only."""
+    if settings.coordinator_http_port is None:
+        return None
+    return f"http://{settings.coordinator_host}:{settings.coordinator_http_port}"
 
 
 def add_node_parser(sub: Any) -> None:
@@ -393,6 +426,8 @@ def run_node(args: argparse.Namespace) -> int:
         api_keys=settings.api_keys,
         http_limits=_http_limits(settings),
         admission=_admission(settings, settings.max_members),
+        registry=_registry(settings),
+        admin_key=settings.admin_key,
     )
     return run_service(server)
 
@@ -573,6 +608,7 @@ def build_parser() -> argparse.ArgumentParser:
         add_calibrate_parser,
         sim_cli.add_parser,
         experiment_suite.add_parser,
+        admin_cli.add_parsers,
     ]
     for add in adders:
         add(sub)

@@ -42,6 +42,16 @@ API_KEYS           none                         ``team-a-key-1,team-b-key-2`` (8
                                                 the front door's ``Bearer`` keys; unset: no auth
 MODEL_CATALOG      none                         catalog file (JSON or TOML, see `sllm.catalog`);
                                                 unset: the default simulated catalog
+REGISTRY_PATH      none                         the coordinator's model registry, a SQLite file
+                                                (`sllm.registry`); it keeps deployed models over
+                                                restarts, and MODEL_CATALOG seeds it only while
+                                                it is empty; unset: in memory, seeded each start
+ADMIN_KEY          none                         the ``Bearer`` key of the admin API (deploy and
+                                                delete models; 8+ characters); unset: no admin
+                                                API (its routes answer 403)
+COORDINATOR_HTTP_PORT none                      a worker follows the registry on the
+                                                coordinator's HTTP port (COORDINATOR_HOST at
+                                                this port); unset: it serves MODEL_CATALOG only
 MODEL_CACHE_DIR    ``~/.cache/sllm/models``     a worker's local disk tier of checkpoints
 MODEL_CACHE_GB     ``2000``                     gigabytes (10^9 bytes) of checkpoints that tier
                                                 holds before the least recently used go, >= 1;
@@ -276,6 +286,20 @@ def _api_keys(raw: object) -> frozenset[str]:
     return keys
 
 
+def _admin_key(raw: object) -> str | None:
+    """The admin API's key (unset: no admin API); as strict as an API key."""
+    if raw is None:
+        return None
+    if not isinstance(raw, str):
+        raise ValueError("not a key")
+    key = raw.strip()
+    if not key:
+        return None
+    if len(key) < 8 or any(c.isspace() for c in key):
+        raise ValueError("the key needs at least 8 characters and no spaces")
+    return key
+
+
 def _optional_path(raw: object) -> str | None:
     if raw is None:
         return None
@@ -399,6 +423,9 @@ _VARIABLES: tuple[_Variable, ...] = (
     _Variable("seed_nodes", "SEED_NODES", _seed_nodes),
     _Variable("api_keys", "API_KEYS", _api_keys, secret=True),
     _Variable("model_catalog", "MODEL_CATALOG", _optional_path),
+    _Variable("registry_path", "REGISTRY_PATH", _optional_path),
+    _Variable("admin_key", "ADMIN_KEY", _admin_key, secret=True),
+    _Variable("coordinator_http_port", "COORDINATOR_HTTP_PORT", _optional_port),
     _Variable("model_cache_dir", "MODEL_CACHE_DIR", _optional_path),
     _Variable("model_cache_gb", "MODEL_CACHE_GB", _integer(1)),
     _Variable("model_host_gb", "MODEL_HOST_GB", _integer(1)),
@@ -513,6 +540,9 @@ class Settings:
     seed_nodes: tuple[tuple[str, int], ...] = ()
     api_keys: frozenset[str] = field(default=frozenset(), repr=False)
     model_catalog: str | None = None
+    registry_path: str | None = None
+    admin_key: str | None = field(default=None, repr=False)
+    coordinator_http_port: int | None = None
     model_cache_dir: str | None = None
     model_cache_gb: int = MODEL_CACHE_GB_DEFAULT
     model_host_gb: int = MODEL_HOST_GB_DEFAULT

@@ -1,6 +1,7 @@
 """The model store: checkpoints fetched from a remote tier into a local disk cache.
 
-The remote tier is a directory or an http(s) URL that serves a model's checkpoint files.
+The remote tier is a directory, an http(s) URL that serves a model's checkpoint files, or
+a Hugging Face id (`sllm.hub`: downloads in parallel, resumed and retried).
 `ModelStore.fetch` copies a model's files into ``CACHE_DIR/<model>/``, verifying each
 file's size and sha256 against the catalog. Every file is written to a temporary name
 and renamed only once it checks out, and the model is marked complete (a ``.complete``
@@ -13,11 +14,16 @@ the runtime carries that out with `ModelStore.evict`. At start, `cached()` tells
 state machine what the disk already holds, so the tiers it reports are the truth.
 
 Blocking I/O: call `fetch` from a worker thread, not the event loop.
-Not handled yet: resuming a partial download, parallel file downloads, authentication.
+A model larger than the disk tier (`capacity_bytes`, MODEL_CACHE_GB) is refused with the
+sizes, and a full disk says so; either way nothing is marked complete.
+
+Not handled yet for directory and http(s) sources (a hub source has all three):
+resuming a partial download, parallel file downloads, authentication.
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import shutil
@@ -27,6 +33,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
 
+from sllm import hub
 from sllm.catalog import CatalogModel, CheckpointFile
 
 COMPLETE_MARKER = ".complete"
@@ -40,10 +47,19 @@ class StoreError(RuntimeError):
 
 
 class ModelStore:
-    def __init__(self, cache_dir: str | Path, timeout_s: float = DOWNLOAD_TIMEOUT_S) -> None:
+    def __init__(
+        self,
+        cache_dir: str | Path,
+        timeout_s: float = DOWNLOAD_TIMEOUT_S,
+        *,
+        capacity_bytes: int | None = None,
+    ) -> None:
+        """`capacity_bytes` is the disk tier's size (MODEL_CACHE_GB): a model larger than
+        it is refused rather than fetched and evicted at once, again and again."""
         self.cache_dir = Path(cache_dir)
         self.cache_dir.mkdir(parents=True, exist_ok=True)
         self.timeout_s = timeout_s
+        self.capacity_bytes = capacity_bytes
 
     def model_dir(self, model: CatalogModel) -> Path:
         return self.cache_dir / model.name.replace("/", "--")
@@ -62,11 +78,44 @@ class ModelStore:
             return target
         if not model.source or not model.files:
             raise StoreError(f"{model.name}: no source or files in the catalog to fetch")
+        if self.capacity_bytes is not None and model.size_bytes > self.capacity_bytes:
+            raise StoreError(
+                f"{model.name}: {model.size_bytes / 1e9:.2f} GB does not fit the disk cache "
+                f"of {self.capacity_bytes / 1e9:.2f} GB (MODEL_CACHE_GB)"
+            )
         target.mkdir(parents=True, exist_ok=True)
-        for checkpoint_file in model.files:
-            self._fetch_file(model, checkpoint_file, target, progress)
+        if hub.is_hub_id(model.source):
+            self._fetch_from_hub(model, target, progress)
+        else:
+            for checkpoint_file in model.files:
+                self._fetch_file(model, checkpoint_file, target, progress)
         (target / COMPLETE_MARKER).write_text("ok\n", encoding="utf-8")
         return target
+
+    def _fetch_from_hub(
+        self, model: CatalogModel, target: Path, progress: Callable[[int], None] | None
+    ) -> None:
+        """Download `model`'s files from the hub into `target` (`sllm.hub`: parallel,
+        resumed, retried), then check each against the registry's size and sha256; a file
+        that does not match is deleted, so the next fetch downloads it again."""
+        try:
+            reference = hub.parse_hub_id(model.source)
+            hub.fetch_hub_files(reference, [file.path for file in model.files], target)
+        except hub.HubError as error:
+            raise StoreError(f"{model.name}: {error}") from None
+        except OSError as error:
+            raise StoreError(f"{model.name}: {_described(error)}") from error
+        for checkpoint_file in model.files:
+            path = target / checkpoint_file.path
+            size, digest = _size_and_sha256(path)
+            if size != checkpoint_file.size or digest != checkpoint_file.sha256:
+                path.unlink(missing_ok=True)
+                raise StoreError(
+                    f"{model.name}/{checkpoint_file.path}: {size} bytes with sha256 {digest}, "
+                    f"expected {checkpoint_file.size} bytes with {checkpoint_file.sha256}"
+                )
+            if progress is not None:
+                progress(size)
 
     def evict(self, model: CatalogModel) -> None:
         """Delete a model's cached files (the marker first, so a half-deleted copy is unused)."""
@@ -113,7 +162,7 @@ class ModelStore:
                 raise StoreError(f"{model.name}/{checkpoint_file.path}: sha256 mismatch")
             os.replace(temporary, final)
         except OSError as error:
-            raise StoreError(f"{model.name}/{checkpoint_file.path}: {error}") from error
+            raise StoreError(f"{model.name}/{checkpoint_file.path}: {_described(error)}") from error
         finally:
             temporary.unlink(missing_ok=True)
 
@@ -127,3 +176,23 @@ class ModelStore:
             raise StoreError(f"unsupported source scheme {scheme!r} in {source!r}")
         root = urllib.parse.urlsplit(source).path if scheme == "file" else source
         return open(Path(root) / relative, "rb")
+
+
+def _size_and_sha256(path: Path) -> tuple[int, str]:
+    digest = hashlib.sha256()
+    size = 0
+    try:
+        with open(path, "rb") as source:
+            while chunk := source.read(CHUNK_BYTES):
+                digest.update(chunk)
+                size += len(chunk)
+    except FileNotFoundError:
+        return 0, ""
+    return size, digest.hexdigest()
+
+
+def _described(error: OSError) -> str:
+    """An I/O error as an operator reads it: a full disk says so."""
+    if error.errno == errno.ENOSPC:
+        return "the disk is full (no space left for the checkpoint in MODEL_CACHE_DIR)"
+    return str(error)

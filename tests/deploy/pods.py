@@ -34,7 +34,7 @@ FOREIGN_VARIABLES = {
 }
 # The operator's Secret, and what a pod may take from it.
 SECRET_NAME = "sllm-secrets"
-SECRET_KEYS = frozenset({"CLUSTER_SECRET", "API_KEYS"})
+SECRET_KEYS = frozenset({"CLUSTER_SECRET", "API_KEYS", "ADMIN_KEY"})
 OPERATOR_SECRET = "a-secret-the-operator-created-0123"
 # Settings that name a file the process reads at start, and the one folder it writes.
 FILE_SETTINGS = ("MODEL_CATALOG", "COST_MODEL")

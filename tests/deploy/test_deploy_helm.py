@@ -67,6 +67,9 @@ STRUCTURAL_SETTINGS = {
     "MODEL_CACHE_GB": "workers.modelCache.sizeGiB * cacheShare",
     "CLUSTER_SECRET": "the operator's Secret (secret.name)",
     "API_KEYS": "the operator's Secret (secret.name), optional",
+    "ADMIN_KEY": "the operator's Secret (secret.name), optional",
+    "REGISTRY_PATH": "the coordinator's registry volume (coordinator.registry)",
+    "COORDINATOR_HTTP_PORT": "ports.http, on centralized workers",
 }
 # The share of the cache volume MODEL_CACHE_GB may take (as for the GPU overlay).
 CACHE_VOLUME_SHARE = Decimal("0.9")

@@ -275,7 +275,10 @@ def test_network_policies_allow_the_control_plane_and_http_only() -> None:
         ("central-coordinator", "TCP", 8081),
         ("any namespace/prometheus", "TCP", 8081),
     }
-    assert rules("worker", "egress") == {("central-coordinator", "UDP", 9000)}
+    assert rules("worker", "egress") == {
+        ("central-coordinator", "UDP", 9000),
+        ("central-coordinator", "TCP", 8080),  # the model registry
+    }
     assert rules("central-coordinator", "egress") == {
         ("worker", "UDP", 8000),
         ("worker", "TCP", 8081),

@@ -482,8 +482,9 @@ class ServingHelpers:
     marked_pids: Callable[[str], list[int]]
     wait_for: Callable[..., Coroutine[Any, Any, Any]]
     tiny_model: Callable[[Path, dict[str, Any]], TinyModel]
+    base_env: Callable[..., dict[str, str]]
 
 
 @pytest.fixture(scope="session")
 def serving_helpers() -> ServingHelpers:
-    return ServingHelpers(background_cluster, events_of, marked_pids, wait_for, TinyModel)
+    return ServingHelpers(background_cluster, events_of, marked_pids, wait_for, TinyModel, base_env)

@@ -29,6 +29,9 @@ from sllm.wire import (
     InferenceResult,
     InferenceStarted,
     Message,
+    RegistryDigest,
+    RegistryEntries,
+    RegistryEntryPart,
     RejectCounter,
     ScheduleRequest,
     ScheduleResponse,
@@ -266,6 +269,34 @@ SAMPLES.update(
             pages=3,
             members=tuple(member_update(i) for i in range(6)),
             reports=(gossip_report(),),
+        ),
+        "registry_entries": RegistryEntries(
+            source="node-0001",
+            entries=(
+                RegistryEntryPart(
+                    name="acme/tiny",
+                    version=1_764_900_000_000,
+                    writer="node-0002",
+                    deleted=False,
+                    spec_sha256="ab" * 32,
+                    part=0,
+                    parts=2,
+                    text='{"engine":"vllm","files":[{"path":"model.safetensors"',
+                ),
+                RegistryEntryPart(
+                    name="old-model",
+                    version=1_764_900_000_001,
+                    writer="node-0003",
+                    deleted=True,
+                    spec_sha256="",
+                    part=0,
+                    parts=1,
+                    text="",
+                ),
+            ),
+        ),
+        "registry_digest": RegistryDigest(
+            source="node-0001", digest="cd" * 32, entries=12, reply=False
         ),
     }
 )

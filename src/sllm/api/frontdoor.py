@@ -27,7 +27,7 @@ from fastapi import APIRouter, FastAPI
 from fastapi.openapi.utils import get_openapi
 
 from sllm.api.credential import worker_http_key
-from sllm.api.gateway import CompletionLane, Gateway, GatewayConfig
+from sllm.api.gateway import CompletionLane, Gateway, GatewayConfig, NotReady
 from sllm.api.request_id import RequestIdMiddleware
 from sllm.api.worker_client import WorkerClient
 from sllm.catalog import DEFAULT_ENGINE, CatalogModel
@@ -48,6 +48,7 @@ def install_front_door(
     api_keys: frozenset[str],
     upstream_prefix: str = "",
     cluster_secret: bytes | None = None,
+    not_ready: NotReady = lambda model: None,
 ) -> Gateway:
     """Add the `/v1` routes and `/openapi.json` to `app`; return the gateway (close its
     `client` when the listener stops).
@@ -80,6 +81,7 @@ def install_front_door(
         client=client,
         config=GatewayConfig(api_keys=api_keys, upstream_prefix=upstream_prefix),
         engine_of=engine_of,
+        not_ready=not_ready,
     )
     app.add_middleware(CompletionLane, gateway=gateway)
     app.add_middleware(RequestIdMiddleware)  # added last: outside the lane

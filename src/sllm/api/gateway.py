@@ -43,20 +43,21 @@ names it. The body goes to the worker as validated, with ``stream: true`` and
 token metrics count every request's. A streamed answer's usage chunk is passed on only to
 a client that asked for it.
 
-Status codes: 400 bad body or a parameter the model's engine does not honour, 401 bad
-key (when API_KEYS is set; compared in constant time), 404 unknown model (also on
+Status codes: 400 bad body or a parameter the model's engine does not honour, 401 bad key
+(when API_KEYS is set; compared in constant time), 404 unknown model (also on
 ``/v1/models/{id}``), 405 not a POST, 408 body late (sent by the listener,
 `sllm.runtime.http`), 413 body over `MAX_BODY_BYTES`, 429 with ``Retry-After`` when every
 ready worker's queue is full, 503 when no worker is available (none known, or none ready:
 every one stopping or starting; with ``Retry-After``, since an autoscaler may be starting
-one: see `NO_WORKER_RETRY_AFTER_S`), 502 when it failed before the answer was complete, 504
-when the worker does not answer in time. Every response carries ``x-request-id``
-(`sllm.api.request_id`), and the log lines of the request carry the same id, from
-``request_routed`` to ``request_finished`` (exactly one per request). Each attempt goes to
-its worker under a fresh id of its own (``upstream_id`` on ``request_routed`` and
-``upstream_failed``), so that clients sending one id many times do not collide on a
-worker.
-With a cluster secret, every attempt is signed for the worker (`sllm.api.credential`).
+one: see `NO_WORKER_RETRY_AFTER_S`), and 503 ``model_not_ready`` with ``Retry-After`` for a
+model the registry knows that is not servable yet (`sllm.registry`), 502 when it failed
+before the answer was complete, 504 when the worker does not answer in time. Every response
+carries ``x-request-id`` (`sllm.api.request_id`), and the log lines of the request carry the
+same id, from ``request_routed`` to ``request_finished`` (exactly one per request). Each
+attempt goes to its worker under a fresh id of its own (``upstream_id`` on
+``request_routed`` and ``upstream_failed``), so that clients sending one id many times do
+not collide on a worker. With a cluster secret, every attempt is signed for the worker
+(`sllm.api.credential`).
 
 The completion routes are the hot path, so they are served from the ASGI channel by
 `CompletionLane` rather than through FastAPI's routing (see `Gateway`); one watcher of
@@ -70,6 +71,7 @@ import hmac
 import json
 import logging
 import time
+from collections import Counter
 from collections.abc import AsyncIterator, Callable, Collection
 from dataclasses import dataclass
 from typing import Any
@@ -114,12 +116,18 @@ RETRY_AFTER_S = 1
 # the header says (up to 60 s) before each of its 2 default retries, so it spans 30 s of
 # a worker's start without the caller doing anything.
 NO_WORKER_RETRY_AFTER_S = 15
+# Retry-After of a 503 for a deployed model whose source is still being described: a
+# directory of a few GB hashes in seconds, a hub listing is one request.
+MODEL_NOT_READY_RETRY_AFTER_S = 5
 # A prompt's tokens are estimated from its length until the worker counts them.
 CHARS_PER_TOKEN = 4
 
 Place = Callable[[ScheduleRequest], ScheduleResponse]
 # The engine of a model the catalog has, by name (`sllm.catalog.CatalogModel.engine`).
 EngineOf = Callable[[str], str]
+# Why a model the registry knows is not servable yet ("downloading", "being deleted"), or
+# None for a model it does not know (`sllm.registry.ModelRegistry.not_ready`).
+NotReady = Callable[[str], str | None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -311,6 +319,7 @@ class Gateway:
         client: WorkerClient,
         config: GatewayConfig = GatewayConfig(),
         engine_of: EngineOf = lambda model: DEFAULT_ENGINE,
+        not_ready: NotReady = lambda model: None,
     ) -> None:
         self.place = place
         self.forget_worker = forget_worker
@@ -318,6 +327,9 @@ class Gateway:
         self.client = client
         self.config = config
         self.engine_of = engine_of
+        self.not_ready = not_ready
+        # Requests being answered, by model: a model's delete waits for its count to reach 0.
+        self.running_by_model: Counter[str] = Counter()
         self._honoured: dict[str, frozenset[str]] = {}  # by engine name, read once
         self.in_flight = InFlight()
         # What happened to placed requests, by reason, read by /metrics at scrape time.
@@ -411,8 +423,19 @@ class Gateway:
             self._authenticate(header_of(scope, b"authorization"))
             body = _validated(schema, await read_body(receive))
             if body.model not in self.model_names():
+                pending = self.not_ready(body.model)
+                if pending is not None:
+                    raise ApiError(
+                        503,
+                        f"model {body.model!r} is not ready yet ({pending}); retry after "
+                        "Retry-After seconds",
+                        code="model_not_ready",
+                        param="model",
+                        retry_after_s=MODEL_NOT_READY_RETRY_AFTER_S,
+                    )
                 raise _unknown_model(body.model)
             model = body.model
+            self.running_by_model[model] += 1
             engine = self.engine_of(body.model)
             refused = refusal(body, engine=engine, honoured=self.honoured(engine))
             if refused is not None:
@@ -426,6 +449,10 @@ class Gateway:
         except ClientGone:
             pass
         finally:  # cancelled too (the server stopping): logged as the client's going
+            if model is not None:
+                self.running_by_model[model] -= 1
+                if not self.running_by_model[model]:
+                    del self.running_by_model[model]
             seconds = time.monotonic() - began
             self.observer.finished(model=model, status=status, code=code, seconds=seconds)
             self._finished(request_id, seconds, status, reason)
@@ -832,7 +859,7 @@ COMPLETION_ERRORS = {
     413: f"The body is over {MAX_BODY_BYTES} bytes.",
     429: "Every ready worker's queue is full: retry after `Retry-After` seconds.",
     502: "The worker failed before the answer was complete (`stream: false`).",
-    503: "No worker is ready (none known, or every one stopping).",
+    503: "No worker is ready (none known, or every one stopping), or the model is not ready yet.",
     504: "No worker answered in time.",
 }
 MODELS_ERRORS = {401: COMPLETION_ERRORS[401]}

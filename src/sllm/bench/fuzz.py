@@ -65,7 +65,7 @@ from sllm.runtime.client import get_cluster_state, get_members
 from sllm.runtime.udp import Endpoint
 from sllm.wire import Codec, DecodeError, Message, WorkerReport
 from sllm.wire.codec import MAX_DATAGRAM_BYTES, EncodeError
-from sllm.wire.messages import MESSAGE_TYPES, GossipPush, MemberUpdate
+from sllm.wire.messages import HEX_PATTERN, MESSAGE_TYPES, GossipPush, MemberUpdate
 
 DEFAULT_SECONDS = 10.0
 # Datagrams made per batch, then sent back to back; small enough that the kinds mix
@@ -131,6 +131,8 @@ def _value(rng: random.Random, name: str, kind: Any, meta: dict[str, Any]) -> An
     if kind is float:
         low, high = meta.get("min", 0.0), meta.get("max", 1e6)
         return rng.uniform(float(low), float(min(high, 1e6)))
+    if kind is str and meta.get("pattern") == HEX_PATTERN:
+        return rng.randbytes(rng.randint(0, meta.get("max_len", 64) // 2)).hex()
     if kind is str:
         return f"{name}-{rng.randrange(10**6)}"[: meta.get("max_len", 32)]
     if origin is dict:

@@ -41,7 +41,8 @@ import math
 import random
 import statistics
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from functools import partial
 from typing import Any
 
 from sllm.catalog import served_catalog
@@ -62,6 +63,14 @@ SIZES = (10, 100, 1_000)
 # the whole about 2.7 ms), a LAN with some load on it.
 LINK = LinkModel(latency_s=0.0005, jitter_s=0.0007)
 TARGET_SHARE = 0.99
+# The model `measure_registry` deploys: a catalog entry of a typical size (one safetensors
+# file with its sha256), as `sllm.catalog.catalog_entry_json` writes it.
+REGISTRY_MODEL = "acme/bench-model"
+REGISTRY_SPEC = (
+    '{"engine":"vllm","files":[{"path":"model.safetensors","sha256":"' + "0" * 64 + '",'
+    '"size":16000000000}],"name":"acme/bench-model","options":{},"params_b":8.0,'
+    '"size_bytes":16000000000,"source":"hf://acme/bench-model"}'
+)
 PROBING_NODES = 20
 # Bandwidth: let the first reports spread, then count bytes over a window; staleness is
 # read over this many random (observer, subject) pairs.
@@ -364,6 +373,39 @@ def measure_join(size: int, seed: int) -> dict[str, float | None]:
     return {"t99_s": t99, "t100_s": t100, "reports_s": reports_s}
 
 
+def measure_registry(size: int, seed: int) -> dict[str, float | None]:
+    """A model deployed on one node of an idle cluster of `size` real nodes: virtual
+    seconds until 99% (and all) of the nodes hold it, then the same for its delete."""
+    net = Participants(seed=seed, link=LINK)
+    nodes = idle_nodes(net, size, seed)
+    net.run_for(JOIN_SETTLE_S)
+    needed = math.ceil(TARGET_SHARE * size)
+
+    def holding(*, deleted: bool) -> int:
+        return sum(
+            (entry := node.registry.get(REGISTRY_MODEL)) is not None and entry.deleted == deleted
+            for node in nodes
+        )
+
+    times: dict[str, float | None] = {}
+    for action, deleted in (("deploy", False), ("delete", True)):
+        started = net.now
+        if deleted:
+            nodes[-1].delete(REGISTRY_MODEL, net.now)
+        else:
+            nodes[0].deploy(REGISTRY_MODEL, REGISTRY_SPEC, net.now)
+        times[f"{action}_t99_s"] = net.run_until_true(
+            partial(_at_least, holding, deleted, needed), timeout=60.0, step=0.01
+        )
+        net.run_until_true(partial(_at_least, holding, deleted, size), timeout=60.0, step=0.01)
+        times[f"{action}_t100_s"] = net.now - started if holding(deleted=deleted) == size else None
+    return times
+
+
+def _at_least(holding: Callable[..., int], deleted: bool, count: int) -> bool:
+    return holding(deleted=deleted) >= count
+
+
 # -- 4. probing -----------------------------------------------------------------------------
 
 
@@ -437,6 +479,7 @@ def run(sizes: Sequence[int], trials: int, probing_seeds: int, log: bool) -> dic
         "bandwidth": [],
         "idle": [],
         "join": [],
+        "registry": [],
         "probing": [],
     }
 
@@ -522,6 +565,19 @@ def run(sizes: Sequence[int], trials: int, probing_seeds: int, log: bool) -> dic
         say(
             f"join N={size}: 99% of members in {join['t99_s']['median']}s, all in "
             f"{join['t100_s']['median']}s, the seed's reports in {join['reports_s']['median']}s"
+            f"  [{time.perf_counter() - started:.1f}s]"
+        )
+        started = time.perf_counter()
+        spread = [measure_registry(size, seed) for seed in range(count)]
+        registry: dict[str, Any] = {"nodes": size, "trials": count}
+        for key in spread[0]:
+            registry[key] = _summary([r[key] for r in spread])
+        result["registry"].append(registry)
+        say(
+            f"registry N={size}: a deploy on 99% of nodes in "
+            f"{registry['deploy_t99_s']['median']}s, all in "
+            f"{registry['deploy_t100_s']['median']}s; a delete on all in "
+            f"{registry['delete_t100_s']['median']}s"
             f"  [{time.perf_counter() - started:.1f}s]"
         )
     for candidates in PROBING_SETTINGS if probing_seeds else ():

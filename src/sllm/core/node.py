@@ -70,6 +70,7 @@ from sllm.core.membership import (
     MemberState,
     Send,
 )
+from sllm.core.registry_gossip import RegistryReplica
 from sllm.core.tiers import Tier
 from sllm.core.worker import WorkerResources, WorkerState
 from sllm.wire.messages import (
@@ -90,6 +91,8 @@ from sllm.wire.messages import (
     MemberStateResponse,
     MemberSummary,
     Message,
+    RegistryDigest,
+    RegistryEntries,
     ScheduleRequest,
     WorkerReport,
 )
@@ -265,6 +268,17 @@ class Node:
         self._next_report_at = now
         self._next_fill_at = now + self.config.report_refresh_s
         self._left = False
+        # The model registry, replicated by gossip (`sllm.core.registry_gossip`).
+        gossip = self.config.gossip
+        self.registry = RegistryReplica(
+            node_id,
+            random.Random(rng.getrandbits(64)),
+            fanout=gossip.gossip_fanout,
+            round_interval_s=gossip.gossip_interval_s,
+            sync_interval_s=gossip.sync_interval_s,
+            now=now,
+        )
+        self._registry_asked = False  # a joiner asks its first live peer for the registry
 
     # -- queries ---------------------------------------------------------------------
 
@@ -276,7 +290,7 @@ class Node:
     def next_deadline(self) -> float | None:
         if self._left:
             return None
-        times = [self._next_report_at]
+        times = [self._next_report_at, self.registry.next_deadline()]
         gossip = self.membership.next_deadline()
         if gossip is not None:
             times.append(gossip)
@@ -294,6 +308,12 @@ class Node:
             return sends
         if isinstance(message, ScheduleRequest):
             return self._schedule(message, sender, now)
+        if isinstance(message, RegistryEntries):
+            self.registry.receive_parts(message.entries, now)
+            self._registry_changes()
+            return []
+        if isinstance(message, RegistryDigest):
+            return self.registry.answer_digest(message, sender)
         if isinstance(message, LoadProbe):
             report = trim_report(self._own_report(now))
             return [
@@ -326,7 +346,44 @@ class Node:
             if now >= pending.deadline:
                 self.probing.timed_out += 1
                 sends.append(self._decide(request_id, now))
+        sends.extend(self._registry_gossip(now))
         return sends
+
+    # -- the model registry ------------------------------------------------------------
+
+    def deploy(self, name: str, spec: str, now: float) -> None:
+        """Deploy or update model `name` (its catalog entry as canonical JSON,
+        `sllm.catalog.catalog_entry_json`) from this node; it spreads by gossip, and a
+        ``registry_changed`` notice tells the host. Raises `SpecTooLarge`."""
+        self.registry.write(name, spec, wall_ms=self._wall_ms(now), now=now)
+        self._registry_changes()
+
+    def delete(self, name: str, now: float) -> None:
+        """Delete model `name` everywhere (a tombstone, spread by gossip)."""
+        self.registry.delete(name, wall_ms=self._wall_ms(now), now=now)
+        self._registry_changes()
+
+    def _wall_ms(self, now: float) -> int:
+        return int((now + self.wall_offset) * 1000)
+
+    def _registry_gossip(self, now: float) -> list[Send]:
+        peers = [m for m in self.membership.live_members() if m.node_id != self.node_id]
+        sends = []
+        if not self._registry_asked and peers:
+            self._registry_asked = True  # joined: ask for the registry now, not in 5 s
+            sends.extend(self.registry.sync_now(peers))
+        limit = self.config.gossip.retransmit_limit(self.membership.live_count)
+        sends.extend(self.registry.tick(peers, now, retransmit_limit=limit))
+        return sends
+
+    def _registry_changes(self) -> None:
+        """Tell the host which registry entries changed (it updates what it serves)."""
+        changed = self.registry.take_changes()
+        if changed:
+            names = sorted({entry.name for entry in changed})
+            self._notices.append(
+                Notice(event="registry_changed", fields={"models": ",".join(names)})
+            )
 
     def leave(self, now: float) -> list[Send]:
         """Stop taking work and announce the leave; nothing is handled afterwards.

@@ -386,6 +386,24 @@ class WorkerState:
             self._summary = None
         return self._dispatch(now)
 
+    def retire(self, model: str) -> list[Action] | None:
+        """Take `model` out of every tier (it was deleted from the registry): the evictions
+        to carry out, or None while a request for it waits or runs or it loads (ask again
+        later). Removing it from the catalog is the caller's, once the evictions are done."""
+        gpu_model = self._gpu.get(model)
+        loading = self._load is not None and self._load.model == model
+        busy = gpu_model is not None and (gpu_model.running or gpu_model.queued)
+        if busy or loading or model in self._load_queue:
+            return None
+        actions: list[Action] = []
+        for tier, held in ((Tier.GPU, self._gpu), (Tier.HOST, self._host), (Tier.DISK, self._disk)):
+            if held.pop(model, None) is not None:
+                actions.append(Evict(model=model, source=tier, destination=Tier.REMOTE))
+        if actions:
+            self._summary = None
+            self._lower_tiers = None
+        return actions
+
     def load_done(self, model: str, now: float) -> list[Action]:
         if self._load is None or self._load.model != model:
             return []

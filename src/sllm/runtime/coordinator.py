@@ -14,17 +14,21 @@ readiness and metrics (`sllm.runtime.monitoring`).
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import logging
 import random
 import time
 from collections.abc import Mapping, Sequence
 
+from sllm.catalog import CatalogModel
 from sllm.core.admission import Admission
 from sllm.core.coordinator import Coordinator, Notice
 from sllm.core.cost import CostModel, ModelInfo
+from sllm.engines.registry import REGISTERED
 from sllm.hosts.coordinator import CoordinatorHost
 from sllm.logs import log_event
+from sllm.registry import IN_MEMORY, ModelRegistry
 from sllm.runtime.driver import AsyncioDriver
 from sllm.runtime.monitoring import (
     DEFAULT_HTTP_LIMITS,
@@ -33,6 +37,7 @@ from sllm.runtime.monitoring import (
     HttpService,
     start_coordinator_http,
 )
+from sllm.runtime.registry_sync import describe_pending
 from sllm.runtime.udp import Address, Endpoint
 from sllm.wire import Codec, Message, WorkerReport
 
@@ -41,6 +46,16 @@ log = logging.getLogger("sllm.coordinator")
 
 def _host_part(address: Address) -> str:
     return address[0]
+
+
+def as_catalog(models: Mapping[str, ModelInfo]) -> dict[str, CatalogModel]:
+    """`models` as catalog models (a benchmark's workload specs are sizes only)."""
+    return {
+        name: model
+        if isinstance(model, CatalogModel)
+        else CatalogModel(name, model.params_b, model.size_bytes)
+        for name, model in models.items()
+    }
 
 
 class CoordinatorServer:
@@ -62,6 +77,8 @@ class CoordinatorServer:
         api_keys: frozenset[str] = frozenset(),
         http_limits: HttpLimits = DEFAULT_HTTP_LIMITS,
         admission: Admission | None = None,
+        registry: ModelRegistry | None = None,
+        admin_key: str | None = None,
     ) -> None:
         self.host = host
         self.port = port
@@ -71,9 +88,16 @@ class CoordinatorServer:
         self.api_keys = api_keys
         self.http_limits = http_limits
         self.codec = codec
+        # The models it places: the registry's ready ones (a live mapping; a deploy adds
+        # to it). Without a registry file, one in memory, seeded by `catalog`.
+        self.registry = registry or ModelRegistry(
+            IN_MEMORY, engines=REGISTERED, seed=as_catalog(catalog)
+        )
+        self.admin_key = admin_key
+        self._describing: asyncio.Task[None] | None = None
         self.core = Coordinator(
             policy,
-            catalog,
+            self.registry.served,
             cost,
             worker_timeout,
             random.Random(seed),
@@ -95,6 +119,7 @@ class CoordinatorServer:
         self.endpoint = await Endpoint.bind(self.codec, self.host, self.port, self._on_message)
         self.driver.endpoint = self.endpoint
         self.hosting.start(self.core)
+        self.describe_sources()  # any caught mid-description by a restart
         if self.http_port is not None:  # before `listening`, which launchers wait for
             self.http = await start_coordinator_http(
                 self, self.host, self.http_port, self.api_keys, limits=self.http_limits
@@ -113,7 +138,16 @@ class CoordinatorServer:
             signed=self.codec.secret is not None,
         )
 
+    def describe_sources(self) -> None:
+        """Describe the sources of newly deployed models in the background (one task at a
+        time; it takes every pending model, and one deployed meanwhile starts it again)."""
+        if self._describing is None or self._describing.done():
+            self._describing = asyncio.create_task(describe_pending(self.registry, log))
+
     async def stop(self) -> None:
+        if self._describing is not None:
+            self._describing.cancel()
+            await asyncio.gather(self._describing, return_exceptions=True)
         self.hosting.kill()  # its expiry timer goes stale
         if self.endpoint is not None:
             self.endpoint.close()

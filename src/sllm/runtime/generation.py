@@ -16,7 +16,14 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Collection, Mapping
+from collections.abc import (
+    AsyncGenerator,
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Collection,
+    Mapping,
+)
 
 from sllm.api.backend import Generation
 from sllm.api.errors import ApiError
@@ -43,11 +50,14 @@ class HttpRequests:
         catalog: Mapping[str, CatalogModel],
         engines: Mapping[str, Engine],
         carry_out: Callable[[list[Action]], None],
+        refresh_models: Callable[[str], Awaitable[bool]] | None = None,
     ) -> None:
         self.state = state
         self.catalog = catalog
         self.engines = engines  # by engine name: one for each engine the catalog names
         self.carry_out = carry_out
+        # Asked for a model it does not serve: whether it does after reading the registry.
+        self.refresh_models = refresh_models
         self._admitted: dict[str, asyncio.Future[StartRequest]] = {}
 
     def model_names(self) -> Collection[str]:
@@ -75,7 +85,9 @@ class HttpRequests:
         prompt: Prompt,
         params: GenerationParams,
     ) -> Generation:
-        if model not in self.catalog:
+        if model not in self.catalog and not (
+            self.refresh_models is not None and await self.refresh_models(model)
+        ):
             raise ApiError(404, f"model {model!r} does not exist", code="model_not_found")
         if request_id in self._admitted:
             raise ApiError(400, f"request id {request_id!r} is already in use", code="duplicate_id")

@@ -243,14 +243,33 @@ async def start_coordinator_http(
         observers.append(register_coordinator(registry, server))
 
     def routes(app: Any) -> Callable[[], Awaitable[None]]:
+        from sllm.api.admin import install_admin, not_ready_reason
         from sllm.api.frontdoor import install_front_door
 
+        registry = server.registry
+        _require_credential(app, server.codec.secret, INTERNAL_PREFIX)
         gateway = install_front_door(
-            app, server.core, server.log_notices, api_keys, cluster_secret=server.codec.secret
+            app,
+            server.core,
+            server.log_notices,
+            api_keys,
+            cluster_secret=server.codec.secret,
+            not_ready=lambda model: not_ready_reason(registry, model),
+        )
+        install_admin(
+            app,
+            registry,
+            admin_key=server.admin_key,
+            running=lambda model: gateway.running_by_model.get(model, 0),
+            deployed=server.describe_sources,
         )
         return _front_door_of(server, gateway, observers)
 
     return await start_http(server.name, host, port, readiness, register, routes, limits=limits)
+
+
+# The routes only the cluster's own processes use (workers reading the model registry).
+INTERNAL_PREFIX = "/internal/"
 
 
 def _front_door_of(
@@ -349,11 +368,14 @@ async def start_node_http(
         observers.append(register_front_door(registry, lambda: server.front_door))
 
     def routes(app: Any) -> Callable[[], Awaitable[None]]:
+        from sllm.api.admin import install_admin, not_ready_reason
         from sllm.api.frontdoor import WORKER_PREFIX, install_front_door
         from sllm.api.worker_api import worker_router
 
+        registry = server.registry
         app.include_router(worker_router(server.generation), prefix=WORKER_PREFIX)
         _require_credential(app, server.codec.secret, WORKER_PREFIX + "/")
+        _require_credential(app, server.codec.secret, INTERNAL_PREFIX)
         gateway = install_front_door(
             app,
             core.scheduler,
@@ -361,6 +383,14 @@ async def start_node_http(
             api_keys,
             upstream_prefix=WORKER_PREFIX,
             cluster_secret=server.codec.secret,
+            not_ready=lambda model: not_ready_reason(registry, model),
+        )
+        install_admin(
+            app,
+            registry,
+            admin_key=server.admin_key,
+            running=lambda model: gateway.running_by_model.get(model, 0),
+            deployed=server.describe_sources,
         )
         return _front_door_of(server, gateway, observers)
 

@@ -42,7 +42,7 @@ import time
 from collections import deque
 from collections.abc import Mapping, Sequence
 
-from sllm.catalog import CatalogModel
+from sllm.catalog import CatalogError, CatalogModel, catalog_entry_json, model_from_entry_json
 from sllm.core.admission import Admission
 from sllm.core.coordinator import Notice
 from sllm.core.cost import CostModel
@@ -50,9 +50,12 @@ from sllm.core.membership import MEMBERSHIP_EVENTS
 from sllm.core.node import Node, NodeConfig, Traffic
 from sllm.core.tiers import Tier
 from sllm.core.worker import WorkerResources
+from sllm.engines.registry import REGISTERED
 from sllm.hosts.node import NodeHost
 from sllm.logs import log_event
+from sllm.registry import IN_MEMORY, ModelRegistry
 from sllm.runtime.monitoring import DEFAULT_HTTP_LIMITS, FrontDoor, HttpLimits, start_node_http
+from sllm.runtime.registry_sync import describe_pending
 from sllm.runtime.udp import Address, Endpoint
 from sllm.runtime.worker import (
     EVERY_INTERFACE,
@@ -125,6 +128,8 @@ class NodeServer(WorkerServer):
         api_keys: frozenset[str] = frozenset(),
         http_limits: HttpLimits = DEFAULT_HTTP_LIMITS,
         admission: Admission | None = None,
+        registry: ModelRegistry | None = None,
+        admin_key: str | None = None,
     ) -> None:
         # A node reports to no coordinator: its reports travel by gossip.
         super().__init__(
@@ -154,6 +159,12 @@ class NodeServer(WorkerServer):
         )
         self._tasks: list[asyncio.Task[None]] = []
         self._meter = TrafficMeter()
+        # The models this node serves: its own registry (the admin API deploys here), kept
+        # in step with every other node's by the core's replica (`registry_changed`).
+        self.registry = registry or ModelRegistry(IN_MEMORY, engines=REGISTERED, seed=dict(catalog))
+        self.registry.on_change = self._publish
+        self.admin_key = admin_key
+        self._describing: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         await self._bind()
@@ -208,6 +219,47 @@ class NodeServer(WorkerServer):
         if pending:
             self._tasks.append(asyncio.create_task(self._resolve_later(pending)))
 
+    # -- the model registry --------------------------------------------------------------
+
+    def describe_sources(self) -> None:
+        """Describe newly deployed sources in the background (`describe_pending`)."""
+        if self._describing is None or self._describing.done():
+            self._describing = asyncio.create_task(describe_pending(self.registry, log))
+            self._tasks.append(self._describing)
+
+    def _publish(self, name: str, model: CatalogModel | None) -> None:
+        """A model deployed, updated or deleted on this node: serve it here, and gossip it
+        to every other node."""
+        self.apply_models(dict(self.registry.served))
+        if self.core is None:
+            return
+        now = time.monotonic()
+        if model is None:
+            self.core.delete(name, now)
+        else:
+            self.core.deploy(name, catalog_entry_json(model), now)
+        self.node_hosting.after(self.core, None)
+
+    def _adopt_replicated(self, names: Sequence[str]) -> None:
+        """Entries another node wrote, as the gossip brought them: serve what they say."""
+        assert self.core is not None
+        for name in names:
+            entry = self.core.registry.get(name)
+            if entry is None:
+                continue
+            if entry.deleted:
+                self.registry.forget(name)
+                continue
+            try:
+                model = model_from_entry_json(entry.spec, engines=REGISTERED)
+            except CatalogError as error:  # an engine this node lacks, say
+                log_event(
+                    log, logging.WARNING, "registry_model_refused", model=name, error=str(error)
+                )
+                continue
+            self.registry.adopt(name, model)
+        self.apply_models(dict(self.registry.served))
+
     async def stop(self) -> None:
         for task in self._tasks:
             task.cancel()
@@ -240,6 +292,8 @@ class NodeServer(WorkerServer):
                 self.endpoint.drop_unexpected(message_type, sender, logger=logger, level=level)
                 continue
             log_event(logger, level, notice.event, node=self.state.worker_id, **notice.fields)
+            if notice.event == "registry_changed":
+                self._adopt_replicated(str(notice.fields["models"]).split(","))
             if notice.event == "member_dead" and self.front_door is not None:
                 self.front_door.worker_lost(str(notice.fields["member"]))
 

@@ -42,6 +42,7 @@ import time
 from collections.abc import Callable, Coroutine, Mapping, Sequence
 from typing import Any, Protocol
 
+from sllm.api.credential import worker_http_key
 from sllm.catalog import CatalogModel
 from sllm.core.coordinator import Notice
 from sllm.core.cost import CostModel
@@ -57,13 +58,14 @@ from sllm.core.worker import (
     prestaged,
 )
 from sllm.engines.base import Engine, EngineContext, Execution
-from sllm.engines.registry import build_engines, engines_for
+from sllm.engines.registry import REGISTERED, build_engines, engines_for
 from sllm.engines.sim import SimEngine
 from sllm.hosts.worker import WorkerHost
 from sllm.logs import log_event
 from sllm.runtime.driver import AsyncioDriver
 from sllm.runtime.generation import HttpRequests
 from sllm.runtime.monitoring import DEFAULT_HTTP_LIMITS, HttpLimits, HttpService, start_worker_http
+from sllm.runtime.registry_sync import RegistryFollower
 from sllm.runtime.udp import Address, Endpoint
 from sllm.store import ModelStore
 from sllm.wire import Codec, InferenceRequest, InferenceResult, Message
@@ -200,6 +202,7 @@ class WorkerServer:
         http_port: int | None = None,
         model_cache_dir: str | None = None,
         http_limits: HttpLimits = DEFAULT_HTTP_LIMITS,
+        registry_url: str | None = None,
     ) -> None:
         self.host = host
         self.port = port
@@ -212,25 +215,47 @@ class WorkerServer:
         self.codec = codec
         self.report_interval = report_interval
         self.advertise_host = advertise_host
-        self.catalog = catalog
+        # The models it serves, and the ones it still holds: a model deleted from the
+        # registry leaves `catalog` at once and `known_models` once it is freed (`retire`).
+        # Both are live: the state machine and the engines read `known_models`.
+        self.catalog: dict[str, CatalogModel] = dict(catalog)
+        self.known_models: dict[str, CatalogModel] = dict(catalog)
+        self.cost = cost
+        self.model_cache_dir = model_cache_dir or DEFAULT_CACHE_DIR
         classes = engines_for(catalog.values())  # raises UnknownEngine, naming the model
         checkpointed = {name for name, cls in classes.items() if cls.needs_checkpoint}
-        self.store = ModelStore(model_cache_dir or DEFAULT_CACHE_DIR) if checkpointed else None
+        self.disk_bytes = resources.disk_bytes
+        self.store = self._new_store() if checkpointed else None
         state = WorkerState(
             worker_id,
             resources,
-            catalog,
+            self.known_models,
             cost,
             self._found_at_start(resources, prestage, checkpointed),
             now=time.monotonic(),
         )
         # By engine name: one engine for each engine the catalog names.
-        self.engines = build_engines(classes, EngineContext(catalog, cost, self.store))
+        self.engines = build_engines(classes, EngineContext(self.known_models, cost, self.store))
         self._engine_calls: set[asyncio.Task[None]] = set()  # loads and evictions under way
         self.driver = AsyncioDriver(self.log_notices)
         # Datagram requests run as the sim engine's cost-model timers.
-        self.hosting = ServedWorker(self, state, SimEngine(catalog, cost))
-        self.generation = HttpRequests(state, catalog, self.engines, self.hosting.carry_out)
+        self.hosting = ServedWorker(self, state, SimEngine(self.known_models, cost))
+        self.generation = HttpRequests(
+            state, self.catalog, self.engines, self.hosting.carry_out, self._refresh_models
+        )
+        # Following the coordinator's registry (`sllm.runtime.registry_sync`), when given
+        # its HTTP address; otherwise the catalog is fixed.
+        self.follower: RegistryFollower | None = None
+        if registry_url is not None:
+            self.follower = RegistryFollower(
+                url=registry_url,
+                credential_key=worker_http_key(codec.secret) if codec.secret else None,
+                engines=REGISTERED,
+                apply=self.apply_models,
+                interval_s=report_interval,
+            )
+        self._following: asyncio.Task[None] | None = None
+        self._retiring: set[str] = set()
         self.endpoint: Endpoint | None = None
         self._resolver: asyncio.Task[None] | None = None
         self._unresolved_logged_at = -UNRESOLVED_LOG_PERIOD_S
@@ -256,9 +281,78 @@ class WorkerServer:
             found.update(dict.fromkeys(self.store.cached(with_files), Tier.DISK))
         return found
 
+    def _new_store(self) -> ModelStore:
+        return ModelStore(self.model_cache_dir, capacity_bytes=self.disk_bytes)
+
     def _engine_of(self, model: str) -> Engine | None:
-        spec = self.catalog.get(model)
+        spec = self.known_models.get(model)
         return None if spec is None else self.engines[spec.engine]
+
+    # -- the registry ------------------------------------------------------------------
+
+    def apply_models(self, models: dict[str, CatalogModel]) -> None:
+        """Serve exactly `models` (the registry's ready ones): new ones become servable (an
+        engine not built yet is built now), changed ones take effect at their next load,
+        and the ones gone stop taking requests and are freed once idle (`_retire_idle`)."""
+        for name, model in models.items():
+            if model.engine not in self.engines:
+                engine_class = engines_for([model])[model.engine]
+                if engine_class.needs_checkpoint and self.store is None:
+                    self.store = self._new_store()
+                context = EngineContext(self.known_models, self.cost, self.store)
+                self.engines[model.engine] = engine_class.build(context)
+            self.known_models[name] = model
+            self.catalog[name] = model
+            self._retiring.discard(name)
+        for name in [name for name in self.catalog if name not in models]:
+            del self.catalog[name]
+            self._retiring.add(name)
+            log_event(log, logging.INFO, "model_retiring", model=name)
+        self._retire_idle()
+
+    def _retire_idle(self) -> None:
+        """Free each model deleted from the registry whose requests have all ended."""
+        for name in sorted(self._retiring):
+            evictions = self.state.retire(name)
+            if evictions is None:
+                continue  # requests for it still wait or run: next time
+            self._retiring.discard(name)
+            self.hosting.carry_out(list(evictions))
+            if not evictions:
+                self.known_models.pop(name, None)
+            else:
+                self._forget_after_evictions(name)
+            log_event(log, logging.INFO, "model_retired", model=name)
+
+    def _forget_after_evictions(self, model: str) -> None:
+        """Drop `model` from `known_models` once the evictions just started have ended
+        (they read its entry: the store's folder, the engine's handle)."""
+        running = [task for task in self._engine_calls if not task.done()]
+        if not running:
+            self.known_models.pop(model, None)
+            return
+
+        async def forget() -> None:
+            await asyncio.gather(*running, return_exceptions=True)
+            if model not in self.catalog:  # not deployed again meanwhile
+                self.known_models.pop(model, None)
+
+        self._engine_calls.add(asyncio.get_running_loop().create_task(forget()))
+
+    async def _refresh_models(self, model: str) -> bool:
+        """Asked for `model`, which this worker does not serve: read the registry now, in
+        case it was just deployed; True if it is served now."""
+        if self.follower is None:
+            return False
+        await self.follower.refresh_on_demand()
+        return model in self.catalog
+
+    async def _follow_registry(self) -> None:
+        assert self.follower is not None
+        while True:
+            await self.follower.refresh()
+            self._retire_idle()
+            await asyncio.sleep(self.follower.interval_s)
 
     def log_notices(self, notices: Sequence[Notice], sender: Address | None = None) -> None:
         """A worker's host notices nothing; a node's does (`sllm.runtime.node`)."""
@@ -301,6 +395,8 @@ class WorkerServer:
         self.hosting.report_to = await self._resolve_coordinator()
         self.hosting.start_reports(0.0)
         self._resolver = asyncio.create_task(self._resolve_forever())
+        if self.follower is not None:
+            self._following = asyncio.create_task(self._follow_registry())
         for name, engine in self.engines.items():
             if engine.execution is Execution.THREAD:
                 # torch and transformers take seconds of CPU to import: do it now, off the
@@ -311,6 +407,9 @@ class WorkerServer:
                 ).start()
 
     async def stop(self) -> None:
+        if self._following is not None:
+            self._following.cancel()
+            await asyncio.gather(self._following, return_exceptions=True)
         if self._resolver is not None:
             self._resolver.cancel()
             await asyncio.gather(self._resolver, return_exceptions=True)

@@ -460,6 +460,62 @@ class MemberStateResponse(Message):
     refused_members: int = field(metadata=COUNT)
 
 
+# -- the model registry, spread by gossip (decentralized mode) -----------------------------
+
+# A spec (a model's catalog entry as canonical JSON) travels in pieces of at most this many
+# characters, and the sender cuts them so each also encodes to at most this many bytes
+# (JSON escapes a quote in two): with the longest ids in its header, a part still fits
+# the cap signed (1,140 bytes of 1,347).
+SPEC_PART_MAX_LEN = 600
+# 64 parts of up to 600 characters: ~38 kB, a model of ~250 checkpoint shards with their
+# hashes.
+SPEC_PARTS_MAX = 64
+# Parts in one datagram: one full part and the small ones (tombstones) beside it; the
+# sender packs as many as fit (`sllm.core.registry_gossip`).
+ENTRY_PARTS_PER_MESSAGE_MAX = 8
+# Lowercase hex, at most a sha256 (a wrong one only fails the check it is for).
+HEX_PATTERN = "[0-9a-f]*"
+SHA256_HEX = {"max_len": 64, "pattern": HEX_PATTERN}
+
+
+@record
+class RegistryEntryPart:
+    """One piece of one versioned registry entry: last writer wins, by (version, writer)."""
+
+    name: str = field(metadata=_text(MODEL_NAME_MAX_LEN))
+    version: int = field(metadata=COUNT)
+    writer: str = field(metadata=_identity())
+    deleted: bool
+    spec_sha256: str = field(metadata=SHA256_HEX)  # of the whole spec; "" for a tombstone
+    part: int = field(metadata=_bounded(0, SPEC_PARTS_MAX - 1))
+    parts: int = field(metadata=_bounded(1, SPEC_PARTS_MAX))
+    text: str = field(metadata=_text(SPEC_PART_MAX_LEN))
+
+
+@record
+class RegistryEntries(Message):
+    """Registry entries, whole or in parts: a rumor of a change, or an anti-entropy answer."""
+
+    TYPE: ClassVar[str] = "registry_entries"
+    source: str = field(metadata=_identity())
+    entries: tuple[RegistryEntryPart, ...] = field(
+        metadata={"max_len": ENTRY_PARTS_PER_MESSAGE_MAX}
+    )
+
+
+@record
+class RegistryDigest(Message):
+    """Anti-entropy: a hash of every entry's (name, version, writer, deleted) the sender
+    holds. A receiver holding something else answers with its entries, and with its own
+    digest unless `reply` is set, so the two exchange what differs."""
+
+    TYPE: ClassVar[str] = "registry_digest"
+    source: str = field(metadata=_identity())
+    digest: str = field(metadata=SHA256_HEX)
+    entries: int = field(metadata=COUNT)
+    reply: bool
+
+
 MESSAGE_TYPES: dict[str, type[Message]] = {
     cls.TYPE: cls
     for cls in (
@@ -483,5 +539,7 @@ MESSAGE_TYPES: dict[str, type[Message]] = {
         MemberStateResponse,
         GossipJoin,
         GossipJoinState,
+        RegistryEntries,
+        RegistryDigest,
     )
 }

@@ -34,6 +34,12 @@ helm.sh/chart: {{ .Chart.Name }}-{{ .Chart.Version }}
       name: {{ .Values.secret.name }}
       key: API_KEYS
       optional: true
+- name: ADMIN_KEY
+  valueFrom:
+    secretKeyRef:
+      name: {{ .Values.secret.name }}
+      key: ADMIN_KEY
+      optional: true
 - name: DEPLOYMENT_MODE
   value: kubernetes
 {{- if .Values.catalog.configMap }}
