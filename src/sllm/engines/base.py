@@ -95,6 +95,37 @@ class Delta:
     logprobs: tuple[TokenLogprob, ...] = ()
 
 
+# The parameter a refusal names for the prompt: a completion's ``prompt``; the worker's
+# chat route names its ``messages`` instead (`sllm.api.worker_api`).
+PROMPT_PARAM = "prompt"
+
+
+class RequestRefused(ValueError):
+    """A request an engine cannot run as asked (a prompt longer than the model's context, a
+    schema it cannot compile): the client's fault, answered 400 naming `param`, before any
+    byte of the answer (`sllm.runtime.generation`)."""
+
+    def __init__(
+        self, message: str, *, param: str | None = None, code: str = "invalid_request"
+    ) -> None:
+        super().__init__(message)
+        self.param = param
+        self.code = code
+
+
+def check_context(model: str, *, prompt_tokens: int, max_tokens: int, context: int | None) -> None:
+    """Raise `RequestRefused` when a prompt of `prompt_tokens` leaves no room in `model`'s
+    `context` (its longest sequence; None: not known, nothing to check). Only the prompt
+    is checked: generation stops at the context's end with ``finish_reason`` ``length``."""
+    if context is not None and prompt_tokens >= context:
+        raise RequestRefused(
+            f"the prompt is {prompt_tokens} tokens; model {model!r} takes at most {context} "
+            f"tokens in all (prompt and completion, max_tokens={max_tokens})",
+            param=PROMPT_PARAM,
+            code="context_length_exceeded",
+        )
+
+
 class Execution(Enum):
     EVENT_LOOP = "event_loop"  # never blocks: timers on the worker's event loop
     THREAD = "thread"  # blocks: each call in a worker thread (or a child process)

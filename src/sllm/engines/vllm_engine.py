@@ -67,7 +67,9 @@ from sllm.engines.base import (
     Execution,
     GenerationParams,
     Prompt,
+    RequestRefused,
     TokenLogprob,
+    check_context,
 )
 from sllm.engines.transformers_engine import EngineError, encode_with
 from sllm.logs import log_event
@@ -318,20 +320,35 @@ class Vllm:
         from vllm import TokensPrompt
 
         engine = self._engine(model)
+        check_context(
+            model,
+            prompt_tokens=len(prompt_ids),
+            max_tokens=params.max_tokens,
+            context=engine.model_config.max_model_len,
+        )
         stream = engine.generate(
             TokensPrompt(prompt_token_ids=list(prompt_ids)),
             sampling_params(params),
             f"sllm-{uuid.uuid4().hex}",
         )
         produced = 0
+        answered = False
         try:
             async for output in stream:
+                answered = True
                 choice = output.outputs[0]
                 produced += len(choice.token_ids)
                 logprobs = token_logprobs(choice.token_ids, choice.logprobs, params.logprobs)
                 finish = _finish_reason(choice.finish_reason) if output.finished else None
                 if choice.text or logprobs or finish is not None:
                     yield Delta(choice.text, finish, produced, logprobs)
+        except ValueError as error:
+            if answered:
+                raise
+            # vLLM validates a request as it takes it (a schema its grammar backend cannot
+            # compile, max_tokens past the context): the client's fault, said in vLLM's words.
+            param = "response_format" if params.response_format is not None else None
+            raise RequestRefused(f"vLLM refused the request: {error}", param=param) from error
         finally:
             await stream.aclose()  # aborts the request in vLLM unless it finished
 
