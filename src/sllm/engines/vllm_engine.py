@@ -342,7 +342,7 @@ class Vllm:
                 finish = _finish_reason(choice.finish_reason) if output.finished else None
                 if choice.text or logprobs or finish is not None:
                     yield Delta(choice.text, finish, produced, logprobs)
-        except ValueError as error:
+        except _client_errors() as error:
             if answered:
                 raise
             # vLLM validates a request as it takes it (a schema its grammar backend cannot
@@ -407,6 +407,16 @@ def _finish_reason(reason: str | None) -> str:
     if reason == "abort":
         return "cancelled"
     return reason or "stop"
+
+
+def _client_errors() -> tuple[type[Exception], ...]:
+    """What vLLM raises for a request it refuses on intake: its client errors (a grammar
+    that does not compile) where this vLLM has them, and ValueError (older versions)."""
+    try:
+        from vllm.exceptions import VLLMClientError
+    except ImportError:
+        return (ValueError,)
+    return (ValueError, VLLMClientError)
 
 
 def _since(began: float) -> float:
