@@ -355,7 +355,8 @@ def test_without_sleep_mode_the_keep_alive_shuts_the_engine_down(
     serving_helpers, catalog_file: Path, tmp_path: Path
 ) -> None:
     """vLLM's CPU build has no sleep mode: an idle model's engine is shut down (its
-    processes gone), never reported asleep, and a later request starts it again."""
+    processes gone), never reported asleep nor in host memory, and a later request
+    starts it again."""
     from sllm.engines.vllm_engine import can_sleep
 
     assert not can_sleep()  # the CPU build: sleep mode is CUDA's
@@ -378,6 +379,9 @@ def test_without_sleep_mode_the_keep_alive_shuts_the_engine_down(
             timeout=60,
         )
         assert not serving_helpers.events_of(cluster.workers["w1"], "model_slept")
+        # shut down, not asleep: the report says only the disk holds it
+        state = cluster.run(cluster.state(), timeout=10)
+        assert [worker["models"].get(MODEL) for worker in state["workers"]] == ["disk"]
         again = client.completions.create(model=MODEL, prompt="x", max_tokens=2)
         assert again.usage.completion_tokens >= 1
 

@@ -167,6 +167,13 @@ class Engine(Protocol):
         """Move `model` from `source` down to `destination`, as the state machine decided."""
         ...
 
+    def keeps_host_copy(self) -> bool:
+        """Whether an eviction from the GPU to host memory leaves the model there, ready
+        to load fast. The worker's state machine counts a host copy only if so, so its
+        reports never claim a host tier that is not there (vLLM without sleep mode shuts
+        its engine down instead)."""
+        ...
+
     async def encode_prompt(self, model: str, prompt: Prompt) -> Sequence[int]:
         """The prompt's token ids (their count is the request's prompt tokens)."""
         ...

@@ -244,6 +244,9 @@ class Transformers(InThread):
             raise ValueError("the transformers engine needs the worker's model store")
         return cls(lambda: TransformersEngine(context.catalog, store))
 
+    def keeps_host_copy(self) -> bool:
+        return True  # an evicted model's weights move to host memory (`evict`)
+
     def warm_up(self) -> None:
         """Import torch and transformers (several seconds of CPU)."""
         import transformers

@@ -247,6 +247,12 @@ class Vllm:
         """Import vLLM (seconds of CPU), so the first cold start does not time it."""
         self.sleeps()
 
+    def keeps_host_copy(self) -> bool:
+        """Only with sleep mode (an engine put to sleep keeps its weights in host memory);
+        until vLLM has been asked, no (the state machine asks on the event loop, which
+        must not import vLLM)."""
+        return bool(self._sleeps)
+
     def sleeps(self) -> bool:
         """Whether evictions to host memory put engines to sleep (else they shut down)."""
         if self._sleeps is None:
