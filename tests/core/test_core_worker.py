@@ -671,3 +671,12 @@ def test_a_model_whose_engine_keeps_no_host_copy_is_never_reported_in_host_memor
         assert evicted.destination is (Tier.HOST if keeps else Tier.DISK)
         report = worker.report(100.0, "127.0.0.1", 1)
         assert report.models["m"] == int(Tier.HOST if keeps else Tier.DISK)
+
+
+def test_a_worker_refuses_a_model_on_more_gpus_than_it_has_and_reports_its_gpus() -> None:
+    catalog = {"wide": ModelSpec("wide", 70.0, 10 * GB, gpus=4)}
+    worker = WorkerState("w", WorkerResources(gpus=2), catalog, CostModel())
+    request = InferenceRequest(request_id="r", model="wide", prompt_tokens=1, output_tokens=1)
+    (finished,) = worker.submit(request, 0.0)
+    assert isinstance(finished, Finished) and finished.reason == "not_enough_gpus"
+    assert worker.report(0.0, "127.0.0.1", 1).gpus == 2

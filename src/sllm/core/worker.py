@@ -48,6 +48,7 @@ class WorkerResources:
     slots: int = 8
     queue_capacity: int = 64
     keep_alive_s: float = 600.0
+    gpus: int = 1  # a model needing more (tensor parallelism) is refused
 
 
 def prestaged(
@@ -303,6 +304,7 @@ class WorkerState:
             ready=self.ready,
             seq=self._seq,
             timestamp=timestamp if timestamp > 0.0 else 0.0,
+            gpus=resources.gpus,
         )
 
     def _summarize_tiers(self) -> tuple[dict[str, int], int, int]:
@@ -363,6 +365,8 @@ class WorkerState:
             reason = "unknown_model"
         elif spec.size_bytes > self.resources.gpu_bytes:
             reason = "model_too_large"
+        elif spec.gpus > self.resources.gpus:
+            reason = "not_enough_gpus"
         elif len(self._queue) >= self.resources.queue_capacity:
             reason = "queue_full"
         if reason:

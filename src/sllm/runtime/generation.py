@@ -43,6 +43,7 @@ REJECTIONS = {
     "queue_full": (429, "this worker's queue is full"),
     "unknown_model": (404, "this worker does not serve the model"),
     "model_too_large": (400, "the model does not fit on this worker"),
+    "not_enough_gpus": (503, "the model needs more GPUs than this worker has"),
     "not_ready": (503, "this worker is shutting down"),
 }
 
