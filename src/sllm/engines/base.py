@@ -26,6 +26,10 @@ Each engine class declares, without being built:
   reports them when it is read, so a bad setting stops startup (the vllm engine's
   ``dtype``, ``max_model_len``, ...). An engine without it takes its options as given.
 
+A built engine also says whether it keeps host copies (`keeps_host_copy`): whether a model
+evicted from the GPU to host memory is still there. The worker's state machine counts a
+host copy only where it is, so a report never claims a fast reload that is not there.
+
 An engine that batches requests across calls (vllm: continuous batching) does it behind
 `generate`: each call adds one request to its running batch.
 """
