@@ -98,6 +98,12 @@ class CatalogModel:
     files: tuple[CheckpointFile, ...] = ()
     options: Mapping[str, Any] = field(default_factory=dict)
 
+    @property
+    def gpus(self) -> int:
+        """GPUs one copy runs on: the engine's ``tensor_parallel_size`` option (vllm), else 1."""
+        size = self.options.get("tensor_parallel_size", 1)
+        return size if isinstance(size, int) and not isinstance(size, bool) and size > 0 else 1
+
 
 def served_catalog(count: int = SERVED_MODELS) -> dict[str, CatalogModel]:
     """The default catalog: `count` models of real sizes, all on the sim engine."""

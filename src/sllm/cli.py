@@ -35,6 +35,7 @@ from sllm.logs import configure_logging
 from sllm.registry import IN_MEMORY, ModelRegistry
 from sllm.runtime.client import get_cluster_state, get_node_state, render_gossip, render_table
 from sllm.runtime.coordinator import CoordinatorServer
+from sllm.runtime.gpu import gpu_count
 from sllm.runtime.monitoring import HttpLimits
 from sllm.runtime.node import NodeServer
 from sllm.runtime.service import run_service
@@ -269,6 +270,7 @@ def run_worker(args: argparse.Namespace) -> int:
         keep_alive_s=settings.keep_alive,
         disk_bytes=settings.model_cache_gb * GB,
         host_bytes=settings.model_host_gb * GB,
+        gpus=gpu_count(settings.worker_gpus),
     )
     server = WorkerServer(
         worker_id=settings.get_worker_id(),
@@ -408,6 +410,7 @@ def run_node(args: argparse.Namespace) -> int:
         keep_alive_s=settings.keep_alive,
         disk_bytes=settings.model_cache_gb * GB,
         host_bytes=settings.model_host_gb * GB,
+        gpus=gpu_count(settings.worker_gpus),
     )
     server = NodeServer(
         node_id=settings.get_worker_id(),

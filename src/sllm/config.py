@@ -33,6 +33,9 @@ WORKER_HTTP_PORT   none                         a worker's own HTTP port (health
 KEEP_ALIVE         ``600.0``                    seconds an idle model stays loaded, >= 0
 QUEUE_CAPACITY     ``64``                       requests queued per worker before 429, >= 1
 WORKER_SLOTS       ``8``                        requests a worker runs at once, >= 1
+WORKER_GPUS        auto                         GPUs a worker reports (models with a larger
+                                                ``tensor_parallel_size`` are not placed there),
+                                                1..1024; unset: the devices NVML sees, else 1
 PRESTAGE_TIER      ``disk``                     where a worker finds the catalog's checkpoints at
                                                 start: ``none`` (remote store only), ``disk``
                                                 (a pre-populated local model store), ``host``
@@ -137,7 +140,7 @@ from sllm.core.placement import policy_names as placement_policy_names
 from sllm.core.worker import GB, WorkerResources
 from sllm.logs import FORMATS as LOG_FORMATS
 from sllm.logs import LEVELS as LOG_LEVELS
-from sllm.wire.messages import ID_CHARACTERS, ID_PATTERN
+from sllm.wire.messages import GPUS_MAX, ID_CHARACTERS, ID_PATTERN
 
 MODES: tuple[str, ...] = ("local", "docker", "kubernetes")
 PRESTAGE_TIERS: tuple[str, ...] = ("none", "disk", "host")
@@ -300,6 +303,16 @@ def _admin_key(raw: object) -> str | None:
     return key
 
 
+def _optional_integer(low: int, high: int) -> _Parser:
+    """An integer in `low`..`high`, or None when unset."""
+    parse = _integer(low, high)
+
+    def optional(raw: object) -> int | None:
+        return None if raw is None else cast(int, parse(raw))
+
+    return optional
+
+
 def _optional_path(raw: object) -> str | None:
     if raw is None:
         return None
@@ -419,6 +432,7 @@ _VARIABLES: tuple[_Variable, ...] = (
     _Variable("keep_alive", "KEEP_ALIVE", _seconds(allow_zero=True)),
     _Variable("queue_capacity", "QUEUE_CAPACITY", _integer(1)),
     _Variable("worker_slots", "WORKER_SLOTS", _integer(1)),
+    _Variable("worker_gpus", "WORKER_GPUS", _optional_integer(1, GPUS_MAX)),
     _Variable("prestage_tier", "PRESTAGE_TIER", _choice(PRESTAGE_TIERS, "tier")),
     _Variable("seed_nodes", "SEED_NODES", _seed_nodes),
     _Variable("api_keys", "API_KEYS", _api_keys, secret=True),
@@ -536,6 +550,7 @@ class Settings:
     keep_alive: float = 600.0
     queue_capacity: int = 64
     worker_slots: int = 8
+    worker_gpus: int | None = None
     prestage_tier: str = "disk"
     seed_nodes: tuple[tuple[str, int], ...] = ()
     api_keys: frozenset[str] = field(default=frozenset(), repr=False)

@@ -613,3 +613,36 @@ def test_workers_expired_while_handling_are_announced(message: Any) -> None:
     outcome = coord.handle(message, TIMEOUT + 1.0)
     assert [(n.event, n.fields["worker"]) for n in outcome.notices] == [("worker_lost", "a")]
     assert coord.expire(TIMEOUT + 1.0) == ()  # announced once, not again
+
+
+@pytest.mark.parametrize("name", policy_names())
+def test_a_model_on_several_gpus_is_placed_only_where_there_are_that_many(name: str) -> None:
+    from sllm.workload import ModelSpec
+
+    wide = ModelSpec("wide-70b", 70.0, 140 * 10**9, gpus=4)
+    catalog = {**CATALOG, wide.name: wide}
+    coord = Coordinator(name, catalog, COST, TIMEOUT, random.Random(0), started_at=0.0)
+    # The small workers are idle and hold the model warm, so every policy would take
+    # one of them if GPUs did not count.
+    for index in range(6):
+        coord.view.apply_report(
+            report(f"small-{index}", gpus=2, models={wide.name: int(Tier.GPU)}), 0.0
+        )
+    coord.view.apply_report(report("big", gpus=4, queue_depth=5, running=8), 0.0)
+    for index in range(5):
+        response = coord.place(request(wide.name, rid=f"w{index}"), 1.0)
+        assert response.worker_id == "big", (name, response)
+    # a model on one GPU still goes anywhere
+    assert coord.place(request(MODEL, rid="small"), 1.0).action != "reject"
+
+
+def test_a_model_no_worker_has_gpus_enough_for_is_rejected_saying_so() -> None:
+    from sllm.workload import ModelSpec
+
+    wide = ModelSpec("wide-70b", 70.0, 140 * 10**9, gpus=8)
+    coord = Coordinator(
+        "startup-aware", {wide.name: wide}, COST, TIMEOUT, random.Random(0), started_at=0.0
+    )
+    coord.view.apply_report(report("a", gpus=4), 0.0)
+    response = coord.place(request(wide.name), 1.0)
+    assert (response.action, response.reason) == ("reject", "not_enough_gpus")

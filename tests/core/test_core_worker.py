@@ -645,3 +645,38 @@ def test_the_report_puts_each_value_in_its_own_field() -> None:
     assert report.ready is True
     assert report.seq == 1
     assert report.timestamp == 1234.5
+
+
+def test_a_model_whose_engine_keeps_no_host_copy_is_never_reported_in_host_memory() -> None:
+    """vLLM without sleep mode shuts an evicted engine down: its model is on disk only,
+    and a report claiming host memory would make placement expect a fast reload."""
+    catalog = {"m": ModelSpec("m", 1.0, 2 * GB), "n": ModelSpec("n", 1.0, 2 * GB)}
+    resources = WorkerResources(keep_alive_s=10.0, slots=1)
+    for keeps in (True, False):
+        worker = WorkerState(
+            "w",
+            resources,
+            catalog,
+            CostModel(),
+            {"m": Tier.DISK, "n": Tier.DISK},
+            keeps_host_copy=lambda model, keeps=keeps: model == "n" or keeps,
+        )
+        request = InferenceRequest(request_id="r", model="m", prompt_tokens=1, output_tokens=1)
+        worker.submit(request, 0.0)
+        worker.load_done("m", 1.0)
+        worker.request_done("r", 2.0)
+        evictions = worker.tick(100.0)  # past the keep-alive: m leaves the GPU
+        assert worker.tier_of("m") is (Tier.HOST if keeps else Tier.DISK)
+        (evicted,) = [e for e in evictions if e.model == "m"]
+        assert evicted.destination is (Tier.HOST if keeps else Tier.DISK)
+        report = worker.report(100.0, "127.0.0.1", 1)
+        assert report.models["m"] == int(Tier.HOST if keeps else Tier.DISK)
+
+
+def test_a_worker_refuses_a_model_on_more_gpus_than_it_has_and_reports_its_gpus() -> None:
+    catalog = {"wide": ModelSpec("wide", 70.0, 10 * GB, gpus=4)}
+    worker = WorkerState("w", WorkerResources(gpus=2), catalog, CostModel())
+    request = InferenceRequest(request_id="r", model="wide", prompt_tokens=1, output_tokens=1)
+    (finished,) = worker.submit(request, 0.0)
+    assert isinstance(finished, Finished) and finished.reason == "not_enough_gpus"
+    assert worker.report(0.0, "127.0.0.1", 1).gpus == 2

@@ -60,6 +60,9 @@ class FixedWords:
     def build(cls, context: EngineContext) -> FixedWords:
         return cls()
 
+    def keeps_host_copy(self) -> bool:
+        return True  # its "models" are wherever the state machine says
+
     def warm_up(self) -> None:
         """Nothing to prepare."""
 

@@ -145,3 +145,23 @@ def test_the_reported_tiers_are_the_truth(real, client) -> None:
             cached = (real.caches[worker] / name / ".complete").exists()
             # reported on some tier exactly when this worker fetched it into its disk cache
             assert (name in models) == cached, (worker, name, models)
+
+
+def test_a_prompt_longer_than_the_models_context_is_a_400_naming_it(client) -> None:
+    from sllm.engines.testmodel import CONTEXT
+
+    long_prompt = "once upon a time " * CONTEXT  # far more tokens than the context holds
+    with pytest.raises(openai.BadRequestError) as refused:
+        _complete(client, long_prompt, max_tokens=4)
+    error = refused.value.body
+    assert refused.value.status_code == 400
+    assert error["code"] == "context_length_exceeded"
+    assert error["param"] == "prompt"
+    assert f"at most {CONTEXT} tokens" in error["message"]
+    with pytest.raises(openai.BadRequestError) as refused:
+        client.chat.completions.create(
+            model=MODEL, messages=[{"role": "user", "content": long_prompt}], max_tokens=4
+        )
+    assert refused.value.body["param"] == "messages"
+    # the worker is still fine: the next request is served
+    assert _complete(client, "hello", max_tokens=2, temperature=0).usage.completion_tokens >= 1

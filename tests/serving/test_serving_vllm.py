@@ -355,7 +355,8 @@ def test_without_sleep_mode_the_keep_alive_shuts_the_engine_down(
     serving_helpers, catalog_file: Path, tmp_path: Path
 ) -> None:
     """vLLM's CPU build has no sleep mode: an idle model's engine is shut down (its
-    processes gone), never reported asleep, and a later request starts it again."""
+    processes gone), never reported asleep nor in host memory, and a later request
+    starts it again."""
     from sllm.engines.vllm_engine import can_sleep
 
     assert not can_sleep()  # the CPU build: sleep mode is CUDA's
@@ -378,6 +379,9 @@ def test_without_sleep_mode_the_keep_alive_shuts_the_engine_down(
             timeout=60,
         )
         assert not serving_helpers.events_of(cluster.workers["w1"], "model_slept")
+        # shut down, not asleep: the report says only the disk holds it
+        state = cluster.run(cluster.state(), timeout=10)
+        assert [worker["models"].get(MODEL) for worker in state["workers"]] == ["disk"]
         again = client.completions.create(model=MODEL, prompt="x", max_tokens=2)
         assert again.usage.completion_tokens >= 1
 
@@ -409,3 +413,29 @@ def test_a_worker_killed_mid_stream_ends_the_stream_with_an_error(
         assert "mid-stream" in raised.value.message
         assert 3 <= len(received) < 1000
         assert all(chunk.choices[0].finish_reason is None for chunk in received)
+
+
+def test_a_schema_vllm_cannot_compile_is_a_400_naming_response_format(client) -> None:
+    broken = {"type": "object", "properties": {"x": {"type": "no-such-type"}}}
+    with pytest.raises(openai.BadRequestError) as raised:
+        client.chat.completions.create(
+            model=MODEL,
+            messages=HELLO,
+            max_tokens=4,
+            response_format={
+                "type": "json_schema",
+                "json_schema": {"name": "broken", "schema": broken},
+            },
+        )
+    assert raised.value.body["param"] == "response_format"
+    assert "vLLM refused the request" in raised.value.body["message"]
+
+
+def test_a_prompt_over_max_model_len_is_a_400_and_the_engine_serves_on(client) -> None:
+    long_prompt = "once upon a time " * 1024  # beyond the catalog's max_model_len of 1024
+    with pytest.raises(openai.BadRequestError) as raised:
+        client.completions.create(model=MODEL, prompt=long_prompt, max_tokens=4)
+    assert raised.value.body["code"] == "context_length_exceeded"
+    assert raised.value.body["param"] == "prompt"
+    answer = client.completions.create(model=MODEL, prompt="Once", max_tokens=2, temperature=0)
+    assert answer.usage.completion_tokens >= 1

@@ -794,6 +794,15 @@ def _rejection(decision: ScheduleResponse, model: str) -> ApiError:
             code="no_worker",
             retry_after_s=NO_WORKER_RETRY_AFTER_S,
         )
+    if decision.reason == "not_enough_gpus":
+        return ApiError(
+            503,
+            f"model {model!r} needs more GPUs than any ready worker has (its "
+            "tensor_parallel_size); retry after Retry-After seconds, or add such a worker",
+            code="not_enough_gpus",
+            param="model",
+            retry_after_s=NO_WORKER_RETRY_AFTER_S,
+        )
     if decision.reason == "model_too_large":
         return ApiError(
             400,

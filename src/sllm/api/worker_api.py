@@ -39,7 +39,7 @@ from sllm.api.disconnect import ClientGone, unless_disconnected
 from sllm.api.errors import ApiError
 from sllm.api.request_id import CLIENT_HEADER, accepted, header_of, request_id_in
 from sllm.api.schemas import ChatCompletionRequest, CompletionRequest
-from sllm.engines.base import GenerationParams
+from sllm.engines.base import PROMPT_PARAM, GenerationParams
 from sllm.logs import log_event
 from sllm.wire.codec import RejectCounter
 
@@ -96,6 +96,10 @@ def worker_router(backend: GenerationBackend) -> APIRouter:
             )
         except ClientGone:  # `start` was cancelled, which withdrew the request
             raise ApiError(400, "the client closed the request") from None
+        except ApiError as refused:
+            if kind == "chat" and refused.param == PROMPT_PARAM:
+                refused.param = "messages"  # a chat's prompt is its messages
+            raise
         return _GenerationResponse(
             _stream(kind, shown_id, model, generation, include_usage=include_usage),
             generation,

@@ -17,6 +17,7 @@ of reports, within one REPORT_INTERVAL. Only the counters start again from zero.
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -25,7 +26,7 @@ from itertools import islice
 from sllm.core.admission import REFUSED_EVENT, Admission
 from sllm.core.cost import CostModel, ModelInfo
 from sllm.core.measures import warm_placement_rate
-from sllm.core.placement import make_policy
+from sllm.core.placement import Choice, make_policy
 from sllm.core.tiers import GPU
 from sllm.core.view import ClusterView
 from sllm.records import record
@@ -159,6 +160,10 @@ class Coordinator:
         if model is None:
             return self._reject(request, "unknown_model")
         choice = self.policy.choose(self.view, request, model)
+        if choice is not None and choice.worker.report.gpus < model.gpus:
+            choice = self._choose_with_gpus(request, model, now)
+            if choice is None:
+                return self._reject(request, "not_enough_gpus")
         if choice is None:
             return self._reject(request, self._why_none_accepts())
         entry = choice.worker
@@ -186,6 +191,27 @@ class Coordinator:
             estimated_wait_s=min(choice.estimated_wait_s, 86_400.0),
             reason=choice.reason,
         )
+
+    def _choose_with_gpus(
+        self, request: ScheduleRequest, model: ModelInfo, now: float
+    ) -> Choice | None:
+        """The policy's choice among the workers with GPUs enough for `model`, for when
+        its choice over all of them had too few. The policy decides over a view of just
+        those workers (their last reports; placements in flight are not in it), so this
+        costs O(N) a request: only models on several GPUs, in a fleet of mixed workers,
+        ever take it. None when no worker has GPUs enough."""
+        known = max(1, len(self.view))  # every one of them may join this view at once
+        eligible = ClusterView(
+            self.view.worker_timeout, Admission(capacity=known, per_source_burst=known)
+        )
+        for entry in self.view.entries():
+            if entry.report.gpus >= model.gpus:
+                eligible.apply_report(entry.report, now)
+        choice = self.policy.choose(eligible, request, model)
+        if choice is None:
+            return None
+        real = self.view.get(choice.worker.worker_id)
+        return None if real is None else dataclasses.replace(choice, worker=real)
 
     def _why_none_accepts(self) -> str:
         """Why no worker took a request: none known, none ready, or every ready one full.

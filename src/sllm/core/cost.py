@@ -61,6 +61,12 @@ class ModelInfo(Protocol):
     @property
     def size_bytes(self) -> int: ...
 
+    @property
+    def gpus(self) -> int:
+        """GPUs one copy of the model runs on (tensor parallelism); a worker with fewer
+        cannot hold it."""
+        ...
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class CostModel:

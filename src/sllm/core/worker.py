@@ -27,7 +27,7 @@ Not handled yet: several GPUs per worker, tensor parallelism, KV-cache memory.
 from __future__ import annotations
 
 from collections import OrderedDict, deque
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from sllm.core.cost import CostModel, ModelInfo
@@ -48,6 +48,7 @@ class WorkerResources:
     slots: int = 8
     queue_capacity: int = 64
     keep_alive_s: float = 600.0
+    gpus: int = 1  # a model needing more (tensor parallelism) is refused
 
 
 def prestaged(
@@ -171,8 +172,13 @@ class WorkerState:
         cost: CostModel,
         preloaded: Mapping[str, Tier] | None = None,
         now: float = 0.0,
+        keeps_host_copy: Callable[[str], bool] = lambda model: True,
     ) -> None:
+        """`keeps_host_copy(model)`: whether `model`'s engine keeps its weights in host
+        memory once loaded or evicted from the GPU; where not, the host tier never holds
+        it, so reports never claim a copy that is not there."""
         self.worker_id = worker_id
+        self.keeps_host_copy = keeps_host_copy
         self.resources = resources
         self.catalog = catalog
         self.cost = cost
@@ -298,6 +304,7 @@ class WorkerState:
             ready=self.ready,
             seq=self._seq,
             timestamp=timestamp if timestamp > 0.0 else 0.0,
+            gpus=resources.gpus,
         )
 
     def _summarize_tiers(self) -> tuple[dict[str, int], int, int]:
@@ -358,6 +365,8 @@ class WorkerState:
             reason = "unknown_model"
         elif spec.size_bytes > self.resources.gpu_bytes:
             reason = "model_too_large"
+        elif spec.gpus > self.resources.gpus:
+            reason = "not_enough_gpus"
         elif len(self._queue) >= self.resources.queue_capacity:
             reason = "queue_full"
         if reason:
@@ -411,7 +420,7 @@ class WorkerState:
         self._load = None
         self._gpu[model] = _GpuModel(size, last_used=now, queued=self._queued_for(model))
         self._summary = None
-        actions = self._cache(self._host, model, size, self.resources.host_bytes)
+        actions = self._cache_in_host(model, size)
         actions.extend(self._cache(self._disk, model, size, self.resources.disk_bytes))
         return actions + self._dispatch(now)
 
@@ -540,12 +549,18 @@ class WorkerState:
     def _demote(self, model: str) -> list[Action]:
         resident = self._gpu.pop(model)
         self._summary = None
-        actions = self._cache(self._host, model, resident.size_bytes, self.resources.host_bytes)
+        actions = self._cache_in_host(model, resident.size_bytes)
         if model in self._host:
             destination = Tier.HOST
         else:
             destination = Tier.DISK if model in self._disk else Tier.REMOTE
         return [Evict(model=model, source=Tier.GPU, destination=destination), *actions]
+
+    def _cache_in_host(self, model: str, size: int) -> list[Action]:
+        """Count `model`'s host copy, where its engine keeps one."""
+        if not self.keeps_host_copy(model):
+            return []
+        return self._cache(self._host, model, size, self.resources.host_bytes)
 
     def _cache(
         self, cache: OrderedDict[str, int], model: str, size: int, capacity: int
@@ -593,7 +608,7 @@ class WorkerState:
         if tier <= Tier.DISK:
             self._cache(self._disk, model, size, self.resources.disk_bytes)
         if tier <= Tier.HOST:
-            self._cache(self._host, model, size, self.resources.host_bytes)
+            self._cache_in_host(model, size)
         if tier is Tier.GPU and self.gpu_used + size <= self.resources.gpu_bytes:
             self._gpu[model] = _GpuModel(size, last_used=now)
             self._summary = None

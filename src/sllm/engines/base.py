@@ -26,6 +26,10 @@ Each engine class declares, without being built:
   reports them when it is read, so a bad setting stops startup (the vllm engine's
   ``dtype``, ``max_model_len``, ...). An engine without it takes its options as given.
 
+A built engine also says whether it keeps host copies (`keeps_host_copy`): whether a model
+evicted from the GPU to host memory is still there. The worker's state machine counts a
+host copy only where it is, so a report never claims a fast reload that is not there.
+
 An engine that batches requests across calls (vllm: continuous batching) does it behind
 `generate`: each call adds one request to its running batch.
 """
@@ -95,6 +99,37 @@ class Delta:
     logprobs: tuple[TokenLogprob, ...] = ()
 
 
+# The parameter a refusal names for the prompt: a completion's ``prompt``; the worker's
+# chat route names its ``messages`` instead (`sllm.api.worker_api`).
+PROMPT_PARAM = "prompt"
+
+
+class RequestRefused(ValueError):
+    """A request an engine cannot run as asked (a prompt longer than the model's context, a
+    schema it cannot compile): the client's fault, answered 400 naming `param`, before any
+    byte of the answer (`sllm.runtime.generation`)."""
+
+    def __init__(
+        self, message: str, *, param: str | None = None, code: str = "invalid_request"
+    ) -> None:
+        super().__init__(message)
+        self.param = param
+        self.code = code
+
+
+def check_context(model: str, *, prompt_tokens: int, max_tokens: int, context: int | None) -> None:
+    """Raise `RequestRefused` when a prompt of `prompt_tokens` leaves no room in `model`'s
+    `context` (its longest sequence; None: not known, nothing to check). Only the prompt
+    is checked: generation stops at the context's end with ``finish_reason`` ``length``."""
+    if context is not None and prompt_tokens >= context:
+        raise RequestRefused(
+            f"the prompt is {prompt_tokens} tokens; model {model!r} takes at most {context} "
+            f"tokens in all (prompt and completion, max_tokens={max_tokens})",
+            param=PROMPT_PARAM,
+            code="context_length_exceeded",
+        )
+
+
 class Execution(Enum):
     EVENT_LOOP = "event_loop"  # never blocks: timers on the worker's event loop
     THREAD = "thread"  # blocks: each call in a worker thread (or a child process)
@@ -134,6 +169,13 @@ class Engine(Protocol):
 
     async def evict(self, model: str, source: Tier, destination: Tier) -> None:
         """Move `model` from `source` down to `destination`, as the state machine decided."""
+        ...
+
+    def keeps_host_copy(self) -> bool:
+        """Whether an eviction from the GPU to host memory leaves the model there, ready
+        to load fast. The worker's state machine counts a host copy only if so, so its
+        reports never claim a host tier that is not there (vLLM without sleep mode shuts
+        its engine down instead)."""
         ...
 
     async def encode_prompt(self, model: str, prompt: Prompt) -> Sequence[int]:

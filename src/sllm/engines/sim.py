@@ -114,6 +114,9 @@ class SimEngine:
     def build(cls, context: EngineContext) -> SimEngine:
         return cls(context.catalog, context.cost)
 
+    def keeps_host_copy(self) -> bool:
+        return True  # simulated tiers are what the state machine says
+
     def warm_up(self) -> None:
         """Nothing to prepare."""
 

@@ -32,7 +32,14 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from sllm.catalog import CatalogModel
 from sllm.core.tiers import Tier
-from sllm.engines.base import Delta, Engine, EngineContext, Execution, GenerationParams
+from sllm.engines.base import (
+    Delta,
+    Engine,
+    EngineContext,
+    Execution,
+    GenerationParams,
+    check_context,
+)
 from sllm.engines.threaded import InThread
 from sllm.loading.loader import checkpoint_files, load_checkpoint, pinned_pool
 from sllm.loading.pool import HostMemory, HostPool
@@ -166,6 +173,12 @@ class TransformersEngine:
 
         held = self._loaded(name)
         tokenizer, network = held.tokenizer, held.model
+        check_context(
+            name,
+            prompt_tokens=len(prompt_ids),
+            max_tokens=params.max_tokens,
+            context=getattr(network.config, "max_position_embeddings", None),
+        )
         generator = torch.Generator(device="cpu")
         if params.seed is not None:
             generator.manual_seed(params.seed)
@@ -230,6 +243,9 @@ class Transformers(InThread):
         if store is None:
             raise ValueError("the transformers engine needs the worker's model store")
         return cls(lambda: TransformersEngine(context.catalog, store))
+
+    def keeps_host_copy(self) -> bool:
+        return True  # an evicted model's weights move to host memory (`evict`)
 
     def warm_up(self) -> None:
         """Import torch and transformers (several seconds of CPU)."""

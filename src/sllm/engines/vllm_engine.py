@@ -67,7 +67,9 @@ from sllm.engines.base import (
     Execution,
     GenerationParams,
     Prompt,
+    RequestRefused,
     TokenLogprob,
+    check_context,
 )
 from sllm.engines.transformers_engine import EngineError, encode_with
 from sllm.logs import log_event
@@ -245,6 +247,12 @@ class Vllm:
         """Import vLLM (seconds of CPU), so the first cold start does not time it."""
         self.sleeps()
 
+    def keeps_host_copy(self) -> bool:
+        """Only with sleep mode (an engine put to sleep keeps its weights in host memory);
+        until vLLM has been asked, no (the state machine asks on the event loop, which
+        must not import vLLM)."""
+        return bool(self._sleeps)
+
     def sleeps(self) -> bool:
         """Whether evictions to host memory put engines to sleep (else they shut down)."""
         if self._sleeps is None:
@@ -318,20 +326,35 @@ class Vllm:
         from vllm import TokensPrompt
 
         engine = self._engine(model)
+        check_context(
+            model,
+            prompt_tokens=len(prompt_ids),
+            max_tokens=params.max_tokens,
+            context=engine.model_config.max_model_len,
+        )
         stream = engine.generate(
             TokensPrompt(prompt_token_ids=list(prompt_ids)),
             sampling_params(params),
             f"sllm-{uuid.uuid4().hex}",
         )
         produced = 0
+        answered = False
         try:
             async for output in stream:
+                answered = True
                 choice = output.outputs[0]
                 produced += len(choice.token_ids)
                 logprobs = token_logprobs(choice.token_ids, choice.logprobs, params.logprobs)
                 finish = _finish_reason(choice.finish_reason) if output.finished else None
                 if choice.text or logprobs or finish is not None:
                     yield Delta(choice.text, finish, produced, logprobs)
+        except _client_errors() as error:
+            if answered:
+                raise
+            # vLLM validates a request as it takes it (a schema its grammar backend cannot
+            # compile, max_tokens past the context): the client's fault, said in vLLM's words.
+            param = "response_format" if params.response_format is not None else None
+            raise RequestRefused(f"vLLM refused the request: {error}", param=param) from error
         finally:
             await stream.aclose()  # aborts the request in vLLM unless it finished
 
@@ -390,6 +413,16 @@ def _finish_reason(reason: str | None) -> str:
     if reason == "abort":
         return "cancelled"
     return reason or "stop"
+
+
+def _client_errors() -> tuple[type[Exception], ...]:
+    """What vLLM raises for a request it refuses on intake: its client errors (a grammar
+    that does not compile) where this vLLM has them, and ValueError (older versions)."""
+    try:
+        from vllm.exceptions import VLLMClientError
+    except ImportError:
+        return (ValueError,)
+    return (ValueError, VLLMClientError)
 
 
 def _since(began: float) -> float:

@@ -29,13 +29,21 @@ from sllm.api.backend import Generation
 from sllm.api.errors import ApiError
 from sllm.catalog import CatalogModel
 from sllm.core.worker import Action, Finished, StartRequest, WorkerState
-from sllm.engines.base import Delta, Engine, GenerationParams, Prompt, estimate_prompt_tokens
+from sllm.engines.base import (
+    Delta,
+    Engine,
+    GenerationParams,
+    Prompt,
+    RequestRefused,
+    estimate_prompt_tokens,
+)
 from sllm.wire import InferenceRequest
 
 REJECTIONS = {
     "queue_full": (429, "this worker's queue is full"),
     "unknown_model": (404, "this worker does not serve the model"),
     "model_too_large": (400, "the model does not fit on this worker"),
+    "not_enough_gpus": (503, "the model needs more GPUs than this worker has"),
     "not_ready": (503, "this worker is shutting down"),
 }
 
@@ -126,23 +134,37 @@ class HttpRequests:
         try:
             prompt_ids = await engine.encode_prompt(model, prompt)
             deltas = engine.generate(model, prompt_ids, params, batch_size=started.batch_size)
+            # The first delta before answering: a request the engine refuses (a prompt over
+            # the model's context, a schema it cannot compile) is a 400 here, not a stream
+            # that breaks after its 200 (which the front door would retry elsewhere).
+            first = await anext(deltas, None)
+        except RequestRefused as refused:
+            end(False)
+            raise ApiError(400, str(refused), code=refused.code, param=refused.param) from None
         except BaseException:
             end(False)
             raise
-        tracked = self._tracked(request_id, deltas, end)
+        tracked = self._tracked(request_id, first, deltas, end)
         return Generation(len(prompt_ids), tracked, lambda: end(False))
 
     async def _tracked(
-        self, request_id: str, deltas: AsyncGenerator[Delta, None], end: Callable[[bool], None]
+        self,
+        request_id: str,
+        first: Delta | None,
+        deltas: AsyncGenerator[Delta, None],
+        end: Callable[[bool], None],
     ) -> AsyncIterator[Delta]:
         """Report the first token and the end (or the cancellation) to the state machine,
-        and close the engine's stream however this one ends (which stops its generation)."""
-        first = True
+        and close the engine's stream however this one ends (which stops its generation).
+        `first` is the delta `start` read already (None: the stream was empty)."""
+        if first is not None:
+            self.state.first_token(request_id, time.monotonic())
         try:
+            if first is not None:
+                if first.finish_reason is not None:
+                    end(True)
+                yield first
             async for delta in deltas:
-                if first:
-                    self.state.first_token(request_id, time.monotonic())
-                    first = False
                 if delta.finish_reason is not None:
                     end(True)  # now: the stream need not ask for anything after the last delta
                 yield delta

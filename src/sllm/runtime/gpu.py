@@ -38,6 +38,15 @@ class GpuReading:
     utilization: float
 
 
+def gpu_count(configured: int | None) -> int:
+    """A worker's GPUs: WORKER_GPUS when set, else the devices NVML sees, else 1 (a
+    machine without a GPU serves the sim engine or CPU builds as one device)."""
+    if configured is not None:
+        return configured
+    nvml = Nvml.start()
+    return 1 if nvml is None else nvml.device_count
+
+
 class Nvml:
     """The devices NVML sees, read on demand."""
 
@@ -59,6 +68,10 @@ class Nvml:
         except nvml.NVMLError:
             return None
         return cls(nvml, handles) if handles else None
+
+    @property
+    def device_count(self) -> int:
+        return len(self.handles)
 
     def readings(self) -> list[GpuReading]:
         """Every device that answers now."""

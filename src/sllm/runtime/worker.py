@@ -226,6 +226,9 @@ class WorkerServer:
         checkpointed = {name for name, cls in classes.items() if cls.needs_checkpoint}
         self.disk_bytes = resources.disk_bytes
         self.store = self._new_store() if checkpointed else None
+        # By engine name, one for each engine the catalog names; built before the state
+        # machine, which asks them whether they keep host copies.
+        self.engines = build_engines(classes, EngineContext(self.known_models, cost, self.store))
         state = WorkerState(
             worker_id,
             resources,
@@ -233,9 +236,8 @@ class WorkerServer:
             cost,
             self._found_at_start(resources, prestage, checkpointed),
             now=time.monotonic(),
+            keeps_host_copy=self._keeps_host_copy,
         )
-        # By engine name: one engine for each engine the catalog names.
-        self.engines = build_engines(classes, EngineContext(self.known_models, cost, self.store))
         self._engine_calls: set[asyncio.Task[None]] = set()  # loads and evictions under way
         self.driver = AsyncioDriver(self.log_notices)
         # Datagram requests run as the sim engine's cost-model timers.
@@ -280,6 +282,11 @@ class WorkerServer:
             with_files = {n: m for n, m in self.catalog.items() if m.engine in checkpointed}
             found.update(dict.fromkeys(self.store.cached(with_files), Tier.DISK))
         return found
+
+    def _keeps_host_copy(self, model: str) -> bool:
+        """Whether `model`'s engine keeps it in host memory (the state machine asks)."""
+        engine = self._engine_of(model)
+        return engine is None or engine.keeps_host_copy()
 
     def _new_store(self) -> ModelStore:
         return ModelStore(self.model_cache_dir, capacity_bytes=self.disk_bytes)

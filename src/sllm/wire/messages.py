@@ -53,6 +53,8 @@ STATE_PAGE_MAX_WORKERS = 3
 # full picture is in the reports.
 SUMMARY_MAX_MODELS = 4
 TIER_MAX = 3
+# The most GPUs one worker reports: 8 per host is common, 16 and 72 (NVL72) exist.
+GPUS_MAX = 1024
 # One day: no schedule estimate or latency beyond it is meaningful on this wire.
 SECONDS_MAX = 3600.0 * 24
 TOKENS_MAX = 1_000_000
@@ -117,6 +119,8 @@ class WorkerReport(Message):
     ready: bool
     seq: int = field(metadata=COUNT)
     timestamp: float = field(metadata=_bounded(0.0, 1e12))
+    # GPUs of the worker: a model that runs on more (tensor parallelism) is not placed here.
+    gpus: int = field(default=1, metadata=_bounded(1, GPUS_MAX))
 
 
 @record

@@ -30,6 +30,7 @@ class ModelSpec:
     name: str
     params_b: float
     size_bytes: int
+    gpus: int = 1
 
 
 def bf16_model(name: str, params_b: float) -> ModelSpec:
