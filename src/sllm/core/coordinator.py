@@ -11,6 +11,14 @@ the view holds at most `Admission.capacity` workers (MAX_WORKERS) and each sourc
 may announce new ones only so fast (NEW_IDENTITY_RATE); refusals are counted in the cluster
 state and noticed at most once per interval. Known workers are never refused.
 
+Admission by deadline (`deadline_s`, off by default): when the chosen worker's estimated
+time to first token exceeds the deadline, the request is rejected at once with reason
+``over_deadline`` and the estimate (the HTTP front door answers 429 with a Retry-After of
+the estimate's excess over the deadline), instead of joining a queue it would time out in.
+With ``startup-aware`` the chosen estimate is the smallest, so every estimate exceeds it.
+The other option the issue names, a bounded global queue in the coordinator, is not built:
+see docs/simulator.md ("The pressure experiment") for the measurement.
+
 Its state is soft: a restarted coordinator learns every worker again from the next round
 of reports, within one REPORT_INTERVAL. Only the counters start again from zero.
 """
@@ -25,7 +33,7 @@ from itertools import islice
 from sllm.core.admission import REFUSED_EVENT, Admission
 from sllm.core.cost import CostModel, ModelInfo
 from sllm.core.measures import warm_placement_rate
-from sllm.core.placement import make_policy
+from sllm.core.placement import load_time_on, make_policy
 from sllm.core.tiers import GPU
 from sllm.core.view import ClusterView
 from sllm.records import record
@@ -56,6 +64,9 @@ class Outcome:
     replies: tuple[Message, ...] = ()
     notices: tuple[Notice, ...] = ()
 
+
+# A rejection's reason when the best estimate exceeds the admission deadline.
+OVER_DEADLINE = "over_deadline"
 
 # Most messages are worker reports that call for nothing: one shared, immutable answer.
 NOTHING = Outcome()
@@ -95,7 +106,11 @@ class Coordinator:
         rng: random.Random,
         started_at: float,
         admission: Admission | None = None,
+        deadline_s: float | None = None,
     ) -> None:
+        if deadline_s is not None and not deadline_s > 0:
+            raise ValueError(f"deadline_s must be > 0 or None, got {deadline_s!r}")
+        self.deadline_s = deadline_s
         self.view = ClusterView(worker_timeout, admission)
         self.policy = make_policy(policy, cost, rng)
         self.catalog = catalog
@@ -163,13 +178,16 @@ class Coordinator:
             return self._reject(request, self._why_none_accepts())
         entry = choice.worker
         if model.size_bytes > entry.report.memory_total:
-            # Workers are assumed alike: one too small to hold the weights means all are.
+            # The policy chose a worker too small for the weights. Fit-aware policies
+            # (startup-aware) choose one only when none is larger.
             return self._reject(request, "model_too_large")
+        if self.deadline_s is not None and choice.estimated_wait_s > self.deadline_s:
+            return self._reject(request, OVER_DEADLINE, estimated_wait_s=choice.estimated_wait_s)
         cold = choice.tier is not GPU
         new_load_s = 0.0
         if cold:
             self.counters.cold_placements += 1
-            new_load_s = self.cost.load_time(model.size_bytes, choice.tier)
+            new_load_s = load_time_on(entry.report, choice.tier, model.size_bytes, self.cost)
         else:
             self.counters.warm_placements += 1
         self.view.record_placement(entry.worker_id, request.model, new_load_s)
@@ -202,7 +220,9 @@ class Coordinator:
             return "no_ready_workers"
         return "queues_full"
 
-    def _reject(self, request: ScheduleRequest, reason: str) -> ScheduleResponse:
+    def _reject(
+        self, request: ScheduleRequest, reason: str, estimated_wait_s: float = 0.0
+    ) -> ScheduleResponse:
         self.counters.rejected += 1
         self._count(request.model, "reject")
         return ScheduleResponse(
@@ -212,7 +232,7 @@ class Coordinator:
             port=0,
             http_port=0,
             action="reject",
-            estimated_wait_s=0.0,
+            estimated_wait_s=min(estimated_wait_s, 86_400.0),
             reason=reason,
         )
 

@@ -117,6 +117,10 @@ class WorkerReport(Message):
     ready: bool
     seq: int = field(metadata=COUNT)
     timestamp: float = field(metadata=_bounded(0.0, 1e12))
+    # The worker's own disk-to-GPU bandwidth (its cost model, `sllm calibrate`), so that a
+    # scheduler estimates a cold start from its disk at its speed; 0: not said, the
+    # scheduler's cost model applies. Up to 1 TB/s, far beyond any disk.
+    disk_bandwidth_Bps: float = field(default=0.0, metadata=_bounded(0.0, 1e12))
 
 
 @record
