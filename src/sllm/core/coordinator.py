@@ -12,10 +12,12 @@ may announce new ones only so fast (NEW_IDENTITY_RATE); refusals are counted in 
 state and noticed at most once per interval. Known workers are never refused.
 
 Admission by deadline (`deadline_s`, off by default): when the chosen worker's estimated
-time to first token exceeds the deadline, the request is rejected at once with reason
-``over_deadline`` and the estimate (the HTTP front door answers 429 with a Retry-After of
-the estimate's excess over the deadline), instead of joining a queue it would time out in.
-With ``startup-aware`` the chosen estimate is the smallest, so every estimate exceeds it.
+time to first token exceeds the deadline plus the request's own load there (a cold start
+is no one's queue: a deadline below a 70B checkpoint's load from the store would refuse
+that model for ever, since a refused request loads nothing), the request is rejected at
+once with reason ``over_deadline`` and the estimate (the HTTP front door answers 429 with
+a Retry-After from it), instead of joining a queue it would time out in. With
+``startup-aware`` the chosen estimate is the smallest, so every estimate exceeds it.
 The other option the issue names, a bounded global queue in the coordinator, is not built:
 see docs/simulator.md ("The pressure experiment") for the measurement.
 
@@ -181,13 +183,14 @@ class Coordinator:
             # The policy chose a worker too small for the weights. Fit-aware policies
             # (startup-aware) choose one only when none is larger.
             return self._reject(request, "model_too_large")
-        if self.deadline_s is not None and choice.estimated_wait_s > self.deadline_s:
-            return self._reject(request, OVER_DEADLINE, estimated_wait_s=choice.estimated_wait_s)
         cold = choice.tier is not GPU
         new_load_s = 0.0
         if cold:
-            self.counters.cold_placements += 1
             new_load_s = load_time_on(entry.report, choice.tier, model.size_bytes, self.cost)
+        if self.deadline_s is not None and choice.estimated_wait_s > self.deadline_s + new_load_s:
+            return self._reject(request, OVER_DEADLINE, estimated_wait_s=choice.estimated_wait_s)
+        if cold:
+            self.counters.cold_placements += 1
         else:
             self.counters.warm_placements += 1
         self.view.record_placement(entry.worker_id, request.model, new_load_s)
