@@ -185,6 +185,7 @@ def run_coordinator(args: argparse.Namespace) -> int:
         api_keys=settings.api_keys,
         http_limits=_http_limits(settings),
         admission=_admission(settings, settings.max_workers),
+        admission_deadline_s=settings.admission_deadline or None,
     )
     return run_service(server)
 
@@ -245,6 +246,9 @@ def run_worker(args: argparse.Namespace) -> int:
         keep_alive_s=settings.keep_alive,
         disk_bytes=settings.model_cache_gb * GB,
         host_bytes=settings.model_host_gb * GB,
+        keep_alive_policy=settings.keep_alive_policy,
+        eviction=settings.eviction,
+        prefetch=settings.prefetch,
     )
     server = WorkerServer(
         worker_id=settings.get_worker_id(),
@@ -375,6 +379,9 @@ def run_node(args: argparse.Namespace) -> int:
         keep_alive_s=settings.keep_alive,
         disk_bytes=settings.model_cache_gb * GB,
         host_bytes=settings.model_host_gb * GB,
+        keep_alive_policy=settings.keep_alive_policy,
+        eviction=settings.eviction,
+        prefetch=settings.prefetch,
     )
     server = NodeServer(
         node_id=settings.get_worker_id(),

@@ -62,6 +62,7 @@ class CoordinatorServer:
         api_keys: frozenset[str] = frozenset(),
         http_limits: HttpLimits = DEFAULT_HTTP_LIMITS,
         admission: Admission | None = None,
+        admission_deadline_s: float | None = None,
     ) -> None:
         self.host = host
         self.port = port
@@ -79,6 +80,7 @@ class CoordinatorServer:
             random.Random(seed),
             time.monotonic(),
             admission=admission,
+            deadline_s=admission_deadline_s,
         )
         self.endpoint: Endpoint | None = None
         self.driver = AsyncioDriver(self.log_notices)
