@@ -129,3 +129,31 @@ def test_without_a_deadline_nothing_is_refused_for_waiting() -> None:
     c = coordinator(None)
     c.handle(report("busy", slots=1, running=1, queue_depth=60, load_backlog_s=500.0), 0.0)
     assert c.place(request(), 0.0).action == "cold_start"
+
+
+def test_the_view_knows_its_largest_gpu_through_reports_and_removals() -> None:
+    view = view_of(report("a", memory_total=80 * GB), report("b", memory_total=192 * GB))
+    assert view.largest_gpu_bytes == 192 * GB
+    view.apply_report(report("b", memory_total=141 * GB, seq=2, timestamp=101.0), 1.0)
+    assert view.largest_gpu_bytes == 141 * GB
+    view.remove("b")
+    assert view.largest_gpu_bytes == 80 * GB
+    view.remove("a")
+    assert view.largest_gpu_bytes == 0
+
+
+def test_a_checkpoint_that_fits_nowhere_costs_no_scan() -> None:
+    class Counting(ClusterView):
+        scans = 0
+
+        def entries(self):  # type: ignore[no-untyped-def]
+            Counting.scans += 1
+            return super().entries()
+
+    view = Counting(TIMEOUT)
+    for i in range(CANDIDATES_PER_TIER + 2):
+        view.apply_report(report(f"w{i}"), 0.0)
+    policy = make_policy("startup-aware", COST, random.Random(0))
+    choice = policy.choose(view, request(HUGE), CATALOG[HUGE])  # 141.2 GB > 141 GB
+    assert choice is not None and choice.estimated_wait_s == float("inf")
+    assert Counting.scans == 0

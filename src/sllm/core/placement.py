@@ -301,9 +301,9 @@ class StartupAware:
                     best, best_ttft = entry, ttft
         if best is None:
             return None
-        if best_ttft == math.inf:
-            # Every candidate is too small for the weights (a mixed fleet): the rare case
-            # where a decision looks at every worker, for one that fits.
+        if best_ttft == math.inf and cost.size_bytes <= view.largest_gpu_bytes:
+            # Every candidate is too small for the weights, and a larger worker exists (a
+            # mixed fleet): the rare case where a decision looks at every worker.
             for entry in view.entries():
                 if entry.accepts and id(entry) not in seen:
                     ttft = estimate(entry, cost)
