@@ -52,6 +52,10 @@ The decentralized architecture (`sllm.sim.decentralized`) shares everything here
 processes: `SimulatedCluster` holds the kernel, network, client, faults and report, and each
 architecture says where the client asks for a decision and how state is sampled.
 
+A mixed fleet: `ClusterConfig.kinds` gives worker ``i`` the capacities and load
+bandwidths of ``kinds[i % len(kinds)]`` (a `WorkerKind`; its own sim engine times its
+loads); the coordinator's admission deadline is `ClusterConfig.admission_deadline_s`.
+
 Not handled yet: the HTTP front door's retry of a request whose worker fails
 before the first byte; cluster-state paging traffic from the sampler.
 """
