@@ -26,7 +26,8 @@ from sllm.core.worker import (
     WorkerResources,
     WorkerState,
 )
-from sllm.wire.messages import InferenceRequest
+from sllm.wire import Codec
+from sllm.wire.messages import DISK_BANDWIDTH_MAX_BPS, InferenceRequest
 from sllm.workload import ModelSpec, default_catalog
 
 GB = 10**9
@@ -275,3 +276,11 @@ def test_the_report_carries_the_workers_disk_bandwidth() -> None:
     slow = COST.with_overrides({"disk_bandwidth_Bps": 0.5e9})
     w = WorkerState("w", resources(), CATALOG, slow)
     assert w.report(0.0, "127.0.0.1", 1).disk_bandwidth_Bps == 0.5e9
+
+
+def test_an_instant_disk_is_reported_within_the_wire_bound() -> None:
+    instant = COST.with_overrides({"disk_bandwidth_Bps": 1e18})  # a benchmark's zero cost
+    report = WorkerState("w", resources(), CATALOG, instant).report(0.0, "127.0.0.1", 1)
+    assert report.disk_bandwidth_Bps == DISK_BANDWIDTH_MAX_BPS
+    codec = Codec(None)
+    assert codec.decode(codec.encode(report, 1.0, 1), 1.0) == report

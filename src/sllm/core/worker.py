@@ -41,7 +41,13 @@ from sllm.core.cost import CostModel, ModelInfo
 from sllm.core.keepalive import PREWARM_MIN_S, Retention
 from sllm.core.tiers import DISK, GPU, HOST, REMOTE, Tier
 from sllm.records import record
-from sllm.wire.messages import REPORT_MAX_MODELS, InferenceRequest, InferenceResult, WorkerReport
+from sllm.wire.messages import (
+    DISK_BANDWIDTH_MAX_BPS,
+    REPORT_MAX_MODELS,
+    InferenceRequest,
+    InferenceResult,
+    WorkerReport,
+)
 
 GB = 10**9
 
@@ -283,9 +289,9 @@ class WorkerState:
 
         The GPU's models are kept least recently used first, which is ascending
         ``last_used`` (every use sets it to now and moves the model last), so the first
-        idle one expires first: the walk stops there.
-        Runs after every request event. With learned retention every model has a window of
-        its own, so every idle one is looked at, and a pending pre-warm is a deadline too.
+        idle one expires first: the walk stops there. Runs after every request event.
+        With learned retention every model has a window of its own, so every idle one is
+        looked at (a GPU holds a few), and a pending pre-warm is a deadline too.
         """
         if not self._learning:
             for model in self._gpu.values():
@@ -355,7 +361,7 @@ class WorkerState:
             ready=self.ready,
             seq=self._seq,
             timestamp=timestamp if timestamp > 0.0 else 0.0,
-            disk_bandwidth_Bps=self.cost.disk_bandwidth_Bps,
+            disk_bandwidth_Bps=min(self.cost.disk_bandwidth_Bps, DISK_BANDWIDTH_MAX_BPS),
         )
 
     def _summarize_tiers(self) -> tuple[dict[str, int], int, int]:
