@@ -25,6 +25,7 @@ from sllm.experiments.pressure import (
     write_pressure,
 )
 from sllm.experiments.summary import Context
+from sllm.sim import cli
 from sllm.sim.progress import Progress
 from sllm.workload.options import WorkloadOptions
 
@@ -84,3 +85,24 @@ def test_hours_sets_each_runs_simulated_duration(tmp_path: Path) -> None:
             )
     bad = parser.parse_args(["experiment", "pressure", "--hours", "0", "--out", str(tmp_path)])
     assert bad.run(bad) == 2
+
+
+def test_sllm_simulate_selects_each_mechanism_by_name() -> None:
+    parser = argparse.ArgumentParser(prog="sllm")
+    cli.add_parser(parser.add_subparsers(dest="command", required=True))
+    flags = "--keep-alive-policy histogram --eviction expected-cost --prefetch"
+    args = parser.parse_args(["simulate", *flags.split(), "--admission-deadline", "30"])
+    assert cli.check_arguments(args) == []
+    config = cli.build_config(args)
+    resources = config.resources
+    assert (resources.keep_alive_policy, resources.eviction, resources.prefetch) == (
+        "histogram",
+        "expected-cost",
+        True,
+    )
+    assert config.admission_deadline_s == 30.0
+    plain = parser.parse_args(["simulate", "--prefetch", "--admission-deadline", "0"])
+    assert cli.check_arguments(plain) == [
+        "--prefetch needs --keep-alive-policy histogram",
+        "--admission-deadline must be > 0",
+    ]
