@@ -106,3 +106,7 @@ def test_sllm_simulate_selects_each_mechanism_by_name() -> None:
         "--prefetch needs --keep-alive-policy histogram",
         "--admission-deadline must be > 0",
     ]
+    gossip = parser.parse_args(["simulate", "--mode", "decentralized", "--admission-deadline", "9"])
+    assert cli.check_arguments(gossip) == [
+        "--admission-deadline is the coordinator's: centralized mode only"
+    ]

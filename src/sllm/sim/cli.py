@@ -189,6 +189,8 @@ def check_arguments(args: argparse.Namespace) -> list[str]:
         problems.append("--prefetch needs --keep-alive-policy histogram")
     if args.admission_deadline is not None and not args.admission_deadline > 0:
         problems.append("--admission-deadline must be > 0")
+    if args.admission_deadline is not None and args.mode != CentralizedCluster.mode:
+        problems.append("--admission-deadline is the coordinator's: centralized mode only")
     return problems
 
 
