@@ -194,6 +194,7 @@ def run_coordinator(args: argparse.Namespace) -> int:
         admission=_admission(settings, settings.max_workers),
         registry=_registry(settings),
         admin_key=settings.admin_key,
+        admission_deadline_s=settings.admission_deadline or None,
     )
     return run_service(server)
 
@@ -271,6 +272,9 @@ def run_worker(args: argparse.Namespace) -> int:
         disk_bytes=settings.model_cache_gb * GB,
         host_bytes=settings.model_host_gb * GB,
         gpus=gpu_count(settings.worker_gpus),
+        keep_alive_policy=settings.keep_alive_policy,
+        eviction=settings.eviction,
+        prefetch=settings.prefetch,
     )
     server = WorkerServer(
         worker_id=settings.get_worker_id(),
@@ -411,6 +415,9 @@ def run_node(args: argparse.Namespace) -> int:
         disk_bytes=settings.model_cache_gb * GB,
         host_bytes=settings.model_host_gb * GB,
         gpus=gpu_count(settings.worker_gpus),
+        keep_alive_policy=settings.keep_alive_policy,
+        eviction=settings.eviction,
+        prefetch=settings.prefetch,
     )
     server = NodeServer(
         node_id=settings.get_worker_id(),

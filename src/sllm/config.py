@@ -31,6 +31,17 @@ HTTP_PORT          ``8080``                     HTTP health, metrics (and the fr
 WORKER_HTTP_PORT   none                         a worker's own HTTP port (health, metrics);
                                                 unset means none
 KEEP_ALIVE         ``600.0``                    seconds an idle model stays loaded, >= 0
+KEEP_ALIVE_POLICY  ``fixed``                    ``fixed`` (KEEP_ALIVE) or ``histogram``: each
+                                                model's window learned from its idle times
+                                                (`sllm.core.keepalive`, ATC'20)
+EVICTION           ``lru``                      ``lru`` or ``expected-cost``: what leaves the GPU
+                                                and host memory to make room
+PREFETCH           ``false``                    ``true``: unload a model not expected back soon
+                                                and load it back before its predicted arrival;
+                                                needs KEEP_ALIVE_POLICY=histogram
+ADMISSION_DEADLINE ``0``                        coordinator: seconds of waiting (beyond the
+                                                request's own load) past which it answers 429
+                                                at once, >= 0; 0: off
 QUEUE_CAPACITY     ``64``                       requests queued per worker before 429, >= 1
 WORKER_SLOTS       ``8``                        requests a worker runs at once, >= 1
 WORKER_GPUS        auto                         GPUs a worker reports (models with a larger
@@ -136,6 +147,7 @@ from sllm.core.admission import (
     NEW_IDENTITY_BURST_DEFAULT,
     NEW_IDENTITY_RATE_DEFAULT,
 )
+from sllm.core.keepalive import EVICTION_POLICIES, KEEP_ALIVE_POLICIES
 from sllm.core.placement import policy_names as placement_policy_names
 from sllm.core.worker import GB, WorkerResources
 from sllm.logs import FORMATS as LOG_FORMATS
@@ -430,6 +442,10 @@ _VARIABLES: tuple[_Variable, ...] = (
     _Variable("http_port", "HTTP_PORT", _port),
     _Variable("worker_http_port", "WORKER_HTTP_PORT", _optional_port),
     _Variable("keep_alive", "KEEP_ALIVE", _seconds(allow_zero=True)),
+    _Variable("keep_alive_policy", "KEEP_ALIVE_POLICY", _choice(KEEP_ALIVE_POLICIES, "policy")),
+    _Variable("eviction", "EVICTION", _choice(EVICTION_POLICIES, "policy")),
+    _Variable("prefetch", "PREFETCH", _flag),
+    _Variable("admission_deadline", "ADMISSION_DEADLINE", _seconds(allow_zero=True)),
     _Variable("queue_capacity", "QUEUE_CAPACITY", _integer(1)),
     _Variable("worker_slots", "WORKER_SLOTS", _integer(1)),
     _Variable("worker_gpus", "WORKER_GPUS", _optional_integer(1, GPUS_MAX)),
@@ -507,6 +523,13 @@ def _check(
                 f"{label('cluster_secret')}: required in {mode} mode (empty counts as unset); "
                 "set ALLOW_UNAUTHENTICATED=true to run a cluster without one"
             )
+    learned = effective("keep_alive_policy") == "histogram"
+    if not failed & {"prefetch", "keep_alive_policy"} and effective("prefetch") and not learned:
+        problems.append(
+            f"{label('prefetch')}=True: needs KEEP_ALIVE_POLICY=histogram "
+            f"(pre-warm windows are learned), got {label('keep_alive_policy')}="
+            f"{effective('keep_alive_policy')!r}"
+        )
     return values, problems
 
 
@@ -548,6 +571,10 @@ class Settings:
     http_port: int = 8080
     worker_http_port: int | None = None
     keep_alive: float = 600.0
+    keep_alive_policy: str = "fixed"
+    eviction: str = "lru"
+    prefetch: bool = False
+    admission_deadline: float = 0.0  # 0: off
     queue_capacity: int = 64
     worker_slots: int = 8
     worker_gpus: int | None = None

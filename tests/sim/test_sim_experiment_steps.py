@@ -13,7 +13,7 @@ from pathlib import Path
 
 from sllm.core.outstanding import RequestOutcome
 from sllm.core.placement import policy_names
-from sllm.experiments import performance, recovery, scale, spread
+from sllm.experiments import performance, pressure, recovery, scale, spread
 from sllm.experiments.suite import EXPERIMENTS
 from sllm.experiments.summary import (
     CENTRALIZED,
@@ -282,11 +282,17 @@ def test_an_experiment_runs_analyses_plots_and_writes_in_that_order(tmp_path: Pa
 
 
 def test_the_suite_names_each_experiments_own_steps() -> None:
-    modules = {"exp1": performance, "exp2": recovery, "exp3": spread, "scale": scale}
+    modules = {
+        "exp1": performance,
+        "exp2": recovery,
+        "exp3": spread,
+        "scale": scale,
+        "pressure": pressure,
+    }
     assert set(EXPERIMENTS) == set(modules)
     for name, module in modules.items():
         experiment = EXPERIMENTS[name]
-        suffix = "scale" if name == "scale" else name
+        suffix = name
         assert experiment.run is getattr(module, f"run_{suffix}")
         assert experiment.analyse is getattr(module, f"analyse_{suffix}")
         assert experiment.write is getattr(module, f"write_{suffix}")

@@ -70,6 +70,7 @@ import asyncio
 import hmac
 import json
 import logging
+import math
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Collection
@@ -97,6 +98,7 @@ from sllm.api.schemas import (
 )
 from sllm.api.worker_client import UpstreamResponse, WorkerClient
 from sllm.catalog import DEFAULT_ENGINE
+from sllm.core.coordinator import OVER_DEADLINE
 from sllm.engines.registry import engine_class
 from sllm.logs import log_event
 from sllm.wire import ScheduleRequest, ScheduleResponse
@@ -110,6 +112,9 @@ FIRST_BYTE_TIMEOUT_S = 300.0
 # Between two events of a running stream.
 READ_TIMEOUT_S = 120.0
 RETRY_AFTER_S = 1
+# The most a rejection over the admission deadline asks a client to wait: the official
+# openai client honours a Retry-After of up to 60 s, and ignores a longer one.
+OVER_DEADLINE_RETRY_MAX_S = 60
 # Retry-After of a 503 while no worker is known or ready: the autoscaler may be starting
 # one (scale from zero). KEDA looks at the metrics every 15 s (its default polling
 # interval), so nothing can have changed sooner; and the official openai client waits what
@@ -779,6 +784,18 @@ def _rejection(decision: ScheduleResponse, model: str) -> ApiError:
             "every worker's queue is full; retry shortly",
             code="overloaded",
             retry_after_s=RETRY_AFTER_S,
+        )
+    if decision.reason == OVER_DEADLINE:
+        # The coordinator's admission deadline (`sllm.core.coordinator`): come back when
+        # the best estimate says a slot or a load should be free.
+        wait = min(
+            max(RETRY_AFTER_S, math.ceil(decision.estimated_wait_s)), OVER_DEADLINE_RETRY_MAX_S
+        )
+        return ApiError(
+            429,
+            "every worker's estimated time to first token exceeds the admission deadline",
+            code="overloaded",
+            retry_after_s=wait,
         )
     if decision.reason == "no_ready_workers":
         return ApiError(

@@ -11,6 +11,16 @@ the view holds at most `Admission.capacity` workers (MAX_WORKERS) and each sourc
 may announce new ones only so fast (NEW_IDENTITY_RATE); refusals are counted in the cluster
 state and noticed at most once per interval. Known workers are never refused.
 
+Admission by deadline (`deadline_s`, off by default): when the chosen worker's estimated
+time to first token exceeds the deadline plus the request's own load there (a cold start
+is no one's queue: a deadline below a 70B checkpoint's load from the store would refuse
+that model for ever, since a refused request loads nothing), the request is rejected at
+once with reason ``over_deadline`` and the estimate (the HTTP front door answers 429 with
+a Retry-After from it), instead of joining a queue it would time out in. With
+``startup-aware`` the chosen estimate is the smallest, so every estimate exceeds it.
+The other option the issue names, a bounded global queue in the coordinator, is not built:
+see docs/simulator.md ("The pressure experiment") for the measurement.
+
 Its state is soft: a restarted coordinator learns every worker again from the next round
 of reports, within one REPORT_INTERVAL. Only the counters start again from zero.
 """
@@ -26,7 +36,7 @@ from itertools import islice
 from sllm.core.admission import REFUSED_EVENT, Admission
 from sllm.core.cost import CostModel, ModelInfo
 from sllm.core.measures import warm_placement_rate
-from sllm.core.placement import Choice, make_policy
+from sllm.core.placement import Choice, load_time_on, make_policy
 from sllm.core.tiers import GPU
 from sllm.core.view import ClusterView
 from sllm.records import record
@@ -57,6 +67,9 @@ class Outcome:
     replies: tuple[Message, ...] = ()
     notices: tuple[Notice, ...] = ()
 
+
+# A rejection's reason when the best estimate exceeds the admission deadline.
+OVER_DEADLINE = "over_deadline"
 
 # Most messages are worker reports that call for nothing: one shared, immutable answer.
 NOTHING = Outcome()
@@ -96,7 +109,11 @@ class Coordinator:
         rng: random.Random,
         started_at: float,
         admission: Admission | None = None,
+        deadline_s: float | None = None,
     ) -> None:
+        if deadline_s is not None and not deadline_s > 0:
+            raise ValueError(f"deadline_s must be > 0 or None, got {deadline_s!r}")
+        self.deadline_s = deadline_s
         self.view = ClusterView(worker_timeout, admission)
         self.policy = make_policy(policy, cost, rng)
         self.catalog = catalog
@@ -168,13 +185,17 @@ class Coordinator:
             return self._reject(request, self._why_none_accepts())
         entry = choice.worker
         if model.size_bytes > entry.report.memory_total:
-            # Workers are assumed alike: one too small to hold the weights means all are.
+            # The policy chose a worker too small for the weights. Fit-aware policies
+            # (startup-aware) choose one only when none is larger.
             return self._reject(request, "model_too_large")
         cold = choice.tier is not GPU
         new_load_s = 0.0
         if cold:
+            new_load_s = load_time_on(entry.report, choice.tier, model.size_bytes, self.cost)
+        if self.deadline_s is not None and choice.estimated_wait_s > self.deadline_s + new_load_s:
+            return self._reject(request, OVER_DEADLINE, estimated_wait_s=choice.estimated_wait_s)
+        if cold:
             self.counters.cold_placements += 1
-            new_load_s = self.cost.load_time(model.size_bytes, choice.tier)
         else:
             self.counters.warm_placements += 1
         self.view.record_placement(entry.worker_id, request.model, new_load_s)
@@ -228,7 +249,9 @@ class Coordinator:
             return "no_ready_workers"
         return "queues_full"
 
-    def _reject(self, request: ScheduleRequest, reason: str) -> ScheduleResponse:
+    def _reject(
+        self, request: ScheduleRequest, reason: str, estimated_wait_s: float = 0.0
+    ) -> ScheduleResponse:
         self.counters.rejected += 1
         self._count(request.model, "reject")
         return ScheduleResponse(
@@ -238,7 +261,7 @@ class Coordinator:
             port=0,
             http_port=0,
             action="reject",
-            estimated_wait_s=0.0,
+            estimated_wait_s=min(estimated_wait_s, 86_400.0),
             reason=reason,
         )
 

@@ -25,13 +25,17 @@ Theory of operation:
   fastest tier first and a source is skipped when even a zero wait could not beat the best
   estimate so far, so a warm, idle holder ends the search after the GPU holders. Where
   every worker has the same slots, only the least-loaded GPU holder is estimated: the
-  others can only wait longer. A typical warm decision makes one estimate.
+  others can only wait longer. A typical warm decision makes one estimate. A worker whose
+  GPU is smaller than the checkpoint is estimated at infinity; when every candidate is,
+  the decision scans the view for one that fits (a mixed fleet's large models). A load
+  from a worker's disk is estimated at the disk bandwidth the worker reports.
 
 Not handled yet: live migration (the ``migrate`` action ServerlessLLM adds) is never chosen.
 """
 
 from __future__ import annotations
 
+import math
 import random
 from collections.abc import Callable, Iterator
 from typing import Protocol
@@ -40,7 +44,7 @@ from sllm.core.cost import CostModel, ModelInfo, ModelTiming
 from sllm.core.tiers import DISK, GPU, HOST, REMOTE, Tier
 from sllm.core.view import ClusterView, LoadIndex, WorkerEntry
 from sllm.records import record
-from sllm.wire.messages import ScheduleRequest
+from sllm.wire.messages import ScheduleRequest, WorkerReport
 
 # How many of the least-loaded workers startup-aware examines per source (GPU holders,
 # host-memory holders, all workers). Four finds the best queue among equally warm holders
@@ -82,10 +86,11 @@ class RequestCost:
     Computed once per decision, so each candidate costs a few additions.
     """
 
-    __slots__ = ("e2e_s", "load_s", "model", "prefill_s")
+    __slots__ = ("e2e_s", "load_s", "model", "prefill_s", "size_bytes")
 
-    def __init__(self, request: ScheduleRequest, timing: ModelTiming) -> None:
+    def __init__(self, request: ScheduleRequest, timing: ModelTiming, size_bytes: int) -> None:
         self.model = request.model
+        self.size_bytes = size_bytes
         self.prefill_s, self.e2e_s = timing.service_time(
             request.prompt_tokens, request.output_tokens
         )
@@ -107,7 +112,7 @@ class Estimator:
         timing = self._timings.get(model.name)
         if timing is None:
             timing = self._timings[model.name] = self.cost.timing(model)
-        return RequestCost(request, timing)
+        return RequestCost(request, timing, model.size_bytes)
 
     def ttft(self, entry: WorkerEntry, cost: RequestCost) -> float:
         """Queue wait, then the load (from the fastest tier holding the model, after the
@@ -117,8 +122,11 @@ class Estimator:
         other requests' lengths, so each is assumed to take as long as this one would.
         Good enough to rank workers; not a promise. Every decision runs this a few times,
         so it reads the entry's fields directly rather than through its properties.
+        A worker whose GPU is too small for the weights never serves them: infinite.
         """
         report = entry.report
+        if cost.size_bytes > report.memory_total:
+            return math.inf
         slots = report.slots if report.slots > 1 else 1
         ahead = report.queue_depth + report.running + entry.pending - slots + 1
         wait = ahead / slots * cost.e2e_s if ahead > 0 else 0.0
@@ -129,7 +137,21 @@ class Estimator:
         if tier == GPU:
             return wait + cost.prefill_s
         backlog = report.load_backlog_s + entry.extra_backlog_s
-        return wait + (backlog + cost.load_s[tier]) + cost.prefill_s
+        if tier == DISK and report.disk_bandwidth_Bps > 0.0:  # its disk, at its speed,
+            disk = cost.size_bytes / report.disk_bandwidth_Bps  # unless the store is faster
+            load = min(self.cost.engine_start_s + disk, cost.load_s[REMOTE])
+        else:
+            load = cost.load_s[tier]
+        return wait + (backlog + load) + cost.prefill_s
+
+
+def load_time_on(report: WorkerReport, tier: Tier, size_bytes: int, cost: CostModel) -> float:
+    """A load of `size_bytes` from `tier` on the worker of `report`: from its disk at the
+    bandwidth it reports (a mixed fleet), from any other tier at the cost model's."""
+    if tier is DISK and report.disk_bandwidth_Bps > 0.0:
+        disk = cost.engine_start_s + size_bytes / report.disk_bandwidth_Bps
+        return min(disk, cost.load_time(size_bytes, REMOTE))
+    return cost.load_time(size_bytes, tier)
 
 
 class Seed:
@@ -279,6 +301,14 @@ class StartupAware:
                     best, best_ttft = entry, ttft
         if best is None:
             return None
+        if best_ttft == math.inf and cost.size_bytes <= view.largest_gpu_bytes:
+            # Every candidate is too small for the weights, and a larger worker exists (a
+            # mixed fleet): the rare case where a decision looks at every worker.
+            for entry in view.entries():
+                if entry.accepts and id(entry) not in seen:
+                    ttft = estimate(entry, cost)
+                    if ttft < best_ttft:
+                        best, best_ttft = entry, ttft
         tier = best.tier_of(request.model)
         return Choice(
             worker=best, tier=tier, estimated_wait_s=best_ttft, reason=STARTUP_AWARE_REASONS[tier]

@@ -159,6 +159,15 @@ class WorkerEntry:
         return REMOTE if tier is None else _TIER_BY_VALUE[tier]
 
 
+def _count(counts: dict[int, int], key: int, change: int) -> None:
+    """Add `change` to `counts[key]`, dropping keys that reach zero."""
+    left = counts.get(key, 0) + change
+    if left > 0:
+        counts[key] = left
+    else:
+        counts.pop(key, None)
+
+
 def indexed_models(report: WorkerReport) -> list[tuple[str, int]]:
     """The (model, tier) pairs of `report` that the indices hold, GPU ones first."""
     pairs = [(model, tier) for model, tier in report.models.items() if tier in INDEXED_TIERS]
@@ -183,6 +192,7 @@ class ClusterView:
         self._live_pos: dict[str, int] = {}
         self._turn = 0
         self._workers_by_slots: dict[int, int] = {}  # slots reported -> live workers
+        self._workers_by_gpu_bytes: dict[int, int] = {}  # memory_total -> live workers
         self._expired_at = -math.inf  # the time of the last `expire`
 
     @property
@@ -190,6 +200,12 @@ class ClusterView:
         """Every live worker reports the same number of slots (placement can then rank
         equally warm workers by load alone)."""
         return len(self._workers_by_slots) <= 1
+
+    @property
+    def largest_gpu_bytes(self) -> int:
+        """The most GPU memory any live worker reports: a checkpoint larger than this fits
+        nowhere, so placement need not look for a worker to hold it."""
+        return max(self._workers_by_gpu_bytes, default=0)
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -248,6 +264,9 @@ class ClusterView:
                 if report.slots != held.slots:
                     self._count_slots(held.slots, -1)
                     self._count_slots(report.slots, 1)
+            if report.memory_total != held.memory_total:
+                _count(self._workers_by_gpu_bytes, held.memory_total, -1)
+                _count(self._workers_by_gpu_bytes, report.memory_total, 1)
             entry.report = report
             if not same_models:
                 entry.indexed = indexed_models(report)
@@ -270,6 +289,7 @@ class ClusterView:
         self._live_pos[report.node_id] = len(self._live_ids)
         self._live_ids.append(report.node_id)
         self._count_slots(report.slots, 1)
+        _count(self._workers_by_gpu_bytes, report.memory_total, 1)
         if entry.accepts:
             self._index(entry)
         return True
@@ -312,6 +332,7 @@ class ClusterView:
             return
         self._unindex(entry)
         self._count_slots(entry.report.slots, -1)
+        _count(self._workers_by_gpu_bytes, entry.report.memory_total, -1)
         position = self._live_pos.pop(worker_id)
         last = self._live_ids.pop()
         if last != worker_id:

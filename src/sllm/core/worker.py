@@ -21,6 +21,13 @@ Memory rules:
 - an idle model leaves the GPU after ``keep_alive_s`` (Shahrad et al., ATC'20, report
   10-20 minute keep-alive defaults in production FaaS; the default here is 10 minutes).
 
+Learned retention (`sllm.core.keepalive`, off by default): ``keep_alive_policy="histogram"``
+gives each model the hybrid-histogram keep-alive window learned from its idle times here,
+``eviction="expected-cost"`` makes room on the GPU and in host memory by giving up the
+model whose reload is least likely to be paid soon instead of the least recently used one,
+and ``prefetch`` unloads a model whose next arrival is predicted late and loads it back just
+before (the pre-warm window), when the GPU has room and the load channel is free.
+
 Not handled yet: several GPUs per worker, tensor parallelism, KV-cache memory.
 """
 
@@ -31,9 +38,16 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from sllm.core.cost import CostModel, ModelInfo
+from sllm.core.keepalive import PREWARM_MIN_S, Retention
 from sllm.core.tiers import DISK, GPU, HOST, REMOTE, Tier
 from sllm.records import record
-from sllm.wire.messages import REPORT_MAX_MODELS, InferenceRequest, InferenceResult, WorkerReport
+from sllm.wire.messages import (
+    DISK_BANDWIDTH_MAX_BPS,
+    REPORT_MAX_MODELS,
+    InferenceRequest,
+    InferenceResult,
+    WorkerReport,
+)
 
 GB = 10**9
 
@@ -49,6 +63,9 @@ class WorkerResources:
     queue_capacity: int = 64
     keep_alive_s: float = 600.0
     gpus: int = 1  # a model needing more (tensor parallelism) is refused
+    keep_alive_policy: str = "fixed"  # or "histogram" (`sllm.core.keepalive`)
+    eviction: str = "lru"  # or "expected-cost"
+    prefetch: bool = False  # pre-warm by the learned window (needs "histogram")
 
 
 def prestaged(
@@ -151,6 +168,7 @@ class _GpuModel:
     last_used: float
     running: int = 0
     queued: int = 0
+    prefetched: bool = False  # loaded ahead of demand and not used since
 
 
 @dataclass(slots=True)
@@ -200,6 +218,16 @@ class WorkerState:
         # most recently used first, and every model either tier holds.
         self._lower_tiers: tuple[list[tuple[str, int]], set[str]] | None = None
         self._load_queue: deque[str] = deque()
+        self.retention = Retention(
+            keep_alive=resources.keep_alive_policy,
+            eviction=resources.eviction,
+            fixed_keep_alive_s=resources.keep_alive_s,
+        )
+        # Whether any decision depends on the requests seen: with the defaults, the worker
+        # keeps its fixed keep-alive and LRU paths and records nothing.
+        self._learning = self.retention.learns or resources.prefetch
+        self._prewarm: dict[str, float] = {}  # model -> when to load it back (prefetch)
+        self._prefetching: set[str] = set()  # loads started ahead of demand
         self._slots_divisor = max(1, resources.slots)  # for the utilization
         self._seq = 0
         self.accepted_total = 0
@@ -249,8 +277,18 @@ class WorkerState:
             backlog += max(0.0, self._load.started + self._load.estimated_s - now)
         for model in self._load_queue:
             spec = self.catalog[model]
-            backlog += self.cost.load_time(spec.size_bytes, self.tier_of(model))
+            size = spec.size_bytes
+            backlog += self.cost.load_time(size, self._source(model, size))
         return backlog
+
+    def _source(self, model: str, size: int) -> Tier:
+        """Where to load `model` from: the fastest tier holding it, counting the remote
+        store, which holds every checkpoint and beats a slow local disk (a SATA SSD's
+        0.5 GB/s against a 10 Gbit/s link)."""
+        tier = self.tier_of(model)
+        if tier is DISK and self.cost.load_time(size, REMOTE) < self.cost.load_time(size, DISK):
+            return REMOTE
+        return tier
 
     def next_deadline(self) -> float | None:
         """When `tick` must next run: the earliest keep-alive expiry of an idle model.
@@ -258,11 +296,36 @@ class WorkerState:
         The GPU's models are kept least recently used first, which is ascending
         ``last_used`` (every use sets it to now and moves the model last), so the first
         idle one expires first: the walk stops there. Runs after every request event.
+        With learned retention every model has a window of its own, so every idle one is
+        looked at (a GPU holds a few), and a pending pre-warm is a deadline too.
         """
-        for model in self._gpu.values():
+        if not self._learning:
+            for model in self._gpu.values():
+                if model.running == 0 and model.queued == 0:
+                    return model.last_used + self.resources.keep_alive_s
+            return None
+        deadline: float | None = None
+        for name, model in self._gpu.items():
             if model.running == 0 and model.queued == 0:
-                return model.last_used + self.resources.keep_alive_s
-        return None
+                due = model.last_used + self._warm_for(name, model)
+                if deadline is None or due < deadline:
+                    deadline = due
+        for due in self._prewarm.values():
+            if deadline is None or due < deadline:
+                deadline = due
+        return deadline
+
+    def _warm_for(self, name: str, model: _GpuModel) -> float:
+        """How long idle `model` stays on the GPU after its last use."""
+        window = self.retention.window(name)
+        if model.prefetched:
+            return window.keep_alive_s  # loaded at the end of its pre-warm window
+        if self._prewarms(window.learned, window.prewarm_s):
+            return 0.0  # not expected back soon: free the memory now, pre-warm later
+        return window.ends_s
+
+    def _prewarms(self, learned: bool, prewarm_s: float) -> bool:
+        return self.resources.prefetch and learned and prewarm_s >= PREWARM_MIN_S
 
     def report(
         self, now: float, host: str, port: int, http_port: int = 0, timestamp: float | None = None
@@ -305,6 +368,7 @@ class WorkerState:
             seq=self._seq,
             timestamp=timestamp if timestamp > 0.0 else 0.0,
             gpus=resources.gpus,
+            disk_bandwidth_Bps=min(self.cost.disk_bandwidth_Bps, DISK_BANDWIDTH_MAX_BPS),
         )
 
     def _summarize_tiers(self) -> tuple[dict[str, int], int, int]:
@@ -385,6 +449,14 @@ class WorkerState:
         self.accepted_total += 1
         model = request.model
         gpu_model = self._gpu.get(model)
+        if self._learning:
+            busy = (
+                gpu_model.running + gpu_model.queued > 0
+                if gpu_model is not None
+                else self._queued_for(model) > 0
+            )
+            self.retention.arrived(model, now, idle=not busy)
+            self._prewarm.pop(model, None)  # demand came first
         self._queue[request_id] = _Request(request, now, gpu_model is None)
         if gpu_model is not None:
             gpu_model.queued += 1
@@ -418,10 +490,13 @@ class WorkerState:
             return []
         size = self.catalog[model].size_bytes
         self._load = None
-        self._gpu[model] = _GpuModel(size, last_used=now, queued=self._queued_for(model))
+        queued = self._queued_for(model)
+        prefetched = model in self._prefetching and queued == 0
+        self._prefetching.discard(model)
+        self._gpu[model] = _GpuModel(size, last_used=now, queued=queued, prefetched=prefetched)
         self._summary = None
-        actions = self._cache_in_host(model, size)
-        actions.extend(self._cache(self._disk, model, size, self.resources.disk_bytes))
+        actions = self._cache_in_host(model, size, now)
+        actions.extend(self._cache(self._disk, model, size, self.resources.disk_bytes, now))
         return actions + self._dispatch(now)
 
     def load_failed(self, model: str, now: float, reason: str) -> list[Action]:
@@ -430,6 +505,7 @@ class WorkerState:
             return []
         self._load = None
         self._summary = None
+        self._prefetching.discard(model)
         actions: list[Action] = []
         for waiting in [r for r in self._queue.values() if r.spec.model == model]:
             del self._queue[waiting.spec.request_id]
@@ -451,6 +527,9 @@ class WorkerState:
         if gpu_model is not None:
             gpu_model.running -= 1
             self._used(request.spec.model, gpu_model, now)
+            if self._learning and gpu_model.running == 0 and gpu_model.queued == 0:
+                gpu_model.prefetched = False
+                self.retention.went_idle(request.spec.model, now)
         if ok:
             self.completed_total += 1
         return [self._finish(request, now, ok, reason), *self._dispatch(now)]
@@ -470,13 +549,43 @@ class WorkerState:
         return []
 
     def tick(self, now: float) -> list[Action]:
-        """Expire idle models past keep-alive: they leave the GPU and stay in host memory."""
+        """Expire idle models past keep-alive: they leave the GPU and stay in host memory.
+        With prefetch, also load back the models whose pre-warm window has ended."""
         actions: list[Action] = []
+        if not self._learning:
+            for name, model in list(self._gpu.items()):
+                idle = model.running == 0 and model.queued == 0
+                if idle and now >= model.last_used + self.resources.keep_alive_s:
+                    actions.extend(self._demote(name, now))
+            return actions
         for name, model in list(self._gpu.items()):
-            idle = model.running == 0 and model.queued == 0
-            if idle and now >= model.last_used + self.resources.keep_alive_s:
-                actions.extend(self._demote(name))
+            if model.running or model.queued or now < model.last_used + self._warm_for(name, model):
+                continue
+            actions.extend(self._demote(name, now))
+            window = self.retention.window(name)
+            if not model.prefetched and self._prewarms(window.learned, window.prewarm_s):
+                due = self.retention.idle_since(name) + window.prewarm_s
+                if due > now:
+                    self._prewarm[name] = due
+        if self._prewarm:
+            actions.extend(self._prefetch_due(now))
         return actions
+
+    def _prefetch_due(self, now: float) -> list[Action]:
+        """Start the pre-warm loads that are due, where the GPU has room and the load
+        channel is free: a prefetch never delays a load that a request waits for."""
+        for name, due in list(self._prewarm.items()):
+            if due > now:
+                continue
+            del self._prewarm[name]
+            if name in self._gpu or self._load is not None or self._load_queue:
+                continue
+            if self.gpu_used + self.catalog[name].size_bytes > self.resources.gpu_bytes:
+                continue
+            self._load_queue.append(name)
+            self._prefetching.add(name)
+            self._summary = None
+        return self._dispatch(now)
 
     # -- internals -------------------------------------------------------------------
 
@@ -531,49 +640,79 @@ class WorkerState:
         size = self.catalog[model].size_bytes
         actions: list[Action] = []
         free = self.resources.gpu_bytes - self.gpu_used
-        for name, resident in list(self._gpu.items()):  # least recently used first
+        for name in self._eviction_order(now):
             if free >= size:
                 break
-            if resident.running == 0 and resident.queued == 0:
-                actions.extend(self._demote(name))
-                free += resident.size_bytes
+            resident = self._gpu[name]
+            actions.extend(self._demote(name, now))
+            free += resident.size_bytes
         if free < size:
             return actions  # wait until running requests release a model
         self._load_queue.popleft()
         self._summary = None
-        source = self.tier_of(model)
+        source = self._source(model, size)
         self._load = _Load(model, source, now, self.cost.load_time(size, source))
         actions.append(StartLoad(model=model, source=source))
         return actions
 
-    def _demote(self, model: str) -> list[Action]:
+    def _eviction_order(self, now: float) -> list[str]:
+        """The idle GPU models, in the order to give them up for room."""
+        idle = [
+            name for name, resident in self._gpu.items() if not resident.running + resident.queued
+        ]  # least recently used first
+        if not self._learning or self.retention.eviction == "lru" or len(idle) < 2:
+            return idle
+        host_bytes = self.resources.host_bytes
+        candidates = []
+        for name in idle:
+            size = self._gpu[name].size_bytes
+            lands = HOST if size <= host_bytes else DISK if name in self._disk else REMOTE
+            candidates.append((name, self.cost.load_time(size, lands)))
+        return self.retention.eviction_order(candidates, now)
+
+    def _demote(self, model: str, now: float) -> list[Action]:
         resident = self._gpu.pop(model)
         self._summary = None
-        actions = self._cache_in_host(model, resident.size_bytes)
+        actions = self._cache_in_host(model, resident.size_bytes, now)
         if model in self._host:
             destination = Tier.HOST
         else:
             destination = Tier.DISK if model in self._disk else Tier.REMOTE
         return [Evict(model=model, source=Tier.GPU, destination=destination), *actions]
 
-    def _cache_in_host(self, model: str, size: int) -> list[Action]:
+    def _cache_in_host(self, model: str, size: int, now: float) -> list[Action]:
         """Count `model`'s host copy, where its engine keeps one."""
         if not self.keeps_host_copy(model):
             return []
-        return self._cache(self._host, model, size, self.resources.host_bytes)
+        return self._cache(self._host, model, size, self.resources.host_bytes, now)
 
     def _cache(
-        self, cache: OrderedDict[str, int], model: str, size: int, capacity: int
+        self, cache: OrderedDict[str, int], model: str, size: int, capacity: int, now: float
     ) -> list[Action]:
-        """Put `model` in an LRU cache tier, evicting the least recently used to make room."""
+        """Put `model` in a cache tier, evicting to make room: the least recently used, or
+        in host memory under expected-cost eviction the cheapest to lose."""
         if size > capacity:
             return []
         tier = Tier.HOST if cache is self._host else Tier.DISK
         actions: list[Action] = []
         cache.pop(model, None)
         used = sum(cache.values())
-        while used + size > capacity and cache:
-            victim, victim_size = cache.popitem(last=False)
+        if used + size <= capacity:
+            victims: list[str] = []
+        elif tier is Tier.HOST and self._learning and self.retention.eviction != "lru":
+            victims = self.retention.eviction_order(
+                (
+                    (name, self.cost.load_time(held, DISK if name in self._disk else REMOTE))
+                    for name, held in cache.items()
+                ),
+                now,
+            )
+        else:
+            victims = list(cache)  # least recently used first
+        for victim in victims:
+            if used + size <= capacity:
+                break
+            victim_size = cache.pop(victim)
             used -= victim_size
             actions.append(
                 Evict(model=victim, source=tier, destination=self._next_tier_holding(victim, tier))
@@ -606,9 +745,9 @@ class WorkerState:
         """A checkpoint found at start; one on the GPU counts as used at `now`."""
         size = self.catalog[model].size_bytes
         if tier <= Tier.DISK:
-            self._cache(self._disk, model, size, self.resources.disk_bytes)
+            self._cache(self._disk, model, size, self.resources.disk_bytes, now)
         if tier <= Tier.HOST:
-            self._cache_in_host(model, size)
+            self._cache_in_host(model, size, now)
         if tier is Tier.GPU and self.gpu_used + size <= self.resources.gpu_bytes:
             self._gpu[model] = _GpuModel(size, last_used=now)
             self._summary = None

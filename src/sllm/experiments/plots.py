@@ -128,7 +128,7 @@ def panels(
     )
     for axes, (ylabel, series) in zip(all_axes[:, 0], rows, strict=True):
         for name, (xs, ys) in series.items():
-            axes.plot(xs, ys, label=name, linewidth=1.0)
+            axes.plot(xs, ys, label=name, linewidth=1.0, marker="o" if len(xs) <= 12 else None)
         for x, _ in marks:
             axes.axvline(x, color="tab:red", linestyle="--", alpha=0.7)
         axes.set_ylabel(ylabel)

@@ -20,6 +20,12 @@ the JSON under ``"centralized"`` and ``"decentralized"``.
 - **exp3, utilization distribution**: per-worker queue depth and GPU utilization over
   time for every policy in both architectures, with their variance across workers and
   Gini coefficients.
+- **pressure**: policies where they can differ: 64 models with a long-tail popularity, 20
+  workers of four kinds with constrained GPU and host memory and different disks, load
+  swept from 30% to 120% of warm capacity; every placement policy with the worker's
+  learned keep-alive, expected-cost eviction and pre-warm and the coordinator's admission
+  deadline on and off; failures next to p50/p99 TTFT. Centralized only. ``--hours``
+  sets the simulated hours per run (default ten minutes).
 - **scale**: 10 to 10,000 workers centralized, 10 to 300 nodes decentralized (gossip
   costs the simulator about 100 s of wall time per 5 simulated seconds at 1,000 nodes):
   placement quality (p99 TTFT, cold-start rate) and control-plane cost (messages/s and
@@ -44,7 +50,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from sllm.experiments import performance, plots, recovery, scale, spread
+from sllm.experiments import performance, plots, pressure, recovery, scale, spread
 from sllm.experiments.summary import Context, Experiment, Plots, write_files
 from sllm.sim.progress import Progress
 
@@ -67,6 +73,12 @@ EXPERIMENTS: dict[str, Experiment[Any, Any]] = {
         write=spread.write_exp3,
         plot=spread.plot_exp3,
     ),
+    "pressure": Experiment(
+        run=pressure.run_pressure,
+        analyse=pressure.analyse_pressure,
+        write=pressure.write_pressure,
+        plot=pressure.plot_pressure,
+    ),
     "scale": Experiment(
         run=scale.run_scale,
         analyse=scale.analyse_scale,
@@ -76,12 +88,18 @@ EXPERIMENTS: dict[str, Experiment[Any, Any]] = {
 }
 
 
-def run_experiment(name: str, out: Path, quick: bool = False, seed: int = 0) -> list[Path]:
+# Experiments without a decentralized arm (their JSON has "centralized" only).
+CENTRALIZED_ONLY = ("pressure",)
+
+
+def run_experiment(
+    name: str, out: Path, quick: bool = False, seed: int = 0, hours: float | None = None
+) -> list[Path]:
     """Run one experiment into `out` (created if needed); return the files written."""
     out.mkdir(parents=True, exist_ok=True)
     pictures = Plots(folder=out, name=name)
     with Progress(name) as progress:
-        ctx = Context(name=name, quick=quick, seed=seed, progress=progress)
+        ctx = Context(name=name, quick=quick, seed=seed, progress=progress, hours=hours)
         written = EXPERIMENTS[name](ctx, pictures)
         progress.update(1.0, "done")
     return write_files(out, name, written, pictures)
@@ -98,12 +116,21 @@ def add_parser(sub: Any) -> None:
     parser.add_argument("--out", default="results", help="output folder (default results/)")
     parser.add_argument("--quick", action="store_true", help="tiny sizes, for tests")
     parser.add_argument("--seed", type=int, default=0, help="seed of every run (default 0)")
+    parser.add_argument(
+        "--hours",
+        type=float,
+        default=None,
+        help="simulated hours per run (pressure only; default its ten minutes)",
+    )
     parser.set_defaults(run=main)
 
 
 def main(args: argparse.Namespace) -> int:
     try:
-        written = run_experiment(args.name, Path(args.out), args.quick, args.seed)
+        if args.hours is not None and not args.hours > 0:
+            print("sllm experiment: --hours must be > 0", file=sys.stderr)
+            return 2
+        written = run_experiment(args.name, Path(args.out), args.quick, args.seed, args.hours)
     except OSError as error:
         print(f"sllm experiment: {error}", file=sys.stderr)
         return 1

@@ -74,6 +74,7 @@ class Context:
     quick: bool
     seed: int
     progress: Progress
+    hours: float | None = None  # simulated hours per run, where the experiment takes it
     runs_total: int = 1
     runs_done: int = 0
 

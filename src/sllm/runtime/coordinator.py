@@ -79,6 +79,7 @@ class CoordinatorServer:
         admission: Admission | None = None,
         registry: ModelRegistry | None = None,
         admin_key: str | None = None,
+        admission_deadline_s: float | None = None,
     ) -> None:
         self.host = host
         self.port = port
@@ -103,6 +104,7 @@ class CoordinatorServer:
             random.Random(seed),
             time.monotonic(),
             admission=admission,
+            deadline_s=admission_deadline_s,
         )
         self.endpoint: Endpoint | None = None
         self.driver = AsyncioDriver(self.log_notices)

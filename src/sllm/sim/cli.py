@@ -25,6 +25,7 @@ import dataclasses
 import sys
 from typing import Any
 
+from sllm.core.keepalive import EVICTION_POLICIES, KEEP_ALIVE_POLICIES
 from sllm.core.tiers import Tier
 from sllm.core.worker import WorkerResources
 from sllm.sim.cluster import (
@@ -96,6 +97,24 @@ def build_arguments(parser: argparse.ArgumentParser) -> None:
     cluster.add_argument("--keep-alive", type=float, default=DEFAULT_RESOURCES.keep_alive_s)
     cluster.add_argument("--prestage", choices=tuple(PRESTAGE), default="disk")
     cluster.add_argument(
+        "--keep-alive-policy",
+        choices=KEEP_ALIVE_POLICIES,
+        default=DEFAULT_RESOURCES.keep_alive_policy,
+        help="fixed (--keep-alive) or histogram (learned per model)",
+    )
+    cluster.add_argument(
+        "--eviction", choices=EVICTION_POLICIES, default=DEFAULT_RESOURCES.eviction
+    )
+    cluster.add_argument(
+        "--prefetch", action="store_true", help="pre-warm by the learned window (histogram)"
+    )
+    cluster.add_argument(
+        "--admission-deadline",
+        type=float,
+        metavar="S",
+        help="the coordinator refuses requests waiting longer than S beyond their own load",
+    )
+    cluster.add_argument(
         "--drain", type=float, default=DEFAULT_DRAIN_S, help="seconds to let requests finish"
     )
     cluster.add_argument(
@@ -166,6 +185,12 @@ def check_arguments(args: argparse.Namespace) -> list[str]:
         problems.append("need 0 < --report-interval < --worker-timeout")
     if args.random_faults < 0:
         problems.append("--random-faults must be >= 0")
+    if args.prefetch and args.keep_alive_policy != "histogram":
+        problems.append("--prefetch needs --keep-alive-policy histogram")
+    if args.admission_deadline is not None and not args.admission_deadline > 0:
+        problems.append("--admission-deadline must be > 0")
+    if args.admission_deadline is not None and args.mode != CentralizedCluster.mode:
+        problems.append("--admission-deadline is the coordinator's: centralized mode only")
     return problems
 
 
@@ -178,8 +203,14 @@ def build_config(args: argparse.Namespace) -> ClusterConfig:
         report_interval_s=args.report_interval,
         worker_timeout_s=args.worker_timeout,
         resources=WorkerResources(
-            slots=args.slots, queue_capacity=args.queue_capacity, keep_alive_s=args.keep_alive
+            slots=args.slots,
+            queue_capacity=args.queue_capacity,
+            keep_alive_s=args.keep_alive,
+            keep_alive_policy=args.keep_alive_policy,
+            eviction=args.eviction,
+            prefetch=args.prefetch,
         ),
+        admission_deadline_s=args.admission_deadline,
         prestage=PRESTAGE[args.prestage],
         models_served=args.models,
         link=LinkModel(

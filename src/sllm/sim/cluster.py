@@ -52,6 +52,10 @@ The decentralized architecture (`sllm.sim.decentralized`) shares everything here
 processes: `SimulatedCluster` holds the kernel, network, client, faults and report, and each
 architecture says where the client asks for a decision and how state is sampled.
 
+A mixed fleet: `ClusterConfig.kinds` gives worker ``i`` the capacities and load
+bandwidths of ``kinds[i % len(kinds)]`` (a `WorkerKind`; its own sim engine times its
+loads); the coordinator's admission deadline is `ClusterConfig.admission_deadline_s`.
+
 Not handled yet: the HTTP front door's retry of a request whose worker fails
 before the first byte; cluster-state paging traffic from the sampler.
 """
@@ -127,6 +131,19 @@ def worker_name(index: int) -> str:
     return f"worker-{index}"
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class WorkerKind:
+    """One kind of worker in a mixed fleet: its capacities and the bandwidths it loads at.
+
+    The schedulers still estimate with the cluster's `ClusterConfig.cost`: a worker's own
+    disk speed reaches them only through the load backlog it reports.
+    """
+
+    name: str
+    resources: WorkerResources
+    cost: CostModel
+
+
 @dataclass(frozen=True, slots=True)
 class ClusterConfig:
     """One simulated cluster. Defaults follow `centralized_simulation.py`."""
@@ -148,6 +165,18 @@ class ClusterConfig:
     drain_s: float = DEFAULT_DRAIN_S
     sample_period_s: float = SAMPLE_PERIOD_S
     record_series: bool = False  # keep every sample with its time (for plots over time)
+    # A mixed fleet: worker i is kinds[i % len(kinds)]; empty, every worker has `resources`
+    # and `cost`.
+    kinds: tuple[WorkerKind, ...] = ()
+    # The coordinator's admission deadline (`Coordinator`): None, none.
+    admission_deadline_s: float | None = None
+
+    def kind_of(self, index: int) -> tuple[WorkerResources, CostModel]:
+        """Worker `index`'s capacities and load bandwidths."""
+        if not self.kinds:
+            return self.resources, self.cost
+        kind = self.kinds[index % len(self.kinds)]
+        return kind.resources, kind.cost
 
     def __post_init__(self) -> None:
         problems = []
@@ -473,7 +502,7 @@ class CentralizedCluster(SimulatedCluster):
         super().__init__(config)
         self.coordinator = SimulatedCoordinator(self, self.notice)
         self.workers = [
-            SimulatedWorker(self, worker_name(i), report_to=COORDINATOR)
+            SimulatedWorker(self, worker_name(i), report_to=COORDINATOR, index=i)
             for i in range(config.workers)
         ]
 

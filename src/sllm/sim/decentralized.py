@@ -74,7 +74,10 @@ class DecentralizedCluster(SimulatedCluster):
         self.t0 = max(config.report_interval_s, WARMUP_S)
         names = [worker_name(i) for i in range(config.workers)]
         self.seed_addresses = [(name, GOSSIP_PORT) for name in names[:SEED_NODES]]
-        self.nodes = [SimulatedNode(self, name, self.seed_addresses) for name in names]
+        self.nodes = [
+            SimulatedNode(self, name, self.seed_addresses, index=index)
+            for index, name in enumerate(names)
+        ]
         self.workers = list(self.nodes)
         self.by_name = {node.name: node for node in self.nodes}
         self._client_rng = child_rng(config.seed, "client")

@@ -27,6 +27,7 @@ from sllm.core.membership import Address
 from sllm.core.node import Node
 from sllm.core.outstanding import RequestOutcome
 from sllm.core.worker import WorkerState, prestaged
+from sllm.engines.sim import SimEngine
 from sllm.hosts.client import RequestClient
 from sllm.hosts.coordinator import CoordinatorHost
 from sllm.hosts.driver import Callback
@@ -109,6 +110,7 @@ class SimulatedCoordinator(CoordinatorHost[str]):
                 config.worker_timeout_s,
                 random.Random(config.seed),  # what `sllm coordinator --seed` does
                 self.driver.now(),
+                deadline_s=config.admission_deadline_s,
             )
         )
         self.network.set_up(COORDINATOR, True)
@@ -121,16 +123,22 @@ class SimulatedCoordinator(CoordinatorHost[str]):
 class SimulatedWorker:
     """A worker process at a name: a `WorkerHost` reporting to `report_to`."""
 
-    def __init__(self, cluster: SimulatedCluster, name: str, report_to: str | None) -> None:
+    def __init__(
+        self, cluster: SimulatedCluster, name: str, report_to: str | None, index: int = 0
+    ) -> None:
         self.cluster = cluster
         self.network = cluster.network
         self.name = name
         config = cluster.config
+        self.resources, self.cost = config.kind_of(index)
+        engine = cluster.engine
+        if self.cost != config.cost:
+            engine = SimEngine(cluster.catalog, self.cost)  # a kind that loads at its own speed
         self.driver = KernelDriver(cluster.kernel, cluster.network, name)
         self.host = WorkerHost(
             self.driver,
             self.fresh_state(),
-            cluster.engine,
+            engine,
             report_to=report_to,
             report_interval_s=config.report_interval_s,
         )
@@ -150,9 +158,9 @@ class SimulatedWorker:
     def fresh_state(self) -> WorkerState:
         config = self.cluster.config
         catalog = self.cluster.catalog
-        preloaded = prestaged(catalog, config.resources, config.prestage)
+        preloaded = prestaged(catalog, self.resources, config.prestage)
         return WorkerState(
-            self.name, config.resources, catalog, config.cost, preloaded, now=self.driver.now()
+            self.name, self.resources, catalog, self.cost, preloaded, now=self.driver.now()
         )
 
     def receive(self, message: Message, source: str) -> None:
@@ -178,8 +186,14 @@ class SimulatedNode(SimulatedWorker):
 
     cluster: DecentralizedCluster
 
-    def __init__(self, cluster: DecentralizedCluster, name: str, seeds: Sequence[Address]) -> None:
-        super().__init__(cluster, name, report_to=None)
+    def __init__(
+        self,
+        cluster: DecentralizedCluster,
+        name: str,
+        seeds: Sequence[Address],
+        index: int = 0,
+    ) -> None:
+        super().__init__(cluster, name, report_to=None, index=index)
         self.address: Address = (name, GOSSIP_PORT)
         self.seeds = [seed for seed in seeds if seed != self.address]
         self.starts = 0

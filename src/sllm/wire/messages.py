@@ -82,6 +82,10 @@ FRACTION = _bounded(0.0, 1.0)
 SECONDS = _bounded(0.0, SECONDS_MAX)
 TOKENS = _bounded(0, TOKENS_MAX)
 # model name -> tier; names are bounded like every other model name on the wire.
+# The largest disk bandwidth a report carries: 1 TB/s, far beyond any disk; a worker whose
+# cost model says more (a benchmark's instant loads) reports this, which is instant enough.
+DISK_BANDWIDTH_MAX_BPS = 1e12
+
 MODEL_TIERS = {
     "max_len": REPORT_MAX_MODELS,
     "key_max_len": MODEL_NAME_MAX_LEN,
@@ -121,6 +125,10 @@ class WorkerReport(Message):
     timestamp: float = field(metadata=_bounded(0.0, 1e12))
     # GPUs of the worker: a model that runs on more (tensor parallelism) is not placed here.
     gpus: int = field(default=1, metadata=_bounded(1, GPUS_MAX))
+    # The worker's own disk-to-GPU bandwidth (its cost model, `sllm calibrate`), so that a
+    # scheduler estimates a cold start from its disk at its speed; 0: not said, the
+    # scheduler's cost model applies. At most DISK_BANDWIDTH_MAX_BPS.
+    disk_bandwidth_Bps: float = field(default=0.0, metadata=_bounded(0.0, DISK_BANDWIDTH_MAX_BPS))
 
 
 @record

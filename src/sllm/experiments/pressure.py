@@ -1,0 +1,479 @@
+"""pressure: placement and retention policies where they can differ, on a constrained mixed fleet.
+
+What it stresses: GPU and host memory, and the load channel. Many models (64 by default,
+with the Alibaba GenAI long-tail popularity shipped in `sllm.workload.popularity`), the
+shipped Azure conversation trace's arrivals and token counts (CC-BY; time-compressed to
+each load level), and 20 workers of four kinds cycled by index (`KINDS`): an H200 with
+modest host memory, an H100 (80 GB: the 70B checkpoints do not fit), an H200 with a slow
+SATA disk and little host memory, and a B200-class worker with a fast disk and 192 GB
+(the only kind the 141 GB checkpoints fit). Slots are few (`SLOTS`, a KV-cache budget),
+so a model's warm copies fill up and a cold start elsewhere competes with waiting.
+
+Load is swept over `LOAD_LEVELS` of the fleet's warm capacity: every slot busy serving the
+workload's requests with their models already loaded (`warm_capacity_rps`). Loads are not
+in it, so the fleet saturates below 100% whenever models must move.
+
+Every arm is a placement policy plus the worker's retention and the coordinator's admission
+(`ARMS`): each mechanism of `sllm.core.keepalive` and the admission deadline on and off.
+For every arm and level it reports the failed requests by reason (rejected, timed out,
+unfinished) next to p50/p99 time to first token of the completed ones, and the targets of
+issue 21 as ratios to ``seed`` at each level.
+
+Centralized only: the decentralized arm of these mechanisms is the same core (the node's
+worker is a `WorkerState`), but its admission deadline is not wired into `Node` yet.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from sllm.catalog import served_catalog
+from sllm.core.cost import CostModel
+from sllm.core.worker import GB, WorkerResources
+from sllm.experiments import plots as plotting
+from sllm.experiments.summary import (
+    BASELINE_POLICY,
+    CENTRALIZED,
+    Context,
+    Plots,
+    RunSummary,
+    fmt,
+    ratio,
+    summarize,
+    table,
+)
+from sllm.sim.cluster import ClusterConfig, SimResult, WorkerKind
+from sllm.sim.report import Json
+from sllm.workload.options import WorkloadOptions, make_workload
+
+# The shipped Azure LLM inference trace (conversation service, CC-BY 4.0): arrivals and
+# token counts. Without it (an installed package has no data/ folder), Poisson arrivals
+# with the token counts fitted to it (`sllm.workload.tokens`) stand in, and the report says so.
+SHIPPED_TRACE = (
+    Path(__file__).resolve().parents[3]
+    / "data"
+    / "traces"
+    / "azure_llm_2023"
+    / "AzureLLMInferenceTrace_conv.csv"
+)
+WORKERS = 20
+MODELS = 64  # the issue's floor; the shipped popularity table has 86
+# Concurrent requests per worker: a GPU that holds several checkpoints has little room left
+# for KV cache, so four sequences, not the default eight.
+SLOTS = 4
+# The fixed keep-alive the learned one is measured against: two minutes, the setting of
+# the issue's pressured run (production defaults are 10-20 minutes, ATC'20).
+KEEP_ALIVE_S = 120.0
+# Fractions of warm capacity (see the module docstring): the issue's 30% to 120%.
+LOAD_LEVELS = (0.3, 0.6, 0.9, 1.2)
+# Simulated workload seconds per run by default (`--hours` changes it): ten minutes keeps
+# the whole sweep within a few minutes of wall time on a 2-core machine.
+DURATION_S = 600.0
+# The admission deadline of the admission arms: a minute, about the longest load of a 70B
+# checkpoint from a fast local disk, so only requests that would wait for more than a
+# cold start are refused.
+ADMISSION_DEADLINE_S = 60.0
+# A SATA SSD's sequential read, against the calibrated NVMe's 1.90 GB/s.
+SLOW_DISK_BPS = 0.5e9
+# A PCIe gen5 NVMe's sequential read.
+FAST_DISK_BPS = 3.5e9
+
+
+def _kind(name: str, gpu_gb: int, host_gb: int, disk_Bps: float | None) -> WorkerKind:
+    cost = CostModel()
+    if disk_Bps is not None:
+        cost = cost.with_overrides({"disk_bandwidth_Bps": disk_Bps})
+    resources = WorkerResources(
+        gpu_bytes=gpu_gb * GB, host_bytes=host_gb * GB, slots=SLOTS, keep_alive_s=KEEP_ALIVE_S
+    )
+    return WorkerKind(name=name, resources=resources, cost=cost)
+
+
+KINDS = (
+    _kind("h200", gpu_gb=141, host_gb=256, disk_Bps=None),
+    _kind("h100", gpu_gb=80, host_gb=128, disk_Bps=None),
+    _kind("h200-sata", gpu_gb=141, host_gb=64, disk_Bps=SLOW_DISK_BPS),
+    _kind("b200", gpu_gb=192, host_gb=512, disk_Bps=FAST_DISK_BPS),
+)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Arm:
+    """A placement policy with the worker's retention and the coordinator's admission."""
+
+    policy: str
+    keep_alive_policy: str = "fixed"
+    eviction: str = "lru"
+    prefetch: bool = False
+    admission_deadline_s: float | None = None
+
+    def kinds(self) -> tuple[WorkerKind, ...]:
+        return tuple(
+            WorkerKind(
+                name=kind.name,
+                resources=_with_retention(kind.resources, self),
+                cost=kind.cost,
+            )
+            for kind in KINDS
+        )
+
+    def as_dict(self) -> Json:
+        return {
+            "policy": self.policy,
+            "keep_alive_policy": self.keep_alive_policy,
+            "eviction": self.eviction,
+            "prefetch": self.prefetch,
+            "admission_deadline_s": self.admission_deadline_s,
+        }
+
+
+def _with_retention(resources: WorkerResources, arm: Arm) -> WorkerResources:
+    return WorkerResources(
+        gpu_bytes=resources.gpu_bytes,
+        host_bytes=resources.host_bytes,
+        disk_bytes=resources.disk_bytes,
+        slots=resources.slots,
+        queue_capacity=resources.queue_capacity,
+        keep_alive_s=resources.keep_alive_s,
+        keep_alive_policy=arm.keep_alive_policy,
+        eviction=arm.eviction,
+        prefetch=arm.prefetch,
+    )
+
+
+# Each mechanism alone on startup-aware, all of them, and the worker-side ones on the
+# baseline, so each is measured on and off.
+ARMS: dict[str, Arm] = {
+    "seed": Arm(policy="seed"),
+    "least-loaded": Arm(policy="least-loaded"),
+    "startup-aware": Arm(policy="startup-aware"),
+    "startup-aware+histogram": Arm(policy="startup-aware", keep_alive_policy="histogram"),
+    "startup-aware+expected-cost": Arm(policy="startup-aware", eviction="expected-cost"),
+    "startup-aware+prefetch": Arm(
+        policy="startup-aware", keep_alive_policy="histogram", prefetch=True
+    ),
+    "startup-aware+admission": Arm(
+        policy="startup-aware", admission_deadline_s=ADMISSION_DEADLINE_S
+    ),
+    "startup-aware+retention": Arm(
+        policy="startup-aware",
+        keep_alive_policy="histogram",
+        eviction="expected-cost",
+        prefetch=True,
+    ),
+    "startup-aware+all": Arm(
+        policy="startup-aware",
+        keep_alive_policy="histogram",
+        eviction="expected-cost",
+        prefetch=True,
+        admission_deadline_s=ADMISSION_DEADLINE_S,
+    ),
+    "seed+retention": Arm(
+        policy="seed", keep_alive_policy="histogram", eviction="expected-cost", prefetch=True
+    ),
+}
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PressureSetup:
+    workers: int
+    models: int
+    slots: int
+    duration_s: float
+    seed: int
+    trace: str  # the trace's file name, or what stood in for it
+    warm_capacity_rps: float
+    levels: tuple[float, ...]
+    rates_rps: tuple[float, ...]  # the arrival rate at each level
+    kinds: tuple[str, ...]
+    arms: Mapping[str, Arm]
+
+    def as_dict(self) -> Json:
+        return {
+            "workers": self.workers,
+            "models": self.models,
+            "slots": self.slots,
+            "duration_s": self.duration_s,
+            "seed": self.seed,
+            "trace": self.trace,
+            "warm_capacity_rps": self.warm_capacity_rps,
+            "levels": list(self.levels),
+            "rates_rps": list(self.rates_rps),
+            "kinds": list(self.kinds),
+            "arms": {name: arm.as_dict() for name, arm in self.arms.items()},
+            "baseline": BASELINE_POLICY,
+        }
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PressureRuns:
+    setup: PressureSetup
+    runs: Mapping[str, Mapping[float, SimResult]]  # arm -> level -> run
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LevelFigures:
+    """One arm at one load level, with its ratios to ``seed`` at that level."""
+
+    summary: RunSummary
+    ttft_p99_vs_seed: float | None
+    failed_vs_seed: float | None
+
+    def as_dict(self) -> Json:
+        return {
+            **self.summary.as_dict(),
+            "ttft_p99_vs_seed": self.ttft_p99_vs_seed,
+            "failed_vs_seed": self.failed_vs_seed,
+        }
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PressureResult:
+    setup: PressureSetup
+    figures: Mapping[str, Mapping[float, LevelFigures]]  # arm -> level -> figures
+
+    def as_dict(self) -> Json:
+        return {
+            "experiment": "pressure",
+            "setup": self.setup.as_dict(),
+            CENTRALIZED: {
+                arm: {str(level): figures.as_dict() for level, figures in levels.items()}
+                for arm, levels in self.figures.items()
+            },
+        }
+
+
+def warm_capacity_rps(options: WorkloadOptions, *, workers: int, slots: int) -> float:
+    """Requests per second the fleet serves with every slot busy and every model loaded:
+    its slots over the mean warm service time (prefill plus decode at batch 1) of the
+    workload's requests."""
+    _, arrivals = make_workload(options)
+    if not arrivals:
+        raise ValueError("the workload has no requests")
+    catalog = served_catalog(options.models)
+    cost = CostModel()
+    timings = {name: cost.timing(model) for name, model in catalog.items()}
+    total = sum(
+        timings[a.model].service_time(a.prompt_tokens, a.output_tokens)[1] for a in arrivals
+    )
+    return workers * slots / (total / len(arrivals))
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PressureSize:
+    """How much of the experiment to run: the default, `QUICK` for tests, or any other."""
+
+    workers: int = WORKERS
+    models: int = MODELS
+    duration_s: float = DURATION_S
+    arms: tuple[str, ...] = tuple(ARMS)
+    levels: tuple[float, ...] = LOAD_LEVELS
+
+
+QUICK = PressureSize(
+    workers=4,
+    models=8,
+    duration_s=60.0,
+    arms=("seed", "startup-aware", "startup-aware+all"),
+    levels=(0.3, 1.2),
+)
+
+
+def run_pressure(ctx: Context, size: PressureSize | None = None) -> PressureRuns:
+    if size is None:
+        size = QUICK if ctx.quick else PressureSize()
+    workers, models, duration = size.workers, size.models, size.duration_s
+    if ctx.hours is not None:
+        duration = ctx.hours * 3600.0
+    arm_names, levels = size.arms, size.levels
+    trace = str(SHIPPED_TRACE) if SHIPPED_TRACE.exists() else None
+    base = WorkloadOptions(duration_s=duration, seed=ctx.seed, models=models, trace=trace)
+    capacity = warm_capacity_rps(base, workers=workers, slots=SLOTS)
+    natural = _natural_rate(base)
+    options = {
+        level: WorkloadOptions(
+            duration_s=duration,
+            seed=ctx.seed,
+            models=models,
+            trace=trace,
+            # a trace is compressed to the rate; Poisson arrivals take it as is
+            time_scale=natural / (level * capacity) if trace else 1.0,
+            rate_rps=level * capacity,
+        )
+        for level in levels
+    }
+    ctx.runs_total = len(arm_names) * len(levels)
+    runs: dict[str, dict[float, SimResult]] = {}
+    for name in arm_names:
+        arm = ARMS[name]
+        config = ClusterConfig(
+            workers=workers,
+            policy=arm.policy,
+            seed=ctx.seed,
+            models_served=models,
+            kinds=arm.kinds(),
+            admission_deadline_s=arm.admission_deadline_s,
+        )
+        runs[name] = {level: ctx.simulate(config, options[level]) for level in levels}
+    setup = PressureSetup(
+        workers=workers,
+        models=models,
+        slots=SLOTS,
+        duration_s=duration,
+        seed=ctx.seed,
+        trace=SHIPPED_TRACE.name if trace else "none: Poisson arrivals, Azure-fitted tokens",
+        warm_capacity_rps=round(capacity, 3),
+        levels=levels,
+        rates_rps=tuple(round(level * capacity, 3) for level in levels),
+        kinds=tuple(kind.name for kind in KINDS),
+        arms={name: ARMS[name] for name in arm_names},
+    )
+    return PressureRuns(setup=setup, runs=runs)
+
+
+def _natural_rate(options: WorkloadOptions) -> float:
+    """The workload's own mean rate (a trace's, uncompressed) over its duration."""
+    _, arrivals = make_workload(options)
+    return len(arrivals) / options.duration_s
+
+
+def analyse_pressure(runs: PressureRuns) -> PressureResult:
+    summaries = {
+        arm: {level: summarize(result) for level, result in levels.items()}
+        for arm, levels in runs.runs.items()
+    }
+    base = summaries[BASELINE_POLICY]
+    figures = {
+        arm: {
+            level: LevelFigures(
+                summary=summary,
+                ttft_p99_vs_seed=ratio(summary.ttft.p99, base[level].ttft.p99),
+                failed_vs_seed=ratio(summary.failed, base[level].failed),
+            )
+            for level, summary in levels.items()
+        }
+        for arm, levels in summaries.items()
+    }
+    return PressureResult(setup=runs.setup, figures=figures)
+
+
+def failure_kinds(summary: RunSummary) -> tuple[int, int, int]:
+    """(rejected, timed out, unfinished): the reasons grouped as the issue names them."""
+    rejected = timed_out = unfinished = 0
+    for reason, count in summary.failures.items():
+        if reason == "unfinished":
+            unfinished += count
+        elif reason in ("no_result", "no_decision"):
+            timed_out += count
+        else:
+            rejected += count  # the coordinator's and the workers' refusals
+    return rejected, timed_out, unfinished
+
+
+def best_arm(result: PressureResult, level: float) -> str:
+    """The arm with the lowest p99 TTFT at `level` among those failing no more than seed."""
+    base_failed = result.figures[BASELINE_POLICY][level].summary.failed
+    fair = [
+        arm for arm, levels in result.figures.items() if levels[level].summary.failed <= base_failed
+    ]
+    return min(fair, key=lambda arm: result.figures[arm][level].summary.ttft.p99)
+
+
+def write_pressure(result: PressureResult) -> str:
+    setup = result.setup
+    lines = [
+        "# pressure: policies on a constrained mixed fleet",
+        "",
+        f"{setup.workers} workers ({', '.join(setup.kinds)}, cycled), {setup.models} models "
+        f"(Alibaba GenAI popularity), {setup.slots} slots each, trace {setup.trace}, "
+        f"{setup.duration_s:.0f} s per run, seed {setup.seed}. Warm capacity "
+        f"{setup.warm_capacity_rps:.2f} req/s; levels "
+        + ", ".join(
+            f"{level:.0%} ({rate:.2f} req/s)"
+            for level, rate in zip(setup.levels, setup.rates_rps, strict=True)
+        )
+        + ".",
+        "",
+        "Stresses GPU and host memory and the load channel: failures (rejected, timed out, "
+        "unfinished) sit next to the completed requests' TTFT; ratios are to seed at the "
+        "same level (lower is better).",
+        "",
+    ]
+    header = [
+        "arm",
+        "load",
+        "completed",
+        "rejected",
+        "timed out",
+        "unfinished",
+        "TTFT p50 (s)",
+        "TTFT p99 (s)",
+        "p99 vs seed",
+        "failed vs seed",
+    ]
+    rows = []
+    for arm, levels in result.figures.items():
+        for level, figures in levels.items():
+            summary = figures.summary
+            rejected, timed_out, unfinished = failure_kinds(summary)
+            rows.append(
+                [
+                    arm,
+                    f"{level:.0%}",
+                    summary.completed,
+                    rejected,
+                    timed_out,
+                    unfinished,
+                    fmt(summary.ttft.p50, 2),
+                    fmt(summary.ttft.p99, 1),
+                    fmt(figures.ttft_p99_vs_seed, 2),
+                    fmt(figures.failed_vs_seed, 2),
+                ]
+            )
+    lines += table(header, rows)
+    lines += ["", "## Targets (issue 21): best arm's p99 TTFT and failures <= 0.5x seed's", ""]
+    target_rows = []
+    for level in setup.levels:
+        arm = best_arm(result, level)
+        figures = result.figures[arm][level]
+        p99, failed = figures.ttft_p99_vs_seed, figures.failed_vs_seed
+        met = p99 is not None and p99 <= 0.5 and (failed is None or failed <= 0.5)
+        target_rows.append(
+            [f"{level:.0%}", arm, fmt(p99, 2), fmt(failed, 2), "met" if met else "not met"]
+        )
+    lines += table(["load", "best arm", "p99 vs seed", "failed vs seed", "target"], target_rows)
+    return "\n".join(lines)
+
+
+def plot_pressure(result: PressureResult, plots: Plots) -> None:
+    levels = [100.0 * level for level in result.setup.levels]
+
+    def series(value: str) -> dict[str, tuple[list[float], list[float]]]:
+        return {
+            arm: (levels, [_value(by_level[level].summary, value) for level in by_level])
+            for arm, by_level in result.figures.items()
+        }
+
+    def draw(path: Path) -> object:
+        return plotting.panels(
+            path,
+            [
+                ("TTFT p99 (s)", series("p99")),
+                ("TTFT p50 (s)", series("p50")),
+                ("failed requests", series("failed")),
+            ],
+            "pressure: p99/p50 TTFT of completed requests and failed requests, by load",
+            "offered load (% of warm capacity)",
+        )
+
+    plots.draw("sweep", draw)
+
+
+def _value(summary: RunSummary, value: str) -> float:
+    if value == "p99":
+        return summary.ttft.p99
+    if value == "p50":
+        return summary.ttft.p50
+    return float(summary.failed)

@@ -1,0 +1,159 @@
+"""Placement on a mixed fleet, and admission by deadline: hand-built reports, a fake clock."""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+from sllm.core.coordinator import OVER_DEADLINE, Coordinator
+from sllm.core.cost import CostModel
+from sllm.core.placement import CANDIDATES_PER_TIER, Estimator, load_time_on, make_policy
+from sllm.core.tiers import Tier
+from sllm.core.view import ClusterView
+from sllm.wire.messages import ScheduleRequest, WorkerReport
+from sllm.workload import default_catalog
+
+GB = 10**9
+TIMEOUT = 5.0
+COST = CostModel()
+CATALOG = {spec.name: spec for spec in default_catalog(11)}
+MODEL = "llama-2-7b"  # 13.48 GB
+HUGE = "llama-3.1-70b"  # 141.2 GB: more than an H200's 141 GB
+
+
+def report(node_id: str, **overrides: Any) -> WorkerReport:
+    fields: dict[str, Any] = {
+        "node_id": node_id,
+        "host": f"host-{node_id}",
+        "port": 9000,
+        "http_port": 8000,
+        "models": {},
+        "models_omitted": 0,
+        "queue_depth": 0,
+        "queue_capacity": 64,
+        "running": 0,
+        "slots": 8,
+        "gpu_utilization": 0.0,
+        "memory_used": 0,
+        "memory_total": 141 * GB,
+        "load_backlog_s": 0.0,
+        "ready": True,
+        "seq": 1,
+        "timestamp": 100.0,
+    }
+    fields.update(overrides)
+    return WorkerReport(**fields)
+
+
+def request(model: str = MODEL, rid: str = "r") -> ScheduleRequest:
+    return ScheduleRequest(
+        request_id=rid, model=model, priority=0, prompt_tokens=512, output_tokens=128
+    )
+
+
+def view_of(*reports: WorkerReport) -> ClusterView:
+    view = ClusterView(TIMEOUT)
+    for item in reports:
+        view.apply_report(item, 0.0)
+    return view
+
+
+def test_startup_aware_finds_the_one_worker_large_enough() -> None:
+    # The least-loaded candidates are all too small; the large one is the busiest.
+    small = [report(f"small-{i}", memory_total=80 * GB) for i in range(CANDIDATES_PER_TIER + 2)]
+    large = report("large", memory_total=192 * GB, queue_depth=5, running=8)
+    view = view_of(*small, large)
+    policy = make_policy("startup-aware", COST, random.Random(0))
+    choice = policy.choose(view, request(HUGE), CATALOG[HUGE])
+    assert choice is not None and choice.worker.worker_id == "large"
+
+
+def test_the_estimate_of_a_worker_too_small_is_infinite() -> None:
+    estimator = Estimator(COST)
+    view = view_of(report("small", memory_total=80 * GB))
+    entry = next(view.entries())
+    cost = estimator.request_cost(request(HUGE), CATALOG[HUGE])
+    assert estimator.ttft(entry, cost) == float("inf")
+
+
+def test_a_cold_start_goes_to_the_faster_disk() -> None:
+    disk = {MODEL: int(Tier.DISK)}
+    slow = report("slow", models=disk, disk_bandwidth_Bps=0.5e9)
+    fast = report("fast", models=disk, disk_bandwidth_Bps=3.5e9, queue_depth=1)
+    policy = make_policy("startup-aware", COST, random.Random(0))
+    choice = policy.choose(view_of(slow, fast), request(), CATALOG[MODEL])
+    assert choice is not None and choice.worker.worker_id == "fast"
+    size = CATALOG[MODEL].size_bytes
+    assert load_time_on(fast, Tier.DISK, size, COST) == (COST.engine_start_s + size / 3.5e9)
+    # A disk slower than the store loads from the store.
+    assert load_time_on(slow, Tier.DISK, size, COST) == COST.load_time(size, Tier.REMOTE)
+    # A report that says nothing: the cost model's disk.
+    assert load_time_on(report("x"), Tier.DISK, size, COST) == COST.load_time(size, Tier.DISK)
+
+
+def coordinator(deadline_s: float | None) -> Coordinator:
+    return Coordinator(
+        "startup-aware", CATALOG, COST, TIMEOUT, random.Random(0), 0.0, deadline_s=deadline_s
+    )
+
+
+def test_admission_rejects_when_the_wait_exceeds_the_deadline() -> None:
+    warm = {MODEL: int(Tier.GPU)}
+    # One slot, 40 requests ahead of this one, each about 0.6 s: a wait of ~24 s, and the
+    # cold start elsewhere waits for a 100 s load backlog.
+    busy = report("busy", models=warm, slots=1, running=1, queue_depth=40)
+    loading = report("loading", load_backlog_s=100.0)
+    for deadline, action in ((60.0, "serve"), (10.0, "reject")):
+        c = coordinator(deadline)
+        c.handle(busy, 0.0)
+        c.handle(loading, 0.0)
+        decision = c.place(request(), 0.0)
+        assert decision.action == action, deadline
+        if action == "reject":
+            assert decision.reason == OVER_DEADLINE
+            assert decision.estimated_wait_s > deadline
+            assert c.counters.rejected == 1
+
+
+def test_admission_never_refuses_a_models_own_cold_start() -> None:
+    # Nothing waits anywhere, but HUGE's load from the store takes ~113 s: above the
+    # deadline, and still admitted, or the model would never be loaded at all.
+    c = coordinator(10.0)
+    c.handle(report("big", memory_total=192 * GB), 0.0)
+    decision = c.place(request(HUGE), 0.0)
+    assert decision.action == "cold_start"
+    assert decision.estimated_wait_s > 100.0
+
+
+def test_without_a_deadline_nothing_is_refused_for_waiting() -> None:
+    c = coordinator(None)
+    c.handle(report("busy", slots=1, running=1, queue_depth=60, load_backlog_s=500.0), 0.0)
+    assert c.place(request(), 0.0).action == "cold_start"
+
+
+def test_the_view_knows_its_largest_gpu_through_reports_and_removals() -> None:
+    view = view_of(report("a", memory_total=80 * GB), report("b", memory_total=192 * GB))
+    assert view.largest_gpu_bytes == 192 * GB
+    view.apply_report(report("b", memory_total=141 * GB, seq=2, timestamp=101.0), 1.0)
+    assert view.largest_gpu_bytes == 141 * GB
+    view.remove("b")
+    assert view.largest_gpu_bytes == 80 * GB
+    view.remove("a")
+    assert view.largest_gpu_bytes == 0
+
+
+def test_a_checkpoint_that_fits_nowhere_costs_no_scan() -> None:
+    class Counting(ClusterView):
+        scans = 0
+
+        def entries(self):  # type: ignore[no-untyped-def]
+            Counting.scans += 1
+            return super().entries()
+
+    view = Counting(TIMEOUT)
+    for i in range(CANDIDATES_PER_TIER + 2):
+        view.apply_report(report(f"w{i}"), 0.0)
+    policy = make_policy("startup-aware", COST, random.Random(0))
+    choice = policy.choose(view, request(HUGE), CATALOG[HUGE])  # 141.2 GB > 141 GB
+    assert choice is not None and choice.estimated_wait_s == float("inf")
+    assert Counting.scans == 0

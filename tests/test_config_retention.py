@@ -1,0 +1,47 @@
+"""The retention and admission settings (issue 21): parsed, checked together, reported at once."""
+
+from __future__ import annotations
+
+import pytest
+
+from sllm.config import ConfigError, Settings
+
+
+def test_retention_and_admission_settings_are_parsed() -> None:
+    s = Settings.from_env(
+        {
+            "KEEP_ALIVE_POLICY": "Histogram",
+            "EVICTION": "expected-cost",
+            "PREFETCH": "true",
+            "ADMISSION_DEADLINE": "45",
+        }
+    )
+    assert (s.keep_alive_policy, s.eviction, s.prefetch) == ("histogram", "expected-cost", True)
+    assert s.admission_deadline == 45.0
+
+
+def test_the_defaults_keep_the_fixed_keep_alive_lru_and_no_deadline() -> None:
+    s = Settings.from_env({})
+    assert (s.keep_alive_policy, s.eviction, s.prefetch, s.admission_deadline) == (
+        "fixed",
+        "lru",
+        False,
+        0.0,
+    )
+
+
+def test_bad_values_and_prefetch_without_a_histogram_are_listed_together() -> None:
+    env = {
+        "KEEP_ALIVE_POLICY": "arima",
+        "EVICTION": "lfu",
+        "ADMISSION_DEADLINE": "-1",
+    }
+    with pytest.raises(ConfigError) as info:
+        Settings.from_env(env)
+    problems = info.value.problems
+    assert len(problems) == 3
+    assert any(p.startswith("KEEP_ALIVE_POLICY='arima'") for p in problems)
+    assert any(p.startswith("EVICTION='lfu'") for p in problems)
+    assert any(p.startswith("ADMISSION_DEADLINE='-1'") for p in problems)
+    with pytest.raises(ConfigError, match="needs KEEP_ALIVE_POLICY=histogram"):
+        Settings.from_env({"PREFETCH": "true"})
