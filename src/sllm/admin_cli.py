@@ -76,6 +76,11 @@ def add_parsers(sub: Any) -> None:
     )
     deploy.add_argument("--files", help="JSON file listing the files of an http(s) source")
     deploy.add_argument("--size-bytes", type=int, help="a sim model's size in bytes")
+    deploy.add_argument(
+        "--keep-alive",
+        type=float,
+        help="seconds it stays loaded once idle (default: each worker's KEEP_ALIVE)",
+    )
     deploy.add_argument("--wait", action="store_true", help="wait until ready or failed")
     deploy.add_argument(
         "--timeout", type=float, default=DEFAULT_WAIT_S, help="seconds --wait waits"
@@ -117,6 +122,8 @@ def run_deploy(args: argparse.Namespace) -> int:
                 body["files"] = json.load(file)
         if args.size_bytes is not None:
             body["size_bytes"] = args.size_bytes
+        if args.keep_alive is not None:
+            body["keep_alive_s"] = args.keep_alive
         entry = _call(args, "POST", "/admin/v1/models", body)
         print(f"{entry['name']}: {entry['status']}")
         if not args.wait:

@@ -51,6 +51,9 @@ from sllm.workload.catalog import ModelSpec, default_catalog
 SERVED_MODELS = 64
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,95}$")
+# A model's own keep-alive is at most a day: longer is "always loaded", which a fleet
+# gets by not evicting (KEEP_ALIVE), not per model.
+KEEP_ALIVE_MAX_S = 86_400.0
 # What a catalog entry that names no engine runs on.
 DEFAULT_ENGINE = "sim"
 
@@ -97,6 +100,7 @@ class CatalogModel:
     source: str = ""
     files: tuple[CheckpointFile, ...] = ()
     options: Mapping[str, Any] = field(default_factory=dict)
+    keep_alive_s: float | None = None  # None: the worker's KEEP_ALIVE
 
     @property
     def gpus(self) -> int:
@@ -174,6 +178,7 @@ def entry_of(model: CatalogModel) -> dict[str, Any]:
         "files": [
             {"path": file.path, "size": file.size, "sha256": file.sha256} for file in model.files
         ],
+        **({} if model.keep_alive_s is None else {"keep_alive_s": model.keep_alive_s}),
     }
 
 
@@ -198,7 +203,16 @@ def _parse_model(
     if not isinstance(entry, dict):
         problems.append(f"{where}: expected a table/object")
         return None
-    known = {"name", "source", "engine", "params_b", "size_bytes", "options", "files"}
+    known = {
+        "name",
+        "source",
+        "engine",
+        "params_b",
+        "size_bytes",
+        "options",
+        "files",
+        "keep_alive_s",
+    }
     for key in sorted(set(entry) - known):
         problems.append(f"{where}: unknown key {key!r}")
     before = len(problems)
@@ -239,6 +253,15 @@ def _parse_model(
     params = entry.get("params_b", size / 2e9 if size_ok else 1.0)
     if isinstance(params, bool) or not isinstance(params, int | float) or params <= 0:
         problems.append(f"{where}.params_b: expected a positive number, got {params!r}")
+    keep_alive = entry.get("keep_alive_s")
+    if keep_alive is not None and (
+        isinstance(keep_alive, bool)
+        or not isinstance(keep_alive, int | float)
+        or not 0 <= keep_alive <= KEEP_ALIVE_MAX_S
+    ):
+        problems.append(
+            f"{where}.keep_alive_s: expected seconds in 0..{KEEP_ALIVE_MAX_S:g}, got {keep_alive!r}"
+        )
     if needs_checkpoint and (not source or not files):
         problems.append(f"{where}: a {engine} model needs a source and its files")
     if len(problems) > before:
@@ -252,6 +275,7 @@ def _parse_model(
         source=source,
         files=files,
         options=dict(options),
+        keep_alive_s=None if keep_alive is None else float(keep_alive),
     )
 
 

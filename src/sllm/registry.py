@@ -25,7 +25,7 @@ Every change bumps the registry's ``version``, which workers poll as an ETag
 (`sllm.runtime.registry_sync`). Not thread-safe: the coordinator's event loop owns it, and
 describing a source runs in a thread that hands its result back (`describe_pending`).
 
-Not handled yet: a per-model keep-alive and slot count (the worker's are per worker).
+Not handled yet: a per-model slot count (a worker's slots are shared by its models).
 """
 
 from __future__ import annotations
@@ -119,9 +119,12 @@ INTERNAL_MODELS_PATH = "/internal/v1/models"
 # A registry kept in memory only (REGISTRY_PATH unset): seeded at every start.
 IN_MEMORY = ":memory:"
 # What a deploy may name besides the name itself (`sllm.catalog` checks each).
-DEPLOY_FIELDS = frozenset({"source", "engine", "options", "files", "params_b", "size_bytes"})
-# What an update may change: the engine's settings. A new source or engine is a new deploy.
-UPDATE_FIELDS = frozenset({"options"})
+DEPLOY_FIELDS = frozenset(
+    {"source", "engine", "options", "files", "params_b", "size_bytes", "keep_alive_s"}
+)
+# What an update may change: the engine's settings and the keep-alive. A new source or
+# engine is a new deploy.
+UPDATE_FIELDS = frozenset({"options", "keep_alive_s"})
 
 
 class ModelRegistry:

@@ -680,3 +680,22 @@ def test_a_worker_refuses_a_model_on_more_gpus_than_it_has_and_reports_its_gpus(
     (finished,) = worker.submit(request, 0.0)
     assert isinstance(finished, Finished) and finished.reason == "not_enough_gpus"
     assert worker.report(0.0, "127.0.0.1", 1).gpus == 2
+
+
+def test_a_model_with_its_own_keep_alive_leaves_the_gpu_on_its_own_time() -> None:
+    catalog = {
+        "default": ModelSpec("default", 1.0, 2 * GB),
+        "brief": ModelSpec("brief", 1.0, 2 * GB, keep_alive_s=5.0),
+        "sticky": ModelSpec("sticky", 1.0, 2 * GB, keep_alive_s=1000.0),
+    }
+    worker = WorkerState(
+        "w", WorkerResources(keep_alive_s=100.0, slots=3), catalog, CostModel(),
+        {name: Tier.GPU for name in catalog},
+    )  # fmt: skip
+    # All idle since 0: "default" is first in LRU order, but "brief" expires first.
+    assert worker.next_deadline() == 5.0
+    assert [e.model for e in worker.tick(5.0) if isinstance(e, Evict)] == ["brief"]
+    assert worker.next_deadline() == 100.0
+    assert [e.model for e in worker.tick(100.0) if isinstance(e, Evict)] == ["default"]
+    assert worker.next_deadline() == 1000.0
+    assert worker.tier_of("sticky") is Tier.GPU

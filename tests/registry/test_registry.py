@@ -105,10 +105,15 @@ def test_a_bad_deploy_is_refused_whole_and_stores_nothing(
     assert [e.name for e in _registry(tmp_path / "r.sqlite3").entries()] == before[1]
 
 
-def test_update_changes_engine_settings_only_and_checks_them(tmp_path) -> None:
+def test_update_changes_engine_settings_and_keep_alive_only_and_checks_them(tmp_path) -> None:
     registry = _registry(tmp_path / "r.sqlite3")
-    with pytest.raises(RegistryError, match="only options"):
+    with pytest.raises(RegistryError, match="only keep_alive_s, options"):
         registry.update("seeded-7b", {"source": "/elsewhere"})
+    with pytest.raises(RegistryError, match="keep_alive_s"):
+        registry.update("seeded-7b", {"keep_alive_s": -3})
+    updated = registry.update("seeded-7b", {"keep_alive_s": 30})
+    assert updated.entry["keep_alive_s"] == 30.0
+    assert registry.served["seeded-7b"].keep_alive_s == 30.0
     with pytest.raises(RegistryError) as unknown:
         registry.update("nobody", {"options": {}})
     assert unknown.value.status == 404

@@ -123,6 +123,14 @@ async def test_a_deployed_sim_model_is_listed_and_served_by_a_worker_that_never_
         assert "extra-sim" in worker.catalog
         entries = {e["name"]: e for e in (await http.get("/admin/v1/models")).json()["data"]}
         assert entries["extra-sim"]["status"] == "ready"
+        # its own keep-alive reaches the worker's state machine through the registry
+        answer = await http.patch("/admin/v1/models/extra-sim", json={"keep_alive_s": 0.2})
+        assert answer.status_code == 200, answer.text
+
+        async def unloaded() -> bool:
+            return worker.state.tier_of("extra-sim") is not Tier.GPU
+
+        await _eventually(unloaded, "the model left the GPU after its own 0.2 s keep-alive")
 
 
 async def test_bad_deploys_get_openai_shaped_errors_and_change_nothing() -> None:

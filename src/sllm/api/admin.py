@@ -10,7 +10,7 @@ Routes (under ``/admin/v1``; errors in OpenAI's shape, `sllm.api.errors`):
   and error;
 - ``POST /models``: deploy (``{"name": ..., "source": ..., "engine": ..., "options": {}}``);
   201, then the coordinator describes its source in the background;
-- ``PATCH /models/{name}``: change its engine ``options``;
+- ``PATCH /models/{name}``: change its engine ``options`` or its ``keep_alive_s``;
 - ``DELETE /models/{name}``: 409 ``model_in_use`` while requests for it run, unless
   ``?drain=true``: then no new request is admitted for it (503 ``model_not_ready``), the
   running ones finish (within `DRAIN_TIMEOUT_S`), and it is deleted; every worker frees it
@@ -59,12 +59,20 @@ class DeployBody(BaseModel):
     )
     params_b: float | None = None
     size_bytes: int | None = None
+    keep_alive_s: float | None = Field(
+        default=None, description="seconds it stays loaded once idle (default: KEEP_ALIVE)"
+    )
 
 
 class UpdateBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    options: dict[str, Any] = Field(description="the engine's settings, replacing the old")
+    options: dict[str, Any] | None = Field(
+        default=None, description="the engine's settings, replacing the old"
+    )
+    keep_alive_s: float | None = Field(
+        default=None, description="seconds it stays loaded once idle"
+    )
 
 
 def install_admin(
@@ -109,7 +117,8 @@ def install_admin(
 
     async def update(name: str, body: UpdateBody, request: Request) -> dict[str, Any]:
         authorize(request)
-        entry = _registry_call(lambda: registry.update(name, body.model_dump()))
+        changes = body.model_dump(exclude_none=True)
+        entry = _registry_call(lambda: registry.update(name, changes))
         return _listed(entry, withdrawn)
 
     async def delete(name: str, request: Request, drain: bool = False) -> dict[str, Any]:

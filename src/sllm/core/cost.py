@@ -67,6 +67,12 @@ class ModelInfo(Protocol):
         cannot hold it."""
         ...
 
+    @property
+    def keep_alive_s(self) -> float | None:
+        """Seconds this model stays loaded once idle, where it differs from the worker's
+        keep-alive (a model deployed with its own); None: the worker's."""
+        ...
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class CostModel:

@@ -18,7 +18,8 @@ Memory rules:
   least-recently-used order and stay cached in host memory;
 - host memory and disk are LRU caches of checkpoints: a model loaded from the remote store
   is kept on disk and in host memory, evicting the least recently used entries;
-- an idle model leaves the GPU after ``keep_alive_s`` (Shahrad et al., ATC'20, report
+- an idle model leaves the GPU after ``keep_alive_s`` (the model's own where it has one,
+  `ModelInfo.keep_alive_s`; Shahrad et al., ATC'20, report
   10-20 minute keep-alive defaults in production FaaS; the default here is 10 minutes).
 
 Learned retention (`sllm.core.keepalive`, off by default): ``keep_alive_policy="histogram"``
@@ -293,17 +294,17 @@ class WorkerState:
     def next_deadline(self) -> float | None:
         """When `tick` must next run: the earliest keep-alive expiry of an idle model.
 
-        The GPU's models are kept least recently used first, which is ascending
-        ``last_used`` (every use sets it to now and moves the model last), so the first
-        idle one expires first: the walk stops there. Runs after every request event.
-        With learned retention every model has a window of its own, so every idle one is
-        looked at (a GPU holds a few), and a pending pre-warm is a deadline too.
+        Every idle model is looked at (a GPU holds a few): a model may have a keep-alive
+        of its own, and with learned retention every model has a window of its own. Runs
+        after every request event. A pending pre-warm is a deadline too.
         """
         if not self._learning:
-            for model in self._gpu.values():
+            earliest: float | None = None
+            for name, model in self._gpu.items():
                 if model.running == 0 and model.queued == 0:
-                    return model.last_used + self.resources.keep_alive_s
-            return None
+                    due = model.last_used + self._keep_alive_of(name)
+                    earliest = due if earliest is None else min(earliest, due)
+            return earliest
         deadline: float | None = None
         for name, model in self._gpu.items():
             if model.running == 0 and model.queued == 0:
@@ -314,6 +315,12 @@ class WorkerState:
             if deadline is None or due < deadline:
                 deadline = due
         return deadline
+
+    def _keep_alive_of(self, name: str) -> float:
+        """How long idle `name` stays on the GPU under the fixed policy: its own
+        keep-alive where it was deployed with one, else the worker's."""
+        own = self.catalog[name].keep_alive_s
+        return self.resources.keep_alive_s if own is None else own
 
     def _warm_for(self, name: str, model: _GpuModel) -> float:
         """How long idle `model` stays on the GPU after its last use."""
@@ -555,7 +562,7 @@ class WorkerState:
         if not self._learning:
             for name, model in list(self._gpu.items()):
                 idle = model.running == 0 and model.queued == 0
-                if idle and now >= model.last_used + self.resources.keep_alive_s:
+                if idle and now >= model.last_used + self._keep_alive_of(name):
                     actions.extend(self._demote(name, now))
             return actions
         for name, model in list(self._gpu.items()):

@@ -316,6 +316,7 @@ class WorkerServer:
             self._retiring.add(name)
             log_event(log, logging.INFO, "model_retiring", model=name)
         self._retire_idle()
+        self.hosting.carry_out([])  # the keep-alive timer, for a model's new keep-alive
 
     def _retire_idle(self) -> None:
         """Free each model deleted from the registry whose requests have all ended."""

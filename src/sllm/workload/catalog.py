@@ -31,6 +31,7 @@ class ModelSpec:
     params_b: float
     size_bytes: int
     gpus: int = 1
+    keep_alive_s: float | None = None
 
 
 def bf16_model(name: str, params_b: float) -> ModelSpec:
