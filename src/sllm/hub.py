@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import errno
 import fnmatch
-import hashlib
 import os
 import re
 import tempfile
@@ -39,7 +38,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from sllm.catalog import CheckpointFile
+from sllm.catalog import CheckpointFile, file_digest
 
 HUB_SCHEME = "hf://"
 DEFAULT_REVISION = "main"
@@ -70,7 +69,6 @@ FETCH_ATTEMPTS = 4
 # Backoff between attempts: 1 s, 2 s, 4 s (a hub 5xx or a reset connection usually clears
 # within seconds).
 BACKOFF_BASE_S = 1.0
-HASH_CHUNK_BYTES = 4 << 20
 
 
 class HubError(RuntimeError):
@@ -121,6 +119,7 @@ def needed_files(paths: Sequence[str]) -> list[str]:
 def describe_hub_model(source: str) -> tuple[CheckpointFile, ...]:
     """The files `source` needs, with sizes and sha256 (the hub's for LFS files, computed
     here for the others); raises HubError naming the repository and the reason."""
+    from httpx2 import TransportError
     from huggingface_hub import HfApi
     from huggingface_hub.errors import HfHubHTTPError
 
@@ -130,7 +129,7 @@ def describe_hub_model(source: str) -> tuple[CheckpointFile, ...]:
         info = api.model_info(model.repo_id, revision=model.revision, files_metadata=True)
     except HfHubHTTPError as error:
         raise HubError(f"{source}: {_reason(error)}") from None
-    except OSError as error:
+    except (OSError, TransportError) as error:  # refused, reset, timed out
         raise HubError(f"{source}: the hub at {endpoint()} cannot be reached: {error}") from None
     siblings = {sibling.rfilename: sibling for sibling in info.siblings or ()}
     wanted = needed_files(list(siblings))
@@ -149,7 +148,7 @@ def describe_hub_model(source: str) -> tuple[CheckpointFile, ...]:
         with tempfile.TemporaryDirectory(prefix="sllm-hub-") as scratch:
             fetch_hub_files(HubModel(model.repo_id, revision), unhashed, Path(scratch))
             for path in unhashed:
-                size, digest = _size_and_sha256(Path(scratch) / path)
+                size, digest = file_digest(Path(scratch) / path)
                 described.append(CheckpointFile(path, size, digest))
     order = {path: index for index, path in enumerate(wanted)}
     return tuple(sorted(described, key=lambda file: order[file.path]))
@@ -204,13 +203,3 @@ def _reason(error: Exception) -> str:
     if status == 404:
         return "no such repository or revision on the hub"
     return str(error).splitlines()[0]
-
-
-def _size_and_sha256(path: Path) -> tuple[int, str]:
-    digest = hashlib.sha256()
-    size = 0
-    with open(path, "rb") as file:
-        while chunk := file.read(HASH_CHUNK_BYTES):
-            digest.update(chunk)
-            size += len(chunk)
-    return size, digest.hexdigest()

@@ -33,6 +33,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
+import uuid
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import closing
 from dataclasses import dataclass
@@ -146,6 +147,9 @@ class ModelRegistry:
         self.db = sqlite3.connect(str(path), isolation_level=None)  # autocommit; see _write
         self.db.executescript(_SCHEMA)
         self.served: dict[str, CatalogModel] = {}  # the live catalog: ready models
+        # Names this registry's versions: an in-memory one restarts its count, so a
+        # worker's ETag from before a restart must not match after it.
+        self.instance = uuid.uuid4().hex[:12]
         # Told of every change made here (a model ready, updated or deleted), not of those
         # `adopt`ed or `forget`ed: a decentralized node gossips them (`sllm.runtime.node`).
         self.on_change: Callable[[str, CatalogModel | None], None] | None = None
@@ -241,13 +245,33 @@ class ModelRegistry:
         first is the caller's (`sllm.api.admin`)."""
         removed = self.require(name)
         self.version += 1
-        self.db.execute("DELETE FROM models WHERE name = ?", (name,))
-        self._set_meta("version", str(self.version))
+        with self._transaction():
+            self.db.execute("DELETE FROM models WHERE name = ?", (name,))
+            self._set_meta("version", str(self.version))
         del self._entries[name]
         self.served.pop(name, None)
         if self.on_change is not None:
             self.on_change(name, None)
         return removed
+
+    @property
+    def etag(self) -> str:
+        """What workers compare: this registry's instance and version."""
+        return f'"{self.instance}-{self.version}"'
+
+    def withdraw(self, name: str) -> CatalogModel | None:
+        """Stop serving `name` for now (a delete draining its requests); `restore` undoes
+        it. The version moves, so workers see the change."""
+        model = self.served.pop(name, None)
+        if model is not None:
+            self.version += 1
+        return model
+
+    def restore(self, name: str, model: CatalogModel) -> None:
+        """Serve `name` again after a drain that did not end in its delete."""
+        if name in self._entries and name not in self.served:
+            self.served[name] = model
+            self.version += 1
 
     def adopt(self, name: str, model: CatalogModel) -> None:
         """Serve `model` as ready, as another node deployed it (no `on_change`)."""
@@ -290,8 +314,8 @@ class ModelRegistry:
         return self._write(name, entry_of(model), Status.READY, "", model=model)
 
     def describe_pending(self) -> list[RegistryEntry]:
-        """Describe every pending source here and now (blocking; the CLI's and tests' way;
-        the coordinator does it in a thread, `sllm.runtime.registry_sync`)."""
+        """Describe every pending source here and now (blocking: for tools and tests; the
+        services do it in a thread, `sllm.runtime.registry_sync.describe_pending`)."""
         done = []
         for pending in self.pending():
             if not self.start_describing(pending):
@@ -454,11 +478,14 @@ class _Transaction:
 
 
 def describe(pending: PendingSource) -> tuple[tuple[CheckpointFile, ...], str]:
-    """`pending`'s files, or the error describing its source ended in (blocking)."""
+    """`pending`'s files, or the error describing its source ended in (blocking). Any
+    error ends in ``failed`` with its message: none may leave a model ``downloading``."""
     try:
         return describe_source(pending.source, listed=pending.listed), ""
     except SourceError as error:
         return (), str(error)
+    except Exception as error:  # a client library's own error: still the source's failure
+        return (), f"{pending.source}: {type(error).__name__}: {error}"
 
 
 def _check_source_form(source: str) -> None:

@@ -18,17 +18,13 @@ Blocking I/O (hashing a directory reads every byte): call `describe_source` from
 
 from __future__ import annotations
 
-import hashlib
 import os
 import urllib.parse
 from collections.abc import Sequence
 from pathlib import Path
 
 from sllm import hub
-from sllm.catalog import CheckpointFile
-
-# Hash in 4 MiB reads: large enough to run at disk speed, small enough to stay in cache.
-HASH_CHUNK_BYTES = 4 << 20
+from sllm.catalog import CheckpointFile, file_digest
 
 
 class SourceError(ValueError):
@@ -102,13 +98,7 @@ def _checked(root: Path, file: CheckpointFile) -> CheckpointFile:
 
 
 def _size_and_sha256(path: Path) -> tuple[int, str]:
-    digest = hashlib.sha256()
-    size = 0
     try:
-        with open(path, "rb") as source:
-            while chunk := source.read(HASH_CHUNK_BYTES):
-                digest.update(chunk)
-                size += len(chunk)
+        return file_digest(path)
     except OSError as error:
         raise SourceError(f"{path}: {error.strerror or error}") from None
-    return size, digest.hexdigest()

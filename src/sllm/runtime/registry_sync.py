@@ -112,7 +112,17 @@ class RegistryFollower:
         for problem in problems:
             log_event(log, logging.WARNING, "registry_model_refused", problem=problem)
         self.version = int(document.get("version", 0))
-        self.apply(models)
+        try:
+            self.apply(models)
+        except Exception as error:  # logged; the next version is applied all the same
+            log_event(
+                log,
+                logging.ERROR,
+                "registry_apply_failed",
+                error=f"{type(error).__name__}: {error}",
+            )
+            self._etag = ""  # read it again whole next time
+            return False
         log_event(log, logging.INFO, "registry_applied", version=self.version, models=len(models))
         return True
 
