@@ -43,6 +43,7 @@ from sllm.catalog import CheckpointFile, file_digest
 HUB_SCHEME = "hf://"
 DEFAULT_REVISION = "main"
 DEFAULT_ENDPOINT = "https://huggingface.co"
+_COMMIT = re.compile(r"^[0-9a-f]{40}$")
 _REPO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$")
 # What a model needs to load: its weights in safetensors, its configs and its tokenizer.
 NEEDED_PATTERNS = (
@@ -114,6 +115,30 @@ def needed_files(paths: Sequence[str]) -> list[str]:
     has_safetensors = any(fnmatch.fnmatch(Path(p).name, "*.safetensors") for p in paths)
     patterns = NEEDED_PATTERNS if has_safetensors else NEEDED_PATTERNS + FALLBACK_WEIGHT_PATTERNS
     return [p for p in paths if any(fnmatch.fnmatch(Path(p).name, pat) for pat in patterns)]
+
+
+def pin_hub_model(source: str) -> str:
+    """`source` at the commit its revision names now (``hf://org/name@<commit>``): the
+    registry keeps this, so every worker fetches the very files whose hashes it holds,
+    however the branch moves later. Raises HubError."""
+    from httpx2 import TransportError
+    from huggingface_hub import HfApi
+    from huggingface_hub.errors import HfHubHTTPError
+
+    model = parse_hub_id(source)
+    if _COMMIT.match(model.revision):
+        return f"{HUB_SCHEME}{model.repo_id}@{model.revision}"
+    try:
+        info = HfApi(endpoint=endpoint(), token=token()).model_info(
+            model.repo_id, revision=model.revision
+        )
+    except HfHubHTTPError as error:
+        raise HubError(f"{source}: {_reason(error)}") from None
+    except (OSError, TransportError) as error:
+        raise HubError(f"{source}: the hub at {endpoint()} cannot be reached: {error}") from None
+    if not info.sha:
+        raise HubError(f"{source}: the hub named no commit for {model.revision!r}")
+    return f"{HUB_SCHEME}{model.repo_id}@{info.sha}"
 
 
 def describe_hub_model(source: str) -> tuple[CheckpointFile, ...]:

@@ -34,7 +34,7 @@ import json
 import sqlite3
 import time
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from contextlib import closing
 from dataclasses import dataclass
 from enum import StrEnum
@@ -50,7 +50,7 @@ from sllm.catalog import (
     entry_of,
     parse_model,
 )
-from sllm.sources import SourceError, describe_source
+from sllm.sources import SourceError, describe_source, pin_source
 
 
 class Status(StrEnum):
@@ -295,17 +295,20 @@ class ModelRegistry:
         self._write(pending.name, dict(current.entry), Status.DOWNLOADING, "")
         return True
 
-    def described(
-        self, name: str, *, files: Sequence[CheckpointFile] = (), error: str = ""
-    ) -> RegistryEntry | None:
-        """The outcome of describing `name`'s source: its files (then it is ready) or the
-        error (then it failed). None if the model was deleted or redeployed meanwhile."""
+    def described(self, name: str, outcome: Description) -> RegistryEntry | None:
+        """The outcome of describing `name`'s source: its files and pinned source (then
+        it is ready) or the error (then it failed). None if the model was deleted or
+        redeployed meanwhile."""
         current = self._entries.get(name)
         if current is None or current.status is not Status.DOWNLOADING:
             return None
-        if error:
-            return self._write(name, dict(current.entry), Status.FAILED, error)
-        entry = {**current.entry, "files": [_file_dict(f) for f in files]}
+        if outcome.error:
+            return self._write(name, dict(current.entry), Status.FAILED, outcome.error)
+        entry = {
+            **current.entry,
+            "source": outcome.source or current.entry.get("source", ""),
+            "files": [_file_dict(f) for f in outcome.files],
+        }
         entry.pop("size_bytes", None)  # the sum of the files now
         try:
             model = self._parse(entry)
@@ -320,10 +323,9 @@ class ModelRegistry:
         for pending in self.pending():
             if not self.start_describing(pending):
                 continue
-            files, error = describe(pending)
-            outcome = self.described(pending.name, files=files, error=error)
-            if outcome is not None:
-                done.append(outcome)
+            entry = self.described(pending.name, describe(pending))
+            if entry is not None:
+                done.append(entry)
         return done
 
     def close(self) -> None:
@@ -477,15 +479,27 @@ class _Transaction:
             self.db.execute("COMMIT" if kind is None else "ROLLBACK")
 
 
-def describe(pending: PendingSource) -> tuple[tuple[CheckpointFile, ...], str]:
-    """`pending`'s files, or the error describing its source ended in (blocking). Any
-    error ends in ``failed`` with its message: none may leave a model ``downloading``."""
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Description:
+    """What describing a source found: its files and the source pinned (a hub id at its
+    commit), or the error."""
+
+    files: tuple[CheckpointFile, ...] = ()
+    source: str = ""
+    error: str = ""
+
+
+def describe(pending: PendingSource) -> Description:
+    """`pending`'s source pinned, and its files, or the error describing it ended in
+    (blocking). Any error ends in ``failed`` with its message: none may leave a model
+    ``downloading``."""
     try:
-        return describe_source(pending.source, listed=pending.listed), ""
+        source = pin_source(pending.source)
+        return Description(files=describe_source(source, listed=pending.listed), source=source)
     except SourceError as error:
-        return (), str(error)
+        return Description(error=str(error))
     except Exception as error:  # a client library's own error: still the source's failure
-        return (), f"{pending.source}: {type(error).__name__}: {error}"
+        return Description(error=f"{pending.source}: {type(error).__name__}: {error}")
 
 
 def _check_source_form(source: str) -> None:

@@ -31,6 +31,21 @@ class SourceError(ValueError):
     """A source that does not exist, cannot be read, or does not hold what was listed."""
 
 
+def pin_source(source: str) -> str:
+    """`source` as the registry keeps it: a Hugging Face id at the commit its revision
+    names now (`sllm.hub.pin_hub_model`), anything else as given."""
+    if not hub.is_hub_id(source):
+        return source
+    try:
+        return hub.pin_hub_model(source)
+    except ImportError:
+        raise SourceError(
+            f"{source}: Hugging Face sources need huggingface_hub (pip install 'sllm[torch]')"
+        ) from None
+    except hub.HubError as error:
+        raise SourceError(str(error)) from None
+
+
 def describe_source(
     source: str, *, listed: Sequence[CheckpointFile] = ()
 ) -> tuple[CheckpointFile, ...]:

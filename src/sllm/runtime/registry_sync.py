@@ -180,14 +180,15 @@ async def describe_pending(registry: ModelRegistry, logger: logging.Logger) -> N
             log_event(
                 logger, logging.INFO, "model_describing", model=model.name, source=model.source
             )
-            files, error = await asyncio.to_thread(describe, model)
-            outcome = registry.described(model.name, files=files, error=error)
+            found = await asyncio.to_thread(describe, model)
+            outcome = registry.described(model.name, found)
             if outcome is not None:
                 log_event(
                     logger,
-                    logging.WARNING if error else logging.INFO,
+                    logging.WARNING if found.error else logging.INFO,
                     "model_" + outcome.status.value,
                     model=model.name,
-                    files=len(files),
-                    error=error or None,
+                    source=found.source or model.source,
+                    files=len(found.files),
+                    error=found.error or None,
                 )
