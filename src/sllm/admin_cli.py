@@ -25,6 +25,8 @@ import urllib.parse
 import urllib.request
 from typing import Any
 
+from sllm.catalog import DEFAULT_ENGINE
+
 DEFAULT_URL = "http://127.0.0.1:8080"
 # Describing a source (hashing a local directory, listing a hub repository) takes seconds
 # to minutes for a large checkpoint.
@@ -65,7 +67,11 @@ def add_parsers(sub: Any) -> None:
         default="",
         help="an absolute directory, an http(s):// URL or a Hugging Face id (org/name[@rev])",
     )
-    deploy.add_argument("--engine", default="sim", help="sim, transformers or vllm (default sim)")
+    deploy.add_argument(
+        "--engine",
+        default=DEFAULT_ENGINE,
+        help=f"sim, transformers or vllm (default {DEFAULT_ENGINE})",
+    )
     deploy.add_argument(
         "--set",
         dest="options",

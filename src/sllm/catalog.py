@@ -37,6 +37,7 @@ entry for the tiny test model. Every problem in a file is reported at once, in o
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import tomllib
@@ -54,6 +55,9 @@ _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,95}$")
 # A model's own keep-alive is at most a day: longer is "always loaded", which a fleet
 # gets by not evicting (KEEP_ALIVE), not per model.
 KEEP_ALIVE_MAX_S = 86_400.0
+# Files are hashed in 4 MiB reads: large enough to run at disk speed, small enough to
+# stay in cache.
+DIGEST_CHUNK_BYTES = 4 << 20
 # What a catalog entry that names no engine runs on.
 DEFAULT_ENGINE = "sim"
 
@@ -107,6 +111,18 @@ class CatalogModel:
         """GPUs one copy runs on: the engine's ``tensor_parallel_size`` option (vllm), else 1."""
         size = self.options.get("tensor_parallel_size", 1)
         return size if isinstance(size, int) and not isinstance(size, bool) and size > 0 else 1
+
+
+def file_digest(path: str | Path) -> tuple[int, str]:
+    """The size and sha256 of a checkpoint file, as a catalog entry records them (every
+    fetch and description checks files with this); raises OSError."""
+    digest = hashlib.sha256()
+    size = 0
+    with open(path, "rb") as file:
+        while chunk := file.read(DIGEST_CHUNK_BYTES):
+            digest.update(chunk)
+            size += len(chunk)
+    return size, digest.hexdigest()
 
 
 def served_catalog(count: int = SERVED_MODELS) -> dict[str, CatalogModel]:

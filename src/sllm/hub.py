@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import errno
 import fnmatch
-import hashlib
 import os
 import re
 import tempfile
@@ -39,11 +38,12 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from sllm.catalog import CheckpointFile
+from sllm.catalog import CheckpointFile, file_digest
 
 HUB_SCHEME = "hf://"
 DEFAULT_REVISION = "main"
 DEFAULT_ENDPOINT = "https://huggingface.co"
+_COMMIT = re.compile(r"^[0-9a-f]{40}$")
 _REPO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$")
 # What a model needs to load: its weights in safetensors, its configs and its tokenizer.
 NEEDED_PATTERNS = (
@@ -70,7 +70,6 @@ FETCH_ATTEMPTS = 4
 # Backoff between attempts: 1 s, 2 s, 4 s (a hub 5xx or a reset connection usually clears
 # within seconds).
 BACKOFF_BASE_S = 1.0
-HASH_CHUNK_BYTES = 4 << 20
 
 
 class HubError(RuntimeError):
@@ -118,9 +117,34 @@ def needed_files(paths: Sequence[str]) -> list[str]:
     return [p for p in paths if any(fnmatch.fnmatch(Path(p).name, pat) for pat in patterns)]
 
 
+def pin_hub_model(source: str) -> str:
+    """`source` at the commit its revision names now (``hf://org/name@<commit>``): the
+    registry keeps this, so every worker fetches the very files whose hashes it holds,
+    however the branch moves later. Raises HubError."""
+    from httpx2 import TransportError
+    from huggingface_hub import HfApi
+    from huggingface_hub.errors import HfHubHTTPError
+
+    model = parse_hub_id(source)
+    if _COMMIT.match(model.revision):
+        return f"{HUB_SCHEME}{model.repo_id}@{model.revision}"
+    try:
+        info = HfApi(endpoint=endpoint(), token=token()).model_info(
+            model.repo_id, revision=model.revision
+        )
+    except HfHubHTTPError as error:
+        raise HubError(f"{source}: {_reason(error)}") from None
+    except (OSError, TransportError) as error:
+        raise HubError(f"{source}: the hub at {endpoint()} cannot be reached: {error}") from None
+    if not info.sha:
+        raise HubError(f"{source}: the hub named no commit for {model.revision!r}")
+    return f"{HUB_SCHEME}{model.repo_id}@{info.sha}"
+
+
 def describe_hub_model(source: str) -> tuple[CheckpointFile, ...]:
     """The files `source` needs, with sizes and sha256 (the hub's for LFS files, computed
     here for the others); raises HubError naming the repository and the reason."""
+    from httpx2 import TransportError
     from huggingface_hub import HfApi
     from huggingface_hub.errors import HfHubHTTPError
 
@@ -130,7 +154,7 @@ def describe_hub_model(source: str) -> tuple[CheckpointFile, ...]:
         info = api.model_info(model.repo_id, revision=model.revision, files_metadata=True)
     except HfHubHTTPError as error:
         raise HubError(f"{source}: {_reason(error)}") from None
-    except OSError as error:
+    except (OSError, TransportError) as error:  # refused, reset, timed out
         raise HubError(f"{source}: the hub at {endpoint()} cannot be reached: {error}") from None
     siblings = {sibling.rfilename: sibling for sibling in info.siblings or ()}
     wanted = needed_files(list(siblings))
@@ -149,7 +173,7 @@ def describe_hub_model(source: str) -> tuple[CheckpointFile, ...]:
         with tempfile.TemporaryDirectory(prefix="sllm-hub-") as scratch:
             fetch_hub_files(HubModel(model.repo_id, revision), unhashed, Path(scratch))
             for path in unhashed:
-                size, digest = _size_and_sha256(Path(scratch) / path)
+                size, digest = file_digest(Path(scratch) / path)
                 described.append(CheckpointFile(path, size, digest))
     order = {path: index for index, path in enumerate(wanted)}
     return tuple(sorted(described, key=lambda file: order[file.path]))
@@ -204,13 +228,3 @@ def _reason(error: Exception) -> str:
     if status == 404:
         return "no such repository or revision on the hub"
     return str(error).splitlines()[0]
-
-
-def _size_and_sha256(path: Path) -> tuple[int, str]:
-    digest = hashlib.sha256()
-    size = 0
-    with open(path, "rb") as file:
-        while chunk := file.read(HASH_CHUNK_BYTES):
-            digest.update(chunk)
-            size += len(chunk)
-    return size, digest.hexdigest()

@@ -33,7 +33,8 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
-from collections.abc import Callable, Mapping, Sequence
+import uuid
+from collections.abc import Callable, Mapping
 from contextlib import closing
 from dataclasses import dataclass
 from enum import StrEnum
@@ -49,7 +50,7 @@ from sllm.catalog import (
     entry_of,
     parse_model,
 )
-from sllm.sources import SourceError, describe_source
+from sllm.sources import SourceError, describe_source, pin_source
 
 
 class Status(StrEnum):
@@ -146,6 +147,9 @@ class ModelRegistry:
         self.db = sqlite3.connect(str(path), isolation_level=None)  # autocommit; see _write
         self.db.executescript(_SCHEMA)
         self.served: dict[str, CatalogModel] = {}  # the live catalog: ready models
+        # Names this registry's versions: an in-memory one restarts its count, so a
+        # worker's ETag from before a restart must not match after it.
+        self.instance = uuid.uuid4().hex[:12]
         # Told of every change made here (a model ready, updated or deleted), not of those
         # `adopt`ed or `forget`ed: a decentralized node gossips them (`sllm.runtime.node`).
         self.on_change: Callable[[str, CatalogModel | None], None] | None = None
@@ -241,13 +245,33 @@ class ModelRegistry:
         first is the caller's (`sllm.api.admin`)."""
         removed = self.require(name)
         self.version += 1
-        self.db.execute("DELETE FROM models WHERE name = ?", (name,))
-        self._set_meta("version", str(self.version))
+        with self._transaction():
+            self.db.execute("DELETE FROM models WHERE name = ?", (name,))
+            self._set_meta("version", str(self.version))
         del self._entries[name]
         self.served.pop(name, None)
         if self.on_change is not None:
             self.on_change(name, None)
         return removed
+
+    @property
+    def etag(self) -> str:
+        """What workers compare: this registry's instance and version."""
+        return f'"{self.instance}-{self.version}"'
+
+    def withdraw(self, name: str) -> CatalogModel | None:
+        """Stop serving `name` for now (a delete draining its requests); `restore` undoes
+        it. The version moves, so workers see the change."""
+        model = self.served.pop(name, None)
+        if model is not None:
+            self.version += 1
+        return model
+
+    def restore(self, name: str, model: CatalogModel) -> None:
+        """Serve `name` again after a drain that did not end in its delete."""
+        if name in self._entries and name not in self.served:
+            self.served[name] = model
+            self.version += 1
 
     def adopt(self, name: str, model: CatalogModel) -> None:
         """Serve `model` as ready, as another node deployed it (no `on_change`)."""
@@ -271,17 +295,20 @@ class ModelRegistry:
         self._write(pending.name, dict(current.entry), Status.DOWNLOADING, "")
         return True
 
-    def described(
-        self, name: str, *, files: Sequence[CheckpointFile] = (), error: str = ""
-    ) -> RegistryEntry | None:
-        """The outcome of describing `name`'s source: its files (then it is ready) or the
-        error (then it failed). None if the model was deleted or redeployed meanwhile."""
+    def described(self, name: str, outcome: Description) -> RegistryEntry | None:
+        """The outcome of describing `name`'s source: its files and pinned source (then
+        it is ready) or the error (then it failed). None if the model was deleted or
+        redeployed meanwhile."""
         current = self._entries.get(name)
         if current is None or current.status is not Status.DOWNLOADING:
             return None
-        if error:
-            return self._write(name, dict(current.entry), Status.FAILED, error)
-        entry = {**current.entry, "files": [_file_dict(f) for f in files]}
+        if outcome.error:
+            return self._write(name, dict(current.entry), Status.FAILED, outcome.error)
+        entry = {
+            **current.entry,
+            "source": outcome.source or current.entry.get("source", ""),
+            "files": [_file_dict(f) for f in outcome.files],
+        }
         entry.pop("size_bytes", None)  # the sum of the files now
         try:
             model = self._parse(entry)
@@ -290,16 +317,15 @@ class ModelRegistry:
         return self._write(name, entry_of(model), Status.READY, "", model=model)
 
     def describe_pending(self) -> list[RegistryEntry]:
-        """Describe every pending source here and now (blocking; the CLI's and tests' way;
-        the coordinator does it in a thread, `sllm.runtime.registry_sync`)."""
+        """Describe every pending source here and now (blocking: for tools and tests; the
+        services do it in a thread, `sllm.runtime.registry_sync.describe_pending`)."""
         done = []
         for pending in self.pending():
             if not self.start_describing(pending):
                 continue
-            files, error = describe(pending)
-            outcome = self.described(pending.name, files=files, error=error)
-            if outcome is not None:
-                done.append(outcome)
+            entry = self.described(pending.name, describe(pending))
+            if entry is not None:
+                done.append(entry)
         return done
 
     def close(self) -> None:
@@ -453,12 +479,27 @@ class _Transaction:
             self.db.execute("COMMIT" if kind is None else "ROLLBACK")
 
 
-def describe(pending: PendingSource) -> tuple[tuple[CheckpointFile, ...], str]:
-    """`pending`'s files, or the error describing its source ended in (blocking)."""
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Description:
+    """What describing a source found: its files and the source pinned (a hub id at its
+    commit), or the error."""
+
+    files: tuple[CheckpointFile, ...] = ()
+    source: str = ""
+    error: str = ""
+
+
+def describe(pending: PendingSource) -> Description:
+    """`pending`'s source pinned, and its files, or the error describing it ended in
+    (blocking). Any error ends in ``failed`` with its message: none may leave a model
+    ``downloading``."""
     try:
-        return describe_source(pending.source, listed=pending.listed), ""
+        source = pin_source(pending.source)
+        return Description(files=describe_source(source, listed=pending.listed), source=source)
     except SourceError as error:
-        return (), str(error)
+        return Description(error=str(error))
+    except Exception as error:  # a client library's own error: still the source's failure
+        return Description(error=f"{pending.source}: {type(error).__name__}: {error}")
 
 
 def _check_source_form(source: str) -> None:

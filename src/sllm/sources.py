@@ -18,21 +18,32 @@ Blocking I/O (hashing a directory reads every byte): call `describe_source` from
 
 from __future__ import annotations
 
-import hashlib
 import os
 import urllib.parse
 from collections.abc import Sequence
 from pathlib import Path
 
 from sllm import hub
-from sllm.catalog import CheckpointFile
-
-# Hash in 4 MiB reads: large enough to run at disk speed, small enough to stay in cache.
-HASH_CHUNK_BYTES = 4 << 20
+from sllm.catalog import CheckpointFile, file_digest
 
 
 class SourceError(ValueError):
     """A source that does not exist, cannot be read, or does not hold what was listed."""
+
+
+def pin_source(source: str) -> str:
+    """`source` as the registry keeps it: a Hugging Face id at the commit its revision
+    names now (`sllm.hub.pin_hub_model`), anything else as given."""
+    if not hub.is_hub_id(source):
+        return source
+    try:
+        return hub.pin_hub_model(source)
+    except ImportError:
+        raise SourceError(
+            f"{source}: Hugging Face sources need huggingface_hub (pip install 'sllm[torch]')"
+        ) from None
+    except hub.HubError as error:
+        raise SourceError(str(error)) from None
 
 
 def describe_source(
@@ -102,13 +113,7 @@ def _checked(root: Path, file: CheckpointFile) -> CheckpointFile:
 
 
 def _size_and_sha256(path: Path) -> tuple[int, str]:
-    digest = hashlib.sha256()
-    size = 0
     try:
-        with open(path, "rb") as source:
-            while chunk := source.read(HASH_CHUNK_BYTES):
-                digest.update(chunk)
-                size += len(chunk)
+        return file_digest(path)
     except OSError as error:
         raise SourceError(f"{path}: {error.strerror or error}") from None
-    return size, digest.hexdigest()

@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from sllm import hub
-from sllm.catalog import CatalogModel, CheckpointFile
+from sllm.catalog import CatalogModel, CheckpointFile, file_digest
 
 COMPLETE_MARKER = ".complete"
 # Copy in 1 MiB pieces: large enough to stream at disk speed, small enough to hash as we go.
@@ -179,16 +179,11 @@ class ModelStore:
 
 
 def _size_and_sha256(path: Path) -> tuple[int, str]:
-    digest = hashlib.sha256()
-    size = 0
+    """`file_digest`, with a file the download did not leave as (0, "")."""
     try:
-        with open(path, "rb") as source:
-            while chunk := source.read(CHUNK_BYTES):
-                digest.update(chunk)
-                size += len(chunk)
+        return file_digest(path)
     except FileNotFoundError:
         return 0, ""
-    return size, digest.hexdigest()
 
 
 def _described(error: OSError) -> str:

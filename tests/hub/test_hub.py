@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from fakehub import FakeHub
+from fakehub import COMMIT, FakeHub
 from sllm import hub
 from sllm.catalog import CatalogModel
 from sllm.sources import SourceError, describe_source
@@ -140,6 +140,8 @@ def test_the_registry_describes_a_hub_model_and_fails_a_missing_one(repo, tmp_pa
     registry.deploy("gone", {"engine": "transformers", "source": "hf://acme/gone"})
     outcomes = {entry.name: entry for entry in registry.describe_pending()}
     assert outcomes["tiny"].status is Status.READY
+    # pinned to the commit its hashes describe, whatever the branch does later
+    assert registry.served["tiny"].source == f"hf://{REPO}@{COMMIT}"
     assert sorted(f.path for f in registry.served["tiny"].files) == NEEDED
     assert outcomes["gone"].status is Status.FAILED
     assert "no such repository" in outcomes["gone"].error

@@ -9,7 +9,7 @@ import pytest
 
 from sllm.catalog import CatalogModel, CheckpointFile, catalog_entry_json, model_from_entry_json
 from sllm.engines.registry import REGISTERED
-from sllm.registry import ModelRegistry, RegistryError, Status
+from sllm.registry import Description, ModelRegistry, RegistryError, Status
 
 SIM_SEED = {"seeded-7b": CatalogModel("seeded-7b", 7.0, 14_000_000_000)}
 
@@ -146,7 +146,8 @@ def test_a_result_for_a_model_deleted_meanwhile_is_dropped(tmp_path) -> None:
     (pending,) = registry.pending()
     registry.start_describing(pending)
     registry.delete("tiny")
-    assert registry.described("tiny", files=(CheckpointFile("a", 1, "0" * 64),)) is None
+    found = Description(files=(CheckpointFile("a", 1, "0" * 64),), source=str(tmp_path / "ckpt"))
+    assert registry.described("tiny", found) is None
     assert registry.get("tiny") is None
 
 

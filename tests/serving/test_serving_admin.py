@@ -166,8 +166,9 @@ async def test_a_model_whose_source_fails_is_listed_failed_and_answered_503(tmp_
         with pytest.raises(openai.APIStatusError) as refused:
             await _openai(http).completions.create(model="broken", prompt="hi", max_tokens=1)
         assert refused.value.status_code == 503
+        assert refused.value.body["code"] == "model_failed"
         assert "holds no files" in refused.value.message
-        assert refused.value.response.headers["retry-after"]
+        assert "retry-after" not in refused.value.response.headers  # retrying will not help
 
 
 async def test_a_delete_waits_for_running_requests_only_when_asked_to_drain() -> None:
@@ -273,3 +274,44 @@ async def test_in_decentralized_mode_a_model_deployed_on_one_node_is_served_by_e
     finally:
         await second.stop()
         await first.stop()
+
+
+async def test_a_worker_reads_the_registry_once_per_version() -> None:
+    from sllm.api.credential import worker_http_key
+    from sllm.engines.registry import REGISTERED
+    from sllm.runtime.registry_sync import RegistryFollower
+
+    async with _cluster() as (_, _, http):
+        applied: list[set[str]] = []
+        follower = RegistryFollower(
+            url=str(http.base_url).rstrip("/"),
+            credential_key=worker_http_key(SECRET),
+            engines=REGISTERED,
+            apply=lambda models: applied.append(set(models)),
+            interval_s=60.0,
+        )
+        assert await follower.refresh()
+        assert not await follower.refresh()  # 304: nothing new
+        assert await http.post("/admin/v1/models", json={"name": "v2", "size_bytes": 10**9})
+        assert await follower.refresh()
+        assert applied[-1] - applied[0] == {"v2"}
+
+
+async def test_an_unreachable_hub_fails_the_model_instead_of_leaving_it_downloading(
+    monkeypatch,
+) -> None:
+    import socket
+
+    with socket.socket() as closed:  # a port nothing listens on
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{port}")
+    async with _cluster() as (_, _, http):
+        body = {"name": "offline", "engine": "transformers", "source": "hf://acme/offline"}
+        assert (await http.post("/admin/v1/models", json=body)).status_code == 201
+
+        async def failed() -> bool:
+            entries = (await http.get("/admin/v1/models")).json()["data"]
+            return any(e["name"] == "offline" and e["status"] == "failed" for e in entries)
+
+        await _eventually(failed, "the model failed", timeout=60.0)

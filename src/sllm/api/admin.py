@@ -34,7 +34,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from sllm.api.errors import ApiError
-from sllm.catalog import entry_of
+from sllm.catalog import DEFAULT_ENGINE, entry_of
 from sllm.registry import INTERNAL_MODELS_PATH, ModelRegistry, RegistryError
 
 ADMIN_PREFIX = "/admin/v1"
@@ -52,7 +52,9 @@ class DeployBody(BaseModel):
     source: str = Field(
         default="", description="a directory, an http(s):// URL or a Hugging Face id"
     )
-    engine: str = Field(default="sim", description="a registered engine: sim, transformers, vllm")
+    engine: str = Field(
+        default=DEFAULT_ENGINE, description="a registered engine: sim, transformers, vllm"
+    )
     options: dict[str, Any] = Field(default_factory=dict, description="the engine's settings")
     files: list[dict[str, Any]] | None = Field(
         default=None, description="path, size and sha256 of each file (required for a URL)"
@@ -91,6 +93,15 @@ def install_admin(
     withdrawn: dict[str, float] = {}  # models draining: no new requests, by start time
     router = APIRouter(prefix=ADMIN_PREFIX)
 
+    def _not_draining(name: str) -> None:
+        if name in withdrawn:
+            raise ApiError(
+                409,
+                f"model {name!r} is being deleted (draining its requests)",
+                code="model_draining",
+                param="name",
+            )
+
     def authorize(request: Request) -> None:
         if not admin_key:
             raise ApiError(
@@ -117,6 +128,7 @@ def install_admin(
 
     async def update(name: str, body: UpdateBody, request: Request) -> dict[str, Any]:
         authorize(request)
+        _not_draining(name)
         changes = body.model_dump(exclude_none=True)
         entry = _registry_call(lambda: registry.update(name, changes))
         return _listed(entry, withdrawn)
@@ -133,18 +145,19 @@ def install_admin(
                 param="name",
             )
         if drain:
+            _not_draining(name)
             withdrawn[name] = time.monotonic()
-            model = registry.served.pop(name, None)
+            model = registry.withdraw(name)
             try:
                 deadline = time.monotonic() + DRAIN_TIMEOUT_S
                 while running(name) and time.monotonic() < deadline:
                     await asyncio.sleep(DRAIN_POLL_S)
             finally:
-                del withdrawn[name]
+                withdrawn.pop(name, None)
             still = running(name)
             if still:
-                if model is not None and registry.get(name) is not None:
-                    registry.served[name] = model  # it keeps serving
+                if model is not None:
+                    registry.restore(name, model)  # it keeps serving
                 raise ApiError(
                     409,
                     f"model {name!r} still had {still} request(s) running after "
@@ -152,7 +165,7 @@ def install_admin(
                     code="model_in_use",
                     param="name",
                 )
-        registry.delete(name)
+        _registry_call(lambda: registry.delete(name))
         return {"id": name, "object": "model", "deleted": True, "status": entry.status.value}
 
     router.add_api_route("/models", list_models, methods=["GET"])
@@ -162,7 +175,7 @@ def install_admin(
     app.include_router(router)
 
     async def internal_models(request: Request) -> Response:
-        etag = f'"{registry.version}"'
+        etag = registry.etag
         if request.headers.get("if-none-match") == etag:
             return Response(status_code=304, headers={"etag": etag})
         document = {

@@ -133,6 +133,8 @@ EngineOf = Callable[[str], str]
 # Why a model the registry knows is not servable yet ("downloading", "being deleted"), or
 # None for a model it does not know (`sllm.registry.ModelRegistry.not_ready`).
 NotReady = Callable[[str], str | None]
+# How a `NotReady` reason of a model whose deploy failed begins.
+FAILED_PREFIX = "failed"
 
 
 @dataclass(frozen=True, slots=True)
@@ -429,6 +431,13 @@ class Gateway:
             body = _validated(schema, await read_body(receive))
             if body.model not in self.model_names():
                 pending = self.not_ready(body.model)
+                if pending is not None and pending.startswith(FAILED_PREFIX):
+                    raise ApiError(  # retrying will not help: no Retry-After
+                        503,
+                        f"model {body.model!r} could not be deployed ({pending})",
+                        code="model_failed",
+                        param="model",
+                    )
                 if pending is not None:
                     raise ApiError(
                         503,

@@ -176,7 +176,7 @@ class NodeServer(WorkerServer):
         self.core = Node(
             self.state.worker_id,
             advertised,
-            self.state.catalog,
+            self.catalog,  # what it places: the models served (not those being retired)
             self.state.cost,
             random.Random(self.seed),
             now,
@@ -215,6 +215,8 @@ class NodeServer(WorkerServer):
             probing=self.config.probing.candidates,
         )
         self.node_hosting.serve(self.core)
+        self.apply_models(dict(self.registry.served))  # a registry file's models too
+        self.describe_sources()  # any caught mid-description by a restart
         self._tasks.append(asyncio.create_task(self._measure_forever()))
         if pending:
             self._tasks.append(asyncio.create_task(self._resolve_later(pending)))
@@ -298,10 +300,13 @@ class NodeServer(WorkerServer):
                 self.front_door.worker_lost(str(notice.fields["member"]))
 
     async def _measure_forever(self) -> None:
+        """Every second: the traffic meter, and freeing models deleted from the registry
+        whose requests have ended (a worker does it as it follows the coordinator)."""
         while True:
             await asyncio.sleep(1.0)
             if self.core is not None and self.endpoint is not None:
                 self.core.traffic = self._meter.sample(self.endpoint, time.monotonic())
+            self._retire_idle()
 
     # -- addresses -----------------------------------------------------------------------
 

@@ -112,7 +112,17 @@ class RegistryFollower:
         for problem in problems:
             log_event(log, logging.WARNING, "registry_model_refused", problem=problem)
         self.version = int(document.get("version", 0))
-        self.apply(models)
+        try:
+            self.apply(models)
+        except Exception as error:  # logged; the next version is applied all the same
+            log_event(
+                log,
+                logging.ERROR,
+                "registry_apply_failed",
+                error=f"{type(error).__name__}: {error}",
+            )
+            self._etag = ""  # read it again whole next time
+            return False
         log_event(log, logging.INFO, "registry_applied", version=self.version, models=len(models))
         return True
 
@@ -170,14 +180,15 @@ async def describe_pending(registry: ModelRegistry, logger: logging.Logger) -> N
             log_event(
                 logger, logging.INFO, "model_describing", model=model.name, source=model.source
             )
-            files, error = await asyncio.to_thread(describe, model)
-            outcome = registry.described(model.name, files=files, error=error)
+            found = await asyncio.to_thread(describe, model)
+            outcome = registry.described(model.name, found)
             if outcome is not None:
                 log_event(
                     logger,
-                    logging.WARNING if error else logging.INFO,
+                    logging.WARNING if found.error else logging.INFO,
                     "model_" + outcome.status.value,
                     model=model.name,
-                    files=len(files),
-                    error=error or None,
+                    source=found.source or model.source,
+                    files=len(found.files),
+                    error=found.error or None,
                 )

@@ -302,12 +302,8 @@ class WorkerServer:
         engine not built yet is built now), changed ones take effect at their next load,
         and the ones gone stop taking requests and are freed once idle (`_retire_idle`)."""
         for name, model in models.items():
-            if model.engine not in self.engines:
-                engine_class = engines_for([model])[model.engine]
-                if engine_class.needs_checkpoint and self.store is None:
-                    self.store = self._new_store()
-                context = EngineContext(self.known_models, self.cost, self.store)
-                self.engines[model.engine] = engine_class.build(context)
+            if model.engine not in self.engines and not self._build_engine(model):
+                continue
             self.known_models[name] = model
             self.catalog[name] = model
             self._retiring.discard(name)
@@ -317,6 +313,28 @@ class WorkerServer:
             log_event(log, logging.INFO, "model_retiring", model=name)
         self._retire_idle()
         self.hosting.carry_out([])  # the keep-alive timer, for a model's new keep-alive
+
+    def _build_engine(self, model: CatalogModel) -> bool:
+        """Build the engine a newly served model names; False (logged) when this worker
+        cannot (the engine's extra is not installed here, say): the model is not served
+        here, and the other models are."""
+        try:
+            engine_class = engines_for([model])[model.engine]
+            if engine_class.needs_checkpoint and self.store is None:
+                self.store = self._new_store()
+            context = EngineContext(self.known_models, self.cost, self.store)
+            self.engines[model.engine] = engine_class.build(context)
+        except Exception as error:
+            log_event(
+                log,
+                logging.ERROR,
+                "registry_model_refused",
+                model=model.name,
+                engine=model.engine,
+                error=f"{type(error).__name__}: {error}",
+            )
+            return False
+        return True
 
     def _retire_idle(self) -> None:
         """Free each model deleted from the registry whose requests have all ended."""
