@@ -141,12 +141,17 @@ class SimEngine:
         ttft, e2e = self.timing(model).service_time(len(prompt_ids), params.max_tokens, batch_size)
         step = (e2e - ttft) / max(1, params.max_tokens - 1)
         words, finish = placeholder(params)
-        began = time.monotonic()
+        first_due = time.monotonic() + ttft
         for index, word in enumerate(words):
-            delay = began + ttft + index * step - time.monotonic()
+            delay = first_due + index * step - time.monotonic()
             if delay > 0:
                 await asyncio.sleep(delay)
             yield Delta(word, completion_tokens=index + 1)
+            if index == 0:
+                # The rest are spaced from when the first was taken: the worker reads it
+                # before it answers (`sllm.runtime.generation`), and the answer's start
+                # must not eat the gap to the second.
+                first_due = time.monotonic()
         yield Delta("", finish, len(words))
 
 
