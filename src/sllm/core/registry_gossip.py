@@ -127,15 +127,6 @@ class _Partial:
     first_seen: float
 
 
-@dataclass(frozen=True, slots=True)
-class ReplicaCounters:
-    """What the replica did, for metrics and the tests."""
-
-    applied: int
-    stale: int  # entries that lost to what was already here
-    bad_parts: int  # reassembled specs whose sha256 did not match
-
-
 class RegistryReplica:
     """One node's copy of the registry, and the gossip that spreads it."""
 
@@ -163,6 +154,8 @@ class RegistryReplica:
         self._changed: list[RegistryEntry] = []
         self._next_sync_at = now + sync_interval_s
         self._digest: str | None = None
+        # What it did, for tests and logs: entries taken, entries that lost to what was
+        # here, reassembled specs whose sha256 did not match.
         self.applied = 0
         self.stale = 0
         self.bad_parts = 0
@@ -193,9 +186,6 @@ class RegistryReplica:
             )
             self._digest = hashlib.sha256(text.encode()).hexdigest()
         return self._digest
-
-    def counters(self) -> ReplicaCounters:
-        return ReplicaCounters(applied=self.applied, stale=self.stale, bad_parts=self.bad_parts)
 
     def next_deadline(self) -> float:
         if self._rumors:

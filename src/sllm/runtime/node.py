@@ -48,6 +48,7 @@ from sllm.core.coordinator import Notice
 from sllm.core.cost import CostModel
 from sllm.core.membership import MEMBERSHIP_EVENTS
 from sllm.core.node import Node, NodeConfig, Traffic
+from sllm.core.registry_gossip import SpecTooLarge
 from sllm.core.tiers import Tier
 from sllm.core.worker import WorkerResources
 from sllm.engines.registry import REGISTERED
@@ -236,10 +237,13 @@ class NodeServer(WorkerServer):
         if self.core is None:
             return
         now = time.monotonic()
-        if model is None:
-            self.core.delete(name, now)
-        else:
-            self.core.deploy(name, catalog_entry_json(model), now)
+        try:
+            if model is None:
+                self.core.delete(name, now)
+            else:
+                self.core.deploy(name, catalog_entry_json(model), now)
+        except SpecTooLarge as error:  # served here; the other nodes cannot be told
+            log_event(log, logging.ERROR, "registry_not_gossiped", model=name, error=str(error))
         self.node_hosting.after(self.core, None)
 
     def _adopt_replicated(self, names: Sequence[str]) -> None:
