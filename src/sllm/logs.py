@@ -285,6 +285,22 @@ class _ConfiguredHandler(logging.StreamHandler[IO[str]]):
     """The handler `configure_logging` installs; its type is how a second call finds it."""
 
 
+def configure_from_environment() -> None:
+    """Log like the parent service, in a process that this project's code reaches without
+    having started it (vLLM's engine core, running `sllm.engines.vllm_loader`).
+
+    The LOG_LEVEL and LOG_FORMAT the process inherited apply (the service checked them at
+    its start; a value that is not valid here falls back to the default). A process whose
+    root logger has a handler already (its own logging set up, by us or anyone) is left
+    alone.
+    """
+    if logging.getLogger().handlers:
+        return
+    level = os.environ.get("LOG_LEVEL", "INFO").strip().upper()
+    fmt = os.environ.get("LOG_FORMAT", "text").strip().lower()
+    configure_logging(level if level in LEVELS else "INFO", fmt if fmt in FORMATS else "text")
+
+
 def configure_logging(level: str, fmt: str = "text", stream: IO[str] | None = None) -> None:
     """Send all log records at `level` and above to `stream` (stdout by default) in `fmt`.
 

@@ -30,6 +30,7 @@ from sllm.engines.vllm_engine import (
     engine_arguments,
     token_logprobs,
 )
+from sllm.engines.vllm_loader import LOAD_FORMAT
 
 FILES = [{"path": "model.safetensors", "size": 10, "sha256": "a" * 64}]
 
@@ -47,6 +48,7 @@ BAD_OPTIONS = {
     "gpu_memory_utilization": 1.5,
     "tensor_parallel_size": True,  # a boolean is not a count
     "enforce_eager": "yes",
+    "loader": "fastsafetensors",  # not a loader this engine offers
     "quantization": "awq",  # not a setting this engine takes
 }
 
@@ -100,6 +102,10 @@ def test_good_settings_become_vllms_engine_arguments(tmp_path: Path) -> None:
     assert plain["dtype"] == DEFAULT_DTYPE
     assert plain["enable_sleep_mode"] is False
     assert "max_model_len" not in plain and "structured_outputs_config" not in plain
+    # The checkpoint is read by this project's loader unless the model asks for vLLM's own.
+    assert plain["load_format"] == LOAD_FORMAT == "sllm"
+    own = load_catalog(_catalog(tmp_path, {"loader": "vllm"}), engines=REGISTERED)["m1"]
+    assert engine_arguments(own, "/cache/m1", sleep=False)["load_format"] == "auto"
 
 
 @dataclass

@@ -33,6 +33,7 @@ tokenizers = pytest.importorskip("tokenizers", reason="the tiny model needs the 
 
 MODEL = "tiny-vllm"
 BROKEN = "tiny-vllm-broken"  # a checkpoint vLLM cannot start: an unknown architecture
+OWN_LOADER = "tiny-vllm-own-loader"  # the same checkpoint, read by vLLM's own loader
 # The engine's settings, as an operator writes them in the catalog: float32 runs on every
 # CPU; eager mode and a small KV cache keep the start short and the memory small on a
 # 2-core, shared machine; the random-weight model would pad JSON with whitespace forever.
@@ -50,11 +51,12 @@ HELLO = [{"role": "user", "content": "hello there"}]
 QUIET_VLLM = {"VLLM_LOGGING_LEVEL": "WARNING", "WORKER_TIMEOUT": "10"}
 
 
-def _entry_for(directory: Path, name: str) -> dict[str, Any]:
+def _entry_for(directory: Path, name: str, **options: Any) -> dict[str, Any]:
     """A vllm catalog entry for the checkpoint in `directory`, its files hashed as they are."""
     from sllm.engines.testmodel import catalog_entry
 
-    return {**catalog_entry(directory, name, 0.001), "engine": "vllm", "options": OPTIONS}
+    entry = catalog_entry(directory, name, 0.001)
+    return {**entry, "engine": "vllm", "options": {**OPTIONS, **options}}
 
 
 def _broken_copy(model: Any, directory: Path) -> Path:
@@ -100,7 +102,11 @@ def tiny(tmp_path_factory: pytest.TempPathFactory, serving_helpers) -> Any:
 def catalog_file(tiny: Any, tmp_path_factory: pytest.TempPathFactory) -> Path:
     broken = _broken_copy(tiny, tmp_path_factory.mktemp("broken") / "model")
     path = tmp_path_factory.mktemp("catalog") / "catalog.json"
-    models = [_entry_for(tiny.directory, MODEL), _entry_for(broken, BROKEN)]
+    models = [
+        _entry_for(tiny.directory, MODEL),
+        _entry_for(broken, BROKEN),
+        _entry_for(tiny.directory, OWN_LOADER, loader="vllm"),
+    ]
     path.write_text(json.dumps({"models": models}), encoding="utf-8")
     return path
 
@@ -154,6 +160,24 @@ def test_a_stream_carries_what_the_whole_answer_says_with_real_token_counts(
     assert len([c for c in chunks if c.choices and c.choices[0].delta.content]) > 1
     assert chunks[-1].usage.completion_tokens == whole.usage.completion_tokens
     assert chunks[-2].choices[0].finish_reason == whole.choices[0].finish_reason
+
+
+def test_the_engine_reads_the_checkpoint_with_our_loader_and_computes_as_with_vllms(
+    setup: VllmSetup, client
+) -> None:
+    """The engine core read the weights through `sllm.engines.vllm_loader` (its events are in
+    the worker's log), and the same checkpoint read by vLLM's own loader answers alike."""
+    [worker] = setup.cluster.workers.values()
+    [read] = setup.helpers.events_of(worker, "checkpoint_read")  # one load so far: MODEL's
+    assert read["bytes"] >= (setup.model.directory / "model.safetensors").stat().st_size
+    assert setup.helpers.events_of(worker, "checkpoint_loaded")
+    for prompt in ["the cat sat on", "one two three", "hello"]:
+        answers = [
+            client.completions.create(model=name, prompt=prompt, max_tokens=8, temperature=0)
+            for name in (MODEL, OWN_LOADER)
+        ]
+        assert answers[0].choices[0].text == answers[1].choices[0].text, prompt
+    assert len(setup.helpers.events_of(worker, "checkpoint_read")) == 1  # vLLM's read the other
 
 
 def test_concurrent_requests_all_complete_as_each_would_alone(setup: VllmSetup) -> None:

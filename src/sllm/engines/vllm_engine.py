@@ -16,11 +16,13 @@ Concurrent requests for one model are batched by vLLM across calls (continuous b
 What the worker's state machine decides, carried out:
 
 - **load** from the remote store fetches the checkpoint into the disk cache
-  (`sllm.store`), then starts an engine on it from disk (vLLM reads the safetensors
-  itself). Starting takes seconds to tens of seconds (its processes, then the model and
-  the KV cache), in a thread, so the event loop goes on serving. An engine that fails to
-  start raises `EngineError` with vLLM's reason; the worker logs it and fails the model's
-  waiting requests (``load_failed``, answered 503).
+  (`sllm.store`), then starts an engine on it from disk. vLLM reads the weights through
+  this project's loader (load format ``sllm``, `sllm.engines.vllm_loader`: parallel
+  chunked reads), unless the model's ``loader`` option names vLLM's own. Starting takes
+  seconds to tens of seconds (its processes, then the model and the KV cache), in a
+  thread, so the event loop goes on serving. An engine that fails to start raises
+  `EngineError` with vLLM's reason; the worker logs it and fails the model's waiting
+  requests (``load_failed``, answered 503).
 - **evict** from the GPU to host memory puts the engine to sleep (vLLM's sleep mode level
   1: weights copied to host memory, KV cache freed) where the platform can
   (`can_sleep`); a **load** from host memory then wakes it, far faster than a start. Where
@@ -72,6 +74,7 @@ from sllm.engines.base import (
     check_context,
 )
 from sllm.engines.transformers_engine import EngineError, encode_with
+from sllm.engines.vllm_loader import LOAD_FORMAT
 from sllm.logs import log_event
 from sllm.store import ModelStore
 
@@ -88,6 +91,11 @@ SLEEP_LEVEL = 1
 # vLLM's own server does: JSON has no infinity.
 LOGPROB_FLOOR = -9999.0
 
+# Who reads a model's checkpoint into vLLM's network: this project's loader (parallel
+# chunked reads into one host allocation, `sllm.engines.vllm_loader`), or vLLM's own.
+LOADERS = ("sllm", "vllm")
+DEFAULT_LOADER = "sllm"
+
 # The settings a catalog entry may give a vllm model under ``options``: name -> what it
 # must be. Each maps to the `AsyncEngineArgs` field of the same name, except
 # ``kv_cache_bytes`` (``kv_cache_memory_bytes``: the KV cache's size, which vLLM's CPU
@@ -100,6 +108,7 @@ OPTIONS: dict[str, str] = {
     "enforce_eager": "true or false",
     "kv_cache_bytes": "a positive integer",
     "compact_json": "true or false",
+    "loader": f"one of {', '.join(LOADERS)}",
 }
 # ``compact_json``: JSON output (``response_format``) without free whitespace between
 # tokens (vLLM's ``structured_outputs_config.disable_any_whitespace``). vLLM's default lets
@@ -122,6 +131,8 @@ def _valid(name: str, value: object) -> bool:
         )
     if name in ("enforce_eager", "compact_json"):
         return isinstance(value, bool)
+    if name == "loader":
+        return value in LOADERS
     return _positive_int(value)
 
 
@@ -148,6 +159,7 @@ def engine_arguments(model: CatalogModel, folder: str, *, sleep: bool) -> dict[s
         "dtype": options.get("dtype", DEFAULT_DTYPE),
         "disable_log_stats": True,
         "enable_sleep_mode": sleep,
+        "load_format": LOAD_FORMAT if options.get("loader", DEFAULT_LOADER) == "sllm" else "auto",
     }
     for name in ("max_model_len", "gpu_memory_utilization", "tensor_parallel_size"):
         if name in options:
