@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from collections.abc import Mapping
 
@@ -315,6 +316,50 @@ def test_host_cache_evicts_least_recently_used() -> None:
     )  # the disk copy stays
     assert w.tier_of(MID) is Tier.GPU  # still resident
     assert w.host_used == CATALOG[SMALL].size_bytes
+
+
+def _idle_in_host(w: WorkerState, model: str, at: float) -> None:
+    """Run one request for `model` at `at`, then let its keep-alive move it to host memory."""
+    run_once(w, f"r-{model}", model, at)
+    assert Evict(model=model, source=Tier.GPU, destination=Tier.HOST) in w.tick(at + 100.0)
+
+
+def test_a_measured_host_copy_counts_at_its_real_bytes_and_evicts_what_no_longer_fits() -> None:
+    """A float32 network from bfloat16 files takes twice the catalog's bytes in host
+    memory: counted at those, the older copy no longer fits and is given up."""
+    resources = dataclasses.replace(RESOURCES, host_bytes=30 * GB)
+    w = worker(resources=resources)
+    _idle_in_host(w, SMALL, 0.0)
+    _idle_in_host(w, MID, 200.0)  # host: SMALL + MID by the catalog (19.9 of 30 GB)
+    assert w.host_used == CATALOG[SMALL].size_bytes + CATALOG[MID].size_bytes
+    doubled = 2 * CATALOG[MID].size_bytes
+    assert w.host_copy_measured(MID, doubled, 400.0) == [
+        Evict(model=SMALL, source=Tier.HOST, destination=Tier.DISK)
+    ]
+    assert w.host_used == doubled
+    report = w.report(400.0, "127.0.0.1", 1)
+    assert report.models == {MID: int(Tier.HOST), SMALL: int(Tier.DISK)}
+
+
+def test_a_host_copy_measured_larger_than_host_memory_leaves_it() -> None:
+    w = worker()
+    _idle_in_host(w, MID, 0.0)
+    assert w.host_copy_measured(MID, RESOURCES.host_bytes + 1, 200.0) == [
+        Evict(model=MID, source=Tier.HOST, destination=Tier.DISK)
+    ]
+    assert w.tier_of(MID) is Tier.DISK
+    assert w.host_used == 0
+
+
+def test_a_measure_of_a_copy_that_went_back_to_the_gpu_changes_nothing() -> None:
+    w = worker()
+    _idle_in_host(w, MID, 0.0)
+    assert w.submit(inference("again"), 200.0) == [StartLoad(model=MID, source=Tier.HOST)]
+    assert w.host_copy_measured(MID, 3 * GB, 200.5) == []  # loading from it meanwhile
+    w.load_done(MID, 201.0)
+    assert w.host_copy_measured(MID, 3 * GB, 201.5) == []  # on the GPU
+    assert w.host_used == CATALOG[MID].size_bytes
+    assert w.host_copy_measured(SMALL, 3 * GB, 202.0) == []  # never in host memory
 
 
 def test_a_duplicate_request_is_dropped_and_the_model_still_goes_idle() -> None:

@@ -73,3 +73,30 @@ def test_a_reload_reuses_the_memory_of_the_evicted_model(model_folder, tmp_path)
     engine.load(TEST_MODEL_NAME, Tier.DISK)
     assert engine._memory.allocations == 1  # the same, already touched, memory
     assert engine._memory.leased_bytes == checkpoint_bytes
+
+
+def test_a_host_copy_is_measured_at_the_bytes_its_network_holds(model_folder, tmp_path) -> None:
+    """Evicted to host memory, the network is counted at its storage's bytes: the loader's
+    one allocation (the files' bytes, aligned) as float32, and about half as bfloat16,
+    whose parameters transformers converts into storages of their own."""
+    import json
+
+    file_bytes = (model_folder / "model.safetensors").stat().st_size
+    measured = {}
+    for dtype in ("float32", "bfloat16"):
+        entries = json.loads((model_folder / "catalog.json").read_text(encoding="utf-8"))
+        for entry in entries["models"]:
+            entry["options"] = {"dtype": dtype}
+        folder = tmp_path / dtype
+        folder.mkdir()
+        (folder / "catalog.json").write_text(json.dumps(entries), encoding="utf-8")
+        catalog = load_catalog(folder / "catalog.json", engines=REGISTERED)
+        engine = TransformersEngine(catalog, ModelStore(tmp_path / f"cache-{dtype}"), device="cpu")
+        engine.load(TEST_MODEL_NAME, Tier.DISK)
+        assert engine.host_copy_bytes(TEST_MODEL_NAME) is None  # on the device, not a copy
+        engine.evict(TEST_MODEL_NAME, Tier.GPU, Tier.HOST)
+        measured[dtype] = engine.host_copy_bytes(TEST_MODEL_NAME)
+        engine.evict(TEST_MODEL_NAME, Tier.HOST, Tier.DISK)
+        assert engine.host_copy_bytes(TEST_MODEL_NAME) is None
+    assert file_bytes <= measured["float32"] < file_bytes + 4096
+    assert 0.45 * file_bytes < measured["bfloat16"] < 0.55 * file_bytes

@@ -519,6 +519,24 @@ class WorkerState:
             actions.append(self._finish(waiting, now, ok=False, reason=f"load_failed: {reason}"))
         return actions + self._dispatch(now)
 
+    def host_copy_measured(self, model: str, size_bytes: int, now: float) -> list[Action]:
+        """`model`'s engine measured its host copy at `size_bytes` (a checkpoint loaded as
+        float32 from bfloat16 files takes twice the files' bytes): count those against the
+        host memory instead of the catalog's size, giving up the copies that no longer fit,
+        this one first if it alone is too large. Only a copy in the host tier is counted
+        again; one that went back to the GPU meanwhile keeps its count."""
+        if model not in self._host or model in self._gpu:
+            return []
+        if self._load is not None and self._load.model == model:
+            return []
+        if size_bytes > self.resources.host_bytes:
+            del self._host[model]
+            self._summary = None
+            self._lower_tiers = None
+            below = self._next_tier_holding(model, HOST)
+            return [Evict(model=model, source=Tier.HOST, destination=below)]
+        return self._cache(self._host, model, size_bytes, self.resources.host_bytes, now)
+
     def first_token(self, request_id: str, now: float) -> None:
         request = self._running.get(request_id)
         if request is not None and request.first_token < 0:

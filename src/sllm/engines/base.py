@@ -28,7 +28,9 @@ Each engine class declares, without being built:
 
 A built engine also says whether it keeps host copies (`keeps_host_copy`): whether a model
 evicted from the GPU to host memory is still there. The worker's state machine counts a
-host copy only where it is, so a report never claims a fast reload that is not there.
+host copy only where it is, so a report never claims a fast reload that is not there; and
+it counts the copy at the bytes the engine measured (`host_copy_bytes`), not the catalog's
+size, against the worker's host-memory budget.
 
 An engine that batches requests across calls (vllm: continuous batching) does it behind
 `generate`: each call adds one request to its running batch.
@@ -176,6 +178,12 @@ class Engine(Protocol):
         to load fast. The worker's state machine counts a host copy only if so, so its
         reports never claim a host tier that is not there (vLLM without sleep mode shuts
         its engine down instead)."""
+        ...
+
+    def host_copy_bytes(self, model: str) -> int | None:
+        """The bytes `model`'s host copy takes in host memory, measured; None where this
+        engine holds no copy of it there or cannot measure one (the state machine then
+        counts the catalog's size). Cheap: called on the event loop after an eviction."""
         ...
 
     async def encode_prompt(self, model: str, prompt: Prompt) -> Sequence[int]:

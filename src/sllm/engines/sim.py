@@ -117,6 +117,9 @@ class SimEngine:
     def keeps_host_copy(self) -> bool:
         return True  # simulated tiers are what the state machine says
 
+    def host_copy_bytes(self, model: str) -> int | None:
+        return None  # a simulated copy is the catalog's size, as the state machine counts
+
     def warm_up(self) -> None:
         """Nothing to prepare."""
 

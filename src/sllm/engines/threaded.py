@@ -28,6 +28,8 @@ class BlockingEngine(Protocol):
 
     def evict(self, name: str, source: Tier, destination: Tier) -> None: ...
 
+    def host_copy_bytes(self, name: str) -> int | None: ...
+
     def encode_prompt(self, name: str, prompt: Prompt) -> list[int]: ...
 
     def generate(
@@ -59,6 +61,12 @@ class InThread:
 
     async def evict(self, model: str, source: Tier, destination: Tier) -> None:
         await asyncio.to_thread(lambda: self.blocking().evict(model, source, destination))
+
+    def host_copy_bytes(self, model: str) -> int | None:
+        """Asked of the blocking engine directly (it answers at once); None before it is
+        built, when it holds nothing."""
+        blocking = self._blocking
+        return None if blocking is None else blocking.host_copy_bytes(model)
 
     async def encode_prompt(self, model: str, prompt: Prompt) -> Sequence[int]:
         return await asyncio.to_thread(lambda: self.blocking().encode_prompt(model, prompt))

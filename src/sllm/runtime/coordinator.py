@@ -14,7 +14,6 @@ readiness and metrics (`sllm.runtime.monitoring`).
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import logging
 import random
@@ -37,7 +36,7 @@ from sllm.runtime.monitoring import (
     HttpService,
     start_coordinator_http,
 )
-from sllm.runtime.registry_sync import describe_pending
+from sllm.runtime.registry_sync import SourceDescriber
 from sllm.runtime.udp import Address, Endpoint
 from sllm.wire import Codec, Message, WorkerReport
 
@@ -95,7 +94,7 @@ class CoordinatorServer:
             IN_MEMORY, engines=REGISTERED, seed=as_catalog(catalog)
         )
         self.admin_key = admin_key
-        self._describing: asyncio.Task[None] | None = None
+        self.sources = SourceDescriber(self.registry, log)
         self.core = Coordinator(
             policy,
             self.registry.served,
@@ -121,7 +120,7 @@ class CoordinatorServer:
         self.endpoint = await Endpoint.bind(self.codec, self.host, self.port, self._on_message)
         self.driver.endpoint = self.endpoint
         self.hosting.start(self.core)
-        self.describe_sources()  # any caught mid-description by a restart
+        self.sources.start()  # any caught mid-description by a restart
         if self.http_port is not None:  # before `listening`, which launchers wait for
             self.http = await start_coordinator_http(
                 self, self.host, self.http_port, self.api_keys, limits=self.http_limits
@@ -140,16 +139,8 @@ class CoordinatorServer:
             signed=self.codec.secret is not None,
         )
 
-    def describe_sources(self) -> None:
-        """Describe the sources of newly deployed models in the background (one task at a
-        time; it takes every pending model, and one deployed meanwhile starts it again)."""
-        if self._describing is None or self._describing.done():
-            self._describing = asyncio.create_task(describe_pending(self.registry, log))
-
     async def stop(self) -> None:
-        if self._describing is not None:
-            self._describing.cancel()
-            await asyncio.gather(self._describing, return_exceptions=True)
+        await self.sources.stop()
         self.hosting.kill()  # its expiry timer goes stale
         if self.endpoint is not None:
             self.endpoint.close()

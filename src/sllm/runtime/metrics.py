@@ -44,7 +44,9 @@ whether the request waited for a model load, so their counts give the warm start
 ``sllm_model_load_seconds`` (histogram by source ``tier``), ``sllm_worker_ready``,
 ``sllm_worker_queued_requests``, ``sllm_worker_running_requests``, ``sllm_worker_slots``,
 ``sllm_worker_model_memory_used_bytes`` and ``sllm_worker_model_memory_budget_bytes`` (the
-scheduler's accounting of model bytes against its configured budget, not a measurement)
+scheduler's accounting of model bytes against its configured budget, not a measurement),
+``sllm_worker_host_memory_used_bytes`` and ``sllm_worker_host_memory_budget_bytes`` (the
+host-memory tier: copies as the engines measured them, against MODEL_HOST_GB)
 and ``sllm_worker_requests_{accepted,completed,rejected}_total``; ``sllm_worker_info`` maps
 a scrape target to its ``worker`` id. A worker names its own gauges ``sllm_worker_*`` so
 that they never mix with the coordinator's view of the same worker. Where NVML finds a GPU
@@ -258,6 +260,17 @@ class WorkerCollector(Collector):
                 "sllm_worker_model_memory_budget_bytes",
                 "Bytes the scheduler lets models take on this worker (configured, not measured).",
                 state.resources.gpu_bytes,
+            ),
+            (
+                "sllm_worker_host_memory_used_bytes",
+                "Bytes of model copies kept in host memory for fast reloads, as the engines "
+                "measured them (the catalog's sizes where an engine cannot).",
+                state.host_used,
+            ),
+            (
+                "sllm_worker_host_memory_budget_bytes",
+                "Bytes model copies may take in host memory (MODEL_HOST_GB).",
+                state.resources.host_bytes,
             ),
         )
         for name, documentation, value in gauges:

@@ -48,6 +48,7 @@ if TYPE_CHECKING:
 
     from sllm.api.gateway import Gateway
     from sllm.api.observer import FrontDoorObserver
+    from sllm.core.coordinator import Coordinator
     from sllm.core.view import ClusterView
     from sllm.runtime.coordinator import CoordinatorServer
     from sllm.runtime.node import NodeServer
@@ -243,26 +244,8 @@ async def start_coordinator_http(
         observers.append(register_coordinator(registry, server))
 
     def routes(app: Any) -> Callable[[], Awaitable[None]]:
-        from sllm.api.admin import install_admin, not_ready_reason
-        from sllm.api.frontdoor import install_front_door
-
-        registry = server.registry
         _require_credential(app, server.codec.secret, INTERNAL_PREFIX)
-        gateway = install_front_door(
-            app,
-            server.core,
-            server.log_notices,
-            api_keys,
-            cluster_secret=server.codec.secret,
-            not_ready=lambda model: not_ready_reason(registry, model),
-        )
-        install_admin(
-            app,
-            registry,
-            admin_key=server.admin_key,
-            running=lambda model: gateway.running_by_model.get(model, 0),
-            deployed=server.describe_sources,
-        )
+        gateway = _install_serving(app, server, server.core, api_keys)
         return _front_door_of(server, gateway, observers)
 
     return await start_http(server.name, host, port, readiness, register, routes, limits=limits)
@@ -270,6 +253,38 @@ async def start_coordinator_http(
 
 # The routes only the cluster's own processes use (workers reading the model registry).
 INTERNAL_PREFIX = "/internal/"
+
+
+def _install_serving(
+    app: Any,
+    server: CoordinatorServer | NodeServer,
+    scheduler: Coordinator,
+    api_keys: frozenset[str],
+    upstream_prefix: str = "",
+) -> Gateway:
+    """The front door (`/v1`, placing with `scheduler`) and the model registry's admin
+    routes, as a coordinator and a decentralized node both serve them."""
+    from sllm.api.admin import install_admin, not_ready_reason
+    from sllm.api.frontdoor import install_front_door
+
+    registry = server.registry
+    gateway = install_front_door(
+        app,
+        scheduler,
+        server.log_notices,
+        api_keys,
+        upstream_prefix=upstream_prefix,
+        cluster_secret=server.codec.secret,
+        not_ready=lambda model: not_ready_reason(registry, model),
+    )
+    install_admin(
+        app,
+        registry,
+        admin_key=server.admin_key,
+        running=lambda model: gateway.running_by_model.get(model, 0),
+        deployed=server.sources.start,
+    )
+    return gateway
 
 
 def _front_door_of(
@@ -368,29 +383,14 @@ async def start_node_http(
         observers.append(register_front_door(registry, lambda: server.front_door))
 
     def routes(app: Any) -> Callable[[], Awaitable[None]]:
-        from sllm.api.admin import install_admin, not_ready_reason
-        from sllm.api.frontdoor import WORKER_PREFIX, install_front_door
+        from sllm.api.frontdoor import WORKER_PREFIX
         from sllm.api.worker_api import worker_router
 
-        registry = server.registry
         app.include_router(worker_router(server.generation), prefix=WORKER_PREFIX)
         _require_credential(app, server.codec.secret, WORKER_PREFIX + "/")
         _require_credential(app, server.codec.secret, INTERNAL_PREFIX)
-        gateway = install_front_door(
-            app,
-            core.scheduler,
-            server.log_notices,
-            api_keys,
-            upstream_prefix=WORKER_PREFIX,
-            cluster_secret=server.codec.secret,
-            not_ready=lambda model: not_ready_reason(registry, model),
-        )
-        install_admin(
-            app,
-            registry,
-            admin_key=server.admin_key,
-            running=lambda model: gateway.running_by_model.get(model, 0),
-            deployed=server.describe_sources,
+        gateway = _install_serving(
+            app, server, core.scheduler, api_keys, upstream_prefix=WORKER_PREFIX
         )
         return _front_door_of(server, gateway, observers)
 

@@ -56,7 +56,7 @@ from sllm.hosts.node import NodeHost
 from sllm.logs import log_event
 from sllm.registry import IN_MEMORY, ModelRegistry
 from sllm.runtime.monitoring import DEFAULT_HTTP_LIMITS, FrontDoor, HttpLimits, start_node_http
-from sllm.runtime.registry_sync import describe_pending
+from sllm.runtime.registry_sync import SourceDescriber
 from sllm.runtime.udp import Address, Endpoint
 from sllm.runtime.worker import (
     EVERY_INTERFACE,
@@ -165,7 +165,7 @@ class NodeServer(WorkerServer):
         self.registry = registry or ModelRegistry(IN_MEMORY, engines=REGISTERED, seed=dict(catalog))
         self.registry.on_change = self._publish
         self.admin_key = admin_key
-        self._describing: asyncio.Task[None] | None = None
+        self.sources = SourceDescriber(self.registry, log)
 
     async def start(self) -> None:
         await self._bind()
@@ -217,18 +217,12 @@ class NodeServer(WorkerServer):
         )
         self.node_hosting.serve(self.core)
         self.apply_models(dict(self.registry.served))  # a registry file's models too
-        self.describe_sources()  # any caught mid-description by a restart
+        self.sources.start()  # any caught mid-description by a restart
         self._tasks.append(asyncio.create_task(self._measure_forever()))
         if pending:
             self._tasks.append(asyncio.create_task(self._resolve_later(pending)))
 
     # -- the model registry --------------------------------------------------------------
-
-    def describe_sources(self) -> None:
-        """Describe newly deployed sources in the background (`describe_pending`)."""
-        if self._describing is None or self._describing.done():
-            self._describing = asyncio.create_task(describe_pending(self.registry, log))
-            self._tasks.append(self._describing)
 
     def _publish(self, name: str, model: CatalogModel | None) -> None:
         """A model deployed, updated or deleted on this node: serve it here, and gossip it
@@ -267,6 +261,7 @@ class NodeServer(WorkerServer):
         self.apply_models(dict(self.registry.served))
 
     async def stop(self) -> None:
+        await self.sources.stop()
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)

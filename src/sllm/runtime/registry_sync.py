@@ -170,6 +170,27 @@ class RegistryFollower:
         return document
 
 
+class SourceDescriber:
+    """Describes the sources of newly deployed models in the background, for the
+    coordinator and a decentralized node alike: one task at a time, which takes every
+    pending model (so a model deployed while it runs is taken by it)."""
+
+    def __init__(self, registry: ModelRegistry, logger: logging.Logger) -> None:
+        self.registry = registry
+        self.logger = logger
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        """Describe whatever is pending, unless a task doing so runs already."""
+        if self._task is None or self._task.done():
+            self._task = asyncio.create_task(describe_pending(self.registry, self.logger))
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+
+
 async def describe_pending(registry: ModelRegistry, logger: logging.Logger) -> None:
     """Describe the sources of every model deployed and not yet described (in a thread:
     hashing a directory reads every byte), until none is left; log each outcome."""

@@ -563,8 +563,19 @@ class WorkerServer:
                 log_event(
                     log, logging.ERROR, "model_evict_failed", model=action.model, error=str(error)
                 )
+                return
+            if action.destination is Tier.HOST:
+                self._count_host_copy(action.model)
 
         self._call_engine(engine.evict(action.model, action.source, action.destination), done)
+
+    def _count_host_copy(self, model: str) -> None:
+        """Count `model`'s new host copy at the bytes its engine measured, if it did."""
+        engine = self._engine_of(model)
+        measured = None if engine is None else engine.host_copy_bytes(model)
+        if measured is not None:
+            log_event(log, logging.DEBUG, "host_copy_measured", model=model, bytes=measured)
+            self.hosting.carry_out(self.state.host_copy_measured(model, measured, time.monotonic()))
 
     def _loaded(self, model: str, now: float) -> list[Action]:
         """A load finished: time it for the metrics, then tell the state machine."""
