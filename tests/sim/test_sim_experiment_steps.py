@@ -156,6 +156,27 @@ def test_exp2_analysis_from_hand_built_runs() -> None:
     assert "knew every worker again 0.750 s after it came back" in text
 
 
+def test_exp2_counts_an_unfinished_request_when_its_client_gave_up_on_it() -> None:
+    """A request still unfinished when the drain ended (after the window) failed for its
+    client RESULT_TIMEOUT_S after it arrived: the failures panel shows it there, and one
+    whose timeout falls past the window in the window's last second."""
+    from sllm.core.outstanding import UNFINISHED
+    from sllm.hosts.client import RESULT_TIMEOUT_S
+
+    seconds = int(RESULT_TIMEOUT_S) + 60
+    arrivals = [5.2, seconds - 3.0]
+    outcomes = [
+        RequestOutcome(request_id=f"u{i}", model="m", ok=False, reason=UNFINISHED, worker_id="")
+        for i in range(len(arrivals))
+    ]
+    drained = seconds + 100.0  # when the drain ended them
+    run = hand_built_run(outcomes, [(arrival, drained) for arrival in arrivals])
+    line = recovery.timeline(run, seconds)
+    assert sum(line.failures) == 2
+    assert line.failures[int(5.2 + RESULT_TIMEOUT_S)] == 1.0
+    assert line.failures[seconds - 1] == 1.0
+
+
 def summary(completed: int, warm: float, ttft_p99: float) -> RunSummary:
     latency = Distribution(p50=ttft_p99 / 2, p95=ttft_p99, p99=ttft_p99, mean=ttft_p99 / 2)
     return RunSummary(

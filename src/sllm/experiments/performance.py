@@ -246,6 +246,7 @@ def plot_exp1(result: PerformanceResult, plots: Plots) -> None:
             policies: tuple[str, ...] = tuple(by_policy),
             title: str = title,
         ) -> Path:
-            return plotting.bars(path, policies, bars, title)
+            units = {WARM_START_RATE: "share of requests", COLD_STARTS: "requests"}
+            return plotting.bars(path, policies, bars, title, xlabel="policy", units=units)
 
         plots.draw(f"cache{tag(mode)}", draw_bars)

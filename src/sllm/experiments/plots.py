@@ -63,18 +63,57 @@ def cdf(
 
 
 def bars(
-    path: Path, labels: Sequence[str], values: Mapping[str, Sequence[float]], title: str
+    path: Path,
+    labels: Sequence[str],
+    values: Mapping[str, Sequence[float]],
+    title: str,
+    *,
+    xlabel: str,
+    units: Mapping[str, str],
 ) -> Path:
-    """Grouped bars: one group per label, one bar per series, each series on its own axes."""
+    """Grouped bars: one group per label, one bar per series, each series on its own axes,
+    its y axis labelled with its unit (`units`, by series name)."""
     plt = _pyplot()
     figure, all_axes = plt.subplots(1, len(values), figsize=(SIZE[0], SIZE[1]), squeeze=False)
     for axes, (name, heights) in zip(all_axes[0], values.items(), strict=True):
         axes.bar(range(len(labels)), heights, color="tab:blue")
         axes.set_xticks(range(len(labels)), labels, rotation=45, ha="right", fontsize="small")
         axes.set_title(name, fontsize="medium")
+        axes.set_xlabel(xlabel, fontsize="small")
+        axes.set_ylabel(units[name], fontsize="small")
         axes.grid(True, axis="y", alpha=0.3)
     figure.suptitle(title)
     return _save(plt, figure, path)
+
+
+# Fault and event marks, one colour and line style each (more marks cycle).
+MARK_STYLES: tuple[tuple[str, Any], ...] = (
+    ("tab:red", "--"),
+    ("tab:green", "-."),
+    ("tab:purple", ":"),
+    ("tab:orange", "--"),
+)
+
+
+def _draw_marks(axes: Any, marks: Sequence[tuple[float, str]]) -> list[Any]:
+    """Vertical lines at each mark's x, the same label in the same style; one legend handle
+    per label (the lines themselves stay out of the axes' own legend of series)."""
+    from matplotlib.lines import Line2D
+
+    handles: dict[str, Any] = {}
+    for x, label in marks:
+        if label not in handles:
+            color, style = MARK_STYLES[len(handles) % len(MARK_STYLES)]
+            handles[label] = Line2D([], [], color=color, linestyle=style, label=label)
+        handle = handles[label]
+        axes.axvline(
+            x,
+            color=handle.get_color(),
+            linestyle=handle.get_linestyle(),
+            alpha=0.8,
+            label="_nolegend_",
+        )
+    return list(handles.values())
 
 
 def lines(
@@ -92,25 +131,15 @@ def lines(
     figure, axes = plt.subplots(figsize=SIZE)
     for name, (xs, ys) in series.items():
         axes.plot(xs, ys, label=name, marker="o" if len(xs) <= 12 else None)
-    for x, label in marks:
-        axes.axvline(x, color="tab:red", linestyle="--", alpha=0.7)
-        axes.annotate(
-            label,
-            (x, 1.0),
-            xycoords=("data", "axes fraction"),
-            fontsize="small",
-            rotation=90,
-            va="top",
-            ha="right",
-        )
+    marked = _draw_marks(axes, marks)
     if log_x:
         axes.set_xscale("log")
     if log_y:
         axes.set_yscale("log")
     axes.set(title=title, xlabel=xlabel, ylabel=ylabel)
     axes.grid(True, alpha=0.3)
-    if len(series) > 1:
-        axes.legend(fontsize="small")
+    if len(series) > 1 or marked:
+        axes.legend(handles=[*axes.get_legend_handles_labels()[0], *marked], fontsize="small")
     return _save(plt, figure, path)
 
 
@@ -120,21 +149,27 @@ def panels(
     title: str,
     xlabel: str,
     marks: Sequence[tuple[float, str]] = (),
+    log_x: bool = False,
 ) -> Path:
-    """Several line plots stacked, sharing the x axis: (ylabel, series) per row."""
+    """Several line plots stacked, sharing the x axis: (ylabel, series) per row. `marks`
+    (x, label) are vertical lines through every row, named in the bottom row's legend."""
     plt = _pyplot()
     figure, all_axes = plt.subplots(
         len(rows), 1, figsize=(SIZE[0], 2.4 * len(rows)), sharex=True, squeeze=False
     )
-    for axes, (ylabel, series) in zip(all_axes[:, 0], rows, strict=True):
+    last = len(rows) - 1
+    for row, (axes, (ylabel, series)) in enumerate(zip(all_axes[:, 0], rows, strict=True)):
         for name, (xs, ys) in series.items():
             axes.plot(xs, ys, label=name, linewidth=1.0, marker="o" if len(xs) <= 12 else None)
-        for x, _ in marks:
-            axes.axvline(x, color="tab:red", linestyle="--", alpha=0.7)
+        marked = _draw_marks(axes, marks)
+        named = marked if row == last else []  # the marks are named once, in the bottom row
         axes.set_ylabel(ylabel)
         axes.grid(True, alpha=0.3)
-        if len(series) > 1:
-            axes.legend(fontsize="x-small", ncol=3)
+        if len(series) > 1 or named:
+            handles = [*axes.get_legend_handles_labels()[0], *named]
+            axes.legend(handles=handles, fontsize="x-small", ncol=3)
+    if log_x:
+        all_axes[-1, 0].set_xscale("log")
     all_axes[-1, 0].set_xlabel(xlabel)
     figure.suptitle(title)
     return _save(plt, figure, path)

@@ -462,7 +462,7 @@ def plot_pressure(result: PressureResult, plots: Plots) -> None:
             [
                 ("TTFT p99 (s)", series("p99")),
                 ("TTFT p50 (s)", series("p50")),
-                ("failed requests", series("failed")),
+                ("failed requests\n(count)", series("failed")),
             ],
             "pressure: p99/p50 TTFT of completed requests and failed requests, by load",
             "offered load (% of warm capacity)",

@@ -14,6 +14,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from sllm.core.outstanding import UNFINISHED, RequestOutcome
 from sllm.experiments import plots as plotting
 from sllm.experiments.summary import (
     DECENTRALIZED,
@@ -25,6 +26,7 @@ from sllm.experiments.summary import (
     summarize,
     table,
 )
+from sllm.hosts.client import RESULT_TIMEOUT_S
 from sllm.sim.cluster import ClusterConfig, SimResult, SimulatedCluster, child_rng
 from sllm.sim.decentralized import DecentralizedCluster
 from sllm.sim.faults import KILL_COORDINATOR, KILL_WORKER, RESTART_COORDINATOR, Fault
@@ -239,13 +241,28 @@ def per_second(times: Iterable[float], seconds: int) -> list[int]:
     return counts
 
 
+def failed_at(span: tuple[float, float], outcome: RequestOutcome, seconds: int) -> float:
+    """When a failed request failed, for the failures panel: when it ended, except one
+    still unfinished when the run stopped (the drain ends after the window), which failed
+    for its client when the client gave up on it, RESULT_TIMEOUT_S after its arrival. A
+    failure after the window counts in its last second (still unanswered when it closed),
+    so the panel shows every failure."""
+    arrival, end = span
+    if outcome.reason == UNFINISHED:
+        end = min(end, arrival + RESULT_TIMEOUT_S)
+    return min(end, seconds - 1.0)
+
+
 def timeline(result: SimResult, seconds: int) -> Timeline:
-    """Per second: arrivals, successes by arrival time, completions and failures by end."""
+    """Per second: arrivals, successes by arrival time, completions by end and failures
+    when they failed (`failed_at`)."""
     ended = list(zip(result.spans, result.outcomes, strict=True))
     arrived = per_second((span[0] for span in result.spans), seconds)
     succeeded = per_second((span[0] for span, o in ended if o.ok), seconds)
     ended_ok = per_second((span[1] for span, o in ended if o.ok), seconds)
-    ended_failed = per_second((span[1] for span, o in ended if not o.ok), seconds)
+    ended_failed = per_second(
+        (failed_at(span, o, seconds) for span, o in ended if not o.ok), seconds
+    )
     return Timeline(
         arrivals=[float(a) for a in arrived],
         success_rate=[

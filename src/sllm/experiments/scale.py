@@ -257,6 +257,25 @@ def _column(
     return [float(size) for size in by_size], [pick(s) for s in by_size.values()]
 
 
+# A run "where many requests failed", marked on the quality plot: its percentiles describe
+# only the requests that completed, so they flatter it.
+MANY_FAILED_SHARE = 0.01
+
+
+def failed_share(figures: SizeFigures) -> float:
+    return figures.summary.failed / max(1, figures.summary.requests)
+
+
+def many_failed_marks(by_mode: Mapping[str, Mapping[str, SizeFigures]]) -> list[tuple[float, str]]:
+    """(size, label) of every run where at least MANY_FAILED_SHARE of requests failed."""
+    return [
+        (float(size), f"{mode}: ≥{MANY_FAILED_SHARE:.0%} of requests failed")
+        for mode, by_size in by_mode.items()
+        for size, figures in by_size.items()
+        if failed_share(figures) >= MANY_FAILED_SHARE
+    ]
+
+
 def plot_scale(result: ScaleResult, plots: Plots) -> None:
     central, gossip = result.by_mode[CENTRALIZED], result.by_mode[DECENTRALIZED]
 
@@ -274,15 +293,24 @@ def plot_scale(result: ScaleResult, plots: Plots) -> None:
                     },
                 ),
                 (
-                    "cold-start rate",
+                    "cold-start rate\n(share of requests)",
                     {
                         "centralized": _column(central, lambda s: s.summary.cold_start_rate),
                         "decentralized": _column(gossip, lambda s: s.summary.cold_start_rate),
                     },
                 ),
+                (
+                    "failed\n(share of requests)",
+                    {
+                        "centralized": _column(central, failed_share),
+                        "decentralized": _column(gossip, failed_share),
+                    },
+                ),
             ],
-            "scale: placement quality",
-            "workers",
+            "scale: placement quality (TTFT of completed requests)",
+            "workers or nodes (log scale)",
+            marks=many_failed_marks(result.by_mode),
+            log_x=True,
         )
 
     def draw_control(path: Path) -> Path:
@@ -304,8 +332,8 @@ def plot_scale(result: ScaleResult, plots: Plots) -> None:
                 ),
             },
             "scale: control-plane cost",
-            "workers",
-            "bytes per second",
+            "workers or nodes (log scale)",
+            "bytes per second (log scale)",
             log_x=True,
             log_y=True,
         )

@@ -218,11 +218,11 @@ def plot_exp3(result: SpreadResult, plots: Plots) -> None:
             return plotting.panels(
                 path,
                 [
-                    ("queue depth std\nacross workers", queue),
-                    ("GPU utilization std\nacross workers", utilization),
+                    ("queue depth std\nacross workers\n(requests)", queue),
+                    ("GPU utilization std\nacross workers\n(busy-slot share)", utilization),
                 ],
                 title,
-                "seconds",
+                "seconds into the workload",
             )
 
         bars = {
@@ -238,7 +238,8 @@ def plot_exp3(result: SpreadResult, plots: Plots) -> None:
             bars: dict[str, list[float]] = bars,
             title: str = gini_title,
         ) -> Path:
-            return plotting.bars(path, policies, bars, title)
+            units = dict.fromkeys(bars, "Gini (0: equal, 1: one takes all)")
+            return plotting.bars(path, policies, bars, title, xlabel="policy", units=units)
 
         plots.draw(f"spread{tag(mode)}", draw_spread)
         plots.draw(f"gini{tag(mode)}", draw_gini)
