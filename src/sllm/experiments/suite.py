@@ -36,6 +36,10 @@ simulations, analyse them into typed figures, write the Markdown, draw the plots
 `EXPERIMENTS` ties a name to them: `performance` (exp1), `recovery` (exp2), `spread`
 (exp3), `scale`.
 
+``digest`` is not an experiment: it reads exp1, exp2 and exp3's JSON from ``--out`` and
+rewrites the generated section of ``--doc`` (docs/simulator.md), so the figures the guide
+quotes come from a run, not from a hand (`sllm.experiments.digest`).
+
 Default sizes finish in about a minute or two each on a 2-core machine; ``--quick`` runs
 tiny versions (seconds) for tests.
 
@@ -50,7 +54,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from sllm.experiments import performance, plots, pressure, recovery, scale, spread
+from sllm.experiments import digest, performance, plots, pressure, recovery, scale, spread
 from sllm.experiments.summary import Context, Experiment, Plots, write_files
 from sllm.sim.progress import Progress
 
@@ -88,6 +92,9 @@ EXPERIMENTS: dict[str, Experiment[Any, Any]] = {
 }
 
 
+# Not an experiment: rewrites a document's generated figures from experiments' results.
+DIGEST = "digest"
+
 # Experiments without a decentralized arm (their JSON has "centralized" only).
 CENTRALIZED_ONLY = ("pressure",)
 
@@ -112,8 +119,18 @@ def add_parser(sub: Any) -> None:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("name", choices=tuple(EXPERIMENTS), help="which experiment")
+    parser.add_argument(
+        "name",
+        choices=(*EXPERIMENTS, DIGEST),
+        help=f"which experiment; {DIGEST}: write the headline figures of "
+        f"{', '.join(digest.DIGESTED)} (their JSON, read from --out) into --doc",
+    )
     parser.add_argument("--out", default="results", help="output folder (default results/)")
+    parser.add_argument(
+        "--doc",
+        default="docs/simulator.md",
+        help=f"the document whose generated section {DIGEST} rewrites (default docs/simulator.md)",
+    )
     parser.add_argument("--quick", action="store_true", help="tiny sizes, for tests")
     parser.add_argument("--seed", type=int, default=0, help="seed of every run (default 0)")
     parser.add_argument(
@@ -126,6 +143,14 @@ def add_parser(sub: Any) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
+    if args.name == DIGEST:
+        try:
+            digest.write_digest(Path(args.out), Path(args.doc))
+        except digest.DigestError as error:
+            print(f"sllm experiment {DIGEST}: {error}", file=sys.stderr)
+            return 1
+        print(args.doc)
+        return 0
     try:
         if args.hours is not None and not args.hours > 0:
             print("sllm experiment: --hours must be > 0", file=sys.stderr)
