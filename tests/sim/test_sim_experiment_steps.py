@@ -11,9 +11,12 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+import pytest
+
 from sllm.core.outstanding import RequestOutcome
 from sllm.core.placement import policy_names
 from sllm.experiments import performance, pressure, recovery, scale, spread
+from sllm.experiments import summary as summary_module
 from sllm.experiments.suite import EXPERIMENTS
 from sllm.experiments.summary import (
     CENTRALIZED,
@@ -258,6 +261,41 @@ def _recording_context(seed: int) -> RecordingContext:
     return ctx
 
 
+def test_progress_weighs_each_run_by_its_cost(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two runs, the second nine times the work: halfway through the first is 5% done,
+    and the first's end 10%, whatever the count of runs says."""
+
+    class Recorded(Progress):
+        def __init__(self) -> None:
+            super().__init__("test")
+            self.fractions: list[tuple[float, str]] = []
+
+        def update(self, fraction: float, note: str = "") -> None:
+            self.fractions.append((round(fraction, 6), note))
+
+    class Halfway(SimulatedCluster):
+        """Stands in for a cluster: reports half, then all of its run."""
+
+        def __init__(self, config: ClusterConfig) -> None:
+            self.config = config
+
+        def run(self, arrivals, duration_s, faults=(), progress=None):  # type: ignore[no-untyped-def]
+            assert progress is not None
+            progress(0.5)
+            progress(1.0)
+            return hand_built_run([], [])
+
+    monkeypatch.setattr(summary_module, "CLUSTERS", {CENTRALIZED: Halfway})
+    progress = Recorded()
+    ctx = Context(name="test", quick=True, seed=0, progress=progress)
+    ctx.plan([1.0, 9.0])
+    options = WorkloadOptions(duration_s=1.0, rate_rps=1.0, models=1)
+    for _ in range(2):
+        ctx.simulate(ClusterConfig(workers=1), options, prepare=None, mode=CENTRALIZED)
+    assert progress.fractions[:2] == [(0.05, "run 1/2"), (0.1, "run 1/2")]
+    assert progress.fractions[2:] == [(0.55, "run 2/2"), (1.0, "run 2/2")]
+
+
 def test_every_policy_runs_each_policy_in_each_mode_with_the_experiments_seed() -> None:
     ctx = _recording_context(seed=7)
     options = WorkloadOptions(duration_s=5.0, seed=7, rate_rps=1.0, models=2)
@@ -265,7 +303,9 @@ def test_every_policy_runs_each_policy_in_each_mode_with_the_experiments_seed() 
     policies = policy_names()
     assert list(runs) == list(MODES) == [CENTRALIZED, DECENTRALIZED]
     assert all(list(by_policy) == list(policies) for by_policy in runs.values())
-    assert ctx.runs_total == len(policies) * len(MODES) == len(ctx.asked)
+    assert len(ctx.planned) == len(policies) * len(MODES) == len(ctx.asked)
+    # a gossiping run costs the simulator far more than a centralized one
+    assert ctx.planned[-1] > 10 * ctx.planned[0]
     assert ctx.asked == [
         (mode, ClusterConfig(workers=3, policy=policy, seed=7, record_series=True))
         for mode in MODES

@@ -1,4 +1,4 @@
-"""The progress bar draws only on a terminal."""
+"""Progress: a bar redrawn on a terminal, plain lines into a pipe or a file."""
 
 from __future__ import annotations
 
@@ -14,12 +14,31 @@ class Terminal(io.StringIO):
         return True
 
 
-def test_silent_when_not_a_terminal() -> None:
-    stream = io.StringIO()
-    with Progress("run", stream) as bar:
+def test_into_a_pipe_plain_lines_come_at_most_once_a_period_and_once_at_the_end() -> None:
+    stream, clock = io.StringIO(), FakeClock()
+    with Progress("exp1", stream, clock=clock) as bar:
+        for _ in range(30):  # 3 s apart for 90 s: a line at 12, 24, ... 84 s (10 s or more apart)
+            clock.now += 3.0
+            bar.update((clock.now - 1000.0) / 100.0, "run 1/2")
+        clock.now += 1.0
+        bar.update(1.0, "done")
+        bar.update(1.0, "done")  # told twice: printed once
+    lines = stream.getvalue().splitlines()
+    assert "\r" not in stream.getvalue()
+    assert len(lines) == 7 + 1
+    assert lines[0] == render_line("exp1", 0.12, 12.0, "run 1/2")
+    assert lines[-1] == render_line("exp1", 1.0, 91.0, "done")
+    assert "of ~1:40, ETA 1:28" in lines[0]
+
+
+def test_a_run_shorter_than_a_period_prints_only_its_end_into_a_pipe() -> None:
+    stream, clock = io.StringIO(), FakeClock()
+    with Progress("simulate", stream, clock=clock) as bar:
+        clock.now += 1.0
         bar.update(0.5)
+        clock.now += 1.0
         bar.update(1.0)
-    assert stream.getvalue() == ""
+    assert stream.getvalue() == render_line("simulate", 1.0, 2.0) + "\n"
 
 
 def test_draws_and_ends_the_line_on_a_terminal() -> None:

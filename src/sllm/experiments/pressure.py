@@ -41,6 +41,7 @@ from sllm.experiments.summary import (
     RunSummary,
     fmt,
     ratio,
+    run_cost,
     summarize,
     table,
 )
@@ -304,7 +305,7 @@ def run_pressure(ctx: Context, size: PressureSize | None = None) -> PressureRuns
         )
         for level in levels
     }
-    ctx.runs_total = len(arm_names) * len(levels)
+    ctx.plan(run_cost(workers, options[level]) for _ in arm_names for level in levels)
     runs: dict[str, dict[float, SimResult]] = {}
     for name in arm_names:
         arm = ARMS[name]

@@ -17,12 +17,14 @@ from pathlib import Path
 from sllm.core.outstanding import UNFINISHED, RequestOutcome
 from sllm.experiments import plots as plotting
 from sllm.experiments.summary import (
+    CENTRALIZED,
     DECENTRALIZED,
     DECENTRALIZED_NOTE,
     Context,
     Plots,
     RunSummary,
     fmt,
+    run_cost,
     summarize,
     table,
 )
@@ -156,7 +158,7 @@ def run_exp2(ctx: Context) -> RecoveryRuns:
     config = ClusterConfig(workers=workers, seed=ctx.seed)
     names = [f"worker-{i}" for i in range(workers)]
     victims = tuple(sorted(child_rng(ctx.seed, "exp2").sample(names, max(1, workers // 4))))
-    ctx.runs_total = 3
+    ctx.plan(run_cost(workers, options, mode) for mode in (CENTRALIZED, CENTRALIZED, DECENTRALIZED))
     coordinator = ctx.simulate(
         config,
         options,

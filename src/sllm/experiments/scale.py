@@ -24,6 +24,7 @@ from sllm.experiments.summary import (
     RunSummary,
     experiment_document,
     fmt,
+    run_cost,
     summarize,
     table,
 )
@@ -111,17 +112,25 @@ def run_scale(ctx: Context) -> ScaleRuns:
         ),
     }
     models = 8 if ctx.quick else 10
-    ctx.runs_total = sum(len(durations) for durations in sizes_by_mode.values())
+
+    def workload(workers: int, duration: float) -> WorkloadOptions:
+        return WorkloadOptions(
+            duration_s=duration,
+            seed=ctx.seed,
+            rate_rps=SCALE_RATE_PER_WORKER * workers,
+            models=models,
+        )
+
+    ctx.plan(
+        run_cost(workers, workload(workers, duration), mode)
+        for mode, durations in sizes_by_mode.items()
+        for workers, duration in durations.items()
+    )
     runs: dict[str, dict[int, SimResult]] = {}
     for mode, durations in sizes_by_mode.items():
         runs[mode] = {}
         for workers, duration in durations.items():
-            options = WorkloadOptions(
-                duration_s=duration,
-                seed=ctx.seed,
-                rate_rps=SCALE_RATE_PER_WORKER * workers,
-                models=models,
-            )
+            options = workload(workers, duration)
             config = ClusterConfig(
                 workers=workers,
                 policy=SCALE_POLICY,

@@ -3,7 +3,8 @@
 Each experiment runs the simulator (`sllm.sim`) on seeded workloads and writes into DIR:
 ``<name>.json`` (every number), ``<name>.md`` (a summary with tables) and
 ``<name>-*.png`` (plots; needs the optional ``plot`` extra, matplotlib, and is skipped
-with a note otherwise). A progress bar runs on stderr when it is a terminal.
+with a note otherwise). Progress goes to stderr: a bar on a terminal, elsewhere a plain
+line every 10 s, with an ETA that weighs each run by its cost.
 
 Every experiment has a centralized arm (`sllm.sim.cluster`) and a decentralized arm
 (`sllm.sim.decentralized`: gossiping nodes that each schedule from their own view), in

@@ -66,17 +66,42 @@ class Plots:
         self.written.append(path.name)
 
 
+# The simulator's work for one run, in centralized kernel events, so that progress weighs
+# each run by its cost. Measured 2026-12-05 (exp1 at its default size, seed 0, and 20
+# workers replaying the conversation trace for 600 s): about 5 events per request plus
+# 1.3 per worker-second (reports) centralized; about 25 per node-second of gossip
+# decentralized, each taking about twice a centralized event's wall time.
+EVENTS_PER_REQUEST = 5.0
+EVENTS_PER_WORKER_S = {CENTRALIZED: 1.3, DECENTRALIZED: 50.0}
+
+
+def run_cost(workers: int, options: WorkloadOptions, mode: str = CENTRALIZED) -> float:
+    """A run's expected work (`EVENTS_PER_REQUEST`): a 10,000-worker run, or a gossiping
+    one, counts for what it costs rather than as one run among many."""
+    requests = options.rate_rps * options.duration_s
+    return EVENTS_PER_REQUEST * requests + EVENTS_PER_WORKER_S[mode] * workers * options.duration_s
+
+
 @dataclass
 class Context:
-    """One experiment's options and progress bar; it runs the simulations."""
+    """One experiment's options and progress bar; it runs the simulations.
+
+    An experiment declares its runs' costs first (`plan`, with `run_cost`), so the progress
+    and its ETA weigh each run by its cost.
+    """
 
     name: str
     quick: bool
     seed: int
     progress: Progress
     hours: float | None = None  # simulated hours per run, where the experiment takes it
-    runs_total: int = 1
+    planned: list[float] = field(default_factory=list)  # each run's cost, in run order
     runs_done: int = 0
+
+    def plan(self, costs: Iterable[float]) -> None:
+        """The runs to come, by cost (`run_cost`), in the order they will run."""
+        self.planned = list(costs)
+        self.runs_done = 0
 
     def simulate(
         self,
@@ -86,13 +111,18 @@ class Context:
         mode: str = CENTRALIZED,
         prepare: Callable[[SimulatedCluster], object] | None = None,
     ) -> SimResult:
-        """One run of architecture `mode`; `prepare` sees the cluster before it runs."""
+        """One run of architecture `mode`; `prepare` sees the cluster before it runs. A run
+        beyond the plan is added to it, at its own cost."""
         _, arrivals = make_workload(options)
-        total = self.runs_total
+        if self.runs_done >= len(self.planned):
+            self.planned.append(run_cost(config.workers, options, mode))
+        total = sum(self.planned)
+        before = sum(self.planned[: self.runs_done])
+        cost = self.planned[self.runs_done]
+        note = f"run {self.runs_done + 1}/{len(self.planned)}"
 
         def step(fraction: float) -> None:
-            note = f"run {self.runs_done + 1}/{total}"
-            self.progress.update((self.runs_done + fraction) / total, note)
+            self.progress.update((before + fraction * cost) / total, note)
 
         cluster = CLUSTERS[mode](config)
         if prepare is not None:
@@ -107,7 +137,7 @@ class Context:
         """Every placement policy on one workload in both architectures (exp1, exp3):
         mode -> policy -> run, each seeded with the experiment's seed."""
         policies = policy_names()
-        self.runs_total = len(policies) * len(MODES)
+        self.plan(run_cost(workers, options, mode) for mode in MODES for _ in policies)
         return {
             mode: {
                 policy: self.simulate(

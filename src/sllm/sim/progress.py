@@ -1,14 +1,21 @@
-"""A one-line progress bar on stderr, shown only when stderr is a terminal.
+"""Progress on stderr: a redrawn bar on a terminal, plain lines anywhere else.
 
 Why hand-written: the simulator is standard library only (the seed scripts run on a bare
-``python3``), so it cannot depend on a progress-bar package. This one draws at most
-`REDRAWS_PER_S` times a second, and draws nothing at all into a pipe, a file or a test's
-captured output (nor under ``LOG_FORMAT=json``, whose stderr is not a terminal).
+``python3``), so it cannot depend on a progress-bar package.
+
+- **On a terminal** one line is redrawn in place, at most `REDRAWS_PER_S` times a second.
+- **Into a pipe or a file** (a CI log, ``nohup``, ``2> run.log``) a carriage return would
+  pile every redraw onto one line, so a plain line is printed instead, at most one every
+  `PLAIN_LINE_PERIOD_S` and one at the end: a long run shows it is alive and when it will
+  end, and a log gets a few dozen lines, not thousands.
 
 A line reads ``exp1 [#########-----] 60% 0:12 of ~0:20, ETA 0:08 run 3/5``: the share
 done, the time spent, the total time the run will take and the time left, both estimated
-from the rate so far (work is assumed to go on at that rate), then the caller's note.
-Until some work is done there is no rate, and the estimates show as ``?``.
+from the rate so far (work is assumed to go on at that rate, so the caller's share should
+weigh each piece of work by its cost: `sllm.experiments.summary.Context` does), then the
+caller's note. Until some work is done there is no rate, and the estimates show as ``?``.
+Only the commands that run simulations use it (``sllm simulate``, ``sllm experiment``,
+``sllm bench simulator``), never the services, whose stderr is their log.
 """
 
 from __future__ import annotations
@@ -20,6 +27,9 @@ from types import TracebackType
 from typing import TextIO
 
 REDRAWS_PER_S = 10  # smooth to the eye, and a negligible cost to a long run
+# A plain line every 10 s: often enough to see a run is alive, few enough that an
+# experiment of several minutes writes a screenful.
+PLAIN_LINE_PERIOD_S = 10.0
 WIDTH = 30
 # The longest line drawn; a terminal narrower than this wraps it (a note can be long).
 LINE_MAX = 120
@@ -65,11 +75,12 @@ class Progress:
         self.label = label
         self.stream = stream if stream is not None else sys.stderr
         isatty = getattr(self.stream, "isatty", None)
-        self.enabled = bool(isatty and isatty())
+        self.terminal = bool(isatty and isatty())
         self._clock = clock
         self._started = clock()
         self._last_draw: float | None = None
         self._drawn = False
+        self._ended = False
 
     def __enter__(self) -> Progress:
         return self
@@ -83,20 +94,25 @@ class Progress:
         self.close()
 
     def update(self, fraction: float, note: str = "") -> None:
-        if not self.enabled:
-            return
         now = self._clock()
-        recent = self._last_draw is not None and now - self._last_draw < 1.0 / REDRAWS_PER_S
-        if recent and fraction < 1.0:
-            return
+        period = 1.0 / REDRAWS_PER_S if self.terminal else PLAIN_LINE_PERIOD_S
+        # The first plain line waits a period too: a run shorter than that prints one line.
+        last = self._last_draw if self._last_draw is not None or self.terminal else self._started
+        recent = last is not None and now - last < period
+        if (recent and fraction < 1.0) or (self._ended and not self.terminal):
+            return  # (a plain line for the end is printed once, however often it is told)
+        self._ended = fraction >= 1.0
         self._last_draw = now
-        line = render_line(self.label, fraction, now - self._started, note)
-        self.stream.write("\r" + line[:LINE_MAX].ljust(LINE_MIN))
+        line = render_line(self.label, fraction, now - self._started, note)[:LINE_MAX]
+        if self.terminal:
+            self.stream.write("\r" + line.ljust(LINE_MIN))
+            self._drawn = True
+        else:
+            self.stream.write(line + "\n")
         self.stream.flush()
-        self._drawn = True
 
     def close(self) -> None:
-        if self.enabled and self._drawn:
+        if self.terminal and self._drawn:
             self.stream.write("\n")
             self.stream.flush()
             self._drawn = False
