@@ -404,6 +404,7 @@ def run_node(args: argparse.Namespace) -> int:
             report_stale_s=6 * refresh,
             gossip=gossip,
             probing=ProbingConfig(candidates=args.probing),
+            admission_deadline_s=settings.admission_deadline or None,
         )
     except ValueError as error:
         print(f"sllm node: invalid configuration:\n  {error}", file=sys.stderr)

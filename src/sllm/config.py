@@ -39,9 +39,10 @@ EVICTION           ``lru``                      ``lru`` or ``expected-cost``: wh
 PREFETCH           ``false``                    ``true``: unload a model not expected back soon
                                                 and load it back before its predicted arrival;
                                                 needs KEEP_ALIVE_POLICY=histogram
-ADMISSION_DEADLINE ``0``                        coordinator: seconds of waiting (beyond the
-                                                request's own load) past which it answers 429
-                                                at once, >= 0; 0: off
+ADMISSION_DEADLINE ``0``                        coordinator and decentralized nodes: seconds
+                                                of waiting (beyond the request's own load)
+                                                past which the front door answers 429 at
+                                                once, >= 0; 0: off
 QUEUE_CAPACITY     ``64``                       requests queued per worker before 429, >= 1
 WORKER_SLOTS       ``8``                        requests a worker runs at once, >= 1
 WORKER_GPUS        auto                         GPUs a worker reports (models with a larger

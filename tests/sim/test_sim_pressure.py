@@ -26,6 +26,7 @@ from sllm.experiments.pressure import (
 )
 from sllm.experiments.summary import Context
 from sllm.sim import cli
+from sllm.sim.decentralized import node_config_for
 from sllm.sim.progress import Progress
 from sllm.workload.options import WorkloadOptions
 
@@ -107,6 +108,24 @@ def test_sllm_simulate_selects_each_mechanism_by_name() -> None:
         "--admission-deadline must be > 0",
     ]
     gossip = parser.parse_args(["simulate", "--mode", "decentralized", "--admission-deadline", "9"])
-    assert cli.check_arguments(gossip) == [
-        "--admission-deadline is the coordinator's: centralized mode only"
-    ]
+    assert cli.check_arguments(gossip) == []  # every node admits by the deadline too
+    assert node_config_for(cli.build_config(gossip)).admission_deadline_s == 9.0
+
+
+def test_decentralized_nodes_refuse_by_the_deadline_too() -> None:
+    """Each node admits by its own view: overloaded, the requests its estimate says would
+    wait past the deadline are refused at once (``over_deadline``), none without one."""
+    from sllm.core.coordinator import OVER_DEADLINE
+    from sllm.sim.cluster import ClusterConfig
+    from sllm.sim.decentralized import DecentralizedCluster
+    from sllm.workload.options import make_workload
+
+    options = WorkloadOptions(duration_s=40.0, seed=0, rate_rps=60.0, models=4)
+    refused = {}
+    for deadline in (None, 5.0):
+        config = ClusterConfig(workers=4, seed=0, admission_deadline_s=deadline)
+        _, arrivals = make_workload(options)
+        result = DecentralizedCluster(config).run(arrivals, options.duration_s)
+        refused[deadline] = sum(1 for o in result.outcomes if OVER_DEADLINE in o.reason)
+    assert refused[None] == 0
+    assert refused[5.0] > 0, refused

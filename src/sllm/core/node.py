@@ -145,6 +145,9 @@ class NodeConfig:
     report_stale_s: float = 60.0  # the view's backstop timeout for a silent live member
     gossip: GossipConfig = field(default_factory=GossipConfig)
     probing: ProbingConfig = field(default_factory=ProbingConfig)
+    # ADMISSION_DEADLINE, as the coordinator has it (`Coordinator`'s ``deadline_s``): each
+    # node refuses at once a request its own view says would wait longer. None: off.
+    admission_deadline_s: float | None = None
 
     def __post_init__(self) -> None:
         if not 0 < self.report_interval_s <= self.report_refresh_s < self.report_stale_s:
@@ -252,6 +255,7 @@ class Node:
             now,
             # Reports come from members only, so the member list bounds the view already.
             admission=Admission(capacity=self.membership.admission.capacity),
+            deadline_s=self.config.admission_deadline_s,
         )
         self.traffic = Traffic()
         self.probing = ProbingCounters()

@@ -112,7 +112,8 @@ def build_arguments(parser: argparse.ArgumentParser) -> None:
         "--admission-deadline",
         type=float,
         metavar="S",
-        help="the coordinator refuses requests waiting longer than S beyond their own load",
+        help="the coordinator (or, decentralized, each node) refuses requests waiting "
+        "longer than S beyond their own load",
     )
     cluster.add_argument(
         "--drain", type=float, default=DEFAULT_DRAIN_S, help="seconds to let requests finish"
@@ -189,8 +190,6 @@ def check_arguments(args: argparse.Namespace) -> list[str]:
         problems.append("--prefetch needs --keep-alive-policy histogram")
     if args.admission_deadline is not None and not args.admission_deadline > 0:
         problems.append("--admission-deadline must be > 0")
-    if args.admission_deadline is not None and args.mode != CentralizedCluster.mode:
-        problems.append("--admission-deadline is the coordinator's: centralized mode only")
     return problems
 
 

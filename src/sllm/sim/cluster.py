@@ -54,7 +54,8 @@ architecture says where the client asks for a decision and how state is sampled.
 
 A mixed fleet: `ClusterConfig.kinds` gives worker ``i`` the capacities and load
 bandwidths of ``kinds[i % len(kinds)]`` (a `WorkerKind`; its own sim engine times its
-loads); the coordinator's admission deadline is `ClusterConfig.admission_deadline_s`.
+loads); the admission deadline of the coordinator (and of every decentralized node) is
+`ClusterConfig.admission_deadline_s`.
 
 Not handled yet: the HTTP front door's retry of a request whose worker fails
 before the first byte; cluster-state paging traffic from the sampler.
@@ -168,7 +169,8 @@ class ClusterConfig:
     # A mixed fleet: worker i is kinds[i % len(kinds)]; empty, every worker has `resources`
     # and `cost`.
     kinds: tuple[WorkerKind, ...] = ()
-    # The coordinator's admission deadline (`Coordinator`): None, none.
+    # The admission deadline of the coordinator, or of each decentralized node
+    # (`Coordinator`'s ``deadline_s``): None, none.
     admission_deadline_s: float | None = None
 
     def kind_of(self, index: int) -> tuple[WorkerResources, CostModel]:

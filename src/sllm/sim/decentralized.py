@@ -60,7 +60,11 @@ WARMUP_S = 3.0
 
 def node_config_for(config: ClusterConfig) -> NodeConfig:
     """The node configuration a cluster configuration implies (live defaults otherwise)."""
-    return NodeConfig(policy=config.policy, report_interval_s=config.report_interval_s)
+    return NodeConfig(
+        policy=config.policy,
+        report_interval_s=config.report_interval_s,
+        admission_deadline_s=config.admission_deadline_s,
+    )
 
 
 class DecentralizedCluster(SimulatedCluster):
