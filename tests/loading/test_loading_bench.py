@@ -34,7 +34,10 @@ def test_a_small_run_times_every_contender_warm_and_cold(tmp_path: Path) -> None
     }
     result = loading.run(**options)
     warm, cold = result["modes"]["warm"], result["modes"]["cold"]
-    assert set(warm) == {"read", "ours", "ours-fresh", "safetensors", "torch.load"}
+    # fastsafetensors and runai-model-streamer join where installed (not a dependency)
+    anchors = set(loading.outside_anchors(Path("unused.safetensors"), device="cpu"))
+    assert anchors <= {"fastsafetensors", "runai-model-streamer"}
+    assert set(warm) == {"read", "ours", "ours-fresh", "safetensors", "torch.load"} | anchors
     assert set(cold) == set(warm) | {"ours-direct"}
     for row in [*warm.values(), *cold.values()]:
         assert row["seconds"] > 0 and row["GBps"] > 0
