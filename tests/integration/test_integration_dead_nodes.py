@@ -28,6 +28,7 @@ KILLED = 2
 ARGUMENTS = (
     *("--nodes", "5", "--duration", "6", "--kill", str(KILLED), "--rate", "8"),
     *("--models", "2", "--base-port", "0", "--drain", "15", "--seed", "7"),
+    *("--status-interval", "1"),
 )
 RUN_TIMEOUT_S = 40.0
 
@@ -55,3 +56,7 @@ def test_a_killed_node_costs_at_most_the_requests_it_had_started(tmp_path, find_
     assert report["completed"] + report["failed"] == report["requests"]
     assert report["retried"] > 0  # requests reached the killed nodes and ran elsewhere
     assert "lost (no answer) 0" in done.stdout
+    # The status blocks after the kill sum the live nodes' counters and say whose are gone.
+    killed = ", ".join(f"{name} (killed)" for name in report["kill"]["killed"])
+    assert f"left out of the totals: {killed}" in done.stdout, done.stdout
+    assert f"{5 - KILLED}/5 nodes answered" in done.stdout, done.stdout

@@ -3,8 +3,9 @@
 It starts one coordinator and N workers as separate processes (real UDP, real clock, the
 sim engine for service times), waits until the coordinator sees every worker, then
 replays the workload: for each request it asks the coordinator where to run it and sends
-it to that worker, measuring what a client would see. Every 10 s it prints the cluster
-state; at the end (or on Ctrl+C) it prints the final report and, with --json, writes it.
+it to that worker, measuring what a client would see. Every 10 s (``--status-interval``)
+it prints the cluster state; at the end (or on Ctrl+C) it prints the final report and,
+with --json, writes it.
 
 Each request is followed by the request client (`sllm.hosts.client.RequestClient`, the
 simulator's too, here on the asyncio driver): the client-side timings (time to first token
@@ -41,10 +42,9 @@ from sllm.workload.options import (
     options_from_args,
 )
 
-STATUS_PRINT_PERIOD_S = 10.0
 JOIN_TIMEOUT_S = 15.0
-# How long the final report waits for a scheduler's counters: hundreds of loopback round
-# trips, and short enough that a dead node among many delays the report by seconds at most.
+# How long the final state block waits for the coordinator's answer: hundreds of loopback
+# round trips, and short enough that a dead coordinator delays the report by no more.
 FINAL_STATE_TIMEOUT_S = 0.5
 FINAL_STATE_HEADER = "--- cluster state at the end of the run ---"
 
@@ -83,6 +83,8 @@ def build_parser() -> argparse.ArgumentParser:
 # Workers a liveness poll found alive, and those it found lost (dead or gone).
 Liveness = tuple[set[str], set[str]]
 LivenessPoll = Callable[[], Awaitable[Liveness | None]]
+# The body of a periodic status block, read when it is due.
+StatusRead = Callable[[], Awaitable[str]]
 # How often the driver asks whether the workers holding its requests still live: a
 # fraction of the detection time (a few seconds of gossip, or WORKER_TIMEOUT), so that a
 # request stuck on a dead worker is retried within a second of the cluster noticing.
@@ -98,6 +100,8 @@ class Driver:
 
     The scheduler is the coordinator, or, with `pick_scheduler`, whatever it returns for
     each request and each state sample (the decentralized script: a random live node).
+    The periodic status block shows the sampled scheduler's state, or, with `status`,
+    what that returns (the decentralized script: every node's counters summed).
 
     Each request is followed by the shared `RequestClient` (`sllm.hosts.client`), which
     holds it in `outstanding` (`sllm.core.outstanding`) from its arrival to its answer;
@@ -113,11 +117,13 @@ class Driver:
         coordinator: Address,
         pick_scheduler: Callable[[], Address] | None = None,
         liveness: LivenessPoll | None = None,
+        status: StatusRead | None = None,
     ) -> None:
         self.endpoint = endpoint
         self.coordinator = coordinator
         self.pick_scheduler = pick_scheduler or (lambda: coordinator)
         self.liveness = liveness or self._coordinator_liveness
+        self.status = status
         self.samples: dict[str, WorkerSamples] = {}
         self.active_workers = 0
         self.missed_samples = 0  # cluster-state samples the coordinator did not answer
@@ -197,8 +203,9 @@ class Driver:
         self._absent = absent
         return alive, lost
 
-    async def sample_forever(self) -> None:
-        """Sample every worker's queue depth and utilization; print the state every 10 s."""
+    async def sample_forever(self, print_every_s: float) -> None:
+        """Sample every worker's queue depth and utilization; print the state every
+        `print_every_s`."""
         last_print = time.monotonic()
         while True:
             await asyncio.sleep(SAMPLE_PERIOD_S)
@@ -211,10 +218,12 @@ class Driver:
             for worker in state["workers"]:
                 samples = self.samples.setdefault(worker["id"], WorkerSamples())
                 samples.add(worker["queue_depth"], worker["gpu_utilization"])
-            if time.monotonic() - last_print >= STATUS_PRINT_PERIOD_S:
+            if time.monotonic() - last_print >= print_every_s:
                 last_print = time.monotonic()
-                print(f"\n--- cluster state at {len(self.outcomes)} finished requests ---")
-                print(render_table(state), flush=True)
+                header = f"--- cluster state at {len(self.outcomes)} finished requests ---"
+                block = render_table(state) if self.status is None else await self.status()
+                print(f"\n{header}")
+                print(block, flush=True)
 
 
 async def wait_for_workers(endpoint: Endpoint, coordinator: Address, count: int) -> int:
@@ -229,24 +238,6 @@ async def wait_for_workers(endpoint: Endpoint, coordinator: Address, count: int)
                 return known
         await asyncio.sleep(0.05)
     return known
-
-
-async def read_placements(endpoint: Endpoint, schedulers: Sequence[Address]) -> Placements | None:
-    """The warm and cold placements the schedulers counted, summed; None if none answered.
-
-    For the final report, beside the warm start rate counted from the outcomes. A
-    decentralized node counts only its own decisions, so the cluster's figures are the sum
-    over the nodes; a node that is dead or silent is left out, with its decisions.
-    """
-    total, answered = Placements(), 0
-    for address in schedulers:
-        try:
-            state = await get_cluster_state(endpoint, address, FINAL_STATE_TIMEOUT_S, pages=1)
-        except (TimeoutError, OSError):
-            continue
-        answered += 1
-        total += placements_in(state)
-    return total if answered else None
 
 
 async def print_final_state(endpoint: Endpoint, coordinator: Address) -> Placements | None:
@@ -345,7 +336,7 @@ async def run(args: argparse.Namespace) -> RunReport:
         driver = Driver(endpoint, address)
         driver.active_workers = await wait_for_workers(endpoint, address, args.workers)
         print(f"coordinator sees {driver.active_workers} workers; replaying workload", flush=True)
-        sampler = asyncio.create_task(driver.sample_forever())
+        sampler = asyncio.create_task(driver.sample_forever(args.status_interval))
         watcher = asyncio.create_task(driver.watch_forever())
         await driver.replay(arrivals, stop)
         if driver.in_flight and not stop.is_set():
@@ -391,6 +382,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         problems.append("--duration must be > 0")
     if args.rate <= 0:
         problems.append("--rate must be > 0")
+    if args.status_interval <= 0:
+        problems.append("--status-interval must be > 0")
     if problems:
         print("centralized_simulation.py: " + "; ".join(problems), file=sys.stderr)
         return 2

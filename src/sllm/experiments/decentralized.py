@@ -3,9 +3,11 @@
 It starts N nodes as separate processes (real UDP, real clock, the sim engine for service
 times); node 0 is every other node's seed. Once every node's membership holds all N alive,
 it replays the workload exactly as `centralized_simulation.py` does (the same `Driver`),
-except that each request asks a random live node where to run. Every 10 s it prints one
-node's view; at the end it prints the same report, with the same JSON keys, plus a
-``gossip`` section.
+except that each request asks a random live node where to run. Every 10 s
+(``--status-interval``) and once more at the end it prints the cluster state, read from
+every node at once (`ClusterState`: each node counts only its own decisions, so the
+totals are the nodes' counters summed); then the same report, with the same JSON keys,
+plus a ``gossip`` section.
 
 ``--kill K`` kills K random nodes (SIGKILL: no goodbye) halfway through the arrivals and
 measures recovery: the time until every live node's membership has dropped every killed
@@ -17,9 +19,10 @@ had (``worker_lost``). The report counts both (``retried``, ``failures``), and `
 (requests that got no answer) must be 0.
 
 Client-side timings are as in the centralized script: time to first token = the
-scheduling round trip + the worker's own time to first token. State samples come from a
-random live node's view, so queue depths are as fresh as that node's gossip (about one
-report interval plus a few gossip rounds).
+scheduling round trip + the worker's own time to first token. The report's state samples
+(per-worker queue depth and utilization) come from a random live node's view, so they
+are as fresh as that node's gossip (about one report interval plus a few gossip rounds);
+the status block shows each node's load as the node itself reports it.
 """
 
 from __future__ import annotations
@@ -30,18 +33,27 @@ import contextlib
 import json
 import random
 import signal
+import statistics
 import sys
 import time
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar
 
+from sllm.core.measures import COLD_PLACEMENTS, WARM_PLACEMENT_RATE, Placements
 from sllm.core.membership import GossipConfig
-from sllm.experiments.centralized import Driver, Liveness, read_placements, wait_for_drain
+from sllm.experiments.centralized import FINAL_STATE_HEADER, Driver, Liveness, wait_for_drain
 from sllm.experiments.launcher import ServiceProcess
 from sllm.experiments.report import run_and_report
-from sllm.runtime.client import get_members
+from sllm.runtime.client import (
+    columns,
+    get_cluster_state,
+    get_members,
+    models_by_tier,
+    placements_in,
+)
 from sllm.runtime.udp import Address, Endpoint
-from sllm.sim.report import RunReport, build_report
+from sllm.sim.report import RunReport, build_report, worker_order
 from sllm.wire import Codec
 from sllm.workload.options import (
     add_policy_argument,
@@ -59,6 +71,12 @@ DEFAULT_PROBE_INTERVAL_S = 0.2
 DEFAULT_PROBE_TIMEOUT_S = 0.1
 DEFAULT_GOSSIP_INTERVAL_S = 0.1
 DEFAULT_SYNC_INTERVAL_S = 2.0
+# How long a status block or the final summary waits for the nodes, all asked at once: a
+# node's whole state is a few loopback pages (milliseconds), so one that has not answered
+# by then is dead or stuck, and delays the printout by no more than this.
+NODE_DEADLINE_S = 1.0
+
+Answer = TypeVar("Answer")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -258,6 +276,168 @@ class Cluster:
     async def stop(self) -> None:
         await asyncio.gather(*(service.stop() for service in self.services.values()))
 
+    async def ask_every_node(
+        self, ask: Callable[[Address], Awaitable[Answer]], deadline_s: float = NODE_DEADLINE_S
+    ) -> dict[str, Answer | None]:
+        """Each node's answer to `ask`, all asked at once, so a dead node costs the
+        deadline once, not once per node; None for a node killed, or silent or late past
+        `deadline_s`."""
+
+        async def one(name: str) -> Answer | None:
+            if name in self.killed:
+                return None
+            try:
+                return await asyncio.wait_for(ask(self.addresses[name]), deadline_s)
+            except (TimeoutError, OSError):
+                return None
+
+        names = list(self.addresses)
+        answers = await asyncio.gather(*(one(name) for name in names))
+        return dict(zip(names, answers, strict=True))
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ClusterState:
+    """Every node's state (the `status --json` shape) at one printout, and the nodes that
+    gave none.
+
+    Why not one node's: a node counts only the decisions it made itself, so one node's
+    requests are a fifth of a five-node cluster's, and a random node's counters go down
+    from one printout to the next. The totals here are the nodes' counters summed: they
+    only grow while every node answers, and a node that does not is named in `missing`,
+    its counts left out. Load is taken from each node's row in its own view (its own
+    report, the freshest there is); how many workers each view holds is a per-node
+    figure, shown as its spread across the nodes.
+    """
+
+    states: Mapping[str, Mapping[str, Any]]  # node -> its state, for the nodes that answered
+    missing: Mapping[str, str]  # node -> why its counts are left out
+
+    @classmethod
+    def of(
+        cls, answers: Mapping[str, Mapping[str, Any] | None], killed: Collection[str]
+    ) -> ClusterState:
+        """From `Cluster.ask_every_node`'s answers: None is a killed node or a silent one."""
+        ordered = sorted(answers, key=worker_order)
+        return cls(
+            states={name: state for name in ordered if (state := answers[name]) is not None},
+            missing={
+                name: "killed" if name in killed else "no answer"
+                for name in ordered
+                if answers[name] is None
+            },
+        )
+
+    @property
+    def nodes(self) -> int:
+        return len(self.states) + len(self.missing)
+
+    @property
+    def requests(self) -> int:
+        return sum(state["total_requests"] for state in self.states.values())
+
+    @property
+    def placements(self) -> Placements:
+        return sum((placements_in(state) for state in self.states.values()), Placements())
+
+    @property
+    def rejected(self) -> int:
+        return sum(state["rejected"] for state in self.states.values())
+
+    def own_row(self, node: str) -> Mapping[str, Any] | None:
+        """`node`'s row in its own view; None before its first report, or when a page of
+        its listing went unanswered."""
+        return next((row for row in self.states[node]["workers"] if row["id"] == node), None)
+
+
+def spread(values: Sequence[float]) -> tuple[float, float, float]:
+    """Lowest, median and highest of a per-node figure; zeros when there is none."""
+    if not values:
+        return 0.0, 0.0, 0.0
+    return min(values), statistics.median(values), max(values)
+
+
+# (header, right-aligned), as `sllm.runtime.client.WORKER_COLUMNS`: the node's own load
+# (AGE: of its own report), the decisions it made, and how many workers its view holds.
+NODE_COLUMNS = (
+    ("NODE", False),
+    ("READY", False),
+    ("QUEUE", True),
+    ("RUN", True),
+    ("BUSY", True),
+    ("AGE", True),
+    ("REQUESTS", True),
+    ("WARM", True),
+    ("COLD", True),
+    ("REJECTED", True),
+    ("SEES", True),
+    ("MODELS", False),
+)
+
+
+def render_cluster_state(cluster: ClusterState) -> str:
+    """The status block, in the lines of `sllm.runtime.client.render_table`: the totals,
+    the load, the views, who is left out, then one line per node that answered."""
+    answered = f"{len(cluster.states)}/{cluster.nodes} nodes answered"
+    lines = [answered]
+    if cluster.states:
+        states = cluster.states.values()
+        placements = cluster.placements
+        own = [row for row in map(cluster.own_row, cluster.states) if row is not None]
+        depths = [row["queue_depth"] for row in own]
+        busy = [row["gpu_utilization"] for row in own]
+        low, median, high = spread([state["active_workers"] for state in states])
+        lines = [
+            f"policy {next(iter(states))['policy']}  "
+            f"up {max(state['uptime_s'] for state in states):.0f}s  {answered}  "
+            f"requests {cluster.requests}  {WARM_PLACEMENT_RATE} {placements.rate:.1%}  "
+            f"{COLD_PLACEMENTS} {placements.cold}  rejected {cluster.rejected}",
+            f"load as each node reports it: queue depth mean "
+            f"{statistics.fmean(depths) if depths else 0.0:.2f} max {max(depths, default=0)}  "
+            f"gpu utilization mean {statistics.fmean(busy) if busy else 0.0:.1%}",
+            f"active workers in each node's view: min {low:g}  median {median:g}  max {high:g}",
+        ]
+    if cluster.missing:
+        lines.append(
+            "left out of the totals: "
+            + ", ".join(f"{name} ({why})" for name, why in cluster.missing.items())
+        )
+    rows = [node_row(cluster, name) for name in cluster.states]
+    if rows:
+        lines += columns(NODE_COLUMNS, rows)
+    return "\n".join(lines)
+
+
+def node_row(cluster: ClusterState, node: str) -> list[str]:
+    """One line of the `NODE_COLUMNS` table; ``-`` for the load of a node missing from
+    its own view."""
+    state, row = cluster.states[node], cluster.own_row(node)
+    load = (
+        ["-"] * 5
+        if row is None
+        else [
+            "yes" if row["ready"] else "no",
+            str(row["queue_depth"]),
+            str(row["running"]),
+            f"{row['gpu_utilization']:.0%}",
+            f"{row['last_report_age_s']:.1f}s",
+        ]
+    )
+    decisions = [
+        str(state[key])
+        for key in ("total_requests", "warm_placements", "cold_placements", "rejected")
+    ]
+    models = "-" if row is None else models_by_tier(row["models"])
+    return [node, *load, *decisions, str(state["active_workers"]), models]
+
+
+async def read_cluster_state(endpoint: Endpoint, cluster: Cluster) -> ClusterState:
+    """Every live node's state, asked at once."""
+    answers = await cluster.ask_every_node(
+        lambda node: get_cluster_state(endpoint, node, NODE_DEADLINE_S)
+    )
+    return ClusterState.of(answers, cluster.killed)
+
 
 async def start_nodes(
     cluster: Cluster, args: argparse.Namespace, env: dict[str, str], host: str = "127.0.0.1"
@@ -377,10 +557,11 @@ async def run(args: argparse.Namespace) -> RunReport:
             liveness=lambda: membership_liveness(
                 endpoint, watch_rng.choice(cluster.live_addresses())
             ),
+            status=lambda: cluster_status(endpoint, cluster),
         )
         driver.active_workers = args.nodes
         print(f"all {args.nodes} nodes see each other after {converged:.2f}s", flush=True)
-        sampler = asyncio.create_task(driver.sample_forever())
+        sampler = asyncio.create_task(driver.sample_forever(args.status_interval))
         watcher = asyncio.create_task(driver.watch_forever())
         if args.kill:
             killer = asyncio.create_task(
@@ -404,8 +585,9 @@ async def run(args: argparse.Namespace) -> RunReport:
         if killer is not None:
             kill_result = await killer
             kill_result["detection_bound_s"] = round(gossip.detection_bound(args.nodes), 3)
+        sampler.cancel()  # so that no periodic block prints inside the final one
+        placements = await print_final_state(endpoint, cluster)
         gossip_summary = await summarize_gossip(endpoint, cluster)
-        placements = await read_placements(endpoint, cluster.live_addresses())
         return build_report(
             driver.outcomes,
             driver.samples,
@@ -439,26 +621,34 @@ async def run(args: argparse.Namespace) -> RunReport:
         loop.remove_signal_handler(signal.SIGTERM)
 
 
+async def cluster_status(endpoint: Endpoint, cluster: Cluster) -> str:
+    """The periodic status block (`Driver`'s ``status``)."""
+    return render_cluster_state(await read_cluster_state(endpoint, cluster))
+
+
+async def print_final_state(endpoint: Endpoint, cluster: Cluster) -> Placements | None:
+    """Print the cluster state once more after the drain, as the periodic block does, and
+    return its placements for the final report: one read, so the two print the same warm
+    placement figures. None when no node answers."""
+    state = await read_cluster_state(endpoint, cluster)
+    print(f"\n{FINAL_STATE_HEADER}")
+    print(render_cluster_state(state), flush=True)
+    return state.placements if state.states else None
+
+
 async def summarize_gossip(endpoint: Endpoint, cluster: Cluster) -> dict[str, Any]:
     """Membership counters summed over the live nodes, and their traffic per node."""
-    totals = {"false_suspicions": 0, "refuted": 0, "rejected_datagrams": 0}
-    sent: list[float] = []
-    received: list[float] = []
-    answered = 0
-    for address in cluster.live_addresses():
-        try:
-            summary, _ = await get_members(endpoint, address, 0.5, pages=1)
-        except (TimeoutError, OSError):
-            continue
-        answered += 1
-        totals["false_suspicions"] += summary.false_suspicions
-        totals["refuted"] += summary.refuted
-        totals["rejected_datagrams"] += summary.rejected_datagrams
-        sent.append(summary.bytes_sent_per_s)
-        received.append(summary.bytes_received_per_s)
+    answers = await cluster.ask_every_node(
+        lambda node: get_members(endpoint, node, NODE_DEADLINE_S, pages=1)
+    )
+    summaries = [summary for summary, _ in filter(None, answers.values())]
+    sent = [summary.bytes_sent_per_s for summary in summaries]
+    received = [summary.bytes_received_per_s for summary in summaries]
     return {
-        "nodes_answering": answered,
-        **totals,
+        "nodes_answering": len(summaries),
+        "false_suspicions": sum(summary.false_suspicions for summary in summaries),
+        "refuted": sum(summary.refuted for summary in summaries),
+        "rejected_datagrams": sum(summary.rejected_datagrams for summary in summaries),
         "bytes_sent_per_s_per_node": round(sum(sent) / len(sent), 1) if sent else 0.0,
         "bytes_received_per_s_per_node": round(sum(received) / len(received), 1)
         if received
@@ -503,6 +693,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         problems.append("--probing must be >= 0")
     if args.probe_interval <= 0:
         problems.append("--probe-interval must be > 0")
+    if args.status_interval <= 0:
+        problems.append("--status-interval must be > 0")
     if problems:
         print("decentralized_simulation.py: " + "; ".join(problems), file=sys.stderr)
         return 2

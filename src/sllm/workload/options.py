@@ -33,6 +33,9 @@ from sllm.workload.compose import ArrivalSource
 # After the last arrival, requests still running get this long to finish before they are
 # counted as failed ("unfinished"): long enough for most cold starts from local disk.
 DEFAULT_DRAIN_S = 30.0
+# How often a live driver prints the cluster state: often enough to watch a 30 s run
+# change, seldom enough that the blocks do not bury the log.
+DEFAULT_STATUS_INTERVAL_S = 10.0
 DEFAULT_RATE_RPS = 5.0  # about the Azure conversation trace's mean rate (5.5 req/s)
 DEFAULT_MODELS = 8
 
@@ -50,11 +53,18 @@ class WorkloadOptions:
 
 
 def add_run_arguments(parser: argparse.ArgumentParser) -> None:
-    """The report file and the drain, alike in both live drivers (`sllm simulate` lists the
-    drain among its cluster settings)."""
+    """The report file, the drain and the status period, alike in both live drivers
+    (`sllm simulate` lists the drain among its cluster settings)."""
     parser.add_argument("--json", metavar="PATH", help="also write the report as JSON")
     parser.add_argument(
         "--drain", type=float, default=DEFAULT_DRAIN_S, help="seconds to let requests finish"
+    )
+    parser.add_argument(
+        "--status-interval",
+        type=float,
+        default=DEFAULT_STATUS_INTERVAL_S,
+        metavar="S",
+        help=f"seconds between cluster state printouts (default {DEFAULT_STATUS_INTERVAL_S:g})",
     )
 
 
