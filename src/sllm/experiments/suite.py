@@ -28,7 +28,8 @@ the JSON under ``"centralized"`` and ``"decentralized"``.
   deadline on and off; failures next to p50/p99 TTFT. Centralized only. ``--hours``
   sets the simulated hours per run (default ten minutes).
 - **scale**: 10 to 10,000 workers centralized, 10 to 300 nodes decentralized (gossip
-  costs the simulator about 100 s of wall time per 5 simulated seconds at 1,000 nodes):
+  costs the simulator about 2 minutes of wall time per 40 simulated seconds at 1,000
+  nodes; ``sllm simulate --mode decentralized --workers 1000`` runs that size):
   placement quality (p99 TTFT, cold-start rate) and control-plane cost (messages/s and
   bytes/s in total and per node).
 
