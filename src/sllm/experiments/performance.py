@@ -150,6 +150,11 @@ def write_exp1(result: PerformanceResult) -> str:
     markdown = [
         "# exp1: performance of the placement policies",
         "",
+        "Stresses model locality on a balanced cluster: identical workers with ample memory, "
+        "where a policy pays for a request mainly by whether the chosen GPU already holds "
+        "its model (a load from disk otherwise); queues stay short. Where policies differ "
+        "under pressure is `sllm experiment pressure`.",
+        "",
         f"{setup.workers} workers, {setup.models} models with the Alibaba GenAI popularity "
         f"skew, Poisson arrivals at {setup.rate_rps:g} req/s for {setup.duration_s:g} s, seed "
         f"{setup.seed}. Every policy sees the same requests in both architectures. Ratios are "

@@ -373,6 +373,9 @@ def write_exp2(result: RecoveryResult) -> str:
     markdown = [
         "# exp2: fault tolerance",
         "",
+        "Stresses recovery: the scheduler (coordinator, or nodes) losing what it knew, and "
+        "workers dying with requests on them; the load itself is light.",
+        "",
         f"{workers} workers, {setup.rate_rps:g} req/s for {setup.duration_s:g} s, policy "
         f"{setup.policy}, seed {setup.seed}. Arm *coordinator*: the coordinator dies at "
         f"{kill_at:g} s and restarts {setup.coordinator_down_s:g} s later with an empty view. "

@@ -221,6 +221,9 @@ def write_scale(result: ScaleResult) -> str:
     markdown = [
         "# scale: placement quality and control-plane cost",
         "",
+        "Stresses the control plane: the same load per worker from 10 to 10,000 workers, so "
+        "what grows is the traffic and state of scheduling, not the work per GPU.",
+        "",
         f"Policy {setup.policy}, {setup.models} models, {setup.rate_per_worker_rps:g} req/s "
         "per worker (the same load per worker at every size), reports every second, "
         "checkpoints prestaged in host memory (cold starts of at most 7.4 s). Control plane = "

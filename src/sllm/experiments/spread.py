@@ -159,6 +159,9 @@ def write_exp3(result: SpreadResult) -> str:
     markdown = [
         "# exp3: how evenly the load spreads",
         "",
+        "Stresses load balance: three times exp1's load per worker, so queues form and a "
+        "policy's spread of them across workers shows.",
+        "",
         f"{setup.workers} workers, {setup.models} models, {setup.rate_rps:g} req/s for "
         f"{setup.duration_s:g} s, seed {setup.seed}. Per-worker queue depth and GPU "
         "utilization are sampled every second from the coordinator's view (centralized) or a "
