@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from core_builders import report, request, view_of
 
 from sllm.core.coordinator import Coordinator
 from sllm.core.cost import CostModel
@@ -28,7 +29,6 @@ from sllm.wire.messages import (
     InferenceRequest,
     ScheduleRequest,
     ScheduleResponse,
-    WorkerReport,
 )
 from sllm.workload import default_catalog
 
@@ -37,45 +37,6 @@ COST = CostModel()
 CATALOG = {spec.name: spec for spec in default_catalog(11)}
 MODEL = "llama-2-7b"  # 13.48 GB
 OTHER = "llama-3.2-1b"
-
-
-def report(node_id: str, **overrides: Any) -> WorkerReport:
-    fields: dict[str, Any] = {
-        "node_id": node_id,
-        "host": f"host-{node_id}",
-        "port": 9000,
-        "http_port": 8000,
-        "models": {},
-        "models_omitted": 0,
-        "queue_depth": 0,
-        "queue_capacity": 64,
-        "running": 0,
-        "slots": 8,
-        "gpu_utilization": 0.0,
-        "memory_used": 0,
-        "memory_total": 141 * 10**9,
-        "load_backlog_s": 0.0,
-        "ready": True,
-        "seq": 1,
-        "timestamp": 100.0,
-    }
-    fields.update(overrides)
-    return WorkerReport(**fields)
-
-
-def request(
-    model: str = MODEL, prompt: int = 512, output: int = 128, rid: str = "r"
-) -> ScheduleRequest:
-    return ScheduleRequest(
-        request_id=rid, model=model, priority=0, prompt_tokens=prompt, output_tokens=output
-    )
-
-
-def view_of(*reports: WorkerReport) -> ClusterView:
-    view = ClusterView(TIMEOUT)
-    for item in reports:
-        view.apply_report(item, 0.0)
-    return view
 
 
 def policy(name: str, seed: int = 0) -> PlacementPolicy:

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import random
-from typing import Any
+
+from core_builders import report, request, view_of
 
 from sllm.core.coordinator import OVER_DEADLINE, Coordinator
 from sllm.core.cost import CostModel
 from sllm.core.placement import CANDIDATES_PER_TIER, Estimator, load_time_on, make_policy
 from sllm.core.tiers import Tier
 from sllm.core.view import ClusterView
-from sllm.wire.messages import ScheduleRequest, WorkerReport
 from sllm.workload import default_catalog
 
 GB = 10**9
@@ -19,43 +19,6 @@ COST = CostModel()
 CATALOG = {spec.name: spec for spec in default_catalog(11)}
 MODEL = "llama-2-7b"  # 13.48 GB
 HUGE = "llama-3.1-70b"  # 141.2 GB: more than an H200's 141 GB
-
-
-def report(node_id: str, **overrides: Any) -> WorkerReport:
-    fields: dict[str, Any] = {
-        "node_id": node_id,
-        "host": f"host-{node_id}",
-        "port": 9000,
-        "http_port": 8000,
-        "models": {},
-        "models_omitted": 0,
-        "queue_depth": 0,
-        "queue_capacity": 64,
-        "running": 0,
-        "slots": 8,
-        "gpu_utilization": 0.0,
-        "memory_used": 0,
-        "memory_total": 141 * GB,
-        "load_backlog_s": 0.0,
-        "ready": True,
-        "seq": 1,
-        "timestamp": 100.0,
-    }
-    fields.update(overrides)
-    return WorkerReport(**fields)
-
-
-def request(model: str = MODEL, rid: str = "r") -> ScheduleRequest:
-    return ScheduleRequest(
-        request_id=rid, model=model, priority=0, prompt_tokens=512, output_tokens=128
-    )
-
-
-def view_of(*reports: WorkerReport) -> ClusterView:
-    view = ClusterView(TIMEOUT)
-    for item in reports:
-        view.apply_report(item, 0.0)
-    return view
 
 
 def test_startup_aware_finds_the_one_worker_large_enough() -> None:

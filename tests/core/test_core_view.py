@@ -7,6 +7,8 @@ import random
 from typing import Any
 
 import pytest
+from core_builders import report as base_report
+from core_builders import view_of
 
 from sllm.core.tiers import Tier
 from sllm.core.view import ClusterView, LoadIndex
@@ -16,34 +18,9 @@ TIMEOUT = 5.0
 
 
 def report(node_id: str, **overrides: Any) -> WorkerReport:
-    fields: dict[str, Any] = {
-        "node_id": node_id,
-        "host": "10.0.0.1",
-        "port": 9000,
-        "http_port": 0,
-        "models": {},
-        "models_omitted": 0,
-        "queue_depth": 0,
-        "queue_capacity": 8,
-        "running": 0,
-        "slots": 2,
-        "gpu_utilization": 0.0,
-        "memory_used": 0,
-        "memory_total": 141 * 10**9,
-        "load_backlog_s": 0.0,
-        "ready": True,
-        "seq": 1,
-        "timestamp": 100.0,
-    }
-    fields.update(overrides)
-    return WorkerReport(**fields)
-
-
-def view_of(*reports: WorkerReport, now: float = 0.0) -> ClusterView:
-    view = ClusterView(TIMEOUT)
-    for item in reports:
-        view.apply_report(item, now)
-    return view
+    """A small worker (2 slots, a queue of 8): loads reach the queue's end in a few steps."""
+    small = {"http_port": 0, "queue_capacity": 8, "slots": 2}
+    return base_report(node_id, **{**small, **overrides})
 
 
 # -- LoadIndex ------------------------------------------------------------------------
