@@ -25,7 +25,7 @@ from sllm.config import ConfigError, Settings, load_settings
 from sllm.core.admission import Admission
 from sllm.core.cost import CostModel
 from sllm.core.membership import GossipConfig
-from sllm.core.node import NodeConfig, ProbingConfig
+from sllm.core.node import PROBING_CANDIDATES_DEFAULT, NodeConfig, ProbingConfig
 from sllm.core.placement import policy_names
 from sllm.core.tiers import Tier
 from sllm.core.worker import GB, WorkerResources
@@ -358,9 +358,10 @@ def add_node_parser(sub: Any) -> None:
     parser.add_argument(
         "--probing",
         type=int,
-        default=0,
+        default=PROBING_CANDIDATES_DEFAULT,
         metavar="D",
-        help="Sparrow-style: ask D candidates for their load before placing (default 0: off)",
+        help="Sparrow-style: ask D candidates for their load before placing, and place "
+        f"among them (default {PROBING_CANDIDATES_DEFAULT}; 0: over the gossiped view alone)",
     )
     parser.add_argument("--slots", help="requests run at once (WORKER_SLOTS)")
     parser.add_argument("--keep-alive", help="seconds an idle model stays on the GPU")

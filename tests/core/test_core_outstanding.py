@@ -97,3 +97,25 @@ def test_limits_are_checked() -> None:
         OutstandingRequests(deadline_s=0.0)
     with pytest.raises(ValueError):
         OutstandingRequests(max_placements=0)
+
+
+def test_a_request_handed_back_is_placed_again_within_the_placement_bound() -> None:
+    held = OutstandingRequests(deadline_s=60.0, max_placements=2)
+    held.begin("r", now=0.0)
+    assert held.placed("r", "w1") is None
+    assert held.handed_back("r", "w2") is None  # not where it is: a stray answer
+    assert held.handed_back("r", "w1") == Retry(request_id="r", lost_worker="w1")
+    assert held.worker_of("r") == "" and held.retried == 1
+    assert held.placed("r", "w2") is None
+    assert held.handed_back("r", "w2") == Fail(
+        request_id="r", reason=RETRIES_EXHAUSTED, worker_id="w2"
+    )
+    assert "r" not in held
+
+
+def test_a_started_request_is_never_handed_back() -> None:
+    held = OutstandingRequests(deadline_s=60.0)
+    held.begin("r", now=0.0)
+    held.placed("r", "w1")
+    held.started("r", "w1")
+    assert held.handed_back("r", "w1") is None

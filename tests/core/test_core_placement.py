@@ -607,3 +607,46 @@ def test_a_model_no_worker_has_gpus_enough_for_is_rejected_saying_so() -> None:
     coord.view.apply_report(report("a", gpus=4), 0.0)
     response = coord.place(request(wide.name), 1.0)
     assert (response.action, response.reason) == ("reject", "not_enough_gpus")
+
+
+@pytest.mark.parametrize("name", policy_names())
+def test_placement_among_candidates_decides_among_them_alone(name: str) -> None:
+    """A node's probed candidates: their reports are fresh, so an idle worker outside them
+    (whose copy may be stale) is not chosen however good it looks."""
+    coord = coordinator(name)
+    coord.view.apply_report(report("idle-but-stale", models={MODEL: int(Tier.GPU)}), 0.0)
+    coord.view.apply_report(report("a", queue_depth=3, running=8), 0.0)
+    coord.view.apply_report(report("b", queue_depth=2, running=8), 0.0)
+    for index in range(6):
+        response = coord.place(request(rid=f"c{index}"), 1.0, among=("a", "b"))
+        assert response.worker_id in ("a", "b"), (name, response)
+
+
+def test_placement_among_candidates_counts_what_was_sent_to_them_since() -> None:
+    """The candidates' pending placements go with them into the decision, so that
+    requests placed among the same two alternate rather than pile onto one."""
+    coord = coordinator("least-loaded")
+    coord.view.apply_report(report("a", running=4), 0.0)
+    coord.view.apply_report(report("b", running=4), 0.0)
+    placed = [coord.place(request(rid=f"p{i}"), 1.0, among=("a", "b")).worker_id for i in range(6)]
+    assert Counter(placed) == {"a": 3, "b": 3}, placed
+
+
+@pytest.mark.parametrize(
+    ("candidates", "why"),
+    [
+        ((), "no candidate"),
+        (("gone",), "none the view knows"),
+        (("full",), "every candidate's queue full"),
+        (("tiny",), "none large enough for the model"),
+    ],
+)
+def test_placement_among_candidates_falls_back_to_the_whole_view(
+    candidates: tuple[str, ...], why: str
+) -> None:
+    coord = coordinator("startup-aware")
+    coord.view.apply_report(report("other"), 0.0)
+    coord.view.apply_report(report("full", queue_depth=64, queue_capacity=64, running=8), 0.0)
+    coord.view.apply_report(report("tiny", memory_total=4 * 10**9), 0.0)
+    response = coord.place(request(), 1.0, among=candidates)
+    assert response.worker_id == "other", why

@@ -11,6 +11,7 @@ import pytest
 from sllm.core.cost import CostModel
 from sllm.core.tiers import Tier
 from sllm.core.worker import (
+    HANDED_BACK,
     Action,
     CancelRequest,
     Evict,
@@ -301,6 +302,51 @@ def test_load_waits_while_every_resident_model_is_busy() -> None:
         StartLoad(model=TINY, source=Tier.REMOTE),
     ]
     assert w.gpu_used <= RESOURCES.gpu_bytes
+
+
+def blocked(resources: WorkerResources = RESOURCES) -> WorkerState:
+    """MID and SMALL busy on the GPU; two requests for TINY wait for a load with no room."""
+    w = worker(resources=resources)
+    w.submit(inference("a", MID), 0.0)
+    w.load_done(MID, 1.0)
+    w.submit(inference("b", SMALL), 1.0)
+    w.load_done(SMALL, 2.0)
+    assert w.submit(inference("c", TINY), 3.0) == []
+    assert w.submit(inference("d", TINY), 3.5) == []
+    return w
+
+
+def test_requests_waiting_for_a_blocked_load_are_handed_back_after_the_load_time() -> None:
+    w = blocked()
+    load_s = COST.load_time(CATALOG[TINY].size_bytes, Tier.REMOTE)
+    assert w.next_deadline() == pytest.approx(3.0 + load_s)
+    assert w.tick(3.0 + load_s - 0.01) == []  # not yet: a load would take as long
+    actions = w.tick(3.0 + load_s)
+    assert [(a.request_id, a.reason) for a in of_type(actions, Finished)] == [
+        ("c", HANDED_BACK),
+        ("d", HANDED_BACK),
+    ]
+    assert not of_type(actions, StartLoad)
+    assert w.handed_back_total == 2 and w.queue_depth == 0
+    # Its report no longer names the model as arriving, so nobody sends it more of them.
+    assert TINY not in w.report(3.0 + load_s, "w", 9000).models
+    assert w.next_deadline() != pytest.approx(3.0 + load_s)
+
+
+def test_a_blocked_load_that_finds_room_in_time_keeps_its_requests() -> None:
+    w = blocked()
+    actions = w.request_done("b", 4.0)  # SMALL is idle: evicted, TINY loads
+    assert StartLoad(model=TINY, source=Tier.REMOTE) in actions
+    load_s = COST.load_time(CATALOG[TINY].size_bytes, Tier.REMOTE)
+    assert not of_type(w.tick(3.0 + load_s), Finished)
+    assert w.handed_back_total == 0
+
+
+def test_hand_back_can_be_turned_off() -> None:
+    w = blocked(dataclasses.replace(RESOURCES, hand_back=False))
+    assert w.next_deadline() is None
+    assert w.tick(1_000.0) == []
+    assert w.queue_depth == 2
 
 
 def test_host_cache_evicts_least_recently_used() -> None:
@@ -618,7 +664,8 @@ def summary_from_scratch(w: WorkerState) -> tuple[list[tuple[str, int]], int]:
 def test_report_stays_true_to_the_tiers_through_random_traffic(seed: int) -> None:
     """Reports reuse their summary of the tiers until something changes; after any mix of
     arrivals, loads, completions and expiries they still say what a fresh summary says,
-    and the keep-alive deadline is still the earliest expiry of an idle model."""
+    and the deadline is still the earliest expiry of an idle model (or the hand-back of a
+    blocked load's requests)."""
     rng = random.Random(seed)
     catalog = {spec.name: spec for spec in default_catalog(40)}
     # Small host memory and disk, so that checkpoints are evicted from them too.
@@ -651,6 +698,9 @@ def test_report_stays_true_to_the_tiers_through_random_traffic(seed: int) -> Non
             for model in w._gpu.values()
             if model.running == 0 and model.queued == 0
         ]
+        hand_back = w._hand_back_due()  # a blocked load's requests go back then
+        if hand_back is not None:
+            idle_expiries.append(hand_back)
         assert w.next_deadline() == min(idle_expiries, default=None)
 
 

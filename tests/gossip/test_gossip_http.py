@@ -62,6 +62,10 @@ async def test_a_node_serves_the_front_door_and_gossip_metrics(eventually) -> No
                 assert reply.headers["x-request-id"]
                 served_by.add(reply.headers["x-request-id"])
             assert len(served_by) == 6
+            # Each was placed as a client's would be: after asking the candidates (the
+            # other node is one) for their load.
+            metrics = (await http.get(f"{base}/metrics")).text
+            assert "sllm_node_probed_decisions_total 6.0" in metrics
 
             # Each node's own worker answers under /worker, not on the front door's path.
             direct = await http.post(

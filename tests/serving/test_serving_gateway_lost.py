@@ -100,7 +100,7 @@ def placing_in_turn(fakes: list[FakeWorker]) -> Any:
     """A scheduler that places each try on the next fake worker, w0 first."""
     tries = iter(range(len(fakes)))
 
-    def place(request: ScheduleRequest) -> ScheduleResponse:
+    async def place(request: ScheduleRequest) -> ScheduleResponse:
         index = next(tries)
         return ScheduleResponse(
             request_id=request.request_id,

@@ -27,8 +27,10 @@ KILL_AT_S = 15.0
 
 def run(mode: str) -> SimResult:
     # Four small models: every request that reaches a live worker ends within the drain,
-    # so any request without an answer is one the kill lost.
-    options = WorkloadOptions(duration_s=DURATION_S, seed=3, rate_rps=5.0, models=4)
+    # so any request without an answer is one the kill lost. At 10 requests/s some wait in
+    # the victims' queues at the kill, even where nodes probe before placing (which
+    # spreads them: at 5/s none did).
+    options = WorkloadOptions(duration_s=DURATION_S, seed=3, rate_rps=10.0, models=4)
     arrivals = list(make_workload(options)[1])
     config = ClusterConfig(workers=WORKERS, seed=3)
     cluster = (DecentralizedCluster if mode == "decentralized" else CentralizedCluster)(config)

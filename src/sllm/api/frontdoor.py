@@ -27,7 +27,7 @@ from fastapi import APIRouter, FastAPI
 from fastapi.openapi.utils import get_openapi
 
 from sllm.api.credential import worker_http_key
-from sllm.api.gateway import CompletionLane, Gateway, GatewayConfig, NotReady
+from sllm.api.gateway import CompletionLane, Gateway, GatewayConfig, NotReady, Place
 from sllm.api.request_id import RequestIdMiddleware
 from sllm.api.worker_client import WorkerClient
 from sllm.catalog import DEFAULT_ENGINE, CatalogModel
@@ -49,11 +49,14 @@ def install_front_door(
     upstream_prefix: str = "",
     cluster_secret: bytes | None = None,
     not_ready: NotReady = lambda model: None,
+    place: Place | None = None,
 ) -> Gateway:
     """Add the `/v1` routes and `/openapi.json` to `app`; return the gateway (close its
     `client` when the listener stops).
 
-    With `cluster_secret`, requests to workers carry the credential it derives.
+    With `cluster_secret`, requests to workers carry the credential it derives. `place`
+    decides where a request runs; by default `scheduler.place`, at once (a node that
+    probes passes its own, which waits for its candidates' replies).
     """
     client = WorkerClient(
         credential_key=worker_http_key(cluster_secret) if cluster_secret else None
@@ -62,7 +65,7 @@ def install_front_door(
     def forget_worker(worker_id: str) -> None:
         log_notices(scheduler.forget(worker_id, time.monotonic()))
 
-    def place(request: ScheduleRequest) -> ScheduleResponse:
+    async def place_at_once(request: ScheduleRequest) -> ScheduleResponse:
         now = time.monotonic()
         expired = scheduler.expire(now)  # `place` would drop them unannounced
         if expired:
@@ -75,7 +78,7 @@ def install_front_door(
         return entry.engine if isinstance(entry, CatalogModel) else DEFAULT_ENGINE
 
     gateway = Gateway(
-        place=place,
+        place=place or place_at_once,
         forget_worker=forget_worker,
         model_names=lambda: scheduler.catalog.keys(),
         client=client,
@@ -89,6 +92,10 @@ def install_front_door(
     document = openapi_document(gateway.documented())
     app.add_api_route("/openapi.json", lambda: document, methods=["GET"])
     return gateway
+
+
+async def _not_serving(request: ScheduleRequest) -> ScheduleResponse:
+    raise RuntimeError("not serving")
 
 
 def openapi_document(router: APIRouter) -> dict[str, Any]:
@@ -127,7 +134,7 @@ _KEY_SCHEME = "apiKey"
 def shipped_openapi() -> dict[str, Any]:
     """The document `docs/openapi.json` must hold, built without a running server."""
     gateway = Gateway(
-        place=lambda request: (_ for _ in ()).throw(RuntimeError("not serving")),
+        place=_not_serving,
         forget_worker=lambda worker_id: None,
         model_names=lambda: (),
         client=WorkerClient(),

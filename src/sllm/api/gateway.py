@@ -73,7 +73,7 @@ import logging
 import math
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Callable, Collection
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection
 from dataclasses import dataclass
 from typing import Any
 
@@ -127,7 +127,7 @@ MODEL_NOT_READY_RETRY_AFTER_S = 5
 # A prompt's tokens are estimated from its length until the worker counts them.
 CHARS_PER_TOKEN = 4
 
-Place = Callable[[ScheduleRequest], ScheduleResponse]
+Place = Callable[[ScheduleRequest], Awaitable[ScheduleResponse]]
 # The engine of a model the catalog has, by name (`sllm.catalog.CatalogModel.engine`).
 EngineOf = Callable[[str], str]
 # Why a model the registry knows is not servable yet ("downloading", "being deleted"), or
@@ -550,7 +550,7 @@ class Gateway:
         timed_out = False
         busy = 0
         for attempt in range(1, self.config.max_attempts + 1):
-            decision = self.place(schedule)
+            decision = await self.place(schedule)
             if decision.action == "reject":
                 rejection = _rejection(decision, schedule.model)
                 if attempt > 1 and rejection.code in self.failed:  # placed before, now not

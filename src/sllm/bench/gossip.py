@@ -5,7 +5,7 @@ Everything runs the real membership core (`sllm.core.membership`) and the real n
 with a one-way delay of 0.5 ms plus a log-normal queueing delay of median 0.7 ms (`LINK`)
 and no loss. Memberships are hosted by `sllm.sim.participants`, and so are the real nodes
 of the idle measure; nodes running requests are the decentralized simulator's
-(`sllm.sim.decentralized`). Six measurements:
+(`sllm.sim.decentralized`). Seven measurements:
 
 1. **Dissemination.** A converged cluster of N nodes; one node refutes a suspicion about
    itself (a new incarnation: the smallest state change there is). Virtual seconds until
@@ -31,11 +31,19 @@ of the idle measure; nodes running requests are the decentralized simulator's
    engine), a Poisson load at high utilization, each request sent to a random node,
    placement with the default policy; queueing and latency with probing off and with
    d = 2 and 3 candidates.
+7. **What placement reads, under load.** The scale experiment's load (`sllm experiment
+   scale`: 0.25 requests/s per node, startup-aware, checkpoints in host memory) for 20 s
+   on N real nodes, probing off and d = 2: for every decision, how stale the deciding
+   node's copy of the chosen worker's report was (0 when it held that worker's latest,
+   else the time since the first newer one went out), and the p99 TTFT beside one
+   coordinator's on the same load.
 """
 
 from __future__ import annotations
 
 import argparse
+import bisect
+import dataclasses
 import json
 import math
 import random
@@ -51,12 +59,21 @@ from sllm.core.membership import GossipConfig, Membership, MemberState, Send
 from sllm.core.node import Node, NodeConfig, ProbingConfig
 from sllm.core.tiers import Tier
 from sllm.core.worker import WorkerResources, prestaged
-from sllm.sim.cluster import ClusterConfig
-from sllm.sim.decentralized import DecentralizedCluster
+from sllm.experiments.scale import (
+    DECENTRALIZED_SCALE_DURATIONS,
+    SCALE_DRAIN_S,
+    SCALE_POLICY,
+    SCALE_PRESTAGE,
+    SCALE_RATE_PER_WORKER,
+)
+from sllm.sim.cluster import CentralizedCluster, ClusterConfig
+from sllm.sim.decentralized import DecentralizedCluster, node_config_for
 from sllm.sim.network import LinkModel
 from sllm.sim.participants import Participants, member_address, member_id, membership_cluster
-from sllm.wire import MemberUpdate, Message, WorkerReport
+from sllm.sim.report import RunReport, percentile
+from sllm.wire import MemberUpdate, Message, ScheduleRequest, ScheduleResponse, WorkerReport
 from sllm.workload import Arrival
+from sllm.workload.options import WorkloadOptions, make_workload
 
 SIZES = (10, 100, 1_000)
 # One-way delay: a 0.5 ms floor plus a log-normal queueing delay of median 0.7 ms (p99 of
@@ -89,6 +106,12 @@ IDLE_WINDOW_S = 30.0
 # Join: the cluster's reports have spread before the joiner comes.
 JOIN_SETTLE_S = 5.0
 PROBING_SETTINGS = (0, 2, 3)
+# What placement reads: the scale experiment's load (`sllm.experiments.scale`) for as
+# long as its decentralized arm runs at each size (20 s at 1,000 nodes: about 100 s of
+# wall time a run), with probing off and with two candidates.
+PLACEMENT_DURATIONS_S = {**DECENTRALIZED_SCALE_DURATIONS, 1_000: 20.0}
+PLACEMENT_DURATION_S = 20.0  # at any other size
+PLACEMENT_PROBING = (0, 2)
 
 
 def _trials(size: int, trials: int) -> int:
@@ -445,6 +468,109 @@ def measure_probing(
     }
 
 
+# -- 7. what placement reads, under load ----------------------------------------------------
+
+
+class AuditedCluster(DecentralizedCluster):
+    """The decentralized simulator, watched: every report a node gossips (its sequence
+    number and time) and, for every decision, how stale the deciding node's copy of the
+    chosen worker's report was: 0 when it held that worker's latest gossiped report or a
+    newer one (its own, or a probe reply), else the time since the first newer one went
+    out (as `ReportingMember.staleness`). That is the view placement actually read."""
+
+    def __init__(self, config: ClusterConfig, node_config: NodeConfig) -> None:
+        super().__init__(config, node_config)
+        self.published: dict[str, tuple[list[int], list[float]]] = {}  # node -> seqs, times
+        self.decision_staleness: list[float] = []
+
+    def start_hosts(self) -> None:
+        super().start_hosts()
+        for host in self.nodes:
+            assert host.node is not None
+            self._watch(host.node)
+
+    def _watch(self, node: Node) -> None:
+        seqs: list[int] = []
+        times: list[float] = []
+        self.published[node.node_id] = (seqs, times)
+        publish = node.membership.publish_report
+        place = node.scheduler.place
+
+        def published(report: WorkerReport) -> None:
+            seqs.append(report.seq)
+            times.append(self.kernel.now)
+            publish(report)
+
+        def placed(
+            request: ScheduleRequest, now: float, among: Sequence[str] = ()
+        ) -> ScheduleResponse:
+            response = place(request, now, among)
+            entry = node.scheduler.view.get(response.worker_id) if response.worker_id else None
+            if entry is not None:
+                self.decision_staleness.append(self._staleness(entry.report, now))
+            return response
+
+        # Wrapped on the instances, so that the node under test is the shipped one.
+        setattr(node.membership, "publish_report", published)  # noqa: B010
+        setattr(node.scheduler, "place", placed)  # noqa: B010
+
+    def _staleness(self, held: WorkerReport, now: float) -> float:
+        seqs, times = self.published[held.node_id]
+        first_newer = bisect.bisect_right(seqs, held.seq)
+        return 0.0 if first_newer == len(seqs) else now - times[first_newer]
+
+
+def _scale_load(size: int, seed: int, duration: float) -> tuple[ClusterConfig, list[Arrival]]:
+    """The scale experiment's cluster and load at `size` workers (`sllm experiment scale`)."""
+    config = ClusterConfig(
+        workers=size,
+        policy=SCALE_POLICY,
+        seed=seed,
+        drain_s=SCALE_DRAIN_S,
+        prestage=SCALE_PRESTAGE,
+        link=LINK,
+    )
+    options = WorkloadOptions(
+        duration_s=duration, seed=seed, rate_rps=SCALE_RATE_PER_WORKER * size, models=10
+    )
+    return config, make_workload(options)[1]
+
+
+def measure_placement_views(
+    size: int, candidates: int, seed: int, duration: float = PLACEMENT_DURATION_S
+) -> dict[str, float]:
+    """The scale experiment's load on `size` real nodes with `candidates` probes per
+    decision: how stale the reports placement chose by were, and the run's p99 TTFT."""
+    config, arrivals = _scale_load(size, seed, duration)
+    config = dataclasses.replace(config, probing_candidates=candidates)
+    cluster = AuditedCluster(config, node_config_for(config))
+    report = cluster.run(arrivals, duration).report.run
+    stale = sorted(cluster.decision_staleness)
+    return {
+        "decisions": float(len(stale)),
+        "staleness_median_s": percentile(stale, 50),
+        "staleness_p99_s": percentile(stale, 99),
+        "stale_share": sum(1 for s in stale if s > 0) / max(1, len(stale)),
+        **_outcome(report),
+    }
+
+
+def measure_centralized(
+    size: int, seed: int, duration: float = PLACEMENT_DURATION_S
+) -> dict[str, float]:
+    """The same load placed by one coordinator: the baseline for the p99 TTFT."""
+    config, arrivals = _scale_load(size, seed, duration)
+    return _outcome(CentralizedCluster(config).run(arrivals, duration).report.run)
+
+
+def _outcome(report: RunReport) -> dict[str, float]:
+    return {
+        "ttft_p99_s": report.latency.ttft.p99,
+        "completed": float(report.completed),
+        "failed": float(report.failed),
+    }
+
+
 # -- driver ---------------------------------------------------------------------------------
 
 
@@ -480,6 +606,7 @@ def run(sizes: Sequence[int], trials: int, probing_seeds: int, log: bool) -> dic
         "idle": [],
         "join": [],
         "registry": [],
+        "placement_views": [],
         "probing": [],
     }
 
@@ -580,6 +707,32 @@ def run(sizes: Sequence[int], trials: int, probing_seeds: int, log: bool) -> dic
             f"{registry['delete_t100_s']['median']}s"
             f"  [{time.perf_counter() - started:.1f}s]"
         )
+        started = time.perf_counter()
+        duration = PLACEMENT_DURATIONS_S.get(size, PLACEMENT_DURATION_S)
+        central = measure_centralized(size, 0, duration)
+        for candidates in PLACEMENT_PROBING:
+            views = measure_placement_views(size, candidates, 0, duration)
+            placement = {
+                "nodes": size,
+                "candidates": candidates,
+                "duration_s": duration,
+                **{k: round(v, 3) for k, v in views.items()},
+                "centralized_ttft_p99_s": round(central["ttft_p99_s"], 3),
+                "centralized_failed": central["failed"],
+                "ttft_p99_ratio": round(views["ttft_p99_s"] / central["ttft_p99_s"], 3),
+            }
+            result["placement_views"].append(placement)
+            say(
+                f"placement N={size}, probing d={candidates}: the report each decision chose "
+                f"by was stale by {placement['staleness_median_s']:.2f}s median, "
+                f"{placement['staleness_p99_s']:.2f}s p99 ({placement['stale_share']:.1%} of "
+                f"{placement['decisions']:.0f} decisions stale); p99 TTFT "
+                f"{placement['ttft_p99_s']:.2f}s, {placement['ttft_p99_ratio']:.2f}x "
+                f"centralized's {placement['centralized_ttft_p99_s']:.2f}s (failed "
+                f"{placement['failed']:.0f} vs {placement['centralized_failed']:.0f})"
+                f"  [{time.perf_counter() - started:.1f}s]"
+            )
+            started = time.perf_counter()
     for candidates in PROBING_SETTINGS if probing_seeds else ():
         started = time.perf_counter()
         probed = [

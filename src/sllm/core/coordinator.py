@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import dataclasses
 import random
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import islice
 
@@ -38,7 +38,7 @@ from sllm.core.cost import CostModel, ModelInfo
 from sllm.core.measures import warm_placement_rate
 from sllm.core.placement import Choice, load_time_on, make_policy
 from sllm.core.tiers import GPU
-from sllm.core.view import ClusterView
+from sllm.core.view import ClusterView, WorkerEntry
 from sllm.records import record
 from sllm.wire.messages import (
     SUMMARY_MAX_MODELS,
@@ -170,13 +170,21 @@ class Coordinator:
         oldest = next(self.view.entries(), None)
         return None if oldest is None else oldest.last_seen + self.view.worker_timeout
 
-    def place(self, request: ScheduleRequest, now: float) -> ScheduleResponse:
+    def place(
+        self, request: ScheduleRequest, now: float, among: Sequence[str] = ()
+    ) -> ScheduleResponse:
+        """Decide where `request` runs. With `among` (workers whose reports were just
+        asked for: a decentralized node's probed candidates) the policy decides among
+        those alone, so that a fresh report is not passed over for a stale one that only
+        looks better; when none of them can take the request, the whole view decides."""
         self.view.expire(now)
         self.counters.requests += 1
         model = self.catalog.get(request.model)
         if model is None:
             return self._reject(request, "unknown_model")
-        choice = self.policy.choose(self.view, request, model)
+        choice = self._choose_among_candidates(request, model, among, now) if among else None
+        if choice is None:
+            choice = self.policy.choose(self.view, request, model)
         if choice is not None and choice.worker.report.gpus < model.gpus:
             choice = self._choose_with_gpus(request, model, now)
             if choice is None:
@@ -218,17 +226,29 @@ class Coordinator:
     ) -> Choice | None:
         """The policy's choice among the workers with GPUs enough for `model`, for when
         its choice over all of them had too few. The policy decides over a view of just
-        those workers (their last reports; placements in flight are not in it), so this
-        costs O(N) a request: only models on several GPUs, in a fleet of mixed workers,
-        ever take it. None when no worker has GPUs enough."""
-        known = max(1, len(self.view))  # every one of them may join this view at once
-        eligible = ClusterView(
-            self.view.worker_timeout, Admission(capacity=known, per_source_burst=known)
-        )
-        for entry in self.view.entries():
-            if entry.report.gpus >= model.gpus:
-                eligible.apply_report(entry.report, now)
-        choice = self.policy.choose(eligible, request, model)
+        those workers, so this costs O(N) a request: only models on several GPUs, in a
+        fleet of mixed workers, ever take it. None when no worker has GPUs enough."""
+        eligible = [entry for entry in self.view.entries() if entry.report.gpus >= model.gpus]
+        return self._choose_in_part(request, model, eligible, now)
+
+    def _choose_among_candidates(
+        self, request: ScheduleRequest, model: ModelInfo, among: Sequence[str], now: float
+    ) -> Choice | None:
+        """The policy's choice among the workers `among`, or None when none of them is
+        known, takes requests, has GPUs enough and memory enough for `model`."""
+        entries = [entry for worker_id in among if (entry := self.view.get(worker_id))]
+        fit = [
+            entry
+            for entry in entries
+            if entry.report.gpus >= model.gpus and entry.report.memory_total >= model.size_bytes
+        ]
+        return self._choose_in_part(request, model, fit, now) if fit else None
+
+    def _choose_in_part(
+        self, request: ScheduleRequest, model: ModelInfo, entries: list[WorkerEntry], now: float
+    ) -> Choice | None:
+        """The policy's choice over a view of just `entries`, as an entry of this view."""
+        choice = self.policy.choose(self.view.part(entries, now), request, model)
         if choice is None:
             return None
         real = self.view.get(choice.worker.worker_id)

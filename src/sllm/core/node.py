@@ -44,8 +44,11 @@ seconds old, and every node schedules independently, so several nodes can pick t
 "least loaded" worker at once. With `ProbingConfig.candidates` = d > 0, a node first asks
 d candidates (the policy's own choice, then the least-loaded holders of the model and the
 least-loaded workers overall) for their current report with a ``load_probe``, waits for
-the replies or ``timeout_s``, applies the fresh reports to its view, and only then lets
-the policy decide. Off by default: it adds a round trip to every decision. Measured in
+the replies or ``timeout_s``, applies the fresh reports to its view, and then lets the
+policy decide among the candidates that replied (and this node, when it is one), as
+Sparrow does: deciding over the whole view again would pass a fresh report over for a
+stale one that only looks better, and at 1,000 nodes most gossiped copies are stale under
+load. When none of them can take the request, the whole view decides. Measured in
 docs/decentralized.md (`sllm bench gossip`).
 
 Not handled yet: forwarding the inference request itself (the client sends it to the
@@ -116,16 +119,25 @@ GOSSIP_MESSAGES = (
 # e^-3 at 10 nodes and e^-9 at 1,000, so a handful covers what gossip drops.
 FILL_PROBES_MAX = 16
 FILL_PROBE_PREFIX = "fill-"
+# The requester of a decision asked for in the node's own process (its HTTP front door):
+# the host hands the decision over instead of sending it (`sllm.hosts.node.NodeHost`).
+LOCAL_REQUESTER: Address = ("", 0)
 # A node gossips its unchanged report again when the live member count has grown this many
 # times since it last did: O(log N) times while a cluster forms, never once it is formed.
 REPUBLISH_GROWTH = 2
+
+
+# Candidates asked before each decision. Two, as Sparrow: at 1,000 nodes under load most
+# gossiped copies are stale, and the reports placement reads must not be
+# (docs/decentralized.md, "Load dissemination at 1,000 nodes and beyond").
+PROBING_CANDIDATES_DEFAULT = 2
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ProbingConfig:
     """Sparrow-style probing before a decision; ``candidates = 0`` turns it off."""
 
-    candidates: int = 0  # d: how many candidates to ask (Sparrow uses d = 2 per task)
+    candidates: int = PROBING_CANDIDATES_DEFAULT  # d: how many candidates to ask
     timeout_s: float = 0.05  # decide with what has come back by then (a LAN RTT is < 1 ms)
 
     def __post_init__(self) -> None:
@@ -180,7 +192,9 @@ class _Pending:
     request: ScheduleRequest
     requester: Address
     deadline: float
-    awaiting: set[str]
+    awaiting: dict[str, str]  # probe request id -> the candidate asked
+    # Candidates whose current report is in the view: those that replied, and this node.
+    fresh: list[str]
 
 
 def trim_report(report: WorkerReport, max_models: int = GOSSIP_REPORT_MAX_MODELS) -> WorkerReport:
@@ -511,7 +525,8 @@ class Node:
         request_id = request.request_id
         if request_id in self._pending:
             return []  # a duplicate of a request we are already probing for
-        pending = _Pending(request, requester, now + self.config.probing.timeout_s, set())
+        own = [self.node_id] if self.node_id in candidates else []
+        pending = _Pending(request, requester, now + self.config.probing.timeout_s, {}, own)
         sends = []
         for worker_id in remote:
             member = self.membership.get(worker_id)
@@ -519,7 +534,7 @@ class Node:
             self._probe_seq += 1
             probe_id = f"probe-{self._probe_seq}"
             self._probe_of[probe_id] = request_id
-            pending.awaiting.add(probe_id)
+            pending.awaiting[probe_id] = worker_id
             sends.append(Send(to=member.address, message=LoadProbe(request_id=probe_id)))
         self._pending[request_id] = pending
         self.probing.probes_sent += len(sends)
@@ -556,7 +571,7 @@ class Node:
         pending = self._pending.get(request_id) if request_id is not None else None
         if pending is None or request_id is None:
             return []  # late: the decision is made, but the fresh report was still useful
-        pending.awaiting.discard(reply.request_id)
+        pending.fresh.append(pending.awaiting.pop(reply.request_id))
         if pending.awaiting:
             return []
         return [self._decide(request_id, now)]
@@ -566,7 +581,8 @@ class Node:
         for probe_id in pending.awaiting:
             self._probe_of.pop(probe_id, None)
         self.probing.decisions += 1
-        return Send(to=pending.requester, message=self.scheduler.place(pending.request, now))
+        decision = self.scheduler.place(pending.request, now, among=pending.fresh)
+        return Send(to=pending.requester, message=decision)
 
     # -- status ------------------------------------------------------------------------
 

@@ -13,6 +13,10 @@ worker is declared lost (membership's dead notice, the coordinator's ``worker_lo
 - started: `Fail` at once with ``worker_lost``: its tokens died with the worker, and
   running it again would double its cost without the client asking.
 
+A request a worker hands back before starting it (``handed_back``: the load it waited
+for found no room, `sllm.core.worker.WorkerState.tick`) is placed again the same way
+(`handed_back`).
+
 Every request also has a deadline, `REQUEST_DEADLINE_S` after it began: whatever
 notice is lost, `expire` fails it with ``no_result`` then, so no client waits past it.
 
@@ -192,6 +196,15 @@ class OutstandingRequests:
             self._after_loss(request_id, self._requests[request_id], worker_id)
             for request_id in sorted(holding)
         ]
+
+    def handed_back(self, request_id: str, worker_id: str) -> Decision | None:
+        """`worker_id` gave the request back before starting it (its model's load found
+        no room there): place it again, as a request queued on a lost worker is. None
+        for a request not held on that worker (late, or a duplicate answer)."""
+        request = self._requests.get(request_id)
+        if request is None or request.worker_id != worker_id or request.started:
+            return None
+        return self._after_loss(request_id, request, worker_id)
 
     def worker_back(self, worker_id: str) -> None:
         """`worker_id` is alive again (restarted, or falsely suspected)."""

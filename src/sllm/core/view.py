@@ -39,7 +39,7 @@ import bisect
 import math
 import random
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from itertools import islice
 from typing import Generic, TypeVar
@@ -356,6 +356,23 @@ class ClusterView:
             self._unindex(entry)
             return
         self._index(entry, True)  # gpu_only: the placement path
+
+    def part(self, entries: Sequence[WorkerEntry], now: float) -> ClusterView:
+        """A view of just `entries`, each as this view holds it (its last report and the
+        placements this view made since), for a policy to decide among them alone."""
+        known = max(1, len(entries))  # every one of them joins at once
+        part = ClusterView(self.worker_timeout, Admission(capacity=known, per_source_burst=known))
+        for entry in entries:
+            part.apply_report(entry.report, now)
+            if entry.pending or entry.arriving:
+                copy = part._entries[entry.worker_id]
+                part._unindex(copy)
+                copy.pending = entry.pending
+                copy.arriving = set(entry.arriving)
+                copy.extra_backlog_s = entry.extra_backlog_s
+                if copy.accepts:
+                    part._index(copy)
+        return part
 
     # -- random and in-turn access ---------------------------------------------------
 

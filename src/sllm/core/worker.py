@@ -67,6 +67,14 @@ class WorkerResources:
     keep_alive_policy: str = "fixed"  # or "histogram" (`sllm.core.keepalive`)
     eviction: str = "lru"  # or "expected-cost"
     prefetch: bool = False  # pre-warm by the learned window (needs "histogram")
+    # Requests waiting for a load that found no room (the GPU held by models still in
+    # use) go back to be placed elsewhere once they have waited as long as the load
+    # itself takes (`WorkerState.tick`).
+    hand_back: bool = True
+
+
+# The reason of a request a worker handed back: its client places it again elsewhere.
+HANDED_BACK = "handed_back"
 
 
 def prestaged(
@@ -219,6 +227,9 @@ class WorkerState:
         # most recently used first, and every model either tier holds.
         self._lower_tiers: tuple[list[tuple[str, int]], set[str]] | None = None
         self._load_queue: deque[str] = deque()
+        # When the load at the head of the queue first found no room on the GPU: the
+        # models that hold it have requests waiting or running. None: not blocked.
+        self._blocked_since: float | None = None
         self.retention = Retention(
             keep_alive=resources.keep_alive_policy,
             eviction=resources.eviction,
@@ -234,6 +245,7 @@ class WorkerState:
         self.accepted_total = 0
         self.completed_total = 0
         self.rejected_total = 0
+        self.handed_back_total = 0
         for model, tier in (preloaded or {}).items():
             self._place_preloaded(model, tier, now)
 
@@ -296,16 +308,16 @@ class WorkerState:
 
         Every idle model is looked at (a GPU holds a few): a model may have a keep-alive
         of its own, and with learned retention every model has a window of its own. Runs
-        after every request event. A pending pre-warm is a deadline too.
+        after every request event. A pending pre-warm is a deadline too, and so is the
+        hand-back of a blocked load's requests.
         """
+        deadline = self._hand_back_due()
         if not self._learning:
-            earliest: float | None = None
             for name, model in self._gpu.items():
                 if model.running == 0 and model.queued == 0:
                     due = model.last_used + self._keep_alive_of(name)
-                    earliest = due if earliest is None else min(earliest, due)
-            return earliest
-        deadline: float | None = None
+                    deadline = due if deadline is None else min(deadline, due)
+            return deadline
         for name, model in self._gpu.items():
             if model.running == 0 and model.queued == 0:
                 due = model.last_used + self._warm_for(name, model)
@@ -575,8 +587,9 @@ class WorkerState:
 
     def tick(self, now: float) -> list[Action]:
         """Expire idle models past keep-alive: they leave the GPU and stay in host memory.
-        With prefetch, also load back the models whose pre-warm window has ended."""
-        actions: list[Action] = []
+        With prefetch, also load back the models whose pre-warm window has ended. Hand
+        back the requests of a load blocked for as long as the load itself takes."""
+        actions = self._hand_back(now)
         if not self._learning:
             for name, model in list(self._gpu.items()):
                 idle = model.running == 0 and model.queued == 0
@@ -672,12 +685,48 @@ class WorkerState:
             actions.extend(self._demote(name, now))
             free += resident.size_bytes
         if free < size:
+            if self._blocked_since is None:
+                self._blocked_since = now
             return actions  # wait until running requests release a model
+        self._blocked_since = None
         self._load_queue.popleft()
         self._summary = None
         source = self._source(model, size)
         self._load = _Load(model, source, now, self.cost.load_time(size, source))
         actions.append(StartLoad(model=model, source=source))
+        return actions
+
+    def _hand_back_due(self) -> float | None:
+        """When the blocked load's requests are handed back: once they have waited for
+        room as long as the load takes, a cold start elsewhere beats waiting on here (the
+        models holding the GPU may stay busy for as long as their requests keep coming).
+        None when no load is blocked."""
+        since = self._blocked_since
+        if since is None or not self.resources.hand_back:
+            return None
+        model = self._load_queue[0]
+        size = self.catalog[model].size_bytes
+        return since + self.cost.load_time(size, self._source(model, size))
+
+    def _hand_back(self, now: float) -> list[Action]:
+        """Give up the blocked load, if due, and hand its waiting requests back (each
+        ends with `HANDED_BACK`, and its client places it again: in the live system the
+        front door gets a 429 and retries elsewhere). Its report stops naming the model
+        as arriving, so it is not sent more of them."""
+        due = self._hand_back_due()
+        if due is None or now < due:
+            return []
+        model = self._load_queue.popleft()
+        self._blocked_since = None
+        self._summary = None
+        self._prefetching.discard(model)
+        actions: list[Action] = []
+        for request_id, request in list(self._queue.items()):
+            if request.spec.model == model:
+                del self._queue[request_id]
+                actions.append(self._finish(request, now, False, HANDED_BACK))
+        self.handed_back_total += len(actions)
+        actions.extend(self._dispatch(now))
         return actions
 
     def _eviction_order(self, now: float) -> list[str]:

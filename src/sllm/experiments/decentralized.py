@@ -42,6 +42,7 @@ from typing import Any, TypeVar
 
 from sllm.core.measures import COLD_PLACEMENTS, WARM_PLACEMENT_RATE, Placements
 from sllm.core.membership import GossipConfig
+from sllm.core.node import PROBING_CANDIDATES_DEFAULT
 from sllm.experiments.centralized import FINAL_STATE_HEADER, Driver, Liveness, wait_for_drain
 from sllm.experiments.launcher import ServiceProcess
 from sllm.experiments.report import run_and_report
@@ -103,9 +104,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--probing",
         type=int,
-        default=0,
+        default=PROBING_CANDIDATES_DEFAULT,
         metavar="D",
-        help="Sparrow-style probing of D candidates per decision (default 0: off)",
+        help="Sparrow-style probing of D candidates per decision, placing among them "
+        f"(default {PROBING_CANDIDATES_DEFAULT}; 0: off)",
     )
     add_run_arguments(parser)
     parser.add_argument("--report-interval", type=float, default=1.0, help="load report period")

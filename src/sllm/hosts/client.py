@@ -9,7 +9,8 @@ is written once, against `sllm.hosts.driver.Driver`:
 2. on the decision, an InferenceRequest to the worker it names (`worker_address`), or
    the end with ``rejected: <reason>``;
 3. on the InferenceResult, the end, with the client's timings (`outcome_of`: the one
-   place of the time-to-first-token formula).
+   place of the time-to-first-token formula); or, for a request the worker handed back
+   (``handed_back``: its load found no room), back to 1.
 
 Every request is held in `sllm.core.outstanding` from its arrival to its end: a request
 queued on a worker declared lost (`worker_lost`) is placed again, one that had started
@@ -39,6 +40,7 @@ from sllm.core.outstanding import (
     OutstandingRequests,
     RequestOutcome,
 )
+from sllm.core.worker import HANDED_BACK
 from sllm.hosts.driver import A, Driver
 from sllm.wire import (
     InferenceRequest,
@@ -256,6 +258,11 @@ class RequestClient(Generic[A]):
         pending = self.pending.get(result.request_id)
         if pending is None:
             return  # a duplicate, or a late answer: the first one counts
+        if not result.ok and result.reason == HANDED_BACK:
+            verdict = self.outstanding.handed_back(result.request_id, result.worker_id)
+            if verdict is not None:
+                self._carry_out(verdict)  # placed again elsewhere, or out of tries
+                return
         self._end(
             pending,
             outcome_of(

@@ -10,7 +10,9 @@ Why it exists: the live node (`sllm.runtime.node.NodeServer`) and the simulator'
 - ONE timer is kept at ``Node.next_deadline()`` (`sllm.hosts.deadline.DeadlineTimer`:
   moved earlier when a new deadline is earlier; a timer superseded that way, or left by a
   killed process, is a no-op);
-- what the node noticed goes to the driver's `notify`.
+- what the node noticed goes to the driver's `notify`;
+- a decision asked for in this process (`place_here`, the node's HTTP front door) goes to
+  `decided` instead of the network: with probing it comes later, after the replies.
 
 The core speaks in ``(host, port)`` addresses. A driver whose addresses are something else
 (the simulator's node names) passes `address_of` and `destination_of` to translate.
@@ -24,11 +26,11 @@ from collections.abc import Callable
 from typing import Generic
 
 from sllm.core.membership import Address, Send
-from sllm.core.node import Node
+from sllm.core.node import LOCAL_REQUESTER, Node
 from sllm.hosts.deadline import DeadlineTimer
 from sllm.hosts.driver import A, Driver
 from sllm.hosts.worker import WorkerHost
-from sllm.wire import InferenceRequest, Message
+from sllm.wire import InferenceRequest, Message, ScheduleRequest, ScheduleResponse
 
 
 class NodeHost(Generic[A]):
@@ -48,6 +50,8 @@ class NodeHost(Generic[A]):
         self.destination_of = destination_of
         self.node: Node | None = None
         self.timer = DeadlineTimer(call_at=driver.call_at, on_due=self._tick)
+        # Where decisions asked for by `place_here` go; None drops them.
+        self.decided: Callable[[ScheduleResponse], None] | None = None
 
     def serve(self, node: Node) -> None:
         """Run `node` (built around ``worker.state``) from now on."""
@@ -72,10 +76,24 @@ class NodeHost(Generic[A]):
         self.send(node.handle(message, self.address_of(sender), self.driver.now()))
         self.after(node, sender)
 
+    def place_here(self, request: ScheduleRequest) -> bool:
+        """Ask the node for a decision in this process; it goes to `decided`, now or once
+        the candidates have replied. False when the node is not running."""
+        node = self.node
+        if node is None:
+            return False
+        self.send(node.handle(request, LOCAL_REQUESTER, self.driver.now()))
+        self.after(node, None)
+        return True
+
     def send(self, sends: list[Send]) -> None:
         driver_send = self.driver.send
         destination_of = self.destination_of
         for item in sends:
+            if item.to == LOCAL_REQUESTER:
+                if self.decided is not None and isinstance(item.message, ScheduleResponse):
+                    self.decided(item.message)
+                continue
             driver_send(destination_of(item.to), item.message)
 
     def after(self, node: Node, sender: A | None) -> None:

@@ -28,7 +28,7 @@ from collections.abc import (
 from sllm.api.backend import Generation
 from sllm.api.errors import ApiError
 from sllm.catalog import CatalogModel
-from sllm.core.worker import Action, Finished, StartRequest, WorkerState
+from sllm.core.worker import HANDED_BACK, Action, Finished, StartRequest, WorkerState
 from sllm.engines.base import (
     Delta,
     Engine,
@@ -45,6 +45,9 @@ REJECTIONS = {
     "model_too_large": (400, "the model does not fit on this worker"),
     "not_enough_gpus": (503, "the model needs more GPUs than this worker has"),
     "not_ready": (503, "this worker is shutting down"),
+    # Its model's load found no room here for as long as the load takes: 429, so the
+    # front door places it on another worker, as with a full queue.
+    HANDED_BACK: (429, "this worker cannot load the model soon; try another"),
 }
 
 

@@ -47,19 +47,21 @@ whether the request waited for a model load, so their counts give the warm start
 scheduler's accounting of model bytes against its configured budget, not a measurement),
 ``sllm_worker_host_memory_used_bytes`` and ``sllm_worker_host_memory_budget_bytes`` (the
 host-memory tier: copies as the engines measured them, against MODEL_HOST_GB)
-and ``sllm_worker_requests_{accepted,completed,rejected}_total``; ``sllm_worker_info`` maps
-a scrape target to its ``worker`` id. A worker names its own gauges ``sllm_worker_*`` so
-that they never mix with the coordinator's view of the same worker. Where NVML finds a GPU
-(`sllm.runtime.gpu`, the ``gpu`` extra), ``sllm_worker_gpu_memory_used_bytes{gpu}``,
-``sllm_worker_gpu_memory_total_bytes{gpu}`` and ``sllm_worker_gpu_utilization_ratio{gpu}``
-(`GpuCollector`); on a host without one, no GPU metric at all.
+and ``sllm_worker_requests_{accepted,completed,rejected,handed_back}_total``;
+``sllm_worker_info`` maps a scrape target to its ``worker`` id. A worker names its own
+gauges ``sllm_worker_*`` so that they never mix with the coordinator's view of the same
+worker. Where NVML finds a GPU (`sllm.runtime.gpu`, the ``gpu`` extra),
+``sllm_worker_gpu_memory_used_bytes{gpu}``, ``sllm_worker_gpu_memory_total_bytes{gpu}`` and
+``sllm_worker_gpu_utilization_ratio{gpu}`` (`GpuCollector`); on a host without one, no GPU
+metric at all.
 
 Both: ``sllm_datagrams_rejected_total{reason}``, ``sllm_messages_unexpected_total{type}``
 (valid messages of a type the service does not handle, dropped) and the ``process_*``
 metrics.
 
 A decentralized node registers `GossipMembersCollector` for ``sllm_gossip_members{state}``
-(see its docstring), plus whichever of the above fit it.
+and `ProbingCollector` for its probing counters (see their docstrings), plus whichever of
+the above fit it.
 
 The front door, on the coordinator and on each node. Kept from before, read at scrape
 time (`FrontDoorCollector`): ``sllm_frontdoor_retries_total{reason}`` (the retries before
@@ -116,6 +118,7 @@ from sllm.runtime.gpu import Nvml
 from sllm.runtime.monitoring import live_workers, ready_workers
 
 if TYPE_CHECKING:
+    from sllm.core.node import ProbingCounters
     from sllm.runtime.coordinator import CoordinatorServer
     from sllm.runtime.monitoring import FrontDoor
     from sllm.runtime.worker import WorkerServer
@@ -279,6 +282,11 @@ class WorkerCollector(Collector):
             ("accepted", "Requests queued.", state.accepted_total),
             ("completed", "Requests that finished successfully.", state.completed_total),
             ("rejected", "Requests refused at the door.", state.rejected_total),
+            (
+                "handed_back",
+                "Requests given back to be placed elsewhere: their model's load found no room.",
+                state.handed_back_total,
+            ),
         )
         for outcome, documentation, value in counters:
             yield CounterMetricFamily(f"sllm_worker_requests_{outcome}", documentation, value=value)
@@ -360,6 +368,38 @@ class GossipMembersCollector(Collector):
             label = state.name.lower() if isinstance(state, Enum) else str(state)
             members.add_metric((label,), count)
         yield members
+
+
+class ProbingCollector(Collector):
+    """A node's Sparrow-style probing, read from its core's counters at scrape time:
+    ``sllm_node_probed_decisions_total`` (decisions made after asking candidates),
+    ``sllm_node_probe_timeouts_total`` (of those, made at the timeout before every reply)
+    and ``sllm_node_load_probes_total{purpose}`` (load probes sent: ``decision``, or
+    ``fill`` for a report gossip never brought)."""
+
+    def __init__(self, counters: Callable[[], ProbingCounters]) -> None:
+        self.counters = counters
+
+    def collect(self) -> Iterator[Metric]:
+        counters = self.counters()
+        yield CounterMetricFamily(
+            "sllm_node_probed_decisions",
+            "Placement decisions made after asking candidates for their load.",
+            value=counters.decisions,
+        )
+        yield CounterMetricFamily(
+            "sllm_node_probe_timeouts",
+            "Probed decisions made at the probe timeout, before every candidate replied.",
+            value=counters.timed_out,
+        )
+        probes = CounterMetricFamily(
+            "sllm_node_load_probes",
+            "Load probes sent, by purpose: before a decision, or to fill a missing report.",
+            labels=("purpose",),
+        )
+        probes.add_metric(("decision",), counters.probes_sent)
+        probes.add_metric(("fill",), counters.fill_probes)
+        yield probes
 
 
 class FrontDoorCollector(Collector):

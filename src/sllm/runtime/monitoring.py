@@ -46,7 +46,7 @@ from sllm.logs import log_event
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
 
-    from sllm.api.gateway import Gateway
+    from sllm.api.gateway import Gateway, Place
     from sllm.api.observer import FrontDoorObserver
     from sllm.core.coordinator import Coordinator
     from sllm.core.view import ClusterView
@@ -261,9 +261,11 @@ def _install_serving(
     scheduler: Coordinator,
     api_keys: frozenset[str],
     upstream_prefix: str = "",
+    place: Place | None = None,
 ) -> Gateway:
-    """The front door (`/v1`, placing with `scheduler`) and the model registry's admin
-    routes, as a coordinator and a decentralized node both serve them."""
+    """The front door (`/v1`, placing with `scheduler`, or with `place` where a node
+    probes first) and the model registry's admin routes, as a coordinator and a
+    decentralized node both serve them."""
     from sllm.api.admin import install_admin, not_ready_reason
     from sllm.api.frontdoor import install_front_door
 
@@ -276,6 +278,7 @@ def _install_serving(
         upstream_prefix=upstream_prefix,
         cluster_secret=server.codec.secret,
         not_ready=lambda model: not_ready_reason(registry, model),
+        place=place,
     )
     install_admin(
         app,
@@ -374,12 +377,14 @@ async def start_node_http(
     def register(registry: CollectorRegistry) -> None:
         from sllm.runtime.metrics import (
             GossipMembersCollector,
+            ProbingCollector,
             register_front_door,
             register_worker,
         )
 
         register_worker(registry, server)
         registry.register(GossipMembersCollector(core.membership.counts))
+        registry.register(ProbingCollector(lambda: core.probing))
         observers.append(register_front_door(registry, lambda: server.front_door))
 
     def routes(app: Any) -> Callable[[], Awaitable[None]]:
@@ -390,7 +395,7 @@ async def start_node_http(
         _require_credential(app, server.codec.secret, WORKER_PREFIX + "/")
         _require_credential(app, server.codec.secret, INTERNAL_PREFIX)
         gateway = _install_serving(
-            app, server, core.scheduler, api_keys, upstream_prefix=WORKER_PREFIX
+            app, server, core.scheduler, api_keys, upstream_prefix=WORKER_PREFIX, place=server.place
         )
         return _front_door_of(server, gateway, observers)
 

@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import random
 import socket
@@ -65,12 +66,15 @@ from sllm.runtime.worker import (
     http_hosts,
     warn_unauthenticated,
 )
-from sllm.wire import Codec, InferenceRequest, Message
+from sllm.wire import Codec, InferenceRequest, Message, ScheduleRequest, ScheduleResponse
 
 log = logging.getLogger("sllm.node")
 gossip_log = logging.getLogger("sllm.gossip")
 
 SEED_RETRY_S = 5.0
+# The longest the front door waits for a decision: the core decides at its probe timeout
+# (50 ms by default), so this is reached only if the node stops in between.
+DECISION_WAIT_S = 2.0
 # Traffic rates are averaged over this window, sampled once a second.
 TRAFFIC_WINDOW_S = 10
 NOTICE_LEVELS: Mapping[str, int] = {
@@ -158,6 +162,10 @@ class NodeServer(WorkerServer):
         self.node_hosting = NodeHost(
             self.driver, self.hosting, address_of=_same_address, destination_of=_same_address
         )
+        self.node_hosting.decided = self._decided
+        # The front door's decisions in waiting (probing), by the core's request id.
+        self._decisions: dict[str, asyncio.Future[ScheduleResponse]] = {}
+        self._decision_seq = 0
         self._tasks: list[asyncio.Task[None]] = []
         self._meter = TrafficMeter()
         # The models this node serves: its own registry (the admin API deploys here), kept
@@ -221,6 +229,37 @@ class NodeServer(WorkerServer):
         self._tasks.append(asyncio.create_task(self._measure_forever()))
         if pending:
             self._tasks.append(asyncio.create_task(self._resolve_later(pending)))
+
+    # -- placing the front door's requests ------------------------------------------------
+
+    async def place(self, request: ScheduleRequest) -> ScheduleResponse:
+        """Decide where a request from this node's front door runs, as a request from a
+        client would be: at once without probing, else once the candidates have replied
+        (the core decides at its probe timeout at the latest, and `DECISION_WAIT_S` is
+        only a backstop). The core sees a request id of this process's own, so that two
+        clients sending the same ``X-Request-Id`` cannot take each other's decision."""
+        core = self.core
+        assert core is not None, "the front door starts after the core"
+        expired = core.scheduler.expire(time.monotonic())  # `place` would drop them unannounced
+        if expired:
+            self.log_notices(list(expired))
+        self._decision_seq += 1
+        key = f"front-door-{self._decision_seq}"
+        decision: asyncio.Future[ScheduleResponse] = asyncio.get_running_loop().create_future()
+        self._decisions[key] = decision
+        try:
+            if self.node_hosting.place_here(dataclasses.replace(request, request_id=key)):
+                with contextlib.suppress(TimeoutError):
+                    placed = await asyncio.wait_for(decision, DECISION_WAIT_S)
+                    return dataclasses.replace(placed, request_id=request.request_id)
+            return core.scheduler.place(request, time.monotonic())  # not serving yet, or late
+        finally:
+            del self._decisions[key]
+
+    def _decided(self, decision: ScheduleResponse) -> None:
+        waiting = self._decisions.get(decision.request_id)
+        if waiting is not None and not waiting.done():
+            waiting.set_result(decision)
 
     # -- the model registry --------------------------------------------------------------
 

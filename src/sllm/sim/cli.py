@@ -26,6 +26,7 @@ import sys
 from typing import Any
 
 from sllm.core.keepalive import EVICTION_POLICIES, KEEP_ALIVE_POLICIES
+from sllm.core.node import PROBING_CANDIDATES_DEFAULT
 from sllm.core.tiers import Tier
 from sllm.core.worker import WorkerResources
 from sllm.sim.cluster import (
@@ -116,6 +117,15 @@ def build_arguments(parser: argparse.ArgumentParser) -> None:
         "longer than S beyond their own load",
     )
     cluster.add_argument(
+        "--probing",
+        type=int,
+        default=PROBING_CANDIDATES_DEFAULT,
+        metavar="D",
+        help="decentralized: each node asks D candidates for their load before a decision "
+        f"and decides among them (default {PROBING_CANDIDATES_DEFAULT}; 0: over its gossiped "
+        "view alone)",
+    )
+    cluster.add_argument(
         "--drain", type=float, default=DEFAULT_DRAIN_S, help="seconds to let requests finish"
     )
     cluster.add_argument(
@@ -190,6 +200,8 @@ def check_arguments(args: argparse.Namespace) -> list[str]:
         problems.append("--prefetch needs --keep-alive-policy histogram")
     if args.admission_deadline is not None and not args.admission_deadline > 0:
         problems.append("--admission-deadline must be > 0")
+    if args.probing < 0:
+        problems.append("--probing must be >= 0")
     return problems
 
 
@@ -210,6 +222,7 @@ def build_config(args: argparse.Namespace) -> ClusterConfig:
             prefetch=args.prefetch,
         ),
         admission_deadline_s=args.admission_deadline,
+        probing_candidates=args.probing,
         prestage=PRESTAGE[args.prestage],
         models_served=args.models,
         link=LinkModel(

@@ -72,6 +72,7 @@ from sllm.catalog import SERVED_MODELS, served_catalog
 from sllm.core.coordinator import Notice
 from sllm.core.cost import CostModel, ModelInfo
 from sllm.core.measures import Placements
+from sllm.core.node import PROBING_CANDIDATES_DEFAULT
 from sllm.core.outstanding import RequestOutcome
 from sllm.core.tiers import Tier
 from sllm.core.view import ClusterView
@@ -172,6 +173,9 @@ class ClusterConfig:
     # The admission deadline of the coordinator, or of each decentralized node
     # (`Coordinator`'s ``deadline_s``): None, none.
     admission_deadline_s: float | None = None
+    # Decentralized: the candidates each node asks for their load before a decision
+    # (`sllm.core.node.ProbingConfig`); 0 places over the gossiped view alone.
+    probing_candidates: int = PROBING_CANDIDATES_DEFAULT
 
     def kind_of(self, index: int) -> tuple[WorkerResources, CostModel]:
         """Worker `index`'s capacities and load bandwidths."""

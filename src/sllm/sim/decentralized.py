@@ -32,8 +32,7 @@ act on the network as in the centralized cluster. ``kill_coordinator`` and
 ``restart_coordinator`` have no meaning here: they are listed in the report's faults and
 otherwise ignored.
 
-Not handled yet: graceful leaves (a killed node never says goodbye), Sparrow-style probing
-is whatever `NodeConfig.probing` says (off by default, as live), and seeds that change
+Not handled yet: graceful leaves (a killed node never says goodbye), and seeds that change
 address.
 """
 
@@ -46,7 +45,7 @@ from typing import Any
 from sllm.core.coordinator import Notice
 from sllm.core.measures import Placements
 from sllm.core.membership import MEMBER_EVENTS, GossipConfig
-from sllm.core.node import NodeConfig
+from sllm.core.node import NodeConfig, ProbingConfig
 from sllm.sim.cluster import ClusterConfig, SimulatedCluster, child_rng, worker_name
 from sllm.sim.hosts import GOSSIP_PORT, SimulatedNode
 
@@ -64,6 +63,7 @@ def node_config_for(config: ClusterConfig) -> NodeConfig:
         policy=config.policy,
         report_interval_s=config.report_interval_s,
         admission_deadline_s=config.admission_deadline_s,
+        probing=ProbingConfig(candidates=config.probing_candidates),
     )
 
 
