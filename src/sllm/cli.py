@@ -133,6 +133,22 @@ def _admission(settings: Settings, capacity: int) -> Admission:
     )
 
 
+def _worker_resources(settings: Settings) -> WorkerResources:
+    """A worker's (or a node's) capacities and retention, from its settings."""
+    return WorkerResources(
+        slots=settings.worker_slots,
+        queue_capacity=settings.queue_capacity,
+        keep_alive_s=settings.keep_alive,
+        disk_bytes=settings.model_cache_gb * GB,
+        host_bytes=settings.model_host_gb * GB,
+        gpus=gpu_count(settings.worker_gpus),
+        keep_alive_policy=settings.keep_alive_policy,
+        eviction=settings.eviction,
+        prefetch=settings.prefetch,
+        hand_back=settings.hand_back,
+    )
+
+
 def _verbose(args: argparse.Namespace) -> str | None:
     return "DEBUG" if args.verbose else None
 
@@ -265,17 +281,7 @@ def run_worker(args: argparse.Namespace) -> int:
             "log_level": _verbose(args),
         }
     )
-    resources = WorkerResources(
-        slots=settings.worker_slots,
-        queue_capacity=settings.queue_capacity,
-        keep_alive_s=settings.keep_alive,
-        disk_bytes=settings.model_cache_gb * GB,
-        host_bytes=settings.model_host_gb * GB,
-        gpus=gpu_count(settings.worker_gpus),
-        keep_alive_policy=settings.keep_alive_policy,
-        eviction=settings.eviction,
-        prefetch=settings.prefetch,
-    )
+    resources = _worker_resources(settings)
     server = WorkerServer(
         worker_id=settings.get_worker_id(),
         host=settings.bind_host,
@@ -410,17 +416,7 @@ def run_node(args: argparse.Namespace) -> int:
     except ValueError as error:
         print(f"sllm node: invalid configuration:\n  {error}", file=sys.stderr)
         return EXIT_CONFIG
-    resources = WorkerResources(
-        slots=settings.worker_slots,
-        queue_capacity=settings.queue_capacity,
-        keep_alive_s=settings.keep_alive,
-        disk_bytes=settings.model_cache_gb * GB,
-        host_bytes=settings.model_host_gb * GB,
-        gpus=gpu_count(settings.worker_gpus),
-        keep_alive_policy=settings.keep_alive_policy,
-        eviction=settings.eviction,
-        prefetch=settings.prefetch,
-    )
+    resources = _worker_resources(settings)
     server = NodeServer(
         node_id=settings.get_worker_id(),
         host=settings.bind_host,

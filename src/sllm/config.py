@@ -39,6 +39,9 @@ EVICTION           ``lru``                      ``lru`` or ``expected-cost``: wh
 PREFETCH           ``false``                    ``true``: unload a model not expected back soon
                                                 and load it back before its predicted arrival;
                                                 needs KEEP_ALIVE_POLICY=histogram
+HAND_BACK          ``false``                    ``true``: requests whose model's load found no
+                                                room for as long as the load takes are handed
+                                                back (429) to be placed elsewhere
 ADMISSION_DEADLINE ``0``                        coordinator and decentralized nodes: seconds
                                                 of waiting (beyond the request's own load)
                                                 past which the front door answers 429 at
@@ -446,6 +449,7 @@ _VARIABLES: tuple[_Variable, ...] = (
     _Variable("keep_alive_policy", "KEEP_ALIVE_POLICY", _choice(KEEP_ALIVE_POLICIES, "policy")),
     _Variable("eviction", "EVICTION", _choice(EVICTION_POLICIES, "policy")),
     _Variable("prefetch", "PREFETCH", _flag),
+    _Variable("hand_back", "HAND_BACK", _flag),
     _Variable("admission_deadline", "ADMISSION_DEADLINE", _seconds(allow_zero=True)),
     _Variable("queue_capacity", "QUEUE_CAPACITY", _integer(1)),
     _Variable("worker_slots", "WORKER_SLOTS", _integer(1)),
@@ -575,6 +579,7 @@ class Settings:
     keep_alive_policy: str = "fixed"
     eviction: str = "lru"
     prefetch: bool = False
+    hand_back: bool = False
     admission_deadline: float = 0.0  # 0: off
     queue_capacity: int = 64
     worker_slots: int = 8

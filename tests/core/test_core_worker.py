@@ -304,9 +304,9 @@ def test_load_waits_while_every_resident_model_is_busy() -> None:
     assert w.gpu_used <= RESOURCES.gpu_bytes
 
 
-def blocked(resources: WorkerResources = RESOURCES) -> WorkerState:
+def blocked(hand_back: bool = True) -> WorkerState:
     """MID and SMALL busy on the GPU; two requests for TINY wait for a load with no room."""
-    w = worker(resources=resources)
+    w = worker(resources=dataclasses.replace(RESOURCES, hand_back=hand_back))
     w.submit(inference("a", MID), 0.0)
     w.load_done(MID, 1.0)
     w.submit(inference("b", SMALL), 1.0)
@@ -343,7 +343,8 @@ def test_a_blocked_load_that_finds_room_in_time_keeps_its_requests() -> None:
 
 
 def test_hand_back_can_be_turned_off() -> None:
-    w = blocked(dataclasses.replace(RESOURCES, hand_back=False))
+    assert not RESOURCES.hand_back  # the default
+    w = blocked(hand_back=False)
     assert w.next_deadline() is None
     assert w.tick(1_000.0) == []
     assert w.queue_depth == 2
@@ -670,7 +671,12 @@ def test_report_stays_true_to_the_tiers_through_random_traffic(seed: int) -> Non
     catalog = {spec.name: spec for spec in default_catalog(40)}
     # Small host memory and disk, so that checkpoints are evicted from them too.
     resources = WorkerResources(
-        gpu_bytes=30 * GB, host_bytes=60 * GB, disk_bytes=200 * GB, slots=2, keep_alive_s=5.0
+        gpu_bytes=30 * GB,
+        host_bytes=60 * GB,
+        disk_bytes=200 * GB,
+        slots=2,
+        keep_alive_s=5.0,
+        hand_back=True,
     )
     w = worker(prestaged(catalog, resources, Tier.DISK), resources, catalog)
     names = [name for name, spec in catalog.items() if spec.size_bytes <= resources.gpu_bytes]

@@ -69,8 +69,9 @@ class WorkerResources:
     prefetch: bool = False  # pre-warm by the learned window (needs "histogram")
     # Requests waiting for a load that found no room (the GPU held by models still in
     # use) go back to be placed elsewhere once they have waited as long as the load
-    # itself takes (`WorkerState.tick`).
-    hand_back: bool = True
+    # itself takes (`WorkerState.tick`). Off by default: it helps placement by locality
+    # from stale views, and costs the load-only policies failures (docs/simulator.md).
+    hand_back: bool = False
 
 
 # The reason of a request a worker handed back: its client places it again elsewhere.

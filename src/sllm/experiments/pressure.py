@@ -14,7 +14,8 @@ workload's requests with their models already loaded (`warm_capacity_rps`). Load
 in it, so the fleet saturates below 100% whenever models must move.
 
 Every arm is a placement policy plus the worker's retention and the coordinator's admission
-(`ARMS`): each mechanism of `sllm.core.keepalive` and the admission deadline on and off.
+(`ARMS`): each mechanism of `sllm.core.keepalive`, the admission deadline and the hand-back
+of a blocked load's requests (`WorkerResources.hand_back`) on and off.
 For every arm and level it reports the failed requests by reason (rejected, timed out,
 unfinished) next to p50/p99 time to first token of the completed ones, and the targets of
 issue 21 as ratios to ``seed`` at each level.
@@ -25,6 +26,7 @@ worker is a `WorkerState`), but its admission deadline is not wired into `Node` 
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -109,6 +111,7 @@ class Arm:
     eviction: str = "lru"
     prefetch: bool = False
     admission_deadline_s: float | None = None
+    hand_back: bool = False
 
     def kinds(self) -> tuple[WorkerKind, ...]:
         return tuple(
@@ -127,20 +130,17 @@ class Arm:
             "eviction": self.eviction,
             "prefetch": self.prefetch,
             "admission_deadline_s": self.admission_deadline_s,
+            "hand_back": self.hand_back,
         }
 
 
 def _with_retention(resources: WorkerResources, arm: Arm) -> WorkerResources:
-    return WorkerResources(
-        gpu_bytes=resources.gpu_bytes,
-        host_bytes=resources.host_bytes,
-        disk_bytes=resources.disk_bytes,
-        slots=resources.slots,
-        queue_capacity=resources.queue_capacity,
-        keep_alive_s=resources.keep_alive_s,
+    return dataclasses.replace(
+        resources,
         keep_alive_policy=arm.keep_alive_policy,
         eviction=arm.eviction,
         prefetch=arm.prefetch,
+        hand_back=arm.hand_back,
     )
 
 
@@ -158,6 +158,7 @@ ARMS: dict[str, Arm] = {
     "startup-aware+admission": Arm(
         policy="startup-aware", admission_deadline_s=ADMISSION_DEADLINE_S
     ),
+    "startup-aware+hand-back": Arm(policy="startup-aware", hand_back=True),
     "startup-aware+retention": Arm(
         policy="startup-aware",
         keep_alive_policy="histogram",
@@ -170,6 +171,7 @@ ARMS: dict[str, Arm] = {
         eviction="expected-cost",
         prefetch=True,
         admission_deadline_s=ADMISSION_DEADLINE_S,
+        hand_back=True,
     ),
     "seed+retention": Arm(
         policy="seed", keep_alive_policy="histogram", eviction="expected-cost", prefetch=True

@@ -110,6 +110,12 @@ def build_arguments(parser: argparse.ArgumentParser) -> None:
         "--prefetch", action="store_true", help="pre-warm by the learned window (histogram)"
     )
     cluster.add_argument(
+        "--hand-back",
+        action="store_true",
+        help="workers hand back the requests of a load that found no room for as long as "
+        "the load takes, to be placed elsewhere",
+    )
+    cluster.add_argument(
         "--admission-deadline",
         type=float,
         metavar="S",
@@ -220,6 +226,7 @@ def build_config(args: argparse.Namespace) -> ClusterConfig:
             keep_alive_policy=args.keep_alive_policy,
             eviction=args.eviction,
             prefetch=args.prefetch,
+            hand_back=args.hand_back,
         ),
         admission_deadline_s=args.admission_deadline,
         probing_candidates=args.probing,
