@@ -28,9 +28,8 @@ def test_experiment_writes_json_markdown_and_plots(name: str, tmp_path: Path) ->
     assert results["centralized"]
     markdown = (tmp_path / f"{name}.md").read_text()
     assert markdown.startswith(f"# {name}")
-    if name not in suite.CENTRALIZED_ONLY:
-        assert results["decentralized"]
-        assert "## Decentralized" in markdown and "not available" not in markdown.lower()
+    assert results["decentralized"]
+    assert "## Decentralized" in markdown and "not available" not in markdown.lower()
     pngs = sorted(tmp_path.glob(f"{name}-*.png"))
     assert pngs and [p.name for p in pngs] == sorted(results["plots"])
     for png in pngs:

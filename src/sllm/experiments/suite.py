@@ -25,8 +25,9 @@ the JSON under ``"centralized"`` and ``"decentralized"``.
   workers of four kinds with constrained GPU and host memory and different disks, load
   swept from 30% to 120% of warm capacity; every placement policy with the worker's
   learned keep-alive, expected-cost eviction and pre-warm and the coordinator's admission
-  deadline on and off; failures next to p50/p99 TTFT. Centralized only. ``--hours``
-  sets the simulated hours per run (default ten minutes).
+  deadline on and off; failures next to p50/p99 TTFT; seed, startup-aware and admission
+  decentralized too, against their centralized twins. ``--hours`` sets the simulated
+  hours per run (default ten minutes).
 - **scale**: 10 to 10,000 workers centralized, 10 to 300 nodes decentralized (gossip
   costs the simulator about 2 minutes of wall time per 40 simulated seconds at 1,000
   nodes; ``sllm simulate --mode decentralized --workers 1000`` runs that size):
@@ -96,9 +97,6 @@ EXPERIMENTS: dict[str, Experiment[Any, Any]] = {
 
 # Not an experiment: rewrites a document's generated figures from experiments' results.
 DIGEST = "digest"
-
-# Experiments without a decentralized arm (their JSON has "centralized" only).
-CENTRALIZED_ONLY = ("pressure",)
 
 
 def run_experiment(
