@@ -4,6 +4,7 @@ gossip metrics, with two real node processes on 127.0.0.1."""
 from __future__ import annotations
 
 import asyncio
+import re
 
 import httpx
 import openai
@@ -62,10 +63,12 @@ async def test_a_node_serves_the_front_door_and_gossip_metrics(eventually) -> No
                 assert reply.headers["x-request-id"]
                 served_by.add(reply.headers["x-request-id"])
             assert len(served_by) == 6
-            # Each was placed as a client's would be: after asking the candidates (the
-            # other node is one) for their load.
+            # They were placed as a client's requests are: after asking the candidates (the
+            # other node is one) for their load. (Not necessarily all six: a decision while
+            # the other node is suspected or not accepting has no one to ask.)
             metrics = (await http.get(f"{base}/metrics")).text
-            assert "sllm_node_probed_decisions_total 6.0" in metrics
+            [probed] = re.findall(r"^sllm_node_probed_decisions_total (\S+)$", metrics, re.M)
+            assert 1 <= float(probed) <= 6
 
             # Each node's own worker answers under /worker, not on the front door's path.
             direct = await http.post(
