@@ -23,5 +23,5 @@ physical: the clock (`kernel`), the UDP network (`network`) and the crashes (`fa
 - `cli`: ``python3 -m sllm simulate``.
 
 Not handled yet: decentralized clusters of thousands of nodes run slowly (the production
-gossip code runs as it is: about 5,000 events per wall second at 1,000 nodes).
+gossip code runs as it is: 1,000 nodes simulate about 3x slower than real time).
 """
