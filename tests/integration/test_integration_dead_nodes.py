@@ -10,18 +10,11 @@ its requests, the ones on a killed node waited for an hour and the run reported 
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
-import uuid
-from pathlib import Path
-
 import pytest
+from guide_scripts import run_guide_script
 
 pytestmark = pytest.mark.integration
 
-ROOT = Path(__file__).resolve().parents[2]
 KILLED = 2
 # Eight requests a second for 6 s: about 2 s of gossip detection puts several on the
 # killed nodes, and two small models keep every cold start (and the drain) to seconds.
@@ -34,22 +27,13 @@ RUN_TIMEOUT_S = 40.0
 
 
 def test_a_killed_node_costs_at_most_the_requests_it_had_started(tmp_path, find_marked) -> None:
-    report_path = tmp_path / "report.json"
-    marker = uuid.uuid4().hex
-    env = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
-    env["SLLM_TEST_MARKER"] = marker
-    command = [sys.executable, "decentralized_simulation.py", *ARGUMENTS]
-    done = subprocess.run(
-        [*command, "--json", str(report_path)],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=RUN_TIMEOUT_S,
+    done, report = run_guide_script(
+        "decentralized_simulation.py",
+        ARGUMENTS,
+        tmp_path / "report.json",
+        RUN_TIMEOUT_S,
+        find_marked,
     )
-    assert done.returncode == 0, f"stdout:\n{done.stdout}\nstderr:\n{done.stderr}"
-    assert find_marked(marker) == [], "a node process outlived the run"
-    report = json.loads(report_path.read_text())
     assert len(report["kill"]["killed"]) == KILLED and report["kill"]["recovered"]
     assert report["lost"] == 0, report["failures"]
     assert set(report["failures"]) <= {"worker_lost"}, report["failures"]

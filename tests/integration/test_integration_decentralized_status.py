@@ -9,21 +9,15 @@ Three nodes, a block every second over a few seconds of arrivals.
 
 from __future__ import annotations
 
-import json
-import os
 import re
-import subprocess
-import sys
-import uuid
-from pathlib import Path
 
 import pytest
+from guide_scripts import run_guide_script
 
 from sllm.experiments.centralized import FINAL_STATE_HEADER
 
 pytestmark = pytest.mark.integration
 
-ROOT = Path(__file__).resolve().parents[2]
 NODES = 3
 # Two small models keep every cold start, and so the drain, to seconds.
 ARGUMENTS = (
@@ -39,21 +33,13 @@ TOTALS = re.compile(
 
 
 def test_the_status_totals_never_go_down(tmp_path, find_marked) -> None:
-    report_path = tmp_path / "report.json"
-    marker = uuid.uuid4().hex
-    env = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
-    env["SLLM_TEST_MARKER"] = marker
-    done = subprocess.run(
-        [sys.executable, "decentralized_simulation.py", *ARGUMENTS, "--json", str(report_path)],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=RUN_TIMEOUT_S,
+    done, report = run_guide_script(
+        "decentralized_simulation.py",
+        ARGUMENTS,
+        tmp_path / "report.json",
+        RUN_TIMEOUT_S,
+        find_marked,
     )
-    assert done.returncode == 0, f"stdout:\n{done.stdout}\nstderr:\n{done.stderr}"
-    assert find_marked(marker) == [], "a node process outlived the run"
-    report = json.loads(report_path.read_text())
 
     blocks = [match.groupdict() for match in TOTALS.finditer(done.stdout)]
     assert len(blocks) >= 3, done.stdout  # at least two periodic blocks and the final one

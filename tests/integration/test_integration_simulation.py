@@ -9,17 +9,12 @@ through their environment, so a leftover is found in /proc whoever its parent is
 
 from __future__ import annotations
 
-import json
-import os
 import re
-import subprocess
-import sys
 import time
-import uuid
-from pathlib import Path
 from typing import Any
 
 import pytest
+from guide_scripts import run_guide_script
 
 from sllm.core.measures import COLD_PLACEMENTS, COLD_STARTS, WARM_PLACEMENT_RATE, WARM_START_RATE
 from sllm.experiments.centralized import FINAL_STATE_HEADER
@@ -27,7 +22,6 @@ from sllm.workload.options import WorkloadOptions, make_workload
 
 pytestmark = pytest.mark.integration
 
-ROOT = Path(__file__).resolve().parents[2]
 SEED = 7
 DURATION_S = 3.0
 RATE_RPS = 4.0
@@ -39,27 +33,22 @@ LABELS = (WARM_PLACEMENT_RATE, COLD_PLACEMENTS, WARM_START_RATE, COLD_STARTS)
 
 
 def test_centralized_simulation_reports_and_cleans_up(tmp_path, find_marked) -> None:
-    report_path = tmp_path / "report.json"
-    marker = uuid.uuid4().hex
-    env = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
-    env["SLLM_TEST_MARKER"] = marker
-    command = [
-        sys.executable,
-        "centralized_simulation.py",
+    arguments = (
         *("--workers", "2", "--duration", str(DURATION_S), "--rate", str(RATE_RPS)),
         *("--coordinator-port", "0", "--base-worker-port", "0", "--drain", "20"),
-        *("--json", str(report_path), "--seed", str(SEED), "--models", str(MODELS)),
-    ]
+        *("--seed", str(SEED), "--models", str(MODELS)),
+    )
     started = time.monotonic()
-    done = subprocess.run(
-        command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=RUN_TIMEOUT_S
+    done, report = run_guide_script(
+        "centralized_simulation.py",
+        arguments,
+        tmp_path / "report.json",
+        RUN_TIMEOUT_S,
+        find_marked,
     )
     elapsed = time.monotonic() - started
-    assert done.returncode == 0, f"stdout:\n{done.stdout}\nstderr:\n{done.stderr}"
-    assert find_marked(marker) == [], "a service process outlived the simulation"
     assert "FINAL REPORT" in done.stdout
 
-    report = json.loads(report_path.read_text())
     keys = ("requests", "completed", "failed", "warm_start_rate", "cold_starts", "workers")
     for key in (*keys, "warm_placement_rate", "warm_placements", "cold_placements"):
         assert key in report, key
