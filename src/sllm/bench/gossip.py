@@ -59,13 +59,7 @@ from sllm.core.membership import GossipConfig, Membership, MemberState, Send
 from sllm.core.node import Node, NodeConfig, ProbingConfig
 from sllm.core.tiers import Tier
 from sllm.core.worker import WorkerResources, prestaged
-from sllm.experiments.scale import (
-    DECENTRALIZED_SCALE_DURATIONS,
-    SCALE_DRAIN_S,
-    SCALE_POLICY,
-    SCALE_PRESTAGE,
-    SCALE_RATE_PER_WORKER,
-)
+from sllm.experiments.scale import DECENTRALIZED_SCALE_DURATIONS, scale_cluster, scale_workload
 from sllm.sim.cluster import CentralizedCluster, ClusterConfig
 from sllm.sim.decentralized import DecentralizedCluster, node_config_for
 from sllm.sim.network import LinkModel
@@ -73,7 +67,7 @@ from sllm.sim.participants import Participants, member_address, member_id, membe
 from sllm.sim.report import RunReport, percentile
 from sllm.wire import MemberUpdate, Message, ScheduleRequest, ScheduleResponse, WorkerReport
 from sllm.workload import Arrival
-from sllm.workload.options import WorkloadOptions, make_workload
+from sllm.workload.options import make_workload
 
 SIZES = (10, 100, 1_000)
 # One-way delay: a 0.5 ms floor plus a log-normal queueing delay of median 0.7 ms (p99 of
@@ -521,19 +515,9 @@ class AuditedCluster(DecentralizedCluster):
 
 
 def _scale_load(size: int, seed: int, duration: float) -> tuple[ClusterConfig, list[Arrival]]:
-    """The scale experiment's cluster and load at `size` workers (`sllm experiment scale`)."""
-    config = ClusterConfig(
-        workers=size,
-        policy=SCALE_POLICY,
-        seed=seed,
-        drain_s=SCALE_DRAIN_S,
-        prestage=SCALE_PRESTAGE,
-        link=LINK,
-    )
-    options = WorkloadOptions(
-        duration_s=duration, seed=seed, rate_rps=SCALE_RATE_PER_WORKER * size, models=10
-    )
-    return config, make_workload(options)[1]
+    """The scale experiment's cluster (on this benchmark's link) and load at `size`."""
+    config = dataclasses.replace(scale_cluster(size, seed), link=LINK)
+    return config, make_workload(scale_workload(size, duration, seed))[1]
 
 
 def measure_placement_views(

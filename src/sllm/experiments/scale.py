@@ -49,6 +49,32 @@ SCALE_DRAIN_S = 10.0
 # models still under way when they end.
 SCALE_PRESTAGE = Tier.HOST
 SCALE_POLICY = "startup-aware"
+SCALE_MODELS = 10
+QUICK_SCALE_MODELS = 8
+
+
+def scale_cluster(workers: int, seed: int) -> ClusterConfig:
+    """The experiment's cluster of `workers`: its policy, drain and prestaged checkpoints
+    (`sllm bench gossip` runs it too, at 1,000 nodes)."""
+    return ClusterConfig(
+        workers=workers,
+        policy=SCALE_POLICY,
+        seed=seed,
+        drain_s=SCALE_DRAIN_S,
+        prestage=SCALE_PRESTAGE,
+    )
+
+
+def scale_workload(
+    workers: int, duration: float, seed: int, models: int = SCALE_MODELS
+) -> WorkloadOptions:
+    """The experiment's load on `workers`: the same rate per worker at every size."""
+    return WorkloadOptions(
+        duration_s=duration,
+        seed=seed,
+        rate_rps=SCALE_RATE_PER_WORKER * workers,
+        models=models,
+    )
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -112,15 +138,10 @@ def run_scale(ctx: Context) -> ScaleRuns:
             QUICK_DECENTRALIZED_SCALE_DURATIONS if ctx.quick else DECENTRALIZED_SCALE_DURATIONS
         ),
     }
-    models = 8 if ctx.quick else 10
+    models = QUICK_SCALE_MODELS if ctx.quick else SCALE_MODELS
 
     def workload(workers: int, duration: float) -> WorkloadOptions:
-        return WorkloadOptions(
-            duration_s=duration,
-            seed=ctx.seed,
-            rate_rps=SCALE_RATE_PER_WORKER * workers,
-            models=models,
-        )
+        return scale_workload(workers, duration, ctx.seed, models)
 
     ctx.plan(
         run_cost(workers, workload(workers, duration), mode)
@@ -132,14 +153,7 @@ def run_scale(ctx: Context) -> ScaleRuns:
         runs[mode] = {}
         for workers, duration in durations.items():
             options = workload(workers, duration)
-            config = ClusterConfig(
-                workers=workers,
-                policy=SCALE_POLICY,
-                seed=ctx.seed,
-                drain_s=SCALE_DRAIN_S,
-                prestage=SCALE_PRESTAGE,
-            )
-            runs[mode][workers] = ctx.simulate(config, options, mode=mode)
+            runs[mode][workers] = ctx.simulate(scale_cluster(workers, ctx.seed), options, mode=mode)
     setup = ScaleSetup(
         durations_s=sizes_by_mode,
         rate_per_worker_rps=SCALE_RATE_PER_WORKER,
