@@ -15,21 +15,22 @@ def test_retention_and_admission_settings_are_parsed() -> None:
             "PREFETCH": "true",
             "ADMISSION_DEADLINE": "45",
             "HAND_BACK": "true",
+            "MIGRATE": "true",
         }
     )
     assert (s.keep_alive_policy, s.eviction, s.prefetch) == ("histogram", "expected-cost", True)
-    assert s.admission_deadline == 45.0 and s.hand_back
+    assert s.admission_deadline == 45.0 and s.hand_back and s.migrate
 
 
 def test_the_defaults_keep_the_fixed_keep_alive_lru_and_no_deadline() -> None:
     s = Settings.from_env({})
-    assert (s.keep_alive_policy, s.eviction, s.prefetch, s.admission_deadline, s.hand_back) == (
+    assert (s.keep_alive_policy, s.eviction, s.prefetch, s.admission_deadline) == (
         "fixed",
         "lru",
         False,
         0.0,
-        False,
     )
+    assert not s.hand_back and not s.migrate
 
 
 def test_bad_values_and_prefetch_without_a_histogram_are_listed_together() -> None:
@@ -38,12 +39,14 @@ def test_bad_values_and_prefetch_without_a_histogram_are_listed_together() -> No
         "EVICTION": "lfu",
         "ADMISSION_DEADLINE": "-1",
         "HAND_BACK": "sometimes",
+        "MIGRATE": "2",
     }
     with pytest.raises(ConfigError) as info:
         Settings.from_env(env)
     problems = info.value.problems
-    assert len(problems) == 4
+    assert len(problems) == 5
     assert any(p.startswith("HAND_BACK='sometimes'") for p in problems)
+    assert any(p.startswith("MIGRATE='2'") for p in problems)
     assert any(p.startswith("KEEP_ALIVE_POLICY='arima'") for p in problems)
     assert any(p.startswith("EVICTION='lfu'") for p in problems)
     assert any(p.startswith("ADMISSION_DEADLINE='-1'") for p in problems)

@@ -146,6 +146,7 @@ def _worker_resources(settings: Settings) -> WorkerResources:
         eviction=settings.eviction,
         prefetch=settings.prefetch,
         hand_back=settings.hand_back,
+        migrate=settings.migrate,
     )
 
 

@@ -42,6 +42,11 @@ PREFETCH           ``false``                    ``true``: unload a model not exp
 HAND_BACK          ``false``                    ``true``: requests whose model's load found no
                                                 room for as long as the load takes are handed
                                                 back (429) to be placed elsewhere
+MIGRATE            ``false``                    ``true``: such a load empties the GPU of the
+                                                models in its way once that costs less than
+                                                waiting on; their running requests migrate
+                                                (datagram requests only: no engine here
+                                                continues an HTTP stream elsewhere)
 ADMISSION_DEADLINE ``0``                        coordinator and decentralized nodes: seconds
                                                 of waiting (beyond the request's own load)
                                                 past which the front door answers 429 at
@@ -450,6 +455,7 @@ _VARIABLES: tuple[_Variable, ...] = (
     _Variable("eviction", "EVICTION", _choice(EVICTION_POLICIES, "policy")),
     _Variable("prefetch", "PREFETCH", _flag),
     _Variable("hand_back", "HAND_BACK", _flag),
+    _Variable("migrate", "MIGRATE", _flag),
     _Variable("admission_deadline", "ADMISSION_DEADLINE", _seconds(allow_zero=True)),
     _Variable("queue_capacity", "QUEUE_CAPACITY", _integer(1)),
     _Variable("worker_slots", "WORKER_SLOTS", _integer(1)),
@@ -580,6 +586,7 @@ class Settings:
     eviction: str = "lru"
     prefetch: bool = False
     hand_back: bool = False
+    migrate: bool = False
     admission_deadline: float = 0.0  # 0: off
     queue_capacity: int = 64
     worker_slots: int = 8

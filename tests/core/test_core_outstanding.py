@@ -113,6 +113,22 @@ def test_a_request_handed_back_is_placed_again_within_the_placement_bound() -> N
     assert "r" not in held
 
 
+def test_a_migrated_request_is_placed_again_though_it_had_started() -> None:
+    held = OutstandingRequests(deadline_s=60.0, max_placements=2)
+    held.begin("r", now=0.0)
+    held.placed("r", "w1")
+    held.started("r", "w1")
+    assert held.migrated("r", "w2") is None  # not where it is: a stray answer
+    assert held.migrated("r", "w1") == Retry(request_id="r", lost_worker="w1")
+    assert not held.is_started("r") and held.migrated_total == 1
+    held.placed("r", "w2")
+    held.started("r", "w2")
+    assert held.migrated("r", "w2") == Fail(
+        request_id="r", reason=RETRIES_EXHAUSTED, worker_id="w2"
+    )
+    assert held.migrated_total == 1
+
+
 def test_a_started_request_is_never_handed_back() -> None:
     held = OutstandingRequests(deadline_s=60.0)
     held.begin("r", now=0.0)

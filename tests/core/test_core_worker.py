@@ -12,6 +12,7 @@ from sllm.core.cost import CostModel
 from sllm.core.tiers import Tier
 from sllm.core.worker import (
     HANDED_BACK,
+    MIGRATED,
     Action,
     CancelRequest,
     Evict,
@@ -348,6 +349,88 @@ def test_hand_back_can_be_turned_off() -> None:
     assert w.next_deadline() is None
     assert w.tick(1_000.0) == []
     assert w.queue_depth == 2
+
+
+LONG = 100_000  # output tokens: a request still running whenever the tests look
+
+
+def blocked_by_running(waiting: int, movable: bool = True, hand_back: bool = False) -> WorkerState:
+    """MID runs one long request (and SMALL another, started later), and MID has one more
+    waiting for a slot; `waiting` requests for TINY wait for a load with no room.
+    Migration on."""
+    resources = dataclasses.replace(RESOURCES, migrate=True, hand_back=hand_back, queue_capacity=8)
+    w = worker(resources=resources)
+    w.submit(inference("a", MID, output=LONG), 0.0, movable=movable)
+    w.load_done(MID, 1.0)  # "a" starts at 1.0
+    w.submit(inference("b", SMALL, output=LONG), 1.0, movable=movable)
+    w.load_done(SMALL, 2.0)
+    w.submit(inference("q", MID), 2.5)  # waits for a slot: both are taken
+    for index in range(waiting):
+        assert w.submit(inference(f"t{index}", TINY), 3.0) == []
+    return w
+
+
+def remote_load_s(model: str) -> float:
+    return COST.load_time(CATALOG[model].size_bytes, Tier.REMOTE)
+
+
+def test_a_blocked_load_migrates_the_cheapest_requests_in_its_way() -> None:
+    """Two requests wait for TINY. In its way, SMALL has one request (running) and MID
+    two: moving SMALL's costs the least (one request that may load SMALL elsewhere) and
+    frees enough. Once the two waiting have lost that much time between them, SMALL's
+    request migrates with the tokens it produced, SMALL leaves the GPU and TINY loads."""
+    w = blocked_by_running(waiting=2)
+    due = w.next_deadline()
+    assert due == pytest.approx(3.0 + remote_load_s(SMALL) / 2)
+    assert not of_type(w.tick(due - 0.01), Finished)  # not yet
+    actions = w.tick(due)
+    finished = {a.request_id: a for a in of_type(actions, Finished)}
+    assert {rid: f.reason for rid, f in finished.items()} == {"b": MIGRATED}
+    timing = COST.timing(CATALOG[SMALL])
+    produced = timing.tokens_by(due - 2.0, 512, LONG, 1)  # "b" started at 2.0
+    assert finished["b"].generated_tokens == produced > 0
+    # Its first token came here: arrived at 1.0, started at 2.0, then the prefill.
+    assert finished["b"].ttft_s == pytest.approx(1.0 + timing.prefill_time(512))
+    assert CancelRequest(request_id="b") in actions
+    assert Evict(model=SMALL, source=Tier.GPU, destination=Tier.HOST) in actions
+    assert StartLoad(model=TINY, source=Tier.REMOTE) in actions
+    # The slot it freed goes to MID's "q"; the TINY requests wait for their load.
+    assert (w.migrated_total, w.handed_back_total, w.running, w.queue_depth) == (1, 0, 2, 2)
+    assert w.request_done("b", due + 1.0) == []  # its end timer here finds nothing
+
+
+def test_with_hand_back_too_the_cheaper_way_out_is_taken() -> None:
+    """One request waits for TINY: handing it back (a TINY load elsewhere) costs less
+    than migrating SMALL's (a SMALL load), so it goes back, at the time its load takes."""
+    w = blocked_by_running(waiting=1, hand_back=True)
+    assert remote_load_s(TINY) < remote_load_s(SMALL)
+    due = w.next_deadline()
+    assert due == pytest.approx(3.0 + remote_load_s(TINY))
+    actions = w.tick(due)
+    assert [(a.request_id, a.reason) for a in of_type(actions, Finished)] == [("t0", HANDED_BACK)]
+    assert w.migrated_total == 0 and w.running == 2
+
+
+def test_a_request_that_cannot_continue_elsewhere_never_migrates() -> None:
+    """A streamed HTTP answer (`movable=False`) holds its model: with nothing that can
+    move, the load waits for room (and with hand-back, its requests go back instead)."""
+    w = blocked_by_running(waiting=2, movable=False)
+    assert w.next_deadline() is None
+    assert w.tick(1_000.0) == [] and w.queue_depth == 3
+    w = blocked_by_running(waiting=2, movable=False, hand_back=True)
+    actions = w.tick(w.next_deadline() or 0.0)
+    assert {a.reason for a in of_type(actions, Finished)} == {HANDED_BACK}
+    assert w.migrated_total == 0 and not of_type(actions, CancelRequest)
+
+
+def test_tokens_by_counts_decode_steps_after_the_prefill() -> None:
+    timing = COST.timing(CATALOG[MID])
+    prefill = timing.prefill_time(512)
+    step = timing.decode_step_time(2)
+    assert timing.tokens_by(prefill / 2, 512, 64, 2) == 0
+    assert timing.tokens_by(prefill, 512, 64, 2) == 1
+    assert timing.tokens_by(prefill + 3.5 * step, 512, 64, 2) == 4
+    assert timing.tokens_by(1e9, 512, 64, 2) == 64
 
 
 def test_host_cache_evicts_least_recently_used() -> None:
@@ -704,7 +787,7 @@ def test_report_stays_true_to_the_tiers_through_random_traffic(seed: int) -> Non
             for model in w._gpu.values()
             if model.running == 0 and model.queued == 0
         ]
-        hand_back = w._hand_back_due()  # a blocked load's requests go back then
+        hand_back = w._unblock_due()  # a blocked load's requests go back then
         if hand_back is not None:
             idle_expiries.append(hand_back)
         assert w.next_deadline() == min(idle_expiries, default=None)

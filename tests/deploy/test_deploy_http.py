@@ -185,6 +185,7 @@ async def test_metrics_read_the_core_and_a_request_feeds_the_histograms(eventual
         assert mine[("sllm_model_load_seconds_count", (("tier", "remote"),))] == 0
         assert mine[("sllm_worker_requests_accepted_total", ())] == 1
         assert mine[("sllm_worker_requests_completed_total", ())] == 1
+        assert mine[("sllm_worker_requests_migrated_total", ())] == 0
         assert mine[("sllm_worker_info", (("worker", "w1"),))] == 1
         assert mine[("sllm_worker_ready", ())] == 1
 

@@ -7,6 +7,7 @@ timer, and the request client's timings, timeouts and retries.
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from typing import Any
 
@@ -14,7 +15,7 @@ from sllm.catalog import served_catalog
 from sllm.core.cost import CostModel
 from sllm.core.outstanding import RequestOutcome
 from sllm.core.tiers import Tier
-from sllm.core.worker import WorkerResources, WorkerState, prestaged
+from sllm.core.worker import MIGRATED, WorkerResources, WorkerState, prestaged
 from sllm.engines.sim import SimEngine
 from sllm.hosts.client import RequestClient
 from sllm.hosts.driver import Callback
@@ -239,6 +240,37 @@ def test_a_request_queued_on_a_lost_worker_is_placed_again_and_a_started_one_fai
     assert [(o.request_id, o.reason, o.worker_id) for o in ended] == [
         ("running", "worker_lost", "w1")
     ]
+
+
+def test_a_migrated_request_is_placed_again_with_the_rest_and_keeps_its_first_token() -> None:
+    """A worker moved the running request off after 7 of its 10 tokens: the client asks
+    again for the other 3, with those 7 in the prompt (the next worker computes them
+    again), and the first token keeps the time it came on the first worker."""
+    kernel, network = _world()
+    scheduler = Inbox(network, "scheduler")
+    second = Inbox(network, "w2")
+    Inbox(network, "w1")
+    client, ended = _client(kernel, network)
+    client.begin("r1", Arrival(0.0, MODEL, 100, 10))
+    network.send("scheduler", "client", _placed("r1", "w1"))
+    network.send("w1", "client", InferenceStarted(request_id="r1", worker_id="w1"))
+    moved = dataclasses.replace(
+        _result("r1", "w1", ttft_s=0.2), ok=False, reason=MIGRATED, generated_tokens=7
+    )
+    kernel.at(0.5, lambda _: network.send("w1", "client", moved), None)
+    kernel.run(0.6)
+    asks = scheduler.of(ScheduleRequest)
+    assert [(m.prompt_tokens, m.output_tokens) for m in asks] == [(100, 10), (107, 3)]  # type: ignore[attr-defined]
+    kernel.at(0.7, lambda _: network.send("scheduler", "client", _placed("r1", "w2")), None)
+    kernel.run(0.8)
+    (rest,) = second.of(InferenceRequest)
+    assert (rest.prompt_tokens, rest.output_tokens) == (107, 3)  # type: ignore[attr-defined]
+    kernel.at(1.0, lambda _: network.send("w2", "client", _result("r1", "w2", 0.1)), None)
+    kernel.run(1.1)
+    (outcome,) = ended
+    assert outcome.ok and outcome.worker_id == "w2"
+    assert abs(outcome.ttft_s - (LATENCY_S + 0.2)) < 1e-9  # decided at 1 ms, then 0.2 s
+    assert client.outstanding.migrated_total == 1
 
 
 def test_a_request_waiting_to_ask_again_is_not_timed_out_by_an_earlier_ask() -> None:

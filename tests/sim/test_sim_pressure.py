@@ -78,7 +78,7 @@ def test_hours_sets_each_runs_simulated_duration(tmp_path: Path) -> None:
     )
     assert args.run(args) == 0
     document = json.loads((tmp_path / "pressure.json").read_text())
-    assert document["setup"]["duration_s"] == 36.0
+    assert document["setup"]["durations_s"] == [36.0, 36.0]  # the quick levels, 30% and 120%
     for arm in document["centralized"].values():
         for figures in arm.values():
             assert {"ttft", "failed", "failures", "ttft_p99_vs_seed", "failed_vs_seed"} <= set(
@@ -91,7 +91,7 @@ def test_hours_sets_each_runs_simulated_duration(tmp_path: Path) -> None:
 def test_sllm_simulate_selects_each_mechanism_by_name() -> None:
     parser = argparse.ArgumentParser(prog="sllm")
     cli.add_parser(parser.add_subparsers(dest="command", required=True))
-    flags = "--keep-alive-policy histogram --eviction expected-cost --prefetch"
+    flags = "--keep-alive-policy histogram --eviction expected-cost --prefetch --migrate"
     args = parser.parse_args(["simulate", *flags.split(), "--admission-deadline", "30"])
     assert cli.check_arguments(args) == []
     config = cli.build_config(args)
@@ -102,6 +102,7 @@ def test_sllm_simulate_selects_each_mechanism_by_name() -> None:
         True,
     )
     assert config.admission_deadline_s == 30.0
+    assert resources.migrate and not resources.hand_back
     plain = parser.parse_args(["simulate", "--prefetch", "--admission-deadline", "0"])
     assert cli.check_arguments(plain) == [
         "--prefetch needs --keep-alive-policy histogram",

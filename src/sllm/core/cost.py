@@ -184,3 +184,15 @@ class ModelTiming:
         """(time to first token, end-to-end) of one request once it holds a slot."""
         ttft = self.prefill_time(prompt_tokens)
         return ttft, ttft + max(0, output_tokens - 1) * self.decode_step_time(batch_size)
+
+    def tokens_by(
+        self, elapsed_s: float, prompt_tokens: int, output_tokens: int, batch_size: int = 1
+    ) -> int:
+        """Output tokens a request has produced `elapsed_s` after it took its slot: none
+        during the prefill, then one per decode step (what a migrated request need not
+        produce again)."""
+        ttft = self.prefill_time(prompt_tokens)
+        if elapsed_s < ttft or output_tokens <= 0:
+            return 0
+        steps = int((elapsed_s - ttft) / self.decode_step_time(batch_size))
+        return min(output_tokens, 1 + steps)

@@ -15,7 +15,8 @@ worker is declared lost (membership's dead notice, the coordinator's ``worker_lo
 
 A request a worker hands back before starting it (``handed_back``: the load it waited
 for found no room, `sllm.core.worker.WorkerState.tick`) is placed again the same way
-(`handed_back`).
+(`handed_back`), and so is the rest of a running request the worker migrated off
+(``migrated``, `migrated`): its tokens so far were answered, so nothing runs twice.
 
 Every request also has a deadline, `REQUEST_DEADLINE_S` after it began: whatever
 notice is lost, `expire` fails it with ``no_result`` then, so no client waits past it.
@@ -129,6 +130,7 @@ class OutstandingRequests:
         self._deadlines: deque[tuple[float, str]] = deque()
         self._lost: set[str] = set()
         self.retried = 0  # placements after the first, over all requests
+        self.migrated_total = 0  # running requests placed again after a migration
         self.failed: Counter[str] = Counter()  # requests failed here, by reason
 
     def __len__(self) -> int:
@@ -205,6 +207,19 @@ class OutstandingRequests:
         if request is None or request.worker_id != worker_id or request.started:
             return None
         return self._after_loss(request_id, request, worker_id)
+
+    def migrated(self, request_id: str, worker_id: str) -> Decision | None:
+        """`worker_id` moved the running request off (to make room for a load): place
+        the rest of it again; a placement like any other, bounded by `max_placements`.
+        None for a request not held on that worker."""
+        request = self._requests.get(request_id)
+        if request is None or request.worker_id != worker_id:
+            return None
+        request.started = False  # what ran there is done; the rest has not started
+        decision = self._after_loss(request_id, request, worker_id)
+        if isinstance(decision, Retry):
+            self.migrated_total += 1
+        return decision
 
     def worker_back(self, worker_id: str) -> None:
         """`worker_id` is alive again (restarted, or falsely suspected)."""

@@ -22,6 +22,12 @@ Memory rules:
   `ModelInfo.keep_alive_s`; Shahrad et al., ATC'20, report
   10-20 minute keep-alive defaults in production FaaS; the default here is 10 minutes).
 
+A load that finds no room on the GPU because the models there are in use waits for them;
+with ``hand_back`` or ``migrate`` (off by default) the worker moves requests instead once
+waiting costs more than moving (`_ways_out`): the load's own requests go back to be placed
+elsewhere, or the running requests in its way migrate, each ending here with the tokens it
+produced (`Finished.generated_tokens`) while its client places the rest elsewhere.
+
 Learned retention (`sllm.core.keepalive`, off by default): ``keep_alive_policy="histogram"``
 gives each model the hybrid-histogram keep-alive window learned from its idle times here,
 ``eviction="expected-cost"`` makes room on the GPU and in host memory by giving up the
@@ -34,6 +40,7 @@ Not handled yet: several GPUs per worker, tensor parallelism, KV-cache memory.
 
 from __future__ import annotations
 
+import math
 from collections import OrderedDict, deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -72,10 +79,21 @@ class WorkerResources:
     # itself takes (`WorkerState.tick`). Off by default: it helps placement by locality
     # from stale views, and costs the load-only policies failures (docs/simulator.md).
     hand_back: bool = False
+    # A load that finds no room empties the GPU of the models in its way once its waiting
+    # requests have lost as much time as moving theirs costs (`WorkerState._ways_out`):
+    # their running requests migrate (each ends here with what it produced, and its
+    # client places the rest elsewhere, where the prefix is computed again), their
+    # waiting ones are handed back. Only requests whose engine can continue elsewhere
+    # move (`WorkerState.submit`'s `movable`). With hand-back too, the cheaper way out is
+    # taken. Off by default (docs/simulator.md).
+    migrate: bool = False
 
 
 # The reason of a request a worker handed back: its client places it again elsewhere.
 HANDED_BACK = "handed_back"
+# The reason of a running request a worker moved off to make room for a load: its client
+# places the rest of it (`Finished.generated_tokens` are done) elsewhere.
+MIGRATED = "migrated"
 
 
 def prestaged(
@@ -144,6 +162,7 @@ class Finished:
     queue_s: float
     ttft_s: float
     e2e_s: float
+    generated_tokens: int = 0  # output tokens produced here (a migrated request's)
 
 
 Action = StartLoad | StartRequest | CancelRequest | Evict | Finished
@@ -160,6 +179,7 @@ def result_message(worker_id: str, finished: Finished) -> InferenceResult:
         queue_s=finished.queue_s,
         ttft_s=finished.ttft_s,
         e2e_s=finished.e2e_s,
+        generated_tokens=finished.generated_tokens,
     )
 
 
@@ -168,8 +188,10 @@ class _Request:
     spec: InferenceRequest
     arrived: float
     cold_start: bool
+    movable: bool = True  # its engine can continue it elsewhere (see `submit`)
     started: float = -1.0
     first_token: float = -1.0
+    batch_size: int = 0  # its model's running requests when it started, itself included
 
 
 @dataclass(slots=True)
@@ -247,6 +269,7 @@ class WorkerState:
         self.completed_total = 0
         self.rejected_total = 0
         self.handed_back_total = 0
+        self.migrated_total = 0
         for model, tier in (preloaded or {}).items():
             self._place_preloaded(model, tier, now)
 
@@ -312,7 +335,7 @@ class WorkerState:
         after every request event. A pending pre-warm is a deadline too, and so is the
         hand-back of a blocked load's requests.
         """
-        deadline = self._hand_back_due()
+        deadline = self._unblock_due()
         if not self._learning:
             for name, model in self._gpu.items():
                 if model.running == 0 and model.queued == 0:
@@ -432,11 +455,14 @@ class WorkerState:
 
     # -- events in -------------------------------------------------------------------
 
-    def submit(self, request: InferenceRequest, now: float) -> list[Action]:
+    def submit(self, request: InferenceRequest, now: float, movable: bool = True) -> list[Action]:
         """A request arrives. It is queued, or finished at once with a reason.
 
         A duplicate of a request already queued or running (a datagram the network
-        delivered twice) is dropped: the first copy answers.
+        delivered twice) is dropped: the first copy answers. `movable`: its client can
+        place the rest of it elsewhere once it runs (a datagram request, whose client
+        holds it in `sllm.hosts.client`); a streamed HTTP answer cannot, so it never
+        migrates.
         """
         request_id = request.request_id
         if request_id in self._running or request_id in self._queue:
@@ -477,7 +503,7 @@ class WorkerState:
             )
             self.retention.arrived(model, now, idle=not busy)
             self._prewarm.pop(model, None)  # demand came first
-        self._queue[request_id] = _Request(request, now, gpu_model is None)
+        self._queue[request_id] = _Request(request, now, gpu_model is None, movable)
         if gpu_model is not None:
             gpu_model.queued += 1
         elif (self._load is None or self._load.model != model) and model not in self._load_queue:
@@ -590,7 +616,7 @@ class WorkerState:
         """Expire idle models past keep-alive: they leave the GPU and stay in host memory.
         With prefetch, also load back the models whose pre-warm window has ended. Hand
         back the requests of a load blocked for as long as the load itself takes."""
-        actions = self._hand_back(now)
+        actions = self._unblock(now)
         if not self._learning:
             for name, model in list(self._gpu.items()):
                 idle = model.running == 0 and model.queued == 0
@@ -658,6 +684,7 @@ class WorkerState:
                 gpu_model.running += 1
                 self._used(spec.model, gpu_model, now)
                 request.started = now
+                request.batch_size = gpu_model.running
                 running[spec.request_id] = request
                 actions.append(
                     StartRequest(
@@ -697,28 +724,124 @@ class WorkerState:
         actions.append(StartLoad(model=model, source=source))
         return actions
 
-    def _hand_back_due(self) -> float | None:
-        """When the blocked load's requests are handed back: once they have waited for
-        room as long as the load takes, a cold start elsewhere beats waiting on here (the
-        models holding the GPU may stay busy for as long as their requests keep coming).
-        None when no load is blocked."""
+    def _models_in_the_way(self, needed: int) -> list[str]:
+        """The busy GPU models to empty so that `needed` more bytes are free: the cheapest
+        to move first (`_moving_cost_s`), and only models whose running requests can all
+        move. None at all when they cannot free enough."""
+        busy = [name for name, resident in self._gpu.items() if resident.running + resident.queued]
+        busy.sort(key=self._moving_cost_s)  # among equals, the least recently used first
+        movable_running: dict[str, bool] = {}
+        for request in self._running.values():
+            model = request.spec.model
+            movable_running[model] = movable_running.get(model, True) and request.movable
+        chosen: list[str] = []
+        for name in busy:
+            if needed <= 0:
+                break
+            if movable_running.get(name, True):
+                chosen.append(name)
+                needed -= self._gpu[name].size_bytes
+        return chosen if needed <= 0 else []
+
+    def _move_requests_of(self, model: str, now: float) -> list[Action]:
+        """Empty `model` on the GPU: hand its waiting requests back, and migrate its
+        running ones, each ending here with the tokens it produced (its client places the
+        rest elsewhere)."""
+        actions: list[Action] = []
+        for request_id, request in list(self._queue.items()):
+            if request.spec.model == model:
+                del self._queue[request_id]
+                actions.append(self._finish(request, now, False, HANDED_BACK))
+                self.handed_back_total += 1
+        timing = self.cost.timing(self.catalog[model])
+        for request_id, request in list(self._running.items()):
+            if request.spec.model != model:
+                continue
+            del self._running[request_id]
+            spec = request.spec
+            produced = timing.tokens_by(
+                now - request.started, spec.prompt_tokens, spec.output_tokens, request.batch_size
+            )
+            produced = min(produced, spec.output_tokens - 1)  # its last token ends it here
+            if produced and request.first_token < 0:
+                request.first_token = request.started + timing.prefill_time(spec.prompt_tokens)
+            actions.append(CancelRequest(request_id=request_id))
+            actions.append(self._finish(request, now, False, MIGRATED, produced))
+            self.migrated_total += 1
+        resident = self._gpu[model]
+        resident.running = resident.queued = 0
+        return actions
+
+    def _unblock_due(self) -> float | None:
+        """When a blocked load is unblocked by moving requests: once the delay its waiting
+        requests have taken here adds up to what the cheaper move costs (`_ways_out`).
+        None when no load is blocked, or moving is off."""
         since = self._blocked_since
-        if since is None or not self.resources.hand_back:
+        if since is None or not (self.resources.hand_back or self.resources.migrate):
             return None
+        hand_back_s, migrate_s, _ = self._ways_out()
+        cheaper = min(hand_back_s, migrate_s)
+        if cheaper == math.inf:
+            return None  # nothing can move (requests that cannot continue elsewhere)
+        return since + cheaper / max(1, self._queued_for(self._load_queue[0]))
+
+    def _ways_out(self) -> tuple[float, float, list[str]]:
+        """What each way out of a blocked load costs, in request-seconds of delay, and
+        the models migration would empty.
+
+        - Hand-back: each waiting request cold-starts elsewhere, taking about as long as
+          the load here would.
+        - Migration (`migrate`): each request in the way (running or waiting) goes
+          elsewhere, where its model may have to load from the store.
+
+        The waiting requests pay their own delay meanwhile: once it adds up to the cheaper
+        of the two, moving beats waiting on (the models in the way may stay busy for as
+        long as their requests keep coming). With hand-back alone, that is once they have
+        waited as long as their load takes.
+        """
         model = self._load_queue[0]
         size = self.catalog[model].size_bytes
-        return since + self.cost.load_time(size, self._source(model, size))
+        waiting = max(1, self._queued_for(model))
+        hand_back_s = math.inf
+        if self.resources.hand_back:
+            hand_back_s = waiting * self.cost.load_time(size, self._source(model, size))
+        if not self.resources.migrate:
+            return hand_back_s, math.inf, []
+        in_the_way = self._models_in_the_way(size - (self.resources.gpu_bytes - self.gpu_used))
+        if not in_the_way:
+            return hand_back_s, math.inf, []
+        return hand_back_s, sum(map(self._moving_cost_s, in_the_way)), in_the_way
 
-    def _hand_back(self, now: float) -> list[Action]:
-        """Give up the blocked load, if due, and hand its waiting requests back (each
+    def _moving_cost_s(self, name: str) -> float:
+        """Request-seconds of delay to move GPU model `name`'s requests elsewhere: each
+        may find it cold there, loading from the store (its prefix computed again is a
+        prefill, small beside a load)."""
+        resident = self._gpu[name]
+        moved = resident.running + resident.queued
+        return moved * self.cost.load_time(resident.size_bytes, REMOTE)
+
+    def _unblock(self, now: float) -> list[Action]:
+        """Once due, take the cheaper way out (`_ways_out`): migrate the requests of the
+        models in the blocked load's way and start the load, or give the load up and hand
+        its waiting requests back."""
+        due = self._unblock_due()
+        if due is None or now < due:
+            return []
+        self._blocked_since = None
+        hand_back_s, migrate_s, in_the_way = self._ways_out()
+        if migrate_s < hand_back_s:
+            actions: list[Action] = []
+            for name in in_the_way:
+                actions.extend(self._move_requests_of(name, now))
+            return actions + self._dispatch(now)  # the load starts: they are idle now
+        return self._hand_back(self._load_queue[0], now)
+
+    def _hand_back(self, model: str, now: float) -> list[Action]:
+        """Give up the blocked load of `model` and hand its waiting requests back (each
         ends with `HANDED_BACK`, and its client places it again: in the live system the
         front door gets a 429 and retries elsewhere). Its report stops naming the model
         as arriving, so it is not sent more of them."""
-        due = self._hand_back_due()
-        if due is None or now < due:
-            return []
-        model = self._load_queue.popleft()
-        self._blocked_since = None
+        self._load_queue.popleft()
         self._summary = None
         self._prefetching.discard(model)
         actions: list[Action] = []
@@ -802,7 +925,9 @@ class WorkerState:
             return Tier.DISK
         return Tier.REMOTE
 
-    def _finish(self, request: _Request, now: float, ok: bool, reason: str) -> Finished:
+    def _finish(
+        self, request: _Request, now: float, ok: bool, reason: str, generated_tokens: int = 0
+    ) -> Finished:
         start = request.started if request.started >= 0 else now
         first = request.first_token if request.first_token >= 0 else now
         arrived = request.arrived
@@ -814,6 +939,7 @@ class WorkerState:
             queue_s=start - arrived,
             ttft_s=first - arrived,
             e2e_s=now - arrived,
+            generated_tokens=generated_tokens,
         )
 
     def _place_preloaded(self, model: str, tier: Tier, now: float) -> None:

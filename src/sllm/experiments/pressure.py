@@ -14,8 +14,9 @@ workload's requests with their models already loaded (`warm_capacity_rps`). Load
 in it, so the fleet saturates below 100% whenever models must move.
 
 Every arm is a placement policy plus the worker's retention and the coordinator's admission
-(`ARMS`): each mechanism of `sllm.core.keepalive`, the admission deadline and the hand-back
-of a blocked load's requests (`WorkerResources.hand_back`) on and off.
+(`ARMS`): each mechanism of `sllm.core.keepalive`, the admission deadline, the hand-back
+of a blocked load's requests (`WorkerResources.hand_back`) and the migration of the
+requests in its way (`WorkerResources.migrate`) on and off.
 For every arm and level it reports the failed requests by reason (rejected, timed out,
 unfinished) next to p50/p99 time to first token of the completed ones, and the targets of
 issue 21 as ratios to ``seed`` at each level.
@@ -54,6 +55,7 @@ from sllm.experiments.summary import (
 from sllm.sim.cluster import ClusterConfig, SimResult, WorkerKind
 from sllm.sim.report import Json
 from sllm.workload.options import WorkloadOptions, make_workload
+from sllm.workload.traces import load_azure_trace
 
 # The shipped Azure LLM inference trace (conversation service, CC-BY 4.0): arrivals and
 # token counts. Without it (an installed package has no data/ folder), Poisson arrivals
@@ -75,8 +77,11 @@ SLOTS = 4
 KEEP_ALIVE_S = 120.0
 # Fractions of warm capacity (see the module docstring): the issue's 30% to 120%.
 LOAD_LEVELS = (0.3, 0.6, 0.9, 1.2)
-# Simulated workload seconds per run by default (`--hours` changes it): ten minutes keeps
-# the whole sweep within a few minutes of wall time on a 2-core machine.
+# The window the load levels are measured on (`--hours` changes it): the trace's own rate
+# over its first ten minutes sets how far each level compresses it. Each level then replays
+# the whole trace (`PressureSize.whole_trace`), so every level serves the same requests, only
+# faster: 30 minutes of simulated time at 30%, 7.5 at 120%. Without the trace (Poisson
+# arrivals), every run lasts this long.
 DURATION_S = 600.0
 # The admission deadline of the admission arms: a minute, about the longest load of a 70B
 # checkpoint from a fast local disk, so only requests that would wait for more than a
@@ -116,6 +121,7 @@ class Arm:
     prefetch: bool = False
     admission_deadline_s: float | None = None
     hand_back: bool = False
+    migrate: bool = False
     mode: str = CENTRALIZED  # or DECENTRALIZED: every worker a node, placing for itself
 
     def kinds(self) -> tuple[WorkerKind, ...]:
@@ -136,6 +142,7 @@ class Arm:
             "prefetch": self.prefetch,
             "admission_deadline_s": self.admission_deadline_s,
             "hand_back": self.hand_back,
+            "migrate": self.migrate,
             "mode": self.mode,
         }
 
@@ -147,12 +154,14 @@ def _with_retention(resources: WorkerResources, arm: Arm) -> WorkerResources:
         eviction=arm.eviction,
         prefetch=arm.prefetch,
         hand_back=arm.hand_back,
+        migrate=arm.migrate,
     )
 
 
 # Each mechanism alone on startup-aware, the retention and admission ones together ("all":
-# the hand-back, measured alone, costs failures at 30-60% here), and the worker-side
-# retention on the baseline, so each is measured on and off.
+# the hand-back, measured alone, costs failures at 30-60% here), migration with admission,
+# and the worker-side retention and migration on the baseline, so each is measured on and
+# off.
 ARMS: dict[str, Arm] = {
     "seed": Arm(policy="seed"),
     "least-loaded": Arm(policy="least-loaded"),
@@ -166,6 +175,11 @@ ARMS: dict[str, Arm] = {
         policy="startup-aware", admission_deadline_s=ADMISSION_DEADLINE_S
     ),
     "startup-aware+hand-back": Arm(policy="startup-aware", hand_back=True),
+    "startup-aware+migration": Arm(policy="startup-aware", migrate=True),
+    "startup-aware+admission+migration": Arm(
+        policy="startup-aware", admission_deadline_s=ADMISSION_DEADLINE_S, migrate=True
+    ),
+    "seed+migration": Arm(policy="seed", migrate=True),
     "startup-aware+retention": Arm(
         policy="startup-aware",
         keep_alive_policy="histogram",
@@ -201,7 +215,7 @@ class PressureSetup:
     workers: int
     models: int
     slots: int
-    duration_s: float
+    durations_s: tuple[float, ...]  # simulated seconds of each level's runs
     seed: int
     trace: str  # the trace's file name, or what stood in for it
     warm_capacity_rps: float
@@ -215,7 +229,7 @@ class PressureSetup:
             "workers": self.workers,
             "models": self.models,
             "slots": self.slots,
-            "duration_s": self.duration_s,
+            "durations_s": list(self.durations_s),
             "seed": self.seed,
             "trace": self.trace,
             "warm_capacity_rps": self.warm_capacity_rps,
@@ -288,12 +302,16 @@ class PressureSize:
     duration_s: float = DURATION_S
     arms: tuple[str, ...] = tuple(ARMS)
     levels: tuple[float, ...] = LOAD_LEVELS
+    # Every level replays the whole trace; False: the first `duration_s` of it at each
+    # level (a 600 s prefix held a third of the trace at 30% and all of it at 90%).
+    whole_trace: bool = True
 
 
 QUICK = PressureSize(
     workers=4,
     models=8,
     duration_s=60.0,
+    whole_trace=False,
     arms=(
         "seed",
         "startup-aware",
@@ -315,14 +333,19 @@ def run_pressure(ctx: Context, size: PressureSize | None = None) -> PressureRuns
     base = WorkloadOptions(duration_s=duration, seed=ctx.seed, models=models, trace=trace)
     capacity = warm_capacity_rps(base, workers=workers, slots=SLOTS)
     natural = _natural_rate(base)
+    # a trace is compressed to each level's rate; Poisson arrivals take the rate as is
+    scales = {level: natural / (level * capacity) if trace else 1.0 for level in levels}
+    durations = {level: duration for level in levels}
+    if trace is not None and size.whole_trace and ctx.hours is None:
+        span = load_azure_trace(trace).offsets_s[-1]
+        durations = {level: span * scales[level] + 1.0 for level in levels}  # the last one too
     options = {
         level: WorkloadOptions(
-            duration_s=duration,
+            duration_s=durations[level],
             seed=ctx.seed,
             models=models,
             trace=trace,
-            # a trace is compressed to the rate; Poisson arrivals take it as is
-            time_scale=natural / (level * capacity) if trace else 1.0,
+            time_scale=scales[level],
             rate_rps=level * capacity,
         )
         for level in levels
@@ -348,7 +371,7 @@ def run_pressure(ctx: Context, size: PressureSize | None = None) -> PressureRuns
         workers=workers,
         models=models,
         slots=SLOTS,
-        duration_s=duration,
+        durations_s=tuple(round(durations[level], 1) for level in levels),
         seed=ctx.seed,
         trace=SHIPPED_TRACE.name if trace else "none: Poisson arrivals, Azure-fitted tokens",
         warm_capacity_rps=round(capacity, 3),
@@ -419,11 +442,12 @@ def write_pressure(result: PressureResult) -> str:
         "",
         f"{setup.workers} workers ({', '.join(setup.kinds)}, cycled), {setup.models} models "
         f"(Alibaba GenAI popularity), {setup.slots} slots each, trace {setup.trace}, "
-        f"{setup.duration_s:.0f} s per run, seed {setup.seed}. Warm capacity "
-        f"{setup.warm_capacity_rps:.2f} req/s; levels "
+        f"seed {setup.seed}. Warm capacity {setup.warm_capacity_rps:.2f} req/s; levels "
         + ", ".join(
-            f"{level:.0%} ({rate:.2f} req/s)"
-            for level, rate in zip(setup.levels, setup.rates_rps, strict=True)
+            f"{level:.0%} ({rate:.2f} req/s, {seconds:.0f} s)"
+            for level, rate, seconds in zip(
+                setup.levels, setup.rates_rps, setup.durations_s, strict=True
+            )
         )
         + ".",
         "",

@@ -10,7 +10,10 @@ is written once, against `sllm.hosts.driver.Driver`:
    the end with ``rejected: <reason>``;
 3. on the InferenceResult, the end, with the client's timings (`outcome_of`: the one
    place of the time-to-first-token formula); or, for a request the worker handed back
-   (``handed_back``: its load found no room), back to 1.
+   (``handed_back``: its load found no room), back to 1; or, for a running request the
+   worker migrated off (``migrated``, to make room for a load), back to 1 with the rest
+   of it: the prompt grows by the tokens produced (the next worker computes that prefix
+   again), the output shrinks by them, and the first token keeps its time.
 
 Every request is held in `sllm.core.outstanding` from its arrival to its end: a request
 queued on a worker declared lost (`worker_lost`) is placed again, one that had started
@@ -40,7 +43,7 @@ from sllm.core.outstanding import (
     OutstandingRequests,
     RequestOutcome,
 )
-from sllm.core.worker import HANDED_BACK
+from sllm.core.worker import HANDED_BACK, MIGRATED
 from sllm.hosts.driver import A, Driver
 from sllm.wire import (
     InferenceRequest,
@@ -71,7 +74,16 @@ _RUNNING = 1
 class _Pending:
     """A request the client has not seen end yet."""
 
-    __slots__ = ("arrival", "decide_by", "phase", "request_id", "scheduled", "started")
+    __slots__ = (
+        "arrival",
+        "decide_by",
+        "first_token_s",
+        "phase",
+        "produced",
+        "request_id",
+        "scheduled",
+        "started",
+    )
 
     def __init__(self, request_id: str, arrival: Arrival, started: float) -> None:
         self.request_id = request_id
@@ -79,16 +91,26 @@ class _Pending:
         self.started = started
         self.scheduled = 0.0
         self.phase = _SCHEDULING
+        # A migrated request: the output tokens produced before it moved, and when the
+        # first of them came (seconds since it began; None: none came yet).
+        self.produced = 0
+        self.first_token_s: float | None = None
         # The decision deadline of the ask awaiting its answer; None while none is (the
         # request waits to be asked again).
         self.decide_by: float | None = None
 
 
 def outcome_of(
-    request_id: str, model: str, result: InferenceResult, waited_for_decision_s: float, e2e_s: float
+    request_id: str,
+    model: str,
+    result: InferenceResult,
+    waited_for_decision_s: float,
+    e2e_s: float,
+    first_token_s: float | None = None,
 ) -> RequestOutcome:
     """What the client saw of a request that got a result. Time to first token = the
-    scheduling round trip + the worker's own arrival-to-first-token."""
+    scheduling round trip + the worker's own arrival-to-first-token, unless it came
+    earlier, on a worker that then migrated the request (`first_token_s`)."""
     return RequestOutcome(
         request_id=request_id,
         model=model,
@@ -97,7 +119,7 @@ def outcome_of(
         worker_id=result.worker_id,
         cold_start=result.cold_start,
         queue_s=result.queue_s,
-        ttft_s=waited_for_decision_s + result.ttft_s,
+        ttft_s=waited_for_decision_s + result.ttft_s if first_token_s is None else first_token_s,
         e2e_s=e2e_s,
     )
 
@@ -183,8 +205,8 @@ class RequestClient(Generic[A]):
                 request_id=pending.request_id,
                 model=arrival.model,
                 priority=0,
-                prompt_tokens=arrival.prompt_tokens,
-                output_tokens=arrival.output_tokens,
+                prompt_tokens=arrival.prompt_tokens + pending.produced,
+                output_tokens=arrival.output_tokens - pending.produced,
             ),
         )
         decide_by = pending.decide_by = self.driver.now() + self.schedule_timeout_s
@@ -249,8 +271,8 @@ class RequestClient(Generic[A]):
             InferenceRequest(
                 request_id=pending.request_id,
                 model=arrival.model,
-                prompt_tokens=arrival.prompt_tokens,
-                output_tokens=arrival.output_tokens,
+                prompt_tokens=arrival.prompt_tokens + pending.produced,
+                output_tokens=arrival.output_tokens - pending.produced,
             ),
         )
 
@@ -263,6 +285,14 @@ class RequestClient(Generic[A]):
             if verdict is not None:
                 self._carry_out(verdict)  # placed again elsewhere, or out of tries
                 return
+        if not result.ok and result.reason == MIGRATED:
+            verdict = self.outstanding.migrated(result.request_id, result.worker_id)
+            if verdict is not None:
+                if pending.first_token_s is None and result.generated_tokens:
+                    pending.first_token_s = pending.scheduled - pending.started + result.ttft_s
+                pending.produced += result.generated_tokens
+                self._carry_out(verdict)  # the rest placed again, or out of tries
+                return
         self._end(
             pending,
             outcome_of(
@@ -271,6 +301,7 @@ class RequestClient(Generic[A]):
                 result,
                 pending.scheduled - pending.started,
                 self.driver.now() - pending.started,
+                pending.first_token_s,
             ),
         )
 

@@ -28,7 +28,9 @@ from __future__ import annotations
 from typing import Generic
 
 from sllm.core.worker import (
+    MIGRATED,
     Action,
+    CancelRequest,
     Evict,
     Finished,
     StartLoad,
@@ -36,7 +38,7 @@ from sllm.core.worker import (
     WorkerState,
     result_message,
 )
-from sllm.engines.sim import SimEngine, Timer, fire
+from sllm.engines.sim import SimEngine, Timer, TimerKind, fire
 from sllm.hosts.deadline import DeadlineTimer
 from sllm.hosts.driver import A, Driver
 from sllm.wire import InferenceRequest, InferenceStarted, Message
@@ -67,6 +69,9 @@ class WorkerHost(Generic[A]):
         self.epoch = 0
         self.up = False
         self.requesters: dict[str, A] = {}
+        # Requests stopped before their end timer (migrated off this worker): the timer,
+        # when it comes, finds its request here and does nothing.
+        self.stopped: set[str] = set()
         self.keep_alive = DeadlineTimer(call_at=driver.call_at, on_due=self._keep_alive)
 
     # -- life -------------------------------------------------------------------------
@@ -78,6 +83,7 @@ class WorkerHost(Generic[A]):
             self.state = state
         self.up = True
         self.requesters.clear()
+        self.stopped.clear()
         self.keep_alive.forget()
 
     def kill(self) -> None:
@@ -127,18 +133,31 @@ class WorkerHost(Generic[A]):
         self.carry_out(self.state.submit(request, self.driver.now()))
 
     def carry_out(self, actions: list[Action]) -> None:
-        """Turn the state machine's actions into timers and messages."""
+        """Turn the state machine's actions into timers and messages.
+
+        A worker that migrated requests off reports at once: their clients place them
+        again now, and a scheduler reading the last report, where their model is still
+        on this GPU, would send them straight back. (Not after a hand-back: measured, the
+        fresh report sent them back all the same, to the host copy of the model here,
+        and failed more of them; docs/simulator.md.)"""
+        migrated = False
         for action in actions:
             if type(action) is Finished:
                 self.finished(action)
+                if not action.ok and action.reason == MIGRATED:
+                    migrated = True
             elif type(action) is StartRequest:
                 self.start_request(action)
             elif type(action) is StartLoad:
                 self.start_load(action)
             elif type(action) is Evict:
                 self.evict(action)
-            # CancelRequest: only an HTTP request is cancelled, and its stream stops itself
-            # (`sllm.runtime.generation`); a timer's request runs to its end.
+            elif type(action) is CancelRequest and action.request_id in self.requesters:
+                # A datagram request stops (migrated): its end timer must not end it. An
+                # HTTP request's stream stops itself (`sllm.runtime.generation`).
+                self.stopped.add(action.request_id)
+        if migrated:
+            self.send_report()
         self.keep_alive.arm(self.state.next_deadline())
 
     def start_request(self, action: StartRequest) -> None:
@@ -173,6 +192,9 @@ class WorkerHost(Generic[A]):
         epoch, timer = due
         if epoch != self.epoch:
             return  # a timer of a process that has since crashed
+        if self.stopped and timer.kind is TimerKind.REQUEST_DONE and timer.key in self.stopped:
+            self.stopped.discard(timer.key)  # it went elsewhere; its time here is up
+            return
         self.carry_out(fire(self.state, timer, self.driver.now()))
 
     def _keep_alive(self) -> None:

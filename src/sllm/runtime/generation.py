@@ -111,7 +111,8 @@ class HttpRequests:
             prompt_tokens=estimate,
             output_tokens=params.max_tokens,
         )
-        self.carry_out(self.state.submit(submitted, time.monotonic()))
+        # movable=False: a streamed answer cannot continue on another worker.
+        self.carry_out(self.state.submit(submitted, time.monotonic(), movable=False))
         try:
             started = await waiter
         except asyncio.CancelledError:

@@ -47,7 +47,7 @@ whether the request waited for a model load, so their counts give the warm start
 scheduler's accounting of model bytes against its configured budget, not a measurement),
 ``sllm_worker_host_memory_used_bytes`` and ``sllm_worker_host_memory_budget_bytes`` (the
 host-memory tier: copies as the engines measured them, against MODEL_HOST_GB)
-and ``sllm_worker_requests_{accepted,completed,rejected,handed_back}_total``;
+and ``sllm_worker_requests_{accepted,completed,rejected,handed_back,migrated}_total``;
 ``sllm_worker_info`` maps a scrape target to its ``worker`` id. A worker names its own
 gauges ``sllm_worker_*`` so that they never mix with the coordinator's view of the same
 worker. Where NVML finds a GPU (`sllm.runtime.gpu`, the ``gpu`` extra),
@@ -286,6 +286,11 @@ class WorkerCollector(Collector):
                 "handed_back",
                 "Requests given back to be placed elsewhere: their model's load found no room.",
                 state.handed_back_total,
+            ),
+            (
+                "migrated",
+                "Running requests moved off to make room for a load; the rest ran elsewhere.",
+                state.migrated_total,
             ),
         )
         for outcome, documentation, value in counters:

@@ -116,6 +116,13 @@ def build_arguments(parser: argparse.ArgumentParser) -> None:
         "the load takes, to be placed elsewhere",
     )
     cluster.add_argument(
+        "--migrate",
+        action="store_true",
+        help="such a load empties the GPU of the models in its way once that costs less "
+        "than waiting on: their running requests migrate with the tokens they produced "
+        "and finish elsewhere, their prefix computed again",
+    )
+    cluster.add_argument(
         "--admission-deadline",
         type=float,
         metavar="S",
@@ -227,6 +234,7 @@ def build_config(args: argparse.Namespace) -> ClusterConfig:
             eviction=args.eviction,
             prefetch=args.prefetch,
             hand_back=args.hand_back,
+            migrate=args.migrate,
         ),
         admission_deadline_s=args.admission_deadline,
         probing_candidates=args.probing,

@@ -242,6 +242,9 @@ class InferenceResult(Message):
     queue_s: float = field(metadata=SECONDS)
     ttft_s: float = field(metadata=SECONDS)
     e2e_s: float = field(metadata=SECONDS)
+    # Output tokens produced before the worker moved the request off (reason "migrated"):
+    # its client places the rest, the prompt and these tokens as the new prompt.
+    generated_tokens: int = field(default=0, metadata=TOKENS)
 
 
 @record
