@@ -35,6 +35,7 @@ SMALL_FLEET = PressureSize(
     workers=8,
     models=24,
     duration_s=180.0,
+    whole_trace=False,
     arms=("seed", "startup-aware", "startup-aware+all"),
     levels=(LEVEL,),
 )

@@ -30,7 +30,9 @@ Theory of operation:
   the decision scans the view for one that fits (a mixed fleet's large models). A load
   from a worker's disk is estimated at the disk bandwidth the worker reports.
 
-Not handled yet: live migration (the ``migrate`` action ServerlessLLM adds) is never chosen.
+Not handled yet: a decision never migrates (the ``migrate`` action ServerlessLLM adds);
+a worker migrates running requests off itself when a load finds no room
+(`sllm.core.worker`, ``WorkerResources.migrate``), and their clients place the rest here.
 """
 
 from __future__ import annotations

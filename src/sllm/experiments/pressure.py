@@ -22,10 +22,10 @@ unfinished) next to p50/p99 time to first token of the completed ones, and the t
 issue 21 as ratios to ``seed`` at each level.
 
 The decentralized arms (`DECENTRALIZED_TWINS`, suffixed ``(decentralized)``) run seed,
-startup-aware and startup-aware with admission with every worker a node that places from
-its own view and admits by its own deadline; a table holds each against its centralized
-twin (issue 21: within 1.2x). The retention mechanisms are the worker's, the same in
-both, so they are not run twice.
+startup-aware, startup-aware with admission and with admission and migration with every
+worker a node that places from its own view and admits by its own deadline; a table holds
+each against its centralized twin (issue 21: within 1.2x). The other worker mechanisms
+are the same in both, so they are not run twice.
 """
 
 from __future__ import annotations
@@ -80,7 +80,7 @@ LOAD_LEVELS = (0.3, 0.6, 0.9, 1.2)
 # The window the load levels are measured on (`--hours` changes it): the trace's own rate
 # over its first ten minutes sets how far each level compresses it. Each level then replays
 # the whole trace (`PressureSize.whole_trace`), so every level serves the same requests, only
-# faster: 30 minutes of simulated time at 30%, 7.5 at 120%. Without the trace (Poisson
+# faster: 26 minutes of simulated time at 30%, 6.5 at 120%. Without the trace (Poisson
 # arrivals), every run lasts this long.
 DURATION_S = 600.0
 # The admission deadline of the admission arms: a minute, about the longest load of a 70B
@@ -201,7 +201,12 @@ ARMS: dict[str, Arm] = {
 # refusing by its own admission deadline), to hold each within 1.2x of its centralized
 # twin (issue 21). Named as the twin with this suffix.
 DECENTRALIZED_SUFFIX = " (decentralized)"
-DECENTRALIZED_TWINS = ("seed", "startup-aware", "startup-aware+admission")
+DECENTRALIZED_TWINS = (
+    "seed",
+    "startup-aware",
+    "startup-aware+admission",
+    "startup-aware+admission+migration",
+)
 ARMS.update(
     {
         name + DECENTRALIZED_SUFFIX: dataclasses.replace(ARMS[name], mode=DECENTRALIZED)

@@ -24,10 +24,11 @@ the JSON under ``"centralized"`` and ``"decentralized"``.
 - **pressure**: policies where they can differ: 64 models with a long-tail popularity, 20
   workers of four kinds with constrained GPU and host memory and different disks, load
   swept from 30% to 120% of warm capacity; every placement policy with the worker's
-  learned keep-alive, expected-cost eviction and pre-warm and the coordinator's admission
-  deadline on and off; failures next to p50/p99 TTFT; seed, startup-aware and admission
-  decentralized too, against their centralized twins. ``--hours`` sets the simulated
-  hours per run (default ten minutes).
+  learned keep-alive, expected-cost eviction and pre-warm, the coordinator's admission
+  deadline, and the worker's hand-back and migration on and off; failures next to p50/p99
+  TTFT; seed, startup-aware and admission decentralized too, against their centralized
+  twins. Every level replays the whole trace (26 minutes of simulated time at 30%, 6.5 at
+  120%); ``--hours`` sets the simulated hours per run instead.
 - **scale**: 10 to 10,000 workers centralized, 10 to 300 nodes decentralized (gossip
   costs the simulator about 2 minutes of wall time per 40 simulated seconds at 1,000
   nodes; ``sllm simulate --mode decentralized --workers 1000`` runs that size):
