@@ -332,8 +332,8 @@ class WorkerState:
 
         Every idle model is looked at (a GPU holds a few): a model may have a keep-alive
         of its own, and with learned retention every model has a window of its own. Runs
-        after every request event. A pending pre-warm is a deadline too, and so is the
-        hand-back of a blocked load's requests.
+        after every request event. A pending pre-warm is a deadline too, and so is moving
+        requests off a blocked load (`_unblock_due`).
         """
         deadline = self._unblock_due()
         if not self._learning:
@@ -614,8 +614,9 @@ class WorkerState:
 
     def tick(self, now: float) -> list[Action]:
         """Expire idle models past keep-alive: they leave the GPU and stay in host memory.
-        With prefetch, also load back the models whose pre-warm window has ended. Hand
-        back the requests of a load blocked for as long as the load itself takes."""
+        With prefetch, also load back the models whose pre-warm window has ended. With
+        hand-back or migration, move requests off a load blocked for longer than moving
+        them costs (`_unblock`)."""
         actions = self._unblock(now)
         if not self._learning:
             for name, model in list(self._gpu.items()):
