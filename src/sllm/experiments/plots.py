@@ -17,6 +17,8 @@ from typing import Any
 
 DPI = 110
 SIZE = (7.0, 4.2)
+# Series a legend inside a panel holds without hiding the lines (see `panels`).
+LEGEND_INSIDE_MAX = 6
 
 
 def unavailable() -> str | None:
@@ -35,8 +37,12 @@ def _pyplot() -> Any:
     return plt
 
 
-def _save(plt: Any, figure: Any, path: Path) -> Path:
-    figure.tight_layout()
+def _save(
+    plt: Any, figure: Any, path: Path, panels_in: tuple[float, float, float, float] | None = None
+) -> Path:
+    """Lay the figure out (its panels within `panels_in`, in figure fractions, leaving the
+    rest to a figure legend), write it and close it."""
+    figure.tight_layout(rect=panels_in)
     figure.savefig(path, dpi=DPI)
     plt.close(figure)
     return path
@@ -152,24 +158,51 @@ def panels(
     log_x: bool = False,
 ) -> Path:
     """Several line plots stacked, sharing the x axis: (ylabel, series) per row. `marks`
-    (x, label) are vertical lines through every row, named in the bottom row's legend."""
+    (x, label) are vertical lines through every row, named in the bottom row's legend.
+
+    A series keeps its colour and line style in every row. With more series than a legend
+    inside a panel can hold without hiding the lines (`LEGEND_INSIDE_MAX`), one legend
+    for the whole figure stands to its right, and the series cycle through twenty colours
+    and three line styles, so that no two look alike."""
     plt = _pyplot()
+    names = list(dict.fromkeys(name for _, series in rows for name in series))
+    many = len(names) > LEGEND_INSIDE_MAX
+    width = SIZE[0] + (3.0 if many else 0.0)
     figure, all_axes = plt.subplots(
-        len(rows), 1, figsize=(SIZE[0], 2.4 * len(rows)), sharex=True, squeeze=False
+        len(rows), 1, figsize=(width, 2.4 * len(rows)), sharex=True, squeeze=False
     )
+    styles: dict[str, dict[str, Any]] = {}
+    if many:
+        palette = plt.get_cmap("tab20").colors
+        for index, name in enumerate(names):
+            line = ("-", "--", ":")[index // len(palette) % 3]
+            styles[name] = {"color": palette[index % len(palette)], "linestyle": line}
     last = len(rows) - 1
     for row, (axes, (ylabel, series)) in enumerate(zip(all_axes[:, 0], rows, strict=True)):
         for name, (xs, ys) in series.items():
-            axes.plot(xs, ys, label=name, linewidth=1.0, marker="o" if len(xs) <= 12 else None)
+            marker = "o" if len(xs) <= 12 else None
+            axes.plot(xs, ys, label=name, linewidth=1.0, marker=marker, **styles.get(name, {}))
         marked = _draw_marks(axes, marks)
         named = marked if row == last else []  # the marks are named once, in the bottom row
         axes.set_ylabel(ylabel)
         axes.grid(True, alpha=0.3)
-        if len(series) > 1 or named:
+        if many and row == 0:
+            handles, labels = axes.get_legend_handles_labels()
+            figure.legend(
+                handles,
+                labels,
+                loc="center left",
+                bbox_to_anchor=(0.74, 0.5),
+                fontsize="x-small",
+                frameon=False,
+            )
+        elif not many and (len(series) > 1 or named):
             handles = [*axes.get_legend_handles_labels()[0], *named]
             axes.legend(handles=handles, fontsize="x-small", ncol=3)
+        elif named:
+            axes.legend(handles=named, fontsize="x-small")
     if log_x:
         all_axes[-1, 0].set_xscale("log")
     all_axes[-1, 0].set_xlabel(xlabel)
     figure.suptitle(title)
-    return _save(plt, figure, path)
+    return _save(plt, figure, path, panels_in=(0.0, 0.0, 0.73, 1.0) if many else None)
