@@ -562,6 +562,18 @@ def test_model_larger_than_the_gpu_is_rejected() -> None:
     assert coord.place(request("llama-2-7b"), 1.0).action == "cold_start"  # 13.5 GB fits
 
 
+def test_a_model_whose_only_fitting_worker_is_full_is_told_to_retry() -> None:
+    """A worker it fits exists but takes no request now: that is saturation (429, retry
+    shortly), not a model that fits nowhere (400)."""
+    coord = coordinator("startup-aware")
+    coord.handle(report("small", memory_total=20 * 10**9), 0.0)
+    coord.handle(report("large", memory_total=80 * 10**9, queue_depth=64), 0.0)  # full
+    response = coord.place(request("llama-2-13b"), 1.0)
+    assert (response.action, response.reason) == ("reject", "queues_full")
+    coord.handle(report("large", memory_total=80 * 10**9, seq=2, timestamp=101.0), 1.0)
+    assert coord.place(request("llama-2-13b"), 2.0).worker_id == "large"
+
+
 @pytest.mark.parametrize(
     "message",
     [request(), ClusterStateRequest(request_id="s", offset=0, limit=4)],

@@ -194,8 +194,8 @@ class Coordinator:
         entry = choice.worker
         if model.size_bytes > entry.report.memory_total:
             # The policy chose a worker too small for the weights. Fit-aware policies
-            # (startup-aware) choose one only when none is larger.
-            return self._reject(request, "model_too_large")
+            # (startup-aware) choose one only when no worker it fits takes requests.
+            return self._reject(request, self._why_too_small(model))
         cold = choice.tier is not GPU
         new_load_s = 0.0
         if cold:
@@ -267,6 +267,20 @@ class Coordinator:
             return "no_workers"
         if not any(entry.report.ready for entry in self.view.entries()):
             return "no_ready_workers"
+        return "queues_full"
+
+    def _why_too_small(self, model: ModelInfo) -> str:
+        """Why a request went to a worker too small for `model`: no worker holds it
+        (``model_too_large``, the client's error), or every worker that would is full or
+        not ready (``queues_full``: retry shortly). A policy that ranks without looking at
+        fit (seed) may pass over one that fits and takes requests: ``model_too_large``
+        too, the baseline's own failure. Scans the view only for a model some worker
+        fits."""
+        if model.size_bytes > self.view.largest_gpu_bytes:
+            return "model_too_large"
+        for entry in self.view.entries():
+            if entry.accepts and entry.report.memory_total >= model.size_bytes:
+                return "model_too_large"
         return "queues_full"
 
     def _reject(
