@@ -44,8 +44,8 @@ simulations, analyse them into typed figures, write the Markdown, draw the plots
 rewrites the generated section of ``--doc`` (docs/simulator.md), so the figures the guide
 quotes come from a run, not from a hand (`sllm.experiments.digest`).
 
-Default sizes finish in about a minute or two each on a 2-core machine; ``--quick`` runs
-tiny versions (seconds) for tests.
+Default sizes finish in about a minute or two each on a 2-core machine (pressure, 72 runs,
+in about five and a half); ``--quick`` runs tiny versions (seconds) for tests.
 
 Not handled yet: decentralized scale runs beyond 300 nodes (too slow in the simulator
 for the default budget; see above).
