@@ -24,7 +24,7 @@ Memory rules:
 
 A load that finds no room on the GPU because the models there are in use waits for them;
 with ``hand_back`` or ``migrate`` (off by default) the worker moves requests instead once
-waiting costs more than moving (`_ways_out`): the load's own requests go back to be placed
+waiting costs more than moving (`_unblock_plan`): the load's own requests go back to be placed
 elsewhere, or the running requests in its way migrate, each ending here with the tokens it
 produced (`Finished.generated_tokens`) while its client places the rest elsewhere.
 
@@ -80,7 +80,7 @@ class WorkerResources:
     # from stale views, and costs the load-only policies failures (docs/simulator.md).
     hand_back: bool = False
     # A load that finds no room empties the GPU of the models in its way once its waiting
-    # requests have lost as much time as moving theirs costs (`WorkerState._ways_out`):
+    # requests have lost as much time as moving theirs costs (`WorkerState._unblock_plan`):
     # their running requests migrate (each ends here with what it produced, and its
     # client places the rest elsewhere, where the prefix is computed again), their
     # waiting ones are handed back. Only requests whose engine can continue elsewhere
@@ -774,25 +774,19 @@ class WorkerState:
         return actions
 
     def _unblock_due(self) -> float | None:
-        """When a blocked load is unblocked by moving requests: once the delay its waiting
-        requests have taken here adds up to what the cheaper move costs (`_ways_out`).
-        None when no load is blocked, or moving is off."""
-        since = self._blocked_since
-        if since is None or not (self.resources.hand_back or self.resources.migrate):
-            return None
-        hand_back_s, migrate_s, _ = self._ways_out()
-        cheaper = min(hand_back_s, migrate_s)
-        if cheaper == math.inf:
-            return None  # nothing can move (requests that cannot continue elsewhere)
-        return since + cheaper / max(1, self._queued_for(self._load_queue[0]))
+        """When a blocked load is unblocked by moving requests (`_unblock_plan`); None
+        when no load is blocked, moving is off, or nothing can move."""
+        return self._unblock_plan()[0]
 
-    def _ways_out(self) -> tuple[float, float, list[str]]:
-        """What each way out of a blocked load costs, in request-seconds of delay, and
-        the models migration would empty.
+    def _unblock_plan(self) -> tuple[float | None, list[str]]:
+        """When to unblock the blocked load, and the models whose requests to migrate
+        then (empty: hand the load's own requests back instead).
 
-        - Hand-back: each waiting request cold-starts elsewhere, taking about as long as
-          the load here would.
-        - Migration (`migrate`): each request in the way (running or waiting) goes
+        What each way out costs, in request-seconds of delay:
+
+        - hand-back (`hand_back`): each waiting request cold-starts elsewhere, taking
+          about as long as the load here would;
+        - migration (`migrate`): each request in the way (running or waiting) goes
           elsewhere, where its model may have to load from the store.
 
         The waiting requests pay their own delay meanwhile: once it adds up to the cheaper
@@ -800,18 +794,26 @@ class WorkerState:
         long as their requests keep coming). With hand-back alone, that is once they have
         waited as long as their load takes.
         """
+        since = self._blocked_since
+        resources = self.resources
+        if since is None or not (resources.hand_back or resources.migrate):
+            return None, []
         model = self._load_queue[0]
         size = self.catalog[model].size_bytes
         waiting = max(1, self._queued_for(model))
         hand_back_s = math.inf
-        if self.resources.hand_back:
+        if resources.hand_back:
             hand_back_s = waiting * self.cost.load_time(size, self._source(model, size))
-        if not self.resources.migrate:
-            return hand_back_s, math.inf, []
-        in_the_way = self._models_in_the_way(size - (self.resources.gpu_bytes - self.gpu_used))
-        if not in_the_way:
-            return hand_back_s, math.inf, []
-        return hand_back_s, sum(map(self._moving_cost_s, in_the_way)), in_the_way
+        in_the_way: list[str] = []
+        migrate_s = math.inf
+        if resources.migrate:
+            in_the_way = self._models_in_the_way(size - (resources.gpu_bytes - self.gpu_used))
+            if in_the_way:
+                migrate_s = sum(map(self._moving_cost_s, in_the_way))
+        cheaper = min(hand_back_s, migrate_s)
+        if cheaper == math.inf:
+            return None, []  # nothing can move (requests that cannot continue elsewhere)
+        return since + cheaper / waiting, in_the_way if migrate_s < hand_back_s else []
 
     def _moving_cost_s(self, name: str) -> float:
         """Request-seconds of delay to move GPU model `name`'s requests elsewhere: each
@@ -822,15 +824,14 @@ class WorkerState:
         return moved * self.cost.load_time(resident.size_bytes, REMOTE)
 
     def _unblock(self, now: float) -> list[Action]:
-        """Once due, take the cheaper way out (`_ways_out`): migrate the requests of the
-        models in the blocked load's way and start the load, or give the load up and hand
-        its waiting requests back."""
-        due = self._unblock_due()
+        """Once due, take the cheaper way out (`_unblock_plan`): migrate the requests of
+        the models in the blocked load's way and start the load, or give the load up and
+        hand its waiting requests back."""
+        due, in_the_way = self._unblock_plan()
         if due is None or now < due:
             return []
         self._blocked_since = None
-        hand_back_s, migrate_s, in_the_way = self._ways_out()
-        if migrate_s < hand_back_s:
+        if in_the_way:
             actions: list[Action] = []
             for name in in_the_way:
                 actions.extend(self._move_requests_of(name, now))
