@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from core_builders import report, request, view_of
 
-from sllm.core.coordinator import Coordinator
+from sllm.core.coordinator import OVER_DEADLINE, Coordinator, retry_after_s
 from sllm.core.cost import CostModel
 from sllm.core.placement import (
     CANDIDATES_PER_TIER,
@@ -572,6 +572,26 @@ def test_a_model_whose_only_fitting_worker_is_full_is_told_to_retry() -> None:
     assert (response.action, response.reason) == ("reject", "queues_full")
     coord.handle(report("large", memory_total=80 * 10**9, seq=2, timestamp=101.0), 1.0)
     assert coord.place(request("llama-2-13b"), 2.0).worker_id == "large"
+
+
+@pytest.mark.parametrize(
+    ("reason", "estimated_wait_s", "retry_after"),
+    [
+        ("queues_full", 0.0, 1),
+        (OVER_DEADLINE, 0.2, 1),  # at least a second
+        (OVER_DEADLINE, 12.2, 13),  # when the estimate says a slot or a load is free
+        (OVER_DEADLINE, 5000.0, 60),  # at most what the official openai client honours
+        ("no_workers", 0.0, 15),
+        ("no_ready_workers", 0.0, 15),
+        ("not_enough_gpus", 0.0, 15),
+        ("model_too_large", 0.0, None),  # asking again cannot help
+        ("unknown_model", 0.0, None),
+    ],
+)
+def test_a_refusal_says_how_long_to_wait_before_asking_again(
+    reason: str, estimated_wait_s: float, retry_after: int | None
+) -> None:
+    assert retry_after_s(reason, estimated_wait_s) == retry_after
 
 
 @pytest.mark.parametrize(

@@ -12,6 +12,7 @@ import random
 from typing import Any
 
 from sllm.catalog import served_catalog
+from sllm.core.coordinator import OVER_DEADLINE
 from sllm.core.cost import CostModel
 from sllm.core.outstanding import RequestOutcome
 from sllm.core.tiers import Tier
@@ -143,7 +144,9 @@ def test_the_keep_alive_is_one_timer_kept_at_the_next_deadline() -> None:
     assert abs(armed[-1] - expiry) < 1e-9
 
 
-def _client(kernel: Kernel, network: Network) -> tuple[RequestClient[str], list[RequestOutcome]]:
+def _client(
+    kernel: Kernel, network: Network, refusal_retries: int = 0
+) -> tuple[RequestClient[str], list[RequestOutcome]]:
     ended: list[RequestOutcome] = []
     client = RequestClient(
         KernelDriver(kernel, network, "client"),
@@ -151,6 +154,7 @@ def _client(kernel: Kernel, network: Network) -> tuple[RequestClient[str], list[
         worker_address=lambda decision: decision.host,
         schedule_timeout_s=2.0,
         result_timeout_s=60.0,
+        refusal_retries=refusal_retries,
         ended=lambda outcome, arrival: ended.append(outcome),
     )
     network.attach("client", client.receive)
@@ -167,6 +171,19 @@ def _placed(request_id: str, worker: str) -> ScheduleResponse:
         action="serve",
         estimated_wait_s=0.0,
         reason="",
+    )
+
+
+def _refused(request_id: str, reason: str, estimated_wait_s: float = 0.0) -> ScheduleResponse:
+    return ScheduleResponse(
+        request_id=request_id,
+        worker_id="",
+        host="",
+        port=0,
+        http_port=0,
+        action="reject",
+        estimated_wait_s=estimated_wait_s,
+        reason=reason,
     )
 
 
@@ -295,3 +312,66 @@ def test_a_request_waiting_to_ask_again_is_not_timed_out_by_an_earlier_ask() -> 
     assert len(asks) > 4  # asked again and again across the first ask's deadline (2 s)
     assert ended == []
     assert [m.request_id for m in worker.of(InferenceRequest)] == ["r1"]  # type: ignore[attr-defined]
+
+
+def test_a_refusal_with_a_retry_after_is_asked_again_that_much_later() -> None:
+    """With two retries, as the official openai client: over the deadline with an estimate
+    of 12.2 s, asked again 13 s later, twice, then failed; full queues, asked again a
+    second later and served, its wait counted in its time to first token; a model no
+    worker fits, failed at once."""
+    kernel, network = _world()
+    Inbox(network, "w1")
+    client, ended = _client(kernel, network, refusal_retries=2)
+    asks: list[tuple[str, float]] = []
+
+    def schedule(message: Message, source: str) -> None:
+        request_id = message.request_id  # type: ignore[attr-defined]
+        asks.append((request_id, round(kernel.now, 6)))
+        if request_id == "late":
+            decision = _refused(request_id, OVER_DEADLINE, estimated_wait_s=12.2)
+        elif request_id == "huge":
+            decision = _refused(request_id, "model_too_large")
+        elif sum(asked == request_id for asked, _ in asks) == 1:
+            decision = _refused(request_id, "queues_full")
+        else:
+            decision = _placed(request_id, "w1")
+        network.send("scheduler", "client", decision)
+
+    network.attach("scheduler", schedule)
+    for request_id in ("late", "huge", "busy"):
+        client.begin(request_id, Arrival(0.0, MODEL, 100, 10))
+    kernel.at(1.5, lambda _: network.send("w1", "client", _result("busy", "w1", 0.2)), None)
+    kernel.run(59.0)
+    hop = 2 * LATENCY_S  # ask and answer
+    at = LATENCY_S  # when the first ask reaches the scheduler
+    assert asks == [
+        ("late", at),
+        ("huge", at),
+        ("busy", at),
+        ("busy", round(at + hop + 1.0, 6)),
+        ("late", round(at + hop + 13.0, 6)),
+        ("late", round(at + 2 * (hop + 13.0), 6)),
+    ]
+    outcomes = {o.request_id: o for o in ended}
+    assert outcomes["huge"].reason == "rejected: model_too_large"
+    assert outcomes["late"].reason == f"rejected: {OVER_DEADLINE}"
+    busy = outcomes["busy"]
+    assert busy.ok
+    assert abs(busy.ttft_s - (2 * hop + 1.0 + 0.2)) < 1e-9  # placed after the retry
+    assert list(outcomes) == ["huge", "busy", "late"]
+
+
+def test_without_retries_a_refusal_ends_the_request_at_once() -> None:
+    kernel, network = _world()
+    client, ended = _client(kernel, network)
+    network.attach(
+        "scheduler",
+        lambda message, source: network.send(
+            "scheduler",
+            "client",
+            _refused(message.request_id, "queues_full"),  # type: ignore[attr-defined]
+        ),
+    )
+    client.begin("r1", Arrival(0.0, MODEL, 100, 10))
+    kernel.run(10.0)
+    assert [(o.request_id, o.reason) for o in ended] == [("r1", "rejected: queues_full")]

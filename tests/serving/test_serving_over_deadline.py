@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from sllm.api.gateway import OVER_DEADLINE_RETRY_MAX_S, _rejection
-from sllm.core.coordinator import OVER_DEADLINE
+from sllm.api.gateway import _rejection
+from sllm.core.coordinator import OVER_DEADLINE, OVER_DEADLINE_RETRY_MAX_S
 from sllm.wire.messages import ScheduleResponse
 
 MODEL = "llama-2-7b"

@@ -15,7 +15,7 @@ import openai
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from sllm.api.gateway import NO_WORKER_RETRY_AFTER_S
+from sllm.core.coordinator import NO_WORKER_RETRY_AFTER_S
 
 pytestmark = pytest.mark.integration
 

@@ -11,6 +11,8 @@ import argparse
 import json
 from pathlib import Path
 
+import pytest
+
 from sllm.core.placement import policy_names
 from sllm.experiments import suite
 from sllm.experiments.pressure import (
@@ -93,9 +95,12 @@ def test_sllm_simulate_selects_each_mechanism_by_name() -> None:
     parser = argparse.ArgumentParser(prog="sllm")
     cli.add_parser(parser.add_subparsers(dest="command", required=True))
     flags = "--keep-alive-policy histogram --eviction expected-cost --prefetch --migrate"
-    args = parser.parse_args(["simulate", *flags.split(), "--admission-deadline", "30"])
+    args = parser.parse_args(
+        ["simulate", *flags.split(), "--admission-deadline", "30", "--refusal-retries", "2"]
+    )
     assert cli.check_arguments(args) == []
     config = cli.build_config(args)
+    assert config.refusal_retries == 2
     resources = config.resources
     assert (resources.keep_alive_policy, resources.eviction, resources.prefetch) == (
         "histogram",
@@ -104,10 +109,13 @@ def test_sllm_simulate_selects_each_mechanism_by_name() -> None:
     )
     assert config.admission_deadline_s == 30.0
     assert resources.migrate and not resources.hand_back
-    plain = parser.parse_args(["simulate", "--prefetch", "--admission-deadline", "0"])
+    plain = parser.parse_args(
+        ["simulate", "--prefetch", "--admission-deadline", "0", "--refusal-retries", "-1"]
+    )
     assert cli.check_arguments(plain) == [
         "--prefetch needs --keep-alive-policy histogram",
         "--admission-deadline must be > 0",
+        "--refusal-retries must be >= 0",
     ]
     gossip = parser.parse_args(["simulate", "--mode", "decentralized", "--admission-deadline", "9"])
     assert cli.check_arguments(gossip) == []  # every node admits by the deadline too
@@ -131,3 +139,24 @@ def test_decentralized_nodes_refuse_by_the_deadline_too() -> None:
         refused[deadline] = sum(1 for o in result.outcomes if OVER_DEADLINE in o.reason)
     assert refused[None] == 0
     assert refused[5.0] > 0, refused
+
+
+@pytest.mark.parametrize("mode", ["centralized", "decentralized"])
+def test_clients_that_ask_again_after_a_refusal_turn_refusals_into_answers(mode: str) -> None:
+    """Over the admission deadline, a client that waits the Retry-After and asks again
+    (twice, as the official openai client) is served where one that does not fails; every
+    request still ends exactly once."""
+    from sllm.sim.cluster import CentralizedCluster, ClusterConfig
+    from sllm.sim.decentralized import DecentralizedCluster
+    from sllm.workload.options import make_workload
+
+    options = WorkloadOptions(duration_s=40.0, seed=0, rate_rps=60.0, models=4)
+    served = {}
+    for retries in (0, 2):
+        config = ClusterConfig(workers=4, seed=0, admission_deadline_s=5.0, refusal_retries=retries)
+        _, arrivals = make_workload(options)
+        cluster = CentralizedCluster if mode == "centralized" else DecentralizedCluster
+        outcomes = cluster(config).run(arrivals, options.duration_s).outcomes
+        assert len({o.request_id for o in outcomes}) == len(outcomes) == len(arrivals)
+        served[retries] = sum(o.ok for o in outcomes)
+    assert served[0] < served[2], served

@@ -49,13 +49,13 @@ Status codes: 400 bad body or a parameter the model's engine does not honour, 40
 `sllm.runtime.http`), 413 body over `MAX_BODY_BYTES`, 429 with ``Retry-After`` when every
 ready worker's queue is full, 503 when no worker is available (none known, or none ready:
 every one stopping or starting; with ``Retry-After``, since an autoscaler may be starting
-one: see `NO_WORKER_RETRY_AFTER_S`), and 503 ``model_not_ready`` with ``Retry-After`` for a
-model the registry knows that is not servable yet (`sllm.registry`), 502 when it failed
-before the answer was complete, 504 when the worker does not answer in time. Every response
-carries ``x-request-id`` (`sllm.api.request_id`), and the log lines of the request carry the
-same id, from ``request_routed`` to ``request_finished`` (exactly one per request). Each
-attempt goes to its worker under a fresh id of its own (``upstream_id`` on
-``request_routed`` and ``upstream_failed``), so that clients sending one id many times do
+one: see `sllm.core.coordinator.retry_after_s`), and 503 ``model_not_ready`` with
+``Retry-After`` for a model the registry knows that is not servable yet (`sllm.registry`),
+502 when it failed before the answer was complete, 504 when the worker does not answer in
+time. Every response carries ``x-request-id`` (`sllm.api.request_id`), and the log lines of
+the request carry the same id, from ``request_routed`` to ``request_finished`` (exactly one
+per request). Each attempt goes to its worker under a fresh id of its own (``upstream_id``
+on ``request_routed`` and ``upstream_failed``), so that clients sending one id many times do
 not collide on a worker. With a cluster secret, every attempt is signed for the worker
 (`sllm.api.credential`).
 
@@ -70,7 +70,6 @@ import asyncio
 import hmac
 import json
 import logging
-import math
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection
@@ -98,7 +97,11 @@ from sllm.api.schemas import (
 )
 from sllm.api.worker_client import UpstreamResponse, WorkerClient
 from sllm.catalog import DEFAULT_ENGINE
-from sllm.core.coordinator import OVER_DEADLINE
+from sllm.core.coordinator import (
+    OVER_DEADLINE,
+    QUEUES_FULL_RETRY_AFTER_S,
+    retry_after_s,
+)
 from sllm.engines.registry import engine_class
 from sllm.logs import log_event
 from sllm.wire import ScheduleRequest, ScheduleResponse
@@ -111,16 +114,6 @@ MAX_ATTEMPTS = 3
 FIRST_BYTE_TIMEOUT_S = 300.0
 # Between two events of a running stream.
 READ_TIMEOUT_S = 120.0
-RETRY_AFTER_S = 1
-# The most a rejection over the admission deadline asks a client to wait: the official
-# openai client honours a Retry-After of up to 60 s, and ignores a longer one.
-OVER_DEADLINE_RETRY_MAX_S = 60
-# Retry-After of a 503 while no worker is known or ready: the autoscaler may be starting
-# one (scale from zero). KEDA looks at the metrics every 15 s (its default polling
-# interval), so nothing can have changed sooner; and the official openai client waits what
-# the header says (up to 60 s) before each of its 2 default retries, so it spans 30 s of
-# a worker's start without the caller doing anything.
-NO_WORKER_RETRY_AFTER_S = 15
 # Retry-After of a 503 for a deployed model whose source is still being described: a
 # directory of a few GB hashes in seconds, a hub listing is one request.
 MODEL_NOT_READY_RETRY_AFTER_S = 5
@@ -607,7 +600,7 @@ class Gateway:
                 429,
                 "every worker tried has a full queue; retry shortly",
                 code="overloaded",
-                retry_after_s=RETRY_AFTER_S,
+                retry_after_s=QUEUES_FULL_RETRY_AFTER_S,
             )
         if timed_out:
             self._count(self.failed, "timeout")
@@ -785,58 +778,57 @@ def _unknown_model(model: str) -> ApiError:
 
 
 def _rejection(decision: ScheduleResponse, model: str) -> ApiError:
-    if decision.reason == "unknown_model":
+    """The client's error for a scheduler's refusal; ``Retry-After`` where asking again
+    may help, as long as `retry_after_s` says (the simulated client waits the same)."""
+    reason = decision.reason
+    wait = retry_after_s(reason, decision.estimated_wait_s)
+    if reason == "unknown_model":
         return _unknown_model(model)
-    if decision.reason == "queues_full":
+    if reason == "queues_full":
         return ApiError(
             429,
             "every worker's queue is full; retry shortly",
             code="overloaded",
-            retry_after_s=RETRY_AFTER_S,
+            retry_after_s=wait,
         )
-    if decision.reason == OVER_DEADLINE:
-        # The coordinator's admission deadline (`sllm.core.coordinator`): come back when
-        # the best estimate says a slot or a load should be free.
-        wait = min(
-            max(RETRY_AFTER_S, math.ceil(decision.estimated_wait_s)), OVER_DEADLINE_RETRY_MAX_S
-        )
+    if reason == OVER_DEADLINE:
         return ApiError(
             429,
             "every worker's estimated time to first token exceeds the admission deadline",
             code="overloaded",
             retry_after_s=wait,
         )
-    if decision.reason == "no_ready_workers":
+    if reason == "no_ready_workers":
         return ApiError(
             503,
             "no ready worker: every known worker is stopping or not ready yet",
             code="no_worker",
-            retry_after_s=NO_WORKER_RETRY_AFTER_S,
+            retry_after_s=wait,
         )
-    if decision.reason == "no_workers":
+    if reason == "no_workers":
         return ApiError(
             503,
             "no worker has joined yet (one may be starting); retry after Retry-After seconds",
             code="no_worker",
-            retry_after_s=NO_WORKER_RETRY_AFTER_S,
+            retry_after_s=wait,
         )
-    if decision.reason == "not_enough_gpus":
+    if reason == "not_enough_gpus":
         return ApiError(
             503,
             f"model {model!r} needs more GPUs than any ready worker has (its "
             "tensor_parallel_size); retry after Retry-After seconds, or add such a worker",
             code="not_enough_gpus",
             param="model",
-            retry_after_s=NO_WORKER_RETRY_AFTER_S,
+            retry_after_s=wait,
         )
-    if decision.reason == "model_too_large":
+    if reason == "model_too_large":
         return ApiError(
             400,
             f"model {model!r} does not fit on any worker",
             code="model_too_large",
             param="model",
         )
-    return ApiError(503, f"no worker is available ({decision.reason})", code="no_worker")
+    return ApiError(503, f"no worker is available ({reason})", code="no_worker")
 
 
 class CompletionLane:

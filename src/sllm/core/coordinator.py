@@ -28,6 +28,7 @@ of reports, within one REPORT_INTERVAL. Only the counters start again from zero.
 from __future__ import annotations
 
 import dataclasses
+import math
 import random
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -71,8 +72,42 @@ class Outcome:
 # A rejection's reason when the best estimate exceeds the admission deadline.
 OVER_DEADLINE = "over_deadline"
 
+# How long a refused request should wait before it asks again (`retry_after_s`). Every
+# queue a decision looked at was full: a slot frees within a request's service time.
+QUEUES_FULL_RETRY_AFTER_S = 1
+# A refusal over the admission deadline asks the client to come back when the best
+# estimate says a slot or a load should be free, and at most this long: the official
+# openai client honours a Retry-After of up to 60 s and ignores a longer one.
+OVER_DEADLINE_RETRY_MAX_S = 60
+# No worker is known or ready, or none has the GPUs: the autoscaler may be starting one
+# (scale from zero). KEDA looks at the metrics every 15 s (its default polling interval),
+# so nothing can have changed sooner; and the official openai client waits what the
+# header says before each of its 2 default retries, so it spans 30 s of a worker's start
+# without the caller doing anything.
+NO_WORKER_RETRY_AFTER_S = 15
+
 # Most messages are worker reports that call for nothing: one shared, immutable answer.
 NOTHING = Outcome()
+
+
+def retry_after_s(reason: str, estimated_wait_s: float) -> int | None:
+    """Whole seconds a request refused for `reason` (a decision whose best estimate was
+    `estimated_wait_s`) should wait before asking again; None where asking again cannot
+    help (an unknown model, one no worker fits).
+
+    One rule for the front door's ``Retry-After`` and for the simulated client that
+    honours it (`RequestClient`'s ``refusal_retries``), as the official openai client
+    does: what a retrying client meets in the simulator is what it would meet live.
+    Decentralized nodes refuse for the same reasons.
+    """
+    if reason == "queues_full":
+        return QUEUES_FULL_RETRY_AFTER_S
+    if reason == OVER_DEADLINE:
+        wait = math.ceil(min(estimated_wait_s, OVER_DEADLINE_RETRY_MAX_S))
+        return max(QUEUES_FULL_RETRY_AFTER_S, wait)
+    if reason in ("no_workers", "no_ready_workers", "not_enough_gpus"):
+        return NO_WORKER_RETRY_AFTER_S
+    return None
 
 
 @dataclass(slots=True)

@@ -228,6 +228,7 @@ class PressureSetup:
     rates_rps: tuple[float, ...]  # the arrival rate at each level
     kinds: tuple[str, ...]
     arms: Mapping[str, Arm]
+    refusal_retries: int = 0  # how often a client asks again after a Retry-After
 
     def as_dict(self) -> Json:
         return {
@@ -242,6 +243,7 @@ class PressureSetup:
             "rates_rps": list(self.rates_rps),
             "kinds": list(self.kinds),
             "arms": {name: arm.as_dict() for name, arm in self.arms.items()},
+            "refusal_retries": self.refusal_retries,
             "baseline": BASELINE_POLICY,
         }
 
@@ -368,6 +370,7 @@ def run_pressure(ctx: Context, size: PressureSize | None = None) -> PressureRuns
             models_served=models,
             kinds=arm.kinds(),
             admission_deadline_s=arm.admission_deadline_s,
+            refusal_retries=ctx.refusal_retries,
         )
         runs[name] = {
             level: ctx.simulate(config, options[level], mode=arm.mode) for level in levels
@@ -384,6 +387,7 @@ def run_pressure(ctx: Context, size: PressureSize | None = None) -> PressureRuns
         rates_rps=tuple(round(level * capacity, 3) for level in levels),
         kinds=tuple(kind.name for kind in KINDS),
         arms={name: ARMS[name] for name in arm_names},
+        refusal_retries=ctx.refusal_retries,
     )
     return PressureRuns(setup=setup, runs=runs)
 
@@ -440,6 +444,16 @@ def best_arm(result: PressureResult, level: float) -> str:
     return min(fair, key=lambda arm: result.figures[arm][level].summary.ttft.p99)
 
 
+def _retrying_clients(retries: int) -> str:
+    if not retries:
+        return "Clients do not retry: a refusal fails the request."
+    return (
+        f"Clients ask again after a refusal with a Retry-After, up to {retries} times, "
+        "that much later (as the official openai client does); only the last refusal "
+        "counts as a failure, and a request served after a retry counts its whole wait."
+    )
+
+
 def write_pressure(result: PressureResult) -> str:
     setup = result.setup
     lines = [
@@ -454,7 +468,8 @@ def write_pressure(result: PressureResult) -> str:
                 setup.levels, setup.rates_rps, setup.durations_s, strict=True
             )
         )
-        + ".",
+        + ". "
+        + _retrying_clients(setup.refusal_retries),
         "",
         "Stresses GPU and host memory and the load channel: failures (rejected, timed out, "
         "unfinished) sit next to the completed requests' TTFT; ratios are to seed at the "

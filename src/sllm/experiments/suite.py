@@ -101,13 +101,25 @@ DIGEST = "digest"
 
 
 def run_experiment(
-    name: str, out: Path, quick: bool = False, seed: int = 0, hours: float | None = None
+    name: str,
+    out: Path,
+    quick: bool = False,
+    seed: int = 0,
+    hours: float | None = None,
+    refusal_retries: int = 0,
 ) -> list[Path]:
     """Run one experiment into `out` (created if needed); return the files written."""
     out.mkdir(parents=True, exist_ok=True)
     pictures = Plots(folder=out, name=name)
     with Progress(name) as progress:
-        ctx = Context(name=name, quick=quick, seed=seed, progress=progress, hours=hours)
+        ctx = Context(
+            name=name,
+            quick=quick,
+            seed=seed,
+            progress=progress,
+            hours=hours,
+            refusal_retries=refusal_retries,
+        )
         written = EXPERIMENTS[name](ctx, pictures)
         progress.update(1.0, "done")
     return write_files(out, name, written, pictures)
@@ -138,7 +150,16 @@ def add_parser(sub: Any) -> None:
         "--hours",
         type=float,
         default=None,
-        help="simulated hours per run (pressure only; default its ten minutes)",
+        help="simulated hours per run (pressure only; default: each level replays the whole trace)",
+    )
+    parser.add_argument(
+        "--refusal-retries",
+        type=int,
+        default=0,
+        metavar="N",
+        help="pressure only: clients ask again after a refusal with a Retry-After, up to N "
+        "times, that much later (the official openai client: 2; default 0, a refusal fails "
+        "the request)",
     )
     parser.set_defaults(run=main)
 
@@ -153,10 +174,17 @@ def main(args: argparse.Namespace) -> int:
         print(args.doc)
         return 0
     try:
+        problems = []
         if args.hours is not None and not args.hours > 0:
-            print("sllm experiment: --hours must be > 0", file=sys.stderr)
+            problems.append("--hours must be > 0")
+        if args.refusal_retries < 0:
+            problems.append("--refusal-retries must be >= 0")
+        if problems:
+            print(f"sllm experiment: {'; '.join(problems)}", file=sys.stderr)
             return 2
-        written = run_experiment(args.name, Path(args.out), args.quick, args.seed, args.hours)
+        written = run_experiment(
+            args.name, Path(args.out), args.quick, args.seed, args.hours, args.refusal_retries
+        )
     except OSError as error:
         print(f"sllm experiment: {error}", file=sys.stderr)
         return 1

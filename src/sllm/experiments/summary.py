@@ -95,6 +95,9 @@ class Context:
     seed: int
     progress: Progress
     hours: float | None = None  # simulated hours per run, where the experiment takes it
+    # Clients ask again after a refusal with a Retry-After, this often (where the
+    # experiment takes it; `ClusterConfig.refusal_retries`).
+    refusal_retries: int = 0
     planned: list[float] = field(default_factory=list)  # each run's cost, in run order
     runs_done: int = 0
 

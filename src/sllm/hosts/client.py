@@ -7,7 +7,9 @@ is written once, against `sllm.hosts.driver.Driver`:
 1. ``begin``: a ScheduleRequest to a scheduler (`scheduler()`: the coordinator, or a
    random live node);
 2. on the decision, an InferenceRequest to the worker it names (`worker_address`), or
-   the end with ``rejected: <reason>``;
+   the end with ``rejected: <reason>``; or, with ``refusal_retries``, a refusal that the
+   front door would answer with ``Retry-After`` is asked again that much later, as the
+   official openai client does (`sllm.core.coordinator.retry_after_s`);
 3. on the InferenceResult, the end, with the client's timings (`outcome_of`: the one
    place of the time-to-first-token formula); or, for a request the worker handed back
    (``handed_back``: its load found no room), back to 1; or, for a running request the
@@ -35,6 +37,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Generic
 
+from sllm.core.coordinator import retry_after_s
 from sllm.core.outstanding import (
     REQUEST_DEADLINE_S,
     UNFINISHED,
@@ -80,6 +83,7 @@ class _Pending:
         "first_token_s",
         "phase",
         "produced",
+        "refusals",
         "request_id",
         "scheduled",
         "started",
@@ -95,6 +99,7 @@ class _Pending:
         # first of them came (seconds since it began; None: none came yet).
         self.produced = 0
         self.first_token_s: float | None = None
+        self.refusals = 0  # refusals asked again after their Retry-After
         # The decision deadline of the ask awaiting its answer; None while none is (the
         # request waits to be asked again).
         self.decide_by: float | None = None
@@ -135,9 +140,13 @@ class RequestClient(Generic[A]):
         worker_address: Callable[[ScheduleResponse], A],
         schedule_timeout_s: float = SCHEDULE_TIMEOUT_S,
         result_timeout_s: float = RESULT_TIMEOUT_S,
+        refusal_retries: int = 0,
         ended: Callable[[RequestOutcome, Arrival], None] | None = None,
     ) -> None:
         self.driver = driver
+        # How often a request refused with a Retry-After asks again (the official openai
+        # client: 2); 0, a refusal ends it.
+        self.refusal_retries = refusal_retries
         self.scheduler = scheduler
         self.worker_address = worker_address
         self.schedule_timeout_s = schedule_timeout_s
@@ -249,6 +258,12 @@ class RequestClient(Generic[A]):
             return  # late, or a duplicate datagram
         arrival = pending.arrival
         if decision.action == "reject":
+            wait = retry_after_s(decision.reason, decision.estimated_wait_s)
+            if wait is not None and pending.refusals < self.refusal_retries:
+                pending.refusals += 1
+                pending.decide_by = None  # until it is asked again
+                self.driver.call_later(wait, self._ask_again, pending.request_id)
+                return
             self._end(
                 pending,
                 RequestOutcome(

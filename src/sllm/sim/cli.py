@@ -147,6 +147,15 @@ def build_arguments(parser: argparse.ArgumentParser) -> None:
         default=RESULT_TIMEOUT_S,
         help="seconds the client waits for an answer after a request's arrival",
     )
+    cluster.add_argument(
+        "--refusal-retries",
+        type=int,
+        default=0,
+        metavar="N",
+        help="the client asks again after a refusal with a Retry-After (full queues, the "
+        "admission deadline, no worker), up to N times, that much later, as the official "
+        "openai client does (its default: 2); default 0, a refusal fails the request",
+    )
 
     network = parser.add_argument_group("network")
     network.add_argument("--latency-ms", type=float, default=0.25, help="one-way floor (0.25)")
@@ -215,6 +224,8 @@ def check_arguments(args: argparse.Namespace) -> list[str]:
         problems.append("--admission-deadline must be > 0")
     if args.probing < 0:
         problems.append("--probing must be >= 0")
+    if args.refusal_retries < 0:
+        problems.append("--refusal-retries must be >= 0")
     return problems
 
 
@@ -250,6 +261,7 @@ def build_config(args: argparse.Namespace) -> ClusterConfig:
         exact_bytes=args.exact_bytes,
         drain_s=args.drain,
         result_timeout_s=args.result_timeout,
+        refusal_retries=args.refusal_retries,
     )
 
 

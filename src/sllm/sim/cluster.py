@@ -164,6 +164,9 @@ class ClusterConfig:
     exact_bytes: bool = False  # encode every datagram to count bytes (slow)
     schedule_timeout_s: float = SCHEDULE_TIMEOUT_S
     result_timeout_s: float = RESULT_TIMEOUT_S
+    # How often the client asks again after a refusal that carries a Retry-After, that
+    # much later (`RequestClient`'s ``refusal_retries``; the official openai client: 2).
+    refusal_retries: int = 0
     drain_s: float = DEFAULT_DRAIN_S
     sample_period_s: float = SAMPLE_PERIOD_S
     record_series: bool = False  # keep every sample with its time (for plots over time)
@@ -194,6 +197,8 @@ class ClusterConfig:
             problems.append("sample period and timeouts must be > 0")
         if self.result_timeout_s <= 0 or self.drain_s < 0:
             problems.append("result timeout must be > 0 and drain >= 0")
+        if self.refusal_retries < 0:
+            problems.append("refusal retries must be >= 0")
         if problems:
             raise ValueError("; ".join(problems))
 

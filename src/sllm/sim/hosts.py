@@ -279,6 +279,7 @@ class Client:
             worker_address=_decision_host,
             schedule_timeout_s=config.schedule_timeout_s,
             result_timeout_s=config.result_timeout_s,
+            refusal_retries=config.refusal_retries,
             ended=self._ended,
         )
         self.outcomes = self.requests.outcomes
