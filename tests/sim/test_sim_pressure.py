@@ -8,6 +8,7 @@ not act on the estimate fails them (plain startup-aware reaches 0.74x p99, 0.41x
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 from pathlib import Path
 
@@ -22,6 +23,7 @@ from sllm.experiments.pressure import (
     analyse_pressure,
     best_arm,
     failure_kinds,
+    meets_targets,
     run_pressure,
     warm_capacity_rps,
     write_pressure,
@@ -54,6 +56,24 @@ def test_acting_on_the_estimate_beats_seed_on_a_pressured_mixed_fleet() -> None:
     assert best.failed_vs_seed is not None and best.failed_vs_seed <= 0.5
     assert best_arm(result, LEVEL) == "startup-aware+all"
     assert sum(failure_kinds(best.summary)) == best.summary.failed
+    # An arm with a lower p99 that fails too many (more than half seed's, fewer than
+    # seed's) is not the best arm while another meets both targets; alone, it is.
+    faster = dataclasses.replace(
+        best,
+        summary=dataclasses.replace(
+            best.summary,
+            ttft=dataclasses.replace(best.summary.ttft, p99=best.summary.ttft.p99 / 2),
+        ),
+        ttft_p99_vs_seed=best.ttft_p99_vs_seed / 2,
+        failed_vs_seed=0.9,
+    )
+    crowded = dataclasses.replace(
+        result, figures={**result.figures, "startup-aware": {LEVEL: faster}}
+    )
+    assert not meets_targets(faster) and meets_targets(best)
+    assert best_arm(crowded, LEVEL) == "startup-aware+all"
+    alone = {arm: crowded.figures[arm] for arm in ("seed", "startup-aware")}
+    assert best_arm(dataclasses.replace(crowded, figures=alone), LEVEL) == "startup-aware"
     markdown = write_pressure(result)
     assert "| 90% | startup-aware+all |" in markdown and "| met |" in markdown
 
