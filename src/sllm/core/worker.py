@@ -748,12 +748,7 @@ class WorkerState:
         """Empty `model` on the GPU: hand its waiting requests back, and migrate its
         running ones, each ending here with the tokens it produced (its client places the
         rest elsewhere)."""
-        actions: list[Action] = []
-        for request_id, request in list(self._queue.items()):
-            if request.spec.model == model:
-                del self._queue[request_id]
-                actions.append(self._finish(request, now, False, HANDED_BACK))
-                self.handed_back_total += 1
+        actions = self._hand_back_waiting(model, now)
         timing = self.cost.timing(self.catalog[model])
         for request_id, request in list(self._running.items()):
             if request.spec.model != model:
@@ -846,13 +841,17 @@ class WorkerState:
         self._load_queue.popleft()
         self._summary = None
         self._prefetching.discard(model)
+        return self._hand_back_waiting(model, now) + self._dispatch(now)
+
+    def _hand_back_waiting(self, model: str, now: float) -> list[Action]:
+        """End every waiting request of `model` with `HANDED_BACK`: its client places it
+        again elsewhere."""
         actions: list[Action] = []
         for request_id, request in list(self._queue.items()):
             if request.spec.model == model:
                 del self._queue[request_id]
                 actions.append(self._finish(request, now, False, HANDED_BACK))
         self.handed_back_total += len(actions)
-        actions.extend(self._dispatch(now))
         return actions
 
     def _eviction_order(self, now: float) -> list[str]:
