@@ -11,6 +11,7 @@ from sllm.core.cost import CostModel
 from sllm.core.placement import CANDIDATES_PER_TIER, Estimator, load_time_on, make_policy
 from sllm.core.tiers import Tier
 from sllm.core.view import ClusterView
+from sllm.wire.messages import LoadEnd
 from sllm.workload import default_catalog
 
 GB = 10**9
@@ -86,6 +87,49 @@ def test_admission_never_refuses_a_models_own_cold_start() -> None:
     decision = c.place(request(HUGE), 0.0)
     assert decision.action == "cold_start"
     assert decision.estimated_wait_s > 100.0
+
+
+def test_a_request_for_a_model_on_its_way_waits_for_its_load() -> None:
+    """MODEL is on its way to the GPU of "loading" (listed there, its load ends in 90 s);
+    "idle" would load it from the store in about 13 s. The request still goes where the
+    load is under way (ranking as if the model were there: no second copy), but its
+    estimate counts the 90 s, so a 60 s deadline refuses it and a 120 s one admits it."""
+    on_its_way = report(
+        "loading",
+        models={MODEL: int(Tier.GPU)},
+        loads=(LoadEnd(model=MODEL, ready_in_s=90.0),),
+        load_backlog_s=90.0,
+    )
+    idle = report("idle")
+    assert COST.load_time(CATALOG[MODEL].size_bytes, Tier.REMOTE) < 20.0
+    for deadline, action in ((None, "serve"), (120.0, "serve"), (60.0, "reject")):
+        c = coordinator(deadline)
+        c.handle(on_its_way, 0.0)
+        c.handle(idle, 0.0)
+        decision = c.place(request(), 0.0)
+        assert decision.action == action, deadline
+        assert 90.0 < decision.estimated_wait_s < 91.0
+        if action == "serve":
+            assert decision.worker_id == "loading"
+        else:
+            assert decision.reason == OVER_DEADLINE
+
+
+def test_every_policy_counts_the_wait_for_a_load_in_its_estimate() -> None:
+    on_its_way = report(
+        "loading", models={MODEL: int(Tier.GPU)}, loads=(LoadEnd(model=MODEL, ready_in_s=30.0),)
+    )
+    warm = report("warm", models={MODEL: int(Tier.GPU)})
+    estimator = Estimator(COST)
+    view = view_of(on_its_way, warm)
+    entries = {entry.worker_id: entry for entry in view.entries()}
+    assert estimator.wait_for_load(entries["loading"], MODEL) == 30.0
+    assert estimator.wait_for_load(entries["warm"], MODEL) == 0.0
+    assert estimator.wait_for_load(entries["loading"], HUGE) == 0.0  # not loading there
+    seed = make_policy("seed", COST, random.Random(0)).choose(
+        view_of(on_its_way), request(), CATALOG[MODEL]
+    )
+    assert seed is not None and 30.0 < seed.estimated_wait_s < 31.0
 
 
 def test_without_a_deadline_nothing_is_refused_for_waiting() -> None:

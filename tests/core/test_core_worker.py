@@ -23,7 +23,7 @@ from sllm.core.worker import (
     WorkerState,
     prestaged,
 )
-from sllm.wire.messages import REPORT_MAX_MODELS, InferenceRequest
+from sllm.wire.messages import LOADS_REPORTED_MAX, REPORT_MAX_MODELS, InferenceRequest
 from sllm.workload import ModelSpec, default_catalog
 
 GB = 10**9
@@ -700,6 +700,46 @@ def test_report_summarizes_state() -> None:
     assert first.load_backlog_s == pytest.approx(w.load_backlog_s(3.0))
     assert first.load_backlog_s > 0
     assert first.ready
+
+
+def test_the_report_says_when_each_load_ends() -> None:
+    """Loads run one at a time: SMALL's load ends first, MID's after it. A load blocked
+    for room counts as waiting as long again as it has, and the report rounds to a tenth
+    of a second. Nothing loading: no loads."""
+    w = worker()
+    assert w.report(0.0, "127.0.0.1", 9000).loads == ()
+    w.submit(inference("b", SMALL), 2.0)  # loads from the store
+    w.submit(inference("c", MID), 2.0)  # queued behind it
+    small_s, mid_s = remote_load_s(SMALL), remote_load_s(MID)
+    assert list(w.load_ends(3.0)) == [
+        (SMALL, pytest.approx(2.0 + small_s - 3.0)),
+        (MID, pytest.approx(2.0 + small_s - 3.0 + mid_s)),
+    ]
+    loads = w.report(3.0, "127.0.0.1", 9000).loads
+    assert [(load.model, load.ready_in_s) for load in loads] == [
+        (SMALL, round(small_s - 1.0, 1)),
+        (MID, round(small_s - 1.0 + mid_s, 1)),
+    ]
+    # Blocked: TINY waits for room behind MID and SMALL, both busy, since 3.0.
+    w = blocked_by_running(waiting=1)
+    assert list(w.load_ends(3.0)) == [(TINY, pytest.approx(remote_load_s(TINY)))]
+    assert list(w.load_ends(7.0)) == [(TINY, pytest.approx(4.0 + remote_load_s(TINY)))]
+    assert w.load_backlog_s(7.0) == pytest.approx(remote_load_s(TINY))  # ranks a cold start
+
+
+def test_a_report_names_at_most_a_few_loads() -> None:
+    resources = dataclasses.replace(
+        RESOURCES, gpu_bytes=200 * GB, queue_capacity=LOADS_REPORTED_MAX + 2
+    )
+    w = worker(resources=resources)
+    models = [name for name in CATALOG if CATALOG[name].size_bytes <= resources.gpu_bytes]
+    for index, model in enumerate(models[: LOADS_REPORTED_MAX + 2]):
+        w.submit(inference(f"r{index}", model), 0.0)
+    under_way = [model for model, _ in w.load_ends(1.0)]
+    assert len(under_way) == LOADS_REPORTED_MAX + 2
+    loads = w.report(1.0, "127.0.0.1", 9000).loads
+    assert [load.model for load in loads] == under_way[:LOADS_REPORTED_MAX]
+    assert [load.ready_in_s for load in loads] == sorted(load.ready_in_s for load in loads)
 
 
 def test_report_caps_the_model_list() -> None:

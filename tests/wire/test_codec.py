@@ -28,6 +28,7 @@ from sllm.wire import (
     InferenceRequest,
     InferenceResult,
     InferenceStarted,
+    LoadEnd,
     Message,
     RegistryDigest,
     RegistryEntries,
@@ -39,8 +40,10 @@ from sllm.wire import (
     WorkerSummary,
 )
 from sllm.wire import codec as codec_module
+from sllm.wire.fit import encode_to_fit
 from sllm.wire.messages import (
     ID_MAX_LEN,
+    LOADS_REPORTED_MAX,
     MEMBER_PAGE_MAX,
     REPORT_MAX_MODELS,
     STATE_PAGE_MAX_WORKERS,
@@ -530,12 +533,54 @@ def test_duplicate_field_inside_the_body_is_rejected() -> None:
         ({"models": {"facebook/opt-1.3b": -1}}, "out_of_range", "models"),
         ({"models": {"m" * 97: 0}}, "out_of_range", "models"),
         ({"models": {f"m{i}": 0 for i in range(REPORT_MAX_MODELS + 1)}}, "out_of_range", "models"),
+        ({"loads": [{"model": "m", "ready_in_s": -1.0}]}, "out_of_range", "ready_in_s"),
+        ({"loads": [{"model": "m" * 97, "ready_in_s": 1.0}]}, "out_of_range", "model"),
+        ({"loads": [{"model": "m"}]}, "missing_field", "ready_in_s"),
+        ({"loads": {"m": 1.0}}, "bad_type", "loads"),
+        (
+            {
+                "loads": [
+                    {"model": f"m{i}", "ready_in_s": 1.0} for i in range(LOADS_REPORTED_MAX + 1)
+                ]
+            },
+            "out_of_range",
+            "loads",
+        ),
     ],
 )
 def test_bad_fields(changes: dict[str, Any], reason: str, where: str) -> None:
     error = reject(tamper(SMALL_REPORT, **changes))
     assert error.reason == reason
     assert where in error.detail
+
+
+def test_a_report_says_when_its_loads_end() -> None:
+    with_loads = dataclasses.replace(
+        full_report(),
+        models={"facebook/opt-1.3b": 0, "facebook/opt-6.7b": 0},
+        loads=(
+            LoadEnd(model="facebook/opt-1.3b", ready_in_s=4.2),
+            LoadEnd(model="facebook/opt-6.7b", ready_in_s=31.5),
+        ),
+    )
+    codec = Codec()
+    assert codec.decode(codec.encode(with_loads, NOW, 0), NOW) == with_loads
+    assert full_report().loads == ()  # nothing loading: none
+
+
+def test_a_report_too_big_keeps_the_loads_of_the_models_it_still_names() -> None:
+    """Shrinking halves the models, fastest tiers first; a load of a model it no longer
+    names goes with it, and the report never names a load it does not list."""
+    report = full_report()
+    names = list(report.models)
+    loads = (LoadEnd(model=names[0], ready_in_s=3.0), LoadEnd(model=names[-1], ready_in_s=9.0))
+    fitted, data = encode_to_fit(
+        Codec(secret=SECRET), dataclasses.replace(report, loads=loads), NOW, 1
+    )
+    assert isinstance(fitted, WorkerReport) and len(data) <= MAX_DATAGRAM_BYTES
+    assert len(fitted.models) < len(names)
+    assert fitted.loads == loads[:1]
+    assert fitted.models_omitted == report.models_omitted + len(names) - len(fitted.models)
 
 
 def test_choices_are_enforced() -> None:

@@ -17,7 +17,10 @@ is no one's queue: a deadline below a 70B checkpoint's load from the store would
 that model for ever, since a refused request loads nothing), the request is rejected at
 once with reason ``over_deadline`` and the estimate (the HTTP front door answers 429 with
 a Retry-After from it), instead of joining a queue it would time out in. With
-``startup-aware`` the chosen estimate is the smallest, so every estimate exceeds it.
+``startup-aware`` the chosen estimate is the smallest, so every estimate exceeds it. A
+model already on its way to the chosen worker's GPU is no cold start of this request:
+the estimate counts the wait for that load (`Estimator.wait_for_load`), which the
+deadline judges like any other wait.
 The other option the issue names, a bounded global queue in the coordinator, is not built:
 see docs/simulator.md ("The pressure experiment") for the measurement.
 

@@ -57,7 +57,6 @@ chosen node), batch sampling across requests (Sparrow's batch probing), late bin
 
 from __future__ import annotations
 
-import dataclasses
 import random
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -76,6 +75,7 @@ from sllm.core.membership import (
 from sllm.core.registry_gossip import RegistryReplica
 from sllm.core.tiers import Tier
 from sllm.core.worker import WorkerResources, WorkerState
+from sllm.wire.fit import first_models
 from sllm.wire.messages import (
     MEMBER_PAGE_MAX,
     SECONDS_MAX,
@@ -199,11 +199,7 @@ class _Pending:
 
 def trim_report(report: WorkerReport, max_models: int = GOSSIP_REPORT_MAX_MODELS) -> WorkerReport:
     """The report as gossip carries it: the first `max_models` models (fastest tiers)."""
-    if len(report.models) <= max_models:
-        return report
-    kept = dict(islice(report.models.items(), max_models))
-    omitted = report.models_omitted + len(report.models) - len(kept)
-    return dataclasses.replace(report, models=kept, models_omitted=omitted)
+    return first_models(report, max_models)
 
 
 def _signature(report: WorkerReport) -> tuple[object, ...]:
@@ -215,6 +211,7 @@ def _signature(report: WorkerReport) -> tuple[object, ...]:
         report.running,
         report.ready,
         round(report.load_backlog_s),
+        tuple(round(load.ready_in_s) for load in report.loads),
     )
 
 

@@ -28,7 +28,9 @@ Theory of operation:
   others can only wait longer. A typical warm decision makes one estimate. A worker whose
   GPU is smaller than the checkpoint is estimated at infinity; when every candidate is,
   the decision scans the view for one that fits (a mixed fleet's large models). A load
-  from a worker's disk is estimated at the disk bandwidth the worker reports.
+  from a worker's disk is estimated at the disk bandwidth the worker reports. A model on
+  its way to a worker's GPU ranks as if it were there (its requests follow that load);
+  the chosen estimate, which admission judges, adds the wait for it.
 
 Not handled yet: a decision never migrates (the ``migrate`` action ServerlessLLM adds);
 a worker migrates running requests off itself when a load finds no room
@@ -145,6 +147,22 @@ class Estimator:
         else:
             load = cost.load_s[tier]
         return wait + (backlog + load) + cost.prefill_s
+
+    def wait_for_load(self, entry: WorkerEntry, model: str) -> float:
+        """The seconds until `model`, which `entry` reports as on its way to the GPU, is
+        there (the worker's `WorkerReport.loads`); 0 for a model it does not report
+        loading.
+
+        `ttft` leaves this wait out on purpose: a model on its way ranks as if it were
+        there, so that its requests follow the load under way rather than start another
+        elsewhere (ranking by the whole wait sent them off to copies that evicted each
+        other: docs/simulator.md). The choice's estimate counts it, so that admission
+        and Retry-After judge the wait the request will see.
+        """
+        for load in entry.report.loads:
+            if load.model == model:
+                return load.ready_in_s
+        return 0.0
 
 
 def load_time_on(report: WorkerReport, tier: Tier, size_bytes: int, cost: CostModel) -> float:
@@ -312,6 +330,8 @@ class StartupAware:
                     if ttft < best_ttft:
                         best, best_ttft = entry, ttft
         tier = best.tier_of(request.model)
+        if tier is GPU:
+            best_ttft += self._estimator.wait_for_load(best, request.model)
         return Choice(
             worker=best, tier=tier, estimated_wait_s=best_ttft, reason=STARTUP_AWARE_REASONS[tier]
         )
@@ -321,9 +341,10 @@ def _choice(
     estimator: Estimator, entry: WorkerEntry, request: ScheduleRequest, model: ModelInfo, why: str
 ) -> Choice:
     ttft = estimator.ttft(entry, estimator.request_cost(request, model))
-    return Choice(
-        worker=entry, tier=entry.tier_of(request.model), estimated_wait_s=ttft, reason=why
-    )
+    tier = entry.tier_of(request.model)
+    if tier is GPU:
+        ttft += estimator.wait_for_load(entry, request.model)
+    return Choice(worker=entry, tier=tier, estimated_wait_s=ttft, reason=why)
 
 
 def _fallback(

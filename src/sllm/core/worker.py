@@ -42,8 +42,9 @@ from __future__ import annotations
 
 import math
 from collections import OrderedDict, deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
+from itertools import islice
 
 from sllm.core.cost import CostModel, ModelInfo
 from sllm.core.keepalive import PREWARM_MIN_S, Retention
@@ -51,9 +52,12 @@ from sllm.core.tiers import DISK, GPU, HOST, REMOTE, Tier
 from sllm.records import record
 from sllm.wire.messages import (
     DISK_BANDWIDTH_MAX_BPS,
+    LOADS_REPORTED_MAX,
     REPORT_MAX_MODELS,
+    SECONDS_MAX,
     InferenceRequest,
     InferenceResult,
+    LoadEnd,
     WorkerReport,
 )
 
@@ -318,6 +322,26 @@ class WorkerState:
             backlog += self.cost.load_time(size, self._source(model, size))
         return backlog
 
+    def load_ends(self, now: float) -> Iterator[tuple[str, float]]:
+        """Each load under way or queued, in order, and the seconds until it should end.
+
+        Loads run one at a time, each after the ones before it. A load waiting for room on
+        the GPU (the models there are in use) has no known end: it counts as waiting as
+        long again as it has so far. `load_backlog_s` leaves that wait out: it ranks a cold
+        start here, and the load in the way may be moved (migration, hand-back).
+        """
+        ends = 0.0
+        load = self._load
+        if load is not None:
+            ends = max(0.0, load.started + load.estimated_s - now)
+            yield load.model, ends
+        for position, model in enumerate(self._load_queue):
+            if position == 0 and self._blocked_since is not None:
+                ends += now - self._blocked_since
+            size = self.catalog[model].size_bytes
+            ends += self.cost.load_time(size, self._source(model, size))
+            yield model, ends
+
     def _source(self, model: str, size: int) -> Tier:
         """Where to load `model` from: the fastest tier holding it, counting the remote
         store, which holds every checkpoint and beats a slow local disk (a SATA SSD's
@@ -376,7 +400,8 @@ class WorkerState:
         """The soft state the scheduler sees, summarized to fit one datagram.
 
         Models being loaded count as GPU-resident: requests for them should come here and
-        wait for the load already under way, not start another elsewhere. `timestamp` is
+        wait for the load already under way, not start another elsewhere; `loads` says how
+        long that wait is (`load_ends`). `timestamp` is
         the sender's wall clock (it orders a restarted worker's reports); default `now`.
         """
         self._seq += 1
@@ -406,12 +431,21 @@ class WorkerState:
             gpu_utilization=running / slots if running < slots else 1.0,  # at most 1
             memory_used=gpu_used,
             memory_total=resources.gpu_bytes,
-            load_backlog_s=min(self.load_backlog_s(now), 86_400.0) if loading else 0.0,
+            load_backlog_s=min(self.load_backlog_s(now), SECONDS_MAX) if loading else 0.0,
             ready=self.ready,
             seq=self._seq,
             timestamp=timestamp if timestamp > 0.0 else 0.0,
             gpus=resources.gpus,
             disk_bandwidth_Bps=min(self.cost.disk_bandwidth_Bps, DISK_BANDWIDTH_MAX_BPS),
+            loads=self._reported_loads(now) if loading else (),
+        )
+
+    def _reported_loads(self, now: float) -> tuple[LoadEnd, ...]:
+        """The next LOADS_REPORTED_MAX loads' ends, to a tenth of a second (a shorter
+        datagram; the estimates they feed are coarser)."""
+        return tuple(
+            LoadEnd(model=model, ready_in_s=round(min(ends, SECONDS_MAX), 1))
+            for model, ends in islice(self.load_ends(now), LOADS_REPORTED_MAX)
         )
 
     def _summarize_tiers(self) -> tuple[dict[str, int], int, int]:

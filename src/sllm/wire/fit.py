@@ -9,7 +9,8 @@ the wire package, pure, and both call `encode_to_fit`.
 How a message shrinks (`shrink`, one step at a time, until the codec accepts it):
 
 - a worker report moves its slowest-tier half of models into ``models_omitted`` (models
-  are listed fastest tier first, so what stays is what placement wants most);
+  are listed fastest tier first, so what stays is what placement wants most), with the
+  loads of the models it no longer names;
 - a cluster-state or member-state page carries one entry fewer (the client asks for the
   rest by offset);
 - a gossip message drops its last piggybacked report, then its last member update (the
@@ -22,6 +23,7 @@ Anything else cannot shrink: `encode_to_fit` raises the codec's ``oversized`` er
 from __future__ import annotations
 
 import dataclasses
+from itertools import islice
 
 from sllm.wire.codec import Codec, EncodeError
 from sllm.wire.messages import (
@@ -43,9 +45,7 @@ from sllm.wire.messages import (
 def shrink(message: Message) -> Message | None:
     """A smaller message saying less but nothing false; None when it cannot shrink."""
     if isinstance(message, WorkerReport) and message.models:
-        kept = dict(list(message.models.items())[: len(message.models) // 2])
-        omitted = message.models_omitted + len(message.models) - len(kept)
-        return dataclasses.replace(message, models=kept, models_omitted=omitted)
+        return first_models(message, len(message.models) // 2)
     if isinstance(message, ClusterStateResponse) and len(message.workers) > 1:
         return dataclasses.replace(message, workers=message.workers[:-1])
     if isinstance(message, MemberStateResponse) and len(message.members) > 1:
@@ -70,6 +70,17 @@ def shrink(message: Message) -> Message | None:
         if isinstance(smaller, WorkerReport):
             return dataclasses.replace(message, reports=(smaller,))
     return None
+
+
+def first_models(report: WorkerReport, count: int) -> WorkerReport:
+    """`report` naming only its first `count` models (the fastest tiers), the rest
+    counted in ``models_omitted``, and the loads of only those it still names."""
+    if len(report.models) <= count:
+        return report
+    kept = dict(islice(report.models.items(), count))
+    omitted = report.models_omitted + len(report.models) - len(kept)
+    loads = tuple(load for load in report.loads if load.model in kept)
+    return dataclasses.replace(report, models=kept, models_omitted=omitted, loads=loads)
 
 
 def encode_to_fit(codec: Codec, message: Message, now: float, nonce: int) -> tuple[Message, bytes]:

@@ -92,6 +92,10 @@ MODEL_TIERS = {
     "min": 0,
     "max": TIER_MAX,
 }
+# A report says when at most this many of its loads end: the next few are the ones that
+# requests wait for, and four more names keep a full report in one datagram (a report
+# still too big drops them with the models they name: `sllm.wire.fit`).
+LOADS_REPORTED_MAX = 4
 
 
 @record
@@ -99,6 +103,18 @@ class Message:
     """Base of every wire message; `TYPE` is its name on the wire."""
 
     TYPE: ClassVar[str] = ""
+
+
+@record
+class LoadEnd:
+    """A load on a worker and the seconds until it should end (nested in WorkerReport).
+
+    A load that waits for room on the GPU (the models there are in use) has no known end:
+    it counts as waiting as long again as it has so far.
+    """
+
+    model: str = field(metadata=_text(MODEL_NAME_MAX_LEN))
+    ready_in_s: float = field(metadata=SECONDS)
 
 
 @record
@@ -129,6 +145,11 @@ class WorkerReport(Message):
     # scheduler estimates a cold start from its disk at its speed; 0: not said, the
     # scheduler's cost model applies. At most DISK_BANDWIDTH_MAX_BPS.
     disk_bandwidth_Bps: float = field(default=0.0, metadata=_bounded(0.0, DISK_BANDWIDTH_MAX_BPS))
+    # The loads under way or queued, the next first, and when each should end: `models`
+    # lists their models as on the GPU (their requests should come here, not start another
+    # load), and the estimate of such a request counts the wait (admission judges it).
+    # Empty while nothing loads.
+    loads: tuple[LoadEnd, ...] = field(default=(), metadata={"max_len": LOADS_REPORTED_MAX})
 
 
 @record
