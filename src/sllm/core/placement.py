@@ -330,7 +330,7 @@ class StartupAware:
                     if ttft < best_ttft:
                         best, best_ttft = entry, ttft
         tier = best.tier_of(request.model)
-        if tier is GPU:
+        if tier is GPU and best.report.loads:  # most reports carry none
             best_ttft += self._estimator.wait_for_load(best, request.model)
         return Choice(
             worker=best, tier=tier, estimated_wait_s=best_ttft, reason=STARTUP_AWARE_REASONS[tier]
@@ -342,7 +342,7 @@ def _choice(
 ) -> Choice:
     ttft = estimator.ttft(entry, estimator.request_cost(request, model))
     tier = entry.tier_of(request.model)
-    if tier is GPU:
+    if tier is GPU and entry.report.loads:
         ttft += estimator.wait_for_load(entry, request.model)
     return Choice(worker=entry, tier=tier, estimated_wait_s=ttft, reason=why)
 
