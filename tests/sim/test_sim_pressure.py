@@ -35,12 +35,15 @@ from sllm.sim.progress import Progress
 from sllm.workload.options import WorkloadOptions
 
 LEVEL = 0.9
+# The arm that meets both targets here (0.34x p99, 0.37x failures). startup-aware+all did
+# until admission counted the wait for a load under way: it now refuses 0.60x seed's.
+BEST = "startup-aware+admission+migration"
 SMALL_FLEET = PressureSize(
     workers=8,
     models=24,
     duration_s=180.0,
     whole_trace=False,
-    arms=("seed", "startup-aware", "startup-aware+all"),
+    arms=("seed", "startup-aware", BEST),
     levels=(LEVEL,),
 )
 
@@ -50,11 +53,11 @@ def test_acting_on_the_estimate_beats_seed_on_a_pressured_mixed_fleet() -> None:
         ctx = Context(name="pressure", quick=False, seed=0, progress=progress)
         result = analyse_pressure(run_pressure(ctx, SMALL_FLEET))
     seed = result.figures["seed"][LEVEL].summary
-    best = result.figures["startup-aware+all"][LEVEL]
+    best = result.figures[BEST][LEVEL]
     assert seed.failed > 100  # the scenario is pressured: seed fails hundreds
     assert best.ttft_p99_vs_seed is not None and best.ttft_p99_vs_seed <= 0.5
     assert best.failed_vs_seed is not None and best.failed_vs_seed <= 0.5
-    assert best_arm(result, LEVEL) == "startup-aware+all"
+    assert best_arm(result, LEVEL) == BEST
     assert sum(failure_kinds(best.summary)) == best.summary.failed
     # An arm with a lower p99 that fails too many (more than half seed's, fewer than
     # seed's) is not the best arm while another meets both targets; alone, it is.
@@ -71,11 +74,11 @@ def test_acting_on_the_estimate_beats_seed_on_a_pressured_mixed_fleet() -> None:
         result, figures={**result.figures, "startup-aware": {LEVEL: faster}}
     )
     assert not meets_targets(faster) and meets_targets(best)
-    assert best_arm(crowded, LEVEL) == "startup-aware+all"
+    assert best_arm(crowded, LEVEL) == BEST
     alone = {arm: crowded.figures[arm] for arm in ("seed", "startup-aware")}
     assert best_arm(dataclasses.replace(crowded, figures=alone), LEVEL) == "startup-aware"
     markdown = write_pressure(result)
-    assert "| 90% | startup-aware+all |" in markdown and "| met |" in markdown
+    assert f"| 90% | {BEST} |" in markdown and "| met |" in markdown
 
 
 def test_the_fleet_is_mixed_and_every_arm_names_a_registered_policy() -> None:

@@ -45,6 +45,7 @@ from sllm.core.tiers import GPU
 from sllm.core.view import ClusterView, WorkerEntry
 from sllm.records import record
 from sllm.wire.messages import (
+    SECONDS_MAX,
     SUMMARY_MAX_MODELS,
     ClusterStateRequest,
     ClusterStateResponse,
@@ -91,6 +92,12 @@ NO_WORKER_RETRY_AFTER_S = 15
 
 # Most messages are worker reports that call for nothing: one shared, immutable answer.
 NOTHING = Outcome()
+
+
+def _wire_seconds(estimate_s: float) -> float:
+    """An estimate as a decision carries it: to the millisecond (its digits beyond are
+    noise, and each costs a byte), at most a day."""
+    return round(min(estimate_s, SECONDS_MAX), 3)
 
 
 def retry_after_s(reason: str, estimated_wait_s: float) -> int | None:
@@ -255,7 +262,7 @@ class Coordinator:
             port=report.port,
             http_port=report.http_port,
             action=action,
-            estimated_wait_s=min(choice.estimated_wait_s, 86_400.0),
+            estimated_wait_s=_wire_seconds(choice.estimated_wait_s),
             reason=choice.reason,
         )
 
@@ -333,7 +340,7 @@ class Coordinator:
             port=0,
             http_port=0,
             action="reject",
-            estimated_wait_s=min(estimated_wait_s, 86_400.0),
+            estimated_wait_s=_wire_seconds(estimated_wait_s),
             reason=reason,
         )
 

@@ -31,12 +31,14 @@ Theory of operation:
 
 **Bytes.** Encoding every datagram with the real codec costs tens of microseconds, which
 the speed target cannot afford. `Sizer` encodes exactly, with `sllm.wire.Codec`, the first
-`SIZE_SAMPLES` messages of each *shape* (message type, plus the number of models for a
-worker report, which is what its size mostly depends on) and charges every later message of
-that shape the mean of those samples. What still varies within a shape is the printed
-length of numbers (``0.0`` against ``0.123456789``) and ids; the sim test suite measures the
-estimate against exact encoding of every message of a run (within 3%). With a cluster secret
-each datagram is signed too (`sllm.wire.codec.SIGNED_OVERHEAD_BYTES` more).
+`SIZE_SAMPLES` messages of each *shape* (message type, plus the number of models and of
+loads for a worker report, which is what its size mostly depends on) and charges every
+later message of that shape the mean of those samples. What still varies within a shape
+is the printed length of numbers (``0.0`` against ``0.123456789``; a decision's estimate
+travels to the millisecond, which keeps it short) and ids; the sim test suite measures
+the estimate against exact encoding of every message of a run (within 3%). With a
+cluster secret each datagram is signed too (`sllm.wire.codec.SIGNED_OVERHEAD_BYTES`
+more).
 ``Sizer(exact=True)`` encodes every datagram (slow; for gossip tests and for measuring the
 estimate).
 
@@ -169,7 +171,7 @@ class Sizer:
         # `exact`: encode every message (slow; for measuring the estimate).
         self._samples = inf if exact else samples
         self._by_type: dict[type[Message], Shape] = {}
-        self._by_report_models: dict[int, Shape] = {}
+        self._by_report_models: dict[tuple[int, int], Shape] = {}  # by models, loads
         self._sampled_bytes: dict[Shape, int] = {}
         self.oversized = 0  # messages over the cap: shrunk to fit, or not sent at all
         self.unsendable = 0  # of those, the ones with nothing left to drop
@@ -181,10 +183,10 @@ class Sizer:
     def shape(self, message: Message) -> Shape:
         """The message's shape, with this message counted and charged (see `refitted`)."""
         if isinstance(message, WorkerReport):
-            models = len(message.models)
-            shape = self._by_report_models.get(models)
+            counts = (len(message.models), len(message.loads))
+            shape = self._by_report_models.get(counts)
             if shape is None:
-                shape = self._by_report_models[models] = Shape(message.TYPE, CONTROL)
+                shape = self._by_report_models[counts] = Shape(message.TYPE, CONTROL)
         else:
             cls = type(message)
             shape = self._by_type.get(cls)

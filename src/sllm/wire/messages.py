@@ -93,8 +93,8 @@ MODEL_TIERS = {
     "max": TIER_MAX,
 }
 # A report says when at most this many of its loads end: the next few are the ones that
-# requests wait for, and four more names keep a full report in one datagram (a report
-# still too big drops them with the models they name: `sllm.wire.fit`).
+# requests wait for, and each costs about 50 bytes. A report that no longer fits one
+# datagram drops them with the models they name (`sllm.wire.fit`).
 LOADS_REPORTED_MAX = 4
 
 
