@@ -12,7 +12,7 @@ import random
 from typing import Any
 
 from sllm.catalog import served_catalog
-from sllm.core.coordinator import OVER_DEADLINE
+from sllm.core.coordinator import OVER_DEADLINE, refusal
 from sllm.core.cost import CostModel
 from sllm.core.outstanding import RequestOutcome
 from sllm.core.tiers import Tier
@@ -174,19 +174,6 @@ def _placed(request_id: str, worker: str) -> ScheduleResponse:
     )
 
 
-def _refused(request_id: str, reason: str, estimated_wait_s: float = 0.0) -> ScheduleResponse:
-    return ScheduleResponse(
-        request_id=request_id,
-        worker_id="",
-        host="",
-        port=0,
-        http_port=0,
-        action="reject",
-        estimated_wait_s=estimated_wait_s,
-        reason=reason,
-    )
-
-
 def _result(request_id: str, worker: str, ttft_s: float) -> InferenceResult:
     return InferenceResult(
         request_id=request_id,
@@ -328,11 +315,11 @@ def test_a_refusal_with_a_retry_after_is_asked_again_that_much_later() -> None:
         request_id = message.request_id  # type: ignore[attr-defined]
         asks.append((request_id, round(kernel.now, 6)))
         if request_id == "late":
-            decision = _refused(request_id, OVER_DEADLINE, estimated_wait_s=12.2)
+            decision = refusal(request_id, OVER_DEADLINE, estimated_wait_s=12.2)
         elif request_id == "huge":
-            decision = _refused(request_id, "model_too_large")
+            decision = refusal(request_id, "model_too_large")
         elif sum(asked == request_id for asked, _ in asks) == 1:
-            decision = _refused(request_id, "queues_full")
+            decision = refusal(request_id, "queues_full")
         else:
             decision = _placed(request_id, "w1")
         network.send("scheduler", "client", decision)
@@ -369,7 +356,7 @@ def test_without_retries_a_refusal_ends_the_request_at_once() -> None:
         lambda message, source: network.send(
             "scheduler",
             "client",
-            _refused(message.request_id, "queues_full"),  # type: ignore[attr-defined]
+            refusal(message.request_id, "queues_full"),  # type: ignore[attr-defined]
         ),
     )
     client.begin("r1", Arrival(0.0, MODEL, 100, 10))

@@ -100,6 +100,21 @@ def _wire_seconds(estimate_s: float) -> float:
     return round(min(estimate_s, SECONDS_MAX), 3)
 
 
+def refusal(request_id: str, reason: str, estimated_wait_s: float = 0.0) -> ScheduleResponse:
+    """The decision that refuses a request: no worker, a reason, and for a refusal over
+    the deadline the estimate (the front door's Retry-After)."""
+    return ScheduleResponse(
+        request_id=request_id,
+        worker_id="",
+        host="",
+        port=0,
+        http_port=0,
+        action="reject",
+        estimated_wait_s=_wire_seconds(estimated_wait_s),
+        reason=reason,
+    )
+
+
 def retry_after_s(reason: str, estimated_wait_s: float) -> int | None:
     """Whole seconds a request refused for `reason` (a decision whose best estimate was
     `estimated_wait_s`) should wait before asking again; None where asking again cannot
@@ -333,16 +348,7 @@ class Coordinator:
     ) -> ScheduleResponse:
         self.counters.rejected += 1
         self._count(request.model, "reject")
-        return ScheduleResponse(
-            request_id=request.request_id,
-            worker_id="",
-            host="",
-            port=0,
-            http_port=0,
-            action="reject",
-            estimated_wait_s=_wire_seconds(estimated_wait_s),
-            reason=reason,
-        )
+        return refusal(request.request_id, reason, estimated_wait_s)
 
     def _count(self, model: str, action: str) -> None:
         key = (model if model in self.catalog else "unknown", action)
