@@ -52,3 +52,14 @@ def test_bad_values_and_prefetch_without_a_histogram_are_listed_together() -> No
     assert any(p.startswith("ADMISSION_DEADLINE='-1'") for p in problems)
     with pytest.raises(ConfigError, match="needs KEEP_ALIVE_POLICY=histogram"):
         Settings.from_env({"PREFETCH": "true"})
+
+
+def test_the_held_queue_is_set_with_a_deadline_and_refused_without_one() -> None:
+    s = Settings.from_env({"ADMISSION_DEADLINE": "60", "ADMISSION_HOLD": "45"})
+    assert (s.admission_deadline, s.admission_hold) == (60.0, 45.0)
+    assert Settings.from_env({}).admission_hold == 0.0
+    with pytest.raises(ConfigError) as info:
+        Settings.from_env({"ADMISSION_HOLD": "45", "MIGRATE": "2"})
+    problems = info.value.problems
+    assert len(problems) == 2  # both, at once
+    assert any(p.startswith("ADMISSION_HOLD=45.0: needs ADMISSION_DEADLINE") for p in problems)

@@ -212,6 +212,7 @@ def run_coordinator(args: argparse.Namespace) -> int:
         registry=_registry(settings),
         admin_key=settings.admin_key,
         admission_deadline_s=settings.admission_deadline or None,
+        admission_hold_s=settings.admission_hold or None,
     )
     return run_service(server)
 
@@ -413,6 +414,7 @@ def run_node(args: argparse.Namespace) -> int:
             gossip=gossip,
             probing=ProbingConfig(candidates=args.probing),
             admission_deadline_s=settings.admission_deadline or None,
+            admission_hold_s=settings.admission_hold or None,
         )
     except ValueError as error:
         print(f"sllm node: invalid configuration:\n  {error}", file=sys.stderr)

@@ -51,6 +51,9 @@ ADMISSION_DEADLINE ``0``                        coordinator and decentralized no
                                                 of waiting (beyond the request's own load)
                                                 past which the front door answers 429 at
                                                 once, >= 0; 0: off
+ADMISSION_HOLD     ``0``                        with ADMISSION_DEADLINE: seconds such a request
+                                                waits in a bounded queue for the deadline to
+                                                admit it before the 429, >= 0; 0: off
 QUEUE_CAPACITY     ``64``                       requests queued per worker before 429, >= 1
 WORKER_SLOTS       ``8``                        requests a worker runs at once, >= 1
 WORKER_GPUS        auto                         GPUs a worker reports (models with a larger
@@ -457,6 +460,7 @@ _VARIABLES: tuple[_Variable, ...] = (
     _Variable("hand_back", "HAND_BACK", _flag),
     _Variable("migrate", "MIGRATE", _flag),
     _Variable("admission_deadline", "ADMISSION_DEADLINE", _seconds(allow_zero=True)),
+    _Variable("admission_hold", "ADMISSION_HOLD", _seconds(allow_zero=True)),
     _Variable("queue_capacity", "QUEUE_CAPACITY", _integer(1)),
     _Variable("worker_slots", "WORKER_SLOTS", _integer(1)),
     _Variable("worker_gpus", "WORKER_GPUS", _optional_integer(1, GPUS_MAX)),
@@ -541,6 +545,14 @@ def _check(
             f"(pre-warm windows are learned), got {label('keep_alive_policy')}="
             f"{effective('keep_alive_policy')!r}"
         )
+    deadline = effective("admission_deadline")
+    checkable = not failed & {"admission_hold", "admission_deadline"}
+    if checkable and effective("admission_hold") and not deadline:
+        problems.append(
+            f"{label('admission_hold')}={effective('admission_hold')!r}: needs "
+            f"ADMISSION_DEADLINE > 0 (it holds what the deadline would refuse), got "
+            f"{label('admission_deadline')}={deadline!r}"
+        )
     return values, problems
 
 
@@ -588,6 +600,7 @@ class Settings:
     hand_back: bool = False
     migrate: bool = False
     admission_deadline: float = 0.0  # 0: off
+    admission_hold: float = 0.0  # 0: off; needs admission_deadline
     queue_capacity: int = 64
     worker_slots: int = 8
     worker_gpus: int | None = None

@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from sllm.catalog import served_catalog
-from sllm.core.coordinator import Coordinator
+from sllm.core.coordinator import HOLD, Coordinator
 from sllm.core.cost import CostModel
 from sllm.core.membership import GossipConfig, MemberState
 from sllm.core.node import GOSSIP_REPORT_MAX_MODELS, Node, NodeConfig, ProbingConfig, trim_report
@@ -62,6 +62,8 @@ def make_cluster(
     probing: int = 0,
     policy: str = "least-loaded",
     gossip: GossipConfig | None = None,
+    admission_deadline_s: float | None = None,
+    admission_hold_s: float | None = None,
 ) -> DecentralizedCluster:
     config = ClusterConfig(
         workers=count,
@@ -75,6 +77,8 @@ def make_cluster(
         policy=policy,
         probing=ProbingConfig(candidates=probing),
         gossip=gossip or GossipConfig(),
+        admission_deadline_s=admission_deadline_s,
+        admission_hold_s=admission_hold_s,
     )
     return DecentralizedCluster(config, node_config)
 
@@ -363,6 +367,55 @@ def test_a_leaving_node_places_nothing_on_itself_and_says_none_is_ready() -> Non
     cluster.at(1.0 - cluster.t0, place_then_leave)  # a second after the node started
     run(cluster, 0.0)
     assert checked == [True]
+
+
+def test_a_node_holds_a_request_over_its_deadline_and_answers_later() -> None:
+    """Both workers busy with long requests: the node answers ``hold`` at once, and the
+    decision itself within the hold, to the asker's address."""
+    hold_s = 30.0
+    cluster = make_cluster(
+        2, policy="startup-aware", admission_deadline_s=1.0, admission_hold_s=hold_s
+    )
+    probe = Probe(cluster)
+    asked: list[float] = []
+
+    def load_both_then_ask() -> None:
+        for index in (0, 1):
+            for i in range(RESOURCES.slots + 2):
+                probe.send(
+                    index,
+                    InferenceRequest(
+                        request_id=f"busy-{index}-{i}",
+                        model=MODEL,
+                        prompt_tokens=64,
+                        output_tokens=1000,
+                    ),
+                )
+
+        def ask() -> None:
+            asked.append(cluster.now)
+            probe.send(
+                0,
+                ScheduleRequest(
+                    request_id="r1", model=MODEL, priority=0, prompt_tokens=64, output_tokens=2000
+                ),
+            )
+
+        later(cluster, 2.0, ask)  # once both reports show the queues
+
+    ready = once_ready(cluster, load_both_then_ask)
+    run(cluster, READY_S + hold_s + 5.0)
+    assert ready and asked
+    answers = [
+        (at, message)
+        for at, message in probe.received
+        if isinstance(message, ScheduleResponse) and message.request_id == "r1"
+    ]
+    (_, held), (decided_at, decision) = answers
+    assert held.action == HOLD, answers
+    assert decision.action in ("serve", "cold_start")
+    assert decided_at - asked[0] <= hold_s + 0.5
+    assert core(cluster, 0).scheduler.counters.held == 1
 
 
 def test_probing_asks_candidates_then_decides_with_fresh_reports() -> None:

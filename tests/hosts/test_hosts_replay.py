@@ -72,7 +72,7 @@ class Recorder:
 
     def __init__(
         self,
-        handle: Callable[[Message, float, str], Outcome],
+        handle: Callable[[Message, float, str, object], Outcome],
         receive: Callable[[Message, tuple[str, int]], None],
     ) -> None:
         self._handle = handle
@@ -85,8 +85,10 @@ class Recorder:
         self._port = sender[1]
         self._receive(message, sender)
 
-    def handle(self, message: Message, now: float, source: str = "") -> Outcome:
-        outcome = self._handle(message, now, source)
+    def handle(
+        self, message: Message, now: float, source: str = "", reply_to: object = None
+    ) -> Outcome:
+        outcome = self._handle(message, now, source, reply_to)
         self.inputs.append(Input(now, message, source, self._port))
         replies = outcome.replies
         self.decisions.extend(_decision(r) for r in replies if type(r) is ScheduleResponse)

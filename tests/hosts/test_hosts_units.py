@@ -12,7 +12,7 @@ import random
 from typing import Any
 
 from sllm.catalog import served_catalog
-from sllm.core.coordinator import OVER_DEADLINE, refusal
+from sllm.core.coordinator import HOLD, OVER_DEADLINE, refusal
 from sllm.core.cost import CostModel
 from sllm.core.outstanding import RequestOutcome
 from sllm.core.tiers import Tier
@@ -362,3 +362,45 @@ def test_without_retries_a_refusal_ends_the_request_at_once() -> None:
     client.begin("r1", Arrival(0.0, MODEL, 100, 10))
     kernel.run(10.0)
     assert [(o.request_id, o.reason) for o in ended] == [("r1", "rejected: queues_full")]
+
+
+def _hold(request_id: str, within_s: float) -> ScheduleResponse:
+    return dataclasses.replace(refusal(request_id, "held"), action=HOLD, estimated_wait_s=within_s)
+
+
+def test_a_held_request_waits_past_the_schedule_timeout_for_its_decision() -> None:
+    """Held (the decision comes within 30 s), then placed 20 s later: the client waits
+    for it past its 2 s decision timeout, and the wait counts in the time to first token."""
+    kernel, network = _world()
+    worker = Inbox(network, "w1")
+    client, ended = _client(kernel, network)
+    network.attach(
+        "scheduler",
+        lambda message, source: network.send("scheduler", "client", _hold("r1", 30.0)),
+    )
+    client.begin("r1", Arrival(0.0, MODEL, 100, 10))
+    kernel.at(20.0, lambda _: network.send("scheduler", "client", _placed("r1", "w1")), None)
+    kernel.run(19.9)
+    assert ended == [] and worker.of(InferenceRequest) == []
+    kernel.run(20.5)
+    assert len(worker.of(InferenceRequest)) == 1
+    kernel.at(21.0, lambda _: network.send("w1", "client", _result("r1", "w1", 0.2)), None)
+    kernel.run(22.0)
+    (outcome,) = ended
+    assert outcome.ok
+    assert abs(outcome.ttft_s - (20.0 + LATENCY_S + 0.2)) < 1e-9
+
+
+def test_a_held_request_whose_decision_never_comes_ends_after_the_hold() -> None:
+    kernel, network = _world()
+    client, ended = _client(kernel, network)
+    network.attach(
+        "scheduler",
+        lambda message, source: network.send("scheduler", "client", _hold("r1", 30.0)),
+    )
+    client.begin("r1", Arrival(0.0, MODEL, 100, 10))
+    answered = 2 * LATENCY_S
+    kernel.run(answered + 30.0 + 2.0 - 0.01)  # the hold, then the decision timeout
+    assert ended == []
+    kernel.run(answered + 30.0 + 2.0)
+    assert [(o.request_id, o.reason) for o in ended] == [("r1", "no_decision")]

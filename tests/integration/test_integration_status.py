@@ -135,10 +135,10 @@ async def _test_status_says_when_pages_go_unanswered_and_exits_non_zero(
 ) -> None:
     handle = crowded.core.handle
 
-    def goes_quiet(message: Any, now: float, source: str = "") -> Any:
+    def goes_quiet(message: Any, now: float, source: str = "", reply_to: Any = None) -> Any:
         if isinstance(message, ClusterStateRequest) and message.offset >= ANSWERED_WORKERS:
             return NOTHING
-        return handle(message, now, source)
+        return handle(message, now, source, reply_to)
 
     crowded.core.handle = goes_quiet  # type: ignore[method-assign]
     code, out, err = await run_status(crowded.address[1], "--timeout", "0.3")

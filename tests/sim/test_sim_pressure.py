@@ -183,3 +183,56 @@ def test_clients_that_ask_again_after_a_refusal_turn_refusals_into_answers(mode:
         assert len({o.request_id for o in outcomes}) == len(outcomes) == len(arrivals)
         served[retries] = sum(o.ok for o in outcomes)
     assert served[0] < served[2], served
+
+
+@pytest.mark.parametrize("mode", ["centralized", "decentralized"])
+def test_a_held_queue_serves_what_the_deadline_would_refuse(mode: str) -> None:
+    """Over the admission deadline, holding a request until the deadline admits it (the
+    held queue) serves requests that an early refusal fails; every request still ends
+    exactly once, and none waits past its hold for a decision."""
+    from sllm.core.coordinator import OVER_DEADLINE
+    from sllm.sim.cluster import CentralizedCluster, ClusterConfig
+    from sllm.sim.decentralized import DecentralizedCluster
+    from sllm.workload.options import make_workload
+
+    options = WorkloadOptions(duration_s=40.0, seed=0, rate_rps=60.0, models=4)
+    served, refused = {}, {}
+    for hold in (None, 20.0):
+        config = ClusterConfig(workers=4, seed=0, admission_deadline_s=5.0, admission_hold_s=hold)
+        _, arrivals = make_workload(options)
+        cluster = CentralizedCluster if mode == "centralized" else DecentralizedCluster
+        outcomes = cluster(config).run(arrivals, options.duration_s).outcomes
+        assert len({o.request_id for o in outcomes}) == len(outcomes) == len(arrivals)
+        assert not any(o.reason == "no_decision" for o in outcomes)
+        served[hold] = sum(o.ok for o in outcomes)
+        refused[hold] = sum(OVER_DEADLINE in o.reason for o in outcomes)
+    assert served[None] < served[20.0], served
+    assert refused[20.0] < refused[None], refused
+
+
+def test_the_held_queue_is_an_option_of_simulate_and_needs_a_deadline() -> None:
+    from sllm.sim.cluster import ClusterConfig
+
+    parser = argparse.ArgumentParser(prog="sllm")
+    cli.add_parser(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(["simulate", "--admission-deadline", "30", "--admission-hold", "45"])
+    assert cli.check_arguments(args) == []
+    assert cli.build_config(args).admission_hold_s == 45.0
+    gossip = parser.parse_args(
+        [
+            "simulate",
+            "--mode",
+            "decentralized",
+            "--admission-deadline",
+            "9",
+            "--admission-hold",
+            "9",
+        ]
+    )
+    assert node_config_for(cli.build_config(gossip)).admission_hold_s == 9.0
+    alone = parser.parse_args(["simulate", "--admission-hold", "45"])
+    assert cli.check_arguments(alone) == [
+        "--admission-hold must be > 0 and needs --admission-deadline"
+    ]
+    with pytest.raises(ValueError, match="admission hold"):
+        ClusterConfig(workers=4, admission_hold_s=45.0)

@@ -19,6 +19,7 @@ catalog names for its model (`sllm.api.params`).
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -27,10 +28,12 @@ from fastapi import APIRouter, FastAPI
 from fastapi.openapi.utils import get_openapi
 
 from sllm.api.credential import worker_http_key
+from sllm.api.decisions import PendingDecisions
 from sllm.api.gateway import CompletionLane, Gateway, GatewayConfig, NotReady, Place
 from sllm.api.request_id import RequestIdMiddleware
 from sllm.api.worker_client import WorkerClient
 from sllm.catalog import DEFAULT_ENGINE, CatalogModel
+from sllm.core.coordinator import HOLD
 from sllm.wire import ScheduleRequest, ScheduleResponse
 
 if TYPE_CHECKING:
@@ -50,13 +53,16 @@ def install_front_door(
     cluster_secret: bytes | None = None,
     not_ready: NotReady = lambda model: None,
     place: Place | None = None,
+    held: PendingDecisions | None = None,
 ) -> Gateway:
     """Add the `/v1` routes and `/openapi.json` to `app`; return the gateway (close its
     `client` when the listener stops).
 
     With `cluster_secret`, requests to workers carry the credential it derives. `place`
     decides where a request runs; by default `scheduler.place`, at once (a node that
-    probes passes its own, which waits for its candidates' replies).
+    probes passes its own, which waits for its candidates' replies), or, where the
+    scheduler holds requests (`held`: the host delivers their decisions there), once a
+    held one's decision comes.
     """
     client = WorkerClient(
         credential_key=worker_http_key(cluster_secret) if cluster_secret else None
@@ -70,7 +76,16 @@ def install_front_door(
         expired = scheduler.expire(now)  # `place` would drop them unannounced
         if expired:
             log_notices(list(expired))
-        return scheduler.place(request, now)
+        if held is None:
+            return scheduler.place(request, now)
+        key = held.open()
+        try:
+            decision = scheduler.place(dataclasses.replace(request, request_id=key), now)
+            if decision.action == HOLD:
+                decision = await held.after_hold(key, decision)
+            return dataclasses.replace(decision, request_id=request.request_id)
+        finally:
+            held.close(key)
 
     def engine_of(model: str) -> str:
         """The engine the catalog names for `model` (a simulator's catalog names none)."""

@@ -21,11 +21,19 @@ a Retry-After from it), instead of joining a queue it would time out in. With
 model already on its way to the chosen worker's GPU is no cold start of this request:
 the estimate counts the wait for that load (`Estimator.wait_for_load`), which the
 deadline judges like any other wait.
-The other option the issue names, a bounded global queue in the coordinator, is not built:
-see docs/simulator.md ("The pressure experiment") for the measurement.
+
+The held queue (`hold_s`, ADMISSION_HOLD; off by default) is the other answer to a request
+over the deadline, or to one every queue refuses: hold it, at most `HOLD_MAX` at once, and
+place it as soon as the deadline admits it. The first answer is ``hold`` (with the seconds
+left until the decision comes at the latest), and `release`, which the runtime calls every
+`RELEASE_PERIOD_S`, makes the decision later and says whom it goes to (`reply_to`, the
+asker as the runtime addresses it). One held `hold_s` is refused as over the deadline
+then. Early refusal and the held queue are measured against each other in
+docs/simulator.md ("The held queue").
 
 Its state is soft: a restarted coordinator learns every worker again from the next round
-of reports, within one REPORT_INTERVAL. Only the counters start again from zero.
+of reports, within one REPORT_INTERVAL. Only the counters start again from zero, and the
+held requests are forgotten: their clients give up on them when the hold ends.
 """
 
 from __future__ import annotations
@@ -90,6 +98,39 @@ OVER_DEADLINE_RETRY_MAX_S = 60
 # without the caller doing anything.
 NO_WORKER_RETRY_AFTER_S = 15
 
+# The held queue (`Coordinator`'s ``hold_s``): at most this many requests wait in it at
+# once; one more over the deadline is refused as without it. Measured at 256 with a 60 s
+# hold: a bound of 32 refused 3x more at 30% load (docs/simulator.md, "The held queue").
+HOLD_MAX = 256
+# While requests are held, how often the runtime asks which of them can go
+# (`Coordinator.release`): workers report once a second, so a quarter of that sees each
+# report's change soon, and a pass costs a placement per held request.
+RELEASE_PERIOD_S = 0.25
+# What a held request waits out: an estimate over the deadline, or every queue full.
+HOLDABLE = frozenset({OVER_DEADLINE, "queues_full"})
+# The answer to a held request (`ScheduleResponse.action`): its decision comes later, at
+# the latest in `estimated_wait_s`.
+HOLD = "hold"
+
+
+@dataclass(slots=True, kw_only=True)
+class Held:
+    """A request in the held queue: since when, and whom its decision goes to (the
+    runtime's address of the asker, opaque to the core)."""
+
+    request: ScheduleRequest
+    since: float
+    reply_to: object
+
+
+@record
+class _Refused:
+    """Why `Coordinator._decide` placed nothing: the caller refuses or holds."""
+
+    reason: str
+    estimated_wait_s: float = 0.0
+
+
 # Most messages are worker reports that call for nothing: one shared, immutable answer.
 NOTHING = Outcome()
 
@@ -150,6 +191,7 @@ class Counters:
     warm_placements: int = 0
     cold_placements: int = 0
     rejected: int = 0
+    held: int = 0  # requests that entered the held queue, each once
     by_action: dict[tuple[str, str], int] = field(default_factory=dict)  # (model, action)
 
     @property
@@ -170,10 +212,19 @@ class Coordinator:
         started_at: float,
         admission: Admission | None = None,
         deadline_s: float | None = None,
+        hold_s: float | None = None,
+        hold_max: int = HOLD_MAX,
     ) -> None:
         if deadline_s is not None and not deadline_s > 0:
             raise ValueError(f"deadline_s must be > 0 or None, got {deadline_s!r}")
         self.deadline_s = deadline_s
+        if hold_s is not None and not (hold_s > 0 and deadline_s is not None):
+            raise ValueError(f"hold_s must be > 0 with a deadline, or None, got {hold_s!r}")
+        if hold_max < 1:
+            raise ValueError(f"hold_max must be >= 1, got {hold_max!r}")
+        self.hold_s = hold_s
+        self.hold_max = hold_max
+        self.held: dict[str, Held] = {}  # the held queue, oldest first
         self.view = ClusterView(worker_timeout, admission)
         self.policy = make_policy(policy, cost, rng)
         self.catalog = catalog
@@ -181,9 +232,13 @@ class Coordinator:
         self.counters = Counters()
         self.started_at = started_at
 
-    def handle(self, message: Message, now: float, source: str = "") -> Outcome:
+    def handle(
+        self, message: Message, now: float, source: str = "", reply_to: object = None
+    ) -> Outcome:
         """`source`: the sender's address (host), for the limit on new workers per source;
-        a driver that does not know it passes nothing, and only the cap applies."""
+        a driver that does not know it passes nothing, and only the cap applies.
+        `reply_to`: the sender as the runtime addresses it, where a held request's
+        decision goes later (`place`)."""
         if isinstance(message, WorkerReport):
             self.counters.reports += 1
             joined = self.view.apply_report(message, now, source)
@@ -200,7 +255,8 @@ class Coordinator:
             return Outcome(notices=(Notice(event=REFUSED_EVENT, fields=refused),))
         if isinstance(message, ScheduleRequest):
             notices = self.expire(now)  # or `place` drops them unannounced
-            return Outcome(replies=(self.place(message, now),), notices=notices)
+            decision = self.place(message, now, reply_to=reply_to)
+            return Outcome(replies=(decision,), notices=notices)
         if isinstance(message, ClusterStateRequest):
             notices = self.expire(now)
             return Outcome(replies=(self.cluster_state(message, now),), notices=notices)
@@ -231,37 +287,101 @@ class Coordinator:
         return None if oldest is None else oldest.last_seen + self.view.worker_timeout
 
     def place(
-        self, request: ScheduleRequest, now: float, among: Sequence[str] = ()
+        self,
+        request: ScheduleRequest,
+        now: float,
+        among: Sequence[str] = (),
+        reply_to: object = None,
     ) -> ScheduleResponse:
         """Decide where `request` runs. With `among` (workers whose reports were just
         asked for: a decentralized node's probed candidates) the policy decides among
         those alone, so that a fresh report is not passed over for a stale one that only
-        looks better; when none of them can take the request, the whole view decides."""
+        looks better; when none of them can take the request, the whole view decides.
+
+        With a held queue (`hold_s`), a request over the deadline, or one every queue
+        refuses, is held while the queue has room: the answer is ``hold``, and its
+        decision goes to `reply_to` later (`release`). Asked again while held, it is
+        answered ``hold`` again, and its decision goes to the latest asker."""
         self.view.expire(now)
+        held = self.held.get(request.request_id)
+        if held is not None:
+            held.reply_to = reply_to
+            return self._hold_answer(held, now)
         self.counters.requests += 1
+        decision = self._decide(request, now, among)
+        if not isinstance(decision, _Refused):
+            return decision
+        holds = self.hold_s is not None and len(self.held) < self.hold_max
+        if holds and decision.reason in HOLDABLE:
+            held = Held(request=request, since=now, reply_to=reply_to)
+            self.held[request.request_id] = held
+            self.counters.held += 1
+            return self._hold_answer(held, now)
+        return self._reject(request, decision)
+
+    def release(self, now: float) -> list[tuple[object, ScheduleResponse]]:
+        """The decisions of the held requests that can go now, oldest first, each with
+        whom it goes to: a request is placed once the deadline admits it, and refused
+        once held `hold_s` (or when the cluster cannot take it at all any more). The
+        runtime calls it every `RELEASE_PERIOD_S` while `held` is not empty."""
+        hold_s = self.hold_s
+        if not self.held or hold_s is None:
+            return []
+        self.view.expire(now)
+        decisions = []
+        for request_id, held in list(self.held.items()):
+            decision = self._decide(held.request, now)
+            if isinstance(decision, _Refused):
+                if decision.reason in HOLDABLE and now - held.since < hold_s:
+                    continue
+                decision = self._reject(held.request, decision)
+            del self.held[request_id]
+            decisions.append((held.reply_to, decision))
+        return decisions
+
+    def _hold_answer(self, held: Held, now: float) -> ScheduleResponse:
+        """``hold``, with the seconds left until the decision comes at the latest."""
+        assert self.hold_s is not None
+        left = max(0.0, held.since + self.hold_s - now)
+        return ScheduleResponse(
+            request_id=held.request.request_id,
+            worker_id="",
+            host="",
+            port=0,
+            http_port=0,
+            action=HOLD,
+            estimated_wait_s=_wire_seconds(left),
+            reason="held",
+        )
+
+    def _decide(
+        self, request: ScheduleRequest, now: float, among: Sequence[str] = ()
+    ) -> ScheduleResponse | _Refused:
+        """The decision for `request`, or why there is none (`_Refused`). Counts a
+        placement, never a refusal: the caller may hold the request instead."""
         model = self.catalog.get(request.model)
         if model is None:
-            return self._reject(request, "unknown_model")
+            return _Refused(reason="unknown_model")
         choice = self._choose_among_candidates(request, model, among, now) if among else None
         if choice is None:
             choice = self.policy.choose(self.view, request, model)
         if choice is not None and choice.worker.report.gpus < model.gpus:
             choice = self._choose_with_gpus(request, model, now)
             if choice is None:
-                return self._reject(request, "not_enough_gpus")
+                return _Refused(reason="not_enough_gpus")
         if choice is None:
-            return self._reject(request, self._why_none_accepts())
+            return _Refused(reason=self._why_none_accepts())
         entry = choice.worker
         if model.size_bytes > entry.report.memory_total:
             # The policy chose a worker too small for the weights. Fit-aware policies
             # (startup-aware) choose one only when no worker it fits takes requests.
-            return self._reject(request, self._why_too_small(model))
+            return _Refused(reason=self._why_too_small(model))
         cold = choice.tier is not GPU
         new_load_s = 0.0
         if cold:
             new_load_s = load_time_on(entry.report, choice.tier, model.size_bytes, self.cost)
         if self.deadline_s is not None and choice.estimated_wait_s > self.deadline_s + new_load_s:
-            return self._reject(request, OVER_DEADLINE, estimated_wait_s=choice.estimated_wait_s)
+            return _Refused(reason=OVER_DEADLINE, estimated_wait_s=choice.estimated_wait_s)
         if cold:
             self.counters.cold_placements += 1
         else:
@@ -343,12 +463,10 @@ class Coordinator:
                 return "model_too_large"
         return "queues_full"
 
-    def _reject(
-        self, request: ScheduleRequest, reason: str, estimated_wait_s: float = 0.0
-    ) -> ScheduleResponse:
+    def _reject(self, request: ScheduleRequest, refused: _Refused) -> ScheduleResponse:
         self.counters.rejected += 1
         self._count(request.model, "reject")
-        return refusal(request.request_id, reason, estimated_wait_s)
+        return refusal(request.request_id, refused.reason, refused.estimated_wait_s)
 
     def _count(self, model: str, action: str) -> None:
         key = (model if model in self.catalog else "unknown", action)

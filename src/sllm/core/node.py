@@ -61,9 +61,10 @@ import random
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from itertools import islice
+from typing import cast
 
 from sllm.core.admission import Admission
-from sllm.core.coordinator import Coordinator, Notice
+from sllm.core.coordinator import RELEASE_PERIOD_S, Coordinator, Notice
 from sllm.core.cost import CostModel, ModelInfo
 from sllm.core.membership import (
     Address,
@@ -160,8 +161,13 @@ class NodeConfig:
     # ADMISSION_DEADLINE, as the coordinator has it (`Coordinator`'s ``deadline_s``): each
     # node refuses at once a request its own view says would wait longer. None: off.
     admission_deadline_s: float | None = None
+    # ADMISSION_HOLD (`Coordinator`'s ``hold_s``): a request over the deadline waits in
+    # the node's held queue this long for room, instead of being refused. None: off.
+    admission_hold_s: float | None = None
 
     def __post_init__(self) -> None:
+        if self.admission_hold_s is not None and self.admission_deadline_s is None:
+            raise ValueError("admission_hold_s needs admission_deadline_s")
         if not 0 < self.report_interval_s <= self.report_refresh_s < self.report_stale_s:
             raise ValueError(
                 "need 0 < report_interval_s <= report_refresh_s < report_stale_s, got "
@@ -267,7 +273,9 @@ class Node:
             # Reports come from members only, so the member list bounds the view already.
             admission=Admission(capacity=self.membership.admission.capacity),
             deadline_s=self.config.admission_deadline_s,
+            hold_s=self.config.admission_hold_s,
         )
+        self._next_release_at = now  # while requests are held (`Coordinator.release`)
         self.traffic = Traffic()
         self.probing = ProbingCounters()
         self._pending: dict[str, _Pending] = {}
@@ -310,6 +318,8 @@ class Node:
         if gossip is not None:
             times.append(gossip)
         times.extend(pending.deadline for pending in self._pending.values())
+        if self.scheduler.held:
+            times.append(self._next_release_at)
         return min(times)
 
     # -- input -----------------------------------------------------------------------
@@ -361,6 +371,12 @@ class Node:
             if now >= pending.deadline:
                 self.probing.timed_out += 1
                 sends.append(self._decide(request_id, now))
+        if self.scheduler.held and now >= self._next_release_at:
+            self._next_release_at = now + RELEASE_PERIOD_S
+            sends.extend(
+                Send(to=cast(Address, requester), message=decision)
+                for requester, decision in self.scheduler.release(now)
+            )
         sends.extend(self._registry_gossip(now))
         return sends
 
@@ -518,7 +534,8 @@ class Node:
         candidates = self._candidates(request) if self.config.probing.candidates else []
         remote = [c for c in candidates if c != self.node_id and self.membership.is_live(c)]
         if not remote:
-            return [Send(to=requester, message=self.scheduler.place(request, now))]
+            decision = self.scheduler.place(request, now, reply_to=requester)
+            return [Send(to=requester, message=decision)]
         request_id = request.request_id
         if request_id in self._pending:
             return []  # a duplicate of a request we are already probing for
@@ -578,7 +595,9 @@ class Node:
         for probe_id in pending.awaiting:
             self._probe_of.pop(probe_id, None)
         self.probing.decisions += 1
-        decision = self.scheduler.place(pending.request, now, among=pending.fresh)
+        decision = self.scheduler.place(
+            pending.request, now, among=pending.fresh, reply_to=pending.requester
+        )
         return Send(to=pending.requester, message=decision)
 
     # -- status ------------------------------------------------------------------------

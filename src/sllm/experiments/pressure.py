@@ -14,18 +14,20 @@ workload's requests with their models already loaded (`warm_capacity_rps`). Load
 in it, so the fleet saturates below 100% whenever models must move.
 
 Every arm is a placement policy plus the worker's retention and the coordinator's admission
-(`ARMS`): each mechanism of `sllm.core.keepalive`, the admission deadline, the hand-back
-of a blocked load's requests (`WorkerResources.hand_back`) and the migration of the
-requests in its way (`WorkerResources.migrate`) on and off.
+(`ARMS`): each mechanism of `sllm.core.keepalive`, the admission deadline, the held queue
+that holds what the deadline would refuse (``queue``), the hand-back of a blocked load's
+requests (`WorkerResources.hand_back`) and the migration of the requests in its way
+(`WorkerResources.migrate`) on and off.
 For every arm and level it reports the failed requests by reason (rejected, timed out,
 unfinished) next to p50/p99 time to first token of the completed ones, and the targets of
 issue 21 as ratios to ``seed`` at each level.
 
 The decentralized arms (`DECENTRALIZED_TWINS`, suffixed ``(decentralized)``) run seed,
-startup-aware, startup-aware with admission and with admission and migration with every
-worker a node that places from its own view and admits by its own deadline; a table holds
-each against its centralized twin (issue 21: within 1.2x). The other worker mechanisms
-are the same in both, so they are not run twice.
+startup-aware, startup-aware with admission and with admission and migration, and with the
+held queue and migration, with every worker a node that places from its own view and
+admits (and holds) by its own deadline; a table holds each against its centralized twin
+(issue 21: within 1.2x). The other worker mechanisms are the same in both, so they are
+not run twice.
 """
 
 from __future__ import annotations
@@ -87,6 +89,9 @@ DURATION_S = 600.0
 # checkpoint from a fast local disk, so only requests that would wait for more than a
 # cold start are refused.
 ADMISSION_DEADLINE_S = 60.0
+# How long the held-queue arms hold a request the deadline would refuse: as long as the
+# deadline itself (45 s met fewer level-seed cells: docs/simulator.md, "The held queue").
+ADMISSION_HOLD_S = 60.0
 # A SATA SSD's sequential read, against the calibrated NVMe's 1.90 GB/s.
 SLOW_DISK_BPS = 0.5e9
 # A PCIe gen5 NVMe's sequential read.
@@ -120,6 +125,7 @@ class Arm:
     eviction: str = "lru"
     prefetch: bool = False
     admission_deadline_s: float | None = None
+    admission_hold_s: float | None = None  # the held queue (needs the deadline)
     hand_back: bool = False
     migrate: bool = False
     mode: str = CENTRALIZED  # or DECENTRALIZED: every worker a node, placing for itself
@@ -141,6 +147,7 @@ class Arm:
             "eviction": self.eviction,
             "prefetch": self.prefetch,
             "admission_deadline_s": self.admission_deadline_s,
+            "admission_hold_s": self.admission_hold_s,
             "hand_back": self.hand_back,
             "migrate": self.migrate,
             "mode": self.mode,
@@ -179,6 +186,17 @@ ARMS: dict[str, Arm] = {
     "startup-aware+admission+migration": Arm(
         policy="startup-aware", admission_deadline_s=ADMISSION_DEADLINE_S, migrate=True
     ),
+    "startup-aware+queue": Arm(
+        policy="startup-aware",
+        admission_deadline_s=ADMISSION_DEADLINE_S,
+        admission_hold_s=ADMISSION_HOLD_S,
+    ),
+    "startup-aware+queue+migration": Arm(
+        policy="startup-aware",
+        admission_deadline_s=ADMISSION_DEADLINE_S,
+        admission_hold_s=ADMISSION_HOLD_S,
+        migrate=True,
+    ),
     "seed+migration": Arm(policy="seed", migrate=True),
     "startup-aware+retention": Arm(
         policy="startup-aware",
@@ -206,6 +224,7 @@ DECENTRALIZED_TWINS = (
     "startup-aware",
     "startup-aware+admission",
     "startup-aware+admission+migration",
+    "startup-aware+queue+migration",
 )
 ARMS.update(
     {
@@ -370,6 +389,7 @@ def run_pressure(ctx: Context, size: PressureSize | None = None) -> PressureRuns
             models_served=models,
             kinds=arm.kinds(),
             admission_deadline_s=arm.admission_deadline_s,
+            admission_hold_s=arm.admission_hold_s,
             refusal_retries=ctx.refusal_retries,
         )
         runs[name] = {

@@ -37,7 +37,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Generic
 
-from sllm.core.coordinator import retry_after_s
+from sllm.core.coordinator import HOLD, retry_after_s
 from sllm.core.outstanding import (
     REQUEST_DEADLINE_S,
     UNFINISHED,
@@ -257,6 +257,12 @@ class RequestClient(Generic[A]):
         if pending is None or pending.phase != _SCHEDULING:
             return  # late, or a duplicate datagram
         arrival = pending.arrival
+        if decision.action == HOLD:
+            # The scheduler holds it and answers later, within `estimated_wait_s`.
+            decide_by = self.driver.now() + decision.estimated_wait_s + self.schedule_timeout_s
+            pending.decide_by = decide_by
+            self.driver.call_at(decide_by, self._hold_over, (pending.request_id, decide_by))
+            return
         if decision.action == "reject":
             wait = retry_after_s(decision.reason, decision.estimated_wait_s)
             if wait is not None and pending.refusals < self.refusal_retries:
@@ -354,6 +360,19 @@ class RequestClient(Generic[A]):
                 ),
             )
         self._decision_timer = False
+
+    def _hold_over(self, held: tuple[str, float]) -> None:
+        """End a held request whose later decision never came."""
+        request_id, decide_by = held
+        pending = self.pending.get(request_id)
+        if pending is None or pending.phase != _SCHEDULING or pending.decide_by != decide_by:
+            return
+        self._end(
+            pending,
+            RequestOutcome(
+                request_id=request_id, model=pending.arrival.model, ok=False, reason=NO_DECISION
+            ),
+        )
 
     def _deadlines(self, _: None) -> None:
         """Fail what is past its deadline; re-arm at the next one."""

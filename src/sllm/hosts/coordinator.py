@@ -7,7 +7,11 @@ live-versus-simulated replay test (`tests/hosts`) relies on it:
 - every datagram goes to ``handle(message, now, source)``; the replies go back to the
   sender and the notices to the driver;
 - a periodic timer calls ``expire(now)`` every `expiry_period` of the worker timeout, so
-  a silent worker is dropped at most that late even when no request asks.
+  a silent worker is dropped at most that late even when no request asks;
+- with a held queue (the core's ``hold_s``), another calls ``release(now)`` every
+  `RELEASE_PERIOD_S` and sends each decision to whoever asked for it: a sender's
+  address, or for a request the process placed itself (its front door: ``reply_to``
+  None) the `decided_here` callback.
 
 `start` and `kill` advance an epoch, so a killed coordinator's expiry timer is stale.
 
@@ -17,11 +21,11 @@ Not handled yet: a standby coordinator (a restarted one relearns the cluster fro
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Generic
+from typing import Generic, cast
 
-from sllm.core.coordinator import Coordinator
+from sllm.core.coordinator import RELEASE_PERIOD_S, Coordinator
 from sllm.hosts.driver import A, Driver
-from sllm.wire import Message
+from sllm.wire import Message, ScheduleResponse
 
 # Expiry runs this many times per WORKER_TIMEOUT, so a dead worker is dropped at most a
 # quarter-timeout late; bounded below so a tiny timeout in a test does not spin the loop.
@@ -51,6 +55,9 @@ class CoordinatorHost(Generic[A]):
         # The host part of an address, for the core's limit on new workers per source;
         # None where the driver's addresses have no host part (the simulator's names).
         self.source_of = source_of
+        # Where a held request's decision goes when this process asked itself (its front
+        # door placed it): None, nowhere.
+        self.decided_here: Callable[[ScheduleResponse], None] | None = None
 
     @property
     def up(self) -> bool:
@@ -61,6 +68,8 @@ class CoordinatorHost(Generic[A]):
         self.epoch += 1
         self.core = core
         self.driver.call_later(self.expiry_period_s, self._expire, self.epoch)
+        if core.hold_s is not None:
+            self.driver.call_later(RELEASE_PERIOD_S, self._release, self.epoch)
 
     def kill(self) -> None:
         self.epoch += 1
@@ -71,10 +80,8 @@ class CoordinatorHost(Generic[A]):
         if core is None:
             return
         source_of = self.source_of
-        if source_of is None:
-            outcome = core.handle(message, self.driver.now())
-        else:
-            outcome = core.handle(message, self.driver.now(), source_of(sender))
+        source = "" if source_of is None else source_of(sender)
+        outcome = core.handle(message, self.driver.now(), source, reply_to=sender)
         send = self.driver.send
         for reply in outcome.replies:
             send(sender, reply)
@@ -89,3 +96,16 @@ class CoordinatorHost(Generic[A]):
         if notices:
             self.driver.notify(notices, None)
         self.driver.call_later(self.expiry_period_s, self._expire, epoch)
+
+    def _release(self, epoch: int) -> None:
+        """Send the decisions of the held requests that can go (see the module)."""
+        core = self.core
+        if epoch != self.epoch or core is None:
+            return
+        for reply_to, decision in core.release(self.driver.now()):
+            if reply_to is None:
+                if self.decided_here is not None:
+                    self.decided_here(decision)
+            else:
+                self.driver.send(cast(A, reply_to), decision)
+        self.driver.call_later(RELEASE_PERIOD_S, self._release, epoch)

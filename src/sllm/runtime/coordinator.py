@@ -8,7 +8,8 @@ noticed (a valid message of a type it does not serve is counted and logged at mo
 per type every few seconds, like a rejected datagram). A worker declared lost
 (``worker_lost``) is also told to the front door (`front_door`), which ends the waits of
 its requests in flight there at once. Everything it knows comes from worker reports, so
-restarting it loses nothing but its counters. With an `http_port` it also serves health,
+restarting it loses nothing but its counters (and the requests it held: their clients
+give up on them after the hold, ADMISSION_HOLD). With an `http_port` it also serves health,
 readiness and metrics (`sllm.runtime.monitoring`).
 """
 
@@ -20,6 +21,7 @@ import random
 import time
 from collections.abc import Mapping, Sequence
 
+from sllm.api.decisions import PendingDecisions
 from sllm.catalog import CatalogModel
 from sllm.core.admission import Admission
 from sllm.core.coordinator import Coordinator, Notice
@@ -79,6 +81,7 @@ class CoordinatorServer:
         registry: ModelRegistry | None = None,
         admin_key: str | None = None,
         admission_deadline_s: float | None = None,
+        admission_hold_s: float | None = None,
     ) -> None:
         self.host = host
         self.port = port
@@ -104,12 +107,16 @@ class CoordinatorServer:
             time.monotonic(),
             admission=admission,
             deadline_s=admission_deadline_s,
+            hold_s=admission_hold_s,
         )
         self.endpoint: Endpoint | None = None
         self.driver = AsyncioDriver(self.log_notices)
         self.hosting = CoordinatorHost(
             self.driver, worker_timeout_s=worker_timeout, source_of=_host_part
         )
+        # The front door's held requests: the host hands their decisions here.
+        self.held_here = PendingDecisions()
+        self.hosting.decided_here = self.held_here.decided
 
     @property
     def address(self) -> Address:

@@ -171,6 +171,16 @@ class CoordinatorCollector(Collector):
         yield CounterMetricFamily(
             "sllm_worker_reports", "Worker reports received.", value=counters.reports
         )
+        yield CounterMetricFamily(
+            "sllm_held_requests",
+            "Requests that waited in the held queue (ADMISSION_HOLD) instead of a 429.",
+            value=counters.held,
+        )
+        yield GaugeMetricFamily(
+            "sllm_held_queue_length",
+            "Requests in the held queue now, each waiting for the admission deadline to admit it.",
+            value=len(self.core.held),
+        )
 
         view = self.core.view
         now = self.clock()

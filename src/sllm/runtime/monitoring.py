@@ -46,6 +46,7 @@ from sllm.logs import log_event
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
 
+    from sllm.api.decisions import PendingDecisions
     from sllm.api.gateway import Gateway, Place
     from sllm.api.observer import FrontDoorObserver
     from sllm.core.coordinator import Coordinator
@@ -245,7 +246,8 @@ async def start_coordinator_http(
 
     def routes(app: Any) -> Callable[[], Awaitable[None]]:
         _require_credential(app, server.codec.secret, INTERNAL_PREFIX)
-        gateway = _install_serving(app, server, server.core, api_keys)
+        held = server.held_here if server.core.hold_s is not None else None
+        gateway = _install_serving(app, server, server.core, api_keys, held=held)
         return _front_door_of(server, gateway, observers)
 
     return await start_http(server.name, host, port, readiness, register, routes, limits=limits)
@@ -262,6 +264,7 @@ def _install_serving(
     api_keys: frozenset[str],
     upstream_prefix: str = "",
     place: Place | None = None,
+    held: PendingDecisions | None = None,
 ) -> Gateway:
     """The front door (`/v1`, placing with `scheduler`, or with `place` where a node
     probes first) and the model registry's admin routes, as a coordinator and a
@@ -279,6 +282,7 @@ def _install_serving(
         cluster_secret=server.codec.secret,
         not_ready=lambda model: not_ready_reason(registry, model),
         place=place,
+        held=held,
     )
     install_admin(
         app,

@@ -43,12 +43,13 @@ import time
 from collections import deque
 from collections.abc import Mapping, Sequence
 
+from sllm.api.decisions import PendingDecisions
 from sllm.catalog import CatalogError, CatalogModel, catalog_entry_json, model_from_entry_json
 from sllm.core.admission import Admission
-from sllm.core.coordinator import Notice
+from sllm.core.coordinator import HOLD, Notice
 from sllm.core.cost import CostModel
 from sllm.core.membership import MEMBERSHIP_EVENTS
-from sllm.core.node import Node, NodeConfig, Traffic
+from sllm.core.node import LOCAL_REQUESTER, Node, NodeConfig, Traffic
 from sllm.core.registry_gossip import SpecTooLarge
 from sllm.core.tiers import Tier
 from sllm.core.worker import WorkerResources
@@ -162,10 +163,9 @@ class NodeServer(WorkerServer):
         self.node_hosting = NodeHost(
             self.driver, self.hosting, address_of=_same_address, destination_of=_same_address
         )
-        self.node_hosting.decided = self._decided
-        # The front door's decisions in waiting (probing), by the core's request id.
-        self._decisions: dict[str, asyncio.Future[ScheduleResponse]] = {}
-        self._decision_seq = 0
+        # The front door's decisions in waiting (probing, holding), by the core's key.
+        self._decisions = PendingDecisions()
+        self.node_hosting.decided = self._decisions.decided
         self._tasks: list[asyncio.Task[None]] = []
         self._meter = TrafficMeter()
         # The models this node serves: its own registry (the admin API deploys here), kept
@@ -236,30 +236,28 @@ class NodeServer(WorkerServer):
         """Decide where a request from this node's front door runs, as a request from a
         client would be: at once without probing, else once the candidates have replied
         (the core decides at its probe timeout at the latest, and `DECISION_WAIT_S` is
-        only a backstop). The core sees a request id of this process's own, so that two
-        clients sending the same ``X-Request-Id`` cannot take each other's decision."""
+        only a backstop); a held request once its hold ends (ADMISSION_HOLD). The core
+        sees a key of this process's own (`PendingDecisions`)."""
         core = self.core
         assert core is not None, "the front door starts after the core"
         expired = core.scheduler.expire(time.monotonic())  # `place` would drop them unannounced
         if expired:
             self.log_notices(list(expired))
-        self._decision_seq += 1
-        key = f"front-door-{self._decision_seq}"
-        decision: asyncio.Future[ScheduleResponse] = asyncio.get_running_loop().create_future()
-        self._decisions[key] = decision
+        key = self._decisions.open()
+        keyed = dataclasses.replace(request, request_id=key)
         try:
-            if self.node_hosting.place_here(dataclasses.replace(request, request_id=key)):
+            placed = None
+            if self.node_hosting.place_here(keyed):
                 with contextlib.suppress(TimeoutError):
-                    placed = await asyncio.wait_for(decision, DECISION_WAIT_S)
-                    return dataclasses.replace(placed, request_id=request.request_id)
-            return core.scheduler.place(request, time.monotonic())  # not serving yet, or late
+                    placed = await self._decisions.next(key, DECISION_WAIT_S)
+            if placed is None:  # not serving yet, or late
+                now = time.monotonic()
+                placed = core.scheduler.place(keyed, now, reply_to=LOCAL_REQUESTER)
+            if placed.action == HOLD:
+                placed = await self._decisions.after_hold(key, placed)
+            return dataclasses.replace(placed, request_id=request.request_id)
         finally:
-            del self._decisions[key]
-
-    def _decided(self, decision: ScheduleResponse) -> None:
-        waiting = self._decisions.get(decision.request_id)
-        if waiting is not None and not waiting.done():
-            waiting.set_result(decision)
+            self._decisions.close(key)
 
     # -- the model registry --------------------------------------------------------------
 

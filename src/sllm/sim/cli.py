@@ -130,6 +130,13 @@ def build_arguments(parser: argparse.ArgumentParser) -> None:
         "longer than S beyond their own load",
     )
     cluster.add_argument(
+        "--admission-hold",
+        type=float,
+        metavar="S",
+        help="with --admission-deadline: hold such a request up to S seconds in a bounded "
+        "queue and place it once the deadline admits it, instead of refusing it at once",
+    )
+    cluster.add_argument(
         "--probing",
         type=int,
         default=PROBING_CANDIDATES_DEFAULT,
@@ -222,6 +229,10 @@ def check_arguments(args: argparse.Namespace) -> list[str]:
         problems.append("--prefetch needs --keep-alive-policy histogram")
     if args.admission_deadline is not None and not args.admission_deadline > 0:
         problems.append("--admission-deadline must be > 0")
+    if args.admission_hold is not None and (
+        not args.admission_hold > 0 or args.admission_deadline is None
+    ):
+        problems.append("--admission-hold must be > 0 and needs --admission-deadline")
     if args.probing < 0:
         problems.append("--probing must be >= 0")
     if args.refusal_retries < 0:
@@ -248,6 +259,7 @@ def build_config(args: argparse.Namespace) -> ClusterConfig:
             migrate=args.migrate,
         ),
         admission_deadline_s=args.admission_deadline,
+        admission_hold_s=args.admission_hold,
         probing_candidates=args.probing,
         prestage=PRESTAGE[args.prestage],
         models_served=args.models,

@@ -176,6 +176,9 @@ class ClusterConfig:
     # The admission deadline of the coordinator, or of each decentralized node
     # (`Coordinator`'s ``deadline_s``): None, none.
     admission_deadline_s: float | None = None
+    # The held queue: a request over the deadline waits this long for room instead of
+    # being refused (`Coordinator`'s ``hold_s``); None, none.
+    admission_hold_s: float | None = None
     # Decentralized: the candidates each node asks for their load before a decision
     # (`sllm.core.node.ProbingConfig`); 0 places over the gossiped view alone.
     probing_candidates: int = PROBING_CANDIDATES_DEFAULT
@@ -199,6 +202,10 @@ class ClusterConfig:
             problems.append("result timeout must be > 0 and drain >= 0")
         if self.refusal_retries < 0:
             problems.append("refusal retries must be >= 0")
+        if self.admission_hold_s is not None and (
+            not self.admission_hold_s > 0 or self.admission_deadline_s is None
+        ):
+            problems.append("an admission hold must be > 0 and needs an admission deadline")
         if problems:
             raise ValueError("; ".join(problems))
 

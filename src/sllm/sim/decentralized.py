@@ -63,6 +63,7 @@ def node_config_for(config: ClusterConfig) -> NodeConfig:
         policy=config.policy,
         report_interval_s=config.report_interval_s,
         admission_deadline_s=config.admission_deadline_s,
+        admission_hold_s=config.admission_hold_s,
         probing=ProbingConfig(candidates=config.probing_candidates),
     )
 

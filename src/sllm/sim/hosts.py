@@ -111,6 +111,7 @@ class SimulatedCoordinator(CoordinatorHost[str]):
                 random.Random(config.seed),  # what `sllm coordinator --seed` does
                 self.driver.now(),
                 deadline_s=config.admission_deadline_s,
+                hold_s=config.admission_hold_s,
             )
         )
         self.network.set_up(COORDINATOR, True)

@@ -60,7 +60,7 @@ SECONDS_MAX = 3600.0 * 24
 TOKENS_MAX = 1_000_000
 COUNT_MAX = 2**53  # the largest integer a JSON peer of any language keeps exactly
 
-ACTIONS = ("serve", "cold_start", "migrate", "reject")
+ACTIONS = ("serve", "cold_start", "migrate", "reject", "hold")
 
 
 def _bounded(low: float, high: float) -> dict[str, Any]:
@@ -166,7 +166,9 @@ class ScheduleRequest(Message):
 
 @record
 class ScheduleResponse(Message):
-    """The decision. `action` is one of ACTIONS; on `reject` the worker fields are empty."""
+    """The decision. `action` is one of ACTIONS; on `reject` the worker fields are empty.
+    On `hold` too: the request waits in the scheduler's held queue, and the decision itself
+    follows, at the latest `estimated_wait_s` later (`sllm.core.coordinator`)."""
 
     TYPE: ClassVar[str] = "schedule_response"
     request_id: str = field(metadata=_text(ID_MAX_LEN))
