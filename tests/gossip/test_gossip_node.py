@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from sllm.catalog import served_catalog
-from sllm.core.coordinator import HOLD, Coordinator
+from sllm.core.coordinator import HOLD, HOLD_MAX, Coordinator
 from sllm.core.cost import CostModel
 from sllm.core.membership import GossipConfig, MemberState
 from sllm.core.node import GOSSIP_REPORT_MAX_MODELS, Node, NodeConfig, ProbingConfig, trim_report
@@ -371,7 +371,8 @@ def test_a_leaving_node_places_nothing_on_itself_and_says_none_is_ready() -> Non
 
 def test_a_node_holds_a_request_over_its_deadline_and_answers_later() -> None:
     """Both workers busy with long requests: the node answers ``hold`` at once, and the
-    decision itself within the hold, to the asker's address."""
+    decision itself within the hold, to the asker's address. Each node holds its share
+    of the cluster's bound."""
     hold_s = 30.0
     cluster = make_cluster(
         2, policy="startup-aware", admission_deadline_s=1.0, admission_hold_s=hold_s
@@ -416,6 +417,8 @@ def test_a_node_holds_a_request_over_its_deadline_and_answers_later() -> None:
     assert decision.action in ("serve", "cold_start")
     assert decided_at - asked[0] <= hold_s + 0.5
     assert core(cluster, 0).scheduler.counters.held == 1
+    # The held queue's bound is the cluster's: each of the two nodes holds half of it.
+    assert core(cluster, 0).scheduler.hold_max == HOLD_MAX // 2
 
 
 def test_probing_asks_candidates_then_decides_with_fresh_reports() -> None:

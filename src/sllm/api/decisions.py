@@ -29,8 +29,7 @@ HOLD_GRACE_S = 2.0
 class PendingDecisions:
     """The decisions this process's front door waits for (see the module)."""
 
-    def __init__(self, prefix: str = "front-door") -> None:
-        self.prefix = prefix
+    def __init__(self) -> None:
         self._queues: dict[str, asyncio.Queue[ScheduleResponse]] = {}
         self._seq = 0
 
@@ -39,7 +38,7 @@ class PendingDecisions:
 
     def open(self) -> str:
         self._seq += 1
-        key = f"{self.prefix}-{self._seq}"
+        key = f"front-door-{self._seq}"
         self._queues[key] = asyncio.Queue()
         return key
 

@@ -100,7 +100,8 @@ NO_WORKER_RETRY_AFTER_S = 15
 
 # The held queue (`Coordinator`'s ``hold_s``): at most this many requests wait in it at
 # once; one more over the deadline is refused as without it. Measured at 256 with a 60 s
-# hold: a bound of 32 refused 3x more at 30% load (docs/simulator.md, "The held queue").
+# hold: a bound of 32 failed 3x more requests at 30% load on seed 1 (docs/simulator.md,
+# "The held queue").
 HOLD_MAX = 256
 # While requests are held, how often the runtime asks which of them can go
 # (`Coordinator.release`): workers report once a second, so a quarter of that sees each

@@ -51,6 +51,13 @@ stale one that only looks better, and at 1,000 nodes most gossiped copies are st
 load. When none of them can take the request, the whole view decides. Measured in
 docs/decentralized.md (`sllm bench gossip`).
 
+**Held requests.** With a held queue (`NodeConfig.admission_hold_s`, ADMISSION_HOLD) the
+node's scheduler holds a request over its deadline as the coordinator does, answering
+``hold``; `tick` releases the held ones every `RELEASE_PERIOD_S` and sends each decision
+to its requester. The queue's bound (`HOLD_MAX`) is the cluster's: each node holds its
+share of it, by the live member count (20 nodes that each held 256 would hold 20 times
+what a coordinator does, and release them late into the tail).
+
 Not handled yet: forwarding the inference request itself (the client sends it to the
 chosen node), batch sampling across requests (Sparrow's batch probing), late binding.
 """
@@ -64,7 +71,7 @@ from itertools import islice
 from typing import cast
 
 from sllm.core.admission import Admission
-from sllm.core.coordinator import RELEASE_PERIOD_S, Coordinator, Notice
+from sllm.core.coordinator import HOLD_MAX, RELEASE_PERIOD_S, Coordinator, Notice
 from sllm.core.cost import CostModel, ModelInfo
 from sllm.core.membership import (
     Address,
@@ -477,6 +484,8 @@ class Node:
         self.scheduler.view.apply_report(report, now)
         signature = _signature(report)
         members = self.membership.live_count
+        # The held queue's bound is the cluster's: each node holds its share of it.
+        self.scheduler.hold_max = max(1, HOLD_MAX // max(1, members))
         grown = members >= REPUBLISH_GROWTH * self._published_to
         if signature != self._published or grown:
             self._published = signature
