@@ -144,7 +144,8 @@ def _wire_seconds(estimate_s: float) -> float:
 
 def refusal(request_id: str, reason: str, estimated_wait_s: float = 0.0) -> ScheduleResponse:
     """The decision that refuses a request: no worker, a reason, and for a refusal over
-    the deadline the estimate (the front door's Retry-After)."""
+    the deadline the estimate (the front door's Retry-After). A ``hold`` answer is the
+    same with its own action."""
     return ScheduleResponse(
         request_id=request_id,
         worker_id="",
@@ -344,16 +345,8 @@ class Coordinator:
         """``hold``, with the seconds left until the decision comes at the latest."""
         assert self.hold_s is not None
         left = max(0.0, held.since + self.hold_s - now)
-        return ScheduleResponse(
-            request_id=held.request.request_id,
-            worker_id="",
-            host="",
-            port=0,
-            http_port=0,
-            action=HOLD,
-            estimated_wait_s=_wire_seconds(left),
-            reason="held",
-        )
+        no_worker_yet = refusal(held.request.request_id, "held", estimated_wait_s=left)
+        return dataclasses.replace(no_worker_yet, action=HOLD)
 
     def _decide(
         self, request: ScheduleRequest, now: float, among: Sequence[str] = ()
