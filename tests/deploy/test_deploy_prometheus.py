@@ -302,6 +302,8 @@ def test_the_dashboard_covers_the_guides_metrics() -> None:
         "sllm_worker_slot_busy_ratio",
         "sllm_request_ttft_seconds_bucket",
         'sllm_request_duration_seconds_count{cold_start="false"}',  # the warm start rate
+        "sllm_held_queue_length",  # the held queue (ADMISSION_HOLD)
+        "sllm_held_requests_total",
     ):
         assert metric in exprs, metric
     # The front door's metrics, each filtered by the model and instance variables.
