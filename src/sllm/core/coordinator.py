@@ -305,7 +305,7 @@ class Coordinator:
         decision goes to `reply_to` later (`release`). Asked again while held, it is
         answered ``hold`` again, and its decision goes to the latest asker."""
         self.view.expire(now)
-        held = self.held.get(request.request_id)
+        held = self.held.get(request.request_id) if self.held else None  # mostly empty
         if held is not None:
             held.reply_to = reply_to
             return self._hold_answer(held, now)

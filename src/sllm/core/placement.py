@@ -164,6 +164,13 @@ class Estimator:
                 return load.ready_in_s
         return 0.0
 
+    def chosen(self, entry: WorkerEntry, tier: Tier, model: str, ttft: float) -> float:
+        """The estimate a choice carries: `ttft`, plus the wait for the load of a model on
+        its way to `entry`'s GPU (`wait_for_load`; most reports carry no loads)."""
+        if tier is GPU and entry.report.loads:
+            return ttft + self.wait_for_load(entry, model)
+        return ttft
+
 
 def load_time_on(report: WorkerReport, tier: Tier, size_bytes: int, cost: CostModel) -> float:
     """A load of `size_bytes` from `tier` on the worker of `report`: from its disk at the
@@ -330,8 +337,7 @@ class StartupAware:
                     if ttft < best_ttft:
                         best, best_ttft = entry, ttft
         tier = best.tier_of(request.model)
-        if tier is GPU and best.report.loads:  # most reports carry none
-            best_ttft += self._estimator.wait_for_load(best, request.model)
+        best_ttft = self._estimator.chosen(best, tier, request.model, best_ttft)
         return Choice(
             worker=best, tier=tier, estimated_wait_s=best_ttft, reason=STARTUP_AWARE_REASONS[tier]
         )
@@ -342,9 +348,8 @@ def _choice(
 ) -> Choice:
     ttft = estimator.ttft(entry, estimator.request_cost(request, model))
     tier = entry.tier_of(request.model)
-    if tier is GPU and entry.report.loads:
-        ttft += estimator.wait_for_load(entry, request.model)
-    return Choice(worker=entry, tier=tier, estimated_wait_s=ttft, reason=why)
+    estimate = estimator.chosen(entry, tier, request.model, ttft)
+    return Choice(worker=entry, tier=tier, estimated_wait_s=estimate, reason=why)
 
 
 def _fallback(
