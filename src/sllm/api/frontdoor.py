@@ -19,7 +19,6 @@ catalog names for its model (`sllm.api.params`).
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -33,7 +32,6 @@ from sllm.api.gateway import CompletionLane, Gateway, GatewayConfig, NotReady, P
 from sllm.api.request_id import RequestIdMiddleware
 from sllm.api.worker_client import WorkerClient
 from sllm.catalog import DEFAULT_ENGINE, CatalogModel
-from sllm.core.coordinator import HOLD
 from sllm.wire import ScheduleRequest, ScheduleResponse
 
 if TYPE_CHECKING:
@@ -78,14 +76,11 @@ def install_front_door(
             log_notices(list(expired))
         if held is None:
             return scheduler.place(request, now)
-        key = held.open()
-        try:
-            decision = scheduler.place(dataclasses.replace(request, request_id=key), now)
-            if decision.action == HOLD:
-                decision = await held.after_hold(key, decision)
-            return dataclasses.replace(decision, request_id=request.request_id)
-        finally:
-            held.close(key)
+
+        async def first_answer(keyed: ScheduleRequest) -> ScheduleResponse:
+            return scheduler.place(keyed, now)
+
+        return await held.decide(request, first_answer)
 
     def engine_of(model: str) -> str:
         """The engine the catalog names for `model` (a simulator's catalog names none)."""

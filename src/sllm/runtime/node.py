@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import logging
 import random
 import socket
@@ -46,7 +45,7 @@ from collections.abc import Mapping, Sequence
 from sllm.api.decisions import PendingDecisions
 from sllm.catalog import CatalogError, CatalogModel, catalog_entry_json, model_from_entry_json
 from sllm.core.admission import Admission
-from sllm.core.coordinator import HOLD, Notice
+from sllm.core.coordinator import Notice
 from sllm.core.cost import CostModel
 from sllm.core.membership import MEMBERSHIP_EVENTS
 from sllm.core.node import LOCAL_REQUESTER, Node, NodeConfig, Traffic
@@ -243,21 +242,15 @@ class NodeServer(WorkerServer):
         expired = core.scheduler.expire(time.monotonic())  # `place` would drop them unannounced
         if expired:
             self.log_notices(list(expired))
-        key = self._decisions.open()
-        keyed = dataclasses.replace(request, request_id=key)
-        try:
-            placed = None
+
+        async def first_answer(keyed: ScheduleRequest) -> ScheduleResponse:
             if self.node_hosting.place_here(keyed):
                 with contextlib.suppress(TimeoutError):
-                    placed = await self._decisions.next(key, DECISION_WAIT_S)
-            if placed is None:  # not serving yet, or late
-                now = time.monotonic()
-                placed = core.scheduler.place(keyed, now, reply_to=LOCAL_REQUESTER)
-            if placed.action == HOLD:
-                placed = await self._decisions.after_hold(key, placed)
-            return dataclasses.replace(placed, request_id=request.request_id)
-        finally:
-            self._decisions.close(key)
+                    return await self._decisions.next(keyed.request_id, DECISION_WAIT_S)
+            # not serving yet, or late
+            return core.scheduler.place(keyed, time.monotonic(), reply_to=LOCAL_REQUESTER)
+
+        return await self._decisions.decide(request, first_answer)
 
     # -- the model registry --------------------------------------------------------------
 
