@@ -14,25 +14,32 @@ from pathlib import Path
 
 import pytest
 
+from sllm.catalog import served_catalog
 from sllm.core.placement import policy_names
+from sllm.core.worker import GB
 from sllm.experiments import suite
 from sllm.experiments.pressure import (
     ARMS,
+    BOUND_STEP_S,
     KINDS,
+    SLOTS,
     PressureSize,
     analyse_pressure,
     best_arm,
     failure_kinds,
+    fewest_failures,
+    fit_demands,
     meets_targets,
     run_pressure,
     warm_capacity_rps,
     write_pressure,
 )
 from sllm.experiments.summary import Context
+from sllm.hosts.client import RESULT_TIMEOUT_S
 from sllm.sim import cli
 from sllm.sim.decentralized import node_config_for
 from sllm.sim.progress import Progress
-from sllm.workload.options import WorkloadOptions
+from sllm.workload.options import WorkloadOptions, make_workload
 
 LEVEL = 0.9
 # The arm that meets both targets here (0.34x p99, 0.37x failures). startup-aware+all did
@@ -79,6 +86,7 @@ def test_acting_on_the_estimate_beats_seed_on_a_pressured_mixed_fleet() -> None:
     assert best_arm(dataclasses.replace(crowded, figures=alone), LEVEL) == "startup-aware"
     markdown = write_pressure(result)
     assert f"| 90% | {BEST} |" in markdown and "| met |" in markdown
+    assert "## Demand on the large GPUs" in markdown and "| 90% | b200 |" in markdown
 
 
 def test_the_fleet_is_mixed_and_every_arm_names_a_registered_policy() -> None:
@@ -236,3 +244,35 @@ def test_the_held_queue_is_an_option_of_simulate_and_needs_a_deadline() -> None:
     ]
     with pytest.raises(ValueError, match="admission hold"):
         ClusterConfig(workers=4, admission_hold_s=45.0)
+
+
+def test_the_fewest_failures_shed_the_longest_requests_that_cannot_fit() -> None:
+    # One slot, 15 s until the run ends: of two 10 s requests, one must fail.
+    assert fewest_failures([0.0, 0.0], [10.0, 10.0], slots=1, end_s=15.0) == 1
+    assert fewest_failures([0.0, 0.0], [10.0, 10.0], slots=2, end_s=15.0) == 0
+    # Shedding the longest first: one 50 s request goes, not three of 1 s.
+    assert fewest_failures([0.0, 0.0, 0.0, 0.0], [50.0, 1.0, 1.0, 1.0], slots=1, end_s=40.0) == 1
+    # However long the run, a burst must run before its result timeout: 40 requests of
+    # 10 s arriving together on one slot have RESULT_TIMEOUT_S of it (the bound gives
+    # them the deadline of the window's end, one grid step later).
+    burst = fewest_failures([0.0] * 40, [10.0] * 40, slots=1, end_s=10_000.0)
+    assert burst == 40 - int((RESULT_TIMEOUT_S + BOUND_STEP_S) // 10)
+    # The same work spread over the run fits.
+    spread = [step * 200.0 for step in range(40)]
+    assert fewest_failures(spread, [10.0] * 40, slots=1, end_s=10_000.0) == 0
+
+
+def test_the_demand_on_the_large_gpus_counts_only_what_no_smaller_gpu_holds() -> None:
+    options = WorkloadOptions(duration_s=120.0, seed=0, models=64, rate_rps=20.0)
+    _, arrivals = make_workload(options)
+    demands = fit_demands(arrivals, workers=8, models=64, duration_s=120.0)
+    by_kinds = {demand.kinds: demand for demand in demands}
+    assert set(by_kinds) == {("h200", "h200-sata", "b200"), ("b200",)}
+    largest, large = by_kinds[("b200",)], by_kinds[("h200", "h200-sata", "b200")]
+    assert largest.slots == 2 * SLOTS and large.slots == 6 * SLOTS  # 8 workers, cycled
+    catalog = served_catalog(64)
+    over_141 = [a for a in arrivals if catalog[a.model].size_bytes > 141 * GB]
+    over_80 = [a for a in arrivals if catalog[a.model].size_bytes > 80 * GB]
+    assert largest.requests == len(over_141) > 0
+    assert large.requests == len(over_80) > largest.requests
+    assert 0 < largest.busy_slots < large.busy_slots

@@ -20,7 +20,10 @@ requests (`WorkerResources.hand_back`) and the migration of the requests in its 
 (`WorkerResources.migrate`) on and off.
 For every arm and level it reports the failed requests by reason (rejected, timed out,
 unfinished) next to p50/p99 time to first token of the completed ones, and the targets of
-issue 21 as ratios to ``seed`` at each level.
+issue 21 as ratios to ``seed`` at each level. It also says what each level asks of the
+workers the largest checkpoints alone fit (`fit_demands`): the slots their requests keep
+busy, and the fewest failures any policy can have there (`fewest_failures`), which tells a
+target no placement could meet from one a better policy might.
 
 The decentralized arms (`DECENTRALIZED_TWINS`, suffixed ``(decentralized)``) run seed,
 startup-aware, startup-aware with admission and with admission and migration, and with the
@@ -33,8 +36,10 @@ not run twice.
 from __future__ import annotations
 
 import dataclasses
+from bisect import bisect_left
 from collections.abc import Mapping
 from dataclasses import dataclass
+from itertools import accumulate, pairwise
 from pathlib import Path
 
 from sllm.catalog import served_catalog
@@ -54,9 +59,11 @@ from sllm.experiments.summary import (
     summarize,
     table,
 )
+from sllm.hosts.client import RESULT_TIMEOUT_S
 from sllm.sim.cluster import ClusterConfig, SimResult, WorkerKind
 from sllm.sim.report import Json
-from sllm.workload.options import WorkloadOptions, make_workload
+from sllm.workload.arrivals import Arrival
+from sllm.workload.options import DEFAULT_DRAIN_S, WorkloadOptions, make_workload
 from sllm.workload.traces import load_azure_trace
 
 # The shipped Azure LLM inference trace (conversation service, CC-BY 4.0): arrivals and
@@ -234,6 +241,105 @@ ARMS.update(
 )
 
 
+# The grid of arrival windows over which `fewest_failures` looks for the tightest one:
+# ten seconds, finer than the bursts that matter, coarse enough to take a second.
+BOUND_STEP_S = 10.0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FitDemand:
+    """The requests for the checkpoints that only some kinds of worker hold (too large for
+    every other GPU), against those workers' slots: demand no policy can send elsewhere.
+
+    `busy_slots` is the slots they keep busy on average with every one served warm at batch
+    one, the least time a request can take (loads, batching, and a GPU's room for only one
+    such checkpoint at a time, add to it). Above `slots`, some must fail whatever places
+    them: `fewest_failures` is a lower bound on how many.
+    """
+
+    kinds: tuple[str, ...]  # the kinds of worker these checkpoints fit
+    requests: int
+    busy_slots: float
+    slots: int
+    fewest_failures: int
+
+    def as_dict(self) -> Json:
+        return {
+            "kinds": list(self.kinds),
+            "requests": self.requests,
+            "busy_slots": round(self.busy_slots, 2),
+            "slots": self.slots,
+            "fewest_failures": self.fewest_failures,
+        }
+
+
+def fit_demands(
+    arrivals: list[Arrival], *, workers: int, models: int, duration_s: float
+) -> tuple[FitDemand, ...]:
+    """The `FitDemand` of a run of `arrivals` on `workers` workers of `KINDS` (cycled), for
+    each GPU size but the smallest: the checkpoints larger than every smaller GPU."""
+    catalog = served_catalog(models)
+    fleet = [KINDS[index % len(KINDS)] for index in range(workers)]
+    end_s = max(arrivals[-1].time_s + DEFAULT_DRAIN_S, duration_s) if arrivals else duration_s
+    sizes = sorted({kind.resources.gpu_bytes for kind in KINDS})
+    demands = []
+    for smaller, size in pairwise(sizes):
+        kinds = [kind for kind in KINDS if kind.resources.gpu_bytes >= size]
+        timing = {  # the kinds differ in memory and disk, not compute: any one times service
+            name: kinds[0].cost.timing(model)
+            for name, model in catalog.items()
+            if model.size_bytes > smaller
+        }
+        held = [arrival for arrival in arrivals if arrival.model in timing]
+        work_s = [timing[a.model].service_time(a.prompt_tokens, a.output_tokens)[1] for a in held]
+        slots = sum(kind.resources.slots for kind in fleet if kind.resources.gpu_bytes >= size)
+        demands.append(
+            FitDemand(
+                kinds=tuple(kind.name for kind in kinds),
+                requests=len(held),
+                busy_slots=sum(work_s) / end_s,
+                slots=slots,
+                fewest_failures=fewest_failures(
+                    [a.time_s for a in held], work_s, slots=slots, end_s=end_s
+                ),
+            )
+        )
+    return tuple(demands)
+
+
+def fewest_failures(
+    arrival_s: list[float], work_s: list[float], *, slots: int, end_s: float
+) -> int:
+    """A lower bound on the requests any policy fails, given when each arrives and the
+    least slot-time it takes, on `slots` slots.
+
+    A request that arrives in a window [t1, t2) runs within [t1, min(t2 + the result
+    timeout, `end_s`)]: later, its client has failed it, or the run is over. So the work of
+    the window's requests beyond the slot-time of that span cannot all be done, and failing
+    the longest requests first is the fewest failures that sheds it. The bound is the
+    largest such count over windows on a `BOUND_STEP_S` grid.
+    """
+    before = [0.0, *accumulate(work_s)]  # before[i]: work of the first i arrivals
+    grid = [step * BOUND_STEP_S for step in range(int(end_s // BOUND_STEP_S) + 2)]
+    firsts = [bisect_left(arrival_s, t) for t in grid]  # first arrival at or after each
+    fewest = 0
+    for start, first in enumerate(firsts):
+        for stop in range(start + 1, len(grid)):
+            last = firsts[stop]
+            span_s = min(grid[stop] + RESULT_TIMEOUT_S, end_s) - grid[start]
+            excess = before[last] - before[first] - slots * max(span_s, 0.0)
+            if excess <= 0:
+                continue
+            failed = 0
+            for work in sorted(work_s[first:last], reverse=True):
+                if excess <= 0:
+                    break
+                excess -= work
+                failed += 1
+            fewest = max(fewest, failed)
+    return fewest
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class PressureSetup:
     workers: int
@@ -246,6 +352,7 @@ class PressureSetup:
     levels: tuple[float, ...]
     rates_rps: tuple[float, ...]  # the arrival rate at each level
     kinds: tuple[str, ...]
+    demands: tuple[tuple[FitDemand, ...], ...]  # at each level (`fit_demands`)
     arms: Mapping[str, Arm]
     refusal_retries: int = 0  # how often a client asks again after a Retry-After
 
@@ -261,6 +368,7 @@ class PressureSetup:
             "levels": list(self.levels),
             "rates_rps": list(self.rates_rps),
             "kinds": list(self.kinds),
+            "fit_demands": [[demand.as_dict() for demand in level] for level in self.demands],
             "arms": {name: arm.as_dict() for name, arm in self.arms.items()},
             "refusal_retries": self.refusal_retries,
             "baseline": BASELINE_POLICY,
@@ -406,6 +514,15 @@ def run_pressure(ctx: Context, size: PressureSize | None = None) -> PressureRuns
         levels=levels,
         rates_rps=tuple(round(level * capacity, 3) for level in levels),
         kinds=tuple(kind.name for kind in KINDS),
+        demands=tuple(
+            fit_demands(
+                make_workload(options[level])[1],
+                workers=workers,
+                models=models,
+                duration_s=durations[level],
+            )
+            for level in levels
+        ),
         arms={name: ARMS[name] for name in arm_names},
         refusal_retries=ctx.refusal_retries,
     )
@@ -548,6 +665,7 @@ def write_pressure(result: PressureResult) -> str:
         p99, failed = figures.ttft_p99_vs_seed, figures.failed_vs_seed
         target_rows.append([f"{level:.0%}", arm, fmt(p99, 2), fmt(failed, 2), met])
     lines += table(["load", "best arm", "p99 vs seed", "failed vs seed", "target"], target_rows)
+    lines += ["", *_demand_section(result)]
     twins = [arm for arm in result.figures if arm.endswith(DECENTRALIZED_SUFFIX)]
     if twins:
         lines += [
@@ -588,6 +706,46 @@ def write_pressure(result: PressureResult) -> str:
             twin_rows,
         )
     return "\n".join(lines)
+
+
+def _demand_section(result: PressureResult) -> list[str]:
+    """What the largest GPUs are asked for at each level, and the failures no policy avoids."""
+    setup = result.setup
+    lines = [
+        "## Demand on the large GPUs: the checkpoints only they hold",
+        "",
+        "Busy slots: the slots the requests for checkpoints too large for every other "
+        "GPU keep busy on average, each served warm at batch 1 (the least it can take). "
+        "Above the slots there are, some must fail whatever the policy: 'fewest failures' "
+        "is a lower bound (a window's arrivals must run before their result timeout or "
+        "the run's end), next to seed's failures of every kind.",
+        "",
+    ]
+    rows = []
+    for level, demands in zip(setup.levels, setup.demands, strict=True):
+        seed_failed = result.figures[BASELINE_POLICY][level].summary.failed
+        for demand in demands:
+            rows.append(
+                [
+                    f"{level:.0%}",
+                    ", ".join(demand.kinds),
+                    demand.requests,
+                    f"{demand.busy_slots:.1f} of {demand.slots}",
+                    demand.fewest_failures,
+                    seed_failed,
+                    fmt(ratio(demand.fewest_failures, seed_failed), 2),
+                ]
+            )
+    header = [
+        "load",
+        "held only by",
+        "requests",
+        "busy slots",
+        "fewest failures",
+        "seed failed",
+        "fewest / seed",
+    ]
+    return lines + table(header, rows)
 
 
 def plot_pressure(result: PressureResult, plots: Plots) -> None:
