@@ -276,3 +276,62 @@ def test_the_demand_on_the_large_gpus_counts_only_what_no_smaller_gpu_holds() ->
     assert largest.requests == len(over_141) > 0
     assert large.requests == len(over_80) > largest.requests
     assert 0 < largest.busy_slots < large.busy_slots
+
+
+def test_seeds_runs_the_experiment_once_per_seed_and_tallies_what_each_meets(
+    tmp_path: Path,
+) -> None:
+    parser = argparse.ArgumentParser(prog="sllm")
+    suite.add_parser(parser.add_subparsers(dest="command", required=True))
+    quick = ["--quick", "--hours", "0.01"]
+    args = parser.parse_args(
+        ["experiment", "pressure", *quick, "--seeds", "0,1", "--out", str(tmp_path)]
+    )
+    assert args.run(args) == 0
+    tally = json.loads((tmp_path / "pressure-seeds.json").read_text())
+    assert tally["seeds"] == [0, 1] and tally["cells"] == 2 * len(tally["levels"])
+    met = twins_within = twins = 0
+    for seed in (0, 1):
+        # each seed's own report is written as a single run writes it, and the tally
+        # counts what that report says
+        report = json.loads((tmp_path / f"seed-{seed}" / "pressure.json").read_text())
+        assert report["setup"]["seed"] == seed
+        for level, cell in tally["by_seed"][str(seed)]["levels"].items():
+            figures = report["centralized"][cell["best_arm"]][level]
+            assert cell["ttft_p99_vs_seed"] == figures["ttft_p99_vs_seed"]
+            p99, failed = figures["ttft_p99_vs_seed"], figures["failed_vs_seed"]
+            meets = p99 <= 0.5 and (failed is None or failed <= 0.5)
+            assert cell["met"] == meets
+            met += meets
+        for arm, levels in report["decentralized"].items():
+            central = report["centralized"][arm.removesuffix(" (decentralized)")]
+            for level, figures in levels.items():
+                twins += 1
+                twins_within += figures["ttft"]["p99"] <= 1.2 * central[level]["ttft"]["p99"]
+    assert tally["cells_met"] == met
+    assert (tally["twins_within"], tally["twins"]) == (twins_within, twins)
+    markdown = (tmp_path / "pressure-seeds.md").read_text()
+    assert f"Targets met in {met} of {tally['cells']} level-seed cells" in markdown
+    assert "## Plots" not in markdown  # the tally draws none
+
+
+@pytest.mark.parametrize(
+    ("seeds", "problem"),
+    [
+        ("0,0", "distinct"),
+        ("1,x", "separated by commas"),
+        ("-1", ">= 0"),
+    ],
+)
+def test_seeds_must_be_a_list_of_distinct_seeds(
+    seeds: str, problem: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    parser = argparse.ArgumentParser(prog="sllm")
+    suite.add_parser(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(["experiment", "pressure", "--seeds", seeds, "--out", str(tmp_path)])
+    assert args.run(args) == 2
+    assert problem in capsys.readouterr().err
+    other = parser.parse_args(["experiment", "exp1", "--seeds", "0", "--out", str(tmp_path)])
+    assert other.run(other) == 2
+    assert "--seeds is for pressure only" in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())  # nothing ran

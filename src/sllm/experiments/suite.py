@@ -28,7 +28,9 @@ the JSON under ``"centralized"`` and ``"decentralized"``.
   deadline, and the worker's hand-back and migration on and off; failures next to p50/p99
   TTFT; seed, startup-aware and admission decentralized too, against their centralized
   twins. Every level replays the whole trace (26 minutes of simulated time at 30%, 6.5 at
-  120%); ``--hours`` sets the simulated hours per run instead.
+  120%); ``--hours`` sets the simulated hours per run instead. ``--seeds 0,1,2`` runs it
+  once per seed, each into ``DIR/seed-<S>/``, and tallies the level-seed cells where the
+  targets hold and the twins within 1.2x into ``DIR/pressure-seeds.md`` (and ``.json``).
 - **scale**: 10 to 10,000 workers centralized, 10 to 300 nodes decentralized (gossip
   costs the simulator about 2 minutes of wall time per 40 simulated seconds at 1,000
   nodes; ``sllm simulate --mode decentralized --workers 1000`` runs that size):
@@ -55,6 +57,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -98,6 +101,8 @@ EXPERIMENTS: dict[str, Experiment[Any, Any]] = {
 
 # Not an experiment: rewrites a document's generated figures from experiments' results.
 DIGEST = "digest"
+# The files of pressure's tally over several seeds (`--seeds`).
+PRESSURE_SEEDS = "pressure-seeds"
 
 
 def run_experiment(
@@ -109,9 +114,22 @@ def run_experiment(
     refusal_retries: int = 0,
 ) -> list[Path]:
     """Run one experiment into `out` (created if needed); return the files written."""
+    return _carry_out(name, out, quick, seed, hours, refusal_retries, name)[1]
+
+
+def _carry_out(
+    name: str,
+    out: Path,
+    quick: bool,
+    seed: int,
+    hours: float | None,
+    refusal_retries: int,
+    label: str,
+) -> tuple[Any, list[Path]]:
+    """One experiment into `out`, with `label` on its progress: its result and its files."""
     out.mkdir(parents=True, exist_ok=True)
     pictures = Plots(folder=out, name=name)
-    with Progress(name) as progress:
+    with Progress(label) as progress:
         ctx = Context(
             name=name,
             quick=quick,
@@ -120,9 +138,31 @@ def run_experiment(
             hours=hours,
             refusal_retries=refusal_retries,
         )
-        written = EXPERIMENTS[name](ctx, pictures)
+        result, written = EXPERIMENTS[name].carry_out(ctx, pictures)
         progress.update(1.0, "done")
-    return write_files(out, name, written, pictures)
+    return result, write_files(out, name, written, pictures)
+
+
+def run_pressure_seeds(
+    out: Path,
+    seeds: Sequence[int],
+    quick: bool = False,
+    hours: float | None = None,
+    refusal_retries: int = 0,
+) -> list[Path]:
+    """The pressure experiment once per seed, each into ``out/seed-<S>/``, then their
+    tally (`pressure.tally_pressure`) into ``out/pressure-seeds.{json,md}``."""
+    results: dict[int, pressure.PressureResult] = {}
+    written: list[Path] = []
+    for turn, seed in enumerate(seeds, start=1):
+        label = f"pressure seed {seed} ({turn} of {len(seeds)})"
+        folder = out / f"seed-{seed}"
+        results[seed], files = _carry_out(
+            "pressure", folder, quick, seed, hours, refusal_retries, label
+        )
+        written += files
+    tally = pressure.tally_pressure(results)
+    return write_files(out, PRESSURE_SEEDS, tally, Plots(folder=out, name=PRESSURE_SEEDS)) + written
 
 
 def add_parser(sub: Any) -> None:
@@ -146,6 +186,13 @@ def add_parser(sub: Any) -> None:
     )
     parser.add_argument("--quick", action="store_true", help="tiny sizes, for tests")
     parser.add_argument("--seed", type=int, default=0, help="seed of every run (default 0)")
+    parser.add_argument(
+        "--seeds",
+        default=None,
+        metavar="S,S,...",
+        help="pressure only: run it once per seed (each into --out/seed-<S>/) and tally "
+        f"the cells where the targets hold into --out/{PRESSURE_SEEDS}.md (e.g. 0,1,2)",
+    )
     parser.add_argument(
         "--hours",
         type=float,
@@ -179,12 +226,20 @@ def main(args: argparse.Namespace) -> int:
             problems.append("--hours must be > 0")
         if args.refusal_retries < 0:
             problems.append("--refusal-retries must be >= 0")
+        seeds = _seeds(args.seeds, problems)
+        if seeds and args.name != "pressure":
+            problems.append("--seeds is for pressure only")
         if problems:
             print(f"sllm experiment: {'; '.join(problems)}", file=sys.stderr)
             return 2
-        written = run_experiment(
-            args.name, Path(args.out), args.quick, args.seed, args.hours, args.refusal_retries
-        )
+        if seeds:
+            written = run_pressure_seeds(
+                Path(args.out), seeds, args.quick, args.hours, args.refusal_retries
+            )
+        else:
+            written = run_experiment(
+                args.name, Path(args.out), args.quick, args.seed, args.hours, args.refusal_retries
+            )
     except OSError as error:
         print(f"sllm experiment: {error}", file=sys.stderr)
         return 1
@@ -193,3 +248,18 @@ def main(args: argparse.Namespace) -> int:
     if plots.unavailable():
         print(f"plots skipped: {plots.unavailable()}", file=sys.stderr)
     return 0
+
+
+def _seeds(text: str | None, problems: list[str]) -> list[int]:
+    """The seeds of ``--seeds`` (none when not given); a bad list adds to `problems`."""
+    if text is None:
+        return []
+    try:
+        seeds = [int(part) for part in text.split(",")]
+    except ValueError:
+        problems.append(f"--seeds must be seeds separated by commas, like 0,1,2; got {text!r}")
+        return []
+    if any(seed < 0 for seed in seeds) or len(set(seeds)) != len(seeds):
+        problems.append(f"--seeds must be distinct seeds >= 0; got {text!r}")
+        return []
+    return seeds

@@ -187,9 +187,13 @@ class Experiment(Generic[Runs, Result]):
     plot: Callable[[Result, Plots], None]
 
     def __call__(self, ctx: Context, plots: Plots) -> Written:
+        return self.carry_out(ctx, plots)[1]
+
+    def carry_out(self, ctx: Context, plots: Plots) -> tuple[Result, Written]:
+        """The steps, returning the analysed result too (for a tally over several runs)."""
         result = self.analyse(self.run(ctx))
         self.plot(result, plots)
-        return Written(document=result.as_dict(), markdown=self.write(result))
+        return result, Written(document=result.as_dict(), markdown=self.write(result))
 
 
 def write_files(out: Path, name: str, written: Written, plots: Plots) -> list[Path]:
@@ -200,7 +204,8 @@ def write_files(out: Path, name: str, written: Written, plots: Plots) -> list[Pa
         document["plots_skipped"] = plots.skipped
     notes = [f"Skipped: {plots.skipped}."] if plots.skipped else []
     notes += [f"![{name}]({name})" for name in plots.written]
-    markdown = "\n".join([written.markdown, "", "## Plots", "", *notes]) + "\n"
+    plotted = ["", "## Plots", "", *notes] if notes else []  # a tally draws none
+    markdown = "\n".join([written.markdown, *plotted]) + "\n"
     json_path = out / f"{name}.json"
     json_path.write_text(dumps(document), encoding="utf-8")
     md_path = out / f"{name}.md"
