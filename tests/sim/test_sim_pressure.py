@@ -283,12 +283,17 @@ def test_seeds_runs_the_experiment_once_per_seed_and_tallies_what_each_meets(
 ) -> None:
     parser = argparse.ArgumentParser(prog="sllm")
     suite.add_parser(parser.add_subparsers(dest="command", required=True))
-    quick = ["--quick", "--hours", "0.01"]
+    quick = ["--quick", "--hours", "0.01", "--seeds", "0,1"]
     args = parser.parse_args(
-        ["experiment", "pressure", *quick, "--seeds", "0,1", "--out", str(tmp_path)]
+        ["experiment", "pressure", *quick, "--jobs", "1", "--out", str(tmp_path)]
     )
     assert args.run(args) == 0
     tally = json.loads((tmp_path / "pressure-seeds.json").read_text())
+    # Seeds run side by side, each in a process of its own, come to the same tally.
+    apart = tmp_path / "apart"
+    args = parser.parse_args(["experiment", "pressure", *quick, "--jobs", "2", "--out", str(apart)])
+    assert args.run(args) == 0
+    assert json.loads((apart / "pressure-seeds.json").read_text()) == tally
     assert tally["seeds"] == [0, 1] and tally["cells"] == 2 * len(tally["levels"])
     met = twins_within = twins = 0
     for seed in (0, 1):
@@ -334,4 +339,9 @@ def test_seeds_must_be_a_list_of_distinct_seeds(
     other = parser.parse_args(["experiment", "exp1", "--seeds", "0", "--out", str(tmp_path)])
     assert other.run(other) == 2
     assert "--seeds is for pressure only" in capsys.readouterr().err
+    idle = parser.parse_args(
+        ["experiment", "pressure", "--seeds", "0", "--jobs", "0", "--out", str(tmp_path)]
+    )
+    assert idle.run(idle) == 2
+    assert "--jobs must be >= 1" in capsys.readouterr().err
     assert not any(tmp_path.iterdir())  # nothing ran

@@ -52,6 +52,16 @@ def test_draws_and_ends_the_line_on_a_terminal() -> None:
     assert text.endswith("\n")
 
 
+def test_plain_prints_lines_even_on_a_terminal_that_others_share() -> None:
+    stream, clock = Terminal(), FakeClock()
+    with Progress("seed 1", stream, clock=clock, plain=True) as bar:
+        clock.now += 1.0
+        bar.update(0.5)
+        clock.now += 1.0
+        bar.update(1.0)
+    assert stream.getvalue() == render_line("seed 1", 1.0, 2.0) + "\n"
+
+
 class FakeClock:
     def __init__(self) -> None:
         self.now = 1000.0

@@ -29,7 +29,8 @@ the JSON under ``"centralized"`` and ``"decentralized"``.
   TTFT; seed, startup-aware and admission decentralized too, against their centralized
   twins. Every level replays the whole trace (26 minutes of simulated time at 30%, 6.5 at
   120%); ``--hours`` sets the simulated hours per run instead. ``--seeds 0,1,2`` runs it
-  once per seed, each into ``DIR/seed-<S>/``, and tallies the level-seed cells where the
+  once per seed, each into ``DIR/seed-<S>/`` (up to ``--jobs`` seeds at once, one process
+  each: the machine's cores by default), and tallies the level-seed cells where the
   targets hold and the twins within 1.2x into ``DIR/pressure-seeds.md`` (and ``.json``).
 - **scale**: 10 to 10,000 workers centralized, 10 to 300 nodes decentralized (gossip
   costs the simulator about 2 minutes of wall time per 40 simulated seconds at 1,000
@@ -56,8 +57,12 @@ for the default budget; see above).
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
@@ -125,11 +130,13 @@ def _carry_out(
     hours: float | None,
     refusal_retries: int,
     label: str,
+    plain: bool = False,
 ) -> tuple[Any, list[Path]]:
-    """One experiment into `out`, with `label` on its progress: its result and its files."""
+    """One experiment into `out`, with `label` on its progress (`plain` lines: it shares
+    the terminal with others): its result and its files."""
     out.mkdir(parents=True, exist_ok=True)
     pictures = Plots(folder=out, name=name)
-    with Progress(label) as progress:
+    with Progress(label, plain=plain) as progress:
         ctx = Context(
             name=name,
             quick=quick,
@@ -143,24 +150,67 @@ def _carry_out(
     return result, write_files(out, name, written, pictures)
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _SeedRun:
+    """One seed of `run_pressure_seeds`, as the process that runs it receives it."""
+
+    out: Path
+    seed: int
+    quick: bool
+    hours: float | None
+    refusal_retries: int
+    label: str
+    plain: bool  # progress in plain lines: other seeds share the terminal
+
+
+def _run_seed(run: _SeedRun) -> tuple[Any, list[Path]]:
+    return _carry_out(
+        "pressure",
+        run.out,
+        run.quick,
+        run.seed,
+        run.hours,
+        run.refusal_retries,
+        run.label,
+        run.plain,
+    )
+
+
 def run_pressure_seeds(
     out: Path,
     seeds: Sequence[int],
     quick: bool = False,
     hours: float | None = None,
     refusal_retries: int = 0,
+    jobs: int = 1,
 ) -> list[Path]:
     """The pressure experiment once per seed, each into ``out/seed-<S>/``, then their
-    tally (`pressure.tally_pressure`) into ``out/pressure-seeds.{json,md}``."""
-    results: dict[int, pressure.PressureResult] = {}
-    written: list[Path] = []
-    for turn, seed in enumerate(seeds, start=1):
-        label = f"pressure seed {seed} ({turn} of {len(seeds)})"
-        folder = out / f"seed-{seed}"
-        results[seed], files = _carry_out(
-            "pressure", folder, quick, seed, hours, refusal_retries, label
+    tally (`pressure.tally_pressure`) into ``out/pressure-seeds.{json,md}``.
+
+    Up to `jobs` seeds run at once, each in a process of its own (the simulator uses one
+    core); a seed's outcome does not depend on it, only the wall time does.
+    """
+    jobs = max(1, min(jobs, len(seeds)))
+    runs = [
+        _SeedRun(
+            out=out / f"seed-{seed}",
+            seed=seed,
+            quick=quick,
+            hours=hours,
+            refusal_retries=refusal_retries,
+            label=f"pressure seed {seed} ({turn} of {len(seeds)})",
+            plain=jobs > 1,
         )
-        written += files
+        for turn, seed in enumerate(seeds, start=1)
+    ]
+    if jobs == 1:
+        outcomes = [_run_seed(run) for run in runs]
+    else:
+        # spawned, not forked: each child starts clean rather than from a copy of this one
+        with ProcessPoolExecutor(jobs, mp_context=get_context("spawn")) as pool:
+            outcomes = list(pool.map(_run_seed, runs))
+    results = {seed: result for seed, (result, _) in zip(seeds, outcomes, strict=True)}
+    written = [path for _, files in outcomes for path in files]
     tally = pressure.tally_pressure(results)
     return write_files(out, PRESSURE_SEEDS, tally, Plots(folder=out, name=PRESSURE_SEEDS)) + written
 
@@ -192,6 +242,14 @@ def add_parser(sub: Any) -> None:
         metavar="S,S,...",
         help="pressure only: run it once per seed (each into --out/seed-<S>/) and tally "
         f"the cells where the targets hold into --out/{PRESSURE_SEEDS}.md (e.g. 0,1,2)",
+    )
+    parser.add_argument(
+        "--jobs",
+        type=int,
+        default=os.cpu_count() or 1,
+        metavar="N",
+        help="with --seeds: run up to N seeds at once, one process each (default: the "
+        "machine's cores; the results do not depend on it)",
     )
     parser.add_argument(
         "--hours",
@@ -229,12 +287,14 @@ def main(args: argparse.Namespace) -> int:
         seeds = _seeds(args.seeds, problems)
         if seeds and args.name != "pressure":
             problems.append("--seeds is for pressure only")
+        if args.jobs < 1:
+            problems.append("--jobs must be >= 1")
         if problems:
             print(f"sllm experiment: {'; '.join(problems)}", file=sys.stderr)
             return 2
         if seeds:
             written = run_pressure_seeds(
-                Path(args.out), seeds, args.quick, args.hours, args.refusal_retries
+                Path(args.out), seeds, args.quick, args.hours, args.refusal_retries, args.jobs
             )
         else:
             written = run_experiment(

@@ -62,7 +62,8 @@ def render_line(label: str, fraction: float, elapsed_s: float, note: str = "") -
 class Progress:
     """``with Progress("exp1") as bar: bar.update(0.5)``; fractions in [0, 1].
 
-    `clock` is the time source in seconds (a fake one in tests).
+    `clock` is the time source in seconds (a fake one in tests); `plain` prints plain lines
+    even on a terminal.
     """
 
     def __init__(
@@ -71,11 +72,14 @@ class Progress:
         stream: TextIO | None = None,
         *,
         clock: Callable[[], float] = time.monotonic,
+        plain: bool = False,
     ) -> None:
         self.label = label
         self.stream = stream if stream is not None else sys.stderr
         isatty = getattr(self.stream, "isatty", None)
-        self.terminal = bool(isatty and isatty())
+        # `plain`: lines even on a terminal, where several processes share it (one
+        # redrawn line each would overwrite the others')
+        self.terminal = not plain and bool(isatty and isatty())
         self._clock = clock
         self._started = clock()
         self._last_draw: float | None = None
