@@ -20,6 +20,7 @@ from sllm.core.worker import GB
 from sllm.experiments import suite
 from sllm.experiments.pressure import (
     ARMS,
+    BOUND_GRID_MAX,
     BOUND_STEP_S,
     KINDS,
     SLOTS,
@@ -255,11 +256,16 @@ def test_the_fewest_failures_shed_the_longest_requests_that_cannot_fit() -> None
     # However long the run, a burst must run before its result timeout: 40 requests of
     # 10 s arriving together on one slot have RESULT_TIMEOUT_S of it (the bound gives
     # them the deadline of the window's end, one grid step later).
-    burst = fewest_failures([0.0] * 40, [10.0] * 40, slots=1, end_s=10_000.0)
+    end_s = BOUND_STEP_S * BOUND_GRID_MAX  # the longest run with the finest grid
+    burst = fewest_failures([0.0] * 40, [10.0] * 40, slots=1, end_s=end_s)
     assert burst == 40 - int((RESULT_TIMEOUT_S + BOUND_STEP_S) // 10)
     # The same work spread over the run fits.
-    spread = [step * 200.0 for step in range(40)]
-    assert fewest_failures(spread, [10.0] * 40, slots=1, end_s=10_000.0) == 0
+    spread = [step * end_s / 40 for step in range(40)]
+    assert fewest_failures(spread, [10.0] * 40, slots=1, end_s=end_s) == 0
+    # A run twice as long has a grid twice as coarse: the burst's window is longer, and
+    # the bound looser, never higher.
+    coarse = fewest_failures([0.0] * 40, [10.0] * 40, slots=1, end_s=2 * end_s)
+    assert coarse == 40 - int((RESULT_TIMEOUT_S + 2 * BOUND_STEP_S) // 10)
 
 
 def test_the_demand_on_the_large_gpus_counts_only_what_no_smaller_gpu_holds() -> None:

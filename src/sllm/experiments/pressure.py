@@ -243,8 +243,10 @@ ARMS.update(
 
 
 # The grid of arrival windows over which `fewest_failures` looks for the tightest one:
-# ten seconds, finer than the bursts that matter, coarse enough to take a second.
+# ten seconds, finer than the bursts that matter, coarse enough to take a second; and at
+# most so many steps, so that a run of many hours takes seconds too.
 BOUND_STEP_S = 10.0
+BOUND_GRID_MAX = 200
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -311,17 +313,20 @@ def fit_demands(
 def fewest_failures(
     arrival_s: list[float], work_s: list[float], *, slots: int, end_s: float
 ) -> int:
-    """A lower bound on the requests any policy fails, given when each arrives and the
-    least slot-time it takes, on `slots` slots.
+    """A lower bound on the requests any policy fails, given when each arrives (in order)
+    and the least slot-time it takes, on `slots` slots.
 
     A request that arrives in a window [t1, t2) runs within [t1, min(t2 + the result
     timeout, `end_s`)]: later, its client has failed it, or the run is over. So the work of
     the window's requests beyond the slot-time of that span cannot all be done, and failing
     the longest requests first is the fewest failures that sheds it. The bound is the
-    largest such count over windows on a `BOUND_STEP_S` grid.
+    largest such count over windows on a grid of `BOUND_STEP_S` (coarser for a run so long
+    that it would take more than `BOUND_GRID_MAX` steps: any windows give a lower bound).
     """
     before = [0.0, *accumulate(work_s)]  # before[i]: work of the first i arrivals
-    grid = [step * BOUND_STEP_S for step in range(int(end_s // BOUND_STEP_S) + 2)]
+    longest_first = sorted(range(len(work_s)), key=lambda index: -work_s[index])
+    step_s = max(BOUND_STEP_S, end_s / BOUND_GRID_MAX)
+    grid = [step * step_s for step in range(int(end_s // step_s) + 2)]
     firsts = [bisect_left(arrival_s, t) for t in grid]  # first arrival at or after each
     fewest = 0
     for start, first in enumerate(firsts):
@@ -331,12 +336,15 @@ def fewest_failures(
             excess = before[last] - before[first] - slots * max(span_s, 0.0)
             if excess <= 0:
                 continue
+            # The window's longest requests, found in the run's longest-first order: a
+            # window over capacity holds much work, so they come early in it.
             failed = 0
-            for work in sorted(work_s[first:last], reverse=True):
-                if excess <= 0:
-                    break
-                excess -= work
-                failed += 1
+            for index in longest_first:
+                if first <= index < last:
+                    excess -= work_s[index]
+                    failed += 1
+                    if excess <= 0:
+                        break
             fewest = max(fewest, failed)
     return fewest
 
