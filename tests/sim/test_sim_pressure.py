@@ -17,7 +17,7 @@ import pytest
 from sllm.catalog import served_catalog
 from sllm.core.placement import policy_names
 from sllm.core.worker import GB
-from sllm.experiments import suite
+from sllm.experiments import plots, suite
 from sllm.experiments.pressure import (
     ARMS,
     BOUND_GRID_MAX,
@@ -323,7 +323,9 @@ def test_seeds_runs_the_experiment_once_per_seed_and_tallies_what_each_meets(
     assert (tally["twins_within"], tally["twins"]) == (twins_within, twins)
     markdown = (tmp_path / "pressure-seeds.md").read_text()
     assert f"Targets met in {met} of {tally['cells']} level-seed cells" in markdown
-    assert "## Plots" not in markdown  # the tally draws none
+    if plots.unavailable() is None:
+        assert (tmp_path / "pressure-seeds-tally.png").stat().st_size > 0
+        assert "![pressure-seeds-tally.png](pressure-seeds-tally.png)" in markdown
 
 
 @pytest.mark.parametrize(

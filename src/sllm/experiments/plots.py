@@ -156,9 +156,11 @@ def panels(
     xlabel: str,
     marks: Sequence[tuple[float, str]] = (),
     log_x: bool = False,
+    targets: Sequence[float | None] = (),
 ) -> Path:
     """Several line plots stacked, sharing the x axis: (ylabel, series) per row. `marks`
-    (x, label) are vertical lines through every row, named in the bottom row's legend.
+    (x, label) are vertical lines through every row, named in the bottom row's legend;
+    `targets`, one per row (None: none), a dashed horizontal line named "target".
 
     A series keeps its colour and line style in every row. With more series than a legend
     inside a panel can hold without hiding the lines (`LEGEND_INSIDE_MAX`), one legend
@@ -184,6 +186,9 @@ def panels(
             axes.plot(xs, ys, label=name, linewidth=1.0, marker=marker, **styles.get(name, {}))
         marked = _draw_marks(axes, marks)
         named = marked if row == last else []  # the marks are named once, in the bottom row
+        target = targets[row] if row < len(targets) else None
+        if target is not None:
+            axes.axhline(target, color="black", linestyle="--", linewidth=0.8, label="target")
         axes.set_ylabel(ylabel)
         axes.grid(True, alpha=0.3)
         if many and row == 0:

@@ -31,7 +31,8 @@ the JSON under ``"centralized"`` and ``"decentralized"``.
   120%); ``--hours`` sets the simulated hours per run instead. ``--seeds 0,1,2`` runs it
   once per seed, each into ``DIR/seed-<S>/`` (up to ``--jobs`` seeds at once, one process
   each: the machine's cores by default), and tallies the level-seed cells where the
-  targets hold and the twins within 1.2x into ``DIR/pressure-seeds.md`` (and ``.json``).
+  targets hold and the twins within 1.2x into ``DIR/pressure-seeds.md`` (and ``.json``,
+  and a plot of the ratios by load, ``pressure-seeds-tally.png``).
 - **scale**: 10 to 10,000 workers centralized, 10 to 300 nodes decentralized (gossip
   costs the simulator about 2 minutes of wall time per 40 simulated seconds at 1,000
   nodes; ``sllm simulate --mode decentralized --workers 1000`` runs that size):
@@ -211,8 +212,10 @@ def run_pressure_seeds(
             outcomes = list(pool.map(_run_seed, runs))
     results = {seed: result for seed, (result, _) in zip(seeds, outcomes, strict=True)}
     written = [path for _, files in outcomes for path in files]
+    pictures = Plots(folder=out, name=PRESSURE_SEEDS)
+    pressure.plot_pressure_seeds(results, pictures)
     tally = pressure.tally_pressure(results)
-    return write_files(out, PRESSURE_SEEDS, tally, Plots(folder=out, name=PRESSURE_SEEDS)) + written
+    return write_files(out, PRESSURE_SEEDS, tally, pictures) + written
 
 
 def add_parser(sub: Any) -> None:

@@ -204,8 +204,7 @@ def write_files(out: Path, name: str, written: Written, plots: Plots) -> list[Pa
         document["plots_skipped"] = plots.skipped
     notes = [f"Skipped: {plots.skipped}."] if plots.skipped else []
     notes += [f"![{name}]({name})" for name in plots.written]
-    plotted = ["", "## Plots", "", *notes] if notes else []  # a tally draws none
-    markdown = "\n".join([written.markdown, *plotted]) + "\n"
+    markdown = "\n".join([written.markdown, "", "## Plots", "", *notes]) + "\n"
     json_path = out / f"{name}.json"
     json_path.write_text(dumps(document), encoding="utf-8")
     md_path = out / f"{name}.md"
