@@ -120,12 +120,21 @@ def run_experiment(
     refusal_retries: int = 0,
 ) -> list[Path]:
     """Run one experiment into `out` (created if needed); return the files written."""
-    return _carry_out(name, out, quick, seed, hours, refusal_retries, name)[1]
+    return _carry_out(
+        name,
+        out,
+        quick=quick,
+        seed=seed,
+        hours=hours,
+        refusal_retries=refusal_retries,
+        label=name,
+    )[1]
 
 
 def _carry_out(
     name: str,
     out: Path,
+    *,
     quick: bool,
     seed: int,
     hours: float | None,
@@ -168,12 +177,12 @@ def _run_seed(run: _SeedRun) -> tuple[Any, list[Path]]:
     return _carry_out(
         "pressure",
         run.out,
-        run.quick,
-        run.seed,
-        run.hours,
-        run.refusal_retries,
-        run.label,
-        run.plain,
+        quick=run.quick,
+        seed=run.seed,
+        hours=run.hours,
+        refusal_retries=run.refusal_retries,
+        label=run.label,
+        plain=run.plain,
     )
 
 
@@ -186,7 +195,8 @@ def run_pressure_seeds(
     jobs: int = 1,
 ) -> list[Path]:
     """The pressure experiment once per seed, each into ``out/seed-<S>/``, then their
-    tally (`pressure.tally_pressure`) into ``out/pressure-seeds.{json,md}``.
+    tally (`pressure.tally_pressure`, `pressure.plot_pressure_seeds`) into
+    ``out/pressure-seeds.{json,md}`` and ``out/pressure-seeds-tally.png``.
 
     Up to `jobs` seeds run at once, each in a process of its own (the simulator uses one
     core); a seed's outcome does not depend on it, only the wall time does.
