@@ -337,7 +337,9 @@ def test_an_experiment_runs_analyses_plots_and_writes_in_that_order(tmp_path: Pa
         steps.append(f"plot into {plots.name}")
 
     experiment = Experiment(run=run, analyse=analyse, write=write, plot=plot)
-    written = experiment(_recording_context(seed=0), Plots(folder=tmp_path, name="test"))
+    _, written = experiment.carry_out(
+        _recording_context(seed=0), Plots(folder=tmp_path, name="test")
+    )
     assert written == Written(document={"experiment": "test"}, markdown="# test")
     assert steps == ["run", "analyse runs", "plot into test", "as_dict", "write"]
 

@@ -186,11 +186,9 @@ class Experiment(Generic[Runs, Result]):
     write: Callable[[Result], str]
     plot: Callable[[Result, Plots], None]
 
-    def __call__(self, ctx: Context, plots: Plots) -> Written:
-        return self.carry_out(ctx, plots)[1]
-
     def carry_out(self, ctx: Context, plots: Plots) -> tuple[Result, Written]:
-        """The steps, returning the analysed result too (for a tally over several runs)."""
+        """The steps: the analysed result (a tally over several runs reads it) and what
+        to write."""
         result = self.analyse(self.run(ctx))
         self.plot(result, plots)
         return result, Written(document=result.as_dict(), markdown=self.write(result))
