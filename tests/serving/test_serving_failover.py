@@ -6,7 +6,8 @@ cluster (the coordinator's view over UDP, its log events), never by sleeping:
 - a dead worker the coordinator still believes warm: the connection is refused, the
   front door forgets the worker and places the request again, and the client never knows;
 - a worker that dies while the request waits in it for a slow model load: the connection
-  breaks before any byte, and the request is retried elsewhere;
+  breaks before any byte, and the request is retried elsewhere; with no worker left, the
+  client's 503 says what happened to the one tried;
 - a worker that dies mid-stream: the stream ends with an explicit error event, which the
   `openai` client raises as `APIError`, and a non-streamed request gets a 502; never a
   truncated success.
@@ -121,6 +122,31 @@ async def test_a_worker_dying_before_the_first_byte_is_retried_elsewhere(
         assert [(e["worker"], e["attempt"]) for e in failed] == [("w1", 1)]
         routed = await cluster.logged("request_routed", "waiting")
         assert [(e["worker"], e["attempt"]) for e in routed] == [("w2", 2)]
+
+
+async def test_the_last_worker_dying_before_the_first_byte_is_the_error_the_client_reads(
+    serving_cluster, eventually, tmp_path
+) -> None:
+    """With no worker left to retry on, the client learns what happened to the one tried,
+    not that none has joined."""
+    slow_loads = tmp_path / "slow-loads.json"
+    slow_loads.write_text(json.dumps({"engine_start_s": 120}), encoding="utf-8")
+    workers = {"w1": {"PRESTAGE_TIER": "host", "COST_MODEL": str(slow_loads)}}
+    async with serving_cluster(
+        workers, policy="startup-aware", WORKER_TIMEOUT=LONG_WORKER_TIMEOUT
+    ) as cluster:
+        client = openai.AsyncOpenAI(base_url=cluster.api_url, api_key="x", max_retries=0)
+        request = asyncio.ensure_future(
+            client.completions.create(model=MODEL, prompt="hello", max_tokens=4)
+        )
+        await eventually(lambda: _on_gpu(cluster, "w1"), 10, "w1 loading the model")
+        await cluster.workers["w1"].kill()
+
+        with pytest.raises(openai.InternalServerError) as refused:
+            await asyncio.wait_for(request, 20)
+        assert refused.value.status_code == 503
+        message = refused.value.body["message"]
+        assert message.startswith("no worker could serve the request ("), message
 
 
 async def test_a_worker_killed_mid_stream_ends_the_stream_with_an_error(

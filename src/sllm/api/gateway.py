@@ -548,6 +548,15 @@ class Gateway:
                 rejection = _rejection(decision, schedule.model)
                 if attempt > 1 and rejection.code in self.failed:  # placed before, now not
                     self._count(self.failed, str(rejection.code))
+                if attempt > 1 and rejection.code == "no_worker":
+                    # The workers tried failed and were forgotten: say how, not that none
+                    # has joined.
+                    rejection = ApiError(
+                        503,
+                        f"no worker could serve the request ({last_error})",
+                        code="no_worker",
+                        retry_after_s=rejection.retry_after_s,
+                    )
                 raise rejection
             worker = (decision.host, decision.http_port, self.config.upstream_prefix + path)
             upstream_id = new_request_id()  # the worker's key for this attempt

@@ -86,6 +86,12 @@ class TransformersEngine:
     ) -> None:
         import torch
 
+        # transformers is a lazy module, and two threads that import from it at once race:
+        # one may find a submodule half imported ("cannot import name 'AutoTokenizer'").
+        # Everything the engine uses is imported here, once, while `InThread` holds its
+        # build lock, so later calls from any thread find it imported.
+        from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer  # noqa: F401
+
         self.catalog = catalog
         self.store = store
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
@@ -262,10 +268,8 @@ class Transformers(InThread):
         return True  # an evicted model's weights move to host memory (`evict`)
 
     def warm_up(self) -> None:
-        """Import torch and transformers (several seconds of CPU)."""
-        import transformers
-
-        transformers.AutoModelForCausalLM  # noqa: B018 (a lazy module: this imports it)
+        """Build the engine, importing torch and transformers (several seconds of CPU);
+        a load meanwhile waits for it rather than importing alongside."""
         self.blocking()
 
 
