@@ -239,7 +239,8 @@ class Vllm:
         self._asleep: dict[str, Any] = {}  # in host memory through sleep mode
         self._sleeps: bool | None = None  # `can_sleep`, asked once vLLM is imported
         # Engines start from this one thread, which lives as long as the worker: an engine
-        # core's parent-death signal fires when the thread that started it ends.
+        # core's parent-death signal fires when the thread that started it ends. vLLM is
+        # imported on it too (`warm_up`).
         self._starter = ThreadPoolExecutor(max_workers=1, thread_name_prefix="vllm-start")
 
     @classmethod
@@ -256,8 +257,10 @@ class Vllm:
         return option_problems(model, options)
 
     def warm_up(self) -> None:
-        """Import vLLM (seconds of CPU), so the first cold start does not time it."""
-        self.sleeps()
+        """Import vLLM (seconds of CPU), so the first cold start does not time it. On the
+        starter thread, as every load's imports are: a load meanwhile waits for it rather
+        than importing alongside (lazy modules race when two threads import at once)."""
+        self._starter.submit(self.sleeps).result()
 
     def keeps_host_copy(self) -> bool:
         """Only with sleep mode (an engine put to sleep keeps its weights in host memory);
@@ -289,9 +292,9 @@ class Vllm:
             return
         spec = self.catalog[model]
         folder = await asyncio.to_thread(self.store.fetch, spec)  # a no-op when on disk
-        sleeps = await asyncio.to_thread(self.sleeps)
-        arguments = engine_arguments(spec, str(folder), sleep=sleeps)
         loop = asyncio.get_running_loop()
+        sleeps = await loop.run_in_executor(self._starter, self.sleeps)
+        arguments = engine_arguments(spec, str(folder), sleep=sleeps)
         try:
             self._awake[model] = await loop.run_in_executor(self._starter, _start, arguments)
         except Exception as error:
