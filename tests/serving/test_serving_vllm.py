@@ -342,9 +342,13 @@ def test_an_engine_that_cannot_start_fails_the_request_with_503(setup: VllmSetup
             "/v1/completions", json={"model": BROKEN, "prompt": "x", "max_tokens": 2}
         )
     # The worker answered 503 (the front door then forgets it until its next report, so the
-    # client hears that no worker is left): nobody waits for an engine that cannot start.
+    # client hears that no worker is left, and why): nobody waits for an engine that cannot
+    # start.
     assert response.status_code == 503, response.text
-    assert response.json()["error"]["code"] == "no_worker"
+    error = response.json()["error"]
+    assert error["code"] == "no_worker"
+    assert error["message"].startswith("no worker could serve the request ("), error
+    assert "load_failed" in error["message"], error
     [worker] = cluster.workers.values()
 
     def failed() -> list[dict[str, Any]]:
