@@ -832,12 +832,13 @@ def tally_pressure(results: Mapping[int, PressureResult]) -> Written:
         target_rows.append(row)
         judged = [twin for twin in twins(result) if twin.within is not None]
         missed = [twin for twin in judged if not twin.within]
-        twins_within += len(judged) - len(missed)
+        within = len(judged) - len(missed)
+        twins_within += within
         twins_judged += len(judged)
         twin_rows.append(
             [
                 seed,
-                f"{len(judged) - len(missed)} of {len(judged)}",
+                f"{within} of {len(judged)}",
                 "; ".join(
                     f"{twin.arm} {twin.level:.0%} {_times(twin.p99_ratio)}" for twin in missed
                 )
@@ -846,7 +847,7 @@ def tally_pressure(results: Mapping[int, PressureResult]) -> Written:
         )
         by_seed[str(seed)] = {
             "levels": cells,
-            "twins_within": len(judged) - len(missed),
+            "twins_within": within,
             "twins": len(judged),
             "twins_missed": [
                 {"arm": twin.arm, "level": twin.level, "p99_ratio": twin.p99_ratio}

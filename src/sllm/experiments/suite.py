@@ -120,70 +120,49 @@ def run_experiment(
     refusal_retries: int = 0,
 ) -> list[Path]:
     """Run one experiment into `out` (created if needed); return the files written."""
-    return _carry_out(
-        name,
-        out,
+    run = _Run(
+        name=name,
+        out=out,
         quick=quick,
         seed=seed,
         hours=hours,
         refusal_retries=refusal_retries,
         label=name,
-    )[1]
-
-
-def _carry_out(
-    name: str,
-    out: Path,
-    *,
-    quick: bool,
-    seed: int,
-    hours: float | None,
-    refusal_retries: int,
-    label: str,
-    plain: bool = False,
-) -> tuple[Any, list[Path]]:
-    """One experiment into `out`, with `label` on its progress (`plain` lines: it shares
-    the terminal with others): its result and its files."""
-    out.mkdir(parents=True, exist_ok=True)
-    pictures = Plots(folder=out, name=name)
-    with Progress(label, plain=plain) as progress:
-        ctx = Context(
-            name=name,
-            quick=quick,
-            seed=seed,
-            progress=progress,
-            hours=hours,
-            refusal_retries=refusal_retries,
-        )
-        result, written = EXPERIMENTS[name].carry_out(ctx, pictures)
-        progress.update(1.0, "done")
-    return result, write_files(out, name, written, pictures)
+    )
+    return _carry_out(run)[1]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class _SeedRun:
-    """One seed of `run_pressure_seeds`, as the process that runs it receives it."""
+class _Run:
+    """One experiment to carry out, as `run_experiment` or a process of
+    `run_pressure_seeds` receives it."""
 
+    name: str
     out: Path
-    seed: int
     quick: bool
+    seed: int
     hours: float | None
     refusal_retries: int
-    label: str
-    plain: bool  # progress in plain lines: other seeds share the terminal
+    label: str  # on its progress
+    plain: bool = False  # progress in plain lines: other runs share the terminal
 
 
-def _run_seed(run: _SeedRun) -> tuple[Any, list[Path]]:
-    return _carry_out(
-        "pressure",
-        run.out,
-        quick=run.quick,
-        seed=run.seed,
-        hours=run.hours,
-        refusal_retries=run.refusal_retries,
-        label=run.label,
-        plain=run.plain,
-    )
+def _carry_out(run: _Run) -> tuple[Any, list[Path]]:
+    """`run` into its folder: its result and its files."""
+    run.out.mkdir(parents=True, exist_ok=True)
+    pictures = Plots(folder=run.out, name=run.name)
+    with Progress(run.label, plain=run.plain) as progress:
+        ctx = Context(
+            name=run.name,
+            quick=run.quick,
+            seed=run.seed,
+            progress=progress,
+            hours=run.hours,
+            refusal_retries=run.refusal_retries,
+        )
+        result, written = EXPERIMENTS[run.name].carry_out(ctx, pictures)
+        progress.update(1.0, "done")
+    return result, write_files(run.out, run.name, written, pictures)
 
 
 def run_pressure_seeds(
@@ -203,7 +182,8 @@ def run_pressure_seeds(
     """
     jobs = max(1, min(jobs, len(seeds)))
     runs = [
-        _SeedRun(
+        _Run(
+            name="pressure",
             out=out / f"seed-{seed}",
             seed=seed,
             quick=quick,
@@ -215,11 +195,11 @@ def run_pressure_seeds(
         for turn, seed in enumerate(seeds, start=1)
     ]
     if jobs == 1:
-        outcomes = [_run_seed(run) for run in runs]
+        outcomes = [_carry_out(run) for run in runs]
     else:
         # spawned, not forked: each child starts clean rather than from a copy of this one
         with ProcessPoolExecutor(jobs, mp_context=get_context("spawn")) as pool:
-            outcomes = list(pool.map(_run_seed, runs))
+            outcomes = list(pool.map(_carry_out, runs))
     results = {seed: result for seed, (result, _) in zip(seeds, outcomes, strict=True)}
     written = [path for _, files in outcomes for path in files]
     pictures = Plots(folder=out, name=PRESSURE_SEEDS)
