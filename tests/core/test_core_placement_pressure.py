@@ -91,9 +91,10 @@ def test_admission_never_refuses_a_models_own_cold_start() -> None:
 
 def test_a_request_for_a_model_on_its_way_waits_for_its_load() -> None:
     """MODEL is on its way to the GPU of "loading" (listed there, its load ends in 90 s);
-    "idle" would load it from the store in about 13 s. The request still goes where the
-    load is under way (ranking as if the model were there: no second copy), but its
-    estimate counts the 90 s, so a 60 s deadline refuses it and a 120 s one admits it."""
+    "idle" would load it from the store in about 13 s. The request goes where the load is
+    under way (ranking as if the model were there: no second copy), and its estimate
+    counts the 90 s. A deadline that the 90 s miss sends it instead to the fastest worker
+    within the deadline, the cold start on "idle"; one that the 13 s miss too refuses it."""
     on_its_way = report(
         "loading",
         models={MODEL: int(Tier.GPU)},
@@ -101,18 +102,56 @@ def test_a_request_for_a_model_on_its_way_waits_for_its_load() -> None:
         load_backlog_s=90.0,
     )
     idle = report("idle")
-    assert COST.load_time(CATALOG[MODEL].size_bytes, Tier.REMOTE) < 20.0
-    for deadline, action in ((None, "serve"), (120.0, "serve"), (60.0, "reject")):
+    store_load_s = COST.load_time(CATALOG[MODEL].size_bytes, Tier.REMOTE)
+    assert 10.0 < store_load_s < 20.0
+    for deadline, action, worker in (
+        (None, "serve", "loading"),
+        (120.0, "serve", "loading"),
+        (60.0, "cold_start", "idle"),
+        (10.0, "reject", ""),
+    ):
         c = coordinator(deadline)
         c.handle(on_its_way, 0.0)
         c.handle(idle, 0.0)
         decision = c.place(request(), 0.0)
-        assert decision.action == action, deadline
-        assert 90.0 < decision.estimated_wait_s < 91.0
-        if action == "serve":
-            assert decision.worker_id == "loading"
+        assert (decision.action, decision.worker_id) == (action, worker), deadline
+        if action == "cold_start":
+            assert store_load_s < decision.estimated_wait_s < 20.0
         else:
+            assert 90.0 < decision.estimated_wait_s < 91.0
+        if action == "reject":
             assert decision.reason == OVER_DEADLINE
+
+
+def test_a_warm_copy_within_the_deadline_serves_what_the_copy_on_its_way_would_refuse() -> None:
+    """A hot model's second copy is loading (90 s to go, its queue empty, so the least
+    loaded holder and the ranked choice); the first copy is warm with about 24 s of queue.
+    Admission sends the request to the warm copy rather than refuse it; a node too, which
+    decides among the candidates it probed, when it probed only the copy on its way; a
+    deadline that the warm copy's queue misses as well refuses it."""
+    on_its_way = report(
+        "loading",
+        models={MODEL: int(Tier.GPU)},
+        loads=(LoadEnd(model=MODEL, ready_in_s=90.0),),
+        load_backlog_s=90.0,
+        slots=1,
+    )
+    warm = report("warm", models={MODEL: int(Tier.GPU)}, slots=1, running=1, queue_depth=40)
+    for deadline, among, action, worker in (
+        (60.0, (), "serve", "warm"),
+        (60.0, ("loading",), "serve", "warm"),
+        (10.0, (), "reject", ""),
+    ):
+        c = coordinator(deadline)
+        c.handle(on_its_way, 0.0)
+        c.handle(warm, 0.0)
+        decision = c.place(request(), 0.0, among=among)
+        assert (decision.action, decision.worker_id) == (action, worker), (deadline, among)
+        if action == "serve":
+            assert 10.0 < decision.estimated_wait_s < 60.0
+            assert c.counters.warm_placements == 1
+        else:
+            assert decision.reason == OVER_DEADLINE and decision.estimated_wait_s > 90.0
 
 
 def test_every_policy_counts_the_wait_for_a_load_in_its_estimate() -> None:

@@ -16,11 +16,14 @@ time to first token exceeds the deadline plus the request's own load there (a co
 is no one's queue: a deadline below a 70B checkpoint's load from the store would refuse
 that model for ever, since a refused request loads nothing), the request is rejected at
 once with reason ``over_deadline`` and the estimate (the HTTP front door answers 429 with
-a Retry-After from it), instead of joining a queue it would time out in. With
-``startup-aware`` the chosen estimate is the smallest, so every estimate exceeds it. A
-model already on its way to the chosen worker's GPU is no cold start of this request:
-the estimate counts the wait for that load (`Estimator.wait_for_load`), which the
-deadline judges like any other wait.
+a Retry-After from it), instead of joining a queue it would time out in. A model
+already on its way to the chosen worker's GPU is no cold start of this request: the
+estimate counts the wait for that load (`Estimator.wait_for_load`), which the deadline
+judges like any other wait. Since startup-aware ranks such a worker as if the model were
+there, another may still serve the request within the deadline (a copy already warm, a
+short load): before refusing, the coordinator takes the fastest of the workers a
+startup-aware decision examines (`placement.candidates`, and on a node its probed
+candidates too) whose whole estimate, load included, is within the deadline.
 
 The held queue (`hold_s`, ADMISSION_HOLD; off by default) is the other answer to a request
 over the deadline, or to one every queue refuses: hold it, at most `HOLD_MAX` at once, and
@@ -48,7 +51,14 @@ from itertools import islice
 from sllm.core.admission import REFUSED_EVENT, Admission
 from sllm.core.cost import CostModel, ModelInfo
 from sllm.core.measures import warm_placement_rate
-from sllm.core.placement import Choice, load_time_on, make_policy
+from sllm.core.placement import (
+    Choice,
+    Estimator,
+    candidates,
+    fastest_within,
+    load_time_on,
+    make_policy,
+)
 from sllm.core.tiers import GPU
 from sllm.core.view import ClusterView, WorkerEntry
 from sllm.records import record
@@ -229,6 +239,7 @@ class Coordinator:
         self.held: dict[str, Held] = {}  # the held queue, oldest first
         self.view = ClusterView(worker_timeout, admission)
         self.policy = make_policy(policy, cost, rng)
+        self.estimator = Estimator(cost)  # admission's own estimates (`_within_deadline`)
         self.catalog = catalog
         self.cost = cost
         self.counters = Counters()
@@ -370,12 +381,14 @@ class Coordinator:
             # The policy chose a worker too small for the weights. Fit-aware policies
             # (startup-aware) choose one only when no worker it fits takes requests.
             return _Refused(reason=self._why_too_small(model))
-        cold = choice.tier is not GPU
-        new_load_s = 0.0
-        if cold:
-            new_load_s = load_time_on(entry.report, choice.tier, model.size_bytes, self.cost)
+        new_load_s = self._new_load_s(choice, model)
         if self.deadline_s is not None and choice.estimated_wait_s > self.deadline_s + new_load_s:
-            return _Refused(reason=OVER_DEADLINE, estimated_wait_s=choice.estimated_wait_s)
+            within = self._within_deadline(request, model, among)
+            if within is None:
+                return _Refused(reason=OVER_DEADLINE, estimated_wait_s=choice.estimated_wait_s)
+            choice, entry = within, within.worker
+            new_load_s = self._new_load_s(choice, model)
+        cold = choice.tier is not GPU
         if cold:
             self.counters.cold_placements += 1
         else:
@@ -394,6 +407,30 @@ class Coordinator:
             estimated_wait_s=_wire_seconds(choice.estimated_wait_s),
             reason=choice.reason,
         )
+
+    def _new_load_s(self, choice: Choice, model: ModelInfo) -> float:
+        """The load this request starts where `choice` puts it: none where the model is
+        on (or on its way to) the GPU."""
+        if choice.tier is GPU:
+            return 0.0
+        return load_time_on(choice.worker.report, choice.tier, model.size_bytes, self.cost)
+
+    def _within_deadline(
+        self, request: ScheduleRequest, model: ModelInfo, among: Sequence[str]
+    ) -> Choice | None:
+        """For a request the policy's choice would make wait beyond the deadline: the
+        fastest worker that serves it within the deadline, load included, or None.
+
+        It looks where a startup-aware decision looks (`candidates`), and on a node at
+        the candidates it probed as well (their reports are fresh; the other entries of
+        its view may be seconds old). So a refusal costs O(CANDIDATES_PER_TIER)
+        estimates, whatever the cluster's size and however often the held queue asks
+        again.
+        """
+        assert self.deadline_s is not None
+        entries = [entry for worker_id in among if (entry := self.view.get(worker_id))]
+        entries += [e for e in candidates(self.view, model.name) if e.worker_id not in among]
+        return fastest_within(self.estimator, entries, request, model, self.deadline_s)
 
     def _choose_with_gpus(
         self, request: ScheduleRequest, model: ModelInfo, now: float

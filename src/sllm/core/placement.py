@@ -41,7 +41,7 @@ from __future__ import annotations
 
 import math
 import random
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Protocol
 
 from sllm.core.cost import CostModel, ModelInfo, ModelTiming
@@ -181,6 +181,60 @@ def load_time_on(report: WorkerReport, tier: Tier, size_bytes: int, cost: CostMo
     return cost.load_time(size_bytes, tier)
 
 
+def sources(view: ClusterView, model: str) -> list[tuple[Tier, LoadIndex[WorkerEntry] | None]]:
+    """Where startup-aware looks, fastest tier first, with the fastest tier a source can
+    offer."""
+    return [
+        (GPU, view.holders(model, GPU)),
+        (HOST, view.holders(model, HOST)),
+        (DISK, view.by_load),  # disk copies and cold starts: any worker
+    ]
+
+
+def candidates(view: ClusterView, model: str) -> Iterator[WorkerEntry]:
+    """The workers a startup-aware decision may examine before pruning: the few least
+    loaded of each source, O(CANDIDATES_PER_TIER) whatever the cluster's size."""
+    seen: set[str] = set()
+    for _, index in sources(view, model):
+        if index is None:
+            continue
+        for entry in index.first(CANDIDATES_PER_TIER):
+            if entry.worker_id not in seen:
+                seen.add(entry.worker_id)
+                yield entry
+
+
+def fastest_within(
+    estimator: Estimator,
+    entries: Iterable[WorkerEntry],
+    request: ScheduleRequest,
+    model: ModelInfo,
+    limit_s: float,
+) -> Choice | None:
+    """Of `entries`, the one whose estimate (with the wait for a load under way there) is
+    the smallest and at most `limit_s`; None when none is within it, takes requests and
+    has the GPUs and the memory for `model`.
+
+    Why: startup-aware ranks a model on its way to a worker as if it were there, so that
+    its requests follow that load; when that load is far off, a copy already warm
+    elsewhere may serve the request within an admission deadline that the ranked choice
+    misses (docs/simulator.md, "Admission looks past a load under way").
+    """
+    cost = estimator.request_cost(request, model)
+    best: Choice | None = None
+    for entry in entries:
+        report = entry.report
+        if not entry.accepts or report.gpus < model.gpus:
+            continue
+        ttft = estimator.ttft(entry, cost)  # infinite where the weights do not fit
+        tier = entry.tier_of(request.model)
+        estimate = estimator.chosen(entry, tier, request.model, ttft)
+        if estimate <= limit_s and (best is None or estimate < best.estimated_wait_s):
+            reason = STARTUP_AWARE_REASONS[tier]
+            best = Choice(worker=entry, tier=tier, estimated_wait_s=estimate, reason=reason)
+    return best
+
+
 class Seed:
     """The guide's original scoring, scanning every worker (the baseline)."""
 
@@ -283,27 +337,6 @@ class StartupAware:
     def __init__(self, estimator: Estimator) -> None:
         self._estimator = estimator
 
-    def sources(
-        self, view: ClusterView, model: str
-    ) -> list[tuple[Tier, LoadIndex[WorkerEntry] | None]]:
-        """Where to look, fastest tier first, with the fastest tier a source can offer."""
-        return [
-            (GPU, view.holders(model, GPU)),
-            (HOST, view.holders(model, HOST)),
-            (DISK, view.by_load),  # disk copies and cold starts: any worker
-        ]
-
-    def candidates(self, view: ClusterView, model: str) -> Iterator[WorkerEntry]:
-        """Every worker a decision may examine (before pruning), for tests and tools."""
-        seen: set[str] = set()
-        for _, index in self.sources(view, model):
-            if index is None:
-                continue
-            for entry in index.first(CANDIDATES_PER_TIER):
-                if entry.worker_id not in seen:
-                    seen.add(entry.worker_id)
-                    yield entry
-
     def choose(
         self, view: ClusterView, request: ScheduleRequest, model: ModelInfo
     ) -> Choice | None:
@@ -312,7 +345,7 @@ class StartupAware:
         best: WorkerEntry | None = None
         best_ttft = 0.0
         seen: set[int] = set()  # entries already estimated, by identity
-        for fastest, index in self.sources(view, request.model):
+        for fastest, index in sources(view, request.model):
             if index is None or (best is not None and cost.lower_bound(fastest) >= best_ttft):
                 continue
             # GPU holders differ only in their queue wait, which grows with the load and
