@@ -353,3 +353,18 @@ def test_seeds_must_be_a_list_of_distinct_seeds(
     assert idle.run(idle) == 2
     assert "--jobs must be >= 1" in capsys.readouterr().err
     assert not any(tmp_path.iterdir())  # nothing ran
+
+
+def test_without_the_shipped_trace_poisson_stands_in_and_says_so(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An installed package has no data/ folder: the run goes on, on stderr and in the report."""
+    import sllm.experiments.pressure as pressure
+
+    monkeypatch.setattr(pressure, "SHIPPED_TRACE", tmp_path / "no-such-trace.csv")
+    size = PressureSize(workers=4, models=8, duration_s=20.0, arms=("seed",), levels=(0.3,))
+    with Progress("pressure") as bar:
+        runs = run_pressure(Context(name="pressure", quick=False, seed=0, progress=bar), size)
+    assert runs.setup.trace.startswith("none: Poisson arrivals")
+    warning = capsys.readouterr().err
+    assert "no trace at" in warning and "Poisson arrivals" in warning

@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import sys
 from bisect import bisect_left
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -70,7 +71,8 @@ from sllm.workload.traces import load_azure_trace
 
 # The shipped Azure LLM inference trace (conversation service, CC-BY 4.0): arrivals and
 # token counts. Without it (an installed package has no data/ folder), Poisson arrivals
-# with the token counts fitted to it (`sllm.workload.tokens`) stand in, and the report says so.
+# with the token counts fitted to it (`sllm.workload.tokens`) stand in, and a line on stderr
+# and the report's header say so.
 SHIPPED_TRACE = (
     Path(__file__).resolve().parents[3]
     / "data"
@@ -474,6 +476,13 @@ def run_pressure(ctx: Context, size: PressureSize | None = None) -> PressureRuns
         duration = ctx.hours * 3600.0
     arm_names, levels = size.arms, size.levels
     trace = str(SHIPPED_TRACE) if SHIPPED_TRACE.exists() else None
+    if trace is None:
+        print(
+            f"sllm experiment pressure: no trace at {SHIPPED_TRACE} (the repository's data/ "
+            "folder); Poisson arrivals with Azure-fitted token counts stand in, and the "
+            "report says so",
+            file=sys.stderr,
+        )
     base = WorkloadOptions(duration_s=duration, seed=ctx.seed, models=models, trace=trace)
     capacity = warm_capacity_rps(base, workers=workers, slots=SLOTS)
     natural = _natural_rate(base)
