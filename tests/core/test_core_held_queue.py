@@ -158,3 +158,19 @@ def test_a_hold_needs_a_deadline_a_positive_length_and_room(
             hold_s=hold_s,
             hold_max=hold_max,
         )
+
+
+def test_a_release_decides_among_the_candidates_a_node_probed() -> None:
+    """A node probes before it releases (`Node._start_release`): its held request goes
+    to a probed candidate whose fresh report admits it, not to a worker whose gossiped
+    report only looks better."""
+    c = coordinator()
+    c.handle(loading(90.0), 0.0)
+    assert c.place(request(), 0.0, reply_to="a").action == HOLD
+    warm = {MODEL: int(Tier.GPU)}
+    c.handle(report("idle-as-gossiped", models=warm), 1.0)
+    c.handle(report("probed", models=warm, running=2), 1.0)
+    [(_, decision)] = c.release(1.25, among={"r": ["probed"]})
+    assert (decision.action, decision.worker_id) == ("serve", "probed")
+    # Without probed candidates, the whole view decides: the worker that looks idle.
+    assert c.place(request(rid="r2"), 1.5, reply_to="b").worker_id == "idle-as-gossiped"

@@ -369,13 +369,18 @@ def test_a_leaving_node_places_nothing_on_itself_and_says_none_is_ready() -> Non
     assert checked == [True]
 
 
-def test_a_node_holds_a_request_over_its_deadline_and_answers_later() -> None:
+@pytest.mark.parametrize("probing", [0, 2])
+def test_a_node_holds_a_request_over_its_deadline_and_answers_later(probing: int) -> None:
     """Both workers busy with long requests: the node answers ``hold`` at once, and the
     decision itself within the hold, to the asker's address. Each node holds its share
-    of the cluster's bound."""
+    of the cluster's bound. With probing, every release asks the candidates first."""
     hold_s = 30.0
     cluster = make_cluster(
-        2, policy="startup-aware", admission_deadline_s=1.0, admission_hold_s=hold_s
+        2,
+        probing=probing,
+        policy="startup-aware",
+        admission_deadline_s=1.0,
+        admission_hold_s=hold_s,
     )
     probe = Probe(cluster)
     asked: list[float] = []
@@ -416,9 +421,16 @@ def test_a_node_holds_a_request_over_its_deadline_and_answers_later() -> None:
     assert held.action == HOLD, answers
     assert decision.action in ("serve", "cold_start")
     assert decided_at - asked[0] <= hold_s + 0.5
-    assert core(cluster, 0).scheduler.counters.held == 1
+    node = core(cluster, 0)
+    assert node.scheduler.counters.held == 1
     # The held queue's bound is the cluster's: each of the two nodes holds half of it.
-    assert core(cluster, 0).scheduler.hold_max == HOLD_MAX // 2
+    assert node.scheduler.hold_max == HOLD_MAX // 2
+    # With probing: one probe for the request itself (to the other node), then one for
+    # each release pass while it was held, before the pass decides.
+    if probing:
+        assert node.probing.probes_sent > 1
+    else:
+        assert node.probing.probes_sent == 0
 
 
 def test_probing_asks_candidates_then_decides_with_fresh_reports() -> None:

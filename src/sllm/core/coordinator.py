@@ -332,18 +332,22 @@ class Coordinator:
             return self._hold_answer(held, now)
         return self._reject(request, decision)
 
-    def release(self, now: float) -> list[tuple[object, ScheduleResponse]]:
+    def release(
+        self, now: float, among: Mapping[str, Sequence[str]] | None = None
+    ) -> list[tuple[object, ScheduleResponse]]:
         """The decisions of the held requests that can go now, oldest first, each with
         whom it goes to: a request is placed once the deadline admits it, and refused
         once held `hold_s` (or when the cluster cannot take it at all any more). The
-        runtime calls it every `RELEASE_PERIOD_S` while `held` is not empty."""
+        runtime calls it every `RELEASE_PERIOD_S` while `held` is not empty. `among`: a
+        node's probed candidates by held request id, decided among as `place` does."""
         hold_s = self.hold_s
         if not self.held or hold_s is None:
             return []
         self.view.expire(now)
         decisions = []
+        probed = among or {}
         for request_id, held in list(self.held.items()):
-            decision = self._decide(held.request, now)
+            decision = self._decide(held.request, now, probed.get(request_id, ()))
             if isinstance(decision, _Refused):
                 if decision.reason in HOLDABLE and now - held.since < hold_s:
                     continue

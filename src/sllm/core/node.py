@@ -128,6 +128,11 @@ GOSSIP_MESSAGES = (
 # e^-3 at 10 nodes and e^-9 at 1,000, so a handful covers what gossip drops.
 FILL_PROBES_MAX = 16
 FILL_PROBE_PREFIX = "fill-"
+RELEASE_PROBE_PREFIX = "release-"
+# A release of held requests probes the candidates of at most this many of them, the
+# oldest (those it releases first), before it decides: at most this many times
+# `ProbingConfig.candidates` probes every `RELEASE_PERIOD_S` while requests are held.
+RELEASE_PROBED_MAX = 4
 # The requester of a decision asked for in the node's own process (its HTTP front door):
 # the host hands the decision over instead of sending it (`sllm.hosts.node.NodeHost`).
 LOCAL_REQUESTER: Address = ("", 0)
@@ -211,6 +216,17 @@ class _Pending:
     fresh: list[str]
 
 
+@dataclass(slots=True)
+class _Release:
+    """A release of held requests that waits for its probes' replies (`_start_release`)."""
+
+    deadline: float
+    awaiting: dict[str, str]  # probe request id -> the candidate asked
+    waiting_on: dict[str, list[str]]  # candidate -> the held request ids it was asked for
+    # Held request id -> its candidates whose current report is in the view.
+    fresh: dict[str, list[str]]
+
+
 def trim_report(report: WorkerReport, max_models: int = GOSSIP_REPORT_MAX_MODELS) -> WorkerReport:
     """The report as gossip carries it: the first `max_models` models (fastest tiers)."""
     return first_models(report, max_models)
@@ -284,6 +300,7 @@ class Node:
             hold_s=self.config.admission_hold_s,
         )
         self._next_release_at = now  # while requests are held (`Coordinator.release`)
+        self._release: _Release | None = None  # a release waiting for its probes
         self.traffic = Traffic()
         self.probing = ProbingCounters()
         self._pending: dict[str, _Pending] = {}
@@ -326,7 +343,9 @@ class Node:
         if gossip is not None:
             times.append(gossip)
         times.extend(pending.deadline for pending in self._pending.values())
-        if self.scheduler.held:
+        if self._release is not None:
+            times.append(self._release.deadline)
+        elif self.scheduler.held:
             times.append(self._next_release_at)
         return min(times)
 
@@ -379,12 +398,11 @@ class Node:
             if now >= pending.deadline:
                 self.probing.timed_out += 1
                 sends.append(self._decide(request_id, now))
-        if self.scheduler.held and now >= self._next_release_at:
-            self._next_release_at = now + RELEASE_PERIOD_S
-            sends.extend(
-                Send(to=cast(Address, requester), message=decision)
-                for requester, decision in self.scheduler.release(now)
-            )
+        if self._release is not None:
+            if now >= self._release.deadline:
+                sends.extend(self._release_held(now))
+        elif self.scheduler.held and now >= self._next_release_at:
+            sends.extend(self._start_release(now))
         sends.extend(self._registry_gossip(now))
         return sends
 
@@ -592,7 +610,9 @@ class Node:
             if node_id != self.node_id and self._alive(node_id):  # suspects stay set aside
                 self.scheduler.view.apply_report(report, now)
         request_id = self._probe_of.pop(reply.request_id, None)
-        pending = self._pending.get(request_id) if request_id is not None else None
+        if request_id is None:
+            return self._release_probe_reply(reply.request_id, now)
+        pending = self._pending.get(request_id)
         if pending is None or request_id is None:
             return []  # late: the decision is made, but the fresh report was still useful
         pending.fresh.append(pending.awaiting.pop(reply.request_id))
@@ -609,6 +629,72 @@ class Node:
             pending.request, now, among=pending.fresh, reply_to=pending.requester
         )
         return Send(to=pending.requester, message=decision)
+
+    # -- held requests -----------------------------------------------------------------
+
+    def _start_release(self, now: float) -> list[Send]:
+        """Probe the candidates of the oldest held requests, then release (`_release_held`).
+
+        A release decides from the view, as a new request does, and for the same reason
+        probes first: gossiped reports are seconds old, and every node holds requests, so
+        the nodes would otherwise all release theirs onto the worker whose report last
+        showed room (the pressure experiment at 120% load: worker queues refused 517
+        requests decentralized against 31 centralized, docs/simulator.md). The held
+        requests beyond the oldest `RELEASE_PROBED_MAX` are decided from the view.
+        """
+        wanted = self.config.probing.candidates
+        if not wanted:
+            return self._release_held(now)
+        release = _Release(now + self.config.probing.timeout_s, {}, {}, {})
+        sends: list[Send] = []
+        for held in islice(self.scheduler.held.values(), RELEASE_PROBED_MAX):
+            request_id = held.request.request_id
+            fresh = release.fresh[request_id] = []
+            for worker_id in self._candidates(held.request):
+                if worker_id == self.node_id:
+                    fresh.append(worker_id)
+                    continue
+                member = self.membership.get(worker_id)
+                if member is None or not self.membership.is_live(worker_id):
+                    continue
+                asked = release.waiting_on.setdefault(worker_id, [])
+                asked.append(request_id)
+                if len(asked) > 1:
+                    continue  # asked already for an older held request
+                self._probe_seq += 1
+                probe_id = f"{RELEASE_PROBE_PREFIX}{self._probe_seq}"
+                release.awaiting[probe_id] = worker_id
+                sends.append(Send(to=member.address, message=LoadProbe(request_id=probe_id)))
+        if not sends:
+            return self._release_held(now, release.fresh)
+        self.probing.probes_sent += len(sends)
+        self._release = release
+        return sends
+
+    def _release_probe_reply(self, probe_id: str, now: float) -> list[Send]:
+        """A reply to a release's probe (its report is in the view already): the release
+        goes once every probe has answered."""
+        release = self._release
+        if release is None or probe_id not in release.awaiting:
+            return []  # late, or a fill probe's: the fresh report was still useful
+        worker_id = release.awaiting.pop(probe_id)
+        for request_id in release.waiting_on.get(worker_id, ()):
+            release.fresh[request_id].append(worker_id)
+        if release.awaiting:
+            return []
+        return self._release_held(now)
+
+    def _release_held(self, now: float, fresh: Mapping[str, list[str]] | None = None) -> list[Send]:
+        """Send the decisions of the held requests that can go now (`Coordinator.release`),
+        each deciding among its probed candidates where it has any."""
+        if fresh is None:
+            fresh = self._release.fresh if self._release is not None else {}
+        self._release = None
+        self._next_release_at = now + RELEASE_PERIOD_S
+        return [
+            Send(to=cast(Address, requester), message=decision)
+            for requester, decision in self.scheduler.release(now, among=fresh)
+        ]
 
     # -- status ------------------------------------------------------------------------
 
