@@ -17,7 +17,7 @@ from sllm.core.outstanding import RETRIES_EXHAUSTED
 from sllm.core.worker import HANDED_BACK, MIGRATED
 from sllm.experiments import pressure
 from sllm.experiments.summary import Context, summarize
-from sllm.sim.cluster import CentralizedCluster, SimResult
+from sllm.sim.cluster import CentralizedCluster
 from sllm.sim.progress import Progress
 
 LEVEL = 0.6
@@ -40,8 +40,8 @@ def test_migrated_requests_finish_elsewhere_and_the_tail_shortens(
         workers=8, models=24, duration_s=180.0, arms=ARMS, levels=(LEVEL,), whole_trace=False
     )
     runs = pressure.run_pressure(ctx, size)
-    without: SimResult = runs.runs[ARMS[0]][LEVEL]
-    with_it: SimResult = runs.runs[ARMS[1]][LEVEL]
+    [without] = runs.runs[ARMS[0]][LEVEL]  # one run each: one replica
+    [with_it] = runs.runs[ARMS[1]][LEVEL]
     before, after = ([worker.host.state for worker in c.workers] for c in clusters)
     assert sum(state.migrated_total for state in before) == 0  # off by default
     migrated = sum(state.migrated_total for state in after)

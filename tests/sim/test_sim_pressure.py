@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import io
 import json
 from pathlib import Path
 
@@ -23,6 +24,7 @@ from sllm.experiments.pressure import (
     BOUND_GRID_MAX,
     BOUND_STEP_S,
     KINDS,
+    REPLICA_SEED_STEP,
     SLOTS,
     PressureSize,
     analyse_pressure,
@@ -35,11 +37,13 @@ from sllm.experiments.pressure import (
     warm_capacity_rps,
     write_pressure,
 )
-from sllm.experiments.summary import Context
+from sllm.experiments.summary import Context, RunSummary, summarize
 from sllm.hosts.client import RESULT_TIMEOUT_S
 from sllm.sim import cli
+from sllm.sim.cluster import SimResult
 from sllm.sim.decentralized import node_config_for
 from sllm.sim.progress import Progress
+from sllm.sim.report import distribution
 from sllm.workload.options import WorkloadOptions, make_workload
 
 LEVEL = 0.9
@@ -353,6 +357,48 @@ def test_seeds_must_be_a_list_of_distinct_seeds(
     assert idle.run(idle) == 2
     assert "--jobs must be >= 1" in capsys.readouterr().err
     assert not any(tmp_path.iterdir())  # nothing ran
+    for name, replicas, problem in [
+        ("pressure", "0", "--replicas must be >= 1"),
+        ("exp1", "2", "--replicas is for pressure only"),
+    ]:
+        bad = parser.parse_args(
+            ["experiment", name, "--replicas", replicas, "--out", str(tmp_path)]
+        )
+        assert bad.run(bad) == 2
+        assert problem in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())
+
+
+def test_replicas_pool_runs_with_the_same_arrivals_and_other_cluster_seeds() -> None:
+    """One replica is the experiment as it always ran; more add runs whose cluster seed
+    differs, pooled: counts summed, percentiles over every completed request."""
+    size = PressureSize(
+        workers=4, models=8, duration_s=60.0, whole_trace=False, arms=("seed",), levels=(0.9,)
+    )
+
+    def run(replicas: int) -> tuple[tuple[int, ...], tuple[SimResult, ...], RunSummary]:
+        with Progress("pressure", io.StringIO()) as bar:
+            ctx = Context(name="pressure", quick=False, seed=3, progress=bar, replicas=replicas)
+            runs = run_pressure(ctx, size)
+        figures = analyse_pressure(runs).figures["seed"][0.9].summary
+        return runs.setup.cluster_seeds, runs.runs["seed"][0.9], figures
+
+    seeds_one, [alone], summary_one = run(1)
+    seeds, (first, second), pooled = run(2)
+    assert seeds_one == (3,) and seeds == (3, 3 + REPLICA_SEED_STEP)
+    assert summary_one == summarize(alone)
+    assert summarize(first).ttft == summarize(alone).ttft  # replica 0 is the single run
+    # Same arrivals: the same requests, placed and timed differently.
+    assert sorted(o.request_id for o in first.outcomes) == sorted(
+        o.request_id for o in second.outcomes
+    )
+    assert summarize(second).ttft != summarize(first).ttft
+    one, two = summarize(first), summarize(second)
+    assert pooled.requests == one.requests + two.requests
+    assert pooled.failed == one.failed + two.failed
+    ttfts = [o.ttft_s for result in (first, second) for o in result.outcomes if o.ok]
+    assert pooled.ttft == distribution(ttfts)
+    assert min(one.ttft.p99, two.ttft.p99) <= pooled.ttft.p99 <= max(one.ttft.p99, two.ttft.p99)
 
 
 def test_without_the_shipped_trace_poisson_stands_in_and_says_so(

@@ -39,7 +39,7 @@ import dataclasses
 import math
 import sys
 from bisect import bisect_left
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from itertools import accumulate, pairwise
 from pathlib import Path
@@ -59,7 +59,7 @@ from sllm.experiments.summary import (
     fmt,
     ratio,
     run_cost,
-    summarize,
+    summarize_pooled,
     table,
 )
 from sllm.hosts.client import RESULT_TIMEOUT_S
@@ -367,6 +367,8 @@ class PressureSetup:
     demands: tuple[tuple[FitDemand, ...], ...]  # at each level (`fit_demands`)
     arms: Mapping[str, Arm]
     refusal_retries: int = 0  # how often a client asks again after a Retry-After
+    # The cluster seed of each run pooled into an arm's figures at a level (`replica_seeds`).
+    cluster_seeds: tuple[int, ...] = ()
 
     def as_dict(self) -> Json:
         return {
@@ -383,6 +385,7 @@ class PressureSetup:
             "fit_demands": [[demand.as_dict() for demand in level] for level in self.demands],
             "arms": {name: arm.as_dict() for name, arm in self.arms.items()},
             "refusal_retries": self.refusal_retries,
+            "cluster_seeds": list(self.cluster_seeds),
             "baseline": BASELINE_POLICY,
         }
 
@@ -390,7 +393,8 @@ class PressureSetup:
 @dataclass(frozen=True, slots=True, kw_only=True)
 class PressureRuns:
     setup: PressureSetup
-    runs: Mapping[str, Mapping[float, SimResult]]  # arm -> level -> run
+    # arm -> level -> its runs, one per cluster seed (`PressureSetup.cluster_seeds`)
+    runs: Mapping[str, Mapping[float, tuple[SimResult, ...]]]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -503,10 +507,14 @@ def run_pressure(ctx: Context, size: PressureSize | None = None) -> PressureRuns
         )
         for level in levels
     }
+    cluster_seeds = replica_seeds(ctx.seed, ctx.replicas)
     ctx.plan(
-        run_cost(workers, options[level], ARMS[name].mode) for name in arm_names for level in levels
+        run_cost(workers, options[level], ARMS[name].mode)
+        for name in arm_names
+        for level in levels
+        for _ in cluster_seeds
     )
-    runs: dict[str, dict[float, SimResult]] = {}
+    runs: dict[str, dict[float, tuple[SimResult, ...]]] = {}
     for name in arm_names:
         arm = ARMS[name]
         config = ClusterConfig(
@@ -520,7 +528,13 @@ def run_pressure(ctx: Context, size: PressureSize | None = None) -> PressureRuns
             refusal_retries=ctx.refusal_retries,
         )
         runs[name] = {
-            level: ctx.simulate(config, options[level], mode=arm.mode) for level in levels
+            level: tuple(
+                ctx.simulate(
+                    dataclasses.replace(config, seed=cluster_seed), options[level], mode=arm.mode
+                )
+                for cluster_seed in cluster_seeds
+            )
+            for level in levels
         }
     setup = PressureSetup(
         workers=workers,
@@ -544,8 +558,20 @@ def run_pressure(ctx: Context, size: PressureSize | None = None) -> PressureRuns
         ),
         arms={name: ARMS[name] for name in arm_names},
         refusal_retries=ctx.refusal_retries,
+        cluster_seeds=cluster_seeds,
     )
     return PressureRuns(setup=setup, runs=runs)
+
+
+# Replica r of an experiment seeded S runs the cluster with seed S + r * this: the same
+# arrivals, other network jitter, report phases, probes and client choices.
+REPLICA_SEED_STEP = 1000
+
+
+def replica_seeds(seed: int, replicas: int) -> tuple[int, ...]:
+    """The cluster seeds of `replicas` runs of one arm and level: the first is `seed`
+    itself, so one replica is the experiment as it always ran."""
+    return tuple(seed + replica * REPLICA_SEED_STEP for replica in range(replicas))
 
 
 def _natural_rate(options: WorkloadOptions) -> float:
@@ -556,7 +582,7 @@ def _natural_rate(options: WorkloadOptions) -> float:
 
 def analyse_pressure(runs: PressureRuns) -> PressureResult:
     summaries = {
-        arm: {level: summarize(result) for level, result in levels.items()}
+        arm: {level: summarize_pooled(results) for level, results in levels.items()}
         for arm, levels in runs.runs.items()
     }
     base = summaries[BASELINE_POLICY]
@@ -667,6 +693,16 @@ def _retrying_clients(retries: int) -> str:
     )
 
 
+def _replicas(cluster_seeds: Sequence[int]) -> str:
+    if len(cluster_seeds) <= 1:
+        return ""
+    return (
+        f" Each row pools {len(cluster_seeds)} runs with the same arrivals and cluster seeds "
+        f"{', '.join(map(str, cluster_seeds))}: its counts are their totals, its percentiles "
+        "over all their completed requests."
+    )
+
+
 def write_pressure(result: PressureResult) -> str:
     setup = result.setup
     lines = [
@@ -682,7 +718,8 @@ def write_pressure(result: PressureResult) -> str:
             )
         )
         + ". "
-        + _retrying_clients(setup.refusal_retries),
+        + _retrying_clients(setup.refusal_retries)
+        + _replicas(setup.cluster_seeds),
         "",
         "Stresses GPU and host memory and the load channel: failures (rejected, timed out, "
         "unfinished) sit next to the completed requests' TTFT; ratios are to seed at the "

@@ -32,7 +32,9 @@ the JSON under ``"centralized"`` and ``"decentralized"``.
   once per seed, each into ``DIR/seed-<S>/`` (up to ``--jobs`` seeds at once, one process
   each: the machine's cores by default), and tallies the level-seed cells where the
   targets hold and the twins within 1.2x into ``DIR/pressure-seeds.md`` (and ``.json``,
-  and a plot of the ratios by load, ``pressure-seeds-tally.png``).
+  and a plot of the ratios by load, ``pressure-seeds-tally.png``). ``--replicas N`` runs
+  each arm and level N times with the same arrivals and other cluster seeds and pools
+  them, since one run's p99 moves with its network jitter and report phases alone.
 - **scale**: 10 to 10,000 workers centralized, 10 to 300 nodes decentralized (gossip
   costs the simulator about 2 minutes of wall time per 40 simulated seconds at 1,000
   nodes; ``sllm simulate --mode decentralized --workers 1000`` runs that size):
@@ -118,6 +120,7 @@ def run_experiment(
     seed: int = 0,
     hours: float | None = None,
     refusal_retries: int = 0,
+    replicas: int = 1,
 ) -> list[Path]:
     """Run one experiment into `out` (created if needed); return the files written."""
     run = _Run(
@@ -127,6 +130,7 @@ def run_experiment(
         seed=seed,
         hours=hours,
         refusal_retries=refusal_retries,
+        replicas=replicas,
         label=name,
     )
     return _carry_out(run)[1]
@@ -143,6 +147,7 @@ class _Run:
     seed: int
     hours: float | None
     refusal_retries: int
+    replicas: int
     label: str  # on its progress
     plain: bool = False  # progress in plain lines: other runs share the terminal
 
@@ -159,6 +164,7 @@ def _carry_out(run: _Run) -> tuple[Any, list[Path]]:
             progress=progress,
             hours=run.hours,
             refusal_retries=run.refusal_retries,
+            replicas=run.replicas,
         )
         result, written = EXPERIMENTS[run.name].carry_out(ctx, pictures)
         progress.update(1.0, "done")
@@ -172,6 +178,7 @@ def run_pressure_seeds(
     hours: float | None = None,
     refusal_retries: int = 0,
     jobs: int = 1,
+    replicas: int = 1,
 ) -> list[Path]:
     """The pressure experiment once per seed, each into ``out/seed-<S>/``, then their
     tally (`pressure.tally_pressure`, `pressure.plot_pressure_seeds`) into
@@ -189,6 +196,7 @@ def run_pressure_seeds(
             quick=quick,
             hours=hours,
             refusal_retries=refusal_retries,
+            replicas=replicas,
             label=f"pressure seed {seed} ({turn} of {len(seeds)})",
             plain=jobs > 1,
         )
@@ -259,6 +267,15 @@ def add_parser(sub: Any) -> None:
         "times, that much later (the official openai client: 2; default 0, a refusal fails "
         "the request)",
     )
+    parser.add_argument(
+        "--replicas",
+        type=int,
+        default=1,
+        metavar="N",
+        help="pressure only: run each arm and level N times, with the same arrivals and "
+        "other cluster seeds (network jitter, report phases, probes), and pool them: one "
+        "run's slowest 1%% is luck as much as policy (default 1; N times the wall time)",
+    )
     parser.set_defaults(run=main)
 
 
@@ -277,9 +294,13 @@ def main(args: argparse.Namespace) -> int:
             problems.append("--hours must be > 0")
         if args.refusal_retries < 0:
             problems.append("--refusal-retries must be >= 0")
+        if args.replicas < 1:
+            problems.append("--replicas must be >= 1")
         seeds = _seeds(args.seeds, problems)
         if seeds and args.name != "pressure":
             problems.append("--seeds is for pressure only")
+        if args.replicas > 1 and args.name != "pressure":
+            problems.append("--replicas is for pressure only")
         if args.jobs < 1:
             problems.append("--jobs must be >= 1")
         if problems:
@@ -287,11 +308,23 @@ def main(args: argparse.Namespace) -> int:
             return 2
         if seeds:
             written = run_pressure_seeds(
-                Path(args.out), seeds, args.quick, args.hours, args.refusal_retries, args.jobs
+                Path(args.out),
+                seeds,
+                args.quick,
+                args.hours,
+                args.refusal_retries,
+                args.jobs,
+                args.replicas,
             )
         else:
             written = run_experiment(
-                args.name, Path(args.out), args.quick, args.seed, args.hours, args.refusal_retries
+                args.name,
+                Path(args.out),
+                args.quick,
+                args.seed,
+                args.hours,
+                args.refusal_retries,
+                args.replicas,
             )
     except OSError as error:
         print(f"sllm experiment: {error}", file=sys.stderr)

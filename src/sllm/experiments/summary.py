@@ -31,7 +31,7 @@ from sllm.sim.cluster import CentralizedCluster, ClusterConfig, SimResult, Simul
 from sllm.sim.decentralized import DecentralizedCluster
 from sllm.sim.faults import Fault
 from sllm.sim.progress import Progress
-from sllm.sim.report import Distribution, Json, PlaneTraffic, dumps
+from sllm.sim.report import Distribution, Json, PlaneTraffic, Rate, build_report, dumps
 from sllm.workload.options import WorkloadOptions, make_workload
 
 CENTRALIZED = CentralizedCluster.mode
@@ -98,6 +98,9 @@ class Context:
     # Clients ask again after a refusal with a Retry-After, this often (where the
     # experiment takes it; `ClusterConfig.refusal_retries`).
     refusal_retries: int = 0
+    # Runs of each arm and level, with the same arrivals and other cluster seeds, pooled
+    # (where the experiment takes it; `summarize_pooled`).
+    replicas: int = 1
     planned: list[float] = field(default_factory=list)  # each run's cost, in run order
     runs_done: int = 0
 
@@ -276,6 +279,64 @@ def summarize(result: SimResult) -> RunSummary:
         control=result.report.simulation.control,
         events=result.report.events,
         wall_seconds=round(result.wall_seconds, 3),
+    )
+
+
+def summarize_pooled(results: Sequence[SimResult]) -> RunSummary:
+    """The headline numbers of several runs as one: counts summed, and the latencies'
+    percentiles over every completed request of them all, so that one run's luck in
+    its slowest 1% weighs as one run among several. One run: `summarize`."""
+    if len(results) == 1:
+        return summarize(results[0])
+    runs = [summarize(result) for result in results]
+    pooled = build_report([outcome for result in results for outcome in result.outcomes], {}, 0)
+    placements = [result.report.run.placements for result in results]
+    warm_placement_rate = None
+    if all(figures is not None for figures in placements):
+        warm = sum(figures.warm_placements for figures in placements if figures)
+        cold = sum(figures.cold_placements for figures in placements if figures)
+        warm_placement_rate = round(warm / (warm + cold), 6) if warm + cold else 0.0
+    completed = pooled.completed
+    return RunSummary(
+        requests=pooled.requests,
+        completed=completed,
+        failed=pooled.failed,
+        failures=pooled.failures,
+        warm_start_rate=pooled.warm_start_rate,
+        cold_starts=pooled.cold_starts,
+        warm_placement_rate=warm_placement_rate,
+        cold_start_rate=round(pooled.cold_starts / completed, 6) if completed else 0.0,
+        ttft=pooled.latency.ttft,
+        e2e=pooled.latency.e2e,
+        queue=pooled.latency.queue,
+        control=_pooled_traffic([run.control for run in runs]),
+        events=sum(run.events for run in runs),
+        wall_seconds=round(sum(run.wall_seconds for run in runs), 3),
+    )
+
+
+def _pooled_traffic(planes: Sequence[PlaneTraffic]) -> PlaneTraffic:
+    """Several runs' traffic of one plane: totals summed, rates averaged (the busiest
+    worker's: the highest)."""
+
+    def mean_rate(rates: Sequence[Rate]) -> Rate:
+        return Rate(
+            messages_per_s=round(sum(r.messages_per_s for r in rates) / len(rates), 3),
+            bytes_per_s=round(sum(r.bytes_per_s for r in rates) / len(rates), 3),
+        )
+
+    roles = {role for plane in planes for role in plane.per_role}
+    return PlaneTraffic(
+        messages=sum(plane.messages for plane in planes),
+        bytes=sum(plane.bytes for plane in planes),
+        messages_per_s=round(sum(plane.messages_per_s for plane in planes) / len(planes), 3),
+        bytes_per_s=round(sum(plane.bytes_per_s for plane in planes) / len(planes), 3),
+        per_role={
+            role: mean_rate([plane.per_role[role] for plane in planes if role in plane.per_role])
+            for role in sorted(roles)
+        },
+        worker_mean=mean_rate([plane.worker_mean for plane in planes]),
+        worker_max=max((plane.worker_max for plane in planes), key=lambda r: r.bytes_per_s),
     )
 
 
