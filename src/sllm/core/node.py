@@ -221,10 +221,12 @@ class _Release:
     """A release of held requests that waits for its probes' replies (`_start_release`)."""
 
     deadline: float
-    awaiting: dict[str, str]  # probe request id -> the candidate asked
-    waiting_on: dict[str, list[str]]  # candidate -> the held request ids it was asked for
-    # Held request id -> its candidates whose current report is in the view.
-    fresh: dict[str, list[str]]
+    # probe request id -> the candidate asked
+    awaiting: dict[str, str] = field(default_factory=dict)
+    # candidate -> the held request ids it was asked for
+    waiting_on: dict[str, list[str]] = field(default_factory=dict)
+    # held request id -> its candidates whose current report is in the view
+    fresh: dict[str, list[str]] = field(default_factory=dict)
 
 
 def trim_report(report: WorkerReport, max_models: int = GOSSIP_REPORT_MAX_MODELS) -> WorkerReport:
@@ -400,7 +402,7 @@ class Node:
                 sends.append(self._decide(request_id, now))
         if self._release is not None:
             if now >= self._release.deadline:
-                sends.extend(self._release_held(now))
+                sends.extend(self._release_held(now, self._release.fresh))
         elif self.scheduler.held and now >= self._next_release_at:
             sends.extend(self._start_release(now))
         sends.extend(self._registry_gossip(now))
@@ -613,7 +615,7 @@ class Node:
         if request_id is None:
             return self._release_probe_reply(reply.request_id, now)
         pending = self._pending.get(request_id)
-        if pending is None or request_id is None:
+        if pending is None:
             return []  # late: the decision is made, but the fresh report was still useful
         pending.fresh.append(pending.awaiting.pop(reply.request_id))
         if pending.awaiting:
@@ -644,8 +646,8 @@ class Node:
         """
         wanted = self.config.probing.candidates
         if not wanted:
-            return self._release_held(now)
-        release = _Release(now + self.config.probing.timeout_s, {}, {}, {})
+            return self._release_held(now, {})
+        release = _Release(deadline=now + self.config.probing.timeout_s)
         sends: list[Send] = []
         for held in islice(self.scheduler.held.values(), RELEASE_PROBED_MAX):
             request_id = held.request.request_id
@@ -682,13 +684,11 @@ class Node:
             release.fresh[request_id].append(worker_id)
         if release.awaiting:
             return []
-        return self._release_held(now)
+        return self._release_held(now, release.fresh)
 
-    def _release_held(self, now: float, fresh: Mapping[str, list[str]] | None = None) -> list[Send]:
+    def _release_held(self, now: float, fresh: Mapping[str, list[str]]) -> list[Send]:
         """Send the decisions of the held requests that can go now (`Coordinator.release`),
-        each deciding among its probed candidates where it has any."""
-        if fresh is None:
-            fresh = self._release.fresh if self._release is not None else {}
+        each deciding among its candidates in `fresh` where it has any."""
         self._release = None
         self._next_release_at = now + RELEASE_PERIOD_S
         return [
