@@ -31,7 +31,15 @@ from sllm.sim.cluster import CentralizedCluster, ClusterConfig, SimResult, Simul
 from sllm.sim.decentralized import DecentralizedCluster
 from sllm.sim.faults import Fault
 from sllm.sim.progress import Progress
-from sllm.sim.report import Distribution, Json, PlaneTraffic, Rate, build_report, dumps
+from sllm.sim.report import (
+    Distribution,
+    Json,
+    PlaneTraffic,
+    Rate,
+    RunReport,
+    build_report,
+    dumps,
+)
 from sllm.workload.options import WorkloadOptions, make_workload
 
 CENTRALIZED = CentralizedCluster.mode
@@ -261,24 +269,13 @@ class RunSummary:
 
 def summarize(result: SimResult) -> RunSummary:
     """The headline numbers of one run."""
-    report = result.report.run
-    completed = report.completed
-    placements = report.placements
-    return RunSummary(
-        requests=report.requests,
-        completed=completed,
-        failed=report.failed,
-        failures=report.failures,
-        warm_start_rate=report.warm_start_rate,
-        cold_starts=report.cold_starts,
+    placements = result.report.run.placements
+    return _summary(
+        result.report.run,
         warm_placement_rate=None if placements is None else placements.warm_placement_rate,
-        cold_start_rate=round(report.cold_starts / completed, 6) if completed else 0.0,
-        ttft=report.latency.ttft,
-        e2e=report.latency.e2e,
-        queue=report.latency.queue,
         control=result.report.simulation.control,
         events=result.report.events,
-        wall_seconds=round(result.wall_seconds, 3),
+        wall_seconds=result.wall_seconds,
     )
 
 
@@ -288,30 +285,45 @@ def summarize_pooled(results: Sequence[SimResult]) -> RunSummary:
     its slowest 1% weighs as one run among several. One run: `summarize`."""
     if len(results) == 1:
         return summarize(results[0])
-    runs = [summarize(result) for result in results]
-    pooled = build_report([outcome for result in results for outcome in result.outcomes], {}, 0)
     placements = [result.report.run.placements for result in results]
     warm_placement_rate = None
     if all(figures is not None for figures in placements):
         warm = sum(figures.warm_placements for figures in placements if figures)
         cold = sum(figures.cold_placements for figures in placements if figures)
         warm_placement_rate = round(warm / (warm + cold), 6) if warm + cold else 0.0
-    completed = pooled.completed
-    return RunSummary(
-        requests=pooled.requests,
-        completed=completed,
-        failed=pooled.failed,
-        failures=pooled.failures,
-        warm_start_rate=pooled.warm_start_rate,
-        cold_starts=pooled.cold_starts,
+    return _summary(
+        build_report([outcome for result in results for outcome in result.outcomes], {}, 0),
         warm_placement_rate=warm_placement_rate,
-        cold_start_rate=round(pooled.cold_starts / completed, 6) if completed else 0.0,
-        ttft=pooled.latency.ttft,
-        e2e=pooled.latency.e2e,
-        queue=pooled.latency.queue,
-        control=_pooled_traffic([run.control for run in runs]),
-        events=sum(run.events for run in runs),
-        wall_seconds=round(sum(run.wall_seconds for run in runs), 3),
+        control=_pooled_traffic([result.report.simulation.control for result in results]),
+        events=sum(result.report.events for result in results),
+        wall_seconds=sum(result.wall_seconds for result in results),
+    )
+
+
+def _summary(
+    report: RunReport,
+    *,
+    warm_placement_rate: float | None,
+    control: PlaneTraffic,
+    events: int,
+    wall_seconds: float,
+) -> RunSummary:
+    completed = report.completed
+    return RunSummary(
+        requests=report.requests,
+        completed=completed,
+        failed=report.failed,
+        failures=report.failures,
+        warm_start_rate=report.warm_start_rate,
+        cold_starts=report.cold_starts,
+        warm_placement_rate=warm_placement_rate,
+        cold_start_rate=round(report.cold_starts / completed, 6) if completed else 0.0,
+        ttft=report.latency.ttft,
+        e2e=report.latency.e2e,
+        queue=report.latency.queue,
+        control=control,
+        events=events,
+        wall_seconds=round(wall_seconds, 3),
     )
 
 
