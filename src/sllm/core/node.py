@@ -54,10 +54,11 @@ docs/decentralized.md (`sllm bench gossip`).
 **Held requests.** With a held queue (`NodeConfig.admission_hold_s`, ADMISSION_HOLD) the
 node's scheduler holds a request over its deadline as the coordinator does, answering
 ``hold``; `tick` releases the held ones every `RELEASE_PERIOD_S` and sends each decision
-to its requester. The queue's bound (`HOLD_MAX`) is the cluster's: each node holds its
-share of it, by the live member count (20 nodes that each held 256 would hold 20 times
-what a coordinator does; with the share, the pressure experiment's decentralized twin at
-90% load went from 1.34x to 1.14x of its centralized p99, docs/simulator.md).
+to its requester, probing first as for a new request (`_start_release`). The queue's
+bound (`HOLD_MAX`) is the cluster's: each node holds its share of it, by the live member
+count (20 nodes that each held 256 would hold 20 times what a coordinator does; with the
+share, the pressure experiment's decentralized twin at 90% load went from 1.34x to 1.14x
+of its centralized p99, docs/simulator.md).
 
 Not handled yet: forwarding the inference request itself (the client sends it to the
 chosen node), batch sampling across requests (Sparrow's batch probing), late binding.
