@@ -238,8 +238,9 @@ class Coordinator:
         self.hold_max = hold_max
         self.held: dict[str, Held] = {}  # the held queue, oldest first
         self.view = ClusterView(worker_timeout, admission)
-        self.policy = make_policy(policy, cost, rng)
-        self.estimator = Estimator(cost)  # admission's own estimates (`_within_deadline`)
+        # Admission's estimates (`_within_deadline`) and the policy's, with one timing cache.
+        self.estimator = Estimator(cost)
+        self.policy = make_policy(policy, cost, rng, self.estimator)
         self.catalog = catalog
         self.cost = cost
         self.counters = Counters()

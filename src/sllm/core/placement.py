@@ -416,11 +416,15 @@ def policy_names() -> tuple[str, ...]:
     return tuple(POLICIES)
 
 
-def make_policy(name: str, cost: CostModel, rng: random.Random) -> PlacementPolicy:
-    """Build a policy by name; raises KeyError naming the valid choices."""
+def make_policy(
+    name: str, cost: CostModel, rng: random.Random, estimator: Estimator | None = None
+) -> PlacementPolicy:
+    """Build a policy by name; raises KeyError naming the valid choices. `estimator`:
+    one the caller estimates with too (the coordinator's admission), so that both share
+    its per-model timings."""
     try:
         factory = POLICIES[name]
     except KeyError:
         choices = ", ".join(POLICIES)
         raise KeyError(f"unknown placement policy {name!r}; choose from {choices}") from None
-    return factory(Estimator(cost), rng)
+    return factory(estimator or Estimator(cost), rng)
