@@ -37,7 +37,8 @@ DEADLINE_S = 5.0
 class FakeWorker:
     """An HTTP worker on 127.0.0.1 that reads one request per connection, then answers as
     its `mode` says: ``silent`` (nothing), ``one_event`` (headers and one event, then
-    nothing) or ``whole`` (a whole stream ending with [DONE])."""
+    nothing), ``whole`` (a whole stream ending with [DONE]) or ``failing`` (503, as a
+    worker whose model failed to load)."""
 
     def __init__(self, mode: str) -> None:
         self.mode = mode
@@ -45,11 +46,7 @@ class FakeWorker:
         self.closed_by_peer = 0  # connections the front door closed on us
         self.received = asyncio.Event()
         self.server: asyncio.Server | None = None
-
-    @property
-    def port(self) -> int:
-        assert self.server is not None
-        return int(self.server.sockets[0].getsockname()[1])
+        self.port = 0  # once it listens; kept after it stops
 
     async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         head = await reader.readuntil(b"\r\n\r\n")
@@ -61,7 +58,14 @@ class FakeWorker:
         await reader.readexactly(length)
         self.requests += 1
         self.received.set()
-        if self.mode != "silent":
+        if self.mode == "failing":
+            error = b'{"error": {"message": "oom", "code": "load_failed"}}'
+            writer.write(
+                b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\n"
+                b"content-length: %d\r\n\r\n%s" % (len(error), error)
+            )
+            await writer.drain()
+        elif self.mode != "silent":
             writer.write(
                 b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n"
                 b"transfer-encoding: chunked\r\n\r\n"
@@ -88,6 +92,7 @@ async def workers(*modes: str) -> AsyncIterator[list[FakeWorker]]:
     fakes = [FakeWorker(mode) for mode in modes]
     for fake in fakes:
         fake.server = await asyncio.start_server(fake.serve, "127.0.0.1", 0)
+        fake.port = int(fake.server.sockets[0].getsockname()[1])
     try:
         yield fakes
     finally:
@@ -155,11 +160,14 @@ class Exchange:
         return b"".join(m.get("body", b"") for m in self.sent if m["type"] == "http.response.body")
 
 
-def gateway_for(fakes: list[FakeWorker], client: WorkerClient) -> tuple[Gateway, list[str]]:
-    forgotten: list[str] = []
+def gateway_for(
+    fakes: list[FakeWorker], client: WorkerClient
+) -> tuple[Gateway, list[tuple[str, str]]]:
+    """A gateway placing on `fakes` in turn; the workers it forgot, and why."""
+    forgotten: list[tuple[str, str]] = []
     gateway = Gateway(
         place=placing_in_turn(fakes),
-        forget_worker=forgotten.append,
+        forget_worker=lambda worker_id, why: forgotten.append((worker_id, why)),
         model_names=lambda: (MODEL,),
         client=client,
     )
@@ -188,6 +196,23 @@ async def test_a_request_waiting_on_a_lost_worker_is_placed_again_and_its_connec
         assert forgotten == []  # the scheduler dropped it already
         assert len(gateway.in_flight) == 0 and client.streams == 0
         await eventually(lambda: fakes[0].closed_by_peer == 1, DEADLINE_S, "w0's connection closed")
+        await client.close()
+
+
+async def test_a_worker_that_failed_is_forgotten_saying_how() -> None:
+    async with workers("failing", "gone", "whole") as fakes:
+        gone = fakes[1].server
+        assert gone is not None
+        gone.close()  # nothing listens on its port any more
+        await gone.wait_closed()
+        client = WorkerClient()
+        gateway, forgotten = gateway_for(fakes, client)
+        exchange = Exchange(gateway, stream=False)
+        await asyncio.wait_for(exchange.task, DEADLINE_S)
+
+        assert exchange.status == 200
+        assert forgotten == [("w0", "answered 503"), ("w1", "unreachable")]
+        assert gateway.retries["worker_failed"] == 2
         await client.close()
 
 

@@ -364,6 +364,8 @@ def test_an_engine_that_cannot_start_fails_the_request_with_503(setup: VllmSetup
         return [e for e in events if "load_failed" in e["error"]]
 
     cluster.run(setup.helpers.wait_for(answered, 30, "the worker's load_failed answer"))
+    forgotten = cluster.coordinator_events("worker_forgotten")
+    assert {e["why"] for e in forgotten} == {"answered 503"}, forgotten  # it is up
     # the worker still serves its other model, once it has reported again
     cluster.run(cluster.wait_joined({"w1"}))
     with openai.OpenAI(base_url=cluster.api_url, api_key="x", max_retries=0) as client:

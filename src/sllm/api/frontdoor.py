@@ -66,8 +66,8 @@ def install_front_door(
         credential_key=worker_http_key(cluster_secret) if cluster_secret else None
     )
 
-    def forget_worker(worker_id: str) -> None:
-        log_notices(scheduler.forget(worker_id, time.monotonic()))
+    def forget_worker(worker_id: str, why: str) -> None:
+        log_notices(scheduler.forget(worker_id, time.monotonic(), why))
 
     async def place_at_once(request: ScheduleRequest) -> ScheduleResponse:
         now = time.monotonic()
@@ -145,7 +145,7 @@ def shipped_openapi() -> dict[str, Any]:
     """The document `docs/openapi.json` must hold, built without a running server."""
     gateway = Gateway(
         place=_not_serving,
-        forget_worker=lambda worker_id: None,
+        forget_worker=lambda worker_id, why: None,
         model_names=lambda: (),
         client=WorkerClient(),
     )

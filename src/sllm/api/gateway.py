@@ -219,10 +219,18 @@ class InFlight:
 
 
 class _UpstreamFailed(Exception):
-    """The chosen worker failed before the first byte: forget it and try another one."""
+    """The chosen worker failed before the first byte: forget it and try another one.
 
-    def __init__(self, reason: str, timed_out: bool = False, lost: bool = False) -> None:
+    `why` is the scheduler's reason for forgetting it: ``unreachable`` (no connection),
+    ``timed out``, or ``answered <status>`` (it is up, but failed this request, as when
+    a model's load fails there).
+    """
+
+    def __init__(
+        self, reason: str, why: str = "unreachable", timed_out: bool = False, lost: bool = False
+    ) -> None:
         super().__init__(reason)
+        self.why = why
         self.timed_out = timed_out
         self.lost = lost  # declared lost by the scheduler: forgotten already
 
@@ -314,7 +322,7 @@ class Gateway:
     def __init__(
         self,
         place: Place,
-        forget_worker: Callable[[str], None],
+        forget_worker: Callable[[str, str], None],
         model_names: Callable[[], Collection[str]],
         client: WorkerClient,
         config: GatewayConfig = GatewayConfig(),
@@ -575,7 +583,7 @@ class Gateway:
                     self._count(self.retries, "worker_lost")
                 else:
                     self._count(self.retries, "worker_failed")
-                    self.forget_worker(decision.worker_id)
+                    self.forget_worker(decision.worker_id, failure.why)
                 log_event(
                     log,
                     logging.WARNING,
@@ -646,7 +654,9 @@ class Gateway:
                 while (end := buffer.rfind(b"\n\n")) < 0:
                     piece = await response.readany()
                     if not piece:
-                        raise _UpstreamFailed("worker closed the stream before any event")
+                        raise _UpstreamFailed(
+                            "worker closed the stream before any event", why="broke its stream"
+                        )
                     buffer.extend(piece)
             attempt.deadline = None
             if attempt.lost:  # lost as the first event came: place it again all the same
@@ -669,7 +679,7 @@ class Gateway:
             if attempt.lost:
                 raise _UpstreamFailed(str(attempt.lost_error()), lost=True) from None
             reason = str(error) or "worker timed out before the first event"
-            raise _UpstreamFailed(reason, timed_out=True) from None
+            raise _UpstreamFailed(reason, why="timed out", timed_out=True) from None
         except OSError as error:  # refused, reset, closed, unreachable
             raise _UpstreamFailed(f"{type(error).__name__}: {error}") from None
         finally:
@@ -768,18 +778,22 @@ CLIENT_CLOSED = 499
 
 def _refusal(status: int, body: bytes) -> Exception:
     """What a worker's non-200 answer means for the request."""
-    detail = body.decode(errors="replace")[:200]
+    try:
+        error = json.loads(body)["error"]
+        message, code = str(error["message"]), error.get("code")
+    except (ValueError, KeyError, TypeError):  # not an OpenAI-style error: its first bytes
+        error, message, code = None, body.decode(errors="replace")[:200], None
+    said = f"{code}: {message}" if code else message  # the code first: messages run long
     if status == 429:
-        return _UpstreamBusy(f"worker answered 429: {detail}")
+        return _UpstreamBusy(f"worker answered 429: {said[:200]}")
     if status >= 500 or status < 400 or status == 401:
         # A 401 from a worker refused the front door's credential (another CLUSTER_SECRET,
         # or a clock out of skew): the cluster's fault, not the client's key.
-        return _UpstreamFailed(f"worker answered {status}: {detail}")
-    try:  # the request's own fault: tell the client what the worker said
-        error = json.loads(body)["error"]
-        return ApiError(status, str(error["message"]), error.get("code"), error.get("param"))
-    except (ValueError, KeyError, TypeError):
-        return ApiError(status, detail or f"the worker answered {status}")
+        return _UpstreamFailed(f"worker answered {status}: {said[:200]}", why=f"answered {status}")
+    if error is None:
+        return ApiError(status, message or f"the worker answered {status}")
+    # the request's own fault: tell the client what the worker said
+    return ApiError(status, message, code, error.get("param"))
 
 
 def _unknown_model(model: str) -> ApiError:

@@ -286,14 +286,13 @@ class Coordinator:
             for id_ in gone
         )
 
-    def forget(self, worker_id: str, now: float) -> list[Notice]:
-        """Drop a worker the data plane found unreachable; its next report brings it back."""
+    def forget(self, worker_id: str, now: float, why: str) -> list[Notice]:
+        """Drop a worker the data plane failed to use (`why`: unreachable, timed out,
+        answered 503, ...); its next report brings it back."""
         if worker_id not in self.view:
             return []
         self.view.remove(worker_id)
-        return [
-            Notice(event="worker_forgotten", fields={"worker": worker_id, "why": "unreachable"})
-        ]
+        return [Notice(event="worker_forgotten", fields={"worker": worker_id, "why": why})]
 
     def next_deadline(self) -> float | None:
         """When the oldest live worker times out if it stays silent."""

@@ -45,6 +45,7 @@ REJECTIONS = {
     "model_too_large": (400, "the model does not fit on this worker"),
     "not_enough_gpus": (503, "the model needs more GPUs than this worker has"),
     "not_ready": (503, "this worker is shutting down"),
+    "load_failed": (503, "the model failed to load on this worker"),
     # Its model's load found no room here for as long as the load takes: 429, so the
     # front door places it on another worker, as with a full queue.
     HANDED_BACK: (429, "this worker cannot load the model soon; try another"),
@@ -86,8 +87,11 @@ class HttpRequests:
         """A request that ended before it started (rejected, or its load failed)."""
         waiter = self._admitted.pop(action.request_id, None)
         if waiter is not None and not waiter.done():
-            status, message = REJECTIONS.get(action.reason, (503, action.reason))
-            waiter.set_exception(ApiError(status, message, code=action.reason or "failed"))
+            # A reason is a code, then after ": " what went wrong ("load_failed: oom").
+            code, _, detail = action.reason.partition(": ")
+            status, message = REJECTIONS.get(code, (503, code))
+            message = f"{message}: {detail}" if detail else message
+            waiter.set_exception(ApiError(status, message, code=code or "failed"))
 
     async def start(
         self,
