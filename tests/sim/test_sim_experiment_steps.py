@@ -25,6 +25,7 @@ from sllm.experiments.summary import (
     Context,
     Experiment,
     Plots,
+    RunOptions,
     RunSummary,
     Written,
     experiment_document,
@@ -256,7 +257,9 @@ class RecordingContext(Context):
 
 
 def _recording_context(seed: int) -> RecordingContext:
-    ctx = RecordingContext(name="test", quick=True, seed=seed, progress=Progress("test"))
+    ctx = RecordingContext(
+        name="test", progress=Progress("test"), options=RunOptions(quick=True, seed=seed)
+    )
     ctx.asked = []
     return ctx
 
@@ -287,7 +290,7 @@ def test_progress_weighs_each_run_by_its_cost(monkeypatch: pytest.MonkeyPatch) -
 
     monkeypatch.setattr(summary_module, "CLUSTERS", {CENTRALIZED: Halfway})
     progress = Recorded()
-    ctx = Context(name="test", quick=True, seed=0, progress=progress)
+    ctx = Context(name="test", progress=progress, options=RunOptions(quick=True))
     ctx.plan([1.0, 9.0])
     options = WorkloadOptions(duration_s=1.0, rate_rps=1.0, models=1)
     for _ in range(2):

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from sllm.experiments import plots, suite
-from sllm.experiments.summary import gini
+from sllm.experiments.summary import RunOptions, gini
 
 
 def parse(argv: list[str]) -> argparse.Namespace:
@@ -41,7 +41,7 @@ def test_without_matplotlib_plots_are_skipped_with_a_note(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(plots, "unavailable", lambda: "matplotlib is not installed")
-    suite.run_experiment("exp2", tmp_path, quick=True)
+    suite.run_experiment("exp2", tmp_path, RunOptions(quick=True))
     results = json.loads((tmp_path / "exp2.json").read_text())
     assert results["plots"] == []
     assert results["plots_skipped"] == "matplotlib is not installed"
@@ -50,7 +50,7 @@ def test_without_matplotlib_plots_are_skipped_with_a_note(
 
 
 def test_exp1_compares_every_policy_with_the_seed_baseline(tmp_path: Path) -> None:
-    suite.run_experiment("exp1", tmp_path, quick=True)
+    suite.run_experiment("exp1", tmp_path, RunOptions(quick=True))
     results = json.loads((tmp_path / "exp1.json").read_text())
     for mode in ("centralized", "decentralized"):
         policies = results[mode]
@@ -68,7 +68,7 @@ def test_exp1_compares_every_policy_with_the_seed_baseline(tmp_path: Path) -> No
 
 
 def test_exp2_measures_recovery(tmp_path: Path) -> None:
-    suite.run_experiment("exp2", tmp_path, quick=True)
+    suite.run_experiment("exp2", tmp_path, RunOptions(quick=True))
     arms = json.loads((tmp_path / "exp2.json").read_text())["centralized"]
     coordinator = arms["coordinator"]
     assert coordinator["failures"].get("no_decision", 0) > 0

@@ -35,7 +35,7 @@ def test_migrated_requests_finish_elsewhere_and_the_tail_shortens(
         clusters.append(self)
 
     monkeypatch.setattr(CentralizedCluster, "__init__", keep)
-    ctx = Context(name="migration", quick=False, seed=0, progress=Progress("m", io.StringIO()))
+    ctx = Context(name="migration", progress=Progress("m", io.StringIO()))
     size = pressure.PressureSize(
         workers=8, models=24, duration_s=180.0, arms=ARMS, levels=(LEVEL,), whole_trace=False
     )

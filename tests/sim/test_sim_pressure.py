@@ -37,7 +37,7 @@ from sllm.experiments.pressure import (
     warm_capacity_rps,
     write_pressure,
 )
-from sllm.experiments.summary import Context, RunSummary, summarize
+from sllm.experiments.summary import Context, RunOptions, RunSummary, summarize
 from sllm.hosts.client import RESULT_TIMEOUT_S
 from sllm.sim import cli
 from sllm.sim.cluster import SimResult
@@ -62,7 +62,7 @@ SMALL_FLEET = PressureSize(
 
 def test_acting_on_the_estimate_beats_seed_on_a_pressured_mixed_fleet() -> None:
     with Progress("pressure") as progress:
-        ctx = Context(name="pressure", quick=False, seed=0, progress=progress)
+        ctx = Context(name="pressure", progress=progress)
         result = analyse_pressure(run_pressure(ctx, SMALL_FLEET))
     seed = result.figures["seed"][LEVEL].summary
     best = result.figures[BEST][LEVEL]
@@ -378,7 +378,9 @@ def test_replicas_pool_runs_with_the_same_arrivals_and_other_cluster_seeds() -> 
 
     def run(replicas: int) -> tuple[tuple[int, ...], tuple[SimResult, ...], RunSummary]:
         with Progress("pressure", io.StringIO()) as bar:
-            ctx = Context(name="pressure", quick=False, seed=3, progress=bar, replicas=replicas)
+            ctx = Context(
+                name="pressure", progress=bar, options=RunOptions(seed=3, replicas=replicas)
+            )
             runs = run_pressure(ctx, size)
         figures = analyse_pressure(runs).figures["seed"][0.9].summary
         return runs.setup.cluster_seeds, runs.runs["seed"][0.9], figures
@@ -410,7 +412,7 @@ def test_without_the_shipped_trace_poisson_stands_in_and_says_so(
     monkeypatch.setattr(pressure, "SHIPPED_TRACE", tmp_path / "no-such-trace.csv")
     size = PressureSize(workers=4, models=8, duration_s=20.0, arms=("seed",), levels=(0.3,))
     with Progress("pressure") as bar:
-        runs = run_pressure(Context(name="pressure", quick=False, seed=0, progress=bar), size)
+        runs = run_pressure(Context(name="pressure", progress=bar), size)
     assert runs.setup.trace.startswith("none: Poisson arrivals")
     warning = capsys.readouterr().err
     assert "no trace at" in warning and "Poisson arrivals" in warning

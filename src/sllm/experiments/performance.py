@@ -104,15 +104,19 @@ class PerformanceResult:
 
 
 def run_exp1(ctx: Context) -> PerformanceRuns:
-    workers, models, rate, duration = (4, 4, 3.0, 60.0) if ctx.quick else (16, 10, 8.0, 900.0)
-    options = WorkloadOptions(duration_s=duration, seed=ctx.seed, rate_rps=rate, models=models)
+    workers, models, rate, duration = (
+        (4, 4, 3.0, 60.0) if ctx.options.quick else (16, 10, 8.0, 900.0)
+    )
+    options = WorkloadOptions(
+        duration_s=duration, seed=ctx.options.seed, rate_rps=rate, models=models
+    )
     runs = ctx.every_policy(options, workers=workers)
     setup = PerformanceSetup(
         workers=workers,
         models=models,
         rate_rps=rate,
         duration_s=duration,
-        seed=ctx.seed,
+        seed=ctx.options.seed,
         baseline=BASELINE_POLICY,
     )
     return PerformanceRuns(setup=setup, runs=runs)

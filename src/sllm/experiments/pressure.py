@@ -474,10 +474,10 @@ QUICK = PressureSize(
 
 def run_pressure(ctx: Context, size: PressureSize | None = None) -> PressureRuns:
     if size is None:
-        size = QUICK if ctx.quick else PressureSize()
+        size = QUICK if ctx.options.quick else PressureSize()
     workers, models, duration = size.workers, size.models, size.duration_s
-    if ctx.hours is not None:
-        duration = ctx.hours * 3600.0
+    if ctx.options.hours is not None:
+        duration = ctx.options.hours * 3600.0
     arm_names, levels = size.arms, size.levels
     trace = str(SHIPPED_TRACE) if SHIPPED_TRACE.exists() else None
     if trace is None:
@@ -487,19 +487,19 @@ def run_pressure(ctx: Context, size: PressureSize | None = None) -> PressureRuns
             "report says so",
             file=sys.stderr,
         )
-    base = WorkloadOptions(duration_s=duration, seed=ctx.seed, models=models, trace=trace)
+    base = WorkloadOptions(duration_s=duration, seed=ctx.options.seed, models=models, trace=trace)
     capacity = warm_capacity_rps(base, workers=workers, slots=SLOTS)
     natural = _natural_rate(base)
     # a trace is compressed to each level's rate; Poisson arrivals take the rate as is
     scales = {level: natural / (level * capacity) if trace else 1.0 for level in levels}
     durations = {level: duration for level in levels}
-    if trace is not None and size.whole_trace and ctx.hours is None:
+    if trace is not None and size.whole_trace and ctx.options.hours is None:
         span = load_azure_trace(trace).offsets_s[-1]
         durations = {level: span * scales[level] + 1.0 for level in levels}  # the last one too
     options = {
         level: WorkloadOptions(
             duration_s=durations[level],
-            seed=ctx.seed,
+            seed=ctx.options.seed,
             models=models,
             trace=trace,
             time_scale=scales[level],
@@ -507,7 +507,7 @@ def run_pressure(ctx: Context, size: PressureSize | None = None) -> PressureRuns
         )
         for level in levels
     }
-    cluster_seeds = replica_seeds(ctx.seed, ctx.replicas)
+    cluster_seeds = replica_seeds(ctx.options.seed, ctx.options.replicas)
     ctx.plan(
         run_cost(workers, options[level], ARMS[name].mode)
         for name in arm_names
@@ -520,12 +520,12 @@ def run_pressure(ctx: Context, size: PressureSize | None = None) -> PressureRuns
         config = ClusterConfig(
             workers=workers,
             policy=arm.policy,
-            seed=ctx.seed,
+            seed=ctx.options.seed,
             models_served=models,
             kinds=arm.kinds(),
             admission_deadline_s=arm.admission_deadline_s,
             admission_hold_s=arm.admission_hold_s,
-            refusal_retries=ctx.refusal_retries,
+            refusal_retries=ctx.options.refusal_retries,
         )
         runs[name] = {
             level: tuple(
@@ -541,7 +541,7 @@ def run_pressure(ctx: Context, size: PressureSize | None = None) -> PressureRuns
         models=models,
         slots=SLOTS,
         durations_s=tuple(round(durations[level], 1) for level in levels),
-        seed=ctx.seed,
+        seed=ctx.options.seed,
         trace=SHIPPED_TRACE.name if trace else "none: Poisson arrivals, Azure-fitted tokens",
         warm_capacity_rps=round(capacity, 3),
         levels=levels,
@@ -557,7 +557,7 @@ def run_pressure(ctx: Context, size: PressureSize | None = None) -> PressureRuns
             for level in levels
         ),
         arms={name: ARMS[name] for name in arm_names},
-        refusal_retries=ctx.refusal_retries,
+        refusal_retries=ctx.options.refusal_retries,
         cluster_seeds=cluster_seeds,
     )
     return PressureRuns(setup=setup, runs=runs)

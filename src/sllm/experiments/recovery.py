@@ -150,14 +150,16 @@ class RecoveryResult:
 
 
 def run_exp2(ctx: Context) -> RecoveryRuns:
-    if ctx.quick:
+    if ctx.options.quick:
         workers, models, rate, duration, kill_at, down_s = 4, 4, 4.0, 60.0, 20.0, 5.0
     else:
         workers, models, rate, duration, kill_at, down_s = 16, 8, 8.0, 300.0, 100.0, 10.0
-    options = WorkloadOptions(duration_s=duration, seed=ctx.seed, rate_rps=rate, models=models)
-    config = ClusterConfig(workers=workers, seed=ctx.seed)
+    options = WorkloadOptions(
+        duration_s=duration, seed=ctx.options.seed, rate_rps=rate, models=models
+    )
+    config = ClusterConfig(workers=workers, seed=ctx.options.seed)
     names = [f"worker-{i}" for i in range(workers)]
-    victims = tuple(sorted(child_rng(ctx.seed, "exp2").sample(names, max(1, workers // 4))))
+    victims = tuple(sorted(child_rng(ctx.options.seed, "exp2").sample(names, max(1, workers // 4))))
     ctx.plan(run_cost(workers, options, mode) for mode in (CENTRALIZED, CENTRALIZED, DECENTRALIZED))
     coordinator = ctx.simulate(
         config,
@@ -187,7 +189,7 @@ def run_exp2(ctx: Context) -> RecoveryRuns:
         kill_at_s=kill_at,
         coordinator_down_s=down_s,
         killed_workers=victims,
-        seed=ctx.seed,
+        seed=ctx.options.seed,
         policy=config.policy,
         detection_bound_s=_detection_bound(nodes),
     )

@@ -133,15 +133,17 @@ class ScaleResult:
 
 def run_scale(ctx: Context) -> ScaleRuns:
     sizes_by_mode = {
-        CENTRALIZED: QUICK_SCALE_DURATIONS if ctx.quick else SCALE_DURATIONS,
+        CENTRALIZED: QUICK_SCALE_DURATIONS if ctx.options.quick else SCALE_DURATIONS,
         DECENTRALIZED: (
-            QUICK_DECENTRALIZED_SCALE_DURATIONS if ctx.quick else DECENTRALIZED_SCALE_DURATIONS
+            QUICK_DECENTRALIZED_SCALE_DURATIONS
+            if ctx.options.quick
+            else DECENTRALIZED_SCALE_DURATIONS
         ),
     }
-    models = QUICK_SCALE_MODELS if ctx.quick else SCALE_MODELS
+    models = QUICK_SCALE_MODELS if ctx.options.quick else SCALE_MODELS
 
     def workload(workers: int, duration: float) -> WorkloadOptions:
-        return scale_workload(workers, duration, ctx.seed, models)
+        return scale_workload(workers, duration, ctx.options.seed, models)
 
     ctx.plan(
         run_cost(workers, workload(workers, duration), mode)
@@ -153,7 +155,9 @@ def run_scale(ctx: Context) -> ScaleRuns:
         runs[mode] = {}
         for workers, duration in durations.items():
             options = workload(workers, duration)
-            runs[mode][workers] = ctx.simulate(scale_cluster(workers, ctx.seed), options, mode=mode)
+            runs[mode][workers] = ctx.simulate(
+                scale_cluster(workers, ctx.options.seed), options, mode=mode
+            )
     setup = ScaleSetup(
         durations_s=sizes_by_mode,
         rate_per_worker_rps=SCALE_RATE_PER_WORKER,

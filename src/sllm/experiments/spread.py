@@ -102,11 +102,15 @@ class SpreadResult:
 
 
 def run_exp3(ctx: Context) -> SpreadRuns:
-    workers, models, rate, duration = (4, 4, 6.0, 60.0) if ctx.quick else (16, 8, 24.0, 300.0)
-    options = WorkloadOptions(duration_s=duration, seed=ctx.seed, rate_rps=rate, models=models)
+    workers, models, rate, duration = (
+        (4, 4, 6.0, 60.0) if ctx.options.quick else (16, 8, 24.0, 300.0)
+    )
+    options = WorkloadOptions(
+        duration_s=duration, seed=ctx.options.seed, rate_rps=rate, models=models
+    )
     runs = ctx.every_policy(options, workers=workers, record_series=True)
     setup = SpreadSetup(
-        workers=workers, models=models, rate_rps=rate, duration_s=duration, seed=ctx.seed
+        workers=workers, models=models, rate_rps=rate, duration_s=duration, seed=ctx.options.seed
     )
     return SpreadRuns(setup=setup, runs=runs)
 

@@ -64,13 +64,13 @@ import os
 import sys
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
 from sllm.experiments import digest, performance, plots, pressure, recovery, scale, spread
-from sllm.experiments.summary import Context, Experiment, Plots, write_files
+from sllm.experiments.summary import Context, Experiment, Plots, RunOptions, write_files
 from sllm.sim.progress import Progress
 
 EXPERIMENTS: dict[str, Experiment[Any, Any]] = {
@@ -111,29 +111,12 @@ EXPERIMENTS: dict[str, Experiment[Any, Any]] = {
 DIGEST = "digest"
 # The files of pressure's tally over several seeds (`--seeds`).
 PRESSURE_SEEDS = "pressure-seeds"
+DEFAULTS = RunOptions()  # `sllm experiment NAME` with no options
 
 
-def run_experiment(
-    name: str,
-    out: Path,
-    quick: bool = False,
-    seed: int = 0,
-    hours: float | None = None,
-    refusal_retries: int = 0,
-    replicas: int = 1,
-) -> list[Path]:
+def run_experiment(name: str, out: Path, options: RunOptions = DEFAULTS) -> list[Path]:
     """Run one experiment into `out` (created if needed); return the files written."""
-    run = _Run(
-        name=name,
-        out=out,
-        quick=quick,
-        seed=seed,
-        hours=hours,
-        refusal_retries=refusal_retries,
-        replicas=replicas,
-        label=name,
-    )
-    return _carry_out(run)[1]
+    return _carry_out(_Run(name=name, out=out, options=options, label=name))[1]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -143,11 +126,7 @@ class _Run:
 
     name: str
     out: Path
-    quick: bool
-    seed: int
-    hours: float | None
-    refusal_retries: int
-    replicas: int
+    options: RunOptions
     label: str  # on its progress
     plain: bool = False  # progress in plain lines: other runs share the terminal
 
@@ -157,32 +136,19 @@ def _carry_out(run: _Run) -> tuple[Any, list[Path]]:
     run.out.mkdir(parents=True, exist_ok=True)
     pictures = Plots(folder=run.out, name=run.name)
     with Progress(run.label, plain=run.plain) as progress:
-        ctx = Context(
-            name=run.name,
-            quick=run.quick,
-            seed=run.seed,
-            progress=progress,
-            hours=run.hours,
-            refusal_retries=run.refusal_retries,
-            replicas=run.replicas,
-        )
+        ctx = Context(name=run.name, progress=progress, options=run.options)
         result, written = EXPERIMENTS[run.name].carry_out(ctx, pictures)
         progress.update(1.0, "done")
     return result, write_files(run.out, run.name, written, pictures)
 
 
 def run_pressure_seeds(
-    out: Path,
-    seeds: Sequence[int],
-    quick: bool = False,
-    hours: float | None = None,
-    refusal_retries: int = 0,
-    jobs: int = 1,
-    replicas: int = 1,
+    out: Path, seeds: Sequence[int], options: RunOptions = DEFAULTS, jobs: int = 1
 ) -> list[Path]:
-    """The pressure experiment once per seed, each into ``out/seed-<S>/``, then their
-    tally (`pressure.tally_pressure`, `pressure.plot_pressure_seeds`) into
-    ``out/pressure-seeds.{json,md}`` and ``out/pressure-seeds-tally.png``.
+    """The pressure experiment once per seed (in place of `options`' seed), each into
+    ``out/seed-<S>/``, then their tally (`pressure.tally_pressure`,
+    `pressure.plot_pressure_seeds`) into ``out/pressure-seeds.{json,md}`` and
+    ``out/pressure-seeds-tally.png``.
 
     Up to `jobs` seeds run at once, each in a process of its own (the simulator uses one
     core); a seed's outcome does not depend on it, only the wall time does.
@@ -192,11 +158,7 @@ def run_pressure_seeds(
         _Run(
             name="pressure",
             out=out / f"seed-{seed}",
-            seed=seed,
-            quick=quick,
-            hours=hours,
-            refusal_retries=refusal_retries,
-            replicas=replicas,
+            options=replace(options, seed=seed),
             label=f"pressure seed {seed} ({turn} of {len(seeds)})",
             plain=jobs > 1,
         )
@@ -306,26 +268,17 @@ def main(args: argparse.Namespace) -> int:
         if problems:
             print(f"sllm experiment: {'; '.join(problems)}", file=sys.stderr)
             return 2
+        options = RunOptions(
+            quick=args.quick,
+            seed=args.seed,
+            hours=args.hours,
+            refusal_retries=args.refusal_retries,
+            replicas=args.replicas,
+        )
         if seeds:
-            written = run_pressure_seeds(
-                Path(args.out),
-                seeds,
-                args.quick,
-                args.hours,
-                args.refusal_retries,
-                args.jobs,
-                args.replicas,
-            )
+            written = run_pressure_seeds(Path(args.out), seeds, options, args.jobs)
         else:
-            written = run_experiment(
-                args.name,
-                Path(args.out),
-                args.quick,
-                args.seed,
-                args.hours,
-                args.refusal_retries,
-                args.replicas,
-            )
+            written = run_experiment(args.name, Path(args.out), options)
     except OSError as error:
         print(f"sllm experiment: {error}", file=sys.stderr)
         return 1

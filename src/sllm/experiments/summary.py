@@ -90,6 +90,21 @@ def run_cost(workers: int, options: WorkloadOptions, mode: str = CENTRALIZED) ->
     return EVENTS_PER_REQUEST * requests + EVENTS_PER_WORKER_S[mode] * workers * options.duration_s
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RunOptions:
+    """What `sllm experiment` lets a user choose for one experiment's runs."""
+
+    quick: bool = False  # tiny sizes, for tests
+    seed: int = 0  # of the arrivals, the popularity and the cluster
+    hours: float | None = None  # simulated hours per run, where the experiment takes it
+    # Clients ask again after a refusal with a Retry-After, this often (where the
+    # experiment takes it; `ClusterConfig.refusal_retries`).
+    refusal_retries: int = 0
+    # Runs of each arm and level, with the same arrivals and other cluster seeds, pooled
+    # (where the experiment takes it; `summarize_pooled`).
+    replicas: int = 1
+
+
 @dataclass
 class Context:
     """One experiment's options and progress bar; it runs the simulations.
@@ -99,16 +114,8 @@ class Context:
     """
 
     name: str
-    quick: bool
-    seed: int
     progress: Progress
-    hours: float | None = None  # simulated hours per run, where the experiment takes it
-    # Clients ask again after a refusal with a Retry-After, this often (where the
-    # experiment takes it; `ClusterConfig.refusal_retries`).
-    refusal_retries: int = 0
-    # Runs of each arm and level, with the same arrivals and other cluster seeds, pooled
-    # (where the experiment takes it; `summarize_pooled`).
-    replicas: int = 1
+    options: RunOptions = RunOptions()
     planned: list[float] = field(default_factory=list)  # each run's cost, in run order
     runs_done: int = 0
 
@@ -158,7 +165,7 @@ class Context:
                     ClusterConfig(
                         workers=workers,
                         policy=policy,
-                        seed=self.seed,
+                        seed=self.options.seed,
                         record_series=record_series,
                     ),
                     options,
