@@ -222,8 +222,9 @@ class _UpstreamFailed(Exception):
     """The chosen worker failed before the first byte: forget it and try another one.
 
     `why` is the scheduler's reason for forgetting it: ``unreachable`` (no connection),
-    ``timed out``, or ``answered <status>`` (it is up, but failed this request, as when
-    a model's load fails there).
+    ``timed out``, ``broke its stream`` (closed it before the first event), or
+    ``answered <status>`` (it is up, but failed this request, as when a model's load
+    fails there).
     """
 
     def __init__(
