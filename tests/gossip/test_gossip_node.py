@@ -31,6 +31,7 @@ from sllm.sim.faults import KILL_WORKER, PARTITION, Fault
 from sllm.wire import (
     ClusterStateRequest,
     ClusterStateResponse,
+    Codec,
     GossipPush,
     InferenceRequest,
     LoadProbe,
@@ -43,6 +44,7 @@ from sllm.wire import (
     ScheduleResponse,
     WorkerReport,
 )
+from sllm.wire.fit import encode_to_fit
 from sllm.wire.messages import STATE_PAGE_MAX_WORKERS
 from sllm.workload import Arrival
 
@@ -555,6 +557,21 @@ def test_gossiped_reports_are_trimmed_to_fit() -> None:
     assert len(trimmed.models) == GOSSIP_REPORT_MAX_MODELS
     assert trimmed.models_omitted == report.models_omitted + len(report.models) - 6
     assert list(trimmed.models) == list(report.models)[:6]
+
+
+def test_a_probe_is_answered_with_the_whole_report_that_fits_a_datagram() -> None:
+    node = Node(
+        "x", ("127.0.0.1", 1), CATALOG, COST, random.Random(0), 0.0,
+        resources=RESOURCES, preloaded=prestaged(CATALOG, RESOURCES, Tier.DISK),
+    )  # fmt: skip
+    [answer] = node.handle(LoadProbe(request_id="p"), ("127.0.0.1", 2), 0.0)
+    assert isinstance(answer.message, LoadProbeReply)
+    [report] = answer.message.reports
+    assert report.models == node._own_report(0.0).models
+    assert len(report.models) > GOSSIP_REPORT_MAX_MODELS
+    sent, _ = encode_to_fit(Codec(), answer.message, 0.0, 1)
+    assert isinstance(sent, LoadProbeReply)
+    assert len(sent.reports[0].models) > GOSSIP_REPORT_MAX_MODELS
 
 
 def test_node_configuration_is_checked() -> None:

@@ -37,7 +37,7 @@ it asks up to `FILL_PROBES_MAX` alive members it holds no report from for theirs
 ``load_probe``: gossip misses a report now and then, and nothing re-sends it). A
 gossiped report names at most `GOSSIP_REPORT_MAX_MODELS` models, fastest tiers first,
 and counts the rest in ``models_omitted``: two such reports fit in one datagram beside
-the membership updates.
+the membership updates. A probe's answer carries the whole report: it travels alone.
 
 **Staleness and probing** (after Sparrow, Ousterhout et al., SOSP'13). Gossiped load is
 seconds old, and every node schedules independently, so several nodes can pick the same
@@ -370,7 +370,9 @@ class Node:
         if isinstance(message, RegistryDigest):
             return self.registry.answer_digest(message, sender)
         if isinstance(message, LoadProbe):
-            report = trim_report(self._own_report(now))
+            # The whole report, not gossip's trimmed one: it travels alone, and the model
+            # asked about may be the seventh on this GPU (the wire shrinks what overflows).
+            report = self._own_report(now)
             return [
                 Send(
                     to=sender,

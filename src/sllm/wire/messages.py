@@ -437,7 +437,7 @@ class LoadProbe(Message):
 
 @record
 class LoadProbeReply(Message):
-    """The candidate's fresh report (one, trimmed for gossip)."""
+    """The candidate's fresh report: one, whole (shrunk only to fit the datagram)."""
 
     TYPE: ClassVar[str] = "load_probe_reply"
     request_id: str = field(metadata=_text(ID_MAX_LEN))
