@@ -12,6 +12,7 @@ from sllm.bench.gossip import (
     measure_dissemination,
     measure_idle,
     measure_join,
+    measure_placement_views,
     measure_probing,
 )
 from sllm.core.membership import GossipConfig, Membership
@@ -44,6 +45,13 @@ def test_probing_measurement_runs() -> None:
     result = measure_probing(2, seed=0, rate=20.0, duration=3.0, nodes=6)
     assert result["completed_share"] > 0.9
     assert result["queue_mean_s"] >= 0.0
+
+
+def test_placement_views_are_audited_on_every_decision() -> None:
+    # Every decision passes through the audit wrapped around the shipped scheduler.
+    views = measure_placement_views(4, candidates=2, seed=0, duration=20.0)
+    assert views["decisions"] > 0 and views["completed"] > 0
+    assert 0.0 <= views["stale_share"] <= 1.0
 
 
 def test_idle_cost_does_not_grow_with_the_cluster_and_views_stay_current() -> None:

@@ -496,9 +496,12 @@ class AuditedCluster(DecentralizedCluster):
             publish(report)
 
         def placed(
-            request: ScheduleRequest, now: float, among: Sequence[str] = ()
+            request: ScheduleRequest,
+            now: float,
+            among: Sequence[str] = (),
+            reply_to: object = None,
         ) -> ScheduleResponse:
-            response = place(request, now, among)
+            response = place(request, now, among, reply_to)
             entry = node.scheduler.view.get(response.worker_id) if response.worker_id else None
             if entry is not None:
                 self.decision_staleness.append(self._staleness(entry.report, now))
