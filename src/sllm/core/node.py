@@ -370,8 +370,9 @@ class Node:
         if isinstance(message, RegistryDigest):
             return self.registry.answer_digest(message, sender)
         if isinstance(message, LoadProbe):
-            # The whole report, not gossip's trimmed one: it travels alone, and the model
-            # asked about may be the seventh on this GPU (the wire shrinks what overflows).
+            # The whole report, not gossip's six models: it travels alone, and past the
+            # sixth a model, or a load under way, would look absent (the wire shrinks
+            # what overflows the datagram).
             report = self._own_report(now)
             return [
                 Send(
