@@ -218,6 +218,9 @@ class InFlight:
         return sum(len(attempts) for attempts in self._by_worker.values())
 
 
+TIMED_OUT = "timed out"  # a worker's why: no first event within the deadline
+
+
 class _UpstreamFailed(Exception):
     """The chosen worker failed before the first byte: forget it and try another one.
 
@@ -227,13 +230,14 @@ class _UpstreamFailed(Exception):
     fails there).
     """
 
-    def __init__(
-        self, reason: str, why: str = "unreachable", timed_out: bool = False, lost: bool = False
-    ) -> None:
+    def __init__(self, reason: str, why: str = "unreachable", lost: bool = False) -> None:
         super().__init__(reason)
         self.why = why
-        self.timed_out = timed_out
         self.lost = lost  # declared lost by the scheduler: forgotten already
+
+    @property
+    def timed_out(self) -> bool:
+        return self.why == TIMED_OUT
 
 
 class _UpstreamBusy(Exception):
@@ -680,7 +684,7 @@ class Gateway:
             if attempt.lost:
                 raise _UpstreamFailed(str(attempt.lost_error()), lost=True) from None
             reason = str(error) or "worker timed out before the first event"
-            raise _UpstreamFailed(reason, why="timed out", timed_out=True) from None
+            raise _UpstreamFailed(reason, why=TIMED_OUT) from None
         except OSError as error:  # refused, reset, closed, unreachable
             raise _UpstreamFailed(f"{type(error).__name__}: {error}") from None
         finally:

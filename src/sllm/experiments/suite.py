@@ -70,7 +70,14 @@ from pathlib import Path
 from typing import Any
 
 from sllm.experiments import digest, performance, plots, pressure, recovery, scale, spread
-from sllm.experiments.summary import Context, Experiment, Plots, RunOptions, write_files
+from sllm.experiments.summary import (
+    DEFAULT_OPTIONS,
+    Context,
+    Experiment,
+    Plots,
+    RunOptions,
+    write_files,
+)
 from sllm.sim.progress import Progress
 
 EXPERIMENTS: dict[str, Experiment[Any, Any]] = {
@@ -111,10 +118,9 @@ EXPERIMENTS: dict[str, Experiment[Any, Any]] = {
 DIGEST = "digest"
 # The files of pressure's tally over several seeds (`--seeds`).
 PRESSURE_SEEDS = "pressure-seeds"
-DEFAULTS = RunOptions()  # `sllm experiment NAME` with no options
 
 
-def run_experiment(name: str, out: Path, options: RunOptions = DEFAULTS) -> list[Path]:
+def run_experiment(name: str, out: Path, options: RunOptions = DEFAULT_OPTIONS) -> list[Path]:
     """Run one experiment into `out` (created if needed); return the files written."""
     return _carry_out(_Run(name=name, out=out, options=options, label=name))[1]
 
@@ -143,7 +149,7 @@ def _carry_out(run: _Run) -> tuple[Any, list[Path]]:
 
 
 def run_pressure_seeds(
-    out: Path, seeds: Sequence[int], options: RunOptions = DEFAULTS, jobs: int = 1
+    out: Path, seeds: Sequence[int], options: RunOptions = DEFAULT_OPTIONS, jobs: int = 1
 ) -> list[Path]:
     """The pressure experiment once per seed (in place of `options`' seed), each into
     ``out/seed-<S>/``, then their tally (`pressure.tally_pressure`,

@@ -105,6 +105,9 @@ class RunOptions:
     replicas: int = 1
 
 
+DEFAULT_OPTIONS = RunOptions()  # `sllm experiment NAME` with no options
+
+
 @dataclass
 class Context:
     """One experiment's options and progress bar; it runs the simulations.
@@ -115,7 +118,7 @@ class Context:
 
     name: str
     progress: Progress
-    options: RunOptions = RunOptions()
+    options: RunOptions = DEFAULT_OPTIONS
     planned: list[float] = field(default_factory=list)  # each run's cost, in run order
     runs_done: int = 0
 
