@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from core_builders import report, request, view_of
+from core_builders import GB, report, request, view_of
 
 from sllm.core.coordinator import OVER_DEADLINE, Coordinator, retry_after_s
 from sllm.core.cost import CostModel
@@ -627,6 +627,49 @@ def test_a_model_on_several_gpus_is_placed_only_where_there_are_that_many(name: 
         assert response.worker_id == "big", (name, response)
     # a model on one GPU still goes anywhere
     assert coord.place(request(MODEL, rid="small"), 1.0).action != "reject"
+
+
+@pytest.mark.parametrize("name", policy_names())
+def test_a_model_is_placed_only_where_its_weights_fit(name: str) -> None:
+    """Every policy, seed's fit-blind score included: a worker too small for the weights
+    is passed over for one they fit, however idle it is (the baseline's requests used to
+    be refused ``model_too_large`` there, a failure of the baseline's own making)."""
+    coord = coordinator(name)
+    for index in range(6):
+        coord.view.apply_report(report(f"small-{index}", memory_total=20 * GB), 0.0)
+    coord.view.apply_report(report("large", queue_depth=5, running=8, gpu_utilization=0.9), 0.0)
+    for index in range(5):
+        response = coord.place(request("llama-2-13b", rid=f"l{index}"), 1.0)  # 26 GB
+        assert response.worker_id == "large", (name, response)
+    # a model the small workers hold still goes anywhere
+    assert coord.place(request(MODEL, rid="small"), 1.0).action != "reject"
+
+
+@pytest.mark.parametrize(
+    ("workers", "reason"),
+    [
+        # (GPUs, GB of GPU memory, queue depth) per worker; the model: 4 GPUs, 140 GB
+        ([(2, 141, 0)], "not_enough_gpus"),  # one may join: 503
+        ([(2, 141, 0), (4, 80, 0)], "model_too_large"),  # asking again cannot help
+        ([(2, 141, 0), (4, 80, 0), (4, 320, 64)], "queues_full"),  # the one it fits is full
+    ],
+)
+def test_a_model_that_fits_no_accepting_worker_is_refused_saying_why(
+    workers: list[tuple[int, int, int]], reason: str
+) -> None:
+    from sllm.workload import ModelSpec
+
+    wide = ModelSpec("wide-70b", 70.0, 140 * GB, gpus=4)
+    coord = Coordinator(
+        "seed", {**CATALOG, wide.name: wide}, COST, TIMEOUT, random.Random(0), started_at=0.0
+    )
+    for index, (gpus, memory_gb, queue_depth) in enumerate(workers):
+        worker = report(
+            f"w{index}", gpus=gpus, memory_total=memory_gb * GB, queue_depth=queue_depth
+        )
+        coord.view.apply_report(worker, 0.0)
+    response = coord.place(request(wide.name), 1.0)
+    assert (response.action, response.reason) == ("reject", reason)
 
 
 def test_a_model_no_worker_has_gpus_enough_for_is_rejected_saying_so() -> None:

@@ -374,17 +374,13 @@ class Coordinator:
         choice = self._choose_among_candidates(request, model, among, now) if among else None
         if choice is None:
             choice = self.policy.choose(self.view, request, model)
-        if choice is not None and choice.worker.report.gpus < model.gpus:
-            choice = self._choose_with_gpus(request, model, now)
-            if choice is None:
-                return _Refused(reason="not_enough_gpus")
         if choice is None:
             return _Refused(reason=self._why_none_accepts())
+        if not _fits(choice.worker, model):
+            choice = self._choose_where_it_fits(request, model, now)
+            if choice is None:
+                return _Refused(reason=self._why_it_fits_nowhere(model))
         entry = choice.worker
-        if model.size_bytes > entry.report.memory_total:
-            # The policy chose a worker too small for the weights. Fit-aware policies
-            # (startup-aware) choose one only when no worker it fits takes requests.
-            return _Refused(reason=self._why_too_small(model))
         new_load_s = self._new_load_s(choice, model)
         if self.deadline_s is not None and choice.estimated_wait_s > self.deadline_s + new_load_s:
             within = self._within_deadline(request, model, among)
@@ -436,15 +432,19 @@ class Coordinator:
         entries += [e for e in candidates(self.view, model.name) if e.worker_id not in among]
         return fastest_within(self.estimator, entries, request, model, self.deadline_s)
 
-    def _choose_with_gpus(
+    def _choose_where_it_fits(
         self, request: ScheduleRequest, model: ModelInfo, now: float
     ) -> Choice | None:
-        """The policy's choice among the workers with GPUs enough for `model`, for when
-        its choice over all of them had too few. The policy decides over a view of just
-        those workers, so this costs O(N) a request: only models on several GPUs, in a
-        fleet of mixed workers, ever take it. None when no worker has GPUs enough."""
-        eligible = [entry for entry in self.view.entries() if entry.report.gpus >= model.gpus]
-        return self._choose_in_part(request, model, eligible, now)
+        """The policy's choice among the workers `model` fits (GPUs and memory enough),
+        for when its choice over all of them did not fit: every policy, fit-aware or not
+        (seed's score ignores fit), places only where the model can run. The policy
+        decides over a view of just those workers, so this costs O(N) a request: only
+        models too large for some workers of a mixed fleet ever take it. None when no
+        worker it fits takes requests."""
+        if model.size_bytes > self.view.largest_gpu_bytes:
+            return None  # fits nowhere: no need to look
+        eligible = [entry for entry in self.view.entries() if _fits(entry, model)]
+        return self._choose_in_part(request, model, eligible, now) if eligible else None
 
     def _choose_among_candidates(
         self, request: ScheduleRequest, model: ModelInfo, among: Sequence[str], now: float
@@ -452,11 +452,7 @@ class Coordinator:
         """The policy's choice among the workers `among`, or None when none of them is
         known, takes requests, has GPUs enough and memory enough for `model`."""
         entries = [entry for worker_id in among if (entry := self.view.get(worker_id))]
-        fit = [
-            entry
-            for entry in entries
-            if entry.report.gpus >= model.gpus and entry.report.memory_total >= model.size_bytes
-        ]
+        fit = [entry for entry in entries if _fits(entry, model)]
         return self._choose_in_part(request, model, fit, now) if fit else None
 
     def _choose_in_part(
@@ -484,19 +480,21 @@ class Coordinator:
             return "no_ready_workers"
         return "queues_full"
 
-    def _why_too_small(self, model: ModelInfo) -> str:
-        """Why a request went to a worker too small for `model`: no worker holds it
-        (``model_too_large``, the client's error), or every worker that would is full or
-        not ready (``queues_full``: retry shortly). A policy that ranks without looking at
-        fit (seed) may pass over one that fits and takes requests: ``model_too_large``
-        too, the baseline's own failure. Scans the view only for a model some worker
-        fits."""
-        if model.size_bytes > self.view.largest_gpu_bytes:
-            return "model_too_large"
+    def _why_it_fits_nowhere(self, model: ModelInfo) -> str:
+        """Why no worker `model` fits took it: none has GPUs enough (``not_enough_gpus``,
+        503: one may join), none with GPUs enough has memory enough (``model_too_large``,
+        the client's error), or every one it fits is full or not ready (``queues_full``:
+        retry shortly). A one-GPU model larger than every GPU is told so in O(1); the
+        rest scan the view, stopping at the first worker it fits."""
+        if model.gpus <= 1 and model.size_bytes > self.view.largest_gpu_bytes:
+            return "model_too_large"  # every worker has a GPU
+        gpus_enough = False
         for entry in self.view.entries():
-            if entry.accepts and entry.report.memory_total >= model.size_bytes:
-                return "model_too_large"
-        return "queues_full"
+            if entry.report.gpus >= model.gpus:
+                if entry.report.memory_total >= model.size_bytes:
+                    return "queues_full"
+                gpus_enough = True
+        return "model_too_large" if gpus_enough else "not_enough_gpus"
 
     def _reject(self, request: ScheduleRequest, refused: _Refused) -> ScheduleResponse:
         self.counters.rejected += 1
@@ -544,3 +542,9 @@ class Coordinator:
             max_workers=self.view.admission.capacity,
             refused_workers=self.view.admission.refused,
         )
+
+
+def _fits(entry: WorkerEntry, model: ModelInfo) -> bool:
+    """Whether `model` can run on `entry`'s worker: GPUs enough for its tensor-parallel
+    degree, and GPU memory enough for its weights."""
+    return entry.report.gpus >= model.gpus and entry.report.memory_total >= model.size_bytes
