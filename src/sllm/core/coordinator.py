@@ -6,6 +6,11 @@ state. It returns what to send back to the sender plus notices for the runtime t
 (the core never logs). `expire(now)` drops silent workers; the runtime calls it at
 `next_deadline()`.
 
+A decision lands only where the model fits, GPUs and GPU memory enough, whatever the
+policy: a pick that falls short (seed's score and the load-only policies ignore fit) is
+replaced by the policy's choice among the workers it fits (`_choose_where_it_fits`), and
+only a model no accepting worker fits is refused, saying why.
+
 A report is all it takes to join, so new workers are admitted by `sllm.core.admission`:
 the view holds at most `Admission.capacity` workers (MAX_WORKERS) and each source address
 may announce new ones only so fast (NEW_IDENTITY_RATE); refusals are counted in the cluster
