@@ -123,6 +123,38 @@ def test_a_request_for_a_model_on_its_way_waits_for_its_load() -> None:
             assert decision.reason == OVER_DEADLINE
 
 
+def test_a_request_behind_a_loads_first_batch_starts_a_copy_where_a_gpu_has_room() -> None:
+    """MODEL is on its way to "loading" (90 s to go) with one slot, and one request already
+    waits for it there. The next one would wait for the load and that request, while an
+    H200 with nothing on its GPU loads the model from the store in about 13 s: it starts a
+    copy there. Not where that GPU is full (the copy would evict), nor where it waits for a
+    load of its own; and the load's first batch still follows the load."""
+    size = CATALOG[MODEL].size_bytes
+    on_its_way = {
+        "models": {MODEL: int(Tier.GPU)},
+        "loads": (LoadEnd(model=MODEL, ready_in_s=90.0),),
+        "load_backlog_s": 90.0,
+        "memory_used": size,
+        "slots": 1,
+    }
+    other = (LoadEnd(model=HUGE, ready_in_s=5.0),)
+    for waiting, elsewhere, worker in (
+        (1, {}, "spare"),
+        (1, {"memory_used": 141 * GB - size // 2}, "loading"),
+        (1, {"loads": other, "load_backlog_s": 5.0}, "loading"),
+        (0, {}, "loading"),  # the first batch
+    ):
+        c = coordinator(None)
+        c.handle(report("loading", queue_depth=waiting, **on_its_way), 0.0)
+        c.handle(report("spare", **elsewhere), 0.0)
+        decision = c.place(request(), 0.0)
+        assert decision.worker_id == worker, (waiting, elsewhere)
+        if worker == "spare":
+            assert decision.action == "cold_start" and decision.estimated_wait_s < 20.0
+        else:
+            assert decision.action == "serve" and decision.estimated_wait_s > 90.0
+
+
 def test_a_warm_copy_within_the_deadline_serves_what_the_copy_on_its_way_would_refuse() -> None:
     """A hot model's second copy is loading (90 s to go, its queue empty, so the least
     loaded holder and the ranked choice); the first copy is warm with about 24 s of queue.

@@ -30,7 +30,10 @@ Theory of operation:
   the decision scans the view for one that fits (a mixed fleet's large models). A load
   from a worker's disk is estimated at the disk bandwidth the worker reports. A model on
   its way to a worker's GPU ranks as if it were there (its requests follow that load);
-  the chosen estimate, which admission judges, adds the wait for it.
+  the chosen estimate, which admission judges, adds the wait for it. A request beyond
+  that load's first batch starts a copy instead on one of the least-loaded workers whose
+  GPU has room for it without evicting anything, when that cold start is sooner than the
+  whole wait (`StartupAware._copy_in_spare_room`).
 
 Not handled yet: a decision never migrates (the ``migrate`` action ServerlessLLM adds);
 a worker migrates running requests off itself when a load finds no room
@@ -132,7 +135,7 @@ class Estimator:
         if cost.size_bytes > report.memory_total:
             return math.inf
         slots = report.slots if report.slots > 1 else 1
-        ahead = report.queue_depth + report.running + entry.pending - slots + 1
+        ahead = requests_ahead(entry)
         wait = ahead / slots * cost.e2e_s if ahead > 0 else 0.0
         model = cost.model
         if model in entry.arriving:
@@ -371,9 +374,52 @@ class StartupAware:
                         best, best_ttft = entry, ttft
         tier = best.tier_of(request.model)
         best_ttft = self._estimator.chosen(best, tier, request.model, best_ttft)
+        if tier is GPU and best.report.loads and requests_ahead(best) > 0:
+            spare = self._copy_in_spare_room(view, model, cost, best_ttft)
+            if spare is not None:
+                best, best_ttft = spare
+                tier = best.tier_of(request.model)
         return Choice(
             worker=best, tier=tier, estimated_wait_s=best_ttft, reason=STARTUP_AWARE_REASONS[tier]
         )
+
+    def _copy_in_spare_room(
+        self, view: ClusterView, model: ModelInfo, cost: RequestCost, wait_s: float
+    ) -> tuple[WorkerEntry, float] | None:
+        """Of the least-loaded workers, the one whose GPU has room for another copy of
+        `model` without evicting anything, nor a load of its own to wait for, if its cold
+        start beats `wait_s`: the whole wait behind a load under way.
+
+        Why: a load under way gathers the requests of its first batch (they rank it as if
+        the model were there), and the next ones wait for the load and that batch. On a
+        cold cluster a popular large model's requests piled up behind one load after
+        another this way, each copy started only once its queue outgrew a whole cold
+        start (docs/simulator.md, "A copy in spare room"). A copy that evicts nothing costs
+        the other models nothing, so it starts as soon as it is sooner; where every GPU is
+        full, nothing changes.
+        """
+        best: tuple[WorkerEntry, float] | None = None
+        for entry in view.by_load.first(CANDIDATES_PER_TIER):
+            report = entry.report
+            if (
+                report.loads
+                or entry.arriving
+                or report.gpus < model.gpus
+                or report.memory_total - report.memory_used < cost.size_bytes
+            ):
+                continue
+            ttft = self._estimator.ttft(entry, cost)
+            if ttft < (wait_s if best is None else best[1]):
+                best = (entry, ttft)
+        return best
+
+
+def requests_ahead(entry: WorkerEntry) -> int:
+    """The requests a new one on `entry` would wait behind for a slot: 0 or fewer, it
+    starts at once (once its model is there)."""
+    report = entry.report
+    slots = report.slots if report.slots > 1 else 1
+    return report.queue_depth + report.running + entry.pending - slots + 1
 
 
 def _choice(
