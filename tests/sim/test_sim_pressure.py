@@ -127,6 +127,30 @@ def test_hours_sets_each_runs_simulated_duration(tmp_path: Path) -> None:
     assert bad.run(bad) == 2
 
 
+def test_levels_runs_only_the_levels_named(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    parser = argparse.ArgumentParser(prog="sllm")
+    suite.add_parser(parser.add_subparsers(dest="command", required=True))
+    quick = ["experiment", "pressure", "--quick", "--hours", "0.01", "--out", str(tmp_path)]
+    args = parser.parse_args([*quick, "--levels", "0.6"])
+    assert args.run(args) == 0
+    document = json.loads((tmp_path / "pressure.json").read_text())
+    assert document["setup"]["levels"] == [0.6]
+    assert all(list(arm) == ["0.6"] for arm in document["centralized"].values())
+    for levels, problem in [
+        ("0.3,0.3", "distinct"),
+        ("0", "(0, 10]"),
+        ("low", "separated by commas"),
+    ]:
+        bad = parser.parse_args([*quick, "--levels", levels])
+        assert bad.run(bad) == 2
+        assert problem in capsys.readouterr().err
+    other = parser.parse_args(["experiment", "exp1", "--levels", "0.3", "--out", str(tmp_path)])
+    assert other.run(other) == 2
+    assert "--levels is for pressure only" in capsys.readouterr().err
+
+
 def test_sllm_simulate_selects_each_mechanism_by_name() -> None:
     parser = argparse.ArgumentParser(prog="sllm")
     cli.add_parser(parser.add_subparsers(dest="command", required=True))

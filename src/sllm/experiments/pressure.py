@@ -478,7 +478,7 @@ def run_pressure(ctx: Context, size: PressureSize | None = None) -> PressureRuns
     workers, models, duration = size.workers, size.models, size.duration_s
     if ctx.options.hours is not None:
         duration = ctx.options.hours * 3600.0
-    arm_names, levels = size.arms, size.levels
+    arm_names, levels = size.arms, ctx.options.levels or size.levels
     trace = str(SHIPPED_TRACE) if SHIPPED_TRACE.exists() else None
     if trace is None:
         print(

@@ -35,6 +35,7 @@ the JSON under ``"centralized"`` and ``"decentralized"``.
   and a plot of the ratios by load, ``pressure-seeds-tally.png``). ``--replicas N`` runs
   each arm and level N times with the same arrivals and other cluster seeds and pools
   them, since one run's p99 moves with its network jitter and report phases alone.
+  ``--levels 0.3`` runs only the levels named (fractions of warm capacity).
 - **scale**: 10 to 10,000 workers centralized, 10 to 300 nodes decentralized (gossip
   costs the simulator about 2 minutes of wall time per 40 simulated seconds at 1,000
   nodes; ``sllm simulate --mode decentralized --workers 1000`` runs that size):
@@ -244,6 +245,13 @@ def add_parser(sub: Any) -> None:
         "other cluster seeds (network jitter, report phases, probes), and pool them: one "
         "run's slowest 1%% is luck as much as policy (default 1; N times the wall time)",
     )
+    parser.add_argument(
+        "--levels",
+        default=None,
+        metavar="L,L,...",
+        help="pressure only: the load levels to run, as fractions of warm capacity "
+        "(default 0.3,0.6,0.9,1.2; e.g. 0.3 reruns only the lowest)",
+    )
     parser.set_defaults(run=main)
 
 
@@ -269,6 +277,9 @@ def main(args: argparse.Namespace) -> int:
             problems.append("--seeds is for pressure only")
         if args.replicas > 1 and args.name != "pressure":
             problems.append("--replicas is for pressure only")
+        levels = _levels(args.levels, problems)
+        if levels and args.name != "pressure":
+            problems.append("--levels is for pressure only")
         if args.jobs < 1:
             problems.append("--jobs must be >= 1")
         if problems:
@@ -280,6 +291,7 @@ def main(args: argparse.Namespace) -> int:
             hours=args.hours,
             refusal_retries=args.refusal_retries,
             replicas=args.replicas,
+            levels=levels or None,
         )
         if seeds:
             written = run_pressure_seeds(Path(args.out), seeds, options, args.jobs)
@@ -308,3 +320,21 @@ def _seeds(text: str | None, problems: list[str]) -> list[int]:
         problems.append(f"--seeds must be distinct seeds >= 0; got {text!r}")
         return []
     return seeds
+
+
+def _levels(text: str | None, problems: list[str]) -> tuple[float, ...]:
+    """The load levels of ``--levels`` (none when not given); a bad list adds to
+    `problems`."""
+    if text is None:
+        return ()
+    try:
+        levels = tuple(float(part) for part in text.split(","))
+    except ValueError:
+        problems.append(
+            f"--levels must be fractions separated by commas, like 0.3,0.6; got {text!r}"
+        )
+        return ()
+    if not all(0.0 < level <= 10.0 for level in levels) or len(set(levels)) != len(levels):
+        problems.append(f"--levels must be distinct fractions of capacity in (0, 10]; got {text!r}")
+        return ()
+    return levels

@@ -103,6 +103,9 @@ class RunOptions:
     # Runs of each arm and level, with the same arrivals and other cluster seeds, pooled
     # (where the experiment takes it; `summarize_pooled`).
     replicas: int = 1
+    # The load levels to run, as fractions of warm capacity, where the experiment takes
+    # them; None: the experiment's own.
+    levels: tuple[float, ...] | None = None
 
 
 DEFAULT_OPTIONS = RunOptions()  # `sllm experiment NAME` with no options
