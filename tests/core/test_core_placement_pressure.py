@@ -127,7 +127,8 @@ def test_a_request_behind_a_loads_first_batch_starts_a_copy_where_a_gpu_has_room
     """MODEL is on its way to "loading" (90 s to go) with one slot, and one request already
     waits for it there. The next one would wait for the load and that request, while an
     H200 with nothing on its GPU loads the model from the store in about 13 s: it starts a
-    copy there. Not where that GPU is full (the copy would evict), nor where it waits for a
+    copy there, and where that GPU is full of models nobody is using. Not where it is full
+    and the worker busy (the copy would evict a model in use), nor where it waits for a
     load of its own; and the load's first batch still follows the load."""
     size = CATALOG[MODEL].size_bytes
     on_its_way = {
@@ -140,7 +141,8 @@ def test_a_request_behind_a_loads_first_batch_starts_a_copy_where_a_gpu_has_room
     other = (LoadEnd(model=HUGE, ready_in_s=5.0),)
     for waiting, elsewhere, worker in (
         (1, {}, "spare"),
-        (1, {"memory_used": 141 * GB - size // 2}, "loading"),
+        (1, {"memory_used": 141 * GB - size // 2}, "spare"),  # idle: its models serve nobody
+        (1, {"memory_used": 141 * GB - size // 2, "running": 1}, "loading"),
         (1, {"loads": other, "load_backlog_s": 5.0}, "loading"),
         (0, {}, "loading"),  # the first batch
     ):

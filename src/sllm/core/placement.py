@@ -32,8 +32,9 @@ Theory of operation:
   its way to a worker's GPU ranks as if it were there (its requests follow that load);
   the chosen estimate, which admission judges, adds the wait for it. A request beyond
   that load's first batch starts a copy instead on one of the least-loaded workers whose
-  GPU has room for it without evicting anything, when that cold start is sooner than the
-  whole wait (`StartupAware._copy_in_spare_room`).
+  GPU has room for it without evicting a model in use (free memory, or a worker with
+  nothing to serve), when that cold start is sooner than the whole wait
+  (`StartupAware._copy_in_spare_room`).
 
 Not handled yet: a decision never migrates (the ``migrate`` action ServerlessLLM adds);
 a worker migrates running requests off itself when a load finds no room
@@ -386,17 +387,17 @@ class StartupAware:
     def _copy_in_spare_room(
         self, view: ClusterView, model: ModelInfo, cost: RequestCost, wait_s: float
     ) -> tuple[WorkerEntry, float] | None:
-        """Of the least-loaded workers, the one whose GPU has room for another copy of
-        `model` without evicting anything, nor a load of its own to wait for, if its cold
-        start beats `wait_s`: the whole wait behind a load under way.
+        """Of the least-loaded workers, the one with room for another copy of `model`
+        (`_has_room_for`), and no load of its own to wait for, if its cold start beats
+        `wait_s`: the whole wait behind a load under way.
 
         Why: a load under way gathers the requests of its first batch (they rank it as if
         the model were there), and the next ones wait for the load and that batch. On a
         cold cluster a popular large model's requests piled up behind one load after
         another this way, each copy started only once its queue outgrew a whole cold
-        start (docs/simulator.md, "A copy in spare room"). A copy that evicts nothing costs
-        the other models nothing, so it starts as soon as it is sooner; where every GPU is
-        full, nothing changes.
+        start (docs/simulator.md, "A copy in spare room"). A copy that evicts no model in
+        use costs the others little, so it starts as soon as it is sooner; where every
+        GPU is full and busy, nothing changes.
         """
         best: tuple[WorkerEntry, float] | None = None
         for entry in view.by_load.first(CANDIDATES_PER_TIER):
@@ -405,13 +406,27 @@ class StartupAware:
                 report.loads
                 or entry.arriving
                 or report.gpus < model.gpus
-                or report.memory_total - report.memory_used < cost.size_bytes
+                or not _has_room_for(entry, cost.size_bytes)
             ):
                 continue
             ttft = self._estimator.ttft(entry, cost)
             if ttft < (wait_s if best is None else best[1]):
                 best = (entry, ttft)
         return best
+
+
+def _has_room_for(entry: WorkerEntry, size_bytes: int) -> bool:
+    """`entry`'s GPU takes `size_bytes` more without evicting a model in use: its free
+    memory, or all of it where the worker has nothing queued, running or on its way.
+
+    Why the idle worker: the models on its GPU serve nobody now. Counting only free memory
+    left the copies of a cold cluster's hot model to wait for GPUs that held idle models
+    (docs/simulator.md, "An idle worker's GPU is room").
+    """
+    report = entry.report
+    if report.memory_total - report.memory_used >= size_bytes:
+        return True
+    return entry.load == 0 and report.memory_total >= size_bytes
 
 
 def requests_ahead(entry: WorkerEntry) -> int:
