@@ -61,6 +61,7 @@ from sllm.core.placement import (
     Estimator,
     candidates,
     fastest_within,
+    fits,
     load_time_on,
     make_policy,
 )
@@ -381,7 +382,7 @@ class Coordinator:
             choice = self.policy.choose(self.view, request, model)
         if choice is None:
             return _Refused(reason=self._why_none_accepts())
-        if not _fits(choice.worker, model):
+        if not fits(choice.worker, model):
             choice = self._choose_where_it_fits(request, model, now)
             if choice is None:
                 return _Refused(reason=self._why_it_fits_nowhere(model))
@@ -448,7 +449,7 @@ class Coordinator:
         worker it fits takes requests."""
         if model.size_bytes > self.view.largest_gpu_bytes:
             return None  # fits nowhere: no need to look
-        eligible = [entry for entry in self.view.entries() if _fits(entry, model)]
+        eligible = [entry for entry in self.view.entries() if fits(entry, model)]
         return self._choose_in_part(request, model, eligible, now) if eligible else None
 
     def _choose_among_candidates(
@@ -457,7 +458,7 @@ class Coordinator:
         """The policy's choice among the workers `among`, or None when none of them is
         known, takes requests, has GPUs enough and memory enough for `model`."""
         entries = [entry for worker_id in among if (entry := self.view.get(worker_id))]
-        fit = [entry for entry in entries if _fits(entry, model)]
+        fit = [entry for entry in entries if fits(entry, model)]
         return self._choose_in_part(request, model, fit, now) if fit else None
 
     def _choose_in_part(
@@ -547,9 +548,3 @@ class Coordinator:
             max_workers=self.view.admission.capacity,
             refused_workers=self.view.admission.refused,
         )
-
-
-def _fits(entry: WorkerEntry, model: ModelInfo) -> bool:
-    """Whether `model` can run on `entry`'s worker: GPUs enough for its tensor-parallel
-    degree, and GPU memory enough for its weights."""
-    return entry.report.gpus >= model.gpus and entry.report.memory_total >= model.size_bytes

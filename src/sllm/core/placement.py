@@ -401,13 +401,7 @@ class StartupAware:
         """
         best: tuple[WorkerEntry, float] | None = None
         for entry in view.by_load.first(CANDIDATES_PER_TIER):
-            report = entry.report
-            if (
-                report.loads
-                or entry.arriving
-                or report.gpus < model.gpus
-                or not _has_room_for(entry, cost.size_bytes)
-            ):
+            if entry.report.loads or entry.arriving or not _has_room_for(entry, model):
                 continue
             ttft = self._estimator.ttft(entry, cost)
             if ttft < (wait_s if best is None else best[1]):
@@ -415,18 +409,23 @@ class StartupAware:
         return best
 
 
-def _has_room_for(entry: WorkerEntry, size_bytes: int) -> bool:
-    """`entry`'s GPU takes `size_bytes` more without evicting a model in use: its free
-    memory, or all of it where the worker has nothing queued, running or on its way.
+def fits(entry: WorkerEntry, model: ModelInfo) -> bool:
+    """Whether `model` can run on `entry`'s worker: GPUs enough for its tensor-parallel
+    degree, and GPU memory enough for its weights."""
+    return entry.report.gpus >= model.gpus and entry.report.memory_total >= model.size_bytes
+
+
+def _has_room_for(entry: WorkerEntry, model: ModelInfo) -> bool:
+    """`model` `fits` `entry`, and its GPU takes it without evicting a model in use: its
+    free memory, or all of it where the worker has nothing queued, running or on its way.
 
     Why the idle worker: the models on its GPU serve nobody now. Counting only free memory
     left the copies of a cold cluster's hot model to wait for GPUs that held idle models
     (docs/simulator.md, "An idle worker's GPU is room").
     """
     report = entry.report
-    if report.memory_total - report.memory_used >= size_bytes:
-        return True
-    return entry.load == 0 and report.memory_total >= size_bytes
+    free = report.memory_total - report.memory_used
+    return fits(entry, model) and (free >= model.size_bytes or entry.load == 0)
 
 
 def requests_ahead(entry: WorkerEntry) -> int:
