@@ -157,6 +157,59 @@ def test_a_request_behind_a_loads_first_batch_starts_a_copy_where_a_gpu_has_room
             assert decision.action == "serve" and decision.estimated_wait_s > 90.0
 
 
+def test_a_burst_behind_a_load_starts_a_copy_for_the_requests_to_come() -> None:
+    """MODEL is on its way to "loading" (its load ends 2 s before a copy's from the store
+    would), and one request waits there beyond the first batch: a copy on the empty
+    "spare" is not sooner for this request, so with no other requests for the model it
+    waits for the load. After a burst of the model's requests, those still to come while
+    a copy loads would queue behind the same load: the request starts the copy."""
+    store_load_s = COST.load_time(CATALOG[MODEL].size_bytes, Tier.REMOTE)
+    slots = 4
+    loading = report(
+        "loading",
+        models={MODEL: int(Tier.GPU)},
+        loads=(LoadEnd(model=MODEL, ready_in_s=store_load_s - 2.0),),
+        load_backlog_s=store_load_s - 2.0,
+        memory_used=CATALOG[MODEL].size_bytes,
+        slots=slots,
+        queue_depth=slots,  # the first batch, and one more
+    )
+    for burst, worker in ((0, "loading"), (120, "spare")):  # none, or two a second
+        c = coordinator(None)
+        c.handle(loading, 0.0)
+        c.handle(report("spare", slots=slots), 0.0)
+        for _ in range(burst):
+            c.view.arrivals.arrived(MODEL, 0.0)
+        decision = c.place(request(), 0.0)
+        assert decision.worker_id == worker, burst
+
+
+def test_the_coordinator_counts_each_request_of_a_known_model_once() -> None:
+    """The rate placement reads counts a request when it arrives: not again when a held
+    request is decided anew, and not at all for a model name not in the catalog (names
+    off the wire would grow the count without bound)."""
+    c = Coordinator(
+        "startup-aware",
+        CATALOG,
+        COST,
+        TIMEOUT,
+        random.Random(0),
+        0.0,
+        deadline_s=1.0,
+        hold_s=30.0,
+    )
+    c.handle(report("busy", slots=1, running=1, queue_depth=40), 0.0)
+    assert c.view.arrivals.rate_per_s(MODEL) == 0.0
+    assert c.place(request(rid="a"), 0.0).action == "hold"
+    once = c.view.arrivals.rate_per_s(MODEL)
+    assert once > 0.0
+    for tick in range(1, 5):
+        assert c.release(tick * 0.25) == []  # still over the deadline: held
+    assert c.view.arrivals.rate_per_s(MODEL) == once
+    c.place(request(model="no-such-model", rid="b"), 1.0)
+    assert c.view.arrivals.rate_per_s("no-such-model") == 0.0
+
+
 def test_a_warm_copy_within_the_deadline_serves_what_the_copy_on_its_way_would_refuse() -> None:
     """A hot model's second copy is loading (90 s to go, its queue empty, so the least
     loaded holder and the ranked choice); the first copy is warm with about 24 s of queue.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import math
 import random
 from typing import Any
 
@@ -11,7 +12,7 @@ from core_builders import report as base_report
 from core_builders import view_of
 
 from sllm.core.tiers import Tier
-from sllm.core.view import ClusterView, LoadIndex
+from sllm.core.view import ARRIVAL_WINDOW_S, ArrivalRates, ClusterView, LoadIndex
 from sllm.wire.messages import WorkerReport
 
 TIMEOUT = 5.0
@@ -286,3 +287,16 @@ def test_remove_keeps_random_and_turn_consistent() -> None:
     entry = view.next_in_turn()
     assert entry is not None
     assert entry.worker_id == "w9"
+
+
+def test_arrival_rates_decay_with_the_window() -> None:
+    """A burst's count decays with the window's time constant, so a model's rate follows
+    its burst; each model is counted apart."""
+    rates = ArrivalRates()
+    assert rates.rate_per_s("m") == 0.0
+    for _ in range(60):
+        rates.arrived("m", 0.0)
+    assert rates.rate_per_s("m") == pytest.approx(60 / ARRIVAL_WINDOW_S)
+    rates.arrived("m", ARRIVAL_WINDOW_S)  # one window later: the burst is down to 1/e
+    assert rates.rate_per_s("m") == pytest.approx((60 / math.e + 1) / ARRIVAL_WINDOW_S)
+    assert rates.rate_per_s("other") == 0.0

@@ -327,6 +327,8 @@ class Coordinator:
             held.reply_to = reply_to
             return self._hold_answer(held, now)
         self.counters.requests += 1
+        if request.model in self.catalog:  # any name off the wire would grow the counts
+            self.view.arrivals.arrived(request.model, now)
         decision = self._decide(request, now, among)
         if not isinstance(decision, _Refused):
             return decision

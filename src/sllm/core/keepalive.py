@@ -231,5 +231,10 @@ class Retention:
 
     @staticmethod
     def _decayed(demand: _Demand, now: float) -> float:
-        elapsed = max(0.0, now - demand.counted_at)
-        return demand.count * math.exp(-elapsed / RATE_WINDOW_S)
+        return decayed(demand.count, demand.counted_at, now, RATE_WINDOW_S)
+
+
+def decayed(count: float, counted_at: float, now: float, window_s: float) -> float:
+    """A count of arrivals taken at `counted_at`, decayed exponentially with time constant
+    `window_s` to `now`: divided by `window_s`, an arrival rate that follows bursts."""
+    return count * math.exp(-max(0.0, now - counted_at) / window_s)

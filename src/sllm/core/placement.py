@@ -33,7 +33,8 @@ Theory of operation:
   the chosen estimate, which admission judges, adds the wait for it. A request beyond
   that load's first batch starts a copy instead on one of the least-loaded workers whose
   GPU has room for it without evicting a model in use (free memory, or a worker with
-  nothing to serve), when that cold start is sooner than the whole wait
+  nothing to serve), when that cold start is sooner than the whole wait, counting the
+  requests the model's arrival rate says will join while the copy loads
   (`StartupAware._copy_in_spare_room`).
 
 Not handled yet: a decision never migrates (the ``migrate`` action ServerlessLLM adds);
@@ -376,7 +377,8 @@ class StartupAware:
         tier = best.tier_of(request.model)
         best_ttft = self._estimator.chosen(best, tier, request.model, best_ttft)
         if tier is GPU and best.report.loads and requests_ahead(best) > 0:
-            spare = self._copy_in_spare_room(view, model, cost, best_ttft)
+            to_come_s = _wait_of_requests_to_come(view, best, cost)
+            spare = self._copy_in_spare_room(view, model, cost, best_ttft + to_come_s)
             if spare is not None:
                 best, best_ttft = spare
                 tier = best.tier_of(request.model)
@@ -389,7 +391,8 @@ class StartupAware:
     ) -> tuple[WorkerEntry, float] | None:
         """Of the least-loaded workers, the one with room for another copy of `model`
         (`_has_room_for`), and no load of its own to wait for, if its cold start beats
-        `wait_s`: the whole wait behind a load under way.
+        `wait_s`: the whole wait behind a load under way, and that of the requests to come
+        (`_wait_of_requests_to_come`).
 
         Why: a load under way gathers the requests of its first batch (they rank it as if
         the model were there), and the next ones wait for the load and that batch. On a
@@ -407,6 +410,25 @@ class StartupAware:
             if ttft < (wait_s if best is None else best[1]):
                 best = (entry, ttft)
         return best
+
+
+def _wait_of_requests_to_come(view: ClusterView, best: WorkerEntry, cost: RequestCost) -> float:
+    """The queue wait that the model's requests arriving while a copy loads from the store
+    add to its copies (the GPU holders, loads under way included), each as long as this
+    one, spread over `best`'s slots: the wait a copy started now would spare them.
+
+    Why: a request behind a load under way asked only whether a copy was sooner for
+    itself, and a load that ends in 100 s beats a copy that ends in 111 s. So the copies
+    of a hot 138 GB model started one by one, each once its queue outgrew a whole cold
+    start, and hundreds of requests waited minutes behind the first few
+    (docs/simulator.md, "Copies for the requests to come"). The request that starts the
+    copy may wait a little longer for it; the ones after it wait much less.
+    """
+    holders = view.holders(cost.model, GPU)
+    copies = len(holders) if holders else 1
+    to_come = view.arrivals.rate_per_s(cost.model) * cost.load_s[REMOTE] / copies
+    slots = best.report.slots if best.report.slots > 1 else 1
+    return to_come / slots * cost.e2e_s
 
 
 def fits(entry: WorkerEntry, model: ModelInfo) -> bool:

@@ -26,6 +26,9 @@ few models there, so a placement updates a handful of indices. Disk copies are m
 (a pre-populated model store holds dozens) and load about as slowly as the remote store,
 so placement finds them among the least-loaded workers instead.
 
+**Arrivals.** A view also counts each model's requests as they arrive at its scheduler
+(`ArrivalRates`): placement asks how many more are coming while a load runs.
+
 Loads are small integers (queued + running + pending), so each index is a
 bucket queue: ``load -> insertion-ordered ids``, plus a sorted list of the loads present.
 Finding the least-loaded worker costs O(1) in the common case and an update costs
@@ -45,6 +48,7 @@ from itertools import islice
 from typing import Generic, TypeVar
 
 from sllm.core.admission import MAX_WORKERS_DEFAULT, Admission
+from sllm.core.keepalive import decayed
 from sllm.core.tiers import GPU, REMOTE, Tier
 from sllm.wire.messages import WorkerReport
 
@@ -175,6 +179,41 @@ def indexed_models(report: WorkerReport) -> list[tuple[str, int]]:
     return pairs
 
 
+# A model's arrival rate at a scheduler is its count of arrivals decayed with this time
+# constant: a minute, about a 70B checkpoint's load from the store, the time a copy takes
+# to help (20, 30 and 120 s did worse: docs/simulator.md, "Copies for the requests to
+# come").
+ARRIVAL_WINDOW_S = 60.0
+
+
+class ArrivalRates:
+    """Each model's arrival rate at one scheduler, counted once per request as it arrives.
+
+    Why: placement starts another copy of a model while a load of it is under way only
+    when the copy is sooner; the requests that will arrive during the copy's load make it
+    sooner for them (`sllm.core.placement`). A decentralized node counts the requests that
+    enter the cluster through it, its share of the rate, and leaves the rest to the
+    other nodes: scaled up to the cluster's rate, every node started copies for all of
+    it at once (docs/simulator.md, "Copies for the requests to come"). Bounded by the
+    caller: only models of the catalog are counted.
+    """
+
+    __slots__ = ("_counts",)
+
+    def __init__(self) -> None:
+        self._counts: dict[str, tuple[float, float]] = {}  # model -> (count, counted at)
+
+    def arrived(self, model: str, now: float) -> None:
+        count, counted_at = self._counts.get(model, (0.0, now))
+        self._counts[model] = (decayed(count, counted_at, now, ARRIVAL_WINDOW_S) + 1.0, now)
+
+    def rate_per_s(self, model: str) -> float:
+        """Requests a second for `model` here, as of its last arrival (placement asks
+        while deciding that arrival, so it needs no clock)."""
+        count, _ = self._counts.get(model, (0.0, 0.0))
+        return count / ARRIVAL_WINDOW_S
+
+
 class ClusterView:
     """Live workers, their last reports and the indices placement needs."""
 
@@ -194,6 +233,7 @@ class ClusterView:
         self._workers_by_slots: dict[int, int] = {}  # slots reported -> live workers
         self._workers_by_gpu_bytes: dict[int, int] = {}  # memory_total -> live workers
         self._expired_at = -math.inf  # the time of the last `expire`
+        self.arrivals = ArrivalRates()
 
     @property
     def same_slots(self) -> bool:
@@ -362,6 +402,7 @@ class ClusterView:
         placements this view made since), for a policy to decide among them alone."""
         known = max(1, len(entries))  # every one of them joins at once
         part = ClusterView(self.worker_timeout, Admission(capacity=known, per_source_burst=known))
+        part.arrivals = self.arrivals
         for entry in entries:
             part.apply_report(entry.report, now)
             if entry.pending or entry.arriving:
