@@ -92,6 +92,13 @@ def test_acting_on_the_estimate_beats_seed_on_a_pressured_mixed_fleet() -> None:
     markdown = write_pressure(result)
     assert f"| 90% | {BEST} |" in markdown and "| met |" in markdown
     assert "## Demand on the large GPUs" in markdown and "| 90% | b200 |" in markdown
+    # Startup-aware's requests over the p99 target, as bound and from one queue a model
+    # (`sllm.experiments.binding`): here the queue leaves fewer over it, not none.
+    bound = result.binding[LEVEL]
+    assert bound.completed == result.figures["startup-aware"][LEVEL].summary.completed
+    assert 0 < bound.over_target_shared <= bound.over_target
+    assert "## Binding at arrival" in markdown
+    assert result.as_dict()["binding"]["arm"] == "startup-aware"
 
 
 def test_the_fleet_is_mixed_and_every_arm_names_a_registered_policy() -> None:
