@@ -56,8 +56,11 @@ def served(result: SimResult) -> list[Served]:
 
 def copy_windows(requests: Iterable[Served]) -> list[tuple[float, float]]:
     """When each copy of one model was there to serve: on each worker, from the first token
-    of a request that loaded it (or of the worker's first request of it) to the end of the
-    last request before the next load."""
+    of its first request there to the end of the last request before it was loaded again.
+
+    A request that waited for a load is a cold start, and so are the others of the load's
+    first batch; the model was loaded again only where such a request's first token comes
+    after every earlier request there ended (the copy had gone idle, and was evicted)."""
     by_worker: dict[str, list[Served]] = {}
     for request in requests:
         by_worker.setdefault(request.worker, []).append(request)
@@ -66,7 +69,7 @@ def copy_windows(requests: Iterable[Served]) -> list[tuple[float, float]]:
         on_worker.sort(key=lambda request: request.first_token_s)
         start, end = on_worker[0].first_token_s, on_worker[0].end_s
         for request in on_worker[1:]:
-            if request.cold_start:  # evicted since: a new copy
+            if request.cold_start and request.first_token_s > end:  # reloaded: a new copy
                 windows.append((start, end))
                 start, end = request.first_token_s, request.end_s
             else:
