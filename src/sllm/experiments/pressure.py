@@ -23,7 +23,10 @@ unfinished) next to p50/p99 time to first token of the completed ones, and the t
 issue 21 as ratios to ``seed`` at each level. It also says what each level asks of the
 workers the largest checkpoints alone fit (`fit_demands`): the slots their requests keep
 busy, and the fewest failures any policy can have there (`fewest_failures`), which tells a
-target no placement could meet from one a better policy might.
+target no placement could meet from one a better policy might. And how many of plain
+startup-aware's requests are over the p99 target as they were bound, against a queue
+shared by each model's copies (`sllm.experiments.binding`), which tells a tail of binding
+from one of too few copies.
 
 The decentralized arms (`DECENTRALIZED_TWINS`, suffixed ``(decentralized)``) run seed,
 startup-aware, startup-aware with admission and with admission and migration, and with the
