@@ -11,9 +11,9 @@ hot model under the target that its bound requests missed (docs/simulator.md, "W
 seed 1 at 60% asks").
 
 An idealisation, not a policy: the copies' slots serve only this model (their other
-models are left out), each request occupies a slot from its start to its end as it ran
-(its prefill, tens of milliseconds, is left out of its wait), and the copies are the ones
-the run started. It says what late binding could gain with those copies, not what a
+models are left out), each request holds a slot from its first token to its end as it
+ran (its prefill, tens of milliseconds, is left out of its wait), and the copies are the
+ones the run started. It says what late binding could gain with those copies, not what a
 scheduler that binds late would get: it would start other copies.
 """
 
@@ -35,7 +35,7 @@ class Served:
     arrival_s: float
     first_token_s: float
     end_s: float
-    cold_start: bool  # it loaded its model on `worker`: a copy begins with it
+    cold_start: bool  # it waited for a load of its model on `worker` (`copy_windows`)
 
 
 def served(result: SimResult) -> list[Served]:
