@@ -14,7 +14,10 @@ An idealisation, not a policy: the copies' slots serve only this model (their ot
 models are left out), each request holds a slot from its first token to its end as it
 ran (its prefill, tens of milliseconds, is left out of its wait), and the copies are the
 ones the run started. It says what late binding could gain with those copies, not what a
-scheduler that binds late would get: it would start other copies.
+scheduler that binds late would get: it would start other copies. Measured, it gets
+nothing: moving waiting requests to free slots of ready copies with full knowledge of
+every queue left that cell's p99 where it was, or raised it (docs/simulator.md, "Late
+binding, omniscient").
 """
 
 from __future__ import annotations

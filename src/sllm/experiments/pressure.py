@@ -880,7 +880,9 @@ def _binding_section(result: PressureResult) -> list[str]:
         "first served from one queue shared by each model's copies, the copies as the run "
         "had them and serving only that model (`sllm.experiments.binding`: an idealisation "
         "of late binding, not a policy). The p99 is under the target where at most the "
-        "slowest 1% are over it.",
+        "slowest 1% are over it. Not what late binding gets: binding late, even with full "
+        "knowledge of every queue, starts copies later and shares their workers' slots, "
+        'and gained nothing where measured (docs/simulator.md, "Late binding, omniscient").',
         "",
     ]
     rows = [
