@@ -99,22 +99,26 @@ def test_limits_are_checked() -> None:
         OutstandingRequests(max_placements=0)
 
 
-def test_a_request_handed_back_is_placed_again_within_the_placement_bound() -> None:
+def test_a_request_handed_back_is_placed_again_however_often_it_moves() -> None:
     held = OutstandingRequests(deadline_s=60.0, max_placements=2)
     held.begin("r", now=0.0)
     assert held.placed("r", "w1") is None
     assert held.handed_back("r", "w2") is None  # not where it is: a stray answer
-    assert held.handed_back("r", "w1") == Retry(request_id="r", lost_worker="w1")
-    assert held.worker_of("r") == "" and held.retried == 1
-    assert held.placed("r", "w2") is None
-    assert held.handed_back("r", "w2") == Fail(
-        request_id="r", reason=RETRIES_EXHAUSTED, worker_id="w2"
-    )
+    for move, (here, there) in enumerate((("w1", "w2"), ("w2", "w3"), ("w3", "w4"))):
+        assert held.handed_back("r", here) == Retry(request_id="r", lost_worker=here)
+        assert held.worker_of("r") == "" and held.retried == move + 1
+        assert held.placed("r", there) is None
+    # A death still counts: the bound is two placements on workers that died.
+    assert held.worker_lost("w4") == [Retry(request_id="r", lost_worker="w4")]
+    held.placed("r", "w5")
+    assert held.worker_lost("w5") == [
+        Fail(request_id="r", reason=RETRIES_EXHAUSTED, worker_id="w5")
+    ]
     assert "r" not in held
 
 
 def test_a_migrated_request_is_placed_again_though_it_had_started() -> None:
-    held = OutstandingRequests(deadline_s=60.0, max_placements=2)
+    held = OutstandingRequests(deadline_s=60.0, max_placements=1)
     held.begin("r", now=0.0)
     held.placed("r", "w1")
     held.started("r", "w1")
@@ -123,10 +127,12 @@ def test_a_migrated_request_is_placed_again_though_it_had_started() -> None:
     assert not held.is_started("r") and held.migrated_total == 1
     held.placed("r", "w2")
     held.started("r", "w2")
-    assert held.migrated("r", "w2") == Fail(
-        request_id="r", reason=RETRIES_EXHAUSTED, worker_id="w2"
-    )
-    assert held.migrated_total == 1
+    assert held.migrated("r", "w2") == Retry(request_id="r", lost_worker="w2")
+    assert held.migrated_total == 2
+    held.placed("r", "w3")
+    assert held.worker_lost("w3") == [
+        Fail(request_id="r", reason=RETRIES_EXHAUSTED, worker_id="w3")
+    ]
 
 
 def test_a_started_request_is_never_handed_back() -> None:

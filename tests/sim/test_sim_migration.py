@@ -47,11 +47,12 @@ def test_migrated_requests_finish_elsewhere_and_the_tail_shortens(
     migrated = sum(state.migrated_total for state in after)
     handed_back = sum(state.handed_back_total for state in after)
     assert migrated > 0 and handed_back > 0
-    # Every move was placed again or ran out of placements; none ends with the reason,
-    # none is lost, and the run served the same requests.
+    # Every move was placed again (a move is no death: none ran out of placements); none
+    # ends with the reason, none is lost, and the run served the same requests.
     assert not [o for o in with_it.outcomes if o.reason in (MIGRATED, HANDED_BACK)]
     report = with_it.report.run
-    assert report.retried + report.failures.get(RETRIES_EXHAUSTED, 0) == migrated + handed_back
+    assert report.failures.get(RETRIES_EXHAUSTED, 0) == 0
+    assert report.retried == migrated + handed_back
     assert report.lost == 0 and report.requests == without.report.run.requests
     # Here it shortens the tail: loads no longer wait for models that stay busy.
     assert summarize(with_it).ttft.p99 < summarize(without).ttft.p99

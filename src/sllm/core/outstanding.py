@@ -17,6 +17,10 @@ A request a worker hands back before starting it (``handed_back``: the load it w
 for found no room, `sllm.core.worker.WorkerState.tick`) is placed again the same way
 (`handed_back`), and so is the rest of a running request the worker migrated off
 (``migrated``, `migrated`): its tokens so far were answered, so nothing runs twice.
+Such a move is a live worker's choice, not a death: the placement it ends does not count
+against `MAX_PLACEMENTS`, which is for dying workers, and the deadline bounds how often a
+request is moved. (Counted, a small model's request handed back three times failed with
+``retries_exhausted`` after about three loads' time: docs/simulator.md, "Hand-back".)
 
 Every request also has a deadline, `REQUEST_DEADLINE_S` after it began: whatever
 notice is lost, `expire` fails it with ``no_result`` then, so no client waits past it.
@@ -103,12 +107,13 @@ class RequestOutcome:
 
 
 class _Outstanding:
-    __slots__ = ("placements", "started", "worker_id")
+    __slots__ = ("moves", "placements", "started", "worker_id")
 
     def __init__(self) -> None:
         self.worker_id = ""  # empty while a placement is being decided
         self.started = False
         self.placements = 0
+        self.moves = 0  # placements a live worker ended by moving it (hand-back, migration)
 
 
 class OutstandingRequests:
@@ -201,20 +206,23 @@ class OutstandingRequests:
 
     def handed_back(self, request_id: str, worker_id: str) -> Decision | None:
         """`worker_id` gave the request back before starting it (its model's load found
-        no room there): place it again, as a request queued on a lost worker is. None
-        for a request not held on that worker (late, or a duplicate answer)."""
+        no room there): place it again, as a request queued on a lost worker is, but
+        without counting the placement it ends against the bound. None for a request not
+        held on that worker (late, or a duplicate answer)."""
         request = self._requests.get(request_id)
         if request is None or request.worker_id != worker_id or request.started:
             return None
+        request.moves += 1
         return self._after_loss(request_id, request, worker_id)
 
     def migrated(self, request_id: str, worker_id: str) -> Decision | None:
         """`worker_id` moved the running request off (to make room for a load): place
-        the rest of it again; a placement like any other, bounded by `max_placements`.
-        None for a request not held on that worker."""
+        the rest of it again, a move as `handed_back` is. None for a request not held on
+        that worker."""
         request = self._requests.get(request_id)
         if request is None or request.worker_id != worker_id:
             return None
+        request.moves += 1
         request.started = False  # what ran there is done; the rest has not started
         decision = self._after_loss(request_id, request, worker_id)
         if isinstance(decision, Retry):
@@ -254,7 +262,7 @@ class OutstandingRequests:
     def _after_loss(self, request_id: str, request: _Outstanding, worker_id: str) -> Decision:
         if request.started:
             return self._fail(request_id, WORKER_LOST)
-        if request.placements >= self.max_placements:
+        if request.placements - request.moves >= self.max_placements:
             return self._fail(request_id, RETRIES_EXHAUSTED)
         self._release(request_id, worker_id)
         request.worker_id = ""
