@@ -25,8 +25,8 @@ workers the largest checkpoints alone fit (`fit_demands`): the slots their reque
 busy, and the fewest failures any policy can have there (`fewest_failures`), which tells a
 target no placement could meet from one a better policy might. And how many of plain
 startup-aware's requests are over the p99 target as they were bound, against a queue
-shared by each model's copies (`sllm.experiments.binding`), which tells a tail of binding
-from one of too few copies.
+shared by each model's copies as the run had them (`sllm.experiments.binding`): an
+idealisation, since a scheduler that binds late starts other copies.
 
 The decentralized arms (`DECENTRALIZED_TWINS`, suffixed ``(decentralized)``) run seed,
 startup-aware, startup-aware with admission and with admission and migration, and with the
